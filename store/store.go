@@ -1,0 +1,162 @@
+// Package store is mailstack's PostgreSQL message store: accounts,
+// credentials, mailboxes, messages and their bodies, the outbound queue and
+// the change feed. It is the only package that speaks SQL; callers get Go
+// types. Every query that touches account data is scoped by account id in SQL
+// (DESIGN.md invariant 4).
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mailstack/mailstack/migrations"
+)
+
+// Errors returned by store calls. Callers match them with errors.Is.
+var (
+	ErrNotFound    = errors.New("not found")
+	ErrExists      = errors.New("already exists")
+	ErrAuthFailed  = errors.New("authentication failed")
+	ErrThrottled   = errors.New("too many failed login attempts; try again later")
+	ErrInvalid     = errors.New("invalid argument")
+	ErrNoSelect    = errors.New("mailbox cannot be selected")
+	ErrHasChildren = errors.New("mailbox has children")
+	ErrOverQuota   = errors.New("quota exceeded")
+	ErrAccountGone = errors.New("account disabled or removed")
+)
+
+// Store is a handle on the database. It is safe for concurrent use.
+type Store struct {
+	pool *pgxpool.Pool
+	opts Options
+}
+
+// Options tune a Store. The zero value is usable.
+type Options struct {
+	// MaxConns caps the connection pool (default: pgxpool's default).
+	MaxConns int32
+	// AllowMainPassword lets IMAP and SMTP accept the main password of an
+	// account whose require_app_passwords flag is off. When false (the
+	// default, MAILSTACK_REQUIRE_APP_PASSWORDS=true) only app passwords
+	// work on the wire, as with iCloud.
+	AllowMainPassword bool
+	// Throttle configures login throttling; zero means defaults.
+	Throttle ThrottlePolicy
+}
+
+// Open connects to the database at url. It does not migrate; call Migrate.
+func Open(ctx context.Context, url string, opts Options) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database URL: %w", err)
+	}
+	if opts.MaxConns > 0 {
+		cfg.MaxConns = opts.MaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to database: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to database: %w", err)
+	}
+	opts.Throttle = opts.Throttle.withDefaults()
+	return &Store{pool: pool, opts: opts}, nil
+}
+
+// Close releases the connection pool.
+func (s *Store) Close() { s.pool.Close() }
+
+// ConnConfig returns the connection configuration of the pool, for callers
+// (the change feed) that need a dedicated connection of their own.
+func (s *Store) ConnConfig() *pgx.ConnConfig { return s.pool.Config().ConnConfig.Copy() }
+
+// migrateLockID is the pg_advisory_lock key serialising schema changes
+// across processes ("mailstack" in ASCII, truncated).
+const migrateLockID = 0x6d61696c737461
+
+// Migrate applies every migration not yet applied, in order, under an
+// advisory lock, so that several processes starting at once all succeed.
+func (s *Store) Migrate(ctx context.Context) error {
+	return Migrate(ctx, s.pool)
+}
+
+// Migrate applies pending migrations on the database behind pool.
+func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	files, err := migrationFiles()
+	if err != nil {
+		return err
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", int64(migrateLockID)); err != nil {
+		return fmt.Errorf("migrate: take lock: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", int64(migrateLockID)) //nolint:errcheck
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	for _, f := range files {
+		var done bool
+		if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)", f.version).Scan(&done); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		if done {
+			continue
+		}
+		body, err := fs.ReadFile(migrations.FS, f.name)
+		if err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, string(body)); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "INSERT INTO schema_migrations (version) VALUES ($1)", f.version)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migrate: apply %s: %w", f.name, err)
+		}
+	}
+	return nil
+}
+
+type migrationFile struct {
+	version int
+	name    string
+}
+
+func migrationFiles() ([]migrationFile, error) {
+	entries, err := fs.ReadDir(migrations.FS, ".")
+	if err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	var files []migrationFile
+	for _, e := range entries {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		if !ok || !strings.HasSuffix(e.Name(), ".sql") {
+			continue
+		}
+		v, err := strconv.Atoi(num)
+		if err != nil {
+			return nil, fmt.Errorf("migrate: bad migration file name %q", e.Name())
+		}
+		files = append(files, migrationFile{v, e.Name()})
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].version < files[j].version })
+	return files, nil
+}
