@@ -144,3 +144,13 @@ CREATE TABLE outbound_queue (
 CREATE INDEX outbound_queue_next_attempt ON outbound_queue (next_attempt);
 CREATE INDEX outbound_queue_account_id ON outbound_queue (account_id);
 CREATE INDEX outbound_queue_message_id ON outbound_queue (message_id);
+
+-- UIDVALIDITY for a new mailbox: seconds since the epoch, but always above
+-- every value the account handed out before, so a re-created mailbox (or a
+-- re-created account) never repeats one.
+CREATE FUNCTION next_uidvalidity(acc bigint) RETURNS bigint LANGUAGE sql AS $$
+    UPDATE accounts
+       SET next_uidvalidity = GREATEST(next_uidvalidity, extract(epoch FROM clock_timestamp())::bigint) + 1
+     WHERE id = acc
+    RETURNING next_uidvalidity - 1
+$$;

@@ -1,6 +1,17 @@
 package store
 
-import "time"
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
 
 // ThrottlePolicy bounds failed logins. Counts come from auth_events, so all
 // processes sharing the database enforce one policy.
@@ -33,4 +44,245 @@ func (p ThrottlePolicy) withDefaults() ThrottlePolicy {
 		p.AccountLimit = 15
 	}
 	return p
+}
+
+// Protocols recorded in auth_events. Logins for ProtocolManage (the CLI and
+// management tools) accept the main password; the others follow the app
+// password policy.
+const (
+	ProtocolIMAP   = "imap"
+	ProtocolSMTP   = "smtp"
+	ProtocolManage = "manage"
+)
+
+// AppPassword is a revocable device password. Its secret is shown once, at
+// creation, and stored only as a SHA-256 hash.
+type AppPassword struct {
+	ID         int64
+	Label      string
+	CreatedAt  time.Time
+	LastUsedAt *time.Time
+	LastUsedIP string
+	RevokedAt  *time.Time
+}
+
+// newAppSecret returns 16 random lowercase letters grouped as
+// abcd-efgh-ijkl-mnop (~75 bits).
+func newAppSecret() (string, error) {
+	const letters = "abcdefghijklmnopqrstuvwxyz"
+	var b strings.Builder
+	for i := 0; i < 16; i++ {
+		n, err := rand.Int(rand.Reader, big.NewInt(int64(len(letters))))
+		if err != nil {
+			return "", fmt.Errorf("generate app password: %w", err)
+		}
+		if i > 0 && i%4 == 0 {
+			b.WriteByte('-')
+		}
+		b.WriteByte(letters[n.Int64()])
+	}
+	return b.String(), nil
+}
+
+// hashAppSecret hashes a secret as typed, ignoring case, spaces and dashes,
+// so "ABCD EFGH IJKL MNOP" works too.
+func hashAppSecret(secret string) []byte {
+	norm := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r + 'a' - 'A'
+		case r == '-' || r == ' ':
+			return -1
+		}
+		return r
+	}, secret)
+	sum := sha256.Sum256([]byte(norm))
+	return sum[:]
+}
+
+// CreateAppPassword creates an app password for the account and returns its
+// secret, which is not stored and cannot be shown again.
+func (s *Store) CreateAppPassword(ctx context.Context, accountID int64, label string) (string, *AppPassword, error) {
+	secret, err := newAppSecret()
+	if err != nil {
+		return "", nil, err
+	}
+	ap := &AppPassword{Label: label}
+	err = s.pool.QueryRow(ctx, `INSERT INTO app_passwords (account_id, label, hash) VALUES ($1, $2, $3)
+		RETURNING id, created_at`, accountID, label, hashAppSecret(secret)).Scan(&ap.ID, &ap.CreatedAt)
+	if err != nil {
+		return "", nil, fmt.Errorf("create app password: %w", err)
+	}
+	return secret, ap, nil
+}
+
+// AppPasswords lists the account's app passwords, revoked ones included.
+func (s *Store) AppPasswords(ctx context.Context, accountID int64) ([]AppPassword, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, label, created_at, last_used_at, coalesce(last_used_ip, ''), revoked_at
+		FROM app_passwords WHERE account_id = $1 ORDER BY id`, accountID)
+	if err != nil {
+		return nil, fmt.Errorf("list app passwords: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowToStructByPos[AppPassword])
+}
+
+// RevokeAppPassword revokes one of the account's app passwords. Sessions
+// logged in with it end at their next command (see CheckSession).
+func (s *Store) RevokeAppPassword(ctx context.Context, accountID, id int64) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE app_passwords SET revoked_at = coalesce(revoked_at, now())
+		WHERE id = $1 AND account_id = $2`, id, accountID)
+	if err != nil {
+		return fmt.Errorf("revoke app password: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("app password %d: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// Credentials is one login attempt.
+type Credentials struct {
+	Username, Password string
+	Protocol           string // ProtocolIMAP, ProtocolSMTP or ProtocolManage
+	RemoteIP           string
+}
+
+// Login is a successful authentication.
+type Login struct {
+	AccountID     int64
+	Address       string
+	AppPasswordID int64 // 0 when the main password was used
+}
+
+// AuthEvent is one recorded login attempt: the account activity log.
+type AuthEvent struct {
+	At          time.Time
+	Username    string
+	Protocol    string
+	RemoteIP    string
+	AppPassword string // label of the app password used, if any
+	Success     bool
+	Reason      string
+}
+
+// Authenticate checks credentials, records the attempt in the activity log
+// and applies throttling: after a few failures from one IP or for one
+// account, attempts are slowed, then refused with ErrThrottled. Every
+// failure returns ErrAuthFailed whatever its cause, so the wire never says
+// whether a user exists or why a password was refused; the activity log
+// records the reason.
+func (s *Store) Authenticate(ctx context.Context, c Credentials) (*Login, error) {
+	username := strings.ToLower(strings.TrimSpace(c.Username))
+	pol := s.opts.Throttle
+	var (
+		accountID              *int64
+		address, hash          *string
+		requireApp, disabled   *bool
+		ipFailures, accFailure int
+	)
+	// One round trip: the account (if any) and both failure counts.
+	err := s.pool.QueryRow(ctx, `SELECT a.id, a.address, a.password_hash, a.require_app_passwords, a.disabled,
+			(SELECT count(*) FROM auth_events WHERE remote_ip = $2 AND NOT success AND at > now() - $3::interval),
+			(SELECT count(*) FROM auth_events e WHERE e.account_id = a.id AND NOT success AND at > now() - $3::interval)
+		FROM (SELECT 1) one LEFT JOIN accounts a ON a.address = $1`,
+		username, c.RemoteIP, pol.Window).Scan(&accountID, &address, &hash, &requireApp, &disabled, &ipFailures, &accFailure)
+	if err != nil {
+		return nil, fmt.Errorf("authenticate: %w", err)
+	}
+	fail := func(reason string, appID *int64) (*Login, error) {
+		s.recordAuth(ctx, accountID, username, c, appID, false, reason)
+		if reason == "throttled" {
+			return nil, ErrThrottled
+		}
+		return nil, ErrAuthFailed
+	}
+	if ipFailures >= pol.IPLimit || accFailure >= pol.AccountLimit {
+		return fail("throttled", nil)
+	}
+	if n := max(ipFailures, accFailure) - pol.FreeFailures; n >= 0 {
+		delay := min(100*time.Millisecond<<min(n, 10), pol.MaxDelay)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if accountID == nil {
+		// Spend the time a real check would, so timing does not reveal
+		// which users exist.
+		checkPassword(dummyHash, c.Password)
+		return fail("unknown user", nil)
+	}
+	if *disabled {
+		return fail("account disabled", nil)
+	}
+	var appID int64
+	var revoked bool
+	err = s.pool.QueryRow(ctx, `SELECT id, revoked_at IS NOT NULL FROM app_passwords
+		WHERE account_id = $1 AND hash = $2 ORDER BY revoked_at NULLS FIRST LIMIT 1`,
+		*accountID, hashAppSecret(c.Password)).Scan(&appID, &revoked)
+	switch {
+	case err == nil && revoked:
+		return fail("revoked app password", &appID)
+	case err == nil:
+		s.recordAuth(ctx, accountID, username, c, &appID, true, "")
+		if _, err := s.pool.Exec(ctx, `UPDATE app_passwords SET last_used_at = now(), last_used_ip = $2 WHERE id = $1`,
+			appID, c.RemoteIP); err != nil {
+			return nil, fmt.Errorf("authenticate: %w", err)
+		}
+		return &Login{AccountID: *accountID, Address: *address, AppPasswordID: appID}, nil
+	case !errors.Is(err, pgx.ErrNoRows):
+		return nil, fmt.Errorf("authenticate: %w", err)
+	}
+	if !checkPassword(*hash, c.Password) {
+		return fail("wrong password", nil)
+	}
+	if c.Protocol != ProtocolManage && (*requireApp || !s.opts.AllowMainPassword) {
+		return fail("main password refused: app password required", nil)
+	}
+	s.recordAuth(ctx, accountID, username, c, nil, true, "main password")
+	return &Login{AccountID: *accountID, Address: *address}, nil
+}
+
+// dummyHash is a valid argon2id hash of a random password, checked against
+// when the user does not exist.
+const dummyHash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$2w0zsv/Dq2bz1xOdh5Wg5i3ZpKWYqfBG3ujn5+2Kzp0"
+
+func (s *Store) recordAuth(ctx context.Context, accountID *int64, username string, c Credentials, appID *int64, ok bool, reason string) {
+	// Recording must not be skipped because the client went away.
+	ctx = context.WithoutCancel(ctx)
+	if _, err := s.pool.Exec(ctx, `INSERT INTO auth_events (account_id, username, protocol, remote_ip, app_password_id, success, reason)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, accountID, username, c.Protocol, c.RemoteIP, appID, ok, reason); err != nil {
+		s.log.Error("record login attempt", "err", err)
+	}
+}
+
+// CheckSession reports whether a login is still valid: the account exists
+// and is enabled and its app password (if any) is not revoked. Protocol
+// servers call it before each command, so revocation takes effect at once.
+func (s *Store) CheckSession(ctx context.Context, l *Login) error {
+	var ok bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM accounts a WHERE a.id = $1 AND NOT a.disabled
+		AND ($2 = 0 OR EXISTS (SELECT 1 FROM app_passwords p WHERE p.id = $2 AND p.account_id = a.id AND p.revoked_at IS NULL)))`,
+		l.AccountID, l.AppPasswordID).Scan(&ok)
+	if err != nil {
+		return fmt.Errorf("check session: %w", err)
+	}
+	if !ok {
+		return ErrAccountGone
+	}
+	return nil
+}
+
+// AuthEvents returns the account's most recent login attempts, newest first.
+func (s *Store) AuthEvents(ctx context.Context, accountID int64, limit int) ([]AuthEvent, error) {
+	rows, err := s.pool.Query(ctx, `SELECT e.at, e.username, e.protocol, e.remote_ip, coalesce(p.label, ''), e.success, e.reason
+		FROM auth_events e LEFT JOIN app_passwords p ON p.id = e.app_password_id
+		WHERE e.account_id = $1 ORDER BY e.at DESC, e.id DESC LIMIT $2`, accountID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list activity: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowToStructByPos[AuthEvent])
 }

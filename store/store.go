@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,6 +38,7 @@ var (
 type Store struct {
 	pool *pgxpool.Pool
 	opts Options
+	log  *slog.Logger
 }
 
 // Options tune a Store. The zero value is usable.
@@ -48,6 +50,8 @@ type Options struct {
 	// default, MAILSTACK_REQUIRE_APP_PASSWORDS=true) only app passwords
 	// work on the wire, as with iCloud.
 	AllowMainPassword bool
+	// Logger receives the store's own logs (default slog.Default()).
+	Logger *slog.Logger
 	// Throttle configures login throttling; zero means defaults.
 	Throttle ThrottlePolicy
 }
@@ -70,7 +74,11 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
 	opts.Throttle = opts.Throttle.withDefaults()
-	return &Store{pool: pool, opts: opts}, nil
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Store{pool: pool, opts: opts, log: log}, nil
 }
 
 // Close releases the connection pool.

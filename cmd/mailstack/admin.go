@@ -1,0 +1,391 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mailstack/mailstack/internal/dkimkey"
+	"github.com/mailstack/mailstack/store"
+)
+
+// adminCmd parses flags for an administrative command and opens the store.
+type adminCmd struct {
+	c    *cli
+	fs   *flag.FlagSet
+	db   dbFlags
+	args []string
+}
+
+func (c *cli) newAdmin(name, argsUsage string) *adminCmd {
+	a := &adminCmd{c: c, fs: flag.NewFlagSet("mailstack "+name, flag.ContinueOnError)}
+	a.fs.SetOutput(c.stderr)
+	a.fs.Usage = func() {
+		fmt.Fprintf(c.stderr, "Usage: mailstack %s [flags] %s\n\nFlags:\n", name, argsUsage)
+		a.fs.PrintDefaults()
+	}
+	a.db.register(a.fs)
+	return a
+}
+
+// parse parses args and checks the count of positional arguments is within
+// [min, max].
+func (a *adminCmd) parse(args []string, min, max int) error {
+	if err := a.fs.Parse(args); err != nil {
+		return errUsage
+	}
+	a.args = a.fs.Args()
+	if len(a.args) < min || len(a.args) > max {
+		a.fs.Usage()
+		return errUsage
+	}
+	return nil
+}
+
+func (a *adminCmd) with(ctx context.Context, fn func(st *store.Store) error) error {
+	log := a.db.logger(a.c.stderr)
+	st, closeFn, err := a.db.openStore(ctx, log, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	return fn(st)
+}
+
+func (a *adminCmd) table() *tabwriter.Writer {
+	return tabwriter.NewWriter(a.c.stdout, 0, 4, 2, ' ', 0)
+}
+
+func subcommand(args []string, group string, subs ...string) (string, []string, error) {
+	if len(args) == 0 {
+		return "", nil, fmt.Errorf("mailstack %s needs a subcommand: %s", group, strings.Join(subs, ", "))
+	}
+	for _, s := range subs {
+		if args[0] == s {
+			return s, args[1:], nil
+		}
+	}
+	return "", nil, fmt.Errorf("unknown subcommand %q of %s; one of: %s", args[0], group, strings.Join(subs, ", "))
+}
+
+func (c *cli) migrate(ctx context.Context, args []string) error {
+	a := c.newAdmin("migrate", "")
+	if err := a.parse(args, 0, 0); err != nil {
+		return err
+	}
+	return a.with(ctx, func(*store.Store) error {
+		fmt.Fprintln(c.stdout, "database schema is up to date")
+		return nil
+	})
+}
+
+func (c *cli) domain(ctx context.Context, args []string) error {
+	sub, rest, err := subcommand(args, "domain", "add", "list", "del")
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "add":
+		a := c.newAdmin("domain add", "DOMAIN")
+		selector := a.fs.String("dkim-selector", "mailstack", "DKIM selector: the key is published at SELECTOR._domainkey.DOMAIN")
+		if err := a.parse(rest, 1, 1); err != nil {
+			return err
+		}
+		key, err := dkimkey.Generate()
+		if err != nil {
+			return err
+		}
+		return a.with(ctx, func(st *store.Store) error {
+			d, err := st.CreateDomain(ctx, a.args[0], *selector, key)
+			if err != nil {
+				return err
+			}
+			rec, err := dkimkey.TXTRecord(d.DKIMKey)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "Domain %s added. Publish its DKIM key as a TXT record:\n  %s._domainkey.%s  TXT  %q\n",
+				d.Name, d.DKIMSelector, d.Name, rec)
+			return nil
+		})
+	case "list":
+		a := c.newAdmin("domain list", "")
+		if err := a.parse(rest, 0, 0); err != nil {
+			return err
+		}
+		return a.with(ctx, func(st *store.Store) error {
+			ds, err := st.Domains(ctx)
+			if err != nil {
+				return err
+			}
+			tw := a.table()
+			fmt.Fprintln(tw, "DOMAIN\tDKIM SELECTOR\tCREATED")
+			for _, d := range ds {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", d.Name, d.DKIMSelector, d.CreatedAt.Format(time.DateOnly))
+			}
+			return tw.Flush()
+		})
+	default:
+		a := c.newAdmin("domain del", "DOMAIN")
+		if err := a.parse(rest, 1, 1); err != nil {
+			return err
+		}
+		return a.with(ctx, func(st *store.Store) error {
+			if err := st.DeleteDomain(ctx, a.args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "Domain %s deleted.\n", a.args[0])
+			return nil
+		})
+	}
+}
+
+func (c *cli) user(ctx context.Context, args []string) error {
+	sub, rest, err := subcommand(args, "user", "add", "list", "passwd", "disable", "enable", "del")
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "add":
+		a := c.newAdmin("user add", "ADDRESS")
+		quota := a.fs.Int64("quota", 0, "storage quota in bytes (0: unlimited)")
+		allowMain := a.fs.Bool("allow-main-password", false,
+			"let IMAP/SMTP accept the main password too (only if the server runs with MAILSTACK_REQUIRE_APP_PASSWORDS=false)")
+		if err := a.parse(rest, 1, 1); err != nil {
+			return err
+		}
+		if _, err := store.NormalizeAddress(a.args[0]); err != nil {
+			return err
+		}
+		pw, err := c.readPassword("Main password for " + a.args[0] + ": ")
+		if err != nil {
+			return err
+		}
+		return a.with(ctx, func(st *store.Store) error {
+			acc, err := st.CreateAccount(ctx, a.args[0], pw, store.AccountOptions{QuotaBytes: *quota, AllowMainPassword: *allowMain})
+			if err != nil {
+				return err
+			}
+			secret, _, err := st.CreateAppPassword(ctx, acc.ID, "first device")
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "Account %s created with INBOX, Drafts, Sent, Archive, Junk and Trash.\n", acc.Address)
+			fmt.Fprintf(c.stdout, "App password for your first device (shown only now):\n\n    %s\n\n", secret)
+			fmt.Fprintf(c.stdout, "Use it with the user name %s for IMAP and SMTP; create one per device with 'mailstack app-password add'.\n", acc.Address)
+			return nil
+		})
+	case "list":
+		a := c.newAdmin("user list", "[DOMAIN]")
+		if err := a.parse(rest, 0, 1); err != nil {
+			return err
+		}
+		return a.with(ctx, func(st *store.Store) error {
+			accs, err := st.Accounts(ctx, strings.Join(a.args, ""))
+			if err != nil {
+				return err
+			}
+			tw := a.table()
+			fmt.Fprintln(tw, "ADDRESS\tSTATE\tQUOTA\tCREATED")
+			for _, acc := range accs {
+				state := "active"
+				if acc.Disabled {
+					state = "disabled"
+				}
+				quota := "unlimited"
+				if acc.QuotaBytes > 0 {
+					quota = strconv.FormatInt(acc.QuotaBytes, 10)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", acc.Address, state, quota, acc.CreatedAt.Format(time.DateOnly))
+			}
+			return tw.Flush()
+		})
+	case "passwd":
+		a := c.newAdmin("user passwd", "ADDRESS")
+		if err := a.parse(rest, 1, 1); err != nil {
+			return err
+		}
+		pw, err := c.readPassword("New main password for " + a.args[0] + ": ")
+		if err != nil {
+			return err
+		}
+		return a.with(ctx, func(st *store.Store) error {
+			if err := st.SetPassword(ctx, a.args[0], pw); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "Main password of %s changed.\n", a.args[0])
+			return nil
+		})
+	case "disable", "enable":
+		a := c.newAdmin("user "+sub, "ADDRESS")
+		if err := a.parse(rest, 1, 1); err != nil {
+			return err
+		}
+		return a.with(ctx, func(st *store.Store) error {
+			if err := st.SetDisabled(ctx, a.args[0], sub == "disable"); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "Account %s %sd.\n", a.args[0], sub)
+			return nil
+		})
+	default:
+		a := c.newAdmin("user del", "ADDRESS")
+		if err := a.parse(rest, 1, 1); err != nil {
+			return err
+		}
+		return a.with(ctx, func(st *store.Store) error {
+			if err := st.DeleteAccount(ctx, a.args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "Account %s and all its mail deleted.\n", a.args[0])
+			return nil
+		})
+	}
+}
+
+func (c *cli) alias(ctx context.Context, args []string) error {
+	sub, rest, err := subcommand(args, "alias", "add", "list", "del")
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "add":
+		a := c.newAdmin("alias add", "ALIAS ADDRESS")
+		if err := a.parse(rest, 2, 2); err != nil {
+			return err
+		}
+		return a.with(ctx, func(st *store.Store) error {
+			if err := st.CreateAlias(ctx, a.args[0], a.args[1]); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "Mail for %s now goes to %s.\n", a.args[0], a.args[1])
+			return nil
+		})
+	case "list":
+		a := c.newAdmin("alias list", "[DOMAIN]")
+		if err := a.parse(rest, 0, 1); err != nil {
+			return err
+		}
+		return a.with(ctx, func(st *store.Store) error {
+			als, err := st.Aliases(ctx, strings.Join(a.args, ""))
+			if err != nil {
+				return err
+			}
+			tw := a.table()
+			fmt.Fprintln(tw, "ALIAS\tDELIVERS TO")
+			for _, al := range als {
+				fmt.Fprintf(tw, "%s\t%s\n", al.Address, al.Target)
+			}
+			return tw.Flush()
+		})
+	default:
+		a := c.newAdmin("alias del", "ALIAS")
+		if err := a.parse(rest, 1, 1); err != nil {
+			return err
+		}
+		return a.with(ctx, func(st *store.Store) error {
+			if err := st.DeleteAlias(ctx, a.args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "Alias %s deleted.\n", a.args[0])
+			return nil
+		})
+	}
+}
+
+func (c *cli) appPassword(ctx context.Context, args []string) error {
+	sub, rest, err := subcommand(args, "app-password", "add", "list", "revoke")
+	if err != nil {
+		return err
+	}
+	usage := map[string]string{"add": "ADDRESS LABEL", "list": "ADDRESS", "revoke": "ADDRESS ID"}[sub]
+	n := strings.Count(usage, " ") + 1
+	a := c.newAdmin("app-password "+sub, usage)
+	if err := a.parse(rest, n, n); err != nil {
+		return err
+	}
+	return a.with(ctx, func(st *store.Store) error {
+		acc, err := st.AccountByAddress(ctx, a.args[0])
+		if err != nil {
+			return err
+		}
+		switch sub {
+		case "add":
+			secret, ap, err := st.CreateAppPassword(ctx, acc.ID, a.args[1])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "App password %d (%s) for %s, shown only now:\n\n    %s\n\n", ap.ID, ap.Label, acc.Address, secret)
+			return nil
+		case "list":
+			aps, err := st.AppPasswords(ctx, acc.ID)
+			if err != nil {
+				return err
+			}
+			tw := a.table()
+			fmt.Fprintln(tw, "ID\tLABEL\tCREATED\tLAST USED\tFROM\tSTATE")
+			for _, ap := range aps {
+				state, last := "active", "never"
+				if ap.RevokedAt != nil {
+					state = "revoked " + ap.RevokedAt.Format(time.DateOnly)
+				}
+				if ap.LastUsedAt != nil {
+					last = ap.LastUsedAt.Format(time.DateTime)
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", ap.ID, ap.Label, ap.CreatedAt.Format(time.DateOnly), last, ap.LastUsedIP, state)
+			}
+			return tw.Flush()
+		default:
+			id, err := strconv.ParseInt(a.args[1], 10, 64)
+			if err != nil {
+				return fmt.Errorf("app password ID %q is not a number; see 'mailstack app-password list %s'", a.args[1], acc.Address)
+			}
+			if err := st.RevokeAppPassword(ctx, acc.ID, id); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "App password %d of %s revoked; devices using it are logged out at their next command.\n", id, acc.Address)
+			return nil
+		}
+	})
+}
+
+func (c *cli) activity(ctx context.Context, args []string) error {
+	a := c.newAdmin("activity", "ADDRESS")
+	limit := a.fs.Int("n", 50, "how many recent login attempts to show")
+	if err := a.parse(args, 1, 1); err != nil {
+		return err
+	}
+	return a.with(ctx, func(st *store.Store) error {
+		acc, err := st.AccountByAddress(ctx, a.args[0])
+		if err != nil {
+			return err
+		}
+		evs, err := st.AuthEvents(ctx, acc.ID, *limit)
+		if err != nil {
+			return err
+		}
+		return printActivity(a.table(), evs)
+	})
+}
+
+func printActivity(tw *tabwriter.Writer, evs []store.AuthEvent) error {
+	fmt.Fprintln(tw, "WHEN\tPROTOCOL\tAPP\tIP\tRESULT")
+	for _, e := range evs {
+		app := e.AppPassword
+		if app == "" {
+			app = "-"
+		}
+		result := "ok"
+		if !e.Success {
+			result = "failed: " + e.Reason
+		} else if e.Reason != "" {
+			result = "ok (" + e.Reason + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.At.Local().Format(time.DateTime), e.Protocol, app, e.RemoteIP, result)
+	}
+	return tw.Flush()
+}

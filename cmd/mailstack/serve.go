@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mailstack/mailstack/internal/dkimkey"
+	"github.com/mailstack/mailstack/internal/tlsconfig"
+	"github.com/mailstack/mailstack/store"
+)
+
+// serveConfig is everything `mailstack serve` is configured with.
+type serveConfig struct {
+	db                  dbFlags
+	dev                 bool
+	hostname            string
+	domains             string
+	tlsCert, tlsKey     string
+	imapAddr            string
+	imapStartTLSAddr    string
+	submissionAddr      string
+	submissionsAddr     string
+	mxAddr              string
+	maxMessageSize      int64
+	requireAppPasswords bool
+	maxConnsPerAccount  int64
+}
+
+func (cfg *serveConfig) register(fs *flag.FlagSet) {
+	host, _ := os.Hostname()
+	cfg.db.register(fs)
+	fs.BoolVar(&cfg.dev, "dev", false, "development mode: loopback listeners on ports 1993/1143/1587/1465/1025, a self-signed certificate for localhost, and a ready dev@localhost account")
+	fs.StringVar(&cfg.hostname, "hostname", envOr("MAILSTACK_HOSTNAME", host), "this server's public host name, used in greetings and certificates (env MAILSTACK_HOSTNAME)")
+	fs.StringVar(&cfg.domains, "domains", envOr("MAILSTACK_DOMAINS", ""), "comma-separated mail domains to serve, added at start if missing (env MAILSTACK_DOMAINS)")
+	fs.StringVar(&cfg.tlsCert, "tls-cert", envOr("MAILSTACK_TLS_CERT", ""), "TLS certificate chain file (PEM); empty: a self-signed certificate (env MAILSTACK_TLS_CERT)")
+	fs.StringVar(&cfg.tlsKey, "tls-key", envOr("MAILSTACK_TLS_KEY", ""), "TLS private key file (PEM) (env MAILSTACK_TLS_KEY)")
+	fs.StringVar(&cfg.imapAddr, "imap-addr", envOr("MAILSTACK_IMAP_ADDR", ":993"), "IMAP implicit-TLS listen address; empty: off (env MAILSTACK_IMAP_ADDR)")
+	fs.StringVar(&cfg.imapStartTLSAddr, "imap-starttls-addr", envOr("MAILSTACK_IMAP_STARTTLS_ADDR", ":143"), "IMAP STARTTLS listen address; empty: off (env MAILSTACK_IMAP_STARTTLS_ADDR)")
+	fs.StringVar(&cfg.submissionAddr, "submission-addr", envOr("MAILSTACK_SUBMISSION_ADDR", ":587"), "SMTP submission (STARTTLS) listen address; empty: off (env MAILSTACK_SUBMISSION_ADDR)")
+	fs.StringVar(&cfg.submissionsAddr, "submissions-addr", envOr("MAILSTACK_SUBMISSIONS_ADDR", ":465"), "SMTP submission (implicit TLS) listen address; empty: off (env MAILSTACK_SUBMISSIONS_ADDR)")
+	fs.StringVar(&cfg.mxAddr, "mx-addr", envOr("MAILSTACK_MX_ADDR", ":25"), "inbound MX listen address; empty: off (env MAILSTACK_MX_ADDR)")
+	fs.Int64Var(&cfg.maxMessageSize, "max-message-size", envInt("MAILSTACK_MAX_MESSAGE_SIZE", 50<<20), "largest message accepted, in bytes (env MAILSTACK_MAX_MESSAGE_SIZE)")
+	fs.BoolVar(&cfg.requireAppPasswords, "require-app-passwords", envBool("MAILSTACK_REQUIRE_APP_PASSWORDS", true), "IMAP and SMTP accept only app passwords, never the main password (env MAILSTACK_REQUIRE_APP_PASSWORDS)")
+	fs.Int64Var(&cfg.maxConnsPerAccount, "max-connections-per-account", envInt("MAILSTACK_MAX_CONNECTIONS_PER_ACCOUNT", 50), "concurrent IMAP connections per account (env MAILSTACK_MAX_CONNECTIONS_PER_ACCOUNT)")
+}
+
+// applyDev switches listeners to loopback development ports.
+func (cfg *serveConfig) applyDev() {
+	cfg.hostname = "localhost"
+	cfg.imapAddr = "127.0.0.1:1993"
+	cfg.imapStartTLSAddr = "127.0.0.1:1143"
+	cfg.submissionAddr = "127.0.0.1:1587"
+	cfg.submissionsAddr = "127.0.0.1:1465"
+	cfg.mxAddr = "127.0.0.1:1025"
+	if cfg.domains == "" {
+		cfg.domains = "localhost"
+	}
+}
+
+func (c *cli) serve(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("mailstack serve", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	var cfg serveConfig
+	cfg.register(fs)
+	fs.Usage = func() {
+		fmt.Fprint(c.stderr, "Usage: mailstack serve [flags]\n\nRuns the mail service until SIGINT or SIGTERM. Every flag has a MAILSTACK_* environment equivalent.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return errUsage
+	}
+	if cfg.dev {
+		cfg.applyDev()
+	}
+	log := cfg.db.logger(c.stderr)
+	return runServer(ctx, &cfg, log, func(s *server) { c.banner(s) })
+}
+
+// server is a running mailstack process.
+type server struct {
+	cfg     *serveConfig
+	log     *slog.Logger
+	st      *store.Store
+	tls     *tls.Config
+	devUser string
+	devPass string
+	// listeners that are up, name → address
+	addrs map[string]string
+}
+
+// runServer starts everything, calls ready, and blocks until ctx is done,
+// then shuts down gracefully.
+func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, ready func(*server)) error {
+	st, closeStore, err := cfg.db.openStore(ctx, log, store.Options{AllowMainPassword: !cfg.requireAppPasswords})
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	s := &server{cfg: cfg, log: log, st: st, addrs: map[string]string{}}
+	if err := s.ensureDomains(ctx); err != nil {
+		return err
+	}
+	if s.tls, err = s.loadTLS(); err != nil {
+		return err
+	}
+	if cfg.dev {
+		if err := s.devAccount(ctx); err != nil {
+			return err
+		}
+	}
+	var wg sync.WaitGroup
+	var shutdowns []func(context.Context) error
+	errc := make(chan error, 8)
+	for _, l := range s.listeners() {
+		if l.addr == "" {
+			continue
+		}
+		run, shutdown, addr, err := l.start(ctx, l.addr)
+		if err != nil {
+			for _, sd := range shutdowns {
+				sd(context.Background())
+			}
+			return fmt.Errorf("start %s listener on %s: %w", l.name, l.addr, err)
+		}
+		s.addrs[l.name] = addr
+		shutdowns = append(shutdowns, shutdown)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(); err != nil {
+				errc <- fmt.Errorf("%s: %w", l.name, err)
+			}
+		}()
+		log.Info("listening", "service", l.name, "addr", addr)
+	}
+	ready(s)
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case runErr = <-errc:
+		log.Error("listener failed, shutting down", "err", runErr)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for _, sd := range shutdowns {
+		if err := sd(sctx); err != nil {
+			log.Warn("shutdown", "err", err)
+		}
+	}
+	wg.Wait()
+	return runErr
+}
+
+// listener is one protocol listener; start binds it and returns a blocking
+// run function, a graceful shutdown and the bound address.
+type listener struct {
+	name  string
+	addr  string
+	start func(ctx context.Context, addr string) (run func() error, shutdown func(context.Context) error, bound string, err error)
+}
+
+// listeners lists the protocol listeners of this build.
+func (s *server) listeners() []listener {
+	return nil
+}
+
+func (s *server) ensureDomains(ctx context.Context) error {
+	for _, d := range strings.Split(s.cfg.domains, ",") {
+		d = strings.TrimSpace(d)
+		if d == "" {
+			continue
+		}
+		if _, err := s.st.DomainByName(ctx, d); err == nil {
+			continue
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		key, err := dkimkey.Generate()
+		if err != nil {
+			return err
+		}
+		if _, err := s.st.CreateDomain(ctx, d, "mailstack", key); err != nil && !errors.Is(err, store.ErrExists) {
+			return err
+		}
+		s.log.Info("domain added", "domain", d)
+	}
+	return nil
+}
+
+func (s *server) loadTLS() (*tls.Config, error) {
+	if s.cfg.tlsCert != "" || s.cfg.tlsKey != "" {
+		return tlsconfig.Load(s.cfg.tlsCert, s.cfg.tlsKey)
+	}
+	hosts := []string{s.cfg.hostname}
+	if s.cfg.dev {
+		hosts = append(hosts, "127.0.0.1", "::1")
+	}
+	s.log.Warn("NO TLS CERTIFICATE CONFIGURED: using a self-signed certificate. Mail clients will warn; set MAILSTACK_TLS_CERT and MAILSTACK_TLS_KEY for real use.",
+		"hosts", hosts)
+	return tlsconfig.SelfSigned(filepath.Join(s.cfg.db.dataDir, "tls"), hosts)
+}
+
+// devAccount makes sure dev@localhost exists with a fresh app password for
+// the banner.
+func (s *server) devAccount(ctx context.Context) error {
+	const addr = "dev@localhost"
+	acc, err := s.st.AccountByAddress(ctx, addr)
+	if errors.Is(err, store.ErrNotFound) {
+		acc, err = s.st.CreateAccount(ctx, addr, "dev-main-password-"+time.Now().Format(time.RFC3339Nano), store.AccountOptions{})
+	}
+	if err != nil {
+		return err
+	}
+	secret, _, err := s.st.CreateAppPassword(ctx, acc.ID, "dev "+time.Now().Format(time.DateTime))
+	if err != nil {
+		return err
+	}
+	s.devUser, s.devPass = addr, secret
+	return nil
+}
+
+func (c *cli) banner(s *server) {
+	w := c.stderr
+	fmt.Fprintln(w, "\n==================== mailstack is running ====================")
+	if len(s.addrs) == 0 {
+		fmt.Fprintln(w, "No protocol listeners are enabled in this build yet.")
+	}
+	for name, addr := range s.addrs {
+		fmt.Fprintf(w, "  %-12s %s\n", name, addr)
+	}
+	if s.devUser != "" {
+		fmt.Fprintf(w, "\nDevelopment mode. Log in with user %s and app password %s\n", s.devUser, s.devPass)
+		fmt.Fprintln(w, "(self-signed certificate for localhost: accept it in your client).")
+	}
+	fmt.Fprintln(w, "Stop with Ctrl-C.")
+	fmt.Fprintln(w, "===============================================================")
+}

@@ -1,0 +1,576 @@
+package mimeindex
+
+import (
+	"bytes"
+	"io"
+	"mime"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/emersion/go-message/charset"
+)
+
+// Header field splitting is done here rather than with
+// go-message/textproto.ReadHeader because ReadHeader stops at the first
+// malformed line and needs its own reader, while the offsets have to come
+// from our line scanner anyway.
+
+func indexByte(b []byte, c byte) int { return bytes.IndexByte(b, c) }
+
+func trimWSP(b []byte) []byte {
+	return bytes.Trim(b, " \t")
+}
+
+func equalFoldASCII(b []byte, s string) bool {
+	for i := 0; i < len(b); i++ {
+		c, d := b[i], s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if 'A' <= d && d <= 'Z' {
+			d += 'a' - 'A'
+		}
+		if c != d {
+			return false
+		}
+	}
+	return true
+}
+
+// unfold removes the line breaks of a folded header value (RFC 5322 §2.2.3),
+// trims surrounding white space and makes the result storable (see clean).
+func unfold(v []byte) string {
+	var b []byte
+	if bytes.IndexByte(v, '\n') >= 0 {
+		b = make([]byte, 0, len(v))
+		for i := 0; i < len(v); i++ {
+			switch {
+			case v[i] == '\n':
+			case v[i] == '\r' && i+1 < len(v) && v[i+1] == '\n':
+			default:
+				b = append(b, v[i])
+			}
+		}
+		v = b
+	}
+	return clean(string(trimWSP(v)))
+}
+
+// clean returns s as valid UTF-8 without NUL bytes: bytes that are not part
+// of valid UTF-8 are taken as ISO-8859-1 (the most common 8-bit header
+// charset in the wild) and NULs are dropped, because encoding/json would
+// replace invalid bytes with U+FFFD and PostgreSQL jsonb rejects \u0000.
+func clean(s string) string {
+	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			b.WriteRune(rune(s[i]))
+			n = 1
+		case r == 0:
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// applyHeader fills p's MIME fields from ix.fields and returns the
+// multipart boundary (empty unless p is a multipart).
+func (ix *indexer) applyHeader(p *Part, defType, defSub string) string {
+	p.Type, p.Subtype = defType, defSub
+	if v, ok := ix.get("content-type"); ok {
+		mt, params := parseParams(v)
+		if t, s, ok := splitMediaType(mt); ok {
+			p.Type, p.Subtype = t, s
+		}
+		// RFC 2045 §5.2: a syntactically invalid Content-Type means the
+		// default type; the parameters are still kept.
+		p.Params = params
+	}
+	boundary := ""
+	if p.Type == "multipart" {
+		boundary = strings.TrimRight(p.Params["boundary"], " \t")
+		if boundary == "" {
+			// A multipart without boundary is unusable: treat it as an
+			// invalid Content-Type, i.e. the default type, so that its
+			// body stays reachable as a leaf.
+			p.Type, p.Subtype = defType, defSub
+		}
+	}
+
+	p.Encoding = "7BIT"
+	if v, ok := ix.get("content-transfer-encoding"); ok {
+		if i := strings.IndexAny(v, " \t;("); i >= 0 {
+			v = v[:i]
+		}
+		if v != "" {
+			p.Encoding = strings.ToUpper(v)
+		}
+	}
+	p.ID, _ = ix.get("content-id")
+	p.Description, _ = ix.get("content-description")
+	p.Location, _ = ix.get("content-location")
+	p.MD5, _ = ix.get("content-md5")
+	if v, ok := ix.get("content-disposition"); ok {
+		d, params := parseParams(v)
+		p.Disposition, p.DispositionParams = strings.ToLower(d), params
+	}
+	if v, ok := ix.get("content-language"); ok {
+		for _, l := range strings.Split(v, ",") {
+			if l = strings.TrimSpace(l); l != "" {
+				p.Language = append(p.Language, l)
+			}
+		}
+	}
+	return boundary
+}
+
+// splitMediaType splits a "type/subtype" value, requiring both to be
+// RFC 2045 tokens.
+func splitMediaType(mt string) (string, string, bool) {
+	t, s, ok := strings.Cut(strings.ToLower(mt), "/")
+	if !ok || !isToken(t) || !isToken(s) {
+		return "", "", false
+	}
+	return t, s, true
+}
+
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`()<>@,;:\"/[]?=`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+type rawParam struct {
+	key   string // lowercase, as written (may carry RFC 2231 "*n*")
+	value string
+}
+
+// parseParams parses a "value; k=v; ..." header (Content-Type,
+// Content-Disposition) leniently: a bad parameter is skipped instead of
+// invalidating the others, unquoted values may contain tspecials, the first
+// of duplicate parameters wins, and RFC 2231 values in any charset known to
+// go-message/charset are decoded. mime.ParseMediaType is not used because
+// it rejects the whole list on one bad parameter and drops RFC 2231 values
+// in charsets other than UTF-8 and US-ASCII.
+func parseParams(v string) (string, map[string]string) {
+	value, rest, _ := strings.Cut(v, ";")
+	value = strings.TrimSpace(value)
+	var raw []rawParam
+	for len(rest) > 0 && len(raw) < 256 {
+		rest = strings.TrimLeft(rest, " \t;")
+		if rest == "" {
+			break
+		}
+		eq := strings.IndexAny(rest, "=;")
+		if eq < 0 || rest[eq] == ';' {
+			// No value: skip this junk.
+			if eq < 0 {
+				break
+			}
+			rest = rest[eq:]
+			continue
+		}
+		key := strings.ToLower(strings.TrimSpace(rest[:eq]))
+		rest = strings.TrimLeft(rest[eq+1:], " \t")
+		var val string
+		if strings.HasPrefix(rest, `"`) {
+			var b strings.Builder
+			i := 1
+			for ; i < len(rest) && rest[i] != '"'; i++ {
+				if rest[i] == '\\' && i+1 < len(rest) {
+					i++
+				}
+				b.WriteByte(rest[i])
+			}
+			val = b.String()
+			rest = rest[min(i+1, len(rest)):]
+			if j := strings.IndexByte(rest, ';'); j >= 0 {
+				rest = rest[j:]
+			} else {
+				rest = ""
+			}
+		} else {
+			j := strings.IndexByte(rest, ';')
+			if j < 0 {
+				j = len(rest)
+			}
+			val = strings.TrimRight(rest[:j], " \t")
+			rest = rest[j:]
+		}
+		if key != "" {
+			raw = append(raw, rawParam{key, val})
+		}
+	}
+	return value, assembleParams(raw)
+}
+
+// assembleParams merges RFC 2231 continuations and decodes values. An
+// RFC 2231 form takes precedence over a plain parameter of the same name,
+// since senders add the plain one as a fallback for old clients.
+func assembleParams(raw []rawParam) map[string]string {
+	if len(raw) == 0 {
+		return nil
+	}
+	params := make(map[string]string)
+	type section struct {
+		n    int
+		ext  bool
+		text string
+	}
+	var sections map[string][]section
+	for _, p := range raw {
+		base, suffix, star := strings.Cut(p.key, "*")
+		if !star {
+			if _, dup := params[base]; !dup {
+				params[base] = p.value
+			}
+			continue
+		}
+		sec := section{ext: strings.HasSuffix(suffix, "*") || suffix == "", text: p.value}
+		num := strings.TrimSuffix(suffix, "*")
+		if num != "" {
+			n, err := strconv.Atoi(num)
+			if err != nil || n < 0 || n > 1000 {
+				continue
+			}
+			sec.n = n
+		}
+		if sections == nil {
+			sections = make(map[string][]section)
+		}
+		sections[base] = append(sections[base], sec)
+	}
+	for base, secs := range sections {
+		sort.SliceStable(secs, func(i, j int) bool { return secs[i].n < secs[j].n })
+		var buf []byte
+		cs := ""
+		for i, sec := range secs {
+			if sec.n != i {
+				break // gap or duplicate: stop at what is contiguous
+			}
+			text := sec.text
+			if sec.ext {
+				if i == 0 {
+					// charset'language'value
+					if c, r, ok := strings.Cut(text, "'"); ok {
+						if _, r, ok := strings.Cut(r, "'"); ok {
+							cs, text = c, r
+						}
+					}
+				}
+				buf = append(buf, percentDecode(text)...)
+			} else {
+				buf = append(buf, text...)
+			}
+		}
+		if len(secs) > 0 && secs[0].n == 0 {
+			params[base] = toUTF8(cs, buf)
+		}
+	}
+	for k, v := range params {
+		if k != "boundary" {
+			v = decodeWords(v)
+		}
+		params[clean(k)] = clean(v)
+	}
+	if len(params) == 0 {
+		return nil
+	}
+	return params
+}
+
+func percentDecode(s string) []byte {
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+			continue
+		}
+		b = append(b, s[i])
+	}
+	return b
+}
+
+// toUTF8 converts b from charset cs; unknown charsets and conversion errors
+// leave the bytes as they are (clean makes them storable).
+func toUTF8(cs string, b []byte) string {
+	switch strings.ToLower(cs) {
+	case "", "utf-8", "utf8", "us-ascii":
+		return string(b)
+	}
+	r, err := charset.Reader(cs, bytes.NewReader(b))
+	if err != nil {
+		return string(b)
+	}
+	out, err := io.ReadAll(r)
+	if err != nil {
+		return string(b)
+	}
+	return string(out)
+}
+
+var wordDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
+
+// decodeWords decodes RFC 2047 encoded-words; on failure (e.g. unknown
+// charset) s is returned unchanged.
+func decodeWords(s string) string {
+	if !strings.Contains(s, "=?") {
+		return s
+	}
+	d, err := wordDecoder.DecodeHeader(s)
+	if err != nil {
+		return s
+	}
+	return clean(d)
+}
+
+// envelope extracts the envelope fields from ix.fields.
+func (ix *indexer) envelope() *Envelope {
+	e := &Envelope{}
+	e.Date, _ = ix.get("date")
+	e.Subject, _ = ix.get("subject")
+	e.InReplyTo, _ = ix.get("in-reply-to")
+	e.MessageID, _ = ix.get("message-id")
+	addrs := func(key string) []Address {
+		v, _ := ix.get(key)
+		return parseAddressList(v)
+	}
+	e.From = addrs("from")
+	e.Sender = addrs("sender")
+	e.ReplyTo = addrs("reply-to")
+	e.To = addrs("to")
+	e.Cc = addrs("cc")
+	e.Bcc = addrs("bcc")
+	return e
+}
+
+// Address parsing is hand-written: net/mail (used by go-message/mail)
+// flattens groups, decodes display names and rejects a whole list for one
+// bad address, while the envelope needs raw names, group markers and a
+// best effort for every address, like Dovecot's message-address parser.
+
+type addrToken struct {
+	kind byte // 'a' atom (incl. dots and domain literals), 'q' quoted string, 'c' comment, or a special: , ; : < > @
+	text string
+}
+
+func tokenizeAddresses(s string) []addrToken {
+	var toks []addrToken
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+			i++
+		case c == '"':
+			var b strings.Builder
+			i++
+			for i < len(s) && s[i] != '"' {
+				if s[i] == '\\' && i+1 < len(s) {
+					i++
+				}
+				b.WriteByte(s[i])
+				i++
+			}
+			i++
+			toks = append(toks, addrToken{'q', b.String()})
+		case c == '(':
+			depth, start := 0, i+1
+			for ; i < len(s); i++ {
+				if s[i] == '\\' {
+					i++
+					continue
+				}
+				if s[i] == '(' {
+					depth++
+				} else if s[i] == ')' {
+					depth--
+					if depth == 0 {
+						break
+					}
+				}
+			}
+			toks = append(toks, addrToken{'c', strings.TrimSpace(s[start:min(i, len(s))])})
+			i++
+		case strings.IndexByte(",;:<>@", c) >= 0:
+			toks = append(toks, addrToken{c, ""})
+			i++
+		case c == '[':
+			j := strings.IndexByte(s[i:], ']')
+			if j < 0 {
+				j = len(s) - i - 1
+			}
+			toks = append(toks, addrToken{'a', s[i : i+j+1]})
+			i += j + 1
+		default:
+			j := i
+			for j < len(s) && strings.IndexByte(" \t\r\n\"(),;:<>@[", s[j]) < 0 {
+				j++
+			}
+			toks = append(toks, addrToken{'a', s[i:j]})
+			i = j
+		}
+	}
+	return toks
+}
+
+const (
+	missingMailbox = "MISSING_MAILBOX"
+	missingDomain  = "MISSING_DOMAIN"
+)
+
+func makeAddress(name, mailbox, host string) Address {
+	if mailbox == "" {
+		mailbox = missingMailbox
+	}
+	if host == "" {
+		host = missingDomain
+	}
+	return Address{Name: name, Mailbox: mailbox, Host: host}
+}
+
+// parseAddressList parses an unfolded address list header value. It never
+// fails: anything that looks like an address yields one.
+func parseAddressList(s string) []Address {
+	toks := tokenizeAddresses(s)
+	var out []Address
+	inGroup := false
+	for i := 0; i < len(toks) && len(out) < maxAddresses; {
+		switch toks[i].kind {
+		case ',', '>':
+			i++
+			continue
+		case ';':
+			if inGroup {
+				out = append(out, Address{})
+				inGroup = false
+			}
+			i++
+			continue
+		}
+		// Phrase (display name, or local part of an addr-spec).
+		var words []string
+		var local strings.Builder
+		comment := ""
+		for ; i < len(toks) && strings.IndexByte(",;:<>@", toks[i].kind) < 0; i++ {
+			switch t := toks[i]; t.kind {
+			case 'c':
+				if comment == "" {
+					comment = t.text
+				}
+			case 'q':
+				words = append(words, t.text)
+				local.WriteString(quoteLocal(t.text))
+			default:
+				words = append(words, t.text)
+				local.WriteString(t.text)
+			}
+		}
+		phrase := strings.Join(words, " ")
+		next := byte(0)
+		if i < len(toks) {
+			next = toks[i].kind
+		}
+		switch next {
+		case ':':
+			i++
+			if !inGroup && phrase != "" {
+				out = append(out, Address{Mailbox: phrase})
+				inGroup = true
+			}
+		case '<':
+			i++
+			var addr strings.Builder
+			for ; i < len(toks) && toks[i].kind != '>' && toks[i].kind != ',' && toks[i].kind != ';'; i++ {
+				switch t := toks[i]; t.kind {
+				case 'a':
+					addr.WriteString(t.text)
+				case 'q':
+					addr.WriteString(quoteLocal(t.text))
+				case '@', ':':
+					addr.WriteByte(t.kind)
+				case '<':
+				}
+			}
+			a := addr.String()
+			if j := strings.LastIndexByte(a, ':'); j >= 0 {
+				a = a[j+1:] // obsolete source route "@a,@b:user@host"
+			}
+			mbox, host := a, ""
+			if j := strings.LastIndexByte(a, '@'); j >= 0 {
+				mbox, host = a[:j], a[j+1:]
+			}
+			name := phrase
+			if name == "" {
+				name = comment
+			}
+			out = append(out, makeAddress(name, mbox, host))
+		case '@':
+			i++
+			var host strings.Builder
+			for ; i < len(toks) && strings.IndexByte(",;<>:", toks[i].kind) < 0; i++ {
+				switch t := toks[i]; t.kind {
+				case 'a', 'q':
+					host.WriteString(t.text)
+				case 'c':
+					if comment == "" {
+						comment = t.text // "user@host (Name)"
+					}
+				}
+			}
+			out = append(out, makeAddress(comment, local.String(), host.String()))
+		default: // ',', ';', '>' or end: a phrase without address
+			switch {
+			case len(words) == 1:
+				out = append(out, makeAddress(comment, local.String(), ""))
+			case len(words) > 1:
+				out = append(out, makeAddress(phrase, "", ""))
+			case comment != "":
+				out = append(out, makeAddress(comment, "", ""))
+			}
+		}
+	}
+	if inGroup {
+		out = append(out, Address{}) // unterminated group
+	}
+	return out
+}
+
+// quoteLocal re-quotes a local part that was a quoted string, as IMAP
+// clients expect the mailbox in its on-the-wire form.
+func quoteLocal(s string) string {
+	if isDotAtom(s) {
+		return s
+	}
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
+
+func isDotAtom(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c == 0x7f || strings.IndexByte(`()<>[]:;@\,"`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}

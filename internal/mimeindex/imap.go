@@ -1,0 +1,272 @@
+package mimeindex
+
+import (
+	"math"
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+)
+
+// IMAP returns the envelope as go-imap wants it: subject and display names
+// decoded to UTF-8, the date parsed leniently (zero if unparsable), Sender
+// and Reply-To defaulting to From (RFC 3501 §7.4.2) and message identifiers
+// without angle brackets. Group names are kept raw because go-imap writes
+// the mailbox field without encoding.
+func (e *Envelope) IMAP() *imap.Envelope {
+	if e == nil {
+		return &imap.Envelope{}
+	}
+	env := &imap.Envelope{
+		Date:      parseDate(e.Date),
+		Subject:   decodeWords(e.Subject),
+		From:      imapAddresses(e.From),
+		Sender:    imapAddresses(e.Sender),
+		ReplyTo:   imapAddresses(e.ReplyTo),
+		To:        imapAddresses(e.To),
+		Cc:        imapAddresses(e.Cc),
+		Bcc:       imapAddresses(e.Bcc),
+		InReplyTo: msgIDs(e.InReplyTo),
+	}
+	if ids := msgIDs(e.MessageID); len(ids) > 0 {
+		env.MessageID = ids[0]
+	}
+	if len(env.Sender) == 0 {
+		env.Sender = env.From
+	}
+	if len(env.ReplyTo) == 0 {
+		env.ReplyTo = env.From
+	}
+	return env
+}
+
+func imapAddresses(l []Address) []imap.Address {
+	if len(l) == 0 {
+		return nil
+	}
+	out := make([]imap.Address, len(l))
+	for i, a := range l {
+		out[i] = imap.Address{Name: decodeWords(a.Name), Mailbox: a.Mailbox, Host: a.Host}
+	}
+	return out
+}
+
+// msgIDs extracts "<id>" message identifiers, without brackets. A value
+// without brackets is taken as one identifier, as is.
+func msgIDs(s string) []string {
+	var ids []string
+	rest := s
+	for {
+		i := strings.IndexByte(rest, '<')
+		if i < 0 {
+			break
+		}
+		j := strings.IndexByte(rest[i:], '>')
+		if j < 0 {
+			break
+		}
+		if id := strings.TrimSpace(rest[i+1 : i+j]); id != "" {
+			ids = append(ids, id)
+		}
+		rest = rest[i+j+1:]
+	}
+	if len(ids) == 0 {
+		if s = strings.TrimSpace(s); s != "" {
+			ids = append(ids, s)
+		}
+	}
+	return ids
+}
+
+var dateLayouts = []string{
+	"Mon, 2 Jan 2006 15:04:05 -0700",
+	"Mon, 2 Jan 2006 15:04:05 MST",
+	"Mon, 2 Jan 2006 15:04 -0700",
+	"Mon, 2 Jan 2006 15:04:05",
+	"2 Jan 2006 15:04:05 -0700",
+	"2 Jan 2006 15:04:05 MST",
+	"2 Jan 2006 15:04:05",
+	"Mon, 2 Jan 06 15:04:05 -0700",
+	"Mon, 2 Jan 2006 15:04:05 -0700 MST",
+	"Mon, 2 January 2006 15:04:05 -0700",
+	"Mon Jan 2 15:04:05 2006",
+	"Mon Jan 2 15:04:05 MST 2006",
+	"2006-01-02 15:04:05 -0700",
+	time.RFC3339,
+}
+
+// parseDate parses an RFC 5322 date, then tries common malformed variants
+// (comments, missing zone, two-digit years, asctime). It returns the zero
+// time if nothing fits.
+func parseDate(s string) time.Time {
+	if s == "" {
+		return time.Time{}
+	}
+	if t, err := mail.ParseDate(s); err == nil {
+		return t
+	}
+	// Drop comments, commas' stray spacing and repeated white space.
+	var b strings.Builder
+	depth := 0
+	for _, r := range s {
+		switch {
+		case r == '(':
+			depth++
+		case r == ')' && depth > 0:
+			depth--
+		case depth == 0:
+			b.WriteRune(r)
+		}
+	}
+	norm := strings.Join(strings.Fields(strings.ReplaceAll(b.String(), ",", ", ")), " ")
+	norm = strings.ReplaceAll(norm, " ,", ",")
+	for _, layout := range dateLayouts {
+		if t, err := time.Parse(layout, norm); err == nil {
+			return t
+		}
+	}
+	return time.Time{}
+}
+
+// BodyStructure converts the part tree rooted at p for FETCH BODY
+// (extended false) or BODYSTRUCTURE (extended true). It follows Dovecot
+// where the stored structure cannot be expressed as is:
+//   - a multipart without children gets one empty text/plain child, since
+//     IMAP requires at least one;
+//   - a text part without charset parameter reports charset us-ascii;
+//   - a message/rfc822 or message/global part whose body was not parsed
+//     (e.g. base64-encoded) is reported as application/octet-stream,
+//     because IMAP requires an envelope and body for message types.
+//
+// go-imap has no field for Content-MD5, so Part.MD5 is not reported.
+func (p *Part) BodyStructure(extended bool) imap.BodyStructure {
+	if p.Type == "multipart" {
+		mp := &imap.BodyStructureMultiPart{Subtype: p.Subtype}
+		for _, c := range p.Children {
+			mp.Children = append(mp.Children, c.BodyStructure(extended))
+		}
+		if len(mp.Children) == 0 {
+			mp.Children = append(mp.Children, p.emptyChild().BodyStructure(extended))
+		}
+		if extended {
+			mp.Extended = &imap.BodyStructureMultiPartExt{
+				Params:      p.Params,
+				Disposition: p.disposition(),
+				Language:    p.Language,
+				Location:    p.Location,
+			}
+		}
+		return mp
+	}
+
+	sp := &imap.BodyStructureSinglePart{
+		Type:        p.Type,
+		Subtype:     p.Subtype,
+		Params:      p.Params,
+		ID:          p.ID,
+		Description: p.Description,
+		Encoding:    p.Encoding,
+		Size:        clampUint32(p.End - p.BodyStart),
+	}
+	switch {
+	case p.isMessage():
+		sp.MessageRFC822 = &imap.BodyStructureMessageRFC822{
+			Envelope:      p.Envelope.IMAP(),
+			BodyStructure: p.Children[0].BodyStructure(extended),
+			NumLines:      p.BodyLines,
+		}
+	case isMessageType(p.Type, p.Subtype):
+		sp.Type, sp.Subtype = "application", "octet-stream"
+	case p.Type == "text":
+		sp.Text = &imap.BodyStructureText{NumLines: p.BodyLines}
+		if _, ok := p.Params["charset"]; !ok {
+			params := make(map[string]string, len(p.Params)+1)
+			for k, v := range p.Params {
+				params[k] = v
+			}
+			params["charset"] = "us-ascii"
+			sp.Params = params
+		}
+	}
+	if extended {
+		sp.Extended = &imap.BodyStructureSinglePartExt{
+			Disposition: p.disposition(),
+			Language:    p.Language,
+			Location:    p.Location,
+		}
+	}
+	return sp
+}
+
+func clampUint32(n int64) uint32 {
+	if n < 0 {
+		return 0
+	}
+	if n > math.MaxUint32 {
+		return math.MaxUint32
+	}
+	return uint32(n)
+}
+
+func (p *Part) disposition() *imap.BodyStructureDisposition {
+	if p.Disposition == "" {
+		return nil
+	}
+	return &imap.BodyStructureDisposition{Value: p.Disposition, Params: p.DispositionParams}
+}
+
+// isMessage reports whether p is an encapsulated message with a parsed body.
+func (p *Part) isMessage() bool {
+	return isMessageType(p.Type, p.Subtype) && len(p.Children) == 1
+}
+
+// emptyChild is the zero-length text/plain part standing in for the
+// missing body part of an empty multipart.
+func (p *Part) emptyChild() *Part {
+	return &Part{
+		HeaderStart: p.End, BodyStart: p.End, End: p.End,
+		Type: "text", Subtype: "plain", Encoding: "7BIT",
+	}
+}
+
+// Find returns the part designated by an IMAP section part number (RFC 3501
+// §6.4.5), 1-based, or nil if there is none. p is normally Message.Root; an
+// empty path returns p.
+//
+// As in RFC 3501, part 1 of a non-multipart entity is the entity itself,
+// and the numbers following a message/rfc822 part address the parts of the
+// encapsulated message. For the HEADER and TEXT specifiers of a
+// message/rfc822 part m, use m.Children[0]: its header is
+// [HeaderStart,BodyStart) and its text [BodyStart,End). MIME of any part is
+// its [HeaderStart,BodyStart).
+//
+// Part 1 of a multipart without children is a zero-length text/plain part
+// at the end of the multipart, matching BodyStructure.
+func (p *Part) Find(path []int) *Part {
+	cur := p
+	for i, n := range path {
+		if n < 1 {
+			return nil
+		}
+		var next *Part
+		switch {
+		case cur.Type != "multipart":
+			if n != 1 {
+				return nil
+			}
+			next = cur
+		case n <= len(cur.Children):
+			next = cur.Children[n-1]
+		case n == 1 && len(cur.Children) == 0:
+			next = cur.emptyChild()
+		default:
+			return nil
+		}
+		if i < len(path)-1 && next.isMessage() {
+			next = next.Children[0]
+		}
+		cur = next
+	}
+	return cur
+}

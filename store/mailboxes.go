@@ -1,0 +1,368 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Delimiter separates levels of the mailbox hierarchy.
+const Delimiter = '/'
+
+// MailboxChannel is the PostgreSQL NOTIFY channel on which every change to a
+// mailbox is announced, in the transaction that makes it, with the payload
+// "<mailbox id> <new highest modseq>". A notification is only a wake-up:
+// readers ask the database what changed since the modseq they last applied.
+const MailboxChannel = "mailstack_mailbox"
+
+// Mailbox is a folder of an account, with its cached counts.
+type Mailbox struct {
+	ID            int64
+	AccountID     int64
+	Name          string
+	SpecialUse    string // e.g. `\Sent`, or ""
+	UIDValidity   uint32
+	UIDNext       uint32
+	HighestModSeq uint64
+	Subscribed    bool
+	NoSelect      bool // a placeholder kept for its children
+	Messages      int64
+	Unseen        int64
+	Deleted       int64
+	Size          int64
+}
+
+const mailboxColumns = `id, account_id, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed, noselect,
+	messages, unseen, deleted, size`
+
+func scanMailbox(r pgx.Row) (*Mailbox, error) {
+	var m Mailbox
+	var uidvalidity, uidnext, modseq int64
+	err := r.Scan(&m.ID, &m.AccountID, &m.Name, &m.SpecialUse, &uidvalidity, &uidnext, &modseq, &m.Subscribed, &m.NoSelect,
+		&m.Messages, &m.Unseen, &m.Deleted, &m.Size)
+	m.UIDValidity, m.UIDNext, m.HighestModSeq = uint32(uidvalidity), uint32(uidnext), uint64(modseq)
+	return &m, err
+}
+
+// NormalizeMailboxName canonicalises a mailbox name: INBOX is
+// case-insensitive (also as the first level of a hierarchy), and empty
+// levels are not allowed.
+func NormalizeMailboxName(name string) (string, error) {
+	name = strings.TrimSuffix(name, string(Delimiter))
+	if name == "" || strings.HasPrefix(name, string(Delimiter)) || strings.Contains(name, "//") {
+		return "", fmt.Errorf("%w: bad mailbox name %q", ErrInvalid, name)
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f {
+			return "", fmt.Errorf("%w: mailbox name has control characters", ErrInvalid)
+		}
+	}
+	first, rest, hasRest := strings.Cut(name, string(Delimiter))
+	if strings.EqualFold(first, "INBOX") {
+		name = "INBOX"
+		if hasRest {
+			name += string(Delimiter) + rest
+		}
+	}
+	return name, nil
+}
+
+func validSpecialUse(su string) bool {
+	switch su {
+	case "", `\All`, `\Archive`, `\Drafts`, `\Flagged`, `\Junk`, `\Sent`, `\Trash`:
+		return true
+	}
+	return false
+}
+
+// createMailboxTx creates name and any missing parents. If mayExist, an
+// existing mailbox is not an error.
+func createMailboxTx(ctx context.Context, tx pgx.Tx, accountID int64, name, specialUse string, subscribe bool) (*Mailbox, error) {
+	name, err := NormalizeMailboxName(name)
+	if err != nil {
+		return nil, err
+	}
+	if !validSpecialUse(specialUse) {
+		return nil, fmt.Errorf("%w: unknown special-use attribute %s", ErrInvalid, specialUse)
+	}
+	// Lock the account row: serialises UIDVALIDITY allocation and
+	// hierarchy changes of one account.
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE`, accountID); err != nil {
+		return nil, err
+	}
+	levels := strings.Split(name, string(Delimiter))
+	var mb *Mailbox
+	for i := range levels {
+		n := strings.Join(levels[:i+1], string(Delimiter))
+		last := i == len(levels)-1
+		su := ""
+		if last {
+			su = specialUse
+		}
+		existing, err := scanMailbox(tx.QueryRow(ctx, `SELECT `+mailboxColumns+` FROM mailboxes
+			WHERE account_id = $1 AND name = $2`, accountID, n))
+		switch {
+		case err == nil && last && !existing.NoSelect:
+			return nil, fmt.Errorf("mailbox %s: %w", n, ErrExists)
+		case err == nil && existing.NoSelect && last:
+			// Re-creating a \Noselect placeholder makes it a real mailbox.
+			return scanMailbox(tx.QueryRow(ctx, `UPDATE mailboxes SET noselect = false, special_use = $2,
+				uidvalidity = (SELECT uv FROM next_uidvalidity($3) uv) WHERE id = $1 RETURNING `+mailboxColumns,
+				existing.ID, su, accountID))
+		case err == nil:
+			mb = existing
+			continue
+		case !errors.Is(err, pgx.ErrNoRows):
+			return nil, err
+		}
+		mb, err = scanMailbox(tx.QueryRow(ctx, `INSERT INTO mailboxes (account_id, name, special_use, uidvalidity, subscribed)
+			VALUES ($1, $2, $3, (SELECT uv FROM next_uidvalidity($1) uv), $4) RETURNING `+mailboxColumns,
+			accountID, n, su, subscribe))
+		if err != nil {
+			return nil, err
+		}
+	}
+	return mb, nil
+}
+
+// CreateMailbox creates a mailbox, and its missing parents, with an optional
+// special-use attribute (RFC 6154). It is subscribed, as Dovecot does.
+func (s *Store) CreateMailbox(ctx context.Context, accountID int64, name, specialUse string) (*Mailbox, error) {
+	var mb *Mailbox
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		mb, err = createMailboxTx(ctx, tx, accountID, name, specialUse, true)
+		return err
+	})
+	if isUniqueViolation(err) {
+		return nil, fmt.Errorf("mailbox %s: %w", name, ErrExists)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create mailbox: %w", err)
+	}
+	return mb, nil
+}
+
+// Mailboxes lists every mailbox of the account, ordered by name.
+func (s *Store) Mailboxes(ctx context.Context, accountID int64) ([]*Mailbox, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+mailboxColumns+` FROM mailboxes WHERE account_id = $1 ORDER BY name`, accountID)
+	if err != nil {
+		return nil, fmt.Errorf("list mailboxes: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*Mailbox, error) { return scanMailbox(r) })
+}
+
+// MailboxByName returns one mailbox of the account.
+func (s *Store) MailboxByName(ctx context.Context, accountID int64, name string) (*Mailbox, error) {
+	n, err := NormalizeMailboxName(name)
+	if err != nil {
+		return nil, err
+	}
+	mb, err := scanMailbox(s.pool.QueryRow(ctx, `SELECT `+mailboxColumns+` FROM mailboxes WHERE account_id = $1 AND name = $2`,
+		accountID, n))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("mailbox %s: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get mailbox: %w", err)
+	}
+	return mb, nil
+}
+
+// MailboxByID returns one mailbox of the account.
+func (s *Store) MailboxByID(ctx context.Context, accountID, id int64) (*Mailbox, error) {
+	mb, err := scanMailbox(s.pool.QueryRow(ctx, `SELECT `+mailboxColumns+` FROM mailboxes WHERE account_id = $1 AND id = $2`,
+		accountID, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("mailbox %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get mailbox: %w", err)
+	}
+	return mb, nil
+}
+
+// MailboxBySpecialUse returns the account's mailbox with the attribute (e.g.
+// `\Junk`).
+func (s *Store) MailboxBySpecialUse(ctx context.Context, accountID int64, specialUse string) (*Mailbox, error) {
+	mb, err := scanMailbox(s.pool.QueryRow(ctx, `SELECT `+mailboxColumns+` FROM mailboxes
+		WHERE account_id = $1 AND special_use = $2 AND NOT noselect ORDER BY id LIMIT 1`, accountID, specialUse))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("mailbox %s: %w", specialUse, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get mailbox: %w", err)
+	}
+	return mb, nil
+}
+
+// DeleteMailbox deletes a mailbox and its messages (RFC 9051 §6.3.4). INBOX
+// cannot be deleted. A mailbox with children loses its messages and becomes
+// a \Noselect placeholder; deleting a placeholder that still has children
+// fails with ErrHasChildren.
+func (s *Store) DeleteMailbox(ctx context.Context, accountID int64, name string) error {
+	name, err := NormalizeMailboxName(name)
+	if err != nil {
+		return err
+	}
+	if name == "INBOX" {
+		return fmt.Errorf("%w: INBOX cannot be deleted", ErrInvalid)
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE`, accountID); err != nil {
+			return err
+		}
+		var id int64
+		var noselect, children bool
+		err := tx.QueryRow(ctx, `SELECT id, noselect, EXISTS (SELECT 1 FROM mailboxes c WHERE c.account_id = $1
+				AND starts_with(c.name, m.name || '/'))
+			FROM mailboxes m WHERE account_id = $1 AND name = $2 FOR UPDATE`, accountID, name).Scan(&id, &noselect, &children)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("mailbox %s: %w", name, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if children && noselect {
+			return fmt.Errorf("mailbox %s: %w", name, ErrHasChildren)
+		}
+		if children {
+			// Keep the row (and so the name) for the children; its messages go.
+			if _, err := tx.Exec(ctx, `DELETE FROM mailbox_messages WHERE mailbox_id = $1 AND account_id = $2`, id, accountID); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `DELETE FROM expunged WHERE mailbox_id = $1`, id); err != nil {
+				return err
+			}
+			_, err = tx.Exec(ctx, `UPDATE mailboxes SET noselect = true, special_use = '', messages = 0, unseen = 0,
+				deleted = 0, size = 0, highestmodseq = highestmodseq + 1 WHERE id = $1`, id)
+		} else {
+			_, err = tx.Exec(ctx, `DELETE FROM mailboxes WHERE id = $1 AND account_id = $2`, id, accountID)
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2::bigint::text || ' 0')`, MailboxChannel, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("delete mailbox: %w", err)
+	}
+	return nil
+}
+
+// RenameMailbox renames a mailbox with all its children (RFC 9051 §6.3.6),
+// creating missing parents of the new name. Renaming INBOX moves its
+// messages to a new mailbox of that name and leaves INBOX empty.
+func (s *Store) RenameMailbox(ctx context.Context, accountID int64, oldName, newName string) error {
+	oldName, err := NormalizeMailboxName(oldName)
+	if err != nil {
+		return err
+	}
+	newName, err = NormalizeMailboxName(newName)
+	if err != nil {
+		return err
+	}
+	if newName == "INBOX" || strings.HasPrefix(newName, oldName+string(Delimiter)) || oldName == newName {
+		return fmt.Errorf("%w: cannot rename %s to %s", ErrInvalid, oldName, newName)
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE`, accountID); err != nil {
+			return err
+		}
+		src, err := scanMailbox(tx.QueryRow(ctx, `SELECT `+mailboxColumns+` FROM mailboxes WHERE account_id = $1 AND name = $2`,
+			accountID, oldName))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("mailbox %s: %w", oldName, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM mailboxes WHERE account_id = $1 AND name = $2)`,
+			accountID, newName).Scan(&exists); err != nil {
+			return err
+		}
+		if exists {
+			return fmt.Errorf("mailbox %s: %w", newName, ErrExists)
+		}
+		if oldName == "INBOX" {
+			return renameInbox(ctx, tx, accountID, src, newName)
+		}
+		// Create missing parents of the new name, then move the subtree.
+		if parent, _, ok := cutLast(newName); ok {
+			var has bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM mailboxes WHERE account_id = $1 AND name = $2)`,
+				accountID, parent).Scan(&has); err != nil {
+				return err
+			}
+			if !has {
+				if _, err := createMailboxTx(ctx, tx, accountID, parent, "", true); err != nil {
+					return err
+				}
+			}
+		}
+		rows, err := tx.Query(ctx, `UPDATE mailboxes SET name = $3 || substr(name, length($2) + 1),
+				highestmodseq = highestmodseq + 1
+			WHERE account_id = $1 AND (name = $2 OR starts_with(name, $2 || '/')) RETURNING id`, accountID, oldName, newName)
+		if err != nil {
+			return err
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `SELECT pg_notify($1, id::text || ' 0') FROM unnest($2::bigint[]) id`, MailboxChannel, ids)
+		return err
+	})
+	if isUniqueViolation(err) {
+		return fmt.Errorf("rename mailbox: %s: %w", newName, ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("rename mailbox: %w", err)
+	}
+	return nil
+}
+
+func cutLast(name string) (parent, leaf string, ok bool) {
+	i := strings.LastIndexByte(name, Delimiter)
+	if i < 0 {
+		return "", name, false
+	}
+	return name[:i], name[i+1:], true
+}
+
+// renameInbox moves every message of INBOX into a new mailbox, keeping
+// their flags and order; INBOX keeps its UIDVALIDITY and UIDNEXT.
+func renameInbox(ctx context.Context, tx pgx.Tx, accountID int64, inbox *Mailbox, newName string) error {
+	dst, err := createMailboxTx(ctx, tx, accountID, newName, "", true)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM mailboxes WHERE id = $1 FOR UPDATE`, inbox.ID); err != nil {
+		return err
+	}
+	_, err = moveAll(ctx, tx, accountID, inbox.ID, dst.ID)
+	return err
+}
+
+// SetSubscribed subscribes to or unsubscribes from a mailbox. Subscribing
+// to a name that does not exist is allowed by RFC 9051 only for remote
+// mailboxes; here it fails with ErrNotFound, as Dovecot does by default.
+func (s *Store) SetSubscribed(ctx context.Context, accountID int64, name string, subscribed bool) error {
+	n, err := NormalizeMailboxName(name)
+	if err != nil {
+		return err
+	}
+	tag, err := s.pool.Exec(ctx, `UPDATE mailboxes SET subscribed = $3 WHERE account_id = $1 AND name = $2`, accountID, n, subscribed)
+	if err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("mailbox %s: %w", name, ErrNotFound)
+	}
+	return nil
+}

@@ -1,0 +1,511 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ChunkSize is the size of the rows a message body is stored in: any byte
+// range streams with memory bounded by one chunk.
+const ChunkSize = 256 << 10
+
+// UIDRange is an inclusive range of UIDs. Stop == 0 means "to the end" (*).
+type UIDRange struct{ Start, Stop uint32 }
+
+// normalizeRanges returns sorted, merged, non-overlapping ranges as two
+// arrays for SQL (unnest($lo, $hi)); "*" becomes the largest UID.
+func normalizeRanges(rs []UIDRange) (lo, hi []int64) {
+	type r struct{ a, b int64 }
+	list := make([]r, 0, len(rs))
+	for _, x := range rs {
+		a, b := int64(x.Start), int64(x.Stop)
+		if b == 0 {
+			b = 1<<32 - 1
+		}
+		if a == 0 {
+			a = 1<<32 - 1
+		}
+		if a > b {
+			a, b = b, a
+		}
+		list = append(list, r{a, b})
+	}
+	slices.SortFunc(list, func(x, y r) int { return int(x.a - y.a) })
+	for _, x := range list {
+		if n := len(hi); n > 0 && x.a <= hi[n-1]+1 {
+			hi[n-1] = max(hi[n-1], x.b)
+			continue
+		}
+		lo, hi = append(lo, x.a), append(hi, x.b)
+	}
+	return lo, hi
+}
+
+// Target is one mailbox a message is delivered to.
+type Target struct {
+	AccountID    int64
+	MailboxID    int64
+	Flags        []string
+	InternalDate time.Time // zero: now
+}
+
+// AppendResult says where a delivered message landed.
+type AppendResult struct {
+	MailboxID   int64
+	UIDValidity uint32
+	UID         uint32
+	ModSeq      uint64
+}
+
+// Append stores the message read from r in one mailbox (IMAP APPEND). It
+// returns only after the transaction committed.
+func (s *Store) Append(ctx context.Context, accountID, mailboxID int64, r io.Reader, maxSize int64, flags []string, date time.Time) (*AppendResult, error) {
+	msg, err := Spool(r, maxSize)
+	if err != nil {
+		return nil, err
+	}
+	defer msg.Close()
+	res, err := s.Deliver(ctx, msg, []Target{{AccountID: accountID, MailboxID: mailboxID, Flags: flags, InternalDate: date}})
+	if err != nil {
+		return nil, err
+	}
+	return &res[0], nil
+}
+
+// Deliver stores a spooled message once and adds it to every target mailbox
+// in one transaction (several local recipients share one copy). Results are
+// in the order of targets.
+func (s *Store) Deliver(ctx context.Context, msg *Spooled, targets []Target) ([]AppendResult, error) {
+	var results []AppendResult
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		results, err = s.DeliverTx(ctx, tx, msg, targets)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("deliver: %w", err)
+	}
+	return results, nil
+}
+
+// DeliverTx is Deliver inside a caller's transaction (for callers that must
+// also queue the message in the same transaction).
+func (s *Store) DeliverTx(ctx context.Context, tx pgx.Tx, msg *Spooled, targets []Target) ([]AppendResult, error) {
+	msgID, err := insertMessageTx(ctx, tx, msg)
+	if err != nil {
+		return nil, err
+	}
+	// Lock mailboxes in id order so concurrent deliveries cannot deadlock.
+	order := make([]int, len(targets))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return int(targets[a].MailboxID - targets[b].MailboxID) })
+	results := make([]AppendResult, len(targets))
+	for _, i := range order {
+		t := targets[i]
+		bits, keywords, err := parseFlags(t.Flags)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkQuota(ctx, tx, t.AccountID, msg.Size); err != nil {
+			return nil, err
+		}
+		c := countsOf(bits, msg.Size)
+		var uidvalidity, uid, modseq int64
+		err = tx.QueryRow(ctx, `UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1,
+				messages = messages + 1, unseen = unseen + $3, deleted = deleted + $4, size = size + $5
+			WHERE id = $1 AND account_id = $2 AND NOT noselect
+			RETURNING uidvalidity, uidnext - 1, highestmodseq`,
+			t.MailboxID, t.AccountID, c.unseen, c.deleted, c.size).Scan(&uidvalidity, &uid, &modseq)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("mailbox %d: %w", t.MailboxID, ErrNotFound)
+		}
+		if err != nil {
+			return nil, err
+		}
+		date := t.InternalDate
+		if date.IsZero() {
+			date = time.Now()
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO mailbox_messages
+				(mailbox_id, uid, message_id, account_id, internal_date, size, flags, keywords, modseq)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+			t.MailboxID, uid, msgID, t.AccountID, date, msg.Size, bits, keywords, modseq); err != nil {
+			return nil, err
+		}
+		if err := notify(ctx, tx, t.MailboxID, modseq); err != nil {
+			return nil, err
+		}
+		results[i] = AppendResult{MailboxID: t.MailboxID, UIDValidity: uint32(uidvalidity), UID: uint32(uid), ModSeq: uint64(modseq)}
+	}
+	return results, nil
+}
+
+func checkQuota(ctx context.Context, tx pgx.Tx, accountID, size int64) error {
+	var over bool
+	err := tx.QueryRow(ctx, `SELECT a.quota_bytes > 0 AND
+			coalesce((SELECT sum(m.size) FROM mailboxes m WHERE m.account_id = a.id), 0) + $2 > a.quota_bytes
+		FROM accounts a WHERE a.id = $1`, accountID, size).Scan(&over)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("account %d: %w", accountID, ErrNotFound)
+	}
+	if err != nil {
+		return err
+	}
+	if over {
+		return ErrOverQuota
+	}
+	return nil
+}
+
+func notify(ctx context.Context, tx pgx.Tx, mailboxID, modseq int64) error {
+	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2::bigint::text || ' ' || $3::bigint::text)`, MailboxChannel, mailboxID, modseq)
+	return err
+}
+
+// insertMessageTx stores the message content once per SHA-256 and returns
+// its id. An existing row is locked FOR KEY SHARE so garbage collection
+// cannot remove it before this transaction references it.
+func insertMessageTx(ctx context.Context, tx pgx.Tx, msg *Spooled) (int64, error) {
+	var id int64
+	err := tx.QueryRow(ctx, `SELECT id FROM messages WHERE sha256 = $1 FOR KEY SHARE`, msg.SHA256[:]).Scan(&id)
+	if err == nil {
+		return id, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return 0, err
+	}
+	header, err := msg.Header()
+	if err != nil {
+		return 0, err
+	}
+	structure, err := json.Marshal(msg.Structure)
+	if err != nil {
+		return 0, fmt.Errorf("encode structure: %w", err)
+	}
+	// ON CONFLICT waits for a concurrent insert of the same content; if that
+	// one commits, we use its row.
+	err = tx.QueryRow(ctx, `INSERT INTO messages (sha256, size, header, structure) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (sha256) DO NOTHING RETURNING id`, msg.SHA256[:], msg.Size, header, structure).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = tx.QueryRow(ctx, `SELECT id FROM messages WHERE sha256 = $1 FOR KEY SHARE`, msg.SHA256[:]).Scan(&id)
+		return id, err
+	}
+	if err != nil {
+		return 0, err
+	}
+	// Stream the body into chunk rows: one chunk in memory at a time.
+	r := msg.Reader()
+	buf := make([]byte, ChunkSize)
+	seq := 0
+	_, err = tx.CopyFrom(ctx, pgx.Identifier{"message_chunks"}, []string{"message_id", "seq", "data"},
+		pgx.CopyFromFunc(func() ([]any, error) {
+			n, err := io.ReadFull(r, buf)
+			if n == 0 && (err == io.EOF || err == io.ErrUnexpectedEOF) {
+				return nil, nil
+			}
+			if err != nil && err != io.ErrUnexpectedEOF {
+				return nil, err
+			}
+			seq++
+			return []any{id, seq - 1, buf[:n]}, nil
+		}))
+	if err != nil {
+		return 0, fmt.Errorf("store body: %w", err)
+	}
+	return id, nil
+}
+
+// lockMailbox locks a selectable mailbox row of the account for the rest of
+// the transaction and returns its uidnext and highestmodseq.
+func lockMailbox(ctx context.Context, tx pgx.Tx, accountID, mailboxID int64) (uidnext, modseq int64, err error) {
+	err = tx.QueryRow(ctx, `SELECT uidnext, highestmodseq FROM mailboxes
+		WHERE id = $1 AND account_id = $2 AND NOT noselect FOR UPDATE`, mailboxID, accountID).Scan(&uidnext, &modseq)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, 0, fmt.Errorf("mailbox %d: %w", mailboxID, ErrNotFound)
+	}
+	return uidnext, modseq, err
+}
+
+// updateMailbox applies counter changes and sets new uidnext and modseq.
+func updateMailbox(ctx context.Context, tx pgx.Tx, mailboxID, uidnext, modseq int64, c counts) error {
+	if _, err := tx.Exec(ctx, `UPDATE mailboxes SET uidnext = $2, highestmodseq = $3, messages = messages + $4,
+			unseen = unseen + $5, deleted = deleted + $6, size = size + $7 WHERE id = $1`,
+		mailboxID, uidnext, modseq, c.messages, c.unseen, c.deleted, c.size); err != nil {
+		return err
+	}
+	return notify(ctx, tx, mailboxID, modseq)
+}
+
+// CopyResult maps source UIDs to the UIDs of the copies (RFC 4315 COPYUID).
+type CopyResult struct {
+	UIDValidity uint32 // of the destination
+	SrcUIDs     []uint32
+	DstUIDs     []uint32
+}
+
+// Copy copies the messages with the given UIDs to another mailbox of the
+// same account, keeping flags and internal dates.
+func (s *Store) Copy(ctx context.Context, accountID, srcID int64, uids []UIDRange, dstID int64) (*CopyResult, error) {
+	var res *CopyResult
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		res, err = copyTx(ctx, tx, accountID, srcID, uids, dstID, false)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("copy: %w", err)
+	}
+	return res, nil
+}
+
+// Move moves messages to another mailbox of the same account atomically
+// (RFC 6851): the copies and the source expunges commit together.
+func (s *Store) Move(ctx context.Context, accountID, srcID int64, uids []UIDRange, dstID int64) (*CopyResult, error) {
+	var res *CopyResult
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		res, err = copyTx(ctx, tx, accountID, srcID, uids, dstID, true)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("move: %w", err)
+	}
+	return res, nil
+}
+
+func moveAll(ctx context.Context, tx pgx.Tx, accountID, srcID, dstID int64) (*CopyResult, error) {
+	return copyTx(ctx, tx, accountID, srcID, []UIDRange{{1, 0}}, dstID, true)
+}
+
+func copyTx(ctx context.Context, tx pgx.Tx, accountID, srcID int64, uids []UIDRange, dstID int64, move bool) (*CopyResult, error) {
+	if srcID == dstID && move {
+		return nil, fmt.Errorf("%w: cannot move a message to the mailbox it is in", ErrInvalid)
+	}
+	// Lock both mailboxes in id order (deadlock freedom).
+	first, second := srcID, dstID
+	if first > second {
+		first, second = second, first
+	}
+	locked := map[int64][2]int64{}
+	for _, id := range []int64{first, second} {
+		if _, ok := locked[id]; ok {
+			continue
+		}
+		uidnext, modseq, err := lockMailbox(ctx, tx, accountID, id)
+		if err != nil {
+			return nil, err
+		}
+		locked[id] = [2]int64{uidnext, modseq}
+	}
+	var uidvalidity int64
+	if err := tx.QueryRow(ctx, `SELECT uidvalidity FROM mailboxes WHERE id = $1`, dstID).Scan(&uidvalidity); err != nil {
+		return nil, err
+	}
+	dstNext, dstModseq := locked[dstID][0], locked[dstID][1]+1
+	lo, hi := normalizeRanges(uids)
+	rows, err := tx.Query(ctx, `WITH src AS (
+			SELECT mm.uid, mm.message_id, mm.internal_date, mm.size, mm.flags, mm.keywords,
+				row_number() OVER (ORDER BY mm.uid) - 1 AS n
+			FROM mailbox_messages mm JOIN unnest($3::bigint[], $4::bigint[]) r(lo, hi) ON mm.uid BETWEEN r.lo AND r.hi
+			WHERE mm.mailbox_id = $1 AND mm.account_id = $2
+		), ins AS (
+			INSERT INTO mailbox_messages (mailbox_id, uid, message_id, account_id, internal_date, size, flags, keywords, modseq)
+			SELECT $5, $6 + src.n, src.message_id, $2, src.internal_date, src.size, src.flags, src.keywords, $7 FROM src
+			RETURNING uid
+		)
+		SELECT src.uid, ins.uid, src.flags, src.size FROM ins JOIN src ON ins.uid = $6 + src.n ORDER BY src.uid`,
+		srcID, accountID, lo, hi, dstID, dstNext, dstModseq)
+	if err != nil {
+		return nil, err
+	}
+	res := &CopyResult{UIDValidity: uint32(uidvalidity)}
+	var c counts
+	for rows.Next() {
+		var su, du, size int64
+		var bits int
+		if err := rows.Scan(&su, &du, &bits, &size); err != nil {
+			return nil, err
+		}
+		res.SrcUIDs = append(res.SrcUIDs, uint32(su))
+		res.DstUIDs = append(res.DstUIDs, uint32(du))
+		c.add(countsOf(bits, size))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(res.SrcUIDs) == 0 {
+		return res, nil
+	}
+	if err := updateMailbox(ctx, tx, dstID, dstNext+int64(len(res.DstUIDs)), dstModseq, c); err != nil {
+		return nil, err
+	}
+	if move {
+		srcUIDs := make([]int64, len(res.SrcUIDs))
+		for i, u := range res.SrcUIDs {
+			srcUIDs[i] = int64(u)
+		}
+		if _, err := expungeTx(ctx, tx, accountID, srcID, locked[srcID][0], locked[srcID][1], srcUIDs); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// expungeTx removes the given UIDs (all of which must exist) from a locked
+// mailbox, leaving tombstones, and returns the new modseq.
+func expungeTx(ctx context.Context, tx pgx.Tx, accountID, mailboxID, uidnext, modseq int64, uids []int64) (int64, error) {
+	modseq++
+	rows, err := tx.Query(ctx, `DELETE FROM mailbox_messages WHERE mailbox_id = $1 AND account_id = $2 AND uid = ANY($3)
+		RETURNING flags, size`, mailboxID, accountID, uids)
+	if err != nil {
+		return 0, err
+	}
+	var c counts
+	for rows.Next() {
+		var bits int
+		var size int64
+		if err := rows.Scan(&bits, &size); err != nil {
+			return 0, err
+		}
+		c.sub(countsOf(bits, size))
+	}
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO expunged (mailbox_id, uid, modseq) SELECT $1, u, $3 FROM unnest($2::bigint[]) u
+		ON CONFLICT (mailbox_id, uid) DO UPDATE SET modseq = EXCLUDED.modseq`, mailboxID, uids, modseq); err != nil {
+		return 0, err
+	}
+	return modseq, updateMailbox(ctx, tx, mailboxID, uidnext, modseq, c)
+}
+
+// Expunge permanently removes the messages flagged \Deleted, all of them or
+// (uids != nil, UID EXPUNGE) only those in uids, and returns their UIDs in
+// ascending order.
+func (s *Store) Expunge(ctx context.Context, accountID, mailboxID int64, uids []UIDRange) ([]uint32, error) {
+	var out []uint32
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		uidnext, modseq, err := lockMailbox(ctx, tx, accountID, mailboxID)
+		if err != nil {
+			return err
+		}
+		if uids == nil {
+			uids = []UIDRange{{1, 0}}
+		}
+		lo, hi := normalizeRanges(uids)
+		rows, err := tx.Query(ctx, `SELECT mm.uid FROM mailbox_messages mm
+			JOIN unnest($3::bigint[], $4::bigint[]) r(lo, hi) ON mm.uid BETWEEN r.lo AND r.hi
+			WHERE mm.mailbox_id = $1 AND mm.account_id = $2 AND mm.flags & $5 <> 0 ORDER BY mm.uid`,
+			mailboxID, accountID, lo, hi, flagDeleted)
+		if err != nil {
+			return err
+		}
+		list, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil || len(list) == 0 {
+			return err
+		}
+		if _, err := expungeTx(ctx, tx, accountID, mailboxID, uidnext, modseq, list); err != nil {
+			return err
+		}
+		out = make([]uint32, len(list))
+		for i, u := range list {
+			out[i] = uint32(u)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("expunge: %w", err)
+	}
+	return out, nil
+}
+
+// FlagOp says how StoreFlags combines the given flags with a message's.
+type FlagOp int
+
+// Flag operations (IMAP STORE +FLAGS, -FLAGS, FLAGS).
+const (
+	FlagsAdd FlagOp = iota
+	FlagsRemove
+	FlagsReplace
+)
+
+// MessageFlags is a message's flag state after a change.
+type MessageFlags struct {
+	UID    uint32
+	Flags  []string
+	ModSeq uint64
+}
+
+// StoreFlags changes the flags of the messages with the given UIDs and
+// returns the new state of each message that actually changed, in UID
+// order. Messages whose flags already matched keep their modseq.
+func (s *Store) StoreFlags(ctx context.Context, accountID, mailboxID int64, uids []UIDRange, op FlagOp, flags []string) ([]MessageFlags, error) {
+	bits, keywords, err := parseFlags(flags)
+	if err != nil {
+		return nil, err
+	}
+	var out []MessageFlags
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		uidnext, modseq, err := lockMailbox(ctx, tx, accountID, mailboxID)
+		if err != nil {
+			return err
+		}
+		modseq++
+		lo, hi := normalizeRanges(uids)
+		rows, err := tx.Query(ctx, `WITH old AS (
+				SELECT mm.uid, mm.flags, mm.keywords FROM mailbox_messages mm
+				JOIN unnest($3::bigint[], $4::bigint[]) r(lo, hi) ON mm.uid BETWEEN r.lo AND r.hi
+				WHERE mm.mailbox_id = $1 AND mm.account_id = $2
+			), new AS (
+				SELECT uid, flags AS oflags,
+					CASE $5::int WHEN 0 THEN flags | $6 WHEN 1 THEN flags & ~$6::int ELSE $6 END AS nflags,
+					CASE $5::int
+						WHEN 0 THEN ARRAY(SELECT DISTINCT k FROM unnest(keywords || $7::text[]) k ORDER BY k)
+						WHEN 1 THEN ARRAY(SELECT k FROM unnest(keywords) k WHERE k <> ALL($7::text[]) ORDER BY k)
+						ELSE $7::text[] END AS nkeywords,
+					keywords AS okeywords
+				FROM old
+			)
+			UPDATE mailbox_messages mm SET flags = new.nflags, keywords = new.nkeywords, modseq = $8
+			FROM new WHERE mm.mailbox_id = $1 AND mm.uid = new.uid
+				AND (new.nflags <> new.oflags OR new.nkeywords <> new.okeywords)
+			RETURNING mm.uid, new.oflags, mm.flags, mm.keywords, mm.size`,
+			mailboxID, accountID, lo, hi, int(op), bits, keywords, modseq)
+		if err != nil {
+			return err
+		}
+		var c counts
+		for rows.Next() {
+			var uid, size int64
+			var oflags, nflags int
+			var kw []string
+			if err := rows.Scan(&uid, &oflags, &nflags, &kw, &size); err != nil {
+				return err
+			}
+			c.sub(countsOf(oflags, size))
+			c.add(countsOf(nflags, size))
+			out = append(out, MessageFlags{UID: uint32(uid), Flags: flagStrings(nflags, kw), ModSeq: uint64(modseq)})
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(out) == 0 {
+			return nil
+		}
+		slices.SortFunc(out, func(a, b MessageFlags) int { return int(a.UID) - int(b.UID) })
+		return updateMailbox(ctx, tx, mailboxID, uidnext, modseq, c)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store flags: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,246 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/mailstack/mailstack/internal/mimeindex"
+)
+
+// SelectMailbox returns a mailbox and the UIDs of all its messages in
+// ascending order, read from one consistent snapshot (the view a session
+// builds its sequence numbers from).
+func (s *Store) SelectMailbox(ctx context.Context, accountID, mailboxID int64) (*Mailbox, []uint32, error) {
+	var mb *Mailbox
+	var uids []uint32
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var err error
+		mb, err = scanMailbox(tx.QueryRow(ctx, `SELECT `+mailboxColumns+` FROM mailboxes WHERE id = $1 AND account_id = $2`,
+			mailboxID, accountID))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("mailbox %d: %w", mailboxID, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if mb.NoSelect {
+			return ErrNoSelect
+		}
+		rows, err := tx.Query(ctx, `SELECT uid FROM mailbox_messages WHERE mailbox_id = $1 AND account_id = $2 ORDER BY uid`,
+			mailboxID, accountID)
+		if err != nil {
+			return err
+		}
+		uids = make([]uint32, 0, mb.Messages)
+		var uid int64
+		_, err = pgx.ForEachRow(rows, []any{&uid}, func() error {
+			uids = append(uids, uint32(uid))
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("select mailbox: %w", err)
+	}
+	return mb, uids, nil
+}
+
+// MessageMeta is what FETCH needs of a message without reading its body.
+type MessageMeta struct {
+	UID          uint32
+	MessageID    int64 // content id, for OpenBody
+	Flags        []string
+	ModSeq       uint64
+	InternalDate time.Time
+	Size         int64
+	// Structure and Header are filled only when asked for in FetchOptions.
+	Structure *mimeindex.Message
+	Header    []byte
+}
+
+// FetchOptions says which optional columns FetchMeta reads.
+type FetchOptions struct {
+	Structure bool // envelope, body structure and part offsets
+	Header    bool // the raw top-level header block
+}
+
+// FetchMeta calls fn for each message of the mailbox whose UID is in uids,
+// in ascending UID order, streaming rows (memory does not grow with the
+// mailbox). The MessageMeta passed to fn is reused: copy what you keep.
+func (s *Store) FetchMeta(ctx context.Context, accountID, mailboxID int64, uids []UIDRange, opts FetchOptions, fn func(*MessageMeta) error) error {
+	lo, hi := normalizeRanges(uids)
+	structure, header := "NULL::jsonb", "NULL::bytea"
+	if opts.Structure {
+		structure = "m.structure"
+	}
+	if opts.Header {
+		header = "m.header"
+	}
+	join := ""
+	if opts.Structure || opts.Header {
+		join = "JOIN messages m ON m.id = mm.message_id"
+	}
+	rows, err := s.pool.Query(ctx, `SELECT mm.uid, mm.message_id, mm.flags, mm.keywords, mm.modseq, mm.internal_date, mm.size, `+
+		structure+`, `+header+` FROM mailbox_messages mm `+join+`
+		JOIN unnest($3::bigint[], $4::bigint[]) r(lo, hi) ON mm.uid BETWEEN r.lo AND r.hi
+		WHERE mm.mailbox_id = $1 AND mm.account_id = $2 ORDER BY mm.uid`, mailboxID, accountID, lo, hi)
+	if err != nil {
+		return fmt.Errorf("fetch: %w", err)
+	}
+	defer rows.Close()
+	var (
+		m             MessageMeta
+		uid, modseq   int64
+		bits          int
+		keywords      []string
+		structureJSON []byte
+	)
+	for rows.Next() {
+		structureJSON = structureJSON[:0]
+		m.Header = nil
+		if err := rows.Scan(&uid, &m.MessageID, &bits, &keywords, &modseq, &m.InternalDate, &m.Size, &structureJSON, &m.Header); err != nil {
+			return fmt.Errorf("fetch: %w", err)
+		}
+		m.UID, m.ModSeq, m.Flags = uint32(uid), uint64(modseq), flagStrings(bits, keywords)
+		m.Structure = nil
+		if opts.Structure {
+			m.Structure = new(mimeindex.Message)
+			if err := json.Unmarshal(structureJSON, m.Structure); err != nil {
+				return fmt.Errorf("fetch: decode structure of message %d: %w", m.MessageID, err)
+			}
+		}
+		if err := fn(&m); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("fetch: %w", err)
+	}
+	return nil
+}
+
+// OpenBody returns a reader of length bytes of a message's raw content
+// starting at offset (length < 0: to the end). It fetches one chunk per
+// query, so memory stays bounded and no connection is held between reads.
+// The message must be in one of the account's mailboxes.
+func (s *Store) OpenBody(ctx context.Context, accountID, messageID, offset, length int64) (io.Reader, error) {
+	var size int64
+	err := s.pool.QueryRow(ctx, `SELECT m.size FROM messages m WHERE m.id = $1
+		AND EXISTS (SELECT 1 FROM mailbox_messages mm WHERE mm.message_id = m.id AND mm.account_id = $2)`,
+		messageID, accountID).Scan(&size)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("message %d: %w", messageID, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open body: %w", err)
+	}
+	offset = min(max(offset, 0), size)
+	if length < 0 || offset+length > size {
+		length = size - offset
+	}
+	return &bodyReader{ctx: ctx, s: s, id: messageID, off: offset, end: offset + length}, nil
+}
+
+type bodyReader struct {
+	ctx      context.Context
+	s        *Store
+	id       int64
+	off, end int64
+	buf      []byte
+}
+
+func (r *bodyReader) Read(p []byte) (int, error) {
+	if len(r.buf) == 0 {
+		if r.off >= r.end {
+			return 0, io.EOF
+		}
+		seq := r.off / ChunkSize
+		start := r.off % ChunkSize
+		n := min(ChunkSize-start, r.end-r.off)
+		// substring is 1-based; fetch only the bytes needed.
+		var data []byte
+		err := r.s.pool.QueryRow(r.ctx, `SELECT substring(data FROM $3 FOR $4) FROM message_chunks
+			WHERE message_id = $1 AND seq = $2`, r.id, seq, start+1, n).Scan(&data)
+		if err != nil {
+			return 0, fmt.Errorf("read body of message %d: %w", r.id, err)
+		}
+		if len(data) == 0 {
+			return 0, fmt.Errorf("read body of message %d: chunk %d is short", r.id, seq)
+		}
+		r.buf = data
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	r.off += int64(n)
+	return n, nil
+}
+
+// Changes are what happened to a mailbox after some modseq.
+type Changes struct {
+	Mailbox  *Mailbox       // nil if the mailbox was deleted
+	Updated  []MessageFlags // new or changed live messages, by UID
+	Expunged []uint32       // UIDs expunged after the modseq, ascending
+}
+
+// ChangesSince reads the changes to a mailbox after modseq, from one
+// consistent snapshot: the change feed's catch-up read.
+func (s *Store) ChangesSince(ctx context.Context, accountID, mailboxID int64, modseq uint64) (*Changes, error) {
+	ch := &Changes{}
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		mb, err := scanMailbox(tx.QueryRow(ctx, `SELECT `+mailboxColumns+` FROM mailboxes WHERE id = $1 AND account_id = $2`,
+			mailboxID, accountID))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		ch.Mailbox = mb
+		rows, err := tx.Query(ctx, `SELECT uid, flags, keywords, modseq FROM mailbox_messages
+			WHERE mailbox_id = $1 AND account_id = $2 AND modseq > $3 ORDER BY uid`, mailboxID, accountID, int64(modseq))
+		if err != nil {
+			return err
+		}
+		var uid, ms int64
+		var bits int
+		var kw []string
+		if _, err := pgx.ForEachRow(rows, []any{&uid, &bits, &kw, &ms}, func() error {
+			ch.Updated = append(ch.Updated, MessageFlags{UID: uint32(uid), Flags: flagStrings(bits, kw), ModSeq: uint64(ms)})
+			return nil
+		}); err != nil {
+			return err
+		}
+		rows, err = tx.Query(ctx, `SELECT uid FROM expunged WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid`,
+			mailboxID, int64(modseq))
+		if err != nil {
+			return err
+		}
+		if _, err := pgx.ForEachRow(rows, []any{&uid}, func() error {
+			ch.Expunged = append(ch.Expunged, uint32(uid))
+			return nil
+		}); err != nil {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read changes: %w", err)
+	}
+	return ch, nil
+}
+
+// CountMessageContents returns how many distinct message contents are
+// stored (for tests and metrics).
+func (s *Store) CountMessageContents(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM messages`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count messages: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,160 @@
+package store
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/mailstack/mailstack/internal/mimeindex"
+)
+
+// ErrTooBig is returned when a message exceeds the size limit given to Spool.
+var ErrTooBig = errors.New("message too big")
+
+// memSpoolLimit is the size up to which a message is spooled in memory;
+// larger ones go to a temporary file, so memory stays bounded.
+const memSpoolLimit = 1 << 20
+
+// Spooled is a message read once from its source: hashed, indexed and
+// kept (in memory or a temporary file) until it is stored. Close it.
+type Spooled struct {
+	Size      int64
+	SHA256    [sha256.Size]byte
+	Structure *mimeindex.Message
+
+	mem  []byte
+	file *os.File
+}
+
+// Spool reads a whole message from r, computing its SHA-256 and MIME index
+// in the same pass. It fails with ErrTooBig (having read at most maxSize+1
+// bytes) if the message is larger than maxSize; maxSize <= 0 means no limit.
+func Spool(r io.Reader, maxSize int64) (*Spooled, error) {
+	sp := &spoolWriter{}
+	h := sha256.New()
+	src := r
+	if maxSize > 0 {
+		src = &limitReader{r: r, left: maxSize}
+	}
+	tee := io.TeeReader(src, io.MultiWriter(h, sp))
+	idx, err := mimeindex.Index(tee)
+	if err == nil {
+		// The index may stop early on pathological input; the body must
+		// still be stored whole.
+		_, err = io.Copy(io.Discard, tee)
+	}
+	if err == nil {
+		err = sp.err
+	}
+	if err != nil {
+		sp.close()
+		if errors.Is(err, ErrTooBig) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("read message: %w", err)
+	}
+	m := &Spooled{Size: sp.size, Structure: idx, mem: sp.buf.Bytes(), file: sp.file}
+	copy(m.SHA256[:], h.Sum(nil))
+	if sp.file != nil {
+		m.mem = nil
+	}
+	return m, nil
+}
+
+// Reader returns a reader of the whole message from its first byte.
+func (m *Spooled) Reader() io.Reader {
+	if m.file != nil {
+		return io.NewSectionReader(m.file, 0, m.Size)
+	}
+	return bytes.NewReader(m.mem)
+}
+
+// Header returns the top-level header block (up to the blank line).
+func (m *Spooled) Header() ([]byte, error) {
+	n := m.Size
+	if m.Structure != nil && m.Structure.Root != nil {
+		n = m.Structure.Root.BodyStart
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(m.Reader(), buf); err != nil {
+		return nil, fmt.Errorf("read header: %w", err)
+	}
+	return buf, nil
+}
+
+// Close releases the spool.
+func (m *Spooled) Close() error {
+	m.mem = nil
+	if m.file != nil {
+		name := m.file.Name()
+		m.file.Close()
+		m.file = nil
+		return os.Remove(name)
+	}
+	return nil
+}
+
+type spoolWriter struct {
+	buf  bytes.Buffer
+	file *os.File
+	size int64
+	err  error
+}
+
+func (w *spoolWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	w.size += int64(len(p))
+	if w.file == nil && int64(w.buf.Len()+len(p)) <= memSpoolLimit {
+		return w.buf.Write(p)
+	}
+	if w.file == nil {
+		f, err := os.CreateTemp("", "mailstack-spool-*")
+		if err != nil {
+			w.err = fmt.Errorf("spool message: %w", err)
+			return 0, w.err
+		}
+		w.file = f
+		if _, err := f.Write(w.buf.Bytes()); err != nil {
+			w.err = fmt.Errorf("spool message: %w", err)
+			return 0, w.err
+		}
+		w.buf = bytes.Buffer{}
+	}
+	if _, err := w.file.Write(p); err != nil {
+		w.err = fmt.Errorf("spool message: %w", err)
+		return 0, w.err
+	}
+	return len(p), nil
+}
+
+func (w *spoolWriter) close() {
+	if w.file != nil {
+		w.file.Close()
+		os.Remove(w.file.Name())
+	}
+}
+
+type limitReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.left < 0 {
+		return 0, ErrTooBig
+	}
+	if int64(len(p)) > l.left+1 {
+		p = p[:l.left+1]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	if l.left < 0 {
+		return n, ErrTooBig
+	}
+	return n, err
+}
