@@ -173,9 +173,10 @@ type listener struct {
 	start func(ctx context.Context, addr string) (run func() error, shutdown func(context.Context) error, bound string, err error)
 }
 
-// listeners lists the protocol listeners of this build.
+// listeners lists the protocol listeners of this build; each protocol
+// package's wiring lives in its own serve_*.go file.
 func (s *server) listeners() []listener {
-	return nil
+	return append(s.imapListeners(), s.smtpListeners()...)
 }
 
 func (s *server) ensureDomains(ctx context.Context) error {
