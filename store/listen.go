@@ -1,0 +1,99 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ChangeEvent is a wake-up from the change feed: something in a mailbox
+// changed and committed, up to ModSeq (0 for deletes and renames). Resync
+// means notifications may have been lost (the LISTEN connection dropped):
+// every watched mailbox must be re-read from the database.
+type ChangeEvent struct {
+	MailboxID int64
+	ModSeq    uint64
+	Resync    bool
+}
+
+// Listen holds one dedicated connection (not from the pool) listening on
+// MailboxChannel and calls fn for every notification, in order, from a
+// single goroutine. When the connection drops it reconnects with backoff,
+// re-LISTENs, and then calls fn with a Resync event. It returns when ctx is
+// done.
+func (s *Store) Listen(ctx context.Context, fn func(ChangeEvent)) error {
+	return s.listen(ctx, MailboxChannel, func(payload string) {
+		ev, err := parseChange(payload)
+		if err != nil {
+			s.log.Warn("bad change notification", "payload", payload, "err", err)
+			return
+		}
+		fn(ev)
+	}, func() { fn(ChangeEvent{Resync: true}) })
+}
+
+func parseChange(payload string) (ChangeEvent, error) {
+	id, ms, ok := strings.Cut(payload, " ")
+	if !ok {
+		return ChangeEvent{}, errors.New("missing modseq")
+	}
+	mailbox, err := strconv.ParseInt(id, 10, 64)
+	if err != nil {
+		return ChangeEvent{}, err
+	}
+	modseq, err := strconv.ParseUint(ms, 10, 64)
+	if err != nil {
+		return ChangeEvent{}, err
+	}
+	return ChangeEvent{MailboxID: mailbox, ModSeq: modseq}, nil
+}
+
+// listen runs a LISTEN loop on channel with reconnection. onReconnect runs
+// after every successful reconnection (not the first connection).
+func (s *Store) listen(ctx context.Context, channel string, onNotify func(string), onReconnect func()) error {
+	backoff := 50 * time.Millisecond
+	first := true
+	for {
+		conn, err := pgx.ConnectConfig(ctx, s.ConnConfig())
+		if err == nil {
+			_, err = conn.Exec(ctx, "LISTEN "+pgx.Identifier{channel}.Sanitize())
+		}
+		if err == nil {
+			backoff = 50 * time.Millisecond
+			if !first {
+				s.log.Info("change feed reconnected", "channel", channel)
+				onReconnect()
+			}
+			first = false
+			err = waitLoop(ctx, conn, onNotify)
+		}
+		if conn != nil {
+			conn.Close(context.WithoutCancel(ctx))
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.log.Warn("change feed connection lost; reconnecting", "channel", channel, "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func waitLoop(ctx context.Context, conn *pgx.Conn, onNotify func(string)) error {
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return fmt.Errorf("wait for notification: %w", err)
+		}
+		onNotify(n.Payload)
+	}
+}
