@@ -284,16 +284,17 @@ func assembleParams(raw []rawParam) map[string]string {
 			params[base] = toUTF8(cs, buf)
 		}
 	}
+	if len(params) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(params))
 	for k, v := range params {
 		if k != "boundary" {
 			v = decodeWords(v)
 		}
-		params[clean(k)] = clean(v)
+		out[clean(k)] = clean(v)
 	}
-	if len(params) == 0 {
-		return nil
-	}
-	return params
+	return out
 }
 
 func percentDecode(s string) []byte {

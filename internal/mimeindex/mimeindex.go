@@ -302,7 +302,7 @@ func (ix *indexer) parsePart(p *Part, defType, defSub string, depth int, wantEnv
 		}
 		p.setEnd(st, bodyLF)
 		p.DecodedSize = p.End - p.BodyStart
-	case isMessageType(p.Type, p.Subtype) && identityEncoding(p.Encoding) && depth < maxDepth:
+	case isMessageType(p.Type, p.Subtype) && !transformingEncoding(p.Encoding) && depth < maxDepth:
 		child := &Part{}
 		p.Children = []*Part{child}
 		if ended {
@@ -543,9 +543,10 @@ func isMessageType(typ, sub string) bool {
 	return typ == "message" && (sub == "rfc822" || sub == "global")
 }
 
-// identityEncoding reports whether a body in this encoding can be parsed as
-// is. An encapsulated message in base64 (allowed for message/global) is kept
-// as an opaque leaf rather than parsed as garbage.
-func identityEncoding(enc string) bool {
-	return enc == "7BIT" || enc == "8BIT" || enc == "BINARY"
+// transformingEncoding reports whether a body in this encoding cannot be
+// parsed as is. An encapsulated message in base64 (allowed for
+// message/global) is kept as an opaque leaf rather than parsed as garbage;
+// unknown encodings (typos like "8-bit") are parsed as best effort.
+func transformingEncoding(enc string) bool {
+	return enc == "BASE64" || enc == "QUOTED-PRINTABLE"
 }

@@ -1,0 +1,53 @@
+package mimeindex
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"testing"
+)
+
+func FuzzIndex(f *testing.F) {
+	for _, tt := range sectionTests {
+		f.Add([]byte(tt.msg))
+		f.Add([]byte(toCRLF(tt.msg)))
+	}
+	for _, tt := range malformedTests {
+		f.Add([]byte(tt.msg))
+	}
+	f.Add([]byte("Content-Type: multipart/mixed; boundary=a\n\n--a\nContent-Type: message/rfc822\n\nContent-Type: multipart/digest; boundary=b\n\n--b\n\n--a\n--b--\n"))
+	f.Add([]byte("Content-Type: text/plain\nContent-Transfer-Encoding: quoted-printable\n\n=\r\n= \r=4\r\n=4Z \t\r"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := Index(bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Size != int64(len(data)) {
+			t.Fatalf("Size %d, want %d", m.Size, len(data))
+		}
+		checkInvariants(t, m)
+
+		var walk func(p *Part)
+		walk = func(p *Part) {
+			if len(p.Children) == 0 {
+				n, _ := io.Copy(io.Discard, NewDecoder(p.Encoding, bytes.NewReader(data[p.BodyStart:p.End])))
+				if n != p.DecodedSize {
+					t.Fatalf("DecodedSize %d, NewDecoder %d", p.DecodedSize, n)
+				}
+			}
+			if bytes.Count(data[p.BodyStart:p.End], []byte("\n")) != int(p.BodyLines) {
+				t.Fatalf("BodyLines %d for %q", p.BodyLines, data[p.BodyStart:p.End])
+			}
+			for _, c := range p.Children {
+				walk(c)
+			}
+		}
+		walk(m.Root)
+
+		m.Root.BodyStructure(true)
+		m.Envelope.IMAP()
+		if _, err := json.Marshal(m); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
