@@ -736,3 +736,49 @@ func BenchmarkAppPasswordLogin(b *testing.B) {
 		}
 	}
 }
+
+func TestCollectGarbage(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	inbox := f.mailbox(t, f.a, "INBOX")
+	trash := f.mailbox(t, f.a, "Trash")
+	for i := 0; i < 3; i++ {
+		if _, err := f.st.Append(ctx, f.a.ID, inbox.ID, strings.NewReader(testMessage(i)), 0, nil, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Message 1 stays, 2 lives on in Trash, 3 is gone everywhere.
+	if _, err := f.st.Copy(ctx, f.a.ID, inbox.ID, []store.UIDRange{{2, 2}}, trash.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.StoreFlags(ctx, f.a.ID, inbox.ID, []store.UIDRange{{2, 3}}, store.FlagsAdd, []string{store.FlagDeleted}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.Expunge(ctx, f.a.ID, inbox.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.st.CollectGarbage(ctx, time.Hour); err != nil || n != 0 {
+		t.Fatalf("within grace: deleted %d, %v", n, err)
+	}
+	if n, err := f.st.CollectGarbage(ctx, 0); err != nil || n != 1 {
+		t.Fatalf("deleted %d, %v; want 1", n, err)
+	}
+	if n, _ := f.st.CountMessageContents(ctx); n != 2 {
+		t.Fatalf("%d contents left, want 2", n)
+	}
+	// What is left still reads back.
+	err := f.st.FetchMeta(ctx, f.a.ID, trash.ID, []store.UIDRange{{1, 0}}, store.FetchOptions{}, func(m *store.MessageMeta) error {
+		r, err := f.st.OpenBody(ctx, f.a.ID, m.MessageID, 0, -1)
+		if err != nil {
+			return err
+		}
+		b, err := io.ReadAll(r)
+		if err == nil && string(b) != testMessage(1) {
+			err = fmt.Errorf("body %q", b)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

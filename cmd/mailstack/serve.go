@@ -146,6 +146,11 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, ready fu
 		}()
 		log.Info("listening", "service", l.name, "addr", addr)
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.maintenance(ctx)
+	}()
 	ready(s)
 	var runErr error
 	select {
@@ -249,4 +254,22 @@ func (c *cli) banner(s *server) {
 	}
 	fmt.Fprintln(w, "Stop with Ctrl-C.")
 	fmt.Fprintln(w, "===============================================================")
+}
+
+// maintenance periodically removes message contents nothing references.
+func (s *server) maintenance(ctx context.Context) {
+	tick := time.NewTicker(time.Hour)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if n, err := s.st.CollectGarbage(ctx, time.Hour); err != nil {
+			s.log.Warn("garbage collection", "err", err)
+		} else if n > 0 {
+			s.log.Info("garbage collection", "deleted_contents", n)
+		}
+	}
 }
