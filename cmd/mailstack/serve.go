@@ -121,6 +121,9 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, ready fu
 			return err
 		}
 	}
+	// Background work stops with runCtx, also when a listener fails.
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
 	var wg sync.WaitGroup
 	var shutdowns []func(context.Context) error
 	errc := make(chan error, 8)
@@ -128,7 +131,7 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, ready fu
 		if l.addr == "" {
 			continue
 		}
-		run, shutdown, addr, err := l.start(ctx, l.addr)
+		run, shutdown, addr, err := l.start(runCtx, l.addr)
 		if err != nil {
 			for _, sd := range shutdowns {
 				sd(context.Background())
@@ -149,7 +152,7 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, ready fu
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		s.maintenance(ctx)
+		s.maintenance(runCtx)
 	}()
 	ready(s)
 	var runErr error
@@ -159,6 +162,7 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, ready fu
 	case runErr = <-errc:
 		log.Error("listener failed, shutting down", "err", runErr)
 	}
+	stopRun()
 	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	for _, sd := range shutdowns {
