@@ -115,33 +115,36 @@ func (s *Store) DeliverTx(ctx context.Context, tx pgx.Tx, msg *Spooled, targets 
 		if err != nil {
 			return nil, err
 		}
-		if err := checkQuota(ctx, tx, t.AccountID, msg.Size); err != nil {
-			return nil, err
-		}
 		c := countsOf(bits, msg.Size)
-		var uidvalidity, uid, modseq int64
-		err = tx.QueryRow(ctx, `UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1,
-				messages = messages + 1, unseen = unseen + $3, deleted = deleted + $4, size = size + $5
-			WHERE id = $1 AND account_id = $2 AND NOT noselect
-			RETURNING uidvalidity, uidnext - 1, highestmodseq`,
-			t.MailboxID, t.AccountID, c.unseen, c.deleted, c.size).Scan(&uidvalidity, &uid, &modseq)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, fmt.Errorf("mailbox %d: %w", t.MailboxID, ErrNotFound)
-		}
-		if err != nil {
-			return nil, err
-		}
 		date := t.InternalDate
 		if date.IsZero() {
 			date = time.Now()
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO mailbox_messages
-				(mailbox_id, uid, message_id, account_id, internal_date, size, flags, keywords, modseq)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			t.MailboxID, uid, msgID, t.AccountID, date, msg.Size, bits, keywords, modseq); err != nil {
-			return nil, err
+		// One round trip: take the mailbox row lock while assigning the UID
+		// and modseq, insert the message, announce the change. The quota
+		// is checked in the same statement.
+		var uidvalidity, uid, modseq int64
+		err = tx.QueryRow(ctx, `WITH mb AS (
+				UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1,
+					messages = messages + 1, unseen = unseen + $3, deleted = deleted + $4, size = size + $5
+				WHERE id = $1 AND account_id = $2 AND NOT noselect
+				  AND (SELECT a.quota_bytes = 0 OR coalesce((SELECT sum(m.size) FROM mailboxes m WHERE m.account_id = a.id), 0) + $5 <= a.quota_bytes
+				       FROM accounts a WHERE a.id = $2)
+				RETURNING uidvalidity, uidnext - 1 AS uid, highestmodseq
+			), ins AS (
+				INSERT INTO mailbox_messages (mailbox_id, uid, message_id, account_id, internal_date, size, flags, keywords, modseq)
+				SELECT $1, uid, $6, $2, $7, $5, $8, $9, highestmodseq FROM mb
+			)
+			SELECT uidvalidity, uid, highestmodseq, pg_notify($10, $1::bigint::text || ' ' || highestmodseq::text) FROM mb`,
+			t.MailboxID, t.AccountID, c.unseen, c.deleted, c.size, msgID, date, bits, keywords, MailboxChannel).
+			Scan(&uidvalidity, &uid, &modseq, nil)
+		if errors.Is(err, pgx.ErrNoRows) {
+			if err := checkQuota(ctx, tx, t.AccountID, msg.Size); err != nil {
+				return nil, err
+			}
+			return nil, fmt.Errorf("mailbox %d: %w", t.MailboxID, ErrNotFound)
 		}
-		if err := notify(ctx, tx, t.MailboxID, modseq); err != nil {
+		if err != nil {
 			return nil, err
 		}
 		results[i] = AppendResult{MailboxID: t.MailboxID, UIDValidity: uint32(uidvalidity), UID: uint32(uid), ModSeq: uint64(modseq)}
@@ -173,16 +176,9 @@ func notify(ctx context.Context, tx pgx.Tx, mailboxID, modseq int64) error {
 
 // insertMessageTx stores the message content once per SHA-256 and returns
 // its id. An existing row is locked FOR KEY SHARE so garbage collection
-// cannot remove it before this transaction references it.
+// cannot remove it before this transaction references it. A message that
+// fits one chunk (the common case) costs one round trip.
 func insertMessageTx(ctx context.Context, tx pgx.Tx, msg *Spooled) (int64, error) {
-	var id int64
-	err := tx.QueryRow(ctx, `SELECT id FROM messages WHERE sha256 = $1 FOR KEY SHARE`, msg.SHA256[:]).Scan(&id)
-	if err == nil {
-		return id, nil
-	}
-	if !errors.Is(err, pgx.ErrNoRows) {
-		return 0, err
-	}
 	header, err := msg.Header()
 	if err != nil {
 		return 0, err
@@ -191,10 +187,22 @@ func insertMessageTx(ctx context.Context, tx pgx.Tx, msg *Spooled) (int64, error
 	if err != nil {
 		return 0, fmt.Errorf("encode structure: %w", err)
 	}
+	r := msg.Reader()
+	buf := make([]byte, min(msg.Size, ChunkSize))
+	n, err := io.ReadFull(r, buf)
+	if err != nil && err != io.EOF {
+		return 0, fmt.Errorf("read spooled message: %w", err)
+	}
 	// ON CONFLICT waits for a concurrent insert of the same content; if that
-	// one commits, we use its row.
-	err = tx.QueryRow(ctx, `INSERT INTO messages (sha256, size, header, structure) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (sha256) DO NOTHING RETURNING id`, msg.SHA256[:], msg.Size, header, structure).Scan(&id)
+	// one commits, we use its row (below).
+	var id int64
+	err = tx.QueryRow(ctx, `WITH m AS (
+			INSERT INTO messages (sha256, size, header, structure) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (sha256) DO NOTHING RETURNING id
+		), c AS (
+			INSERT INTO message_chunks (message_id, seq, data) SELECT id, 0, $5 FROM m WHERE $2 > 0
+		)
+		SELECT id FROM m`, msg.SHA256[:], msg.Size, header, structure, buf[:n]).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = tx.QueryRow(ctx, `SELECT id FROM messages WHERE sha256 = $1 FOR KEY SHARE`, msg.SHA256[:]).Scan(&id)
 		return id, err
@@ -202,10 +210,11 @@ func insertMessageTx(ctx context.Context, tx pgx.Tx, msg *Spooled) (int64, error
 	if err != nil {
 		return 0, err
 	}
-	// Stream the body into chunk rows: one chunk in memory at a time.
-	r := msg.Reader()
-	buf := make([]byte, ChunkSize)
-	seq := 0
+	if msg.Size <= ChunkSize {
+		return id, nil
+	}
+	// Stream the rest into chunk rows: one chunk in memory at a time.
+	seq := 1
 	_, err = tx.CopyFrom(ctx, pgx.Identifier{"message_chunks"}, []string{"message_id", "seq", "data"},
 		pgx.CopyFromFunc(func() ([]any, error) {
 			n, err := io.ReadFull(r, buf)

@@ -782,3 +782,30 @@ func TestCollectGarbage(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestQuota(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	acc, err := f.st.CreateAccount(ctx, "small@example.org", "pw", store.AccountOptions{QuotaBytes: 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbox := f.mailbox(t, acc, "INBOX")
+	msg := strings.Repeat("x", 200)
+	if _, err := f.st.Append(ctx, acc.ID, inbox.ID, strings.NewReader(msg), 0, nil, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.Append(ctx, acc.ID, inbox.ID, strings.NewReader(msg+"y"), 0, nil, time.Time{}); !errors.Is(err, store.ErrOverQuota) {
+		t.Fatalf("over quota: %v", err)
+	}
+	if _, err := f.st.Append(ctx, acc.ID, inbox.ID+1000, strings.NewReader("x"), 0, nil, time.Time{}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("missing mailbox: %v", err)
+	}
+	if _, err := f.st.Append(ctx, acc.ID, inbox.ID, strings.NewReader(strings.Repeat("z", 101)), 100, nil, time.Time{}); !errors.Is(err, store.ErrTooBig) {
+		t.Fatalf("over max size: %v", err)
+	}
+	mb, uids, err := f.st.SelectMailbox(ctx, acc.ID, inbox.ID)
+	if err != nil || len(uids) != 1 || mb.Size != 200 || mb.UIDNext != 2 {
+		t.Fatalf("after refusals: %+v %v %v", mb, uids, err)
+	}
+}

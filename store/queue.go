@@ -1,0 +1,336 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// QueueChannel is the PostgreSQL NOTIFY channel raised in every transaction
+// that makes outbound mail due, so idle queue workers wake at once.
+const QueueChannel = "mailstack_queue"
+
+// ErrLeaseLost is returned when a queue row is no longer held by the
+// caller's claim: its lease ran out and another worker took it, or an
+// administrator deleted it.
+var ErrLeaseLost = errors.New("queue entry no longer held by this worker")
+
+// Outbound is one remote recipient of a submitted message.
+type Outbound struct {
+	AccountID int64 // the sender's account, which receives bounces
+	MailFrom  string
+	RcptTo    string
+}
+
+// QueuedMessage is one row of the outbound queue: a message for one remote
+// recipient.
+type QueuedMessage struct {
+	ID            int64
+	AccountID     int64 // 0 if the sender's account was deleted
+	MessageID     int64 // content id
+	MailFrom      string
+	RcptTo        string
+	Size          int64
+	CreatedAt     time.Time
+	NextAttempt   time.Time
+	Attempts      int
+	LastError     string
+	LastAttemptAt *time.Time
+	// Lease is the token of the claim that returned this row; empty in
+	// listings of rows nobody is delivering.
+	Lease string
+}
+
+// Submit stores a submitted message once, adds it to the local target
+// mailboxes and queues it for the remote recipients, all in one
+// transaction, so that an acknowledged message is both delivered and queued
+// or neither (DESIGN.md invariant 3).
+func (s *Store) Submit(ctx context.Context, msg *Spooled, targets []Target, remote []Outbound) ([]AppendResult, error) {
+	var results []AppendResult
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if len(targets) > 0 {
+			var err error
+			if results, err = s.DeliverTx(ctx, tx, msg, targets); err != nil {
+				return err
+			}
+		}
+		if len(remote) == 0 {
+			return nil
+		}
+		return enqueueTx(ctx, tx, msg, remote)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("submit: %w", err)
+	}
+	return results, nil
+}
+
+// enqueueTx queues msg for the remote recipients and wakes the workers when
+// the transaction commits.
+func enqueueTx(ctx context.Context, tx pgx.Tx, msg *Spooled, remote []Outbound) error {
+	// insertMessageTx finds the content DeliverTx may just have stored.
+	msgID, err := insertMessageTx(ctx, tx, msg)
+	if err != nil {
+		return err
+	}
+	accounts := make([]int64, len(remote))
+	froms := make([]string, len(remote))
+	rcpts := make([]string, len(remote))
+	for i, o := range remote {
+		accounts[i], froms[i], rcpts[i] = o.AccountID, o.MailFrom, o.RcptTo
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO outbound_queue (account_id, message_id, mail_from, rcpt_to)
+		SELECT nullif(a, 0), $1, f, r FROM unnest($2::bigint[], $3::text[], $4::text[]) AS q(a, f, r)`,
+		msgID, accounts, froms, rcpts); err != nil {
+		return fmt.Errorf("queue message: %w", err)
+	}
+	return notifyQueue(ctx, tx)
+}
+
+func notifyQueue(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, QueueChannel)
+	return err
+}
+
+const queueColumns = `q.id, coalesce(q.account_id, 0), q.message_id, q.mail_from, q.rcpt_to, m.size, q.created_at,
+	q.next_attempt, q.attempts, q.last_error, q.last_attempt_at, coalesce(q.lease, '')`
+
+func scanQueued(rows pgx.Rows) ([]QueuedMessage, error) {
+	return pgx.CollectRows(rows, pgx.RowToStructByPos[QueuedMessage])
+}
+
+// ClaimQueued takes up to limit due queue rows for delivery, skipping rows
+// other workers hold, and leases them for the given time: until then no
+// other worker claims them, and after it (the holder crashed) they are due
+// again. Every returned row carries the claim's lease token. Rows come
+// ordered by recipient domain and message, so callers can batch them.
+func (s *Store) ClaimQueued(ctx context.Context, limit int, lease time.Duration) ([]QueuedMessage, error) {
+	token, err := newLeaseToken()
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, `WITH due AS (
+			SELECT id FROM outbound_queue WHERE next_attempt <= now()
+			ORDER BY next_attempt LIMIT $1 FOR UPDATE SKIP LOCKED
+		), claimed AS (
+			UPDATE outbound_queue q SET next_attempt = now() + $2::interval, lease = $3,
+				attempts = attempts + 1, last_attempt_at = now()
+			FROM due WHERE q.id = due.id
+			RETURNING q.*
+		)
+		SELECT `+queueColumns+` FROM claimed q JOIN messages m ON m.id = q.message_id
+		ORDER BY lower(split_part(q.rcpt_to, '@', 2)), q.message_id, q.mail_from, q.id`,
+		limit, lease, token)
+	if err != nil {
+		return nil, fmt.Errorf("claim queue: %w", err)
+	}
+	list, err := scanQueued(rows)
+	if err != nil {
+		return nil, fmt.Errorf("claim queue: %w", err)
+	}
+	return list, nil
+}
+
+func newLeaseToken() (string, error) {
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("lease token: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// QueueDelivered removes a row after successful delivery.
+func (s *Store) QueueDelivered(ctx context.Context, id int64, lease string) error {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM outbound_queue WHERE id = $1 AND lease = $2`, id, lease)
+	if err != nil {
+		return fmt.Errorf("queue delivered: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("queue entry %d: %w", id, ErrLeaseLost)
+	}
+	return nil
+}
+
+// QueueDeferred records a temporary failure and schedules the next attempt.
+func (s *Store) QueueDeferred(ctx context.Context, id int64, lease string, next time.Time, reason string) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE outbound_queue SET next_attempt = $3, last_error = $4, lease = NULL
+		WHERE id = $1 AND lease = $2`, id, lease, next, reason)
+	if err != nil {
+		return fmt.Errorf("queue deferred: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("queue entry %d: %w", id, ErrLeaseLost)
+	}
+	return nil
+}
+
+// QueueBounce gives up on rows (all held under lease): it delivers the
+// delivery status notification dsn to the INBOX of accountID and removes
+// the rows, in one transaction, so a bounce is sent exactly once. With
+// dsn nil or accountID 0 (the sender's account is gone) the rows are only
+// removed. If any row is no longer held, nothing changes (ErrLeaseLost).
+func (s *Store) QueueBounce(ctx context.Context, ids []int64, lease string, accountID int64, dsn *Spooled) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `DELETE FROM outbound_queue WHERE id = ANY($1) AND lease = $2`, ids, lease)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() != int64(len(ids)) {
+			return ErrLeaseLost
+		}
+		if dsn == nil || accountID == 0 {
+			return nil
+		}
+		var inbox int64
+		err = tx.QueryRow(ctx, `SELECT id FROM mailboxes WHERE account_id = $1 AND name = 'INBOX'`, accountID).Scan(&inbox)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil // account removed meanwhile: nobody to tell
+		}
+		if err != nil {
+			return err
+		}
+		_, err = s.DeliverTx(ctx, tx, dsn, []Target{{AccountID: accountID, MailboxID: inbox}})
+		if errors.Is(err, ErrOverQuota) {
+			// A full mailbox must not keep the row (and retries) forever.
+			s.log.Warn("bounce not delivered: sender over quota", "account", accountID)
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("queue bounce: %w", err)
+	}
+	return nil
+}
+
+// QueueEntries lists the whole outbound queue, oldest first (for the
+// `mailstack queue list` command).
+func (s *Store) QueueEntries(ctx context.Context) ([]QueuedMessage, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+queueColumns+` FROM outbound_queue q JOIN messages m ON m.id = q.message_id
+		ORDER BY q.created_at, q.id`)
+	if err != nil {
+		return nil, fmt.Errorf("list queue: %w", err)
+	}
+	list, err := scanQueued(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list queue: %w", err)
+	}
+	return list, nil
+}
+
+// RetryQueued makes a deferred row due now and wakes the workers. A row
+// that a worker is delivering right now is left alone (ErrInvalid).
+func (s *Store) RetryQueued(ctx context.Context, id int64) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var leased bool
+		err := tx.QueryRow(ctx, `SELECT lease IS NOT NULL AND next_attempt > now() FROM outbound_queue WHERE id = $1 FOR UPDATE`,
+			id).Scan(&leased)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("queue entry %d: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("retry queue entry: %w", err)
+		}
+		if leased {
+			return fmt.Errorf("%w: queue entry %d is being delivered right now", ErrInvalid, id)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE outbound_queue SET next_attempt = now() WHERE id = $1`, id); err != nil {
+			return fmt.Errorf("retry queue entry: %w", err)
+		}
+		return notifyQueue(ctx, tx)
+	})
+}
+
+// DeleteQueued removes a row without sending a bounce.
+func (s *Store) DeleteQueued(ctx context.Context, id int64) error {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM outbound_queue WHERE id = $1`, id)
+	if err != nil {
+		return fmt.Errorf("delete queue entry: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("queue entry %d: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// NextQueueAttempt returns when the earliest queue row falls due; ok is
+// false when the queue is empty.
+func (s *Store) NextQueueAttempt(ctx context.Context) (next time.Time, ok bool, err error) {
+	var t *time.Time
+	if err := s.pool.QueryRow(ctx, `SELECT min(next_attempt) FROM outbound_queue`).Scan(&t); err != nil {
+		return time.Time{}, false, fmt.Errorf("next queue attempt: %w", err)
+	}
+	if t == nil {
+		return time.Time{}, false, nil
+	}
+	return *t, true, nil
+}
+
+// OpenQueued returns a reader of the content of the message a queue row
+// carries, fetched one chunk per query (bounded memory, no connection held
+// between reads), and the header block of that content (for bounces).
+func (s *Store) OpenQueued(ctx context.Context, id int64) (body io.Reader, header []byte, err error) {
+	var msgID, size int64
+	err = s.pool.QueryRow(ctx, `SELECT m.id, m.size, m.header FROM outbound_queue q JOIN messages m ON m.id = q.message_id
+		WHERE q.id = $1`, id).Scan(&msgID, &size, &header)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil, fmt.Errorf("queue entry %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("open queued message: %w", err)
+	}
+	return &bodyReader{ctx: ctx, s: s, id: msgID, off: 0, end: size}, header, nil
+}
+
+// ListenQueue blocks until ctx ends, sending on wake (without blocking)
+// whenever mail is queued or made due by any process. It holds its own
+// connection (not a pooled one), reconnects with backoff when it drops, and
+// sends a wake-up after each reconnect because notifications sent while it
+// was away are lost.
+func (s *Store) ListenQueue(ctx context.Context, wake chan<- struct{}) {
+	signal := func() {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := s.listenOnce(ctx, signal, func() { backoff = 100 * time.Millisecond })
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("queue listener lost its connection; reconnecting", "err", err, "in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+func (s *Store) listenOnce(ctx context.Context, signal, connected func()) error {
+	conn, err := pgx.ConnectConfig(ctx, s.ConnConfig())
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{QueueChannel}.Sanitize()); err != nil {
+		return err
+	}
+	connected()
+	signal() // catch up on anything queued while not listening
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return err
+		}
+		signal()
+	}
+}
