@@ -185,7 +185,8 @@ type listener struct {
 // listeners lists the protocol listeners of this build; each protocol
 // package's wiring lives in its own serve_*.go file.
 func (s *server) listeners() []listener {
-	return append(s.imapListeners(), s.smtpListeners()...)
+	ls := append(s.imapListeners(), s.smtpListeners()...)
+	return append(ls, s.httpListeners()...)
 }
 
 func (s *server) ensureDomains(ctx context.Context) error {
