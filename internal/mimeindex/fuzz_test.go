@@ -17,6 +17,9 @@ func FuzzIndex(f *testing.F) {
 	}
 	f.Add([]byte("Content-Type: multipart/mixed; boundary=a\n\n--a\nContent-Type: message/rfc822\n\nContent-Type: multipart/digest; boundary=b\n\n--b\n\n--a\n--b--\n"))
 	f.Add([]byte("Content-Type: text/plain\nContent-Transfer-Encoding: quoted-printable\n\n=\r\n= \r=4\r\n=4Z \t\r"))
+	// Former failures: a hang in the address tokenizer, broken nesting.
+	f.Add([]byte("From:)\nContent-Type:\r\n"))
+	f.Add([]byte("Content-Type: multipart/mixed; boundary=b0\n\n--b0\nContent-Type: message/rfc822\n\nSubject: x\nContent-Type: multipart/mixed; boundary=b3\n\n--b0 \n0"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := Index(bytes.NewReader(data))
 		if err != nil {
@@ -29,7 +32,7 @@ func FuzzIndex(f *testing.F) {
 
 		var walk func(p *Part)
 		walk = func(p *Part) {
-			if len(p.Children) == 0 {
+			if p.Type != "multipart" && !p.isMessage() { // containers report their raw size
 				n, _ := io.Copy(io.Discard, NewDecoder(p.Encoding, bytes.NewReader(data[p.BodyStart:p.End])))
 				if n != p.DecodedSize {
 					t.Fatalf("DecodedSize %d, NewDecoder %d", p.DecodedSize, n)

@@ -425,6 +425,10 @@ func tokenizeAddresses(s string) []addrToken {
 			for j < len(s) && strings.IndexByte(" \t\r\n\"(),;:<>@[", s[j]) < 0 {
 				j++
 			}
+			if j == i {
+				i++ // stray ')'
+				continue
+			}
 			toks = append(toks, addrToken{'a', s[i:j]})
 			i = j
 		}

@@ -31,6 +31,7 @@ func TestParseAddressList(t *testing.T) {
 		{"Broken <no-closing@example.com", []Address{{"Broken", "no-closing", "example.com"}}},
 		{"a@[127.0.0.1]", []Address{{"", "a", "[127.0.0.1]"}}},
 		{",,, ;", nil},
+		{"a) b@c", []Address{{"", "ab", "c"}}},
 		{"", nil},
 	} {
 		got := parseAddressList(tc.in)

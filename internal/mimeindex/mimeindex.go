@@ -8,12 +8,32 @@
 // All strings in the result are valid UTF-8 without NUL bytes (8-bit header
 // bytes that are not UTF-8 are read as ISO-8859-1) so that they survive
 // encoding/json and PostgreSQL jsonb unchanged.
+//
+// Parsing follows RFC 2046 and Dovecot's message parser:
+//   - The line break before a boundary delimiter belongs to the delimiter,
+//     so a part's body excludes it. When the delimiter directly follows a
+//     part's header, the body is empty and the header keeps its blank line
+//     (RFC 3501: header fetches include it; Dovecot would drop it).
+//   - A delimiter line is "--" boundary, optionally followed by "--", then
+//     optional white space; CRLF and bare LF both end lines. A delimiter of
+//     an outer multipart also ends all inner parts.
+//   - Preamble and epilogue are not parts. A multipart in which no
+//     delimiter is found has no children (as in Dovecot); BodyStructure
+//     and Find then present one empty text/plain part.
+//   - A multipart without boundary parameter is treated like any invalid
+//     Content-Type: as the default type, so its body stays readable.
+//   - A missing close delimiter ends the parts at the end of the enclosing
+//     body; a header without blank line ends at the next delimiter or at
+//     the end of input (lines without a colon stay in the header).
+//   - message/rfc822 and message/global bodies are parsed recursively,
+//     unless base64 or quoted-printable encoded.
 package mimeindex
 
 import (
 	"bufio"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // Version is the value of Message.Version produced by this package. It is
@@ -121,16 +141,39 @@ type Address struct {
 // CRLF or bare LF line endings, NUL bytes); it returns a best-effort
 // structure. It returns an error only if reading r fails.
 func Index(r io.Reader) (*Message, error) {
-	ix := &indexer{
-		s:      scanner{br: bufio.NewReaderSize(r, bufSize)},
-		budget: headerBudget,
-	}
+	ix := indexers.Get().(*indexer)
+	defer ix.release()
+	ix.s.br.Reset(r)
 	root := &Part{}
 	_, env := ix.parsePart(root, "text", "plain", 0, true)
 	if ix.s.err != nil {
 		return nil, fmt.Errorf("mimeindex: reading message: %w", ix.s.err)
 	}
 	return &Message{Version: Version, Size: ix.s.pos, Envelope: env, Root: root}, nil
+}
+
+// indexers recycles the read buffer and scratch space, which would
+// otherwise dominate the allocations for typical small messages.
+var indexers = sync.Pool{New: func() any {
+	return &indexer{s: scanner{br: bufio.NewReaderSize(nil, bufSize)}, budget: headerBudget}
+}}
+
+func (ix *indexer) release() {
+	ix.s.br.Reset(nil)                // do not keep the caller's reader alive
+	clear(ix.fields[:cap(ix.fields)]) // they point into hbuf
+	clear(ix.bounds[:cap(ix.bounds)])
+	*ix = indexer{
+		s:       scanner{br: ix.s.br},
+		budget:  headerBudget,
+		bounds:  ix.bounds[:0],
+		hbuf:    ix.hbuf[:0],
+		fields:  ix.fields[:0],
+		scratch: ix.scratch[:0],
+	}
+	if cap(ix.hbuf) > 64<<10 {
+		ix.hbuf = nil // an unusual header; do not pin up to 1 MiB
+	}
+	indexers.Put(ix)
 }
 
 // scanner splits the input into lines while tracking exact offsets. Lines
@@ -327,6 +370,11 @@ func (ix *indexer) parsePart(p *Part, defType, defSub string, depth int, wantEnv
 		} else {
 			p.DecodedSize = p.End - p.BodyStart
 		}
+	}
+	if p.End > st.end {
+		// The body was empty and kept the line break before the delimiter
+		// in the header; the enclosing parts must then end here too.
+		st.end, st.endLF = p.End, bodyLF
 	}
 	return st, env
 }
