@@ -1,7 +1,71 @@
 package main
 
-// smtpListeners returns the SMTP listeners (587, 465, 25) and starts the
-// outbound queue worker.
+import (
+	"context"
+	"net"
+
+	"github.com/mailstack/mailstack/smtpd"
+	"github.com/mailstack/mailstack/smtpd/outbound"
+)
+
+// smtpListeners returns the SMTP submission listeners (587 STARTTLS, 465
+// implicit TLS) and the outbound queue worker, which runs like a listener
+// so that it starts and stops with the others. The inbound MX (cfg.mxAddr,
+// port 25) is not built yet; it will be a second smtpd backend here.
 func (s *server) smtpListeners() []listener {
-	return nil
+	sub := smtpd.NewSubmission(smtpd.Config{
+		Store:          s.st,
+		Hostname:       s.cfg.hostname,
+		TLS:            s.tls,
+		MaxMessageSize: s.cfg.maxMessageSize,
+		Log:            s.log.With("service", "submission"),
+	})
+	start := func(implicitTLS bool) func(context.Context, string) (func() error, func(context.Context) error, string, error) {
+		return func(ctx context.Context, addr string) (func() error, func(context.Context) error, string, error) {
+			var lc net.ListenConfig
+			ln, err := lc.Listen(ctx, "tcp", addr)
+			if err != nil {
+				return nil, nil, "", err
+			}
+			srv := sub.Server(implicitTLS)
+			return func() error { return srv.Serve(ln) }, srv.Shutdown, ln.Addr().String(), nil
+		}
+	}
+	return []listener{
+		{name: "submission", addr: s.cfg.submissionAddr, start: start(false)},
+		{name: "submissions", addr: s.cfg.submissionsAddr, start: start(true)},
+		{name: "outbound", addr: "queue", start: s.startOutbound},
+	}
+}
+
+// startOutbound starts this process's outbound queue worker. Its "address"
+// in the banner says where mail goes: MX hosts or the relay.
+func (s *server) startOutbound(ctx context.Context, _ string) (func() error, func(context.Context) error, string, error) {
+	cfg := outbound.Config{Store: s.st, Hostname: s.cfg.hostname, Log: s.log.With("service", "outbound")}
+	where := "direct to MX hosts, port 25"
+	if s.cfg.relay != "" {
+		r, err := outbound.ParseRelay(s.cfg.relay)
+		if err != nil {
+			return nil, nil, "", err
+		}
+		cfg.Relay, where = r, "via relay "+r.String()
+	}
+	w := outbound.New(cfg)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	run := func() error {
+		defer close(done)
+		w.Run(ctx)
+		return nil
+	}
+	shutdown := func(sctx context.Context) error {
+		cancel()
+		select {
+		case <-done:
+			return nil
+		case <-sctx.Done():
+			return sctx.Err()
+		}
+	}
+	return run, shutdown, where, nil
 }

@@ -1,0 +1,222 @@
+package smtpd_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/mailstack/mailstack/internal/dkimkey"
+	"github.com/mailstack/mailstack/internal/tlsconfig"
+	"github.com/mailstack/mailstack/smtpd"
+	"github.com/mailstack/mailstack/store"
+	"github.com/mailstack/mailstack/store/storetest"
+)
+
+func TestMain(m *testing.M) { storetest.Main(m) }
+
+// env is a submission server pair (587 STARTTLS, 465 implicit TLS) on a
+// fresh store with one domain and two accounts.
+type env struct {
+	st           *store.Store
+	url          string
+	domain       *store.Domain
+	alice, bob   *store.Account
+	alicePass    string
+	bobPass      string
+	addr587      string
+	addr465      string
+	serverTLS    *tls.Config
+	clientTLS    *tls.Config
+	maxMsgSize   int64
+	shutdownFunc []func()
+}
+
+// testTLS returns a server config with a fresh self-signed certificate for
+// 127.0.0.1 and a client config that trusts exactly that certificate.
+func testTLS(t testing.TB) (server, client *tls.Config) {
+	t.Helper()
+	certPEM, keyPEM, err := tlsconfig.Generate([]string{"localhost", "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		&tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func newEnv(t testing.TB, maxSize int64) *env {
+	t.Helper()
+	ctx := context.Background()
+	e := &env{url: storetest.NewURL(t), maxMsgSize: maxSize}
+	st, err := store.Open(ctx, e.url, store.Options{MaxConns: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	e.st = st
+	key, err := dkimkey.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.domain, err = st.CreateDomain(ctx, "example.org", "mailstack", key); err != nil {
+		t.Fatal(err)
+	}
+	e.alice, e.alicePass = e.account(t, "alice@example.org")
+	e.bob, e.bobPass = e.account(t, "bob@example.org")
+	e.serverTLS, e.clientTLS = testTLS(t)
+	sub := smtpd.NewSubmission(smtpd.Config{
+		Store: st, Hostname: "mail.example.org", TLS: e.serverTLS, MaxMessageSize: maxSize, Log: testLogger(t),
+	})
+	e.addr587 = serve(t, sub.Server(false))
+	e.addr465 = serve(t, sub.Server(true))
+	return e
+}
+
+func (e *env) account(t testing.TB, addr string) (*store.Account, string) {
+	t.Helper()
+	ctx := context.Background()
+	acc, err := e.st.CreateAccount(ctx, addr, "main-password-"+addr, store.AccountOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pass, _, err := e.st.CreateAppPassword(ctx, acc.ID, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return acc, pass
+}
+
+func serve(t testing.TB, s *smtpd.Server) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(l) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 0)
+		defer cancel()
+		s.Shutdown(ctx) //nolint:errcheck // sessions may still be open
+		<-done
+	})
+	return l.Addr().String()
+}
+
+// dial connects to 465 (implicit TLS) or 587 (STARTTLS).
+func (e *env) dial(t testing.TB, implicitTLS bool) *smtp.Client {
+	t.Helper()
+	var c *smtp.Client
+	var err error
+	if implicitTLS {
+		c, err = smtp.DialTLS(e.addr465, e.clientTLS)
+	} else {
+		c, err = smtp.DialStartTLS(e.addr587, e.clientTLS)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// login dials and authenticates with AUTH PLAIN.
+func (e *env) login(t testing.TB, implicitTLS bool, user, pass string) *smtp.Client {
+	t.Helper()
+	c := e.dial(t, implicitTLS)
+	if err := c.Auth(sasl.NewPlainClient("", user, pass)); err != nil {
+		t.Fatalf("auth %s: %v", user, err)
+	}
+	return c
+}
+
+// send runs one mail transaction.
+func send(c *smtp.Client, from string, to []string, msg string) error {
+	if err := c.Mail(from, nil); err != nil {
+		return err
+	}
+	for _, r := range to {
+		if err := c.Rcpt(r, nil); err != nil {
+			return err
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(w, msg); err != nil {
+		return err
+	}
+	return w.Close()
+}
+
+// smtpCode returns the reply code of an SMTP error, or 0.
+func smtpCode(err error) int {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return se.Code
+	}
+	return 0
+}
+
+// inbox returns the raw contents of every message in the account's INBOX.
+func (e *env) inbox(t testing.TB, acc *store.Account) []string {
+	t.Helper()
+	return mailbox(t, e.st, acc.ID, "INBOX")
+}
+
+func mailbox(t testing.TB, st *store.Store, accountID int64, name string) []string {
+	t.Helper()
+	ctx := context.Background()
+	mb, err := st.MailboxByName(ctx, accountID, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	err = st.FetchMeta(ctx, accountID, mb.ID, []store.UIDRange{{Start: 1, Stop: 0}}, store.FetchOptions{}, func(m *store.MessageMeta) error {
+		ids = append(ids, m.MessageID)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, id := range ids {
+		r, err := st.OpenBody(ctx, accountID, id, 0, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, string(b))
+	}
+	return out
+}
+
+func crlf(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }
+
+func errorsAs(err error, target any) bool { return errors.As(err, target) }

@@ -1,0 +1,280 @@
+// Package outbound is mailstack's delivery queue worker: it claims due rows
+// of the PostgreSQL outbound queue (safely, with any number of processes
+// running a worker), delivers them by SMTP to the recipient domain's MX
+// hosts or to a smarthost relay, retries temporary failures with
+// exponential backoff, and bounces permanent ones with a DSN to the
+// sender's INBOX.
+package outbound
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mailstack/mailstack/store"
+)
+
+// Resolver is the DNS the worker uses; *net.Resolver implements it. Tests
+// inject their own so they never touch real DNS.
+type Resolver interface {
+	LookupMX(ctx context.Context, name string) ([]*net.MX, error)
+	LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error)
+}
+
+// Config configures a Worker. Only Store and Hostname are required.
+type Config struct {
+	Store *store.Store
+	// Hostname is the name sent in EHLO and used in bounces.
+	Hostname string
+	// Resolver looks up MX and address records (default net.DefaultResolver).
+	Resolver Resolver
+	// Port is the SMTP port of MX hosts (default 25; tests use others).
+	Port int
+	// TLS is the client configuration for STARTTLS with MX hosts. The
+	// default is opportunistic (RFC 7435): encrypt whenever offered, without
+	// certificate checks, since most MX certificates do not verify and the
+	// alternative is plain text. ServerName is set per host.
+	TLS *tls.Config
+	// Relay, if set, receives all outbound mail instead of MX hosts.
+	Relay *Relay
+	// Dial opens connections (default a net.Dialer with a 30 s timeout).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// RetryBase is the first retry delay, doubled per attempt up to
+	// RetryMax (defaults 5 minutes and 4 hours); after MaxAge (default 5
+	// days) a message is bounced.
+	RetryBase, RetryMax, MaxAge time.Duration
+	// Lease is how long a claimed row stays reserved for one attempt
+	// (default 30 minutes); it must exceed AttemptTimeout.
+	Lease time.Duration
+	// AttemptTimeout bounds one delivery attempt to one domain (default 20
+	// minutes).
+	AttemptTimeout time.Duration
+	// PollInterval is the longest the worker sleeps without a wake-up
+	// (default 1 minute): a fallback for lost notifications.
+	PollInterval time.Duration
+	// BatchSize is how many rows one claim takes (default 100);
+	// Concurrency how many domains are delivered to at once (default 16).
+	BatchSize, Concurrency int
+	Log                    *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.Resolver == nil {
+		c.Resolver = net.DefaultResolver
+	}
+	c.Port = cmp.Or(c.Port, 25)
+	if c.TLS == nil {
+		c.TLS = &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12} //nolint:gosec // opportunistic TLS, see Config.TLS
+	}
+	if c.Dial == nil {
+		d := &net.Dialer{Timeout: 30 * time.Second}
+		c.Dial = d.DialContext
+	}
+	c.RetryBase = cmp.Or(c.RetryBase, 5*time.Minute)
+	c.RetryMax = cmp.Or(c.RetryMax, 4*time.Hour)
+	c.MaxAge = cmp.Or(c.MaxAge, 5*24*time.Hour)
+	c.AttemptTimeout = cmp.Or(c.AttemptTimeout, 20*time.Minute)
+	c.Lease = cmp.Or(c.Lease, max(30*time.Minute, c.AttemptTimeout+time.Minute))
+	c.PollInterval = cmp.Or(c.PollInterval, time.Minute)
+	c.BatchSize = cmp.Or(c.BatchSize, 100)
+	c.Concurrency = cmp.Or(c.Concurrency, 16)
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	return c
+}
+
+// Worker delivers the outbound queue. Every mailstack process runs one.
+type Worker struct {
+	cfg Config
+}
+
+// New returns a worker.
+func New(cfg Config) *Worker { return &Worker{cfg: cfg.withDefaults()} }
+
+// Run delivers queued mail until ctx is done. It wakes when any process
+// queues mail (NOTIFY), when the earliest deferred row falls due, and at
+// least every PollInterval.
+func (w *Worker) Run(ctx context.Context) {
+	wake := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		w.cfg.Store.ListenQueue(ctx, wake)
+	}()
+	defer wg.Wait()
+	for ctx.Err() == nil {
+		n, err := w.RunOnce(ctx)
+		if err != nil && ctx.Err() == nil {
+			w.cfg.Log.Error("outbound queue", "err", err)
+		}
+		if n == w.cfg.BatchSize && err == nil {
+			continue // more may be due right now
+		}
+		sleep := w.cfg.PollInterval
+		if next, ok, err := w.cfg.Store.NextQueueAttempt(ctx); err == nil && ok {
+			sleep = min(sleep, max(time.Until(next), 10*time.Millisecond))
+		}
+		t := time.NewTimer(sleep)
+		select {
+		case <-ctx.Done():
+		case <-wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// RunOnce claims one batch of due rows, delivers them and records the
+// outcomes. It returns how many rows it claimed.
+func (w *Worker) RunOnce(ctx context.Context) (int, error) {
+	rows, err := w.cfg.Store.ClaimQueued(ctx, w.cfg.BatchSize, w.cfg.Lease)
+	if err != nil || len(rows) == 0 {
+		return 0, err
+	}
+	// Rows come sorted by recipient domain: one connection per domain (or
+	// one to the relay per batch slice).
+	var groups [][]store.QueuedMessage
+	for i, r := range rows {
+		if i == 0 || w.cfg.Relay == nil && domainOf(r.RcptTo) != domainOf(rows[i-1].RcptTo) {
+			groups = append(groups, nil)
+		}
+		groups[len(groups)-1] = append(groups[len(groups)-1], r)
+	}
+	sem := make(chan struct{}, w.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for _, g := range groups {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			actx, cancel := context.WithTimeout(ctx, w.cfg.AttemptTimeout)
+			defer cancel()
+			results := w.deliverGroup(actx, g)
+			w.record(context.WithoutCancel(ctx), g, results)
+		}()
+	}
+	wg.Wait()
+	return len(rows), nil
+}
+
+// result is the outcome of one row's attempt: err nil means delivered.
+type result struct {
+	err    error
+	remote string // the host that answered, for DSNs
+}
+
+// permanent reports whether err is final: a 5xx reply or a permError.
+// Connection-stage errors are never final (another MX or a later try may
+// work).
+func permanent(err error) bool {
+	var ce *connError
+	if errors.As(err, &ce) {
+		return false
+	}
+	var pe *permError
+	if errors.As(err, &pe) {
+		return true
+	}
+	var se *smtp.SMTPError
+	return errors.As(err, &se) && se.Code/100 == 5
+}
+
+// connError wraps failures to reach any server for a domain.
+type connError struct{ err error }
+
+func (e *connError) Error() string { return e.err.Error() }
+func (e *connError) Unwrap() error { return e.err }
+
+// permError marks a failure no retry can fix (no such domain, null MX).
+type permError struct {
+	msg    string
+	status string // enhanced status code for the DSN
+}
+
+func (e *permError) Error() string { return e.msg }
+
+// record applies results: delete delivered rows, defer temporary failures,
+// bounce permanent ones (and expired ones) with one DSN per message.
+func (w *Worker) record(ctx context.Context, rows []store.QueuedMessage, results []result) {
+	type key struct {
+		msg     int64
+		from    string
+		account int64
+		lease   string
+	}
+	var order []key
+	failed := map[key][]failure{}
+	for i, r := range rows {
+		res := results[i]
+		log := w.cfg.Log.With("queue_id", r.ID, "from", r.MailFrom, "to", r.RcptTo, "attempt", r.Attempts)
+		if res.err == nil {
+			log.Info("delivered", "remote", res.remote)
+			if err := w.cfg.Store.QueueDelivered(ctx, r.ID, r.Lease); err != nil {
+				log.Error("outbound: record delivery", "err", err)
+			}
+			continue
+		}
+		next := time.Now().Add(w.backoff(r.Attempts))
+		expired := next.After(r.CreatedAt.Add(w.cfg.MaxAge))
+		if !permanent(res.err) && !expired {
+			log.Info("deferred", "err", res.err, "next", next)
+			if err := w.cfg.Store.QueueDeferred(ctx, r.ID, r.Lease, next, res.err.Error()); err != nil {
+				log.Error("outbound: record deferral", "err", err)
+			}
+			continue
+		}
+		log.Warn("bounced", "err", res.err, "expired", expired)
+		k := key{r.MessageID, r.MailFrom, r.AccountID, r.Lease}
+		if _, ok := failed[k]; !ok {
+			order = append(order, k)
+		}
+		failed[k] = append(failed[k], failure{row: r, err: res.err, remote: res.remote, expired: expired})
+	}
+	for _, k := range order {
+		fs := failed[k]
+		ids := make([]int64, len(fs))
+		for i, f := range fs {
+			ids[i] = f.row.ID
+		}
+		var dsn *store.Spooled
+		if k.from != "" && k.account != 0 {
+			var err error
+			if dsn, err = w.buildDSN(ctx, fs); err != nil {
+				w.cfg.Log.Error("outbound: build bounce", "err", err, "queue_ids", ids)
+				continue // the lease runs out and the rows are retried
+			}
+		}
+		if err := w.cfg.Store.QueueBounce(ctx, ids, k.lease, k.account, dsn); err != nil {
+			w.cfg.Log.Error("outbound: record bounce", "err", err, "queue_ids", ids)
+		}
+		if dsn != nil {
+			dsn.Close()
+		}
+	}
+}
+
+// backoff is the delay after the given number of attempts: RetryBase
+// doubled per earlier attempt, capped at RetryMax.
+func (w *Worker) backoff(attempts int) time.Duration {
+	d := w.cfg.RetryBase
+	for i := 1; i < attempts && d < w.cfg.RetryMax; i++ {
+		d *= 2
+	}
+	return min(d, w.cfg.RetryMax)
+}
+
+func domainOf(addr string) string {
+	_, d, _ := strings.Cut(addr, "@")
+	return strings.ToLower(d)
+}

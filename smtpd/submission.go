@@ -1,0 +1,346 @@
+package smtpd
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/mailstack/mailstack/store"
+)
+
+// opTimeout bounds each store call made for one SMTP command.
+const opTimeout = 30 * time.Second
+
+// Replies used by submission sessions.
+var (
+	errAuthRequired = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
+	errSessionGone  = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8},
+		Message: "Login no longer valid: the app password was revoked or the account disabled"}
+	errThrottled = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0},
+		Message: "Too many failed logins; try again later"}
+	errTempFailure = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
+		Message: "Temporary server error; try again later"}
+	errTooBig = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Message exceeds the size limit"}
+)
+
+// Submission is the backend of the submission listeners (587 STARTTLS,
+// 465 implicit TLS): authenticated users send mail as addresses they own.
+// Local recipients get the message in their INBOX and remote ones have it
+// DKIM-signed and queued, in one transaction, before the 250 reply. The
+// sender's copy in Sent is the client's business (clients APPEND it).
+type Submission struct {
+	cfg Config
+}
+
+// NewSubmission returns the submission backend.
+func NewSubmission(cfg Config) *Submission {
+	return &Submission{cfg: cfg.withDefaults()}
+}
+
+// Server returns a listener for this backend: implicitTLS for port 465,
+// STARTTLS (offered, and required before AUTH) for 587.
+func (b *Submission) Server(implicitTLS bool) *Server {
+	return newServer(b.cfg, b, implicitTLS)
+}
+
+// NewSession implements smtp.Backend.
+func (b *Submission) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	ip := c.Conn().RemoteAddr().String()
+	if host, _, err := net.SplitHostPort(ip); err == nil {
+		ip = host
+	}
+	s := &session{b: b, conn: c, ip: ip, owned: map[string]bool{}, localDomain: map[string]bool{}, inboxOf: map[int64]int64{}}
+	s.Reset()
+	return s, nil
+}
+
+// session is one submission connection.
+type session struct {
+	b     *Submission
+	conn  *smtp.Conn
+	ip    string
+	login *store.Login
+	owned map[string]bool // addresses already found to be the account's
+	// Per-session caches of answers that do not change in practice while a
+	// client stays connected; they save a round trip per RCPT.
+	localDomain map[string]bool // domain → served here
+	inboxOf     map[int64]int64 // account → INBOX mailbox id
+
+	// envelope of the current transaction
+	from       string
+	local      []store.Target
+	localSeen  map[int64]bool
+	remote     []string
+	remoteSeen map[string]bool
+}
+
+var _ smtp.AuthSession = (*session)(nil)
+
+func (s *session) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), opTimeout)
+}
+
+// AuthMechanisms implements smtp.AuthSession. go-smtp advertises and
+// accepts them only over TLS (AllowInsecureAuth is false).
+func (s *session) AuthMechanisms() []string { return []string{sasl.Plain, sasl.Login} }
+
+// Auth implements smtp.AuthSession.
+func (s *session) Auth(mech string) (sasl.Server, error) {
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(identity, username, password string) error {
+			if identity != "" && !strings.EqualFold(identity, username) {
+				return smtp.ErrAuthFailed // no acting as another user
+			}
+			return s.authenticate(username, password)
+		}), nil
+	case sasl.Login:
+		return newLoginServer(s.authenticate), nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+func (s *session) authenticate(username, password string) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	l, err := s.b.cfg.Store.Authenticate(ctx, store.Credentials{
+		Username: username, Password: password, Protocol: store.ProtocolSMTP, RemoteIP: s.ip,
+	})
+	switch {
+	case errors.Is(err, store.ErrAuthFailed):
+		return smtp.ErrAuthFailed
+	case errors.Is(err, store.ErrThrottled):
+		return errThrottled
+	case err != nil:
+		s.b.cfg.Log.Error("smtp auth", "err", err, "ip", s.ip)
+		return errTempFailure
+	}
+	s.login = l
+	return nil
+}
+
+// checkLogin refuses commands before AUTH and after the login was revoked
+// (revocation takes effect on the next command, as with IMAP).
+func (s *session) checkLogin(ctx context.Context) error {
+	if s.login == nil {
+		return errAuthRequired
+	}
+	err := s.b.cfg.Store.CheckSession(ctx, s.login)
+	if errors.Is(err, store.ErrAccountGone) {
+		s.login = nil
+		return errSessionGone
+	}
+	if err != nil {
+		s.b.cfg.Log.Error("smtp check session", "err", err)
+		return errTempFailure
+	}
+	return nil
+}
+
+// owns reports whether the logged-in account may send as addr, caching
+// positive answers for the session (a session sends as few addresses).
+func (s *session) owns(ctx context.Context, addr string) (bool, error) {
+	a := strings.ToLower(addr)
+	if s.owned[a] {
+		return true, nil
+	}
+	ok, err := s.b.cfg.Store.OwnsAddress(ctx, s.login.AccountID, a)
+	if ok {
+		s.owned[a] = true
+	}
+	return ok, err
+}
+
+func notYours(what, addr string) error {
+	return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+		Message: fmt.Sprintf("%s <%s> is not an address of your account; send as your own address or one of its aliases", what, addr)}
+}
+
+// Mail implements smtp.Session.
+func (s *session) Mail(from string, _ *smtp.MailOptions) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if err := s.checkLogin(ctx); err != nil {
+		return err
+	}
+	s.Reset()
+	ok, err := s.owns(ctx, from)
+	if err != nil {
+		s.b.cfg.Log.Error("smtp mail from", "err", err)
+		return errTempFailure
+	}
+	if !ok {
+		return notYours("Sender", from)
+	}
+	s.from = from
+	return nil
+}
+
+// Rcpt implements smtp.Session. Local recipients are checked now, so an
+// unknown one is refused here rather than bounced later.
+func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if s.login == nil {
+		return errAuthRequired
+	}
+	addr, err := store.NormalizeAddress(to)
+	if err != nil {
+		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	_, domain, _ := strings.Cut(addr, "@")
+	local, known := s.localDomain[domain]
+	if !known {
+		if local, err = s.b.cfg.Store.IsLocalDomain(ctx, domain); err != nil {
+			s.b.cfg.Log.Error("smtp rcpt", "err", err)
+			return errTempFailure
+		}
+		s.localDomain[domain] = local
+	}
+	if !local {
+		if !s.remoteSeen[addr] {
+			s.remoteSeen[addr] = true
+			s.remote = append(s.remote, addr)
+		}
+		return nil
+	}
+	acc, err := s.b.cfg.Store.ResolveRecipient(ctx, addr)
+	if errors.Is(err, store.ErrNotFound) {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: fmt.Sprintf("No such user here: <%s>", addr)}
+	}
+	if err != nil {
+		s.b.cfg.Log.Error("smtp rcpt", "err", err)
+		return errTempFailure
+	}
+	if acc.Disabled {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 2, 1}, Message: fmt.Sprintf("Mailbox disabled: <%s>", addr)}
+	}
+	if s.localSeen[acc.ID] {
+		return nil // an alias of an account already listed: one copy
+	}
+	inbox, ok := s.inboxOf[acc.ID]
+	if !ok {
+		mb, err := s.b.cfg.Store.MailboxByName(ctx, acc.ID, "INBOX")
+		if err != nil {
+			s.b.cfg.Log.Error("smtp rcpt inbox", "err", err, "account", acc.ID)
+			return errTempFailure
+		}
+		inbox = mb.ID
+		s.inboxOf[acc.ID] = inbox
+	}
+	s.localSeen[acc.ID] = true
+	s.local = append(s.local, store.Target{AccountID: acc.ID, MailboxID: inbox})
+	return nil
+}
+
+// Data implements smtp.Session: it checks the From header, adds trace
+// headers, signs for remote recipients and commits delivery and queueing
+// in one transaction before go-smtp sends 250.
+func (s *session) Data(r io.Reader) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.b.cfg.ReadTimeout)
+	defer cancel()
+	if err := s.checkLogin(ctx); err != nil {
+		return err
+	}
+	in, err := readIncoming(r)
+	if err != nil {
+		return s.dataError("read header", err)
+	}
+	froms, err := in.addresses("From")
+	if err != nil || len(froms) == 0 {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "The message needs a valid From header"}
+	}
+	senders, _ := in.addresses("Sender")
+	for _, a := range append(froms, senders...) {
+		ok, err := s.owns(ctx, a.Address)
+		if err != nil {
+			s.b.cfg.Log.Error("smtp from header", "err", err)
+			return errTempFailure
+		}
+		if !ok {
+			return notYours("From header address", a.Address)
+		}
+	}
+	t := traceInfo{helo: s.conn.Hostname(), ip: s.ip, hostname: s.b.cfg.Hostname, id: newID(), at: time.Now()}
+	if cs, ok := s.conn.TLSConnectionState(); ok {
+		t.tls = fmt.Sprintf("using %s with cipher %s", tls.VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite))
+	}
+	pre := in.prefix(t)
+	msg, err := store.Spool(io.MultiReader(strings.NewReader(pre), bytes.NewReader(in.raw), in.rest),
+		s.b.cfg.MaxMessageSize+int64(len(pre)))
+	if err != nil {
+		return s.dataError("spool", err)
+	}
+	defer msg.Close()
+	var remote []store.Outbound
+	if len(s.remote) > 0 {
+		// Sign with the key of the From domain, the one DMARC aligns with.
+		_, domain, _ := strings.Cut(strings.ToLower(froms[0].Address), "@")
+		d, err := s.b.cfg.Store.DomainByName(ctx, domain)
+		if err != nil {
+			s.b.cfg.Log.Error("smtp dkim domain", "err", err, "domain", domain)
+			return errTempFailure
+		}
+		sig, err := dkimSign(d, in.header, msg.Reader())
+		if err != nil {
+			s.b.cfg.Log.Error("smtp dkim sign", "err", err, "domain", domain)
+			return errTempFailure
+		}
+		// Local recipients get the signed copy too: one stored content.
+		signed, err := store.Spool(io.MultiReader(strings.NewReader(sig), msg.Reader()), 0)
+		if err != nil {
+			return s.dataError("spool signed", err)
+		}
+		defer signed.Close()
+		msg = signed
+		for _, rcpt := range s.remote {
+			remote = append(remote, store.Outbound{AccountID: s.login.AccountID, MailFrom: s.from, RcptTo: rcpt})
+		}
+	}
+	if _, err := s.b.cfg.Store.Submit(ctx, msg, s.local, remote); err != nil {
+		if errors.Is(err, store.ErrOverQuota) {
+			return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 2, 2}, Message: "A recipient's mailbox is full"}
+		}
+		s.b.cfg.Log.Error("smtp submit", "err", err)
+		return errTempFailure
+	}
+	s.b.cfg.Log.Debug("submitted", "id", t.id, "account", s.login.Address, "from", s.from,
+		"local", len(s.local), "remote", len(s.remote), "size", msg.Size)
+	return nil
+}
+
+// dataError maps a failure while reading the message to a reply.
+func (s *session) dataError(what string, err error) error {
+	var smtpErr *smtp.SMTPError
+	switch {
+	case errors.Is(err, store.ErrTooBig), errors.As(err, &smtpErr) && smtpErr.Code == smtp.ErrDataTooLarge.Code:
+		return errTooBig
+	case errors.Is(err, errHeaderTooBig):
+		return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Header block too large"}
+	case errors.As(err, &smtpErr):
+		return smtpErr
+	case errors.Is(err, errMalformedHeader):
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Malformed message header"}
+	}
+	s.b.cfg.Log.Warn("smtp data", "step", what, "err", err, "ip", s.ip)
+	return errTempFailure
+}
+
+// Reset implements smtp.Session.
+func (s *session) Reset() {
+	s.from = ""
+	s.local, s.remote = nil, nil
+	s.localSeen, s.remoteSeen = map[int64]bool{}, map[string]bool{}
+}
+
+// Logout implements smtp.Session.
+func (s *session) Logout() error { return nil }
