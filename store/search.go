@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -295,14 +296,13 @@ func (b *sqlBuilder) flag(f string, set bool) string {
 // predicates: col is the index of a selected boolean column holding the
 // SQL-decidable part (-1: none).
 type searchPlan struct {
-	col                 int
-	sentSince, sentOn   int // civil dates as yyyymmdd; 0: unset
-	sentBefore          int
-	header              []HeaderMatch // lowered
-	body, text          []string      // lowered
-	not                 []*searchPlan
-	or                  [][2]*searchPlan
-	needHeader, needBod bool
+	col               int
+	sentSince, sentOn int // civil dates as yyyymmdd; 0: unset
+	sentBefore        int
+	header            []HeaderMatch // lowered
+	body, text        []string      // lowered
+	not               []*searchPlan
+	or                [][2]*searchPlan
 }
 
 // planner builds plans and the boolean columns they refer to.
@@ -378,10 +378,8 @@ func (p *planner) plan(c *SearchCriteria) *searchPlan {
 }
 
 func appendUnique(list []string, s string) []string {
-	for _, x := range list {
-		if x == s {
-			return list
-		}
+	if slices.Contains(list, s) {
+		return list
 	}
 	return append(list, s)
 }
@@ -565,8 +563,10 @@ func (r *searchRow) headerFields() []headerField {
 }
 
 func (r *searchRow) headerMatches(h HeaderMatch) bool {
-	for _, f := range r.headerFields() {
-		if f.name == h.Key && (h.Value == "" || strings.Contains(f.folded, h.Value)) {
+	fields := r.headerFields()
+	for i := range fields {
+		f := &fields[i]
+		if f.name == h.Key && (h.Value == "" || strings.Contains(f.value(), h.Value)) {
 			return true
 		}
 	}
@@ -586,8 +586,9 @@ func (e *contentEval) scan(r *searchRow) error {
 	needles = append(needles, e.pl.bodyNeedles...)
 	for _, s := range e.pl.textNeedles {
 		// TEXT covers the header: "Name: value" lines, unfolded and decoded.
-		for _, f := range r.headerFields() {
-			if strings.Contains(f.line, s) {
+		fields := r.headerFields()
+		for i := range fields {
+			if f := &fields[i]; strings.Contains(f.name+": "+f.value(), s) {
 				r.foundText[s] = true
 				break
 			}
@@ -613,7 +614,7 @@ func (e *contentEval) scan(r *searchRow) error {
 	}
 	for i, s := range m.needles {
 		if m.found[i] {
-			if containsString(e.pl.bodyNeedles, string(s)) {
+			if slices.Contains(e.pl.bodyNeedles, string(s)) {
 				r.foundBody[string(s)] = true
 			}
 			r.foundText[string(s)] = true
@@ -622,16 +623,22 @@ func (e *contentEval) scan(r *searchRow) error {
 	return nil
 }
 
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
+var errMatchDone = errors.New("all needles found")
+
+// trackReader remembers a read error of the underlying store reader, to
+// tell it apart from decoding errors.
+type trackReader struct {
+	r   io.Reader
+	err error
 }
 
-var errMatchDone = errors.New("all needles found")
+func (t *trackReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if err != nil && err != io.EOF {
+		t.err = err
+	}
+	return n, err
+}
 
 // scanPart feeds the decoded text of every text/* leaf under p to m.
 func (e *contentEval) scanPart(r *searchRow, p *mimeindex.Part, m *textMatcher) error {
@@ -653,13 +660,13 @@ func (e *contentEval) scanPart(r *searchRow, p *mimeindex.Part, m *textMatcher) 
 	if start >= end {
 		return nil
 	}
-	var raw io.Reader
+	src := &trackReader{}
 	if r.small != nil && end <= int64(len(r.small)) {
-		raw = bytes.NewReader(r.small[start:end])
+		src.r = bytes.NewReader(r.small[start:end])
 	} else {
-		raw = &bodyReader{ctx: e.ctx, s: e.s, id: r.messageID, off: start, end: end}
+		src.r = &bodyReader{ctx: e.ctx, s: e.s, id: r.messageID, off: start, end: end}
 	}
-	var text io.Reader = mimeindex.NewDecoder(p.Encoding, raw)
+	var text io.Reader = mimeindex.NewDecoder(p.Encoding, src)
 	switch cs := strings.ToLower(p.Params["charset"]); cs {
 	case "", "utf-8", "utf8", "us-ascii":
 	default:
@@ -668,18 +675,13 @@ func (e *contentEval) scanPart(r *searchRow, p *mimeindex.Part, m *textMatcher) 
 		}
 	}
 	m.reset()
-	_, err := io.CopyBuffer(m, text, make([]byte, 32<<10))
-	if err != nil && !errors.Is(err, errMatchDone) {
-		if ctxErr := e.ctx.Err(); ctxErr != nil {
-			return ctxErr
-		}
-		// A charset decoder may fail on malformed input: what was read
-		// so far has been searched; the rest of the part is skipped.
-		var te interface{ Temporary() bool }
-		if strings.Contains(err.Error(), "read body of message") || errors.As(err, &te) {
-			return err
-		}
+	_, _ = io.CopyBuffer(m, text, make([]byte, 32<<10))
+	if src.err != nil {
+		return src.err // the store could not be read
 	}
+	// Any other error is errMatchDone or a charset decoder failing on
+	// malformed input:
+	// what was decoded so far has been searched, the rest is skipped.
 	m.flush()
 	return nil
 }
@@ -797,11 +799,27 @@ func foldString(s string) string {
 	return string(appendFolded(nil, []byte(s)))
 }
 
-// headerField is one top-level header field: name lower-cased, value
-// unfolded and RFC 2047-decoded, then case-folded for matching; line is
-// "name: value" folded, for TEXT.
+// headerField is one top-level header field: name lower-cased, raw value
+// unfolded; value() decodes and case-folds it on first use (most searches
+// look at one or two fields of each message).
 type headerField struct {
-	name, folded, line string
+	name   string
+	raw    []byte
+	folded string
+	done   bool
+}
+
+func (f *headerField) value() string {
+	if !f.done {
+		v := strings.TrimSpace(latin1Fallback(f.raw))
+		if strings.Contains(v, "=?") {
+			if d, err := searchWordDecoder.DecodeHeader(v); err == nil {
+				v = d
+			}
+		}
+		f.folded, f.done = foldString(v), true
+	}
+	return f.folded
 }
 
 var searchWordDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
@@ -811,23 +829,6 @@ var searchWordDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
 // read as ISO-8859-1.
 func parseHeaderFields(raw []byte) []headerField {
 	var out []headerField
-	var name string
-	var value []byte
-	have := false
-	emit := func() {
-		if !have {
-			return
-		}
-		v := strings.TrimSpace(latin1Fallback(value))
-		if strings.Contains(v, "=?") {
-			if d, err := searchWordDecoder.DecodeHeader(v); err == nil {
-				v = d
-			}
-		}
-		f := foldString(v)
-		out = append(out, headerField{name: strings.ToLower(name), folded: f, line: strings.ToLower(name) + ": " + f})
-		have = false
-	}
 	for len(raw) > 0 {
 		line := raw
 		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
@@ -840,21 +841,18 @@ func parseHeaderFields(raw []byte) []headerField {
 			break // end of header
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			if have {
-				value = append(value, line...) // unfold: drop only the line break
+			if n := len(out); n > 0 {
+				out[n-1].raw = append(out[n-1].raw, line...) // unfold: drop only the line break
 			}
 			continue
 		}
-		emit()
 		i := bytes.IndexByte(line, ':')
 		if i <= 0 {
 			continue
 		}
-		name = strings.TrimRight(string(line[:i]), " \t")
-		value = append(value[:0], line[i+1:]...)
-		have = true
+		name := strings.ToLower(strings.TrimRight(string(line[:i]), " \t"))
+		out = append(out, headerField{name: name, raw: slices.Clip(line[i+1:])})
 	}
-	emit()
 	return out
 }
 

@@ -1,0 +1,392 @@
+package imapd
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/mailstack/mailstack/internal/mimeindex"
+	"github.com/mailstack/mailstack/store"
+)
+
+// fetchBatch is how many messages a FETCH that streams bodies reads
+// metadata for at a time. Metadata-only FETCHes stream every message from
+// one query; body FETCHes cannot, because reading a body needs a second
+// pool connection while the metadata query holds one (with a small pool,
+// concurrent FETCHes would deadlock).
+const fetchBatch = 100
+
+// maxPartHeader bounds the header of an encapsulated message that
+// BODY[n.HEADER.FIELDS (...)] reads into memory to filter.
+const maxPartHeader = 1 << 20
+
+// Fetch implements imapserver.Session. ENVELOPE, BODYSTRUCTURE and section
+// offsets come from the stored MIME index, top-level headers from the
+// stored header block; bodies stream from the store's chunks into the
+// response literal. Nothing is parsed again.
+func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.FetchOptions) error {
+	if err := s.begin(); err != nil {
+		return err
+	}
+	sel, err := s.selectedView()
+	if err != nil {
+		return err
+	}
+	ranges := sel.resolve(set, s.searchRes)
+	if len(ranges) == 0 {
+		return nil
+	}
+	// Implicit \Seen (RFC 9051 §6.4.5), before reading, so that the FLAGS
+	// written below already include it.
+	seen := map[uint32]bool{}
+	if !sel.readOnly && setsSeen(opts) {
+		changed, err := s.srv.st.StoreFlags(s.ctx, s.accountID(), s.mailbox.ID, ranges, store.FlagsAdd, []string{store.FlagSeen})
+		if err != nil {
+			return storeError(err, "FETCH")
+		}
+		for _, c := range changed {
+			seen[c.UID] = true
+		}
+		if len(changed) > 0 {
+			s.srv.feed.catchUp(s.ctx, s.mailbox.ID, changed[0].ModSeq)
+		}
+	}
+	fo := store.FetchOptions{Structure: opts.Envelope || opts.BodyStructure != nil}
+	bodies := len(opts.BinarySection) > 0
+	for _, sec := range opts.BodySection {
+		if len(sec.Part) > 0 || sec.Specifier == imap.PartSpecifierMIME {
+			fo.Structure = true
+		} else if sec.Specifier != imap.PartSpecifierNone {
+			fo.Header = true // HEADER, HEADER.FIELDS(.NOT), TEXT of the message
+		}
+		if sec.Specifier != imap.PartSpecifierHeader || len(sec.Part) > 0 {
+			bodies = true
+		}
+	}
+	for _, sec := range opts.BinarySection {
+		if len(sec.Part) > 0 {
+			fo.Structure = true
+		}
+	}
+	for _, sec := range opts.BinarySectionSize {
+		if len(sec.Part) > 0 {
+			fo.Structure = true
+		}
+	}
+	f := &fetcher{s: s, sel: sel, w: w, opts: opts, seen: seen, structure: fo.Structure}
+	if !bodies {
+		return s.srv.st.FetchMeta(s.ctx, s.accountID(), s.mailbox.ID, ranges, fo, f.write)
+	}
+	uids := sel.uidsIn(ranges)
+	for len(uids) > 0 {
+		n := min(len(uids), fetchBatch)
+		var batch []store.MessageMeta
+		err := s.srv.st.FetchMeta(s.ctx, s.accountID(), s.mailbox.ID, sel.uidRanges(uids[:n]), fo, func(m *store.MessageMeta) error {
+			batch = append(batch, *m)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for i := range batch {
+			if err := f.write(&batch[i]); err != nil {
+				return err
+			}
+		}
+		uids = uids[n:]
+	}
+	return nil
+}
+
+// setsSeen reports whether the FETCH reads a body without .PEEK.
+func setsSeen(opts *imap.FetchOptions) bool {
+	for _, sec := range opts.BodySection {
+		if !sec.Peek {
+			return true
+		}
+	}
+	for _, sec := range opts.BinarySection {
+		if !sec.Peek {
+			return true
+		}
+	}
+	return false
+}
+
+type fetcher struct {
+	s    *session
+	sel  *selected
+	w    *imapserver.FetchWriter
+	opts *imap.FetchOptions
+	seen map[uint32]bool // \Seen set by this FETCH: FLAGS are included
+
+	structure bool // the MIME index is needed
+}
+
+// write writes the FETCH response of one message.
+func (f *fetcher) write(m *store.MessageMeta) error {
+	seq := f.sel.seqOf(m.UID)
+	if seq == 0 {
+		return nil
+	}
+	if f.structure && (m.Structure == nil || m.Structure.Root == nil) {
+		return fmt.Errorf("message %d has no stored structure", m.MessageID)
+	}
+	opts := f.opts
+	rw := f.w.CreateMessage(seq)
+	if opts.UID {
+		rw.WriteUID(imap.UID(m.UID))
+	}
+	if opts.Flags || f.seen[m.UID] {
+		rw.WriteFlags(toIMAPFlags(m.Flags))
+	}
+	if opts.InternalDate {
+		rw.WriteInternalDate(m.InternalDate)
+	}
+	if opts.RFC822Size {
+		rw.WriteRFC822Size(m.Size)
+	}
+	if opts.Envelope {
+		rw.WriteEnvelope(m.Structure.Envelope.IMAP())
+	}
+	if opts.BodyStructure != nil {
+		rw.WriteBodyStructure(m.Structure.Root.BodyStructure(opts.BodyStructure.Extended))
+	}
+	for _, sec := range opts.BodySection {
+		src := f.bodySection(m, sec)
+		if err := f.stream(m, rw.WriteBodySection(sec, src.size), src); err != nil {
+			return f.abort(rw, err)
+		}
+	}
+	for _, sec := range opts.BinarySection {
+		src := binarySection(m, sec.Part, sec.Partial)
+		if err := f.stream(m, rw.WriteBinarySection(sec, src.size), src); err != nil {
+			return f.abort(rw, err)
+		}
+	}
+	for _, sec := range opts.BinarySectionSize {
+		src := binarySection(m, sec.Part, nil)
+		rw.WriteBinarySectionSize(sec, uint32(min(src.size, 1<<32-1)))
+	}
+	if err := rw.Close(); err != nil {
+		return err
+	}
+	if f.seen[m.UID] {
+		f.sel.reported(m.UID, m.Flags)
+	}
+	return nil
+}
+
+// abort ends the connection after a failure inside a literal: the response
+// cannot be completed, and anything written after it would be read as part
+// of the literal.
+func (f *fetcher) abort(rw *imapserver.FetchResponseWriter, err error) error {
+	f.s.srv.log.Error("fetch: streaming a body failed; closing the connection", "err", err)
+	f.s.conn.NetConn().Close()
+	rw.Close() // releases imapserver's writer lock; the write fails
+	return errSessionEnded
+}
+
+// source is the content of one section: bytes already in memory, or a raw
+// byte range of the message, optionally decoded (BINARY) and then cut to
+// a partial window.
+type source struct {
+	data       []byte // when set, the whole content
+	start, end int64  // raw range otherwise
+	encoding   string // BINARY: transfer encoding to decode
+	skip       int64  // decoded bytes to skip (BINARY partial)
+	size       int64  // bytes written
+}
+
+func (f *fetcher) stream(m *store.MessageMeta, w io.WriteCloser, src source) error {
+	if src.data != nil || src.size == 0 {
+		_, err := w.Write(src.data[:src.size])
+		if err == nil {
+			err = w.Close()
+		}
+		return err
+	}
+	length := src.end - src.start
+	if src.encoding == "" {
+		length = src.size
+	}
+	body, err := f.s.srv.st.OpenBody(f.s.ctx, f.s.accountID(), m.MessageID, src.start, length)
+	if err != nil {
+		return err
+	}
+	if src.encoding != "" {
+		body = mimeindex.NewDecoder(src.encoding, body)
+		if src.skip > 0 {
+			if _, err := io.CopyN(io.Discard, body, src.skip); err != nil {
+				return err
+			}
+		}
+	}
+	n, err := io.Copy(w, io.LimitReader(body, src.size))
+	if err == nil && n != src.size {
+		err = fmt.Errorf("message %d: section shorter than its index says (%d < %d)", m.MessageID, n, src.size)
+	}
+	if err == nil {
+		err = w.Close()
+	}
+	return err
+}
+
+// window cuts the partial window <offset.size> out of a content of the
+// given length: the offset of the first byte and the number of bytes.
+func window(length int64, p *imap.SectionPartial) (int64, int64) {
+	if p == nil {
+		return 0, length
+	}
+	if p.Offset >= length {
+		return length, 0
+	}
+	return p.Offset, min(p.Size, length-p.Offset)
+}
+
+func rawRange(start, end int64, p *imap.SectionPartial) source {
+	off, n := window(end-start, p)
+	return source{start: start + off, end: start + off + n, size: n}
+}
+
+func memSource(b []byte, p *imap.SectionPartial) source {
+	off, n := window(int64(len(b)), p)
+	return source{data: b[off : off+n], size: n}
+}
+
+var empty = source{data: []byte{}}
+
+// isMessagePart reports whether p is an encapsulated message whose body
+// was indexed (its one child is the message's root entity).
+func isMessagePart(p *mimeindex.Part) bool {
+	return p.Type == "message" && (p.Subtype == "rfc822" || p.Subtype == "global") && len(p.Children) == 1
+}
+
+// bodySection locates BODY[section] (RFC 9051 §6.4.5).
+func (f *fetcher) bodySection(m *store.MessageMeta, sec *imap.FetchItemBodySection) source {
+	if len(sec.Part) == 0 {
+		switch sec.Specifier {
+		case imap.PartSpecifierNone:
+			return rawRange(0, m.Size, sec.Partial)
+		case imap.PartSpecifierHeader:
+			return memSource(headerSection(m.Header, sec), sec.Partial)
+		case imap.PartSpecifierText:
+			return rawRange(int64(len(m.Header)), m.Size, sec.Partial)
+		}
+		return empty
+	}
+	p := m.Structure.Root.Find(sec.Part)
+	if p == nil {
+		return empty
+	}
+	switch sec.Specifier {
+	case imap.PartSpecifierNone:
+		return rawRange(p.BodyStart, p.End, sec.Partial)
+	case imap.PartSpecifierMIME:
+		return rawRange(p.HeaderStart, p.BodyStart, sec.Partial)
+	}
+	// n.HEADER and n.TEXT address the message inside a message/rfc822 part.
+	if !isMessagePart(p) {
+		return empty
+	}
+	inner := p.Children[0]
+	if sec.Specifier == imap.PartSpecifierText {
+		return rawRange(inner.BodyStart, inner.End, sec.Partial)
+	}
+	if len(sec.HeaderFields) == 0 && len(sec.HeaderFieldsNot) == 0 {
+		return rawRange(inner.HeaderStart, inner.BodyStart, sec.Partial)
+	}
+	n := min(inner.BodyStart-inner.HeaderStart, maxPartHeader)
+	r, err := f.s.srv.st.OpenBody(f.s.ctx, f.s.accountID(), m.MessageID, inner.HeaderStart, n)
+	if err != nil {
+		return empty
+	}
+	hdr, err := io.ReadAll(r)
+	if err != nil {
+		return empty
+	}
+	return memSource(headerSection(hdr, sec), sec.Partial)
+}
+
+// binarySection locates BINARY[part]: the decoded body of a leaf part, or
+// the raw content of the whole message or a container.
+func binarySection(m *store.MessageMeta, part []int, partial *imap.SectionPartial) source {
+	if len(part) == 0 {
+		return rawRange(0, m.Size, partial)
+	}
+	p := m.Structure.Root.Find(part)
+	if p == nil {
+		return empty
+	}
+	if p.Type == "multipart" || isMessagePart(p) || !transforming(p.Encoding) {
+		return rawRange(p.BodyStart, p.End, partial)
+	}
+	off, n := window(p.DecodedSize, partial)
+	return source{start: p.BodyStart, end: p.End, encoding: p.Encoding, skip: off, size: n}
+}
+
+func transforming(enc string) bool {
+	switch strings.ToUpper(enc) {
+	case "BASE64", "QUOTED-PRINTABLE":
+		return true
+	}
+	return false
+}
+
+// headerSection returns a header block whole, or filtered by
+// HEADER.FIELDS / HEADER.FIELDS.NOT, always ending with the blank line.
+func headerSection(hdr []byte, sec *imap.FetchItemBodySection) []byte {
+	if len(sec.HeaderFields) == 0 && len(sec.HeaderFieldsNot) == 0 {
+		return hdr
+	}
+	want := sec.HeaderFields
+	keep := true
+	if len(want) == 0 {
+		want, keep = sec.HeaderFieldsNot, false
+	}
+	var out bytes.Buffer
+	rest := hdr
+	var field []byte // current field with its continuation lines
+	include := false
+	flush := func() {
+		if include {
+			out.Write(field)
+		}
+		field = nil
+	}
+	for len(rest) > 0 {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line = rest[:i+1]
+		}
+		rest = rest[len(line):]
+		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+			break // the blank line ending the header
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			field = append(field, line...)
+			continue
+		}
+		flush()
+		name, _, ok := bytes.Cut(line, []byte(":"))
+		matched := false
+		if ok {
+			n := strings.TrimSpace(string(name))
+			for _, h := range want {
+				if strings.EqualFold(n, h) {
+					matched = true
+					break
+				}
+			}
+		}
+		include = matched == keep && (ok || !keep)
+		field = append(field[:0:0], line...)
+	}
+	flush()
+	out.WriteString("\r\n")
+	return out.Bytes()
+}

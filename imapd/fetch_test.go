@@ -1,0 +1,281 @@
+package imapd
+
+import (
+	"bytes"
+	"encoding/base64"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+)
+
+// The parts of a multipart message with a nested message/rfc822, kept
+// separately so expected sections are cut from these strings, not from the
+// server's index.
+var (
+	binPayload = func() []byte {
+		b := make([]byte, 300)
+		for i := range b {
+			b[i] = byte(i * 7)
+		}
+		return b
+	}()
+	nHeader = crlf(`From: Bob <bob@example.test>
+To: alice@example.test
+Subject: Nested
+Date: Tue, 7 May 2024 10:00:00 +0200
+Message-ID: <nested@example.test>
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="outer"
+
+`)
+	nPart1MIME  = crlf("Content-Type: text/plain; charset=utf-8\n\n")
+	nPart1Body  = "Part one text.\r\nSecond line."
+	nPart2MIME  = crlf("Content-Type: application/octet-stream\nContent-Transfer-Encoding: base64\nContent-Disposition: attachment; filename=\"bin.dat\"\n\n")
+	nPart2Body  = wrapBase64(binPayload)
+	nPart3MIME  = crlf("Content-Type: message/rfc822\n\n")
+	nInnerHdr   = crlf("From: Carol <carol@example.test>\nSubject: Inner\nContent-Type: multipart/alternative; boundary=\"inner\"\n\n")
+	nInner1MIME = crlf("Content-Type: text/plain\n\n")
+	nInner1Body = "Inner plain."
+	nInner2MIME = crlf("Content-Type: text/html\nContent-Transfer-Encoding: quoted-printable\n\n")
+	nInner2Body = "<p>Inner =3D html</p>"
+	nInnerText  = "--inner\r\n" + nInner1MIME + nInner1Body + "\r\n--inner\r\n" + nInner2MIME + nInner2Body + "\r\n--inner--"
+	nInnerMsg   = nInnerHdr + nInnerText
+	nText       = "preamble\r\n--outer\r\n" + nPart1MIME + nPart1Body + "\r\n--outer\r\n" + nPart2MIME + nPart2Body +
+		"\r\n--outer\r\n" + nPart3MIME + nInnerMsg + "\r\n--outer--\r\nepilogue\r\n"
+	nestedMsg = nHeader + nText
+)
+
+func wrapBase64(b []byte) string {
+	s := base64.StdEncoding.EncodeToString(b)
+	var out []string
+	for len(s) > 76 {
+		out = append(out, s[:76])
+		s = s[76:]
+	}
+	return strings.Join(append(out, s), "\r\n")
+}
+
+func fetchOne(t *testing.T, c *imapclient.Client, uid imap.UID, opts *imap.FetchOptions) *imapclient.FetchMessageBuffer {
+	t.Helper()
+	msgs, err := c.Fetch(imap.UIDSetNum(uid), opts).Collect()
+	if err != nil {
+		t.Fatalf("FETCH: %v", err)
+	}
+	if len(msgs) != 1 {
+		t.Fatalf("FETCH returned %d messages", len(msgs))
+	}
+	return msgs[0]
+}
+
+func TestFetchBodySections(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.login(nil)
+	uid := appendMsg(t, c, "INBOX", nestedMsg)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	fieldsHdr := "From: Bob <bob@example.test>\r\nSubject: Nested\r\n\r\n"
+	notHdr := crlf("To: alice@example.test\nDate: Tue, 7 May 2024 10:00:00 +0200\nMessage-ID: <nested@example.test>\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"outer\"\n\n")
+	tests := []struct {
+		name string
+		sec  imap.FetchItemBodySection
+		want string
+	}{
+		{"whole", imap.FetchItemBodySection{}, nestedMsg},
+		{"HEADER", imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader}, nHeader},
+		{"TEXT", imap.FetchItemBodySection{Specifier: imap.PartSpecifierText}, nText},
+		{"HEADER.FIELDS", imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{"subject", "FROM", "X-Missing"}}, fieldsHdr},
+		{"HEADER.FIELDS.NOT", imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFieldsNot: []string{"Subject", "From"}}, notHdr},
+		{"1", imap.FetchItemBodySection{Part: []int{1}}, nPart1Body},
+		{"1.MIME", imap.FetchItemBodySection{Part: []int{1}, Specifier: imap.PartSpecifierMIME}, nPart1MIME},
+		{"2", imap.FetchItemBodySection{Part: []int{2}}, nPart2Body},
+		{"2.MIME", imap.FetchItemBodySection{Part: []int{2}, Specifier: imap.PartSpecifierMIME}, nPart2MIME},
+		{"3", imap.FetchItemBodySection{Part: []int{3}}, nInnerMsg},
+		{"3.MIME", imap.FetchItemBodySection{Part: []int{3}, Specifier: imap.PartSpecifierMIME}, nPart3MIME},
+		{"3.HEADER", imap.FetchItemBodySection{Part: []int{3}, Specifier: imap.PartSpecifierHeader}, nInnerHdr},
+		{"3.TEXT", imap.FetchItemBodySection{Part: []int{3}, Specifier: imap.PartSpecifierText}, nInnerText},
+		{"3.HEADER.FIELDS", imap.FetchItemBodySection{Part: []int{3}, Specifier: imap.PartSpecifierHeader, HeaderFields: []string{"Subject"}}, "Subject: Inner\r\n\r\n"},
+		{"3.1", imap.FetchItemBodySection{Part: []int{3, 1}}, nInner1Body},
+		{"3.1.MIME", imap.FetchItemBodySection{Part: []int{3, 1}, Specifier: imap.PartSpecifierMIME}, nInner1MIME},
+		{"3.2", imap.FetchItemBodySection{Part: []int{3, 2}}, nInner2Body},
+		{"missing part", imap.FetchItemBodySection{Part: []int{9}}, ""},
+		{"partial", imap.FetchItemBodySection{Partial: &imap.SectionPartial{Offset: 5, Size: 10}}, nestedMsg[5:15]},
+		{"partial TEXT", imap.FetchItemBodySection{Specifier: imap.PartSpecifierText, Partial: &imap.SectionPartial{Offset: 0, Size: 8}}, nText[:8]},
+		{"partial past end", imap.FetchItemBodySection{Partial: &imap.SectionPartial{Offset: 1 << 20, Size: 10}}, ""},
+		{"partial over end", imap.FetchItemBodySection{Part: []int{3, 1}, Partial: &imap.SectionPartial{Offset: 6, Size: 100}}, nInner1Body[6:]},
+		{"partial HEADER", imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, Partial: &imap.SectionPartial{Offset: 6, Size: 3}}, nHeader[6:9]},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sec := tc.sec
+			sec.Peek = true
+			m := fetchOne(t, c, uid, &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{&sec}})
+			if len(m.BodySection) != 1 {
+				t.Fatalf("got %d sections", len(m.BodySection))
+			}
+			if got := string(m.BodySection[0].Bytes); got != tc.want {
+				t.Errorf("BODY[%s]:\n got %q\nwant %q", tc.name, got, tc.want)
+			}
+		})
+	}
+
+	// All of them in one FETCH too (one metadata query, streamed).
+	var secs []*imap.FetchItemBodySection
+	for _, tc := range tests[:17] {
+		sec := tc.sec
+		sec.Peek = true
+		secs = append(secs, &sec)
+	}
+	m := fetchOne(t, c, uid, &imap.FetchOptions{BodySection: secs})
+	for i, tc := range tests[:17] {
+		if got := string(m.FindBodySection(secs[i])); got != tc.want {
+			t.Errorf("combined BODY[%s] = %q", tc.name, got)
+		}
+	}
+	// Nothing above set \Seen.
+	if m := fetchOne(t, c, uid, &imap.FetchOptions{Flags: true}); len(m.Flags) != 0 {
+		t.Fatalf("flags after PEEK = %v", m.Flags)
+	}
+}
+
+func TestFetchBinary(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.login(nil)
+	uid := appendMsg(t, c, "INBOX", nestedMsg)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		part    []int
+		partial *imap.SectionPartial
+		want    []byte
+	}{
+		{[]int{2}, nil, binPayload},
+		{[]int{2}, &imap.SectionPartial{Offset: 10, Size: 20}, binPayload[10:30]},
+		{[]int{2}, &imap.SectionPartial{Offset: 290, Size: 100}, binPayload[290:]},
+		{[]int{3, 2}, nil, []byte("<p>Inner = html</p>")},
+		{[]int{1}, nil, []byte(nPart1Body)},
+		{nil, nil, []byte(nestedMsg)},
+	}
+	for _, tc := range tests {
+		sec := &imap.FetchItemBinarySection{Part: tc.part, Partial: tc.partial, Peek: true}
+		m := fetchOne(t, c, uid, &imap.FetchOptions{BinarySection: []*imap.FetchItemBinarySection{sec}})
+		if len(m.BinarySection) != 1 || !bytes.Equal(m.BinarySection[0].Bytes, tc.want) {
+			t.Errorf("BINARY[%v]<%v> = %+v, want %q", tc.part, tc.partial, m.BinarySection, tc.want)
+		}
+	}
+	m := fetchOne(t, c, uid, &imap.FetchOptions{BinarySectionSize: []*imap.FetchItemBinarySectionSize{
+		{Part: []int{2}}, {Part: []int{3, 2}}, {Part: []int{1}}}})
+	for part, want := range map[int]uint32{2: uint32(len(binPayload)), 1: uint32(len(nPart1Body))} {
+		if got, ok := m.FindBinarySectionSize([]int{part}); !ok || got != want {
+			t.Errorf("BINARY.SIZE[%d] = %d %v, want %d", part, got, ok, want)
+		}
+	}
+	if got, ok := m.FindBinarySectionSize([]int{3, 2}); !ok || got != uint32(len("<p>Inner = html</p>")) {
+		t.Errorf("BINARY.SIZE[3.2] = %d %v", got, ok)
+	}
+}
+
+func TestFetchMetadata(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.login(nil)
+	uid := appendMsg(t, c, "INBOX", nestedMsg, imap.FlagFlagged, "$Label1")
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	m := fetchOne(t, c, uid, &imap.FetchOptions{UID: true, Flags: true, InternalDate: true, RFC822Size: true,
+		Envelope: true, BodyStructure: &imap.FetchItemBodyStructure{Extended: true}})
+	if m.UID != uid || !slices.Equal(m.Flags, []imap.Flag{imap.FlagFlagged, "$Label1"}) || m.RFC822Size != int64(len(nestedMsg)) ||
+		m.InternalDate.Unix() != 1714979289 {
+		t.Fatalf("metadata = %+v", m)
+	}
+	env := m.Envelope
+	if env.Subject != "Nested" || env.MessageID != "nested@example.test" || len(env.From) != 1 ||
+		env.From[0].Addr() != "bob@example.test" || env.From[0].Name != "Bob" || env.Date.IsZero() {
+		t.Fatalf("envelope = %+v", env)
+	}
+	mp, ok := m.BodyStructure.(*imap.BodyStructureMultiPart)
+	if !ok || mp.Subtype != "mixed" || len(mp.Children) != 3 {
+		t.Fatalf("bodystructure = %#v", m.BodyStructure)
+	}
+	att := mp.Children[1].(*imap.BodyStructureSinglePart)
+	if att.Type != "application" || att.Extended == nil || att.Extended.Disposition == nil || att.Extended.Disposition.Params["filename"] != "bin.dat" {
+		t.Fatalf("attachment = %#v", att)
+	}
+	inner := mp.Children[2].(*imap.BodyStructureSinglePart)
+	if inner.MessageRFC822 == nil || inner.MessageRFC822.Envelope.Subject != "Inner" {
+		t.Fatalf("message/rfc822 part = %#v", inner)
+	}
+	// BODY (non-extended) and FAST-like items for a range.
+	appendMsg(t, c, "INBOX", crlf(simpleMsg))
+	msgs, err := c.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{BodyStructure: &imap.FetchItemBodyStructure{}, RFC822Size: true}).Collect()
+	if err != nil || len(msgs) != 2 || msgs[1].SeqNum != 2 || msgs[1].RFC822Size != int64(len(crlf(simpleMsg))) {
+		t.Fatalf("FETCH 1:* = %+v %v", msgs, err)
+	}
+}
+
+func TestImplicitSeen(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.login(nil)
+	for i := 0; i < 4; i++ {
+		appendMsg(t, c, "INBOX", crlf(simpleMsg))
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	// BODY[TEXT] without PEEK sets \Seen and reports FLAGS unasked.
+	m := fetchOne(t, c, 1, &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{Specifier: imap.PartSpecifierText}}})
+	if !slices.Contains(m.Flags, imap.FlagSeen) {
+		t.Fatalf("BODY[TEXT]: flags = %v", m.Flags)
+	}
+	// BINARY without PEEK too; PEEK does not.
+	fetchOne(t, c, 2, &imap.FetchOptions{BinarySection: []*imap.FetchItemBinarySection{{}}})
+	fetchOne(t, c, 3, &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{Peek: true}}})
+	msgs, err := c.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{Flags: true}).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []uint32
+	for _, m := range msgs {
+		if slices.Contains(m.Flags, imap.FlagSeen) {
+			seen = append(seen, m.SeqNum)
+		}
+	}
+	if !slices.Equal(seen, []uint32{1, 2}) {
+		t.Fatalf("seen = %v", seen)
+	}
+	st, err := c.Status("INBOX", &imap.StatusOptions{NumUnseen: true}).Wait()
+	if err != nil || *st.NumUnseen != 2 {
+		t.Fatalf("STATUS UNSEEN = %+v %v", st, err)
+	}
+}
+
+func TestFetchManyBodies(t *testing.T) {
+	// More messages than one batch, bodies streamed in UID order.
+	e := newEnv(t, envOptions{})
+	c := e.login(nil)
+	n := fetchBatch + 7
+	for i := 0; i < n; i++ {
+		e.deliver("INBOX", crlf(strings.Replace(simpleMsg, "Hi Alice.", "Message "+strings.Repeat("x", i), 1)))
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := c.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true,
+		BodySection: []*imap.FetchItemBodySection{{Specifier: imap.PartSpecifierText, Peek: true}}}).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != n {
+		t.Fatalf("got %d messages", len(msgs))
+	}
+	for i, m := range msgs {
+		want := "Message " + strings.Repeat("x", i) + "\r\n"
+		if m.SeqNum != uint32(i+1) || m.UID != imap.UID(i+1) || string(m.BodySection[0].Bytes) != want {
+			t.Fatalf("message %d: seq %d uid %d body %q", i, m.SeqNum, m.UID, m.BodySection[0].Bytes)
+		}
+	}
+}

@@ -1,0 +1,273 @@
+package imapd
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/mailstack/mailstack/internal/tlsconfig"
+	"github.com/mailstack/mailstack/store"
+	"github.com/mailstack/mailstack/store/storetest"
+)
+
+func TestMain(m *testing.M) { storetest.Main(m) }
+
+// env is one running Server on a test database with one account.
+type env struct {
+	t        *testing.T
+	st       *store.Store
+	srv      *Server
+	addr     string // implicit TLS
+	startTLS string // cleartext + STARTTLS
+	user     string
+	pass     string // app password
+	acc      *store.Account
+	appID    int64
+}
+
+type envOptions struct {
+	maxMessageSize int64
+	maxConns       int
+	st             *store.Store // share a database: a second account is not created
+}
+
+func testTLS(t testing.TB) *tls.Config {
+	t.Helper()
+	cfg, err := tlsconfig.SelfSigned(t.TempDir(), []string{"localhost", "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	level := slog.LevelWarn
+	if os.Getenv("IMAPD_TEST_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func newEnv(t *testing.T, o envOptions) *env {
+	t.Helper()
+	ctx := context.Background()
+	st := o.st
+	if st == nil {
+		st = storetest.New(t)
+	}
+	e := &env{t: t, st: st}
+	if _, err := st.CreateDomain(ctx, "example.test", "sel", []byte("k")); err != nil && !errors.Is(err, store.ErrExists) {
+		t.Fatal(err)
+	}
+	e.user = "alice@example.test"
+	acc, err := st.AccountByAddress(ctx, e.user)
+	if errors.Is(err, store.ErrNotFound) {
+		acc, err = st.CreateAccount(ctx, e.user, "main-password", store.AccountOptions{})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.acc = acc
+	secret, ap, err := st.CreateAppPassword(ctx, acc.ID, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.pass, e.appID = secret, ap.ID
+	e.start(o)
+	return e
+}
+
+func (e *env) start(o envOptions) {
+	t := e.t
+	var debug io.Writer
+	if os.Getenv("IMAPD_TEST_WIRE") != "" {
+		debug = testWriter{t}
+	}
+	e.srv = New(e.st, Options{
+		TLSConfig:          testTLS(t),
+		MaxMessageSize:     o.maxMessageSize,
+		MaxConnsPerAccount: o.maxConns,
+		Logger:             testLogger(t),
+		DebugWriter:        debug,
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.addr, e.startTLS = ln.Addr().String(), ln2.Addr().String()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); e.srv.Serve(ln) }()
+	go func() { defer wg.Done(); e.srv.ServeStartTLS(ln2) }()
+	t.Cleanup(func() {
+		e.srv.Close()
+		wg.Wait()
+	})
+}
+
+// dial connects over implicit TLS without logging in.
+func (e *env) dial(h *imapclient.UnilateralDataHandler) *imapclient.Client {
+	e.t.Helper()
+	opts := &imapclient.Options{TLSConfig: &tls.Config{InsecureSkipVerify: true}, UnilateralDataHandler: h}
+	if os.Getenv("IMAPD_TEST_WIRE") != "" {
+		opts.DebugWriter = testWriter{e.t}
+	}
+	c, err := imapclient.DialTLS(e.addr, opts)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// login connects and logs in with the app password.
+func (e *env) login(h *imapclient.UnilateralDataHandler) *imapclient.Client {
+	e.t.Helper()
+	c := e.dial(h)
+	if err := c.Login(e.user, e.pass).Wait(); err != nil {
+		e.t.Fatalf("login: %v", err)
+	}
+	return c
+}
+
+// appendMsg appends a message through IMAP and returns its UID.
+func appendMsg(t *testing.T, c *imapclient.Client, mailbox, msg string, flags ...imap.Flag) imap.UID {
+	t.Helper()
+	cmd := c.Append(mailbox, int64(len(msg)), &imap.AppendOptions{Flags: flags, Time: time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)})
+	if _, err := io.WriteString(cmd, msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := cmd.Wait()
+	if err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	return data.UID
+}
+
+// deliver stores a message directly through the store (as SMTP would).
+func (e *env) deliver(mailbox, msg string) *store.AppendResult {
+	e.t.Helper()
+	ctx := context.Background()
+	mb, err := e.st.MailboxByName(ctx, e.acc.ID, mailbox)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	res, err := e.st.Append(ctx, e.acc.ID, mb.ID, strings.NewReader(msg), 0, nil, time.Time{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return res
+}
+
+func imapCode(err error) imap.ResponseCode {
+	var ie *imap.Error
+	if errors.As(err, &ie) {
+		return ie.Code
+	}
+	return ""
+}
+
+func imapType(err error) imap.StatusResponseType {
+	var ie *imap.Error
+	if errors.As(err, &ie) {
+		return ie.Type
+	}
+	return ""
+}
+
+func crlf(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }
+
+const simpleMsg = `From: Bob <bob@example.test>
+To: Alice <alice@example.test>
+Subject: Hello
+Date: Mon, 6 May 2024 07:08:09 +0000
+Message-ID: <hello@example.test>
+
+Hi Alice.
+`
+
+// raw is a line-level IMAP connection for checks that need the exact wire
+// form (or what imapclient cannot send).
+type raw struct {
+	t   *testing.T
+	c   net.Conn
+	r   *bufio.Reader
+	tag int
+}
+
+func (e *env) raw() *raw {
+	e.t.Helper()
+	conn, err := tls.Dial("tcp", e.addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { conn.Close() })
+	r := &raw{t: e.t, c: conn, r: bufio.NewReader(conn)}
+	r.line() // greeting
+	r.cmd("LOGIN " + e.user + " " + e.pass)
+	return r
+}
+
+func (r *raw) line() string {
+	r.t.Helper()
+	r.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	l, err := r.r.ReadString('\n')
+	if err != nil {
+		r.t.Fatalf("read: %v (got %q)", err, l)
+	}
+	return strings.TrimRight(l, "\r\n")
+}
+
+// cmd sends a command and returns its untagged responses; it fails the
+// test unless the tagged response is OK.
+func (r *raw) cmd(c string) []string {
+	r.t.Helper()
+	untagged, status := r.try(c)
+	if !strings.HasPrefix(status, "OK") {
+		r.t.Fatalf("%s: %s", c, status)
+	}
+	return untagged
+}
+
+// try sends a command and returns its untagged responses and the tagged
+// status line without the tag.
+func (r *raw) try(c string) (untagged []string, status string) {
+	r.t.Helper()
+	r.tag++
+	tag := fmt.Sprintf("r%d", r.tag)
+	fmt.Fprintf(r.c, "%s %s\r\n", tag, c)
+	for {
+		l := r.line()
+		if rest, ok := strings.CutPrefix(l, tag+" "); ok {
+			return untagged, rest
+		}
+		untagged = append(untagged, l)
+	}
+}

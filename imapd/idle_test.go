@@ -1,0 +1,465 @@
+package imapd
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/mailstack/mailstack/store"
+	"github.com/mailstack/mailstack/store/storetest"
+)
+
+// recorder turns unilateral responses into lines like "EXISTS 3",
+// "EXPUNGE 2", "FETCH 1 UID 1 FLAGS (\Seen)".
+type recorder struct{ ch chan string }
+
+func newRecorder() *recorder { return &recorder{ch: make(chan string, 1000)} }
+
+func (r *recorder) handler() *imapclient.UnilateralDataHandler {
+	return &imapclient.UnilateralDataHandler{
+		Expunge: func(seq uint32) { r.ch <- fmt.Sprintf("EXPUNGE %d", seq) },
+		Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+			if d.NumMessages != nil {
+				r.ch <- fmt.Sprintf("EXISTS %d", *d.NumMessages)
+			}
+		},
+		Fetch: func(msg *imapclient.FetchMessageData) {
+			buf, err := msg.Collect()
+			if err != nil {
+				r.ch <- "FETCH error " + err.Error()
+				return
+			}
+			fl := make([]string, len(buf.Flags))
+			for i, f := range buf.Flags {
+				fl[i] = string(f)
+			}
+			r.ch <- fmt.Sprintf("FETCH %d UID %d FLAGS (%s)", buf.SeqNum, buf.UID, strings.Join(fl, " "))
+		},
+	}
+}
+
+// expect waits for exactly these lines, in order, and then for quiet.
+func (r *recorder) expect(t *testing.T, step string, want ...string) {
+	t.Helper()
+	var got []string
+	timeout := time.After(5 * time.Second)
+	for len(got) < len(want) {
+		select {
+		case l := <-r.ch:
+			got = append(got, l)
+		case <-timeout:
+			t.Fatalf("%s: got %q, want %q", step, got, want)
+		}
+	}
+	select {
+	case l := <-r.ch:
+		got = append(got, l)
+	case <-time.After(150 * time.Millisecond):
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("%s: got %q, want %q", step, got, want)
+	}
+}
+
+// viewOf returns "uid:flags" of every message as the client sees it.
+func viewOf(t *testing.T, c *imapclient.Client) []string {
+	t.Helper()
+	msgs, err := c.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, Flags: true}).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for i, m := range msgs {
+		if m.SeqNum != uint32(i+1) {
+			t.Fatalf("FETCH 1:* returned seq %d at position %d", m.SeqNum, i+1)
+		}
+		out = append(out, fmt.Sprintf("%d:%v", m.UID, m.Flags))
+	}
+	if n := c.Mailbox().NumMessages; int(n) != len(out) {
+		t.Fatalf("client thinks %d messages exist, FETCH 1:* returned %d", n, len(out))
+	}
+	return out
+}
+
+// dbView is the same from the database.
+func dbView(t *testing.T, st *store.Store, accountID int64, mailbox string) []string {
+	t.Helper()
+	ctx := context.Background()
+	mb, err := st.MailboxByName(ctx, accountID, mailbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	err = st.FetchMeta(ctx, accountID, mb.ID, []store.UIDRange{{Start: 1, Stop: 0}}, store.FetchOptions{}, func(m *store.MessageMeta) error {
+		out = append(out, fmt.Sprintf("%d:%v", m.UID, toIMAPFlags(m.Flags)))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// idleScenario: A idles on INBOX via envA; B (via envB, possibly another
+// server on the same database) changes INBOX; A gets exactly the updates.
+func idleScenario(t *testing.T, envA, envB *env) {
+	for i := 0; i < 2; i++ {
+		envA.deliver("INBOX", crlf(simpleMsg))
+	}
+	rec := newRecorder()
+	a := envA.login(rec.handler())
+	if _, err := a.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	b := envB.login(nil)
+	if _, err := b.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	idle, err := a.Idle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopIdle := func() {
+		t.Helper()
+		if err := idle.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := idle.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(step string) {
+		t.Helper()
+		stopIdle()
+		if got, want := viewOf(t, a), dbView(t, envA.st, envA.acc.ID, "INBOX"); !slices.Equal(got, want) {
+			t.Fatalf("%s: A's view %q, database %q", step, got, want)
+		}
+		if idle, err = a.Idle(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	appendMsg(t, b, "INBOX", crlf(simpleMsg))
+	rec.expect(t, "APPEND", "EXISTS 3")
+	check("APPEND")
+
+	if err := b.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged, imap.FlagSeen}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	rec.expect(t, "STORE +FLAGS", `FETCH 1 UID 1 FLAGS (\Seen \Flagged)`)
+
+	if err := b.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsDel, Silent: true, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	rec.expect(t, "STORE -FLAGS", `FETCH 1 UID 1 FLAGS (\Seen)`)
+	check("STORE")
+
+	if err := b.Store(imap.SeqSetNum(2), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	rec.expect(t, "STORE \\Deleted", `FETCH 2 UID 2 FLAGS (\Deleted)`)
+	if _, err := b.Expunge().Collect(); err != nil {
+		t.Fatal(err)
+	}
+	rec.expect(t, "EXPUNGE", "EXPUNGE 2")
+	check("EXPUNGE")
+
+	// MOVE out: UIDs 1 and 3 remain; move 1.
+	if _, err := b.Move(imap.UIDSetNum(1), "Archive").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	rec.expect(t, "MOVE out", "EXPUNGE 1")
+	check("MOVE out")
+
+	// COPY in from another mailbox.
+	if _, err := b.Select("Archive", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Copy(imap.SeqSetNum(1), "INBOX").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	rec.expect(t, "COPY in", "EXISTS 2")
+	check("COPY in")
+
+	// A store-level delivery (as SMTP does): only the NOTIFY tells.
+	envB.deliver("INBOX", crlf(simpleMsg))
+	rec.expect(t, "delivery", "EXISTS 3")
+	check("delivery")
+
+	// Several changes at once come in order: EXPUNGEs (highest first),
+	// then EXISTS, then FETCH.
+	stopIdle()
+	if _, err := b.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Store(imap.SeqSet{{Start: 1, Stop: 2}}, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Expunge().Collect(); err != nil {
+		t.Fatal(err)
+	}
+	appendMsg(t, b, "INBOX", crlf(simpleMsg))
+	appendMsg(t, b, "INBOX", crlf(simpleMsg))
+	if err := b.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{"$Done"}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Give a remote server's feed time to catch up before A polls.
+	time.Sleep(200 * time.Millisecond)
+	if err := a.Noop().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	rec.expect(t, "batch", "EXPUNGE 2", "EXPUNGE 1", "EXISTS 3", "FETCH 1 UID 5 FLAGS ($Done)")
+	if got, want := viewOf(t, a), dbView(t, envA.st, envA.acc.ID, "INBOX"); !slices.Equal(got, want) {
+		t.Fatalf("batch: A's view %q, database %q", got, want)
+	}
+}
+
+func TestIdleSameServer(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	idleScenario(t, e, e)
+}
+
+func TestIdleAcrossServers(t *testing.T) {
+	url := storetest.NewURL(t)
+	open := func() *store.Store {
+		st, err := store.Open(context.Background(), url, store.Options{MaxConns: 8})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(st.Close)
+		return st
+	}
+	e1 := newEnv(t, envOptions{st: open()})
+	e2 := newEnv(t, envOptions{st: open()})
+	idleScenario(t, e1, e2)
+}
+
+// Without IDLE, pending updates come with the next command; FETCH, STORE
+// and SEARCH must not report EXPUNGE (RFC 9051 §7.5.1), the UID forms and
+// NOOP may.
+func TestPendingExpungesWaitForAllowedCommand(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	for i := 0; i < 3; i++ {
+		e.deliver("INBOX", crlf(simpleMsg))
+	}
+	rec := newRecorder()
+	a := e.login(rec.handler())
+	if _, err := a.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	b := e.login(nil)
+	if _, err := b.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	b.Store(imap.SeqSetNum(2), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close()
+	if _, err := b.Expunge().Collect(); err != nil {
+		t.Fatal(err)
+	}
+	appendMsg(t, b, "INBOX", crlf(simpleMsg))
+
+	// FETCH: the expunged message keeps its number, EXISTS counts it.
+	msgs, err := a.Fetch(imap.SeqSetNum(3), &imap.FetchOptions{UID: true}).Collect()
+	if err != nil || len(msgs) != 1 || msgs[0].UID != 3 {
+		t.Fatalf("FETCH 3 = %+v %v", msgs, err)
+	}
+	rec.expect(t, "after FETCH", "EXISTS 4")
+	// FETCH of the expunged message returns nothing.
+	msgs, err = a.Fetch(imap.SeqSetNum(2), &imap.FetchOptions{UID: true}).Collect()
+	if err != nil || len(msgs) != 0 {
+		t.Fatalf("FETCH 2 = %+v %v", msgs, err)
+	}
+	rec.expect(t, "after FETCH 2")
+	if err := a.Noop().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	rec.expect(t, "after NOOP", "EXPUNGE 2")
+	if got, want := viewOf(t, a), dbView(t, e.st, e.acc.ID, "INBOX"); !slices.Equal(got, want) {
+		t.Fatalf("A's view %q, database %q", got, want)
+	}
+}
+
+func TestSelectedMailboxDeleted(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	b := e.login(nil)
+	for _, n := range []string{"Work", "Play", "Parent/Child"} {
+		if err := b.Create(n, nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Idle session: BYE as soon as the mailbox is gone.
+	a := e.login(nil)
+	if _, err := a.Select("Work", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Idle(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Delete("Work").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.Closed():
+	case <-time.After(5 * time.Second):
+		t.Fatal("idling session not ended after its mailbox was deleted")
+	}
+	// Non-idle session, mailbox turned \Noselect by DELETE of a parent.
+	a2 := e.login(nil)
+	if _, err := a2.Select("Parent", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Delete("Parent").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a2.Noop().Wait(); err == nil {
+		t.Fatal("NOOP in a deleted mailbox succeeded")
+	}
+	// Renamed while selected: the session carries on.
+	a3 := e.login(nil)
+	if _, err := a3.Select("Play", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Rename("Play", "Games", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	appendMsg(t, b, "Games", crlf(simpleMsg))
+	if err := a3.Noop().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n := a3.Mailbox().NumMessages; n != 1 {
+		t.Fatalf("renamed mailbox: %d messages", n)
+	}
+	// The process stays healthy; the feed forgets closed views.
+	a3.Logout().Wait()
+	b.Logout().Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if boxes, views := e.srv.feed.watching(); boxes == 0 && views == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			boxes, views := e.srv.feed.watching()
+			t.Fatalf("feed still watches %d mailboxes, %d views", boxes, views)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Killing the LISTEN backend loses notifications; the resync after the
+// reconnect delivers what was missed.
+func TestListenReconnectResync(t *testing.T) {
+	url := storetest.NewURL(t)
+	st, err := store.Open(context.Background(), url, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	e := newEnv(t, envOptions{st: st})
+	rec := newRecorder()
+	a := e.login(rec.handler())
+	if _, err := a.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Idle(); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	// Wait until the feed's LISTEN connection is up, then kill it.
+	var killed int
+	for deadline := time.Now().Add(5 * time.Second); killed == 0 && time.Now().Before(deadline); {
+		err = conn.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE datname = current_database() AND query ILIKE 'LISTEN%'`).Scan(&killed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if killed == 0 {
+		t.Fatal("no LISTEN connection found")
+	}
+	// Delivered while the feed reconnects: its NOTIFY is lost.
+	e.deliver("INBOX", crlf(simpleMsg))
+	rec.expect(t, "after reconnect", "EXISTS 1")
+}
+
+// The view machinery on its own: ordering and the poll rules.
+func TestSelectedView(t *testing.T) {
+	mf := func(uid uint32, flags ...string) store.MessageFlags {
+		return store.MessageFlags{UID: uid, Flags: flags}
+	}
+	tests := []struct {
+		name    string
+		view    []uint32
+		changes []store.Changes
+		allow   bool
+		want    []update
+		after   []uint32
+	}{
+		{"expunges highest first, then EXISTS, then FETCH", []uint32{1, 2, 3, 4},
+			[]store.Changes{{Expunged: []uint32{2, 4}, Updated: []store.MessageFlags{mf(1, `\Seen`), mf(5)}}}, true,
+			[]update{{expunge: 4}, {expunge: 2}, {exists: 3}, {seq: 1, uid: 1, flags: []string{`\Seen`}}}, []uint32{1, 3, 5}},
+		{"created and expunged unseen: never shown", []uint32{1},
+			[]store.Changes{{Updated: []store.MessageFlags{mf(2)}}, {Expunged: []uint32{2}}}, true,
+			nil, []uint32{1}},
+		{"expunge of an unknown message ignored", []uint32{1},
+			[]store.Changes{{Expunged: []uint32{7}}}, true, nil, []uint32{1}},
+		{"flags of an expunged message not reported", []uint32{1, 2},
+			[]store.Changes{{Updated: []store.MessageFlags{mf(2, `\Deleted`)}}, {Expunged: []uint32{2}}}, true,
+			[]update{{expunge: 2}}, []uint32{1}},
+		{"no EXPUNGE when not allowed; numbers kept", []uint32{1, 2, 3},
+			[]store.Changes{{Expunged: []uint32{2}, Updated: []store.MessageFlags{mf(3, `\Flagged`), mf(4)}}}, false,
+			[]update{{exists: 4}, {seq: 3, uid: 3, flags: []string{`\Flagged`}}}, []uint32{1, 2, 3, 4}},
+		{"repeated changes merge per message", []uint32{1},
+			[]store.Changes{{Updated: []store.MessageFlags{mf(1, `\Seen`)}}, {Updated: []store.MessageFlags{mf(1)}}, {Updated: []store.MessageFlags{mf(1, `\Answered`)}}}, true,
+			[]update{{seq: 1, uid: 1, flags: []string{`\Answered`}}}, []uint32{1}},
+		{"a snapshot newer than the changes: idempotent", []uint32{1, 3},
+			[]store.Changes{{Expunged: []uint32{2}, Updated: []store.MessageFlags{mf(3)}}}, true,
+			[]update{{seq: 2, uid: 3, flags: []string{}}}, []uint32{1, 3}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := newSelected(nil, slices.Clone(tc.view), false)
+			for i := range tc.changes {
+				v.apply(&tc.changes[i])
+			}
+			got := v.take(tc.allow)
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Errorf("updates %v, want %v", got, tc.want)
+			}
+			if !slices.Equal(v.uids, tc.after) {
+				t.Errorf("view %v, want %v", v.uids, tc.after)
+			}
+			if again := v.take(true); len(again) != 0 && tc.allow {
+				t.Errorf("second poll %v", again)
+			}
+		})
+	}
+}
+
+// A panic while applying changes (a bug) ends only that view's session.
+func TestFeedPanicEndsOnlyThatView(t *testing.T) {
+	f := newFeed(nil, testLogger(t))
+	w := &watched{mailboxID: 1, views: map[*selected]struct{}{}}
+	good := newSelected(w, []uint32{1, 2}, false)
+	bad := newSelected(w, []uint32{1, 2}, false)
+	bad.expunged = nil // writing to it panics
+	ch := &store.Changes{Expunged: []uint32{2}}
+	f.applySafely(bad, ch)
+	f.applySafely(good, ch)
+	if !bad.isGone() || good.isGone() {
+		t.Fatalf("gone: bad %v good %v", bad.isGone(), good.isGone())
+	}
+	if got := good.take(true); len(got) != 1 || got[0].expunge != 2 {
+		t.Fatalf("good view updates %v", got)
+	}
+}

@@ -1,0 +1,354 @@
+package imapd
+
+import (
+	"slices"
+	"sort"
+	"sync"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/mailstack/mailstack/store"
+)
+
+// selected is one session's view of its selected mailbox: the UIDs in the
+// order the client numbers them, plus the changes not yet told to the
+// client. Pending changes are merged per UID rather than queued, so a
+// session that never polls holds at most one entry per message of the
+// mailbox, whatever the rate of changes (the bounded-memory rule of issue
+// 4; imapserver's SessionTracker queue has no bound and no hook for one).
+type selected struct {
+	w        *watched
+	readOnly bool
+	wake     chan struct{} // IDLE wake-up, capacity 1
+
+	mu       sync.Mutex
+	uids     []uint32            // the client's view, ascending
+	expunged map[uint32]struct{} // in uids, expunged, not yet reported
+	added    []uint32            // live, after uids, not yet reported (EXISTS)
+	flags    map[uint32][]string // new flags of messages in uids, not yet reported
+	gone     bool                // the mailbox was deleted
+}
+
+func newSelected(w *watched, uids []uint32, readOnly bool) *selected {
+	return &selected{
+		w:        w,
+		readOnly: readOnly,
+		wake:     make(chan struct{}, 1),
+		uids:     uids,
+		expunged: map[uint32]struct{}{},
+		flags:    map[uint32][]string{},
+	}
+}
+
+// applyToList applies changes to a plain UID list (a view nobody has seen
+// yet).
+func applyToList(uids []uint32, ch *store.Changes) []uint32 {
+	if len(ch.Expunged) > 0 {
+		gone := make(map[uint32]bool, len(ch.Expunged))
+		for _, u := range ch.Expunged {
+			gone[u] = true
+		}
+		uids = slices.DeleteFunc(uids, func(u uint32) bool { return gone[u] })
+	}
+	for _, m := range ch.Updated {
+		if len(uids) == 0 || m.UID > uids[len(uids)-1] {
+			uids = append(uids, m.UID)
+		}
+	}
+	return uids
+}
+
+func (v *selected) index(uid uint32) (int, bool) {
+	return slices.BinarySearch(v.uids, uid)
+}
+
+func (v *selected) maxKnown() uint32 {
+	if n := len(v.added); n > 0 {
+		return v.added[n-1]
+	}
+	if n := len(v.uids); n > 0 {
+		return v.uids[n-1]
+	}
+	return 0
+}
+
+// apply merges changes read by the feed. It is idempotent: the same change
+// seen twice (a snapshot newer than the feed's modseq) changes nothing but
+// a repeated FLAGS report.
+func (v *selected) apply(ch *store.Changes) {
+	if v.merge(ch) {
+		v.signal()
+	}
+}
+
+func (v *selected) merge(ch *store.Changes) (changed bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, uid := range ch.Expunged {
+		if _, ok := v.index(uid); ok {
+			// Only a message the view had is reported as expunged.
+			v.expunged[uid] = struct{}{}
+			delete(v.flags, uid)
+			changed = true
+		} else if i, ok := slices.BinarySearch(v.added, uid); ok {
+			// Created and expunged before the client heard of it: never shown.
+			v.added = slices.Delete(v.added, i, i+1)
+		}
+	}
+	for _, m := range ch.Updated {
+		if m.UID > v.maxKnown() {
+			v.added = append(v.added, m.UID)
+			changed = true
+			continue
+		}
+		if _, ok := v.index(m.UID); ok {
+			if _, exp := v.expunged[m.UID]; !exp {
+				v.flags[m.UID] = m.Flags
+				changed = true
+			}
+		}
+		// Otherwise: not yet reported (the client fetches its flags), or
+		// already expunged in this view.
+	}
+	return changed
+}
+
+func (v *selected) markGone() {
+	v.mu.Lock()
+	v.gone = true
+	v.mu.Unlock()
+	v.signal()
+}
+
+func (v *selected) isGone() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.gone
+}
+
+func (v *selected) signal() {
+	select {
+	case v.wake <- struct{}{}:
+	default:
+	}
+}
+
+// reported records that the client was just told these flags in a tagged
+// command's own FETCH responses (STORE, FETCH with implicit \Seen), so the
+// poll does not repeat them. A later, different change is still reported.
+func (v *selected) reported(uid uint32, flags []string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if f, ok := v.flags[uid]; ok && slices.Equal(f, flags) {
+		delete(v.flags, uid)
+	}
+}
+
+type update struct {
+	expunge uint32 // sequence number, or
+	exists  uint32 // message count, or
+	seq     uint32 // FETCH FLAGS of seq/uid
+	uid     uint32
+	flags   []string
+}
+
+// take moves the pending changes into the client's view and returns the
+// responses that tell the client: EXPUNGEs numbered in the view as it was,
+// highest first, then EXISTS, then FETCH FLAGS. Without allowExpunge
+// (during FETCH, STORE, SEARCH; RFC 9051 §7.5.1) expunged messages stay in
+// the view, still numbered, until a command that allows them.
+func (v *selected) take(allowExpunge bool) []update {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []update
+	if allowExpunge && len(v.expunged) > 0 {
+		kept := v.uids[:0:0]
+		for i := len(v.uids) - 1; i >= 0; i-- {
+			if _, ok := v.expunged[v.uids[i]]; ok {
+				out = append(out, update{expunge: uint32(i + 1)})
+			}
+		}
+		for _, u := range v.uids {
+			if _, ok := v.expunged[u]; !ok {
+				kept = append(kept, u)
+			}
+		}
+		v.uids = kept
+		clear(v.expunged)
+	}
+	if len(v.added) > 0 {
+		v.uids = append(v.uids, v.added...)
+		v.added = nil
+		out = append(out, update{exists: uint32(len(v.uids))})
+	}
+	if len(v.flags) > 0 {
+		start := len(out)
+		for uid, f := range v.flags {
+			if i, ok := v.index(uid); ok {
+				out = append(out, update{seq: uint32(i + 1), uid: uid, flags: f})
+			}
+		}
+		sort.Slice(out[start:], func(a, b int) bool { return out[start+a].seq < out[start+b].seq })
+		clear(v.flags)
+	}
+	return out
+}
+
+// write sends updates taken from the view.
+func writeUpdates(w *imapserver.UpdateWriter, ups []update) error {
+	for _, u := range ups {
+		var err error
+		switch {
+		case u.expunge != 0:
+			err = w.WriteExpunge(u.expunge)
+		case u.exists != 0:
+			err = w.WriteNumMessages(u.exists)
+		default:
+			err = w.WriteMessageFlags(u.seq, imap.UID(u.uid), toIMAPFlags(u.flags))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// count is the number of messages the client knows of.
+func (v *selected) count() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return len(v.uids)
+}
+
+// seqOf returns the client's sequence number of uid, or 0.
+func (v *selected) seqOf(uid uint32) uint32 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if i, ok := v.index(uid); ok {
+		return uint32(i + 1)
+	}
+	return 0
+}
+
+// resolve turns a client's message set into UID ranges for SQL. Sequence
+// numbers are looked up in the view, never in the database; UID ranges are
+// clipped to the highest UID the client knows, so that no command touches
+// a message the client has not been told about. searchRes is the saved
+// SEARCH result, for "$".
+func (v *selected) resolve(set imap.NumSet, searchRes []uint32) []store.UIDRange {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	n := uint32(len(v.uids))
+	if n == 0 {
+		return nil
+	}
+	var out []store.UIDRange
+	switch set := set.(type) {
+	case imap.SeqSet:
+		for _, r := range set {
+			a, b := r.Start, r.Stop
+			if a == 0 {
+				a = n
+			}
+			if b == 0 {
+				b = n
+			}
+			if a > b {
+				a, b = b, a
+			}
+			if a > n {
+				continue
+			}
+			b = min(b, n)
+			out = append(out, store.UIDRange{Start: v.uids[a-1], Stop: v.uids[b-1]})
+		}
+	case imap.UIDSet:
+		top := v.uids[n-1]
+		if imap.IsSearchRes(set) {
+			for _, u := range searchRes {
+				if u <= top {
+					out = append(out, store.UIDRange{Start: u, Stop: u})
+				}
+			}
+			return out
+		}
+		for _, r := range set {
+			a, b := uint32(r.Start), uint32(r.Stop)
+			if a == 0 {
+				a = top
+			}
+			if b == 0 {
+				b = top
+			}
+			if a > b {
+				a, b = b, a
+			}
+			if a > top {
+				continue
+			}
+			out = append(out, store.UIDRange{Start: a, Stop: min(b, top)})
+		}
+	}
+	return out
+}
+
+// uidsIn lists the view's UIDs inside ranges, ascending.
+func (v *selected) uidsIn(ranges []store.UIDRange) []uint32 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []uint32
+	for _, r := range ranges {
+		i, _ := slices.BinarySearch(v.uids, r.Start)
+		for ; i < len(v.uids) && v.uids[i] <= r.Stop; i++ {
+			out = append(out, v.uids[i])
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// snapshot copies the client's view (for SEARCH).
+func (v *selected) snapshot() []uint32 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return slices.Clone(v.uids)
+}
+
+func toIMAPFlags(fs []string) []imap.Flag {
+	out := make([]imap.Flag, len(fs))
+	for i, f := range fs {
+		out[i] = imap.Flag(f)
+	}
+	return out
+}
+
+func fromIMAPFlags(fs []imap.Flag) []string {
+	out := make([]string, 0, len(fs))
+	for _, f := range fs {
+		out = append(out, string(f))
+	}
+	return out
+}
+
+// uidRanges compresses ascending UIDs into ranges that contain no other UID
+// of the view (consecutive in the view).
+func (v *selected) uidRanges(uids []uint32) []store.UIDRange {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []store.UIDRange
+	prev := -2
+	for _, u := range uids {
+		i, ok := v.index(u)
+		if !ok {
+			continue
+		}
+		if n := len(out); n > 0 && i == prev+1 {
+			out[n-1].Stop = u
+		} else {
+			out = append(out, store.UIDRange{Start: u, Stop: u})
+		}
+		prev = i
+	}
+	return out
+}

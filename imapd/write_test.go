@@ -1,0 +1,305 @@
+package imapd
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+)
+
+func flagsOf(t *testing.T, c *imapclient.Client) map[imap.UID][]imap.Flag {
+	t.Helper()
+	msgs, err := c.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, Flags: true}).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[imap.UID][]imap.Flag{}
+	for _, m := range msgs {
+		out[m.UID] = m.Flags
+	}
+	return out
+}
+
+func TestStore(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.login(nil)
+	for i := 0; i < 3; i++ {
+		appendMsg(t, c, "INBOX", crlf(simpleMsg))
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name  string
+		set   imap.NumSet
+		flags imap.StoreFlags
+		resp  int // FETCH responses expected
+		want  map[imap.UID][]imap.Flag
+	}{
+		{"add", imap.SeqSet{{Start: 1, Stop: 2}}, imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagSeen, "$Work"}}, 2,
+			map[imap.UID][]imap.Flag{1: {imap.FlagSeen, "$Work"}, 2: {imap.FlagSeen, "$Work"}, 3: {}}},
+		{"remove by UID", imap.UIDSetNum(2), imap.StoreFlags{Op: imap.StoreFlagsDel, Flags: []imap.Flag{"$Work"}}, 1,
+			map[imap.UID][]imap.Flag{1: {imap.FlagSeen, "$Work"}, 2: {imap.FlagSeen}, 3: {}}},
+		{"replace silently", imap.SeqSet{{Start: 2, Stop: 0}}, imap.StoreFlags{Op: imap.StoreFlagsSet, Silent: true, Flags: []imap.Flag{imap.FlagFlagged, imap.FlagAnswered}}, 0,
+			map[imap.UID][]imap.Flag{1: {imap.FlagSeen, "$Work"}, 2: {imap.FlagAnswered, imap.FlagFlagged}, 3: {imap.FlagAnswered, imap.FlagFlagged}}},
+		{"unchanged still reported", imap.SeqSetNum(1), imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagSeen}}, 1,
+			map[imap.UID][]imap.Flag{1: {imap.FlagSeen, "$Work"}, 2: {imap.FlagAnswered, imap.FlagFlagged}, 3: {imap.FlagAnswered, imap.FlagFlagged}}},
+		{"\\Recent is ignored", imap.SeqSetNum(3), imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{"\\Recent", imap.FlagDraft}}, 1,
+			map[imap.UID][]imap.Flag{1: {imap.FlagSeen, "$Work"}, 2: {imap.FlagAnswered, imap.FlagFlagged}, 3: {imap.FlagAnswered, imap.FlagFlagged, imap.FlagDraft}}},
+	}
+	for _, s := range steps {
+		msgs, err := c.Store(s.set, &s.flags, nil).Collect()
+		if err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if len(msgs) != s.resp {
+			t.Errorf("%s: %d FETCH responses, want %d", s.name, len(msgs), s.resp)
+		}
+		for _, m := range msgs {
+			if want := s.want[imap.UID(m.SeqNum)]; !slices.Equal(m.Flags, want) {
+				t.Errorf("%s: FETCH %d FLAGS %v, want %v", s.name, m.SeqNum, m.Flags, want)
+			}
+		}
+		got := flagsOf(t, c)
+		for uid, want := range s.want {
+			if !slices.Equal(got[uid], want) && !(len(got[uid]) == 0 && len(want) == 0) {
+				t.Errorf("%s: uid %d flags %v, want %v", s.name, uid, got[uid], want)
+			}
+		}
+	}
+}
+
+func TestCopyMoveExpunge(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	var expunged []uint32
+	c := e.login(&imapclient.UnilateralDataHandler{Expunge: func(seq uint32) { expunged = append(expunged, seq) }})
+	for i := 0; i < 5; i++ {
+		appendMsg(t, c, "INBOX", crlf(simpleMsg))
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	arch, _ := e.st.MailboxByName(context.Background(), e.acc.ID, "Archive")
+
+	// COPY with COPYUID.
+	cp, err := c.Copy(imap.SeqSet{{Start: 2, Stop: 3}}, "Archive").Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp.UIDValidity != arch.UIDValidity || cp.SourceUIDs.String() != "2:3" || cp.DestUIDs.String() != "1:2" {
+		t.Fatalf("COPYUID = %+v", cp)
+	}
+	if _, err := c.Copy(imap.SeqSetNum(1), "Missing").Wait(); imapCode(err) != imap.ResponseCodeTryCreate {
+		t.Fatalf("COPY to missing: %v", err)
+	}
+
+	// MOVE: COPYUID, then EXPUNGEs from the poll, once.
+	mv, err := c.Move(imap.UIDSetNum(4, 5), "Archive").Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mv.SourceUIDs.String() != "4:5" || mv.DestUIDs.String() != "3:4" {
+		t.Fatalf("MOVE COPYUID = %+v", mv)
+	}
+	if !slices.Equal(expunged, []uint32{5, 4}) {
+		t.Fatalf("MOVE expunges = %v, want [5 4]", expunged)
+	}
+	if _, err := c.Move(imap.SeqSetNum(1), "INBOX").Wait(); imapType(err) != imap.StatusResponseTypeNo {
+		t.Fatalf("MOVE into the same mailbox: %v", err)
+	}
+
+	// EXPUNGE reports each expunged message once, highest first.
+	expunged = nil
+	if err := c.Store(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	// UID EXPUNGE only touches the given UIDs.
+	data, err := c.UIDExpunge(imap.UIDSetNum(2)).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(data, []uint32{2}) {
+		t.Fatalf("UID EXPUNGE 2 = %v", data)
+	}
+	data, err = c.Expunge().Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(data, []uint32{2, 1}) {
+		t.Fatalf("EXPUNGE = %v", data)
+	}
+	st, err := c.Status("Archive", &imap.StatusOptions{NumMessages: true}).Wait()
+	if err != nil || *st.NumMessages != 4 {
+		t.Fatalf("Archive: %+v %v", st, err)
+	}
+	if mb := c.Mailbox(); mb.NumMessages != 0 {
+		t.Fatalf("client view: %d messages", mb.NumMessages)
+	}
+}
+
+func TestAppend(t *testing.T) {
+	e := newEnv(t, envOptions{maxMessageSize: 4096})
+	c := e.login(nil)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	date := time.Date(2023, 1, 2, 3, 4, 5, 0, time.FixedZone("", 3600))
+	cmd := c.Append("INBOX", int64(len(crlf(simpleMsg))), &imap.AppendOptions{Flags: []imap.Flag{imap.FlagSeen, "$Keep"}, Time: date})
+	io.WriteString(cmd, crlf(simpleMsg))
+	cmd.Close()
+	res, err := cmd.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := e.st.MailboxByName(context.Background(), e.acc.ID, "INBOX")
+	if res.UID != 1 || res.UIDValidity != mb.UIDValidity {
+		t.Fatalf("APPENDUID = %+v", res)
+	}
+	// The session sees its own APPEND through the poll (EXISTS).
+	if n := c.Mailbox().NumMessages; n != 1 {
+		t.Fatalf("EXISTS after APPEND: %d", n)
+	}
+	m := fetchOne(t, c, 1, &imap.FetchOptions{Flags: true, InternalDate: true})
+	if !slices.Equal(m.Flags, []imap.Flag{imap.FlagSeen, "$Keep"}) || !m.InternalDate.Equal(date) {
+		t.Fatalf("appended: %+v", m)
+	}
+
+	// Over APPENDLIMIT: NO [TOOBIG] before the literal is sent.
+	big := strings.Repeat("x", 5000)
+	cmd = c.Append("INBOX", int64(len(big)), nil)
+	io.WriteString(cmd, big)
+	cmd.Close()
+	if _, err := cmd.Wait(); imapCode(err) != imap.ResponseCodeTooBig {
+		t.Fatalf("APPEND over limit: %v", err)
+	}
+	// imapclient drops the connection after a refused synchronising
+	// literal; carry on with a new one.
+	c = e.login(nil)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	// Missing mailbox: NO [TRYCREATE].
+	cmd = c.Append("Nope", int64(len(crlf(simpleMsg))), nil)
+	io.WriteString(cmd, crlf(simpleMsg))
+	cmd.Close()
+	if _, err := cmd.Wait(); imapCode(err) != imap.ResponseCodeTryCreate {
+		t.Fatalf("APPEND to missing mailbox: %v", err)
+	}
+	if err := c.Noop().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Mailbox().NumMessages; n != 1 {
+		t.Fatalf("messages after refused APPENDs: %d", n)
+	}
+}
+
+// A client that disconnects in the middle of an APPEND literal leaves
+// nothing behind.
+func TestAppendDisconnect(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	conn, err := tls.Dial("tcp", e.addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	buf := make([]byte, 4096)
+	read := func() string {
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(buf[:n])
+	}
+	read() // greeting
+	fmt.Fprintf(conn, "a LOGIN %s %s\r\n", e.user, e.pass)
+	for !strings.Contains(read(), "a OK") {
+	}
+	fmt.Fprintf(conn, "b APPEND INBOX {100000}\r\n")
+	if r := read(); !strings.HasPrefix(r, "+") {
+		t.Fatalf("no continuation: %q", r)
+	}
+	io.WriteString(conn, crlf(simpleMsg)+strings.Repeat("y", 50000))
+	time.Sleep(100 * time.Millisecond)
+	conn.Close()
+	time.Sleep(200 * time.Millisecond)
+	mb, err := e.st.MailboxByName(context.Background(), e.acc.ID, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := e.st.CountMessageContents(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mb.Messages != 0 || mb.UIDNext != 1 || n != 0 {
+		t.Fatalf("after an interrupted APPEND: %d messages, uidnext %d, %d contents", mb.Messages, mb.UIDNext, n)
+	}
+}
+
+func TestSearch(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.login(nil)
+	for i := 0; i < 6; i++ {
+		var flags []imap.Flag
+		if i%2 == 0 {
+			flags = append(flags, imap.FlagSeen)
+		}
+		appendMsg(t, c, "INBOX", crlf(simpleMsg), flags...)
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	// Expunge UID 1 so sequence numbers and UIDs differ.
+	c.Store(imap.UIDSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close()
+	if _, err := c.Expunge().Collect(); err != nil {
+		t.Fatal(err)
+	}
+	unseen := &imap.SearchCriteria{NotFlag: []imap.Flag{imap.FlagSeen}}
+	res, err := c.Search(unseen, nil).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.AllSeqNums(); !slices.Equal(got, []uint32{1, 3, 5}) {
+		t.Fatalf("SEARCH UNSEEN = %v", got)
+	}
+	res, err = c.UIDSearch(unseen, nil).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.AllUIDs(); !slices.Equal(got, []imap.UID{2, 4, 6}) {
+		t.Fatalf("UID SEARCH UNSEEN = %v", got)
+	}
+	res, err = c.UIDSearch(unseen, &imap.SearchOptions{ReturnMin: true, ReturnMax: true, ReturnCount: true}).Wait()
+	if err != nil || res.Min != 2 || res.Max != 6 || res.Count != 3 {
+		t.Fatalf("ESEARCH = %+v %v", res, err)
+	}
+	// SEARCHRES (imapclient cannot send RETURN (SAVE)): save, then "$".
+	r := e.raw()
+	r.cmd("SELECT INBOX")
+	// RFC 5182 wants no ESEARCH for SAVE alone; imapserver adds ALL.
+	r.cmd("UID SEARCH RETURN (SAVE) UNSEEN")
+	if got := strings.Join(r.cmd("FETCH $ (UID)"), "|"); got != "* 1 FETCH (UID 2)|* 3 FETCH (UID 4)|* 5 FETCH (UID 6)" {
+		t.Fatalf("FETCH $ = %q", got)
+	}
+	if got := strings.Join(r.cmd("UID SEARCH UID $ SEEN"), "|"); got != "* SEARCH" {
+		t.Fatalf("SEARCH UID $ SEEN = %q", got)
+	}
+	if got := strings.Join(r.cmd("SEARCH RETURN (COUNT) UID $"), "|"); !strings.HasSuffix(got, "COUNT 3") {
+		t.Fatalf("SEARCH RETURN (COUNT) UID $ = %q", got)
+	}
+	res, err = c.Search(&imap.SearchCriteria{SeqNum: []imap.SeqSet{{{Start: 2, Stop: 0}}}, Flag: []imap.Flag{imap.FlagSeen}}, nil).Wait()
+	if err != nil || !slices.Equal(res.AllSeqNums(), []uint32{2, 4}) {
+		t.Fatalf("SEARCH 2:* SEEN = %+v %v", res, err)
+	}
+	res, err = c.Search(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "Subject", Value: "hello"}}}, nil).Wait()
+	if err != nil || len(res.AllSeqNums()) != 5 {
+		t.Fatalf("SEARCH SUBJECT hello = %+v %v", res, err)
+	}
+}
