@@ -20,6 +20,12 @@ Service:
   serve                         run the mail service (see 'mailstack serve -h')
   migrate                       apply database migrations and exit
 
+Deployment:
+  dns DOMAIN                    print every DNS record DOMAIN needs (zone-file syntax)
+  doctor DOMAIN                 check DOMAIN's DNS records, certificates and ports from outside
+  mobileconfig ADDRESS [-o FILE]
+                                write an Apple profile (iPhone, iPad, Mac) with a new app password
+
 Domains:
   domain add DOMAIN             serve DOMAIN (creates its DKIM key)
   domain list
@@ -43,6 +49,11 @@ App passwords (what phones and mail programs log in with):
   app-password revoke ADDRESS ID
 
   activity ADDRESS              recent logins: when, protocol, app, IP, result
+
+Outbound queue (mail to other servers not yet delivered):
+  queue list
+  queue retry ID                try again now
+  queue delete ID               give up without sending a bounce
 
 Every command takes the database flags (-database-url, -data-dir) or their
 MAILSTACK_* environment variables; with no database URL the managed local
@@ -91,6 +102,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return env.appPassword(ctx, rest)
 	case "activity":
 		return env.activity(ctx, rest)
+	case "dns":
+		return env.dns(ctx, rest)
+	case "doctor":
+		return env.doctor(ctx, rest)
+	case "mobileconfig":
+		return env.mobileconfig(ctx, rest)
+	case "queue":
+		return env.queue(ctx, rest)
 	}
 	return fmt.Errorf("unknown command %q; run 'mailstack help'", cmd)
 }

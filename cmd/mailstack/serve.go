@@ -13,7 +13,10 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/crypto/acme/autocert"
+
 	"github.com/mailstack/mailstack/internal/dkimkey"
+	"github.com/mailstack/mailstack/internal/metrics"
 	"github.com/mailstack/mailstack/internal/tlsconfig"
 	"github.com/mailstack/mailstack/store"
 )
@@ -30,9 +33,11 @@ type serveConfig struct {
 	submissionAddr      string
 	submissionsAddr     string
 	mxAddr              string
+	relay               string
 	maxMessageSize      int64
 	requireAppPasswords bool
 	maxConnsPerAccount  int64
+	web                 webConfig // HTTP, ACME, client settings: serve_http.go
 }
 
 func (cfg *serveConfig) register(fs *flag.FlagSet) {
@@ -48,9 +53,11 @@ func (cfg *serveConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&cfg.submissionAddr, "submission-addr", envOr("MAILSTACK_SUBMISSION_ADDR", ":587"), "SMTP submission (STARTTLS) listen address; empty: off (env MAILSTACK_SUBMISSION_ADDR)")
 	fs.StringVar(&cfg.submissionsAddr, "submissions-addr", envOr("MAILSTACK_SUBMISSIONS_ADDR", ":465"), "SMTP submission (implicit TLS) listen address; empty: off (env MAILSTACK_SUBMISSIONS_ADDR)")
 	fs.StringVar(&cfg.mxAddr, "mx-addr", envOr("MAILSTACK_MX_ADDR", ":25"), "inbound MX listen address; empty: off (env MAILSTACK_MX_ADDR)")
+	fs.StringVar(&cfg.relay, "relay", envOr("MAILSTACK_RELAY", ""), "smarthost for all outbound mail, smtp://user:pass@host:587 (STARTTLS) or smtps://user:pass@host:465; empty: deliver to MX hosts directly (env MAILSTACK_RELAY)")
 	fs.Int64Var(&cfg.maxMessageSize, "max-message-size", envInt("MAILSTACK_MAX_MESSAGE_SIZE", 50<<20), "largest message accepted, in bytes (env MAILSTACK_MAX_MESSAGE_SIZE)")
 	fs.BoolVar(&cfg.requireAppPasswords, "require-app-passwords", envBool("MAILSTACK_REQUIRE_APP_PASSWORDS", true), "IMAP and SMTP accept only app passwords, never the main password (env MAILSTACK_REQUIRE_APP_PASSWORDS)")
 	fs.Int64Var(&cfg.maxConnsPerAccount, "max-connections-per-account", envInt("MAILSTACK_MAX_CONNECTIONS_PER_ACCOUNT", 50), "concurrent IMAP connections per account (env MAILSTACK_MAX_CONNECTIONS_PER_ACCOUNT)")
+	cfg.web.register(fs)
 }
 
 // applyDev switches listeners to loopback development ports.
@@ -64,6 +71,7 @@ func (cfg *serveConfig) applyDev() {
 	if cfg.domains == "" {
 		cfg.domains = "localhost"
 	}
+	cfg.web.applyDev()
 }
 
 func (c *cli) serve(ctx context.Context, args []string) error {
@@ -97,6 +105,10 @@ type server struct {
 	tls     *tls.Config
 	devUser string
 	devPass string
+	// metrics are incremented by the protocol servers, served on -admin-addr.
+	metrics *metrics.Mailstack
+	// acme is set when certificates come from ACME (-acme-email).
+	acme *autocert.Manager
 	// listeners that are up, name → address
 	addrs map[string]string
 }
@@ -109,7 +121,7 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, ready fu
 		return err
 	}
 	defer closeStore()
-	s := &server{cfg: cfg, log: log, st: st, addrs: map[string]string{}}
+	s := &server{cfg: cfg, log: log, st: st, addrs: map[string]string{}, metrics: metrics.New(st.QueueDepth)}
 	if err := s.ensureDomains(ctx); err != nil {
 		return err
 	}
@@ -213,6 +225,9 @@ func (s *server) ensureDomains(ctx context.Context) error {
 }
 
 func (s *server) loadTLS() (*tls.Config, error) {
+	if s.cfg.web.acmeEmail != "" {
+		return s.acmeTLS()
+	}
 	if s.cfg.tlsCert != "" || s.cfg.tlsKey != "" {
 		return tlsconfig.Load(s.cfg.tlsCert, s.cfg.tlsKey)
 	}

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mailstack/mailstack/internal/clientconf"
+	"github.com/mailstack/mailstack/internal/dkimkey"
+	"github.com/mailstack/mailstack/internal/dnscheck"
+	"github.com/mailstack/mailstack/internal/mobileconfig"
+	"github.com/mailstack/mailstack/internal/mtasts"
+	"github.com/mailstack/mailstack/store"
+)
+
+// publicFlags are the settings of a running server that the deployment
+// commands need to describe it: its host name, MTA-STS mode and the host
+// names clients get. They read the same MAILSTACK_* variables as serve,
+// so with one environment file all commands agree.
+type publicFlags struct {
+	hostname    string
+	mtaSTSMode  string
+	clientHosts string
+}
+
+func (p *publicFlags) register(fs *flag.FlagSet) {
+	host, _ := os.Hostname()
+	fs.StringVar(&p.hostname, "hostname", envOr("MAILSTACK_HOSTNAME", host), "the server's public host name (env MAILSTACK_HOSTNAME)")
+	registerClientFlags(fs, &p.mtaSTSMode, &p.clientHosts)
+}
+
+// clients returns what clients are told; the ports follow the listener
+// variables serve reads.
+func (p *publicFlags) clients() (clientconf.Config, error) {
+	style, err := clientconf.ParseHostStyle(p.clientHosts)
+	if err != nil {
+		return clientconf.Config{}, err
+	}
+	return clientconf.Config{
+		Hostname:         strings.ToLower(p.hostname),
+		Hosts:            style,
+		IMAPPort:         clientconf.PortOf(envOr("MAILSTACK_IMAP_ADDR", ":993")),
+		IMAPStartTLSPort: clientconf.PortOf(envOr("MAILSTACK_IMAP_STARTTLS_ADDR", ":143")),
+		SubmissionsPort:  clientconf.PortOf(envOr("MAILSTACK_SUBMISSIONS_ADDR", ":465")),
+		SubmissionPort:   clientconf.PortOf(envOr("MAILSTACK_SUBMISSION_ADDR", ":587")),
+	}, nil
+}
+
+// dnsParams gathers what dnscheck needs for a stored domain.
+func (p *publicFlags) dnsParams(ctx context.Context, st *store.Store, domain string) (dnscheck.Params, error) {
+	d, err := st.DomainByName(ctx, domain)
+	if err != nil {
+		return dnscheck.Params{}, err
+	}
+	dkim, err := dkimkey.TXTRecord(d.DKIMKey)
+	if err != nil {
+		return dnscheck.Params{}, err
+	}
+	mode, err := mtasts.ParseMode(p.mtaSTSMode)
+	if err != nil {
+		return dnscheck.Params{}, err
+	}
+	cc, err := p.clients()
+	if err != nil {
+		return dnscheck.Params{}, err
+	}
+	if !strings.Contains(p.hostname, ".") {
+		return dnscheck.Params{}, fmt.Errorf("host name %q is not a public DNS name: set -hostname or MAILSTACK_HOSTNAME", p.hostname)
+	}
+	return dnscheck.Params{
+		Domain: d.Name, Hostname: strings.ToLower(p.hostname), DKIMSelector: d.DKIMSelector, DKIMRecord: dkim,
+		MTASTS: mtasts.New(mode, p.hostname), Clients: cc,
+	}, nil
+}
+
+// dns prints every record a domain needs.
+func (c *cli) dns(ctx context.Context, args []string) error {
+	a := c.newAdmin("dns", "DOMAIN")
+	var pub publicFlags
+	pub.register(a.fs)
+	ttl := a.fs.Int("ttl", 3600, "TTL of the printed records, in seconds")
+	if err := a.parse(args, 1, 1); err != nil {
+		return err
+	}
+	return a.with(ctx, func(st *store.Store) error {
+		p, err := pub.dnsParams(ctx, st, a.args[0])
+		if err != nil {
+			return err
+		}
+		return dnscheck.WriteZone(c.stdout, p.Domain, dnscheck.Expected(p), *ttl)
+	})
+}
+
+// doctor checks a domain's DNS, certificates and ports from the outside.
+func (c *cli) doctor(ctx context.Context, args []string) error {
+	a := c.newAdmin("doctor", "DOMAIN")
+	var pub publicFlags
+	pub.register(a.fs)
+	dnsServer := a.fs.String("dns-server", "", "ask this DNS server (host:port) instead of the system resolver, e.g. your provider's authoritative server to check before caches expire")
+	timeout := a.fs.Duration("timeout", 5*time.Second, "time allowed for each port and certificate check")
+	if err := a.parse(args, 1, 1); err != nil {
+		return err
+	}
+	return a.with(ctx, func(st *store.Store) error {
+		p, err := pub.dnsParams(ctx, st, a.args[0])
+		if err != nil {
+			return err
+		}
+		chk := &dnscheck.Checker{}
+		if *dnsServer != "" {
+			chk.Resolver = dnscheck.ResolverFor(*dnsServer)
+		}
+		recs := chk.CheckRecords(ctx, dnscheck.Expected(p))
+		rev := chk.CheckReverse(ctx, p.Hostname)
+		eps := chk.CheckEndpoints(ctx, dnscheck.Endpoints(p), dnscheck.ProbeOptions{Timeout: *timeout})
+		n, err := dnscheck.WriteReport(c.stdout, p.Domain, recs, rev, eps, time.Now())
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("doctor found %d problem(s) for %s", n, p.Domain)
+		}
+		return nil
+	})
+}
+
+// mobileconfig writes an Apple configuration profile with a new app
+// password for ADDRESS.
+func (c *cli) mobileconfig(ctx context.Context, args []string) error {
+	a := c.newAdmin("mobileconfig", "ADDRESS")
+	var pub publicFlags
+	pub.register(a.fs)
+	out := a.fs.String("o", "", "write the profile to this file (mode 0600: it holds a password); empty or -: standard output")
+	label := a.fs.String("label", "", `label of the new app password (default "Apple profile DATE")`)
+	// Accept flags after the address too (mailstack mobileconfig ADDRESS -o FILE).
+	if err := a.fs.Parse(args); err != nil {
+		return errUsage
+	}
+	rest := a.fs.Args()
+	if len(rest) > 1 {
+		if err := a.fs.Parse(rest[1:]); err != nil {
+			return errUsage
+		}
+		rest = append(rest[:1:1], a.fs.Args()...)
+	}
+	if len(rest) != 1 {
+		a.fs.Usage()
+		return errUsage
+	}
+	address, err := store.NormalizeAddress(rest[0])
+	if err != nil {
+		return err
+	}
+	if *label == "" {
+		*label = "Apple profile " + time.Now().Format(time.DateOnly)
+	}
+	cc, err := pub.clients()
+	if err != nil {
+		return err
+	}
+	domain := clientconf.DomainOf(address)
+	// Apple's "use SSL" means implicit TLS on 993/465 and STARTTLS on
+	// 143/587, so any endpoint works; prefer IMAP 993 and SMTP 587.
+	imap, smtp := pick(cc.IMAP(domain), clientconf.SSL), pick(cc.SMTP(domain), clientconf.STARTTLS)
+	if imap == nil || smtp == nil {
+		return errors.New("IMAP or submission listeners are all turned off: nothing to configure")
+	}
+	return a.with(ctx, func(st *store.Store) error {
+		acc, err := st.AccountByAddress(ctx, address)
+		if err != nil {
+			return err
+		}
+		secret, ap, err := st.CreateAppPassword(ctx, acc.ID, *label)
+		if err != nil {
+			return err
+		}
+		prof, err := mobileconfig.New(mobileconfig.Account{
+			Address: acc.Address, Password: secret,
+			IMAPHost: imap.Host, IMAPPort: imap.Port, IMAPSSL: true,
+			SMTPHost: smtp.Host, SMTPPort: smtp.Port, SMTPSSL: true,
+			Identifier: "mailstack." + reverseDNS(domain) + "." + strings.ReplaceAll(acc.Address, "@", "."),
+		})
+		if err != nil {
+			return err
+		}
+		if err := writeProfile(c.stdout, *out, prof); err != nil {
+			// The password was never shown: do not leave it usable.
+			if rerr := st.RevokeAppPassword(ctx, acc.ID, ap.ID); rerr != nil {
+				return errors.Join(err, rerr)
+			}
+			return err
+		}
+		where := *out
+		if where == "" || where == "-" {
+			where = "standard output"
+		}
+		fmt.Fprintf(c.stderr, "Wrote the profile for %s to %s with new app password %d (%s).\n"+
+			"It contains the password: send it to the device privately (AirDrop, a cable), open it there and install it in Settings.\n"+
+			"Revoke with: mailstack app-password revoke %s %d\n", acc.Address, where, ap.ID, ap.Label, acc.Address, ap.ID)
+		return nil
+	})
+}
+
+func pick(servers []clientconf.Server, prefer clientconf.Security) *clientconf.Server {
+	for i := range servers {
+		if servers[i].Security == prefer {
+			return &servers[i]
+		}
+	}
+	if len(servers) > 0 {
+		return &servers[0]
+	}
+	return nil
+}
+
+func reverseDNS(domain string) string {
+	parts := strings.Split(domain, ".")
+	for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
+		parts[i], parts[j] = parts[j], parts[i]
+	}
+	return strings.Join(parts, ".")
+}
+
+func writeProfile(stdout io.Writer, path string, prof *mobileconfig.Profile) error {
+	if path == "" || path == "-" {
+		return prof.Write(stdout)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write profile: %w", err)
+	}
+	if err := prof.Write(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write profile: %w", err)
+	}
+	return nil
+}

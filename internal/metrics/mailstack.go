@@ -1,0 +1,54 @@
+package metrics
+
+import "context"
+
+// Mailstack is the set of metrics one mailstack process exports. The
+// protocol servers increment them; the admin listener writes them out.
+//
+// Label values in use: service is "imap", "imap-starttls", "submission",
+// "submissions", "mx" or "http"; protocol is "imap" or "smtp"; result of a
+// login is "ok" or "failed"; result of an outbound delivery is "delivered",
+// "deferred" or "bounced".
+type Mailstack struct {
+	Registry *Registry
+	// Connections counts accepted connections per service.
+	Connections *CounterVec // service
+	// OpenConnections is the number of connections open now per service.
+	OpenConnections *GaugeVec // service
+	// Logins counts authentication attempts per protocol and result.
+	Logins *CounterVec // protocol, result
+	// MessagesIn counts messages accepted per service (mx, submission).
+	MessagesIn *CounterVec // service
+	// MessagesOut counts outbound delivery attempts per result.
+	MessagesOut *CounterVec // result
+	// IdleSessions is the number of IMAP sessions in IDLE now.
+	IdleSessions *Gauge
+	// NotifyLag observes seconds from a change's commit to this process
+	// applying it to its watched mailboxes.
+	NotifyLag *Histogram
+}
+
+// New registers mailstack's metrics in a fresh registry. queueDepth, when
+// not nil, is called at each scrape for the number of queued outbound
+// messages (a database count, shared by all processes).
+func New(queueDepth func(ctx context.Context) (int64, error)) *Mailstack {
+	r := NewRegistry()
+	m := &Mailstack{
+		Registry:        r,
+		Connections:     r.NewCounterVec("mailstack_connections_total", "Connections accepted, per service.", "service"),
+		OpenConnections: r.NewGaugeVec("mailstack_connections_open", "Connections open now, per service.", "service"),
+		Logins:          r.NewCounterVec("mailstack_logins_total", "Login attempts, per protocol and result (ok or failed).", "protocol", "result"),
+		MessagesIn:      r.NewCounterVec("mailstack_messages_in_total", "Messages accepted, per service (mx, submission).", "service"),
+		MessagesOut:     r.NewCounterVec("mailstack_messages_out_total", "Outbound delivery attempts, per result (delivered, deferred, bounced).", "result"),
+		IdleSessions:    r.NewGaugeVec("mailstack_imap_idle_sessions", "IMAP sessions in IDLE now.").With(),
+		NotifyLag: r.NewHistogram("mailstack_notify_lag_seconds", "Seconds from a mailbox change's commit to this process applying it.",
+			0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+	}
+	if queueDepth != nil {
+		r.NewGaugeFunc("mailstack_queue_depth", "Outbound messages waiting in the queue (all processes).", func(ctx context.Context) (float64, error) {
+			n, err := queueDepth(ctx)
+			return float64(n), err
+		})
+	}
+	return m
+}
