@@ -125,13 +125,13 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.opts.TLSConfig == nil {
 		return errors.New("imapd: Serve needs Options.TLSConfig")
 	}
-	return s.imap.Serve(tls.NewListener(ln, s.opts.TLSConfig))
+	return s.imap.Serve(tls.NewListener(coalescingListener{ln}, s.opts.TLSConfig))
 }
 
 // ServeStartTLS accepts cleartext connections (port 143) on ln until Close.
 // Clients must issue STARTTLS before they may log in (LOGINDISABLED).
 func (s *Server) ServeStartTLS(ln net.Listener) error {
-	return s.imap.Serve(ln)
+	return s.imap.Serve(coalescingListener{ln})
 }
 
 // Close stops the listeners, ends every connection at once and stops the

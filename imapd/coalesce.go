@@ -1,0 +1,142 @@
+package imapd
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// imapserver flushes its writer after every response line, so a FETCH of
+// 100,000 messages would cost 100,000 TLS records and write syscalls.
+// coalescingConn sits below TLS and gathers small writes for a short while:
+// it flushes when its buffer fills, before every Read (the server is then
+// waiting for the client, so nothing may stay behind), and otherwise after
+// coalesceDelay (unsolicited IDLE updates). It must stay below TLS, because
+// imapserver recognises a TLS connection by its *tls.Conn type.
+type coalescingConn struct {
+	net.Conn
+
+	mu      sync.Mutex
+	buf     []byte
+	timer   *time.Timer
+	pending bool
+	err     error
+}
+
+const (
+	coalesceDelay = 100 * time.Microsecond
+	coalesceMax   = 64 << 10
+)
+
+type coalescingListener struct{ net.Listener }
+
+func (l coalescingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &coalescingConn{Conn: c}, nil
+}
+
+func (c *coalescingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return 0, c.err
+	}
+	if len(c.buf)+len(p) > coalesceMax {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+		if len(p) >= coalesceMax {
+			return c.writeLocked(p)
+		}
+	}
+	c.buf = append(c.buf, p...)
+	if !c.pending {
+		c.pending = true
+		if c.timer == nil {
+			c.timer = time.AfterFunc(coalesceDelay, c.flushTimer)
+		} else {
+			c.timer.Reset(coalesceDelay)
+		}
+	}
+	return len(p), nil
+}
+
+func (c *coalescingConn) writeLocked(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.err = err
+	}
+	return n, err
+}
+
+func (c *coalescingConn) flushLocked() error {
+	c.pending = false
+	if len(c.buf) == 0 {
+		return c.err
+	}
+	_, err := c.writeLocked(c.buf)
+	c.buf = c.buf[:0]
+	if cap(c.buf) > coalesceMax {
+		c.buf = nil // do not keep a large buffer for an idle connection
+	}
+	return err
+}
+
+func (c *coalescingConn) flushTimer() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending {
+		c.flushLocked() //nolint:errcheck // the error is kept for the next Write
+	}
+}
+
+// Read flushes pending output first: the peer may be waiting for it.
+func (c *coalescingConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	err := c.flushLocked()
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *coalescingConn) Close() error {
+	c.mu.Lock()
+	c.flushLocked() //nolint:errcheck // closing anyway
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// SetDeadline and SetWriteDeadline flush first when the deadline is not in
+// the future: crypto/tls sets a write deadline of "now" right after queueing
+// its close_notify alert, which would otherwise fail the flush of everything
+// still buffered (the BYE and OK of LOGOUT). imapserver sets a future write
+// deadline before every response; flushing then would undo the coalescing.
+func (c *coalescingConn) SetDeadline(t time.Time) error {
+	c.flushIfDue(t)
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *coalescingConn) SetWriteDeadline(t time.Time) error {
+	c.flushIfDue(t)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *coalescingConn) flushIfDue(deadline time.Time) {
+	if !deadline.IsZero() && time.Until(deadline) < time.Second {
+		c.flush()
+	}
+}
+
+func (c *coalescingConn) flush() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.flushLocked() //nolint:errcheck // the error is kept for the next Write
+}
