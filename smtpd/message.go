@@ -34,7 +34,9 @@ type incoming struct {
 }
 
 // readIncoming reads the top-level header block from r and leaves the body
-// unread in rest, so the body is only ever streamed.
+// unread in rest, so the body is only ever streamed. If the block cannot be
+// parsed, the error wraps errMalformedHeader and the incoming is returned
+// too, with raw and rest intact.
 func readIncoming(r io.Reader) (*incoming, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var raw []byte
@@ -63,7 +65,9 @@ func readIncoming(r io.Reader) (*incoming, error) {
 	}
 	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(parse)))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errMalformedHeader, err)
+		// The message is still returned (with an empty parsed header) for
+		// callers that accept ugly mail rather than lose it (the MX).
+		return &incoming{raw: raw, rest: br}, fmt.Errorf("%w: %w", errMalformedHeader, err)
 	}
 	return &incoming{raw: raw, header: h, rest: br}, nil
 }

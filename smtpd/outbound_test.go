@@ -367,7 +367,6 @@ func TestTwoWorkersNoDuplicates(t *testing.T) {
 	}
 }
 
-
 // relayBackend is a smarthost: implicit TLS and AUTH PLAIN required.
 type relayBackend struct{ mx *fakeMX }
 

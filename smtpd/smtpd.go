@@ -69,6 +69,9 @@ type Server struct {
 	srv         *smtp.Server
 	implicitTLS bool
 	tls         *tls.Config
+	// wrap, if set, wraps the listener given to Serve (the MX uses it to
+	// limit connections per remote IP before go-smtp sees them).
+	wrap func(net.Listener) net.Listener
 }
 
 func newServer(cfg Config, be smtp.Backend, implicitTLS bool) *Server {
@@ -90,6 +93,9 @@ func newServer(cfg Config, be smtp.Backend, implicitTLS bool) *Server {
 // Serve accepts connections on l until Shutdown. For an implicit-TLS
 // server, l is a plain TCP listener; TLS is added here.
 func (s *Server) Serve(l net.Listener) error {
+	if s.wrap != nil {
+		l = s.wrap(l)
+	}
 	if s.implicitTLS {
 		l = tls.NewListener(l, s.tls)
 	}

@@ -9,9 +9,9 @@ import (
 )
 
 // smtpListeners returns the SMTP submission listeners (587 STARTTLS, 465
-// implicit TLS) and the outbound queue worker, which runs like a listener
-// so that it starts and stops with the others. The inbound MX (cfg.mxAddr,
-// port 25) is not built yet; it will be a second smtpd backend here.
+// implicit TLS), the inbound MX (cfg.mxAddr: port 25, 1025 with --dev; off
+// when empty) and the outbound queue worker, which runs like a listener so
+// that it starts and stops with the others.
 func (s *server) smtpListeners() []listener {
 	sub := smtpd.NewSubmission(smtpd.Config{
 		Store:          s.st,
@@ -34,8 +34,28 @@ func (s *server) smtpListeners() []listener {
 	return []listener{
 		{name: "submission", addr: s.cfg.submissionAddr, start: start(false)},
 		{name: "submissions", addr: s.cfg.submissionsAddr, start: start(true)},
+		{name: "mx", addr: s.cfg.mxAddr, start: s.startMX},
 		{name: "outbound", addr: "queue", start: s.startOutbound},
 	}
+}
+
+// startMX starts the inbound MX: STARTTLS offered with the same
+// certificate, no AUTH, SPF/DKIM/DMARC through the system resolver.
+func (s *server) startMX(ctx context.Context, addr string) (func() error, func(context.Context) error, string, error) {
+	mx := smtpd.NewMX(smtpd.Config{
+		Store:          s.st,
+		Hostname:       s.cfg.hostname,
+		TLS:            s.tls,
+		MaxMessageSize: s.cfg.maxMessageSize,
+		Log:            s.log.With("service", "mx"),
+	}, smtpd.MXOptions{})
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	srv := mx.Server()
+	return func() error { return srv.Serve(ln) }, srv.Shutdown, ln.Addr().String(), nil
 }
 
 // startOutbound starts this process's outbound queue worker. Its "address"
