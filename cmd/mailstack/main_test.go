@@ -138,7 +138,7 @@ func TestServeManagedPostgres(t *testing.T) {
 	go func() {
 		done <- run(ctx, []string{"serve", "--dev", "--data-dir=" + dir,
 			"--imap-addr=127.0.0.1:0", "--imap-starttls-addr=127.0.0.1:0", "--submission-addr=127.0.0.1:0",
-			"--submissions-addr=127.0.0.1:0", "--mx-addr="}, strings.NewReader(""), &out, &out)
+			"--submissions-addr=127.0.0.1:0", "--mx-addr=", "--http-addr=127.0.0.1:0", "--https-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0"}, strings.NewReader(""), &out, &out)
 	}()
 	deadline := time.Now().Add(60 * time.Second)
 	for !strings.Contains(out.String(), "mailstack is running") {
@@ -156,6 +156,10 @@ func TestServeManagedPostgres(t *testing.T) {
 	}
 	if !regexp.MustCompile(`user dev@localhost and app password [a-z]{4}-[a-z]{4}-[a-z]{4}-[a-z]{4}`).MatchString(out.String()) {
 		t.Fatalf("dev banner lacks credentials:\n%s", out.String())
+	}
+	// Explicit flags win over -dev's fixed ports: tests bind random ports only.
+	if strings.Contains(out.String(), ":1993") || strings.Contains(out.String(), ":1025") {
+		t.Fatalf("-dev overrode explicit listener addresses:\n%s", out.String())
 	}
 	// While it runs, an admin command attaches to the same cluster.
 	res, err := mailstack(t, "", "user", "list", "--data-dir="+dir)

@@ -60,18 +60,28 @@ func (cfg *serveConfig) register(fs *flag.FlagSet) {
 	cfg.web.register(fs)
 }
 
+// devSetter assigns a development default unless the flag was given on the
+// command line (an explicit flag always wins over -dev).
+type devSetter map[string]bool
+
+func (set devSetter) str(flag string, p *string, v string) {
+	if !set[flag] {
+		*p = v
+	}
+}
+
 // applyDev switches listeners to loopback development ports.
-func (cfg *serveConfig) applyDev() {
-	cfg.hostname = "localhost"
-	cfg.imapAddr = "127.0.0.1:1993"
-	cfg.imapStartTLSAddr = "127.0.0.1:1143"
-	cfg.submissionAddr = "127.0.0.1:1587"
-	cfg.submissionsAddr = "127.0.0.1:1465"
-	cfg.mxAddr = "127.0.0.1:1025"
+func (cfg *serveConfig) applyDev(set devSetter) {
+	set.str("hostname", &cfg.hostname, "localhost")
+	set.str("imap-addr", &cfg.imapAddr, "127.0.0.1:1993")
+	set.str("imap-starttls-addr", &cfg.imapStartTLSAddr, "127.0.0.1:1143")
+	set.str("submission-addr", &cfg.submissionAddr, "127.0.0.1:1587")
+	set.str("submissions-addr", &cfg.submissionsAddr, "127.0.0.1:1465")
+	set.str("mx-addr", &cfg.mxAddr, "127.0.0.1:1025")
 	if cfg.domains == "" {
 		cfg.domains = "localhost"
 	}
-	cfg.web.applyDev()
+	cfg.web.applyDev(set)
 }
 
 func (c *cli) serve(ctx context.Context, args []string) error {
@@ -91,7 +101,9 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 		return errUsage
 	}
 	if cfg.dev {
-		cfg.applyDev()
+		set := devSetter{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		cfg.applyDev(set)
 	}
 	log := cfg.db.logger(c.stderr)
 	return runServer(ctx, &cfg, log, func(s *server) { c.banner(s) })

@@ -46,11 +46,11 @@ func registerClientFlags(fs *flag.FlagSet, mtaSTSMode, clientHosts *string) {
 }
 
 // applyDev moves the web listeners to loopback development ports.
-func (w *webConfig) applyDev() {
-	w.httpAddr = "127.0.0.1:1080"
-	w.httpsAddr = "127.0.0.1:1443"
-	w.adminAddr = "127.0.0.1:19090"
-	w.clientHosts = string(clientconf.Hostname)
+func (w *webConfig) applyDev(set devSetter) {
+	set.str("http-addr", &w.httpAddr, "127.0.0.1:1080")
+	set.str("https-addr", &w.httpsAddr, "127.0.0.1:1443")
+	set.str("admin-addr", &w.adminAddr, "127.0.0.1:19090")
+	set.str("client-hosts", &w.clientHosts, string(clientconf.Hostname))
 }
 
 // clientConfig is what clients are told: the public host names and the
