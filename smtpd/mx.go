@@ -284,6 +284,7 @@ func (s *mxSession) Data(r io.Reader) error {
 		log.Error("mx deliver", "err", err)
 		return errTempFailure
 	}
+	s.m.cfg.Metrics.MessageIn("mx")
 	log.Info("mx delivered", "id", t.id, "size", final.Size, "accounts", len(targets))
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mailstack/mailstack/internal/metrics"
 	"github.com/mailstack/mailstack/store"
 )
 
@@ -43,6 +44,8 @@ type Config struct {
 	// ReadTimeout and WriteTimeout bound each network read and write.
 	ReadTimeout, WriteTimeout time.Duration
 	Log                       *slog.Logger
+	// Metrics, if set, counts accepted messages.
+	Metrics *metrics.Mailstack
 }
 
 func (c Config) withDefaults() Config {

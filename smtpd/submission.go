@@ -313,6 +313,7 @@ func (s *session) Data(r io.Reader) error {
 		s.b.cfg.Log.Error("smtp submit", "err", err)
 		return errTempFailure
 	}
+	s.b.cfg.Metrics.MessageIn("submission")
 	s.b.cfg.Log.Debug("submitted", "id", t.id, "account", s.login.Address, "from", s.from,
 		"local", len(s.local), "remote", len(s.remote), "size", msg.Size)
 	return nil

@@ -251,6 +251,9 @@ func (s *Store) Authenticate(ctx context.Context, c Credentials) (*Login, error)
 const dummyHash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$2w0zsv/Dq2bz1xOdh5Wg5i3ZpKWYqfBG3ujn5+2Kzp0"
 
 func (s *Store) recordAuth(ctx context.Context, accountID *int64, username string, c Credentials, appID *int64, ok bool, reason string) {
+	if s.opts.OnLogin != nil {
+		s.opts.OnLogin(c.Protocol, ok)
+	}
 	// Recording must not be skipped because the client went away.
 	ctx = context.WithoutCancel(ctx)
 	if _, err := s.pool.Exec(ctx, `INSERT INTO auth_events (account_id, username, protocol, remote_ip, app_password_id, success, reason)

@@ -52,6 +52,9 @@ type Options struct {
 	AllowMainPassword bool
 	// Logger receives the store's own logs (default slog.Default()).
 	Logger *slog.Logger
+	// OnLogin, if set, is called after every recorded login attempt (for
+	// metrics).
+	OnLogin func(protocol string, success bool)
 	// Throttle configures login throttling; zero means defaults.
 	Throttle ThrottlePolicy
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/miekg/dns"
 	"howett.net/plist"
@@ -321,7 +322,18 @@ func TestServeHTTP(t *testing.T) {
 		{adminBase, "127.0.0.1", "/healthz", 200, "ok"},
 		{adminBase, "127.0.0.1", "/metrics", 200, "mailstack_queue_depth 0\n"},
 		{adminBase, "127.0.0.1", "/metrics", 200, "# TYPE mailstack_logins_total counter"},
+		{adminBase, "127.0.0.1", "/metrics", 200, `mailstack_logins_total{protocol="imap",result="failed"} 1` + "\n"},
+		{adminBase, "127.0.0.1", "/metrics", 200, `mailstack_connections_total{service="imap"} 1` + "\n"},
 	}
+	// A failed IMAP login, to be seen in the metrics.
+	c, err := imapclient.DialTLS(imapAddr, &imapclient.Options{TLSConfig: &tls.Config{InsecureSkipVerify: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Login("nobody@example.org", "wrong").Wait(); err == nil {
+		t.Fatal("login with a wrong password succeeded")
+	}
+	c.Close()
 	for _, tt := range tests {
 		status, body, _ := get(tt.base, tt.host, tt.path)
 		if status != tt.status || !strings.Contains(body, tt.contains) {

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -128,12 +129,14 @@ type server struct {
 // runServer starts everything, calls ready, and blocks until ctx is done,
 // then shuts down gracefully.
 func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, ready func(*server)) error {
-	st, closeStore, err := cfg.db.openStore(ctx, log, store.Options{AllowMainPassword: !cfg.requireAppPasswords})
+	var st *store.Store
+	m := metrics.New(func(ctx context.Context) (int64, error) { return st.QueueDepth(ctx) })
+	st, closeStore, err := cfg.db.openStore(ctx, log, store.Options{AllowMainPassword: !cfg.requireAppPasswords, OnLogin: m.Login})
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	s := &server{cfg: cfg, log: log, st: st, addrs: map[string]string{}, metrics: metrics.New(st.QueueDepth)}
+	s := &server{cfg: cfg, log: log, st: st, addrs: map[string]string{}, metrics: m}
 	if err := s.ensureDomains(ctx); err != nil {
 		return err
 	}
@@ -304,4 +307,34 @@ func (s *server) maintenance(ctx context.Context) {
 			s.log.Info("garbage collection", "deleted_contents", n)
 		}
 	}
+}
+
+// counted wraps a listener so its connections show in the metrics.
+func (s *server) counted(ln net.Listener, service string) net.Listener {
+	return countingListener{Listener: ln, m: s.metrics, service: service}
+}
+
+type countingListener struct {
+	net.Listener
+	m       *metrics.Mailstack
+	service string
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &countedConn{Conn: c, closed: l.m.ConnOpened(l.service)}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	once   sync.Once
+	closed func()
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(c.closed)
+	return c.Conn.Close()
 }

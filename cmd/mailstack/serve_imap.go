@@ -40,13 +40,14 @@ func (s *server) imapListeners() []listener {
 		}
 		return nil
 	}
-	start := func(serve func(*imapd.Server, net.Listener) error) func(context.Context, string) (func() error, func(context.Context) error, string, error) {
+	start := func(service string, serve func(*imapd.Server, net.Listener) error) func(context.Context, string) (func() error, func(context.Context) error, string, error) {
 		return func(ctx context.Context, addr string) (func() error, func(context.Context) error, string, error) {
 			var lc net.ListenConfig
 			ln, err := lc.Listen(ctx, "tcp", addr)
 			if err != nil {
 				return nil, nil, "", err
 			}
+			ln = s.counted(ln, service)
 			srv := get()
 			var once sync.Once
 			var closeErr error
@@ -63,7 +64,7 @@ func (s *server) imapListeners() []listener {
 		}
 	}
 	return []listener{
-		{name: "imaps", addr: s.cfg.imapAddr, start: start((*imapd.Server).Serve)},
-		{name: "imap", addr: s.cfg.imapStartTLSAddr, start: start((*imapd.Server).ServeStartTLS)},
+		{name: "imaps", addr: s.cfg.imapAddr, start: start("imap", (*imapd.Server).Serve)},
+		{name: "imap", addr: s.cfg.imapStartTLSAddr, start: start("imap-starttls", (*imapd.Server).ServeStartTLS)},
 	}
 }

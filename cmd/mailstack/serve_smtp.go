@@ -19,6 +19,7 @@ func (s *server) smtpListeners() []listener {
 		TLS:            s.tls,
 		MaxMessageSize: s.cfg.maxMessageSize,
 		Log:            s.log.With("service", "submission"),
+		Metrics:        s.metrics,
 	})
 	start := func(implicitTLS bool) func(context.Context, string) (func() error, func(context.Context) error, string, error) {
 		return func(ctx context.Context, addr string) (func() error, func(context.Context) error, string, error) {
@@ -28,6 +29,7 @@ func (s *server) smtpListeners() []listener {
 				return nil, nil, "", err
 			}
 			srv := sub.Server(implicitTLS)
+			ln = s.counted(ln, map[bool]string{false: "submission", true: "submissions"}[implicitTLS])
 			return func() error { return srv.Serve(ln) }, srv.Shutdown, ln.Addr().String(), nil
 		}
 	}
@@ -48,6 +50,7 @@ func (s *server) startMX(ctx context.Context, addr string) (func() error, func(c
 		TLS:            s.tls,
 		MaxMessageSize: s.cfg.maxMessageSize,
 		Log:            s.log.With("service", "mx"),
+		Metrics:        s.metrics,
 	}, smtpd.MXOptions{})
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)
@@ -55,13 +58,14 @@ func (s *server) startMX(ctx context.Context, addr string) (func() error, func(c
 		return nil, nil, "", err
 	}
 	srv := mx.Server()
+	ln = s.counted(ln, "mx")
 	return func() error { return srv.Serve(ln) }, srv.Shutdown, ln.Addr().String(), nil
 }
 
 // startOutbound starts this process's outbound queue worker. Its "address"
 // in the banner says where mail goes: MX hosts or the relay.
 func (s *server) startOutbound(ctx context.Context, _ string) (func() error, func(context.Context) error, string, error) {
-	cfg := outbound.Config{Store: s.st, Hostname: s.cfg.hostname, Log: s.log.With("service", "outbound")}
+	cfg := outbound.Config{Store: s.st, Hostname: s.cfg.hostname, Log: s.log.With("service", "outbound"), Metrics: s.metrics}
 	where := "direct to MX hosts, port 25"
 	if s.cfg.relay != "" {
 		r, err := outbound.ParseRelay(s.cfg.relay)

@@ -52,3 +52,61 @@ func New(queueDepth func(ctx context.Context) (int64, error)) *Mailstack {
 	}
 	return m
 }
+
+// The methods below are what the protocol servers call. They are safe on a
+// nil *Mailstack (metrics off, as in most tests).
+
+// ConnOpened counts an accepted connection of service and returns the
+// function to call when it closes.
+func (m *Mailstack) ConnOpened(service string) (closed func()) {
+	if m == nil {
+		return func() {}
+	}
+	m.Connections.With(service).Inc()
+	open := m.OpenConnections.With(service)
+	open.Add(1)
+	return func() { open.Add(-1) }
+}
+
+// Login counts a login attempt.
+func (m *Mailstack) Login(protocol string, ok bool) {
+	if m == nil {
+		return
+	}
+	result := "failed"
+	if ok {
+		result = "ok"
+	}
+	m.Logins.With(protocol, result).Inc()
+}
+
+// MessageIn counts a message accepted (committed) by service.
+func (m *Mailstack) MessageIn(service string) {
+	if m != nil {
+		m.MessagesIn.With(service).Inc()
+	}
+}
+
+// MessageOut counts an outbound delivery attempt's result.
+func (m *Mailstack) MessageOut(result string) {
+	if m != nil {
+		m.MessagesOut.With(result).Inc()
+	}
+}
+
+// IdleStarted counts an IMAP session entering IDLE and returns the function
+// to call when it leaves.
+func (m *Mailstack) IdleStarted() (done func()) {
+	if m == nil {
+		return func() {}
+	}
+	m.IdleSessions.Add(1)
+	return func() { m.IdleSessions.Add(-1) }
+}
+
+// ObserveNotifyLag records how long after its commit a change was applied.
+func (m *Mailstack) ObserveNotifyLag(seconds float64) {
+	if m != nil {
+		m.NotifyLag.Observe(seconds)
+	}
+}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mailstack/mailstack/internal/metrics"
 	"github.com/mailstack/mailstack/store"
 )
 
@@ -65,6 +66,8 @@ type Config struct {
 	// Concurrency how many domains are delivered to at once (default 16).
 	BatchSize, Concurrency int
 	Log                    *slog.Logger
+	// Metrics, if set, counts delivery results.
+	Metrics *metrics.Mailstack
 }
 
 func (c Config) withDefaults() Config {
@@ -220,6 +223,7 @@ func (w *Worker) record(ctx context.Context, rows []store.QueuedMessage, results
 		log := w.cfg.Log.With("queue_id", r.ID, "from", r.MailFrom, "to", r.RcptTo, "attempt", r.Attempts)
 		if res.err == nil {
 			log.Info("delivered", "remote", res.remote)
+			w.cfg.Metrics.MessageOut("delivered")
 			if err := w.cfg.Store.QueueDelivered(ctx, r.ID, r.Lease); err != nil {
 				log.Error("outbound: record delivery", "err", err)
 			}
@@ -229,12 +233,14 @@ func (w *Worker) record(ctx context.Context, rows []store.QueuedMessage, results
 		expired := next.After(r.CreatedAt.Add(w.cfg.MaxAge))
 		if !permanent(res.err) && !expired {
 			log.Info("deferred", "err", res.err, "next", next)
+			w.cfg.Metrics.MessageOut("deferred")
 			if err := w.cfg.Store.QueueDeferred(ctx, r.ID, r.Lease, next, res.err.Error()); err != nil {
 				log.Error("outbound: record deferral", "err", err)
 			}
 			continue
 		}
 		log.Warn("bounced", "err", res.err, "expired", expired)
+		w.cfg.Metrics.MessageOut("bounced")
 		k := key{r.MessageID, r.MailFrom, r.AccountID, r.Lease}
 		if _, ok := failed[k]; !ok {
 			order = append(order, k)
