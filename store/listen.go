@@ -19,7 +19,14 @@ type ChangeEvent struct {
 	MailboxID int64
 	ModSeq    uint64
 	Resync    bool
+	// At is when the change was made, by the database's clock (for
+	// measuring notification lag); zero if unknown.
+	At time.Time
 }
+
+// notifyStamp appends the database's current time (µs since the epoch) to
+// a change notification payload expression.
+const notifyStamp = ` || ' ' || (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text`
 
 // Listen holds one dedicated connection (not from the pool) listening on
 // MailboxChannel and calls fn for every notification, in order, from a
@@ -37,20 +44,28 @@ func (s *Store) Listen(ctx context.Context, fn func(ChangeEvent)) error {
 	}, func() { fn(ChangeEvent{Resync: true}) })
 }
 
+// parseChange parses "<mailbox id> <modseq> [<µs since the epoch>]".
 func parseChange(payload string) (ChangeEvent, error) {
-	id, ms, ok := strings.Cut(payload, " ")
-	if !ok {
-		return ChangeEvent{}, errors.New("missing modseq")
+	f := strings.Fields(payload)
+	if len(f) < 2 || len(f) > 3 {
+		return ChangeEvent{}, errors.New("want mailbox id, modseq and time")
 	}
-	mailbox, err := strconv.ParseInt(id, 10, 64)
-	if err != nil {
+	var ev ChangeEvent
+	var err error
+	if ev.MailboxID, err = strconv.ParseInt(f[0], 10, 64); err != nil {
 		return ChangeEvent{}, err
 	}
-	modseq, err := strconv.ParseUint(ms, 10, 64)
-	if err != nil {
+	if ev.ModSeq, err = strconv.ParseUint(f[1], 10, 64); err != nil {
 		return ChangeEvent{}, err
 	}
-	return ChangeEvent{MailboxID: mailbox, ModSeq: modseq}, nil
+	if len(f) == 3 {
+		us, err := strconv.ParseInt(f[2], 10, 64)
+		if err != nil {
+			return ChangeEvent{}, err
+		}
+		ev.At = time.UnixMicro(us)
+	}
+	return ev, nil
 }
 
 // listen runs a LISTEN loop on channel with reconnection. onReconnect runs

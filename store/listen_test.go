@@ -31,7 +31,7 @@ wait:
 		}
 		select {
 		case got = <-events:
-			if got.MailboxID != inbox.ID || got.ModSeq > res.ModSeq {
+			if got.MailboxID != inbox.ID || got.ModSeq > res.ModSeq || time.Since(got.At) > time.Minute || time.Since(got.At) < -time.Minute {
 				t.Fatalf("event %+v for append %+v", got, res)
 			}
 			break wait

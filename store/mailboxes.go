@@ -245,7 +245,7 @@ func (s *Store) DeleteMailbox(ctx context.Context, accountID int64, name string)
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2::bigint::text || ' 0')`, MailboxChannel, id)
+		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2::bigint::text || ' 0'`+notifyStamp+`)`, MailboxChannel, id)
 		return err
 	})
 	if err != nil {
@@ -315,7 +315,7 @@ func (s *Store) RenameMailbox(ctx context.Context, accountID int64, oldName, new
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `SELECT pg_notify($1, id::text || ' 0') FROM unnest($2::bigint[]) id`, MailboxChannel, ids)
+		_, err = tx.Exec(ctx, `SELECT pg_notify($1, id::text || ' 0'`+notifyStamp+`) FROM unnest($2::bigint[]) id`, MailboxChannel, ids)
 		return err
 	})
 	if isUniqueViolation(err) {

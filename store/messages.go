@@ -135,7 +135,7 @@ func (s *Store) DeliverTx(ctx context.Context, tx pgx.Tx, msg *Spooled, targets 
 				INSERT INTO mailbox_messages (mailbox_id, uid, message_id, account_id, internal_date, size, flags, keywords, modseq)
 				SELECT $1, uid, $6, $2, $7, $5, $8, $9, highestmodseq FROM mb
 			)
-			SELECT uidvalidity, uid, highestmodseq, pg_notify($10, $1::bigint::text || ' ' || highestmodseq::text) FROM mb`,
+			SELECT uidvalidity, uid, highestmodseq, pg_notify($10, $1::bigint::text || ' ' || highestmodseq::text`+notifyStamp+`) FROM mb`,
 			t.MailboxID, t.AccountID, c.unseen, c.deleted, c.size, msgID, date, bits, keywords, MailboxChannel).
 			Scan(&uidvalidity, &uid, &modseq, nil)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -170,7 +170,7 @@ func checkQuota(ctx context.Context, tx pgx.Tx, accountID, size int64) error {
 }
 
 func notify(ctx context.Context, tx pgx.Tx, mailboxID, modseq int64) error {
-	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2::bigint::text || ' ' || $3::bigint::text)`, MailboxChannel, mailboxID, modseq)
+	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2::bigint::text || ' ' || $3::bigint::text`+notifyStamp+`)`, MailboxChannel, mailboxID, modseq)
 	return err
 }
 

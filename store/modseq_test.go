@@ -1,0 +1,237 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailstack/mailstack/store"
+)
+
+// Every kind of change bumps the HIGHESTMODSEQ of each mailbox it touches by
+// exactly one (one transaction, one step: what CONDSTORE/QRESYNC and the
+// change feed's "one transaction" test rely on), leaves other mailboxes
+// alone, and ChangesSince(previous) returns exactly that change.
+func TestHighestModSeqPerChange(t *testing.T) {
+	type change struct {
+		updated  []string // "uid:flags" of new or changed messages
+		expunged []uint32
+		noselect bool
+	}
+	type env struct {
+		f       *fixture
+		t       *testing.T
+		inbox   int64
+		archive int64
+		parent  int64 // "P", which has a child "P/C"
+		child   int64
+	}
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		do   func(e *env)
+		// want: mailbox name -> change (a mailbox not listed must not move)
+		want func(e *env) map[int64]change
+	}{
+		{"APPEND", func(e *env) {
+			if _, err := e.f.st.Append(ctx, e.f.a.ID, e.inbox, strings.NewReader(testMessage(100)), 0,
+				[]string{`\Seen`, "$Work"}, time.Time{}); err != nil {
+				e.t.Fatal(err)
+			}
+		}, func(e *env) map[int64]change {
+			return map[int64]change{e.inbox: {updated: []string{"4:[\\Seen $Work]"}}}
+		}},
+		{"delivery to two mailboxes in one transaction", func(e *env) {
+			msg, err := store.Spool(strings.NewReader(testMessage(101)), 0)
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			defer msg.Close()
+			if _, err := e.f.st.Deliver(ctx, msg, []store.Target{
+				{AccountID: e.f.a.ID, MailboxID: e.inbox}, {AccountID: e.f.a.ID, MailboxID: e.archive}}); err != nil {
+				e.t.Fatal(err)
+			}
+		}, func(e *env) map[int64]change {
+			return map[int64]change{e.inbox: {updated: []string{"4:[]"}}, e.archive: {updated: []string{"3:[]"}}}
+		}},
+		{"STORE +FLAGS", func(e *env) {
+			storeFlags(e.t, e.f, e.inbox, []store.UIDRange{{1, 2}}, store.FlagsAdd, `\Flagged`)
+		}, func(e *env) map[int64]change {
+			return map[int64]change{e.inbox: {updated: []string{"1:[\\Flagged]", "2:[\\Flagged]"}}}
+		}},
+		{"STORE -FLAGS", func(e *env) {
+			storeFlags(e.t, e.f, e.inbox, []store.UIDRange{{3, 3}}, store.FlagsRemove, `\Seen`)
+		}, func(e *env) map[int64]change {
+			return map[int64]change{e.inbox: {updated: []string{"3:[]"}}}
+		}},
+		{"STORE FLAGS (replace)", func(e *env) {
+			storeFlags(e.t, e.f, e.inbox, []store.UIDRange{{1, 0}}, store.FlagsReplace, `\Answered`, "$Label1")
+		}, func(e *env) map[int64]change {
+			return map[int64]change{e.inbox: {updated: []string{"1:[\\Answered $Label1]", "2:[\\Answered $Label1]", "3:[\\Answered $Label1]"}}}
+		}},
+		{"STORE that changes nothing: no step", func(e *env) {
+			storeFlags(e.t, e.f, e.inbox, []store.UIDRange{{3, 3}}, store.FlagsAdd, `\Seen`) // 3 is \Seen already
+		}, func(e *env) map[int64]change { return nil }},
+		{"COPY in", func(e *env) {
+			if _, err := e.f.st.Copy(ctx, e.f.a.ID, e.archive, []store.UIDRange{{1, 0}}, e.inbox); err != nil {
+				e.t.Fatal(err)
+			}
+		}, func(e *env) map[int64]change {
+			return map[int64]change{e.inbox: {updated: []string{"4:[]", "5:[\\Flagged]"}}}
+		}},
+		{"COPY of nothing: no step", func(e *env) {
+			if _, err := e.f.st.Copy(ctx, e.f.a.ID, e.archive, []store.UIDRange{{50, 60}}, e.inbox); err != nil {
+				e.t.Fatal(err)
+			}
+		}, func(e *env) map[int64]change { return nil }},
+		{"MOVE out", func(e *env) {
+			if _, err := e.f.st.Move(ctx, e.f.a.ID, e.inbox, []store.UIDRange{{2, 3}}, e.archive); err != nil {
+				e.t.Fatal(err)
+			}
+		}, func(e *env) map[int64]change {
+			return map[int64]change{
+				e.inbox:   {expunged: []uint32{2, 3}},
+				e.archive: {updated: []string{"3:[]", "4:[\\Seen]"}},
+			}
+		}},
+		{"EXPUNGE", func(e *env) {
+			storeFlags(e.t, e.f, e.inbox, []store.UIDRange{{1, 1}, {3, 3}}, store.FlagsAdd, `\Deleted`)
+			// The step of the STORE is checked by its own case; measure
+			// only the expunge.
+		}, nil},
+		{"UID EXPUNGE of some", func(e *env) {
+			storeFlags(e.t, e.f, e.inbox, []store.UIDRange{{1, 0}}, store.FlagsAdd, `\Deleted`)
+		}, nil},
+		{"delete with children", func(e *env) {
+			if err := e.f.st.DeleteMailbox(ctx, e.f.a.ID, "P"); err != nil {
+				e.t.Fatal(err)
+			}
+		}, func(e *env) map[int64]change {
+			return map[int64]change{e.parent: {noselect: true}}
+		}},
+		{"rename: one step for the mailbox and each child, no message change", func(e *env) {
+			if err := e.f.st.RenameMailbox(ctx, e.f.a.ID, "P", "Q"); err != nil {
+				e.t.Fatal(err)
+			}
+		}, func(e *env) map[int64]change {
+			return map[int64]change{e.parent: {}, e.child: {}}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			e := &env{f: f, t: t, inbox: f.mailbox(t, f.a, "INBOX").ID, archive: f.mailbox(t, f.a, "Archive").ID}
+			// INBOX: 1, 2, 3 (\Seen); Archive: 1, 2 (\Flagged); P (one message), P/C.
+			for i := 1; i <= 3; i++ {
+				var fl []string
+				if i == 3 {
+					fl = []string{`\Seen`}
+				}
+				if _, err := f.st.Append(ctx, f.a.ID, e.inbox, strings.NewReader(testMessage(i)), 0, fl, time.Time{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := 1; i <= 2; i++ {
+				var fl []string
+				if i == 2 {
+					fl = []string{`\Flagged`}
+				}
+				if _, err := f.st.Append(ctx, f.a.ID, e.archive, strings.NewReader(testMessage(10+i)), 0, fl, time.Time{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, n := range []string{"P/C"} {
+				if _, err := f.st.CreateMailbox(ctx, f.a.ID, n, ""); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e.parent, e.child = f.mailbox(t, f.a, "P").ID, f.mailbox(t, f.a, "P/C").ID
+			if _, err := f.st.Append(ctx, f.a.ID, e.parent, strings.NewReader(testMessage(20)), 0, nil, time.Time{}); err != nil {
+				t.Fatal(err)
+			}
+
+			want := tc.want
+			if want == nil {
+				// The EXPUNGE cases: set \Deleted first, then measure the
+				// expunge on its own.
+				tc.do(e)
+				var ranges []store.UIDRange
+				var gone []uint32
+				if tc.name == "EXPUNGE" {
+					gone = []uint32{1, 3} // plain EXPUNGE: every \Deleted message
+				} else {
+					ranges = []store.UIDRange{{2, 3}} // UID EXPUNGE 2:3 of 1:3 \Deleted
+					gone = []uint32{2, 3}
+				}
+				want = func(*env) map[int64]change { return map[int64]change{e.inbox: {expunged: gone}} }
+				tc.do = func(e *env) {
+					got, err := f.st.Expunge(ctx, f.a.ID, e.inbox, ranges)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !slices.Equal(got, gone) {
+						t.Fatalf("expunged %v, want %v", got, gone)
+					}
+				}
+			}
+
+			all := []int64{e.inbox, e.archive, e.parent, e.child}
+			before := map[int64]uint64{}
+			for _, id := range all {
+				mb, err := f.st.MailboxByID(ctx, f.a.ID, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				before[id] = mb.HighestModSeq
+			}
+			tc.do(e)
+			w := want(e)
+			for _, id := range all {
+				ch, err := f.st.ChangesSince(ctx, f.a.ID, id, before[id])
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ch.Mailbox == nil {
+					t.Fatalf("mailbox %d gone", id)
+				}
+				wc, changed := w[id]
+				step := uint64(0)
+				if changed {
+					step = 1
+				}
+				if got := ch.Mailbox.HighestModSeq - before[id]; got != step {
+					t.Errorf("mailbox %s: highestmodseq moved by %d, want %d", ch.Mailbox.Name, got, step)
+				}
+				var upd []string
+				for _, m := range ch.Updated {
+					upd = append(upd, fmt.Sprintf("%d:%v", m.UID, m.Flags))
+					if m.ModSeq != ch.Mailbox.HighestModSeq {
+						t.Errorf("mailbox %s: message %d has modseq %d, mailbox %d", ch.Mailbox.Name, m.UID, m.ModSeq, ch.Mailbox.HighestModSeq)
+					}
+				}
+				if !slices.Equal(upd, wc.updated) || !slices.Equal(ch.Expunged, wc.expunged) || ch.Mailbox.NoSelect != wc.noselect {
+					t.Errorf("mailbox %s: ChangesSince = updated %q expunged %v noselect %v; want %q %v %v",
+						ch.Mailbox.Name, upd, ch.Expunged, ch.Mailbox.NoSelect, wc.updated, wc.expunged, wc.noselect)
+				}
+				// Nothing changed after the new highestmodseq.
+				after, err := f.st.ChangesSince(ctx, f.a.ID, id, ch.Mailbox.HighestModSeq)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(after.Updated)+len(after.Expunged) != 0 {
+					t.Errorf("mailbox %s: changes after its highestmodseq: %+v", ch.Mailbox.Name, after)
+				}
+			}
+		})
+	}
+}
+
+func storeFlags(t *testing.T, f *fixture, mailbox int64, r []store.UIDRange, op store.FlagOp, flags ...string) {
+	t.Helper()
+	if _, err := f.st.StoreFlags(context.Background(), f.a.ID, mailbox, r, op, flags); err != nil {
+		t.Fatal(err)
+	}
+}
