@@ -13,13 +13,6 @@ import (
 	"github.com/mailstack/mailstack/store"
 )
 
-// fetchBatch is how many messages a FETCH that streams bodies reads
-// metadata for at a time. Metadata-only FETCHes stream every message from
-// one query; body FETCHes cannot, because reading a body needs a second
-// pool connection while the metadata query holds one (with a small pool,
-// concurrent FETCHes would deadlock).
-const fetchBatch = 100
-
 // maxPartHeader bounds the header of an encapsulated message that
 // BODY[n.HEADER.FIELDS (...)] reads into memory to filter.
 const maxPartHeader = 1 << 20
@@ -78,14 +71,38 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 		}
 	}
 	f := &fetcher{s: s, sel: sel, w: w, opts: opts, seen: seen, structure: fo.Structure}
-	if !bodies {
-		return s.srv.st.FetchMeta(s.ctx, s.accountID(), s.mailbox.ID, ranges, fo, f.write)
+	batch := metaBatch
+	switch {
+	case bodies || fo.Header:
+		batch = bodyBatch
+	case fo.Structure:
+		batch = structureBatch
 	}
+	return s.forEachMeta(sel, ranges, fo, batch, f.write)
+}
+
+// Batch sizes of forEachMeta: how many messages' metadata is held in memory
+// while their responses are written. Bodies and headers (up to
+// store.MaxStoredHeader each) come in small batches, envelopes and body
+// structures in medium ones, flags and sizes in large ones.
+const (
+	bodyBatch      = 32
+	structureBatch = 500
+	metaBatch      = 5000
+)
+
+// forEachMeta calls fn for the messages of the view in ranges, reading
+// their metadata n messages at a time. Each batch is read whole and its
+// pool connection released before fn writes to the client, so a slow or
+// stalled client never holds a database connection (and reading a body
+// inside fn can take one of its own).
+func (s *session) forEachMeta(sel *selected, ranges []store.UIDRange, fo store.FetchOptions, n int, fn func(*store.MessageMeta) error) error {
 	uids := sel.uidsIn(ranges)
+	batch := make([]store.MessageMeta, 0, min(len(uids), n))
 	for len(uids) > 0 {
-		n := min(len(uids), fetchBatch)
-		var batch []store.MessageMeta
-		err := s.srv.st.FetchMeta(s.ctx, s.accountID(), s.mailbox.ID, sel.uidRanges(uids[:n]), fo, func(m *store.MessageMeta) error {
+		k := min(len(uids), n)
+		batch = batch[:0]
+		err := s.srv.st.FetchMeta(s.ctx, s.accountID(), s.mailbox.ID, sel.uidRanges(uids[:k]), fo, func(m *store.MessageMeta) error {
 			batch = append(batch, *m)
 			return nil
 		})
@@ -93,11 +110,11 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 			return err
 		}
 		for i := range batch {
-			if err := f.write(&batch[i]); err != nil {
+			if err := fn(&batch[i]); err != nil {
 				return err
 			}
 		}
-		uids = uids[n:]
+		uids = uids[k:]
 	}
 	return nil
 }
@@ -273,9 +290,15 @@ func (f *fetcher) bodySection(m *store.MessageMeta, sec *imap.FetchItemBodySecti
 		case imap.PartSpecifierNone:
 			return rawRange(0, m.Size, sec.Partial)
 		case imap.PartSpecifierHeader:
+			if int64(len(m.Header)) < m.HeaderSize && len(sec.HeaderFields) == 0 && len(sec.HeaderFieldsNot) == 0 {
+				// Larger than the stored copy: stream it from the body.
+				// (HEADER.FIELDS of such a header sees its first
+				// store.MaxStoredHeader bytes only.)
+				return rawRange(0, m.HeaderSize, sec.Partial)
+			}
 			return memSource(headerSection(m.Header, sec), sec.Partial)
 		case imap.PartSpecifierText:
-			return rawRange(int64(len(m.Header)), m.Size, sec.Partial)
+			return rawRange(m.HeaderSize, m.Size, sec.Partial)
 		}
 		return empty
 	}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/mailstack/mailstack/store"
 )
 
 // The parts of a multipart message with a nested message/rfc822, kept
@@ -257,7 +259,7 @@ func TestFetchManyBodies(t *testing.T) {
 	// More messages than one batch, bodies streamed in UID order.
 	e := newEnv(t, envOptions{})
 	c := e.login(nil)
-	n := fetchBatch + 7
+	n := bodyBatch + 7
 	for i := 0; i < n; i++ {
 		e.deliver("INBOX", crlf(strings.Replace(simpleMsg, "Hi Alice.", "Message "+strings.Repeat("x", i), 1)))
 	}
@@ -277,5 +279,42 @@ func TestFetchManyBodies(t *testing.T) {
 		if m.SeqNum != uint32(i+1) || m.UID != imap.UID(i+1) || string(m.BodySection[0].Bytes) != want {
 			t.Fatalf("message %d: seq %d uid %d body %q", i, m.SeqNum, m.UID, m.BodySection[0].Bytes)
 		}
+	}
+}
+
+// TestFetchHugeHeader: a header larger than the stored copy still fetches
+// whole and byte-exact, and TEXT starts where the real header ends.
+func TestFetchHugeHeader(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.login(nil)
+	var b strings.Builder
+	b.WriteString("From: a@example.com\r\nSubject: big header\r\n")
+	for b.Len() <= store.MaxStoredHeader+1000 {
+		b.WriteString("X-Filler: " + strings.Repeat("y", 100) + "\r\n")
+	}
+	b.WriteString("\r\n")
+	header := b.String()
+	msg := header + "the body\r\n"
+	e.deliver("INBOX", msg)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := c.Fetch(imap.SeqSet{{Start: 1, Stop: 1}}, &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{
+		{Specifier: imap.PartSpecifierHeader, Peek: true},
+		{Specifier: imap.PartSpecifierText, Peek: true},
+		{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{"Subject"}, Peek: true},
+	}}).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := msgs[0].BodySection
+	if string(got[0].Bytes) != header {
+		t.Fatalf("HEADER: %d bytes, want %d", len(got[0].Bytes), len(header))
+	}
+	if string(got[1].Bytes) != "the body\r\n" {
+		t.Fatalf("TEXT: %q", got[1].Bytes)
+	}
+	if string(got[2].Bytes) != "Subject: big header\r\n\r\n" {
+		t.Fatalf("HEADER.FIELDS: %q", got[2].Bytes)
 	}
 }

@@ -84,7 +84,7 @@ func (s *session) Store(w *imapserver.FetchWriter, set imap.NumSet, flags *imap.
 		return nil
 	}
 	_, byUID := set.(imap.UIDSet)
-	return s.srv.st.FetchMeta(s.ctx, s.accountID(), s.mailbox.ID, ranges, store.FetchOptions{}, func(m *store.MessageMeta) error {
+	return s.forEachMeta(sel, ranges, store.FetchOptions{}, metaBatch, func(m *store.MessageMeta) error {
 		seq := sel.seqOf(m.UID)
 		if seq == 0 {
 			return nil

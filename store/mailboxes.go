@@ -89,8 +89,11 @@ func createMailboxTx(ctx context.Context, tx pgx.Tx, accountID int64, name, spec
 		return nil, fmt.Errorf("%w: unknown special-use attribute %s", ErrInvalid, specialUse)
 	}
 	// Lock the account row: serialises UIDVALIDITY allocation and
-	// hierarchy changes of one account.
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE`, accountID); err != nil {
+	// hierarchy changes of one account. NO KEY UPDATE, because message
+	// writes (which lock a mailbox row first) take KEY SHARE on the account
+	// through mailbox_messages' foreign key: FOR UPDATE would deadlock
+	// with them.
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM accounts WHERE id = $1 FOR NO KEY UPDATE`, accountID); err != nil {
 		return nil, err
 	}
 	levels := strings.Split(name, string(Delimiter))
@@ -212,7 +215,7 @@ func (s *Store) DeleteMailbox(ctx context.Context, accountID int64, name string)
 		return fmt.Errorf("%w: INBOX cannot be deleted", ErrInvalid)
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE`, accountID); err != nil {
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM accounts WHERE id = $1 FOR NO KEY UPDATE`, accountID); err != nil {
 			return err
 		}
 		var id int64
@@ -270,7 +273,7 @@ func (s *Store) RenameMailbox(ctx context.Context, accountID int64, oldName, new
 		return fmt.Errorf("%w: cannot rename %s to %s", ErrInvalid, oldName, newName)
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE`, accountID); err != nil {
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM accounts WHERE id = $1 FOR NO KEY UPDATE`, accountID); err != nil {
 			return err
 		}
 		src, err := scanMailbox(tx.QueryRow(ctx, `SELECT `+mailboxColumns+` FROM mailboxes WHERE account_id = $1 AND name = $2`,

@@ -61,7 +61,10 @@ type MessageMeta struct {
 	Size         int64
 	// Structure and Header are filled only when asked for in FetchOptions.
 	Structure *mimeindex.Message
-	Header    []byte
+	// Header is the top-level header block, truncated to MaxStoredHeader;
+	// HeaderSize is its real size (where the body starts).
+	Header     []byte
+	HeaderSize int64
 }
 
 // FetchOptions says which optional columns FetchMeta reads.
@@ -75,12 +78,12 @@ type FetchOptions struct {
 // mailbox). The MessageMeta passed to fn is reused: copy what you keep.
 func (s *Store) FetchMeta(ctx context.Context, accountID, mailboxID int64, uids []UIDRange, opts FetchOptions, fn func(*MessageMeta) error) error {
 	lo, hi := normalizeRanges(uids)
-	structure, header := "NULL::jsonb", "NULL::bytea"
+	structure, header := "NULL::jsonb", "NULL::bytea, 0::bigint"
 	if opts.Structure {
 		structure = "m.structure"
 	}
 	if opts.Header {
-		header = "m.header"
+		header = "m.header, (m.structure->'root'->>'bs')::bigint"
 	}
 	join := ""
 	if opts.Structure || opts.Header {
@@ -104,7 +107,7 @@ func (s *Store) FetchMeta(ctx context.Context, accountID, mailboxID int64, uids 
 	for rows.Next() {
 		structureJSON = structureJSON[:0]
 		m.Header = nil
-		if err := rows.Scan(&uid, &m.MessageID, &bits, &keywords, &modseq, &m.InternalDate, &m.Size, &structureJSON, &m.Header); err != nil {
+		if err := rows.Scan(&uid, &m.MessageID, &bits, &keywords, &modseq, &m.InternalDate, &m.Size, &structureJSON, &m.Header, &m.HeaderSize); err != nil {
 			return fmt.Errorf("fetch: %w", err)
 		}
 		m.UID, m.ModSeq, m.Flags = uint32(uid), uint64(modseq), flagStrings(bits, keywords)

@@ -72,12 +72,20 @@ func (m *Spooled) Reader() io.Reader {
 	return bytes.NewReader(m.mem)
 }
 
-// Header returns the top-level header block (up to the blank line).
+// MaxStoredHeader caps the top-level header block kept beside a message for
+// FETCH and SEARCH: a message whose header is larger (legal, if absurd)
+// keeps only its first MaxStoredHeader bytes there; the whole header still
+// streams from the body.
+const MaxStoredHeader = 1 << 20
+
+// Header returns the top-level header block (up to and including the blank
+// line), at most MaxStoredHeader bytes of it.
 func (m *Spooled) Header() ([]byte, error) {
 	n := m.Size
 	if m.Structure != nil && m.Structure.Root != nil {
 		n = m.Structure.Root.BodyStart
 	}
+	n = min(n, MaxStoredHeader)
 	buf := make([]byte, n)
 	if _, err := io.ReadFull(m.Reader(), buf); err != nil {
 		return nil, fmt.Errorf("read header: %w", err)

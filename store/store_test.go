@@ -809,3 +809,56 @@ func TestQuota(t *testing.T) {
 		t.Fatalf("after refusals: %+v %v %v", mb, uids, err)
 	}
 }
+
+// TestHierarchyVersusMessageWrites renames a mailbox back and forth while
+// messages are copied into it: the two lock orders (account row, then
+// mailbox rows; mailbox rows, then the account's foreign-key share lock)
+// must not deadlock.
+func TestHierarchyVersusMessageWrites(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	inbox := f.mailbox(t, f.a, "INBOX")
+	work, err := f.st.CreateMailbox(ctx, f.a.ID, "Work", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		if _, err := f.st.Append(ctx, f.a.ID, inbox.ID, strings.NewReader(testMessage(i)), 0, nil, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	errs := make(chan error, 2)
+	go func() {
+		for time.Now().Before(deadline) {
+			if _, err := f.st.Copy(ctx, f.a.ID, inbox.ID, []store.UIDRange{{1, 0}}, work.ID); err != nil {
+				errs <- fmt.Errorf("copy: %w", err)
+				return
+			}
+		}
+		errs <- nil
+	}()
+	go func() {
+		names := []string{"Work", "Work2"}
+		for i := 0; time.Now().Before(deadline); i++ {
+			if err := f.st.RenameMailbox(ctx, f.a.ID, names[i%2], names[(i+1)%2]); err != nil {
+				errs <- fmt.Errorf("rename: %w", err)
+				return
+			}
+			if _, err := f.st.CreateMailbox(ctx, f.a.ID, "Tmp", ""); err != nil {
+				errs <- fmt.Errorf("create: %w", err)
+				return
+			}
+			if err := f.st.DeleteMailbox(ctx, f.a.ID, "Tmp"); err != nil {
+				errs <- fmt.Errorf("delete: %w", err)
+				return
+			}
+		}
+		errs <- nil
+	}()
+	for i := 0; i < 2; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
