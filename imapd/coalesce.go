@@ -16,16 +16,22 @@ import (
 type coalescingConn struct {
 	net.Conn
 
-	mu      sync.Mutex
-	buf     []byte
-	timer   *time.Timer
-	pending bool
-	err     error
+	mu        sync.Mutex
+	buf       []byte
+	timer     *time.Timer
+	pending   bool
+	err       error
+	wdeadline time.Time     // the write deadline the layer above set
+	timeout   time.Duration // flushTimeout, or shorter in tests
 }
 
 const (
 	coalesceDelay = 100 * time.Microsecond
 	coalesceMax   = 64 << 10
+	// flushTimeout bounds a write the layer above set no deadline for
+	// (it clears its deadline after each response, but the bytes may go
+	// out later): a client that stops reading cannot block us forever.
+	flushTimeout = 30 * time.Second
 )
 
 type coalescingListener struct{ net.Listener }
@@ -35,7 +41,7 @@ func (l coalescingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &coalescingConn{Conn: c}, nil
+	return &coalescingConn{Conn: c, timeout: flushTimeout}, nil
 }
 
 func (c *coalescingConn) Write(p []byte) (int, error) {
@@ -65,6 +71,10 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 }
 
 func (c *coalescingConn) writeLocked(p []byte) (int, error) {
+	if c.wdeadline.IsZero() {
+		c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)) //nolint:errcheck // a failed write reports it
+		defer c.Conn.SetWriteDeadline(time.Time{})            //nolint:errcheck
+	}
 	n, err := c.Conn.Write(p)
 	if err != nil {
 		c.err = err
@@ -120,19 +130,22 @@ func (c *coalescingConn) Close() error {
 // still buffered (the BYE and OK of LOGOUT). imapserver sets a future write
 // deadline before every response; flushing then would undo the coalescing.
 func (c *coalescingConn) SetDeadline(t time.Time) error {
-	c.flushIfDue(t)
+	c.setWriteDeadline(t)
 	return c.Conn.SetDeadline(t)
 }
 
 func (c *coalescingConn) SetWriteDeadline(t time.Time) error {
-	c.flushIfDue(t)
+	c.setWriteDeadline(t)
 	return c.Conn.SetWriteDeadline(t)
 }
 
-func (c *coalescingConn) flushIfDue(deadline time.Time) {
-	if !deadline.IsZero() && time.Until(deadline) < time.Second {
-		c.flush()
+func (c *coalescingConn) setWriteDeadline(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !t.IsZero() && time.Until(t) < time.Second {
+		c.flushLocked() //nolint:errcheck // the error is kept for the next Write
 	}
+	c.wdeadline = t
 }
 
 func (c *coalescingConn) flush() {
