@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"math/big"
 	"strings"
@@ -167,27 +166,48 @@ type AuthEvent struct {
 	Reason      string
 }
 
+// maxUsername bounds the user name recorded in the activity log: the
+// longest valid address is 320 bytes, anything longer is noise.
+const maxUsername = 320
+
 // Authenticate checks credentials, records the attempt in the activity log
-// and applies throttling: after a few failures from one IP or for one
-// account, attempts are slowed, then refused with ErrThrottled. Every
-// failure returns ErrAuthFailed whatever its cause, so the wire never says
-// whether a user exists or why a password was refused; the activity log
-// records the reason.
+// and applies throttling (see ThrottlePolicy): after a few failures from
+// one IP or for one account, attempts are slowed, then refused with
+// ErrThrottled. A correct app password is refused only for its IP's
+// failures, never for the account's, so that an attacker guessing at an
+// address cannot lock its owner's devices out (app passwords are
+// unguessable; the account limit protects the main password). Every failure
+// returns ErrAuthFailed whatever its cause, so the wire never says whether
+// a user exists or why a password was refused; the activity log records the
+// reason.
 func (s *Store) Authenticate(ctx context.Context, c Credentials) (*Login, error) {
 	username := strings.ToLower(strings.TrimSpace(c.Username))
+	if len(username) > maxUsername {
+		username = username[:maxUsername]
+	}
 	pol := s.opts.Throttle
 	var (
-		accountID              *int64
-		address, hash          *string
-		requireApp, disabled   *bool
-		ipFailures, accFailure int
+		accountID, appID        *int64
+		address, hash           *string
+		requireApp, disabled    *bool
+		revoked                 *bool
+		ipFailures, accFailures int
 	)
-	// One round trip: the account (if any) and both failure counts.
+	// One round trip: the account, the app password matching the secret
+	// (if any) and both failure counts. Throttled attempts do not count,
+	// or a lockout would extend itself.
 	err := s.pool.QueryRow(ctx, `SELECT a.id, a.address, a.password_hash, a.require_app_passwords, a.disabled,
-			(SELECT count(*) FROM auth_events WHERE remote_ip = $2 AND NOT success AND at > now() - $3::interval),
-			(SELECT count(*) FROM auth_events e WHERE e.account_id = a.id AND NOT success AND at > now() - $3::interval)
-		FROM (SELECT 1) one LEFT JOIN accounts a ON a.address = $1`,
-		username, c.RemoteIP, pol.Window).Scan(&accountID, &address, &hash, &requireApp, &disabled, &ipFailures, &accFailure)
+			p.id, p.revoked_at IS NOT NULL,
+			(SELECT count(*) FROM auth_events WHERE remote_ip = $2 AND NOT success AND reason <> 'throttled'
+				AND at > now() - $3::interval),
+			(SELECT count(*) FROM auth_events e WHERE e.account_id = a.id AND NOT success AND reason <> 'throttled'
+				AND at > now() - $3::interval)
+		FROM (SELECT 1) one
+		LEFT JOIN accounts a ON a.address = $1
+		LEFT JOIN LATERAL (SELECT id, revoked_at FROM app_passwords
+			WHERE account_id = a.id AND hash = $4 ORDER BY revoked_at NULLS FIRST LIMIT 1) p ON true`,
+		username, c.RemoteIP, pol.Window, hashAppSecret(c.Password)).
+		Scan(&accountID, &address, &hash, &requireApp, &disabled, &appID, &revoked, &ipFailures, &accFailures)
 	if err != nil {
 		return nil, fmt.Errorf("authenticate: %w", err)
 	}
@@ -198,10 +218,14 @@ func (s *Store) Authenticate(ctx context.Context, c Credentials) (*Login, error)
 		}
 		return nil, ErrAuthFailed
 	}
-	if ipFailures >= pol.IPLimit || accFailure >= pol.AccountLimit {
+	if ipFailures >= pol.IPLimit {
 		return fail("throttled", nil)
 	}
-	if n := max(ipFailures, accFailure) - pol.FreeFailures; n >= 0 {
+	validApp := accountID != nil && !*disabled && appID != nil && !*revoked
+	if !validApp && accFailures >= pol.AccountLimit {
+		return fail("throttled", nil)
+	}
+	if n := max(ipFailures, accFailures) - pol.FreeFailures; n >= 0 {
 		delay := min(100*time.Millisecond<<min(n, 10), pol.MaxDelay)
 		select {
 		case <-time.After(delay):
@@ -209,41 +233,49 @@ func (s *Store) Authenticate(ctx context.Context, c Credentials) (*Login, error)
 			return nil, ctx.Err()
 		}
 	}
-	if accountID == nil {
-		// Spend the time a real check would, so timing does not reveal
-		// which users exist.
-		checkPassword(dummyHash, c.Password)
-		return fail("unknown user", nil)
-	}
-	if *disabled {
-		return fail("account disabled", nil)
-	}
-	var appID int64
-	var revoked bool
-	err = s.pool.QueryRow(ctx, `SELECT id, revoked_at IS NOT NULL FROM app_passwords
-		WHERE account_id = $1 AND hash = $2 ORDER BY revoked_at NULLS FIRST LIMIT 1`,
-		*accountID, hashAppSecret(c.Password)).Scan(&appID, &revoked)
+	// The main password can only succeed where policy allows it; elsewhere
+	// it is not even hashed, which keeps failed logins cheap (argon2id costs
+	// tens of milliseconds and 19 MiB).
+	mainAllowed := c.Protocol == ProtocolManage || (s.opts.AllowMainPassword && (requireApp == nil || !*requireApp))
 	switch {
-	case err == nil && revoked:
-		return fail("revoked app password", &appID)
-	case err == nil:
-		s.recordAuth(ctx, accountID, username, c, &appID, true, "")
-		if _, err := s.pool.Exec(ctx, `UPDATE app_passwords SET last_used_at = now(), last_used_ip = $2 WHERE id = $1`,
-			appID, c.RemoteIP); err != nil {
+	case accountID == nil:
+		if mainAllowed {
+			// Spend the time a real check would, so timing does not
+			// reveal which users exist.
+			s.checkPassword(ctx, dummyHash, c.Password)
+		}
+		return fail("unknown user", nil)
+	case *disabled:
+		return fail("account disabled", nil)
+	case appID != nil && *revoked:
+		return fail("revoked app password", appID)
+	case validApp:
+		s.recordAuth(ctx, accountID, username, c, appID, true, "")
+		if _, err := s.pool.Exec(ctx, `UPDATE app_passwords SET last_used_at = now(), last_used_ip = $2
+			WHERE id = $1 AND account_id = $3`, *appID, c.RemoteIP, *accountID); err != nil {
 			return nil, fmt.Errorf("authenticate: %w", err)
 		}
-		return &Login{AccountID: *accountID, Address: *address, AppPasswordID: appID}, nil
-	case !errors.Is(err, pgx.ErrNoRows):
-		return nil, fmt.Errorf("authenticate: %w", err)
+		return &Login{AccountID: *accountID, Address: *address, AppPasswordID: *appID}, nil
+	case !mainAllowed:
+		return fail("not an app password; the main password is refused for "+c.Protocol, nil)
 	}
-	if !checkPassword(*hash, c.Password) {
+	if !s.checkPassword(ctx, *hash, c.Password) {
 		return fail("wrong password", nil)
-	}
-	if c.Protocol != ProtocolManage && (*requireApp || !s.opts.AllowMainPassword) {
-		return fail("main password refused: app password required", nil)
 	}
 	s.recordAuth(ctx, accountID, username, c, nil, true, "main password")
 	return &Login{AccountID: *accountID, Address: *address}, nil
+}
+
+// checkPassword verifies a main password, at most GOMAXPROCS at a time:
+// argon2id's memory and CPU cost must not multiply with concurrent logins.
+func (s *Store) checkPassword(ctx context.Context, hash, password string) bool {
+	select {
+	case s.argon <- struct{}{}:
+		defer func() { <-s.argon }()
+	case <-ctx.Done():
+		return false
+	}
+	return checkPassword(hash, password)
 }
 
 // dummyHash is a valid argon2id hash of a random password, checked against

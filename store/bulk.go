@@ -124,7 +124,7 @@ func (s *Store) bulkAppend(ctx context.Context, accountID, mailboxID int64, next
 		if err := checkQuota(ctx, tx, accountID, b.c.size); err != nil {
 			return err
 		}
-		if err := updateMailbox(ctx, tx, mailboxID, b.uid, modseq, b.c); err != nil {
+		if err := updateMailbox(ctx, tx, accountID, mailboxID, b.uid, modseq, b.c); err != nil {
 			return err
 		}
 		res = &BulkResult{UIDValidity: uint32(uidvalidity), FirstUID: uint32(uidnext), LastUID: uint32(b.uid - 1), ModSeq: uint64(modseq)}

@@ -29,3 +29,13 @@ func (s *Store) CollectGarbage(ctx context.Context, grace time.Duration) (int64,
 		}
 	}
 }
+
+// PruneAuthEvents deletes login activity older than keep, so the log that
+// every attempt (failed ones included) writes to cannot grow without bound.
+func (s *Store) PruneAuthEvents(ctx context.Context, keep time.Duration) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM auth_events WHERE at < now() - $1::interval`, keep)
+	if err != nil {
+		return 0, fmt.Errorf("prune activity log: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

@@ -30,9 +30,10 @@ const notifyStamp = ` || ' ' || (extract(epoch FROM clock_timestamp()) * 1000000
 
 // Listen holds one dedicated connection (not from the pool) listening on
 // MailboxChannel and calls fn for every notification, in order, from a
-// single goroutine. When the connection drops it reconnects with backoff,
-// re-LISTENs, and then calls fn with a Resync event. It returns when ctx is
-// done.
+// single goroutine. After every successful LISTEN (the first, and each
+// reconnection with backoff after the connection dropped) it calls fn with a
+// Resync event: notifications sent before it took effect are lost. It
+// returns when ctx is done.
 func (s *Store) Listen(ctx context.Context, fn func(ChangeEvent)) error {
 	return s.listen(ctx, MailboxChannel, func(payload string) {
 		ev, err := parseChange(payload)
@@ -69,7 +70,7 @@ func parseChange(payload string) (ChangeEvent, error) {
 }
 
 // listen runs a LISTEN loop on channel with reconnection. onReconnect runs
-// after every successful reconnection (not the first connection).
+// after every successful LISTEN, the first included.
 func (s *Store) listen(ctx context.Context, channel string, onNotify func(string), onReconnect func()) error {
 	backoff := 50 * time.Millisecond
 	first := true
@@ -82,8 +83,11 @@ func (s *Store) listen(ctx context.Context, channel string, onNotify func(string
 			backoff = 50 * time.Millisecond
 			if !first {
 				s.log.Info("change feed reconnected", "channel", channel)
-				onReconnect()
 			}
+			// Changes made before this LISTEN took effect (while the
+			// connection was down, or before the first one came up while
+			// sessions already watched mailboxes) were never announced.
+			onReconnect()
 			first = false
 			err = waitLoop(ctx, conn, onNotify)
 		}

@@ -113,7 +113,7 @@ func createMailboxTx(ctx context.Context, tx pgx.Tx, accountID int64, name, spec
 		case err == nil && existing.NoSelect && last:
 			// Re-creating a \Noselect placeholder makes it a real mailbox.
 			return scanMailbox(tx.QueryRow(ctx, `UPDATE mailboxes SET noselect = false, special_use = $2,
-				uidvalidity = (SELECT uv FROM next_uidvalidity($3) uv) WHERE id = $1 RETURNING `+mailboxColumns,
+				uidvalidity = (SELECT uv FROM next_uidvalidity($3) uv) WHERE id = $1 AND account_id = $3 RETURNING `+mailboxColumns,
 				existing.ID, su, accountID))
 		case err == nil:
 			mb = existing
@@ -237,11 +237,11 @@ func (s *Store) DeleteMailbox(ctx context.Context, accountID int64, name string)
 			if _, err := tx.Exec(ctx, `DELETE FROM mailbox_messages WHERE mailbox_id = $1 AND account_id = $2`, id, accountID); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, `DELETE FROM expunged WHERE mailbox_id = $1`, id); err != nil {
+			if _, err := tx.Exec(ctx, `DELETE FROM expunged WHERE mailbox_id = (SELECT id FROM mailboxes WHERE id = $1 AND account_id = $2)`, id, accountID); err != nil {
 				return err
 			}
 			_, err = tx.Exec(ctx, `UPDATE mailboxes SET noselect = true, special_use = '', messages = 0, unseen = 0,
-				deleted = 0, size = 0, highestmodseq = highestmodseq + 1 WHERE id = $1`, id)
+				deleted = 0, size = 0, highestmodseq = highestmodseq + 1 WHERE id = $1 AND account_id = $2`, id, accountID)
 		} else {
 			_, err = tx.Exec(ctx, `DELETE FROM mailboxes WHERE id = $1 AND account_id = $2`, id, accountID)
 		}
@@ -345,7 +345,7 @@ func renameInbox(ctx context.Context, tx pgx.Tx, accountID int64, inbox *Mailbox
 	if err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM mailboxes WHERE id = $1 FOR UPDATE`, inbox.ID); err != nil {
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM mailboxes WHERE id = $1 AND account_id = $2 FOR UPDATE`, inbox.ID, accountID); err != nil {
 		return err
 	}
 	_, err = moveAll(ctx, tx, accountID, inbox.ID, dst.ID)

@@ -179,6 +179,10 @@ func notify(ctx context.Context, tx pgx.Tx, mailboxID, modseq int64) error {
 // cannot remove it before this transaction references it. A message that
 // fits one chunk (the common case) costs one round trip.
 func insertMessageTx(ctx context.Context, tx pgx.Tx, msg *Spooled) (int64, error) {
+	return insertMessageTxAttempt(ctx, tx, msg, 0)
+}
+
+func insertMessageTxAttempt(ctx context.Context, tx pgx.Tx, msg *Spooled, attempt int) (int64, error) {
 	header, err := msg.Header()
 	if err != nil {
 		return 0, err
@@ -204,7 +208,12 @@ func insertMessageTx(ctx context.Context, tx pgx.Tx, msg *Spooled) (int64, error
 		)
 		SELECT id FROM m`, msg.SHA256[:], msg.Size, header, structure, buf[:n]).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
+		// Another transaction has (or had) this content. Lock it; if
+		// garbage collection deleted it meanwhile, insert it after all.
 		err = tx.QueryRow(ctx, `SELECT id FROM messages WHERE sha256 = $1 FOR KEY SHARE`, msg.SHA256[:]).Scan(&id)
+		if errors.Is(err, pgx.ErrNoRows) && attempt < 3 {
+			return insertMessageTxAttempt(ctx, tx, msg, attempt+1)
+		}
 		return id, err
 	}
 	if err != nil {
@@ -245,10 +254,10 @@ func lockMailbox(ctx context.Context, tx pgx.Tx, accountID, mailboxID int64) (ui
 }
 
 // updateMailbox applies counter changes and sets new uidnext and modseq.
-func updateMailbox(ctx context.Context, tx pgx.Tx, mailboxID, uidnext, modseq int64, c counts) error {
+func updateMailbox(ctx context.Context, tx pgx.Tx, accountID, mailboxID, uidnext, modseq int64, c counts) error {
 	if _, err := tx.Exec(ctx, `UPDATE mailboxes SET uidnext = $2, highestmodseq = $3, messages = messages + $4,
-			unseen = unseen + $5, deleted = deleted + $6, size = size + $7 WHERE id = $1`,
-		mailboxID, uidnext, modseq, c.messages, c.unseen, c.deleted, c.size); err != nil {
+			unseen = unseen + $5, deleted = deleted + $6, size = size + $7 WHERE id = $1 AND account_id = $8`,
+		mailboxID, uidnext, modseq, c.messages, c.unseen, c.deleted, c.size, accountID); err != nil {
 		return err
 	}
 	return notify(ctx, tx, mailboxID, modseq)
@@ -316,7 +325,7 @@ func copyTx(ctx context.Context, tx pgx.Tx, accountID, srcID int64, uids []UIDRa
 		locked[id] = [2]int64{uidnext, modseq}
 	}
 	var uidvalidity int64
-	if err := tx.QueryRow(ctx, `SELECT uidvalidity FROM mailboxes WHERE id = $1`, dstID).Scan(&uidvalidity); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT uidvalidity FROM mailboxes WHERE id = $1 AND account_id = $2`, dstID, accountID).Scan(&uidvalidity); err != nil {
 		return nil, err
 	}
 	dstNext, dstModseq := locked[dstID][0], locked[dstID][1]+1
@@ -354,7 +363,12 @@ func copyTx(ctx context.Context, tx pgx.Tx, accountID, srcID int64, uids []UIDRa
 	if len(res.SrcUIDs) == 0 {
 		return res, nil
 	}
-	if err := updateMailbox(ctx, tx, dstID, dstNext+int64(len(res.DstUIDs)), dstModseq, c); err != nil {
+	if !move {
+		if err := checkQuota(ctx, tx, accountID, c.size); err != nil {
+			return nil, err
+		}
+	}
+	if err := updateMailbox(ctx, tx, accountID, dstID, dstNext+int64(len(res.DstUIDs)), dstModseq, c); err != nil {
 		return nil, err
 	}
 	if move {
@@ -394,7 +408,7 @@ func expungeTx(ctx context.Context, tx pgx.Tx, accountID, mailboxID, uidnext, mo
 		ON CONFLICT (mailbox_id, uid) DO UPDATE SET modseq = EXCLUDED.modseq`, mailboxID, uids, modseq); err != nil {
 		return 0, err
 	}
-	return modseq, updateMailbox(ctx, tx, mailboxID, uidnext, modseq, c)
+	return modseq, updateMailbox(ctx, tx, accountID, mailboxID, uidnext, modseq, c)
 }
 
 // Expunge permanently removes the messages flagged \Deleted, all of them or
@@ -511,7 +525,7 @@ func (s *Store) StoreFlags(ctx context.Context, accountID, mailboxID int64, uids
 			return nil
 		}
 		slices.SortFunc(out, func(a, b MessageFlags) int { return int(a.UID) - int(b.UID) })
-		return updateMailbox(ctx, tx, mailboxID, uidnext, modseq, c)
+		return updateMailbox(ctx, tx, accountID, mailboxID, uidnext, modseq, c)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store flags: %w", err)

@@ -219,8 +219,9 @@ func (s *Store) ChangesSince(ctx context.Context, accountID, mailboxID int64, mo
 		}); err != nil {
 			return err
 		}
-		rows, err = tx.Query(ctx, `SELECT uid FROM expunged WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid`,
-			mailboxID, int64(modseq))
+		rows, err = tx.Query(ctx, `SELECT e.uid FROM expunged e JOIN mailboxes m ON m.id = e.mailbox_id
+			WHERE e.mailbox_id = $1 AND m.account_id = $3 AND e.modseq > $2 ORDER BY e.uid`,
+			mailboxID, int64(modseq), accountID)
 		if err != nil {
 			return err
 		}

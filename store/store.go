@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,9 +37,10 @@ var (
 
 // Store is a handle on the database. It is safe for concurrent use.
 type Store struct {
-	pool *pgxpool.Pool
-	opts Options
-	log  *slog.Logger
+	pool  *pgxpool.Pool
+	opts  Options
+	log   *slog.Logger
+	argon chan struct{} // bounds concurrent argon2id checks
 }
 
 // Options tune a Store. The zero value is usable.
@@ -81,7 +83,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Store{pool: pool, opts: opts, log: log}, nil
+	return &Store{pool: pool, opts: opts, log: log, argon: make(chan struct{}, runtime.GOMAXPROCS(0))}, nil
 }
 
 // Close releases the connection pool.

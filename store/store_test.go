@@ -348,23 +348,39 @@ func TestAppPasswords(t *testing.T) {
 }
 
 func TestThrottle(t *testing.T) {
-	f := newFixtureOpts(t, store.Options{Throttle: store.ThrottlePolicy{MaxDelay: 5 * time.Millisecond}})
+	f := newFixtureOpts(t, store.Options{Throttle: store.ThrottlePolicy{MaxDelay: 5 * time.Millisecond, AccountLimit: 10, IPLimit: 20}})
 	ctx := context.Background()
 	secret, _, err := f.st.CreateAppPassword(ctx, f.a.ID, "laptop")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var throttled bool
-	for i := 0; i < 40 && !throttled; i++ {
-		_, err := f.st.Authenticate(ctx, store.Credentials{Username: "alice@example.org", Password: "guess", Protocol: store.ProtocolIMAP, RemoteIP: "198.51.100.7"})
-		throttled = errors.Is(err, store.ErrThrottled)
+	login := func(user, pw, ip string) error {
+		_, err := f.st.Authenticate(ctx, store.Credentials{Username: user, Password: pw, Protocol: store.ProtocolIMAP, RemoteIP: ip})
+		return err
 	}
-	if !throttled {
-		t.Fatal("40 failures never throttled")
+	// Guesses at alice from several IPs: after 10 failures the account
+	// refuses further guesses (and the refusals do not extend the count).
+	for i := 0; i < 10; i++ {
+		if err := login("alice@example.org", "guess", fmt.Sprintf("198.51.100.%d", i%3)); !errors.Is(err, store.ErrAuthFailed) {
+			t.Fatalf("guess %d: %v", i, err)
+		}
 	}
-	// Even the right password is refused while throttled.
-	if _, err := f.st.Authenticate(ctx, store.Credentials{Username: "alice@example.org", Password: secret, Protocol: store.ProtocolIMAP, RemoteIP: "198.51.100.7"}); !errors.Is(err, store.ErrThrottled) {
-		t.Fatalf("right password while throttled: %v", err)
+	for i := 0; i < 5; i++ {
+		if err := login("alice@example.org", "guess", "198.51.100.9"); !errors.Is(err, store.ErrThrottled) {
+			t.Fatalf("guess past the account limit: %v", err)
+		}
+	}
+	// The owner's device, with its app password, is not locked out.
+	if err := login("alice@example.org", secret, "203.0.113.5"); err != nil {
+		t.Fatalf("owner's app password during an attack on the account: %v", err)
+	}
+	// One IP failing against many accounts is cut off entirely, even with
+	// a right password.
+	for i := 0; i < 20; i++ {
+		login(fmt.Sprintf("user%d@example.org", i), "guess", "192.0.2.66")
+	}
+	if err := login("alice@example.org", secret, "192.0.2.66"); !errors.Is(err, store.ErrThrottled) {
+		t.Fatalf("right password from a throttled IP: %v", err)
 	}
 }
 
@@ -737,6 +753,20 @@ func BenchmarkAppPasswordLogin(b *testing.B) {
 	}
 }
 
+func TestPruneAuthEvents(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		f.st.Authenticate(ctx, store.Credentials{Username: "alice@example.org", Password: "x", Protocol: store.ProtocolIMAP, RemoteIP: "192.0.2.1"})
+	}
+	if n, err := f.st.PruneAuthEvents(ctx, time.Hour); err != nil || n != 0 {
+		t.Fatalf("pruned %d recent events, %v", n, err)
+	}
+	if n, err := f.st.PruneAuthEvents(ctx, 0); err != nil || n != 3 {
+		t.Fatalf("pruned %d events, %v; want 3", n, err)
+	}
+}
+
 func TestCollectGarbage(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -804,8 +834,19 @@ func TestQuota(t *testing.T) {
 	if _, err := f.st.Append(ctx, acc.ID, inbox.ID, strings.NewReader(strings.Repeat("z", 101)), 100, nil, time.Time{}); !errors.Is(err, store.ErrTooBig) {
 		t.Fatalf("over max size: %v", err)
 	}
+	// COPY counts against the quota too (MOVE does not change usage).
+	trash := f.mailbox(t, acc, "Trash")
+	if _, err := f.st.Copy(ctx, acc.ID, inbox.ID, []store.UIDRange{{1, 0}}, trash.ID); !errors.Is(err, store.ErrOverQuota) {
+		t.Fatalf("copy over quota: %v", err)
+	}
+	if _, err := f.st.Move(ctx, acc.ID, inbox.ID, []store.UIDRange{{1, 0}}, trash.ID); err != nil {
+		t.Fatalf("move within quota: %v", err)
+	}
+	if _, err := f.st.Move(ctx, acc.ID, trash.ID, []store.UIDRange{{1, 0}}, inbox.ID); err != nil {
+		t.Fatalf("move back: %v", err)
+	}
 	mb, uids, err := f.st.SelectMailbox(ctx, acc.ID, inbox.ID)
-	if err != nil || len(uids) != 1 || mb.Size != 200 || mb.UIDNext != 2 {
+	if err != nil || len(uids) != 1 || mb.Size != 200 || mb.UIDNext != 3 {
 		t.Fatalf("after refusals: %+v %v %v", mb, uids, err)
 	}
 }

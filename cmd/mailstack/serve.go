@@ -291,7 +291,8 @@ func (c *cli) banner(s *server) {
 	fmt.Fprintln(w, "===============================================================")
 }
 
-// maintenance periodically removes message contents nothing references.
+// maintenance periodically removes message contents nothing references and
+// old login activity.
 func (s *server) maintenance(ctx context.Context) {
 	tick := time.NewTicker(time.Hour)
 	defer tick.Stop()
@@ -305,6 +306,13 @@ func (s *server) maintenance(ctx context.Context) {
 			s.log.Warn("garbage collection", "err", err)
 		} else if n > 0 {
 			s.log.Info("garbage collection", "deleted_contents", n)
+		}
+		// Login activity is kept for 90 days, as account activity pages
+		// of hosted mail services show.
+		if n, err := s.st.PruneAuthEvents(ctx, 90*24*time.Hour); err != nil {
+			s.log.Warn("prune activity log", "err", err)
+		} else if n > 0 {
+			s.log.Info("pruned activity log", "deleted_events", n)
 		}
 	}
 }
