@@ -27,18 +27,17 @@ func TestMain(m *testing.M) { storetest.Main(m) }
 // env is a submission server pair (587 STARTTLS, 465 implicit TLS) on a
 // fresh store with one domain and two accounts.
 type env struct {
-	st           *store.Store
-	url          string
-	domain       *store.Domain
-	alice, bob   *store.Account
-	alicePass    string
-	bobPass      string
-	addr587      string
-	addr465      string
-	serverTLS    *tls.Config
-	clientTLS    *tls.Config
-	maxMsgSize   int64
-	shutdownFunc []func()
+	st         *store.Store
+	url        string
+	domain     *store.Domain
+	alice, bob *store.Account
+	alicePass  string
+	bobPass    string
+	addr587    string
+	addr465    string
+	serverTLS  *tls.Config
+	clientTLS  *tls.Config
+	maxMsgSize int64
 }
 
 // testTLS returns a server config with a fresh self-signed certificate for

@@ -72,6 +72,46 @@ func readIncoming(r io.Reader) (*incoming, error) {
 	return &incoming{raw: raw, header: h, rest: br}, nil
 }
 
+// removeFields deletes every field named one of names (case-insensitive)
+// from the header, raw and parsed, continuation lines included. Only the
+// header block is touched; the body stays a stream.
+func (m *incoming) removeFields(names ...string) {
+	drop := func(line []byte) bool {
+		name, _, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			return false
+		}
+		// RFC 5322 §4.5 (obsolete syntax) allows white space before the colon.
+		name = bytes.TrimRight(name, " \t")
+		for _, n := range names {
+			if bytes.EqualFold(name, []byte(n)) {
+				return true
+			}
+		}
+		return false
+	}
+	out := make([]byte, 0, len(m.raw))
+	dropping := false
+	for rest := m.raw; len(rest) > 0; {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line = rest[:i+1]
+		}
+		rest = rest[len(line):]
+		if line[0] != ' ' && line[0] != '\t' {
+			// A new field (or the blank line ending the header).
+			dropping = drop(line)
+		}
+		if !dropping {
+			out = append(out, line...)
+		}
+	}
+	m.raw = out
+	for _, n := range names {
+		m.header.Del(n)
+	}
+}
+
 // addresses returns the addresses of an address-list header field.
 func (m *incoming) addresses(key string) ([]*mail.Address, error) {
 	h := mail.Header{Header: message.Header{Header: m.header}}

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -33,9 +32,6 @@ const (
 var (
 	errRelayDenied = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Relay access denied"}
 )
-
-// tooManyConns is written raw, before go-smtp sees the connection.
-const tooManyConns = "421 4.7.0 Too many connections from your address; try again later\r\n"
 
 // MXOptions are the inbound MX's settings beyond Config.
 type MXOptions struct {
@@ -62,9 +58,8 @@ type MX struct {
 	cfg  Config
 	opts MXOptions
 	auth *inboundauth.Checker
-
-	mu    sync.Mutex
-	conns map[string]int // remote IP → open connections
+	// perIP counts open connections per remote IP over all servers.
+	perIP *ipLimiter
 }
 
 // NewMX returns the inbound MX backend.
@@ -78,14 +73,15 @@ func NewMX(cfg Config, opts MXOptions) *MX {
 	if opts.CheckTimeout <= 0 {
 		opts.CheckTimeout = DefaultCheckTimeout
 	}
-	return &MX{cfg: cfg.withDefaults(), opts: opts, auth: inboundauth.New(opts.Resolver), conns: map[string]int{}}
+	return &MX{cfg: cfg.withDefaults(), opts: opts, auth: inboundauth.New(opts.Resolver), perIP: newIPLimiter(opts.MaxConnsPerIP)}
 }
 
 // Server returns a port-25 listener for this backend. All servers of one MX
-// share its per-IP connection counts.
+// share its per-IP connection counts (MXOptions.MaxConnsPerIP); each
+// server has its own total (Config.MaxConnections).
 func (m *MX) Server() *Server {
 	s := newServer(m.cfg, m, false)
-	s.wrap = func(l net.Listener) net.Listener { return &limitListener{Listener: l, m: m} }
+	s.wrap = limits(m.cfg.MaxConnections, m.perIP, m.cfg.Log)
 	return s
 }
 
@@ -475,70 +471,4 @@ func (r *deadlineReader) Read(p []byte) (int, error) {
 		return 0, fmt.Errorf("set data deadline: %w", err)
 	}
 	return r.r.Read(p)
-}
-
-// limitListener enforces MXOptions.MaxConnsPerIP: a connection over the
-// limit is told 421 and closed without reaching go-smtp.
-type limitListener struct {
-	net.Listener
-	m *MX
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		ip := hostOf(c.RemoteAddr())
-		if l.m.acquire(ip) {
-			return &limitedConn{Conn: c, release: func() { l.m.release(ip) }}, nil
-		}
-		l.m.cfg.Log.Warn("mx: too many connections", "ip", ip)
-		go func() {
-			// A goroutine, so a slow reader cannot stall Accept.
-			c.SetWriteDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck // best effort
-			io.WriteString(c, tooManyConns)                      //nolint:errcheck // best effort
-			c.Close()
-		}()
-	}
-}
-
-func (m *MX) acquire(ip string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.conns[ip] >= m.opts.MaxConnsPerIP {
-		return false
-	}
-	m.conns[ip]++
-	return true
-}
-
-func (m *MX) release(ip string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.conns[ip]--; m.conns[ip] <= 0 {
-		delete(m.conns, ip)
-	}
-}
-
-// limitedConn gives its slot back once, however often it is closed (the
-// TLS layer and go-smtp may both close it).
-type limitedConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *limitedConn) Close() error {
-	c.once.Do(c.release)
-	return c.Conn.Close()
-}
-
-func hostOf(a net.Addr) string {
-	s := a.String()
-	if h, _, err := net.SplitHostPort(s); err == nil {
-		return h
-	}
-	return s
 }

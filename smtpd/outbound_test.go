@@ -32,6 +32,12 @@ type fakeMX struct {
 	delivered []delivery
 	perRcpt   map[string]int // message-id + " " + rcpt → deliveries
 	tlsSeen   bool
+
+	// rcptDelay, if set, says how long to stall before answering RCPT.
+	rcptDelay func(to string) time.Duration
+	// onData, if set, sees the recipients of each message before it is
+	// accepted.
+	onData func(to []string)
 }
 
 type delivery struct {
@@ -80,6 +86,9 @@ type mxSession struct {
 
 func (s *mxSession) Mail(from string, _ *smtp.MailOptions) error { s.from = from; return nil }
 func (s *mxSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if s.mx.rcptDelay != nil {
+		time.Sleep(s.mx.rcptDelay(to))
+	}
 	if strings.HasPrefix(to, "nobody@") {
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
 	}
@@ -92,6 +101,9 @@ func (s *mxSession) Data(r io.Reader) error {
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return err
+	}
+	if s.mx.onData != nil {
+		s.mx.onData(s.to)
 	}
 	s.mx.mu.Lock()
 	defer s.mx.mu.Unlock()

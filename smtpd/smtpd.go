@@ -25,6 +25,14 @@ const (
 	DefaultMaxRecipients  = 100
 	DefaultReadTimeout    = 5 * time.Minute // RFC 5321 §4.5.3.2.7 server timeout
 	DefaultWriteTimeout   = 2 * time.Minute
+	// DefaultMaxConnections caps the open connections of one SMTP
+	// listener; more are answered 421 4.7.0 and closed.
+	DefaultMaxConnections = 2000
+	// DefaultSubmissionMaxConnsPerIP caps the open connections from one
+	// remote IP address to the submission listeners (587 and 465 together)
+	// before login; more are answered 421 4.7.0 and closed. A household or
+	// office behind one NAT address stays well below it.
+	DefaultSubmissionMaxConnsPerIP = 50
 	// maxLineLength is go-smtp's default (twice RFC 5321's 1000), stated
 	// here so the limit is visible.
 	maxLineLength = 2000
@@ -41,6 +49,13 @@ type Config struct {
 	MaxMessageSize int64
 	// MaxRecipients is the per-message recipient limit (default 100).
 	MaxRecipients int
+	// MaxConnections limits the open connections of each listener
+	// (default DefaultMaxConnections).
+	MaxConnections int
+	// MaxConnsPerIP limits the open connections from one remote IP address
+	// to all submission listeners of a backend (default
+	// DefaultSubmissionMaxConnsPerIP). The MX uses MXOptions.MaxConnsPerIP.
+	MaxConnsPerIP int
 	// ReadTimeout and WriteTimeout bound each network read and write.
 	ReadTimeout, WriteTimeout time.Duration
 	Log                       *slog.Logger
@@ -54,6 +69,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxRecipients <= 0 {
 		c.MaxRecipients = DefaultMaxRecipients
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.MaxConnsPerIP <= 0 {
+		c.MaxConnsPerIP = DefaultSubmissionMaxConnsPerIP
 	}
 	if c.ReadTimeout <= 0 {
 		c.ReadTimeout = DefaultReadTimeout
@@ -72,8 +93,8 @@ type Server struct {
 	srv         *smtp.Server
 	implicitTLS bool
 	tls         *tls.Config
-	// wrap, if set, wraps the listener given to Serve (the MX uses it to
-	// limit connections per remote IP before go-smtp sees them).
+	// wrap, if set, wraps the listener given to Serve (used to limit
+	// connections, in total and per remote IP, before go-smtp sees them).
 	wrap func(net.Listener) net.Listener
 }
 

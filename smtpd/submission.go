@@ -39,17 +39,24 @@ var (
 // sender's copy in Sent is the client's business (clients APPEND it).
 type Submission struct {
 	cfg Config
+	// perIP counts open connections per remote IP over all servers.
+	perIP *ipLimiter
 }
 
 // NewSubmission returns the submission backend.
 func NewSubmission(cfg Config) *Submission {
-	return &Submission{cfg: cfg.withDefaults()}
+	cfg = cfg.withDefaults()
+	return &Submission{cfg: cfg, perIP: newIPLimiter(cfg.MaxConnsPerIP)}
 }
 
 // Server returns a listener for this backend: implicitTLS for port 465,
-// STARTTLS (offered, and required before AUTH) for 587.
+// STARTTLS (offered, and required before AUTH) for 587. All servers of one
+// backend share the per-IP connection counts (Config.MaxConnsPerIP); each
+// has its own total (Config.MaxConnections).
 func (b *Submission) Server(implicitTLS bool) *Server {
-	return newServer(b.cfg, b, implicitTLS)
+	s := newServer(b.cfg, b, implicitTLS)
+	s.wrap = limits(b.cfg.MaxConnections, b.perIP, b.cfg.Log)
+	return s
 }
 
 // NewSession implements smtp.Backend.
@@ -270,6 +277,9 @@ func (s *session) Data(r io.Reader) error {
 			return notYours("From header address", a.Address)
 		}
 	}
+	// Blind copies stay blind: the Bcc recipients are in the envelope, and
+	// the field must reach no one (as Postfix's cleanup removes it).
+	in.removeFields("Bcc", "Resent-Bcc")
 	t := traceInfo{helo: s.conn.Hostname(), ip: s.ip, hostname: s.b.cfg.Hostname, id: newID(), at: time.Now()}
 	if cs, ok := s.conn.TLSConnectionState(); ok {
 		t.tls = fmt.Sprintf("using %s with cipher %s", tls.VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite))

@@ -15,6 +15,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -54,10 +55,13 @@ type Config struct {
 	// days) a message is bounced.
 	RetryBase, RetryMax, MaxAge time.Duration
 	// Lease is how long a claimed row stays reserved for one attempt
-	// (default 30 minutes); it must exceed AttemptTimeout.
+	// (default 30 minutes). Every attempt ends before the lease runs out
+	// (a sixth of it is kept as a margin), so another worker never claims a
+	// row that is being delivered; rows of a claim that find no free slot
+	// (Concurrency) within half the lease are released unattempted.
 	Lease time.Duration
 	// AttemptTimeout bounds one delivery attempt to one domain (default 20
-	// minutes).
+	// minutes), counted from its start; the lease may end it earlier.
 	AttemptTimeout time.Duration
 	// PollInterval is the longest the worker sleeps without a wake-up
 	// (default 1 minute): a fallback for lost notifications.
@@ -99,14 +103,29 @@ func (c Config) withDefaults() Config {
 // Worker delivers the outbound queue. Every mailstack process runs one.
 type Worker struct {
 	cfg Config
+	// slots holds one element per delivery running now (at most
+	// Concurrency), shared by all batches.
+	slots chan struct{}
+	// waiting counts claimed groups that wait for a slot; drained is
+	// signalled when it falls to zero.
+	waiting atomic.Int64
+	drained chan struct{}
+	// done is signalled when a group's outcome is recorded: Run then looks
+	// again for the earliest due row.
+	done chan struct{}
 }
 
 // New returns a worker.
-func New(cfg Config) *Worker { return &Worker{cfg: cfg.withDefaults()} }
+func New(cfg Config) *Worker {
+	cfg = cfg.withDefaults()
+	return &Worker{cfg: cfg, slots: make(chan struct{}, cfg.Concurrency), drained: make(chan struct{}, 1), done: make(chan struct{}, 1)}
+}
 
 // Run delivers queued mail until ctx is done. It wakes when any process
 // queues mail (NOTIFY), when the earliest deferred row falls due, and at
-// least every PollInterval.
+// least every PollInterval. It claims rows only when a delivery can start
+// at once, and does not wait for the deliveries of one batch to end before
+// claiming the next: a slow domain holds one slot, not the whole queue.
 func (w *Worker) Run(ctx context.Context) {
 	wake := make(chan struct{}, 1)
 	var wg sync.WaitGroup
@@ -117,7 +136,10 @@ func (w *Worker) Run(ctx context.Context) {
 	}()
 	defer wg.Wait()
 	for ctx.Err() == nil {
-		n, err := w.RunOnce(ctx)
+		if !w.claimSlot(ctx) {
+			break
+		}
+		n, err := w.dispatch(ctx, &wg, true)
 		if err != nil && ctx.Err() == nil {
 			w.cfg.Log.Error("outbound queue", "err", err)
 		}
@@ -132,19 +154,66 @@ func (w *Worker) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-wake:
+		case <-w.done:
 		case <-t.C:
 		}
 		t.Stop()
 	}
 }
 
+// claimSlot takes a delivery slot for the next claim, once no group of an
+// earlier claim still waits for one (those go first: their leases run).
+func (w *Worker) claimSlot(ctx context.Context) bool {
+	for {
+		select {
+		case w.slots <- struct{}{}:
+		case <-ctx.Done():
+			return false
+		}
+		if w.waiting.Load() == 0 {
+			return true
+		}
+		<-w.slots // to a waiting group
+		select {
+		case <-w.drained:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
 // RunOnce claims one batch of due rows, delivers them and records the
 // outcomes. It returns how many rows it claimed.
 func (w *Worker) RunOnce(ctx context.Context) (int, error) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	return w.dispatch(ctx, &wg, false)
+}
+
+// leaseMargin is the part of a lease no attempt may use: it covers
+// recording the outcome and clock differences between processes.
+func (w *Worker) leaseMargin() time.Duration { return w.cfg.Lease / 6 }
+
+// dispatch claims one batch of due rows and starts delivering it, one group
+// per recipient domain, each in a slot of its own; wg tracks the groups.
+// held says the caller already holds a slot, which the first group takes
+// over. Every attempt ends before the claim's lease runs out (less
+// leaseMargin), so no other worker can claim and deliver the same rows
+// meanwhile. A group that finds no free slot within half the lease is
+// released undelivered, to be claimed again by whichever worker has room.
+func (w *Worker) dispatch(ctx context.Context, wg *sync.WaitGroup, held bool) (int, error) {
+	// The lease runs from the database's claim time, which is not earlier
+	// than this.
+	claimedAt := time.Now()
 	rows, err := w.cfg.Store.ClaimQueued(ctx, w.cfg.BatchSize, w.cfg.Lease)
 	if err != nil || len(rows) == 0 {
+		if held {
+			<-w.slots
+		}
 		return 0, err
 	}
+	leaseEnd := claimedAt.Add(w.cfg.Lease - w.leaseMargin())
+	startBy := claimedAt.Add(w.cfg.Lease / 2)
 	// Rows come sorted by recipient domain: one connection per domain (or
 	// one to the relay per batch slice).
 	var groups [][]store.QueuedMessage
@@ -154,21 +223,97 @@ func (w *Worker) RunOnce(ctx context.Context) (int, error) {
 		}
 		groups[len(groups)-1] = append(groups[len(groups)-1], r)
 	}
-	sem := make(chan struct{}, w.cfg.Concurrency)
-	var wg sync.WaitGroup
 	for _, g := range groups {
-		sem <- struct{}{}
+		if !held {
+			select {
+			case w.slots <- struct{}{}:
+				held = true
+			default:
+			}
+		}
 		wg.Add(1)
+		if held {
+			held = false
+			go func() {
+				defer wg.Done()
+				w.deliverInSlot(ctx, g, leaseEnd)
+			}()
+			continue
+		}
+		w.waiting.Add(1)
 		go func() {
-			defer func() { <-sem; wg.Done() }()
-			actx, cancel := context.WithTimeout(ctx, w.cfg.AttemptTimeout)
-			defer cancel()
-			results := w.deliverGroup(actx, g)
-			w.record(context.WithoutCancel(ctx), g, results)
+			defer wg.Done()
+			w.waitForSlot(ctx, g, startBy, leaseEnd)
 		}()
 	}
-	wg.Wait()
 	return len(rows), nil
+}
+
+// waitForSlot starts delivering g once a slot is free, unless that is not
+// before startBy or ctx ends first: then g is released unattempted.
+func (w *Worker) waitForSlot(ctx context.Context, g []store.QueuedMessage, startBy, leaseEnd time.Time) {
+	t := time.NewTimer(time.Until(startBy))
+	defer t.Stop()
+	got := false
+	select {
+	case w.slots <- struct{}{}:
+		got = true
+		if time.Now().After(startBy) {
+			<-w.slots
+			got = false
+		}
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	if w.waiting.Add(-1) == 0 {
+		select {
+		case w.drained <- struct{}{}:
+		default:
+		}
+	}
+	if got {
+		w.deliverInSlot(ctx, g, leaseEnd)
+		return
+	}
+	w.release(g)
+}
+
+// deliverInSlot delivers g in a slot the caller took, records the results
+// and frees the slot. The attempt ends after AttemptTimeout or at
+// leaseEnd, whichever comes first.
+func (w *Worker) deliverInSlot(ctx context.Context, g []store.QueuedMessage, leaseEnd time.Time) {
+	defer func() { <-w.slots }()
+	deadline := time.Now().Add(w.cfg.AttemptTimeout)
+	if leaseEnd.Before(deadline) {
+		deadline = leaseEnd
+	}
+	actx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	results := w.deliverGroup(actx, g)
+	w.record(context.WithoutCancel(ctx), g, results)
+	w.signalDone()
+}
+
+func (w *Worker) signalDone() {
+	select {
+	case w.done <- struct{}{}:
+	default:
+	}
+}
+
+// release gives rows back unattempted: they are due again at once (for
+// any worker with a free slot) and keep their last error.
+func (w *Worker) release(rows []store.QueuedMessage) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	now := time.Now()
+	for _, r := range rows {
+		w.cfg.Log.Info("not attempted: no free delivery slot in time", "queue_id", r.ID, "to", r.RcptTo)
+		if err := w.cfg.Store.QueueDeferred(ctx, r.ID, r.Lease, now, r.LastError); err != nil {
+			w.cfg.Log.Error("outbound: release", "err", err, "queue_id", r.ID)
+		}
+	}
+	w.signalDone()
 }
 
 // result is the outcome of one row's attempt: err nil means delivered.
