@@ -170,6 +170,21 @@ func (s *Store) QueueDeferred(ctx context.Context, id int64, lease string, next 
 	return nil
 }
 
+// QueueRelease gives rows held under lease back without an attempt: they
+// are due again at once, their attempt count is restored, and every
+// worker is woken to claim them.
+func (s *Store) QueueRelease(ctx context.Context, ids []int64, lease string) error {
+	_, err := s.pool.Exec(ctx, `WITH r AS (
+			UPDATE outbound_queue SET next_attempt = now(), attempts = greatest(attempts - 1, 0), lease = NULL
+			WHERE id = ANY($1) AND lease = $2 RETURNING id
+		)
+		SELECT pg_notify($3, '') FROM (SELECT count(*) FROM r) c`, ids, lease, QueueChannel)
+	if err != nil {
+		return fmt.Errorf("queue release: %w", err)
+	}
+	return nil
+}
+
 // QueueBounce gives up on rows (all held under lease): it delivers the
 // delivery status notification dsn to the INBOX of accountID and removes
 // the rows, in one transaction, so a bounce is sent exactly once. With

@@ -134,3 +134,26 @@ func TestQueueBounceDeliversOnce(t *testing.T) {
 		t.Errorf("sender INBOX has %d messages, want exactly one DSN", mb.Messages)
 	}
 }
+
+func TestQueueRelease(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	queueOne(t, f)
+	rows, err := f.st.ClaimQueued(ctx, 10, time.Hour)
+	if err != nil || len(rows) != 1 || rows[0].Attempts != 1 {
+		t.Fatalf("claim: %+v %v", rows, err)
+	}
+	if err := f.st.QueueRelease(ctx, []int64{rows[0].ID}, "not-the-lease"); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := f.st.ClaimQueued(ctx, 10, time.Hour); len(again) != 0 {
+		t.Fatal("released with a wrong lease token")
+	}
+	if err := f.st.QueueRelease(ctx, []int64{rows[0].ID}, rows[0].Lease); err != nil {
+		t.Fatal(err)
+	}
+	again, err := f.st.ClaimQueued(ctx, 10, time.Hour)
+	if err != nil || len(again) != 1 || again[0].Attempts != 1 {
+		t.Fatalf("after release the row is due again with its attempt count restored: %+v %v", again, err)
+	}
+}

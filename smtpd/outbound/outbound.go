@@ -302,15 +302,18 @@ func (w *Worker) signalDone() {
 }
 
 // release gives rows back unattempted: they are due again at once (for
-// any worker with a free slot) and keep their last error.
+// any worker with a free slot), with their attempt count restored.
 func (w *Worker) release(rows []store.QueuedMessage) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	now := time.Now()
+	byLease := map[string][]int64{}
 	for _, r := range rows {
 		w.cfg.Log.Info("not attempted: no free delivery slot in time", "queue_id", r.ID, "to", r.RcptTo)
-		if err := w.cfg.Store.QueueDeferred(ctx, r.ID, r.Lease, now, r.LastError); err != nil {
-			w.cfg.Log.Error("outbound: release", "err", err, "queue_id", r.ID)
+		byLease[r.Lease] = append(byLease[r.Lease], r.ID)
+	}
+	for lease, ids := range byLease {
+		if err := w.cfg.Store.QueueRelease(ctx, ids, lease); err != nil {
+			w.cfg.Log.Error("outbound: release", "err", err, "queue_ids", ids)
 		}
 	}
 	w.signalDone()
