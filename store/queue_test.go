@@ -140,20 +140,32 @@ func TestQueueRelease(t *testing.T) {
 	ctx := context.Background()
 	queueOne(t, f)
 	rows, err := f.st.ClaimQueued(ctx, 10, time.Hour)
-	if err != nil || len(rows) != 1 || rows[0].Attempts != 1 {
+	if err != nil || len(rows) == 0 {
 		t.Fatalf("claim: %+v %v", rows, err)
 	}
-	if err := f.st.QueueRelease(ctx, []int64{rows[0].ID}, "not-the-lease"); err != nil {
+	ids := make([]int64, len(rows))
+	for i, r := range rows {
+		ids[i] = r.ID
+		if r.Attempts != 1 {
+			t.Fatalf("claimed row %+v", r)
+		}
+	}
+	if err := f.st.QueueRelease(ctx, ids, "not-the-lease"); err != nil {
 		t.Fatal(err)
 	}
 	if again, _ := f.st.ClaimQueued(ctx, 10, time.Hour); len(again) != 0 {
 		t.Fatal("released with a wrong lease token")
 	}
-	if err := f.st.QueueRelease(ctx, []int64{rows[0].ID}, rows[0].Lease); err != nil {
+	if err := f.st.QueueRelease(ctx, ids, rows[0].Lease); err != nil {
 		t.Fatal(err)
 	}
 	again, err := f.st.ClaimQueued(ctx, 10, time.Hour)
-	if err != nil || len(again) != 1 || again[0].Attempts != 1 {
-		t.Fatalf("after release the row is due again with its attempt count restored: %+v %v", again, err)
+	if err != nil || len(again) != len(rows) {
+		t.Fatalf("after release the rows are due again: %+v %v", again, err)
+	}
+	for _, r := range again {
+		if r.Attempts != 1 {
+			t.Fatalf("attempt count not restored: %+v", r)
+		}
 	}
 }
