@@ -73,7 +73,7 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 func (c *coalescingConn) writeLocked(p []byte) (int, error) {
 	if c.wdeadline.IsZero() {
 		c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)) //nolint:errcheck // a failed write reports it
-		defer c.Conn.SetWriteDeadline(time.Time{})            //nolint:errcheck
+		defer c.Conn.SetWriteDeadline(time.Time{})         //nolint:errcheck
 	}
 	n, err := c.Conn.Write(p)
 	if err != nil {

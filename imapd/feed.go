@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 
 	"github.com/mailstack/mailstack/store"
 )
@@ -36,7 +37,7 @@ type watched struct {
 	mu     sync.Mutex // serialises catch-ups and registrations
 	modseq uint64     // highest modseq applied to every view
 	views  map[*selected]struct{}
-	gone   bool
+	gone   atomic.Bool // set under mu; read by open under feed.mu alone
 }
 
 func newFeed(st *store.Store, log *slog.Logger) *feed {
@@ -48,35 +49,47 @@ func newFeed(st *store.Store, log *slog.Logger) *feed {
 func (f *feed) open(ctx context.Context, accountID, mailboxID int64, readOnly bool) (*selected, *store.Mailbox, error) {
 	f.mu.Lock()
 	w := f.boxes[mailboxID]
-	if w == nil || w.accountID != accountID {
-		w = &watched{accountID: accountID, mailboxID: mailboxID, views: map[*selected]struct{}{}}
-		if f.boxes[mailboxID] == nil {
-			f.boxes[mailboxID] = w
+	if w == nil || w.accountID != accountID || w.gone.Load() {
+		// A gone entry was deleted (or made \Noselect) while selected and
+		// is selectable again now (CREATE of a \Noselect placeholder keeps
+		// its id): its views end with BYE; new views need an entry that
+		// catch-ups do not skip.
+		nw := &watched{accountID: accountID, mailboxID: mailboxID, views: map[*selected]struct{}{}}
+		if w == nil || w.accountID == accountID {
+			f.boxes[mailboxID] = nw
 		}
+		w = nw
 	}
 	w.refs++
 	f.mu.Unlock()
 
+	sel, mb, err := f.register(ctx, w, readOnly)
+	if err != nil {
+		// Not under w.mu: release takes feed.mu (lock order).
+		f.release(w)
+		return nil, nil, err
+	}
+	return sel, mb, nil
+}
+
+func (f *feed) register(ctx context.Context, w *watched, readOnly bool) (*selected, *store.Mailbox, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	mb, uids, err := f.st.SelectMailbox(ctx, accountID, mailboxID)
+	mb, uids, err := f.st.SelectMailbox(ctx, w.accountID, w.mailboxID)
 	if err != nil {
-		f.release(w)
 		return nil, nil, err
 	}
 	switch {
 	case len(w.views) == 0:
-		w.modseq, w.gone = mb.HighestModSeq, false
+		w.modseq = mb.HighestModSeq
 	case mb.HighestModSeq < w.modseq:
 		// Our snapshot is older than what the other views were given:
 		// bring it forward so that no change falls between the two.
-		ch, err := f.st.ChangesSince(ctx, accountID, mailboxID, mb.HighestModSeq)
+		ch, err := f.st.ChangesSince(ctx, w.accountID, w.mailboxID, mb.HighestModSeq)
 		if err != nil {
-			f.release(w)
 			return nil, nil, err
 		}
 		if ch.Mailbox == nil {
-			f.release(w)
 			return nil, nil, store.ErrNotFound
 		}
 		uids = applyToList(uids, ch)
@@ -150,7 +163,7 @@ func (f *feed) catchUp(ctx context.Context, mailboxID int64, modseq uint64) {
 func (f *feed) catchUpWatched(ctx context.Context, w *watched, modseq uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.gone || len(w.views) == 0 || (modseq != 0 && modseq <= w.modseq) {
+	if w.gone.Load() || len(w.views) == 0 || (modseq != 0 && modseq <= w.modseq) {
 		return
 	}
 	ch, err := f.st.ChangesSince(ctx, w.accountID, w.mailboxID, w.modseq)
@@ -165,7 +178,7 @@ func (f *feed) catchUpWatched(ctx context.Context, w *watched, modseq uint64) {
 	if ch.Mailbox == nil || ch.Mailbox.NoSelect {
 		// Deleted (or turned into a \Noselect placeholder): every session
 		// that has it selected is ended with BYE at its next poll.
-		w.gone = true
+		w.gone.Store(true)
 		for sel := range w.views {
 			sel.markGone()
 		}
@@ -188,7 +201,8 @@ func (f *feed) applySafely(sel *selected, ch *store.Changes) {
 			sel.markGone()
 		}
 	}()
-	sel.apply(ch)
+	// Called with w.mu held: w.modseq is what ch was read after.
+	sel.applySince(ch, sel.w.modseq, true)
 }
 
 // watching reports how many mailboxes and views the feed tracks (tests).

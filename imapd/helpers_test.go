@@ -27,7 +27,7 @@ func TestMain(m *testing.M) { storetest.Main(m) }
 
 // env is one running Server on a test database with one account.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	st       *store.Store
 	srv      *Server
 	addr     string // implicit TLS
@@ -68,7 +68,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func newEnv(t *testing.T, o envOptions) *env {
+func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
 	ctx := context.Background()
 	st := o.st
@@ -216,7 +216,7 @@ Hi Alice.
 // raw is a line-level IMAP connection for checks that need the exact wire
 // form (or what imapclient cannot send).
 type raw struct {
-	t   *testing.T
+	t   testing.TB
 	c   net.Conn
 	r   *bufio.Reader
 	tag int

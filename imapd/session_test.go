@@ -131,9 +131,13 @@ func TestThrottledLogin(t *testing.T) {
 		}
 	}
 	c := e.dial(nil)
-	err = c.Login(e.user, e.pass).Wait()
+	err = c.Login(e.user, "wrong again").Wait()
 	if imapType(err) != imap.StatusResponseTypeNo || imapCode(err) != imap.ResponseCodeUnavailable {
 		t.Fatalf("throttled login: %v, want NO [UNAVAILABLE]", err)
+	}
+	// The owner's app password is not locked out by guesses at the account.
+	if err := e.dial(nil).Login(e.user, e.pass).Wait(); err != nil {
+		t.Fatalf("app password while the account is throttled: %v", err)
 	}
 }
 

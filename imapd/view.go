@@ -23,11 +23,22 @@ type selected struct {
 	wake     chan struct{} // IDLE wake-up, capacity 1
 
 	mu       sync.Mutex
-	uids     []uint32            // the client's view, ascending
-	expunged map[uint32]struct{} // in uids, expunged, not yet reported
-	added    []uint32            // live, after uids, not yet reported (EXISTS)
-	flags    map[uint32][]string // new flags of messages in uids, not yet reported
-	gone     bool                // the mailbox was deleted
+	uids     []uint32                // the client's view, ascending
+	expunged map[uint32]struct{}     // in uids, expunged, not yet reported
+	added    []uint32                // live, after uids, not yet reported (EXISTS)
+	flags    map[uint32]pendingFlags // new flags of messages in uids, not yet reported
+	gone     bool                    // the mailbox was deleted
+}
+
+// pendingFlags is the newest flag state of one message not yet told to the
+// client. sole says that it is the work of exactly one transaction and
+// that the client had been told (or had no pending change of) the state
+// before it: only then may a session's own STORE.SILENT drop it, because
+// the client can work it out itself. Merged from several transactions, it
+// may carry another session's change the client knows nothing of.
+type pendingFlags struct {
+	flags []string
+	sole  bool
 }
 
 func newSelected(w *watched, uids []uint32, readOnly bool) *selected {
@@ -37,7 +48,7 @@ func newSelected(w *watched, uids []uint32, readOnly bool) *selected {
 		wake:     make(chan struct{}, 1),
 		uids:     uids,
 		expunged: map[uint32]struct{}{},
-		flags:    map[uint32][]string{},
+		flags:    map[uint32]pendingFlags{},
 	}
 }
 
@@ -75,14 +86,23 @@ func (v *selected) maxKnown() uint32 {
 
 // apply merges changes read by the feed. It is idempotent: the same change
 // seen twice (a snapshot newer than the feed's modseq) changes nothing but
-// a repeated FLAGS report.
+// a repeated FLAGS report. The modseq the changes were read after is not
+// known here, so no flag change counts as sole (see applySince).
 func (v *selected) apply(ch *store.Changes) {
-	if v.merge(ch) {
+	v.applySince(ch, 0, false)
+}
+
+// applySince is apply for changes read after modseq base. Every
+// transaction raises a mailbox's modseq by exactly one, so changes up to
+// base+1 are the work of one transaction.
+func (v *selected) applySince(ch *store.Changes, base uint64, baseKnown bool) {
+	one := baseKnown && ch.Mailbox != nil && ch.Mailbox.HighestModSeq == base+1
+	if v.merge(ch, one) {
 		v.signal()
 	}
 }
 
-func (v *selected) merge(ch *store.Changes) (changed bool) {
+func (v *selected) merge(ch *store.Changes, oneTx bool) (changed bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for _, uid := range ch.Expunged {
@@ -104,7 +124,8 @@ func (v *selected) merge(ch *store.Changes) (changed bool) {
 		}
 		if _, ok := v.index(m.UID); ok {
 			if _, exp := v.expunged[m.UID]; !exp {
-				v.flags[m.UID] = m.Flags
+				_, had := v.flags[m.UID]
+				v.flags[m.UID] = pendingFlags{flags: m.Flags, sole: oneTx && !had}
 				changed = true
 			}
 		}
@@ -134,13 +155,19 @@ func (v *selected) signal() {
 	}
 }
 
-// reported records that the client was just told these flags in a tagged
-// command's own FETCH responses (STORE, FETCH with implicit \Seen), so the
-// poll does not repeat them. A later, different change is still reported.
+// reported records that the client knows these flags of a message from
+// its own command: told in the command's FETCH responses (STORE, FETCH
+// with implicit \Seen), or set by its own STORE .SILENT, so the poll need
+// not repeat them. Only a pending change that is the work of that one
+// transaction alone is dropped: a pending state merged from several
+// transactions may include another session's change (say +FLAGS $Other
+// committed just before this session's +FLAGS.SILENT \Seen) that the
+// client was never told, and dropping it would leave the client's flags
+// wrong for good. Reporting a state the client already knows is harmless.
 func (v *selected) reported(uid uint32, flags []string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if f, ok := v.flags[uid]; ok && slices.Equal(f, flags) {
+	if p, ok := v.flags[uid]; ok && p.sole && slices.Equal(p.flags, flags) {
 		delete(v.flags, uid)
 	}
 }
@@ -184,9 +211,9 @@ func (v *selected) take(allowExpunge bool) []update {
 	}
 	if len(v.flags) > 0 {
 		start := len(out)
-		for uid, f := range v.flags {
+		for uid, p := range v.flags {
 			if i, ok := v.index(uid); ok {
-				out = append(out, update{seq: uint32(i + 1), uid: uid, flags: f})
+				out = append(out, update{seq: uint32(i + 1), uid: uid, flags: p.flags})
 			}
 		}
 		sort.Slice(out[start:], func(a, b int) bool { return out[start+a].seq < out[start+b].seq })
