@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/mailstack/mailstack/store"
 )
@@ -39,6 +40,9 @@ type watched struct {
 	views  map[*selected]struct{}
 	gone   atomic.Bool // set under mu; read by open under feed.mu alone
 }
+
+// catchUpRetry is the pause before a failed catch-up is tried again.
+const catchUpRetry = time.Second
 
 func newFeed(st *store.Store, log *slog.Logger) *feed {
 	return &feed{st: st, log: log, boxes: map[int64]*watched{}}
@@ -168,10 +172,12 @@ func (f *feed) catchUpWatched(ctx context.Context, w *watched, modseq uint64) {
 	}
 	ch, err := f.st.ChangesSince(ctx, w.accountID, w.mailboxID, w.modseq)
 	if err != nil {
-		// The next wake-up (or the resync after a reconnect) retries from
-		// the same modseq, so nothing is lost.
+		// Nothing was applied, so a later catch-up from the same modseq
+		// loses nothing; schedule one rather than wait for the next
+		// change to this mailbox, which may never come.
 		if ctx.Err() == nil {
-			f.log.Error("change feed: catch up", "mailbox", w.mailboxID, "err", err)
+			f.log.Error("change feed: catch up; retrying", "mailbox", w.mailboxID, "err", err)
+			time.AfterFunc(catchUpRetry, func() { f.catchUpWatched(ctx, w, 0) })
 		}
 		return
 	}

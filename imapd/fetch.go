@@ -29,9 +29,9 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 	if err != nil {
 		return err
 	}
-	ranges := sel.resolve(set, s.searchRes)
-	if len(ranges) == 0 {
-		return nil
+	ranges, err := sel.resolve(set, s.searchRes)
+	if err != nil || len(ranges) == 0 {
+		return err
 	}
 	// Implicit \Seen (RFC 9051 §6.4.5), before reading, so that the FLAGS
 	// written below already include it.

@@ -75,6 +75,12 @@ func (s *session) Delete(name string) error {
 	if err != nil {
 		return storeError(err, "DELETE")
 	}
+	if s.mailbox != nil && s.mailbox.ID == mb.ID {
+		// Deleting the selected mailbox closes it first, as Dovecot does,
+		// so this session gets its OK rather than the BYE other sessions
+		// get.
+		s.unselect()
+	}
 	if err := s.srv.st.DeleteMailbox(s.ctx, s.accountID(), name); err != nil {
 		return storeError(err, "DELETE")
 	}

@@ -320,3 +320,25 @@ func TestSelectExamine(t *testing.T) {
 		t.Fatal("FETCH after UNSELECT succeeded")
 	}
 }
+
+// TestDeleteSelected: deleting the mailbox this session has selected closes
+// it and answers OK (as Dovecot does), rather than ending the session.
+func TestDeleteSelected(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.login(nil)
+	if err := c.Create("Doomed", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Select("Doomed", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete("Doomed").Wait(); err != nil {
+		t.Fatalf("DELETE of the selected mailbox: %v", err)
+	}
+	if err := c.Noop().Wait(); err != nil {
+		t.Fatalf("session after deleting its selected mailbox: %v", err)
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+}

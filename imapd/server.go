@@ -13,10 +13,12 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
+	"github.com/mailstack/mailstack/internal/metrics"
 	"github.com/mailstack/mailstack/store"
 )
 
@@ -36,6 +38,8 @@ type Options struct {
 	MaxConnsPerAccount int
 	// Logger receives the server's logs (default slog.Default()).
 	Logger *slog.Logger
+	// Metrics, if set, counts IDLE sessions and change-notification lag.
+	Metrics *metrics.Mailstack
 	// DebugWriter, if set, receives the raw protocol traffic (including
 	// credentials): for tests and debugging only.
 	DebugWriter io.Writer
@@ -58,6 +62,8 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[int64]int // authenticated connections per account
+
+	idleRecheck time.Duration // how often IDLE re-checks credentials
 }
 
 // New returns a server for st and starts its change feed (the store's
@@ -82,6 +88,8 @@ func New(st *store.Store, opts Options) *Server {
 		ctx:    ctx,
 		cancel: cancel,
 		conns:  map[int64]int{},
+
+		idleRecheck: idleRecheck,
 	}
 	s.feed = newFeed(st, log)
 	s.imap = imapserver.New(&imapserver.Options{
@@ -95,7 +103,12 @@ func New(st *store.Store, opts Options) *Server {
 	s.listening.Add(1)
 	go func() {
 		defer s.listening.Done()
-		if err := st.Listen(ctx, func(ev store.ChangeEvent) { s.feed.notifySafely(ctx, ev) }); err != nil && ctx.Err() == nil {
+		if err := st.Listen(ctx, func(ev store.ChangeEvent) {
+			s.feed.notifySafely(ctx, ev)
+			if !ev.At.IsZero() {
+				s.opts.Metrics.ObserveNotifyLag(time.Since(ev.At).Seconds())
+			}
+		}); err != nil && ctx.Err() == nil {
 			log.Error("change feed stopped", "err", err)
 		}
 	}()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"runtime/debug"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -172,12 +173,21 @@ func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
 		}
 		return nil
 	}
+	defer s.srv.opts.Metrics.IdleStarted()()
+	// IDLE is one long command: re-check the credentials now and then, so
+	// that a revoked app password also ends sessions that only listen.
+	recheck := time.NewTicker(s.srv.idleRecheck)
+	defer recheck.Stop()
 	for {
 		if err := s.poll(w, sel, true); err != nil {
 			return err
 		}
 		select {
 		case <-sel.wake:
+		case <-recheck.C:
+			if err := s.begin(); err != nil {
+				return err
+			}
 		case <-stop:
 			return nil
 		case <-s.ctx.Done():
@@ -185,6 +195,9 @@ func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
 		}
 	}
 }
+
+// idleRecheck is how often an IDLE session's credentials are re-checked.
+const idleRecheck = time.Minute
 
 // Unselect implements imapserver.Session (UNSELECT, CLOSE, and SELECT of
 // another mailbox).

@@ -231,6 +231,30 @@ func TestRevokedAppPasswordEndsSession(t *testing.T) {
 	}
 }
 
+// TestRevokedAppPasswordEndsIdle: IDLE is one long command; the session
+// still ends soon after its app password is revoked.
+func TestRevokedAppPasswordEndsIdle(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.srv.idleRecheck = 100 * time.Millisecond
+	c := e.login(nil)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	idle, err := c.Idle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	if err := e.st.RevokeAppPassword(context.Background(), e.acc.ID, e.appID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.Closed():
+	case <-time.After(5 * time.Second):
+		t.Fatal("IDLE session still open after its app password was revoked")
+	}
+}
+
 func TestDisabledAccountEndsSession(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	c := e.login(nil)
@@ -287,10 +311,14 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("CREATE %q succeeded", name)
 		}
 	}
-	// Sequence numbers past the end are ignored, not an error.
-	msgs, err := c.Fetch(imap.SeqSetNum(5), &imap.FetchOptions{Flags: true}).Collect()
+	// Sequence numbers past the end are an error (RFC 3501 §6.4.8, as
+	// Dovecot answers); UIDs past the end are not.
+	if _, err := c.Fetch(imap.SeqSetNum(5), &imap.FetchOptions{Flags: true}).Collect(); imapType(err) != imap.StatusResponseTypeBad {
+		t.Fatalf("FETCH 5: %v, want BAD", err)
+	}
+	msgs, err := c.Fetch(imap.UIDSetNum(500), &imap.FetchOptions{Flags: true}).Collect()
 	if err != nil || len(msgs) != 0 {
-		t.Fatalf("FETCH 5: %v %v", msgs, err)
+		t.Fatalf("UID FETCH 500: %v %v", msgs, err)
 	}
 	if err := c.Noop().Wait(); err != nil {
 		t.Fatal(err)

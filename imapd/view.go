@@ -263,12 +263,23 @@ func (v *selected) seqOf(uid uint32) uint32 {
 // clipped to the highest UID the client knows, so that no command touches
 // a message the client has not been told about. searchRes is the saved
 // SEARCH result, for "$".
-func (v *selected) resolve(set imap.NumSet, searchRes []uint32) []store.UIDRange {
+func (v *selected) resolve(set imap.NumSet, searchRes []uint32) ([]store.UIDRange, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	n := uint32(len(v.uids))
+	if seqs, ok := set.(imap.SeqSet); ok {
+		// RFC 3501 §6.4.8 / Dovecot: a sequence number beyond the
+		// mailbox is an error, not an empty match ("*" always resolves).
+		for _, r := range seqs {
+			if r.Start > n || r.Stop > n {
+				if n > 0 || (r.Start != 1 || r.Stop != 0) {
+					return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Text: "Invalid message sequence number"}
+				}
+			}
+		}
+	}
 	if n == 0 {
-		return nil
+		return nil, nil
 	}
 	var out []store.UIDRange
 	switch set := set.(type) {
@@ -298,7 +309,7 @@ func (v *selected) resolve(set imap.NumSet, searchRes []uint32) []store.UIDRange
 					out = append(out, store.UIDRange{Start: u, Stop: u})
 				}
 			}
-			return out
+			return out, nil
 		}
 		for _, r := range set {
 			a, b := uint32(r.Start), uint32(r.Stop)
@@ -317,7 +328,7 @@ func (v *selected) resolve(set imap.NumSet, searchRes []uint32) []store.UIDRange
 			out = append(out, store.UIDRange{Start: a, Stop: min(b, top)})
 		}
 	}
-	return out
+	return out, nil
 }
 
 // uidsIn lists the view's UIDs inside ranges, ascending.

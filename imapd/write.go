@@ -57,9 +57,9 @@ func (s *session) Store(w *imapserver.FetchWriter, set imap.NumSet, flags *imap.
 	if sel.readOnly {
 		return s.readOnlyErr()
 	}
-	ranges := sel.resolve(set, s.searchRes)
-	if len(ranges) == 0 {
-		return nil
+	ranges, err := sel.resolve(set, s.searchRes)
+	if err != nil || len(ranges) == 0 {
+		return err
 	}
 	op := store.FlagsReplace
 	switch flags.Op {
@@ -115,9 +115,9 @@ func (s *session) Copy(set imap.NumSet, dest string) (*imap.CopyData, error) {
 	if err != nil {
 		return nil, err
 	}
-	ranges := sel.resolve(set, s.searchRes)
-	if len(ranges) == 0 {
-		return nil, nil
+	ranges, err := sel.resolve(set, s.searchRes)
+	if err != nil || len(ranges) == 0 {
+		return nil, err
 	}
 	res, err := s.srv.st.Copy(s.ctx, s.accountID(), s.mailbox.ID, ranges, dst.ID)
 	if err != nil {
@@ -144,9 +144,9 @@ func (s *session) Move(w *imapserver.MoveWriter, set imap.NumSet, dest string) e
 	if err != nil {
 		return err
 	}
-	ranges := sel.resolve(set, s.searchRes)
-	if len(ranges) == 0 {
-		return nil
+	ranges, err := sel.resolve(set, s.searchRes)
+	if err != nil || len(ranges) == 0 {
+		return err
 	}
 	res, err := s.srv.st.Move(s.ctx, s.accountID(), s.mailbox.ID, ranges, dst.ID)
 	if err != nil {
@@ -208,9 +208,9 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 	if uids != nil {
 		set = *uids
 	}
-	ranges := sel.resolve(set, s.searchRes)
-	if len(ranges) == 0 {
-		return nil
+	ranges, err := sel.resolve(set, s.searchRes)
+	if err != nil || len(ranges) == 0 {
+		return err
 	}
 	gone, err := s.srv.st.Expunge(s.ctx, s.accountID(), s.mailbox.ID, ranges)
 	if err != nil {

@@ -27,6 +27,7 @@ func (s *server) imapListeners() []listener {
 				MaxMessageSize:     s.cfg.maxMessageSize,
 				MaxConnsPerAccount: int(s.cfg.maxConnsPerAccount),
 				Logger:             s.log,
+				Metrics:            s.metrics,
 			})
 		}
 		running++
