@@ -22,6 +22,7 @@ type coalescingConn struct {
 	pending   bool
 	err       error
 	wdeadline time.Time     // the write deadline the layer above set
+	applied   time.Time     // the write deadline last set on Conn
 	timeout   time.Duration // flushTimeout, or shorter in tests
 }
 
@@ -70,10 +71,18 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// writeLocked writes p under the deadline the layer above set last, or
+// under flushTimeout if it set none. Deadlines reach Conn only here:
+// imapserver sets one before every response line, and passing each on
+// costs more than coalescing saves.
 func (c *coalescingConn) writeLocked(p []byte) (int, error) {
-	if c.wdeadline.IsZero() {
-		c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)) //nolint:errcheck // a failed write reports it
-		defer c.Conn.SetWriteDeadline(time.Time{})         //nolint:errcheck
+	d := c.wdeadline
+	if d.IsZero() {
+		d = time.Now().Add(c.timeout)
+	}
+	if !d.Equal(c.applied) {
+		c.Conn.SetWriteDeadline(d) //nolint:errcheck // a failed write reports it
+		c.applied = d
 	}
 	n, err := c.Conn.Write(p)
 	if err != nil {
@@ -129,14 +138,15 @@ func (c *coalescingConn) Close() error {
 // its close_notify alert, which would otherwise fail the flush of everything
 // still buffered (the BYE and OK of LOGOUT). imapserver sets a future write
 // deadline before every response; flushing then would undo the coalescing.
+// The write deadline itself is applied lazily, by writeLocked.
 func (c *coalescingConn) SetDeadline(t time.Time) error {
 	c.setWriteDeadline(t)
-	return c.Conn.SetDeadline(t)
+	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *coalescingConn) SetWriteDeadline(t time.Time) error {
 	c.setWriteDeadline(t)
-	return c.Conn.SetWriteDeadline(t)
+	return nil
 }
 
 func (c *coalescingConn) setWriteDeadline(t time.Time) {
