@@ -65,11 +65,59 @@ func readIncoming(r io.Reader) (*incoming, error) {
 	}
 	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(parse)))
 	if err != nil {
-		// The message is still returned (with an empty parsed header) for
-		// callers that accept ugly mail rather than lose it (the MX).
-		return &incoming{raw: raw, rest: br}, fmt.Errorf("%w: %w", errMalformedHeader, err)
+		// The message is still returned for callers that accept ugly mail
+		// rather than lose it (the MX), with every field that can be read
+		// at all: a malformed line must not hide the From field from the
+		// checks while mail clients still show it.
+		return &incoming{raw: raw, header: lenientHeader(raw), rest: br}, fmt.Errorf("%w: %w", errMalformedHeader, err)
 	}
 	return &incoming{raw: raw, header: h, rest: br}, nil
+}
+
+// lenientHeader parses a header block that textproto.ReadHeader refuses:
+// it skips what is not a field (a line without a colon, a field name with
+// bytes outside RFC 5322's printable ASCII, a continuation line with no
+// field before it) and keeps every other field, also those after the
+// first bad line, where ReadHeader stops.
+func lenientHeader(raw []byte) textproto.Header {
+	var h textproto.Header
+	var field []byte // the field being collected, continuation lines included
+	flush := func() {
+		if field == nil {
+			return
+		}
+		name, _, ok := bytes.Cut(field, []byte(":"))
+		// RFC 5322 §4.5 (obsolete syntax) allows white space before the colon.
+		name = bytes.TrimRight(name, " \t")
+		valid := ok && len(name) > 0
+		for _, c := range name {
+			valid = valid && c > ' ' && c <= '~'
+		}
+		if valid {
+			h.AddRaw(bytes.Clone(field))
+		}
+		field = nil
+	}
+	for rest := raw; len(rest) > 0; {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line = rest[:i+1]
+		}
+		rest = rest[len(line):]
+		switch {
+		case len(bytes.TrimRight(line, "\r\n")) == 0:
+			flush()
+		case line[0] == ' ' || line[0] == '\t':
+			if field != nil {
+				field = append(field, line...)
+			}
+		default:
+			flush()
+			field = append([]byte(nil), line...)
+		}
+	}
+	flush()
+	return h
 }
 
 // removeFields deletes every field named one of names (case-insensitive)

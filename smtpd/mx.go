@@ -196,9 +196,10 @@ func (s *mxSession) Data(r io.Reader) error {
 	r = &deadlineReader{r: r, conn: s.conn.Conn(), d: s.m.opts.DataTimeout}
 	in, err := readIncoming(r)
 	if errors.Is(err, errMalformedHeader) {
-		// Mail is never refused for being ugly: keep it byte for byte; it
-		// simply has no From to check DMARC against.
-		s.m.cfg.Log.Info("mx: unparseable header, delivering as is", "ip", s.ip, "err", err)
+		// Mail is never refused for being ugly: it is kept byte for byte,
+		// and checked against the From fields a lenient reading finds (a
+		// message with none fails DMARC).
+		s.m.cfg.Log.Info("mx: malformed header, read leniently", "ip", s.ip, "err", err)
 	} else if err != nil {
 		return s.dataError("read header", err)
 	}

@@ -562,35 +562,72 @@ func rawDial(t testing.TB, addr string) *textproto.Conn {
 }
 
 // TestMXMalformed: ugly messages are delivered, byte for byte after the
-// two fields we add in front.
+// two fields we add in front; a malformed header does not hide its From
+// field from DMARC and the forged-sender check, and a message without a
+// usable From domain fails DMARC (Junk).
 func TestMXMalformed(t *testing.T) {
 	e := newMXEnv(t, nil)
 	authDNS(e.dns)
-	for _, tc := range []struct{ name, msg string }{
-		{"truncated multipart", crlf("From: a@spf-pass.example\nSubject: m1\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=XYZ\n\n--XYZ\nContent-Type: text/plain\n\nfirst part, never closed\n--XYZ\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\nAAAA\n")},
-		{"8-bit headers", crlf("From: J\xf6rg <a@spf-pass.example>\nSubject: m2 caf\xe9 \xff\xfe\nX-Raw: \x80\x81\n\nbody \xe9\n")},
-		{"no body separator", crlf("From: a@spf-pass.example\nSubject: m3\nX-Last: header only\n")},
-		{"not a header at all", crlf("m4 this is not a header line\nnor this\n\nbody\n")},
-		{"unparseable From", crlf("From: <<<a@spf-pass.example\nSubject: m5\n\nbody\n")},
-		{"bare continuation first", crlf(" m6 starts with a continuation\nSubject: x\n\nbody\n")},
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		msg     string
+		wantBox string // "" refused with 550 5.7.1
+		dmarc   authres.ResultValue
+	}{
+		{"truncated multipart", crlf("From: a@spf-pass.example\nSubject: m1\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=XYZ\n\n--XYZ\nContent-Type: text/plain\n\nfirst part, never closed\n--XYZ\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\nAAAA\n"), "INBOX", authres.ResultNone},
+		{"8-bit headers", crlf("From: J\xf6rg <a@spf-pass.example>\nSubject: m2 caf\xe9 \xff\xfe\nX-Raw: \x80\x81\n\nbody \xe9\n"), "INBOX", authres.ResultNone},
+		{"no body separator", crlf("From: a@spf-pass.example\nSubject: m3\nX-Last: header only\n"), "INBOX", authres.ResultNone},
+		{"unparseable From", crlf("From: <<<a@spf-pass.example\nSubject: m5\n\nbody\n"), "INBOX", authres.ResultNone},
+		{"line without colon after From", crlf("From: a@spf-pass.example\nSubject: m7\nthis line has no colon\n\nbody\n"), "INBOX", authres.ResultNone},
+		// No From domain at all: DMARC fails (RFC 7489 §6.6.1), Junk.
+		{"not a header at all", crlf("m4 this is not a header line\nnor this\n\nbody\n"), "Junk", authres.ResultPermError},
+		{"bare continuation first", crlf(" m6 starts with a continuation\nSubject: x\n\nbody\n"), "Junk", authres.ResultPermError},
+		{"no From field", crlf("Subject: m8 no author\n\nbody\n"), "Junk", authres.ResultPermError},
+		{"From without address", crlf("From: undisclosed-recipients:;\nSubject: m9\n\nbody\n"), "Junk", authres.ResultPermError},
+		// A bad line must not make the From field invisible to DMARC.
+		{"p=reject From, line without colon", crlf("From: a@reject.example\nSubject: m10\nthis line has no colon\n\nbody\n"), "", ""},
+		{"p=reject From after a line without colon", crlf("Subject: m11\nno colon here\nFrom: a@reject.example\n\nbody\n"), "", ""},
+		{"p=reject From, 8-bit field name", crlf("From: a@reject.example\nX-Caf\xe9: y\nSubject: m12\n\nbody\n"), "", ""},
+		{"p=reject From, continuation first", crlf(" m13 continuation\nFrom: a@reject.example\n\nbody\n"), "", ""},
+		// Nor from the forged-local-sender check.
+		{"forged local From, line without colon", crlf("From: alice@example.org\nSubject: m14\nthis line has no colon\n\nbody\n"), "Junk", authres.ResultNone},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if err := send(e.dial(t, "client.example", false), "a@spf-pass.example", []string{"bob@example.org"}, tc.msg); err != nil {
+			before, err := e.st.CountMessageContents(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = send(e.dial(t, "client.example", false), "a@spf-pass.example", []string{"bob@example.org"}, tc.msg)
+			if tc.wantBox == "" {
+				var se *smtp.SMTPError
+				if !errorsAs(err, &se) || se.Code != 550 || se.EnhancedCode != (smtp.EnhancedCode{5, 7, 1}) {
+					t.Fatalf("got %v, want 550 5.7.1", err)
+				}
+				if after, _ := e.st.CountMessageContents(ctx); after != before {
+					t.Errorf("refused message left %d content rows", after-before)
+				}
+				return
+			}
+			if err != nil {
 				t.Fatal(err)
 			}
 			var found string
-			for _, m := range mailbox(t, e.st, e.bob.ID, "INBOX") {
+			for _, m := range mailbox(t, e.st, e.bob.ID, tc.wantBox) {
 				if strings.HasSuffix(m, tc.msg) {
 					found = m
 				}
 			}
 			if found == "" {
-				t.Fatalf("not delivered byte-exact to INBOX")
+				t.Fatalf("not delivered byte-exact to %s", tc.wantBox)
 			}
 			pre := found[:len(found)-len(tc.msg)]
 			h := header(t, pre+"\r\n")
 			if f := h.Fields(); len(h.Values("Received")) != 1 || len(h.Values("Authentication-Results")) != 1 || f.Len() != 2 {
 				t.Errorf("added header is not exactly Received + Authentication-Results:\n%s", pre)
+			}
+			if res := ourResults(t, h); len(res["dmarc"]) != 1 || value(res["dmarc"][0]) != tc.dmarc {
+				t.Errorf("dmarc %+v, want %s", res["dmarc"], tc.dmarc)
 			}
 		})
 	}

@@ -18,6 +18,8 @@
 //   - DMARC record temporarily unavailable: 4xx, the sender retries.
 //   - A message with several From domains cannot be attributed to one
 //     policy: dmarc=permerror, Junk.
+//   - A message with no usable From domain (no From field, or none with an
+//     address) fails DMARC (RFC 7489 §6.6.1): dmarc=permerror, Junk.
 package inboundauth
 
 import (
@@ -86,7 +88,8 @@ type Input struct {
 	Helo     string
 	MailFrom string // envelope sender; "" for the null sender <>
 	// FromDomains are the domains of the From header's addresses (one in
-	// practice; none when the header is missing or unparseable).
+	// practice; none when the field is missing or holds no address, which
+	// fails DMARC).
 	FromDomains []string
 }
 
@@ -218,8 +221,11 @@ func (c *Checker) dmarc(ctx context.Context, in Input, v *Verdict) {
 	domains := uniqueLower(in.FromDomains)
 	switch len(domains) {
 	case 0:
-		v.DMARC = authres.DMARCResult{Value: authres.ResultNone, Reason: "no From domain"}
-		v.Action, v.Why = c.withoutDMARC(v, "")
+		// No author domain to look up a policy for or align with: the
+		// message fails DMARC (RFC 7489 §6.6.1), whatever SPF says, rather
+		// than passing unchecked.
+		v.DMARC = authres.DMARCResult{Value: authres.ResultPermError, Reason: "no From domain"}
+		v.Action, v.Why = Junk, "no usable From domain"
 		return
 	case 1:
 	default:
