@@ -254,9 +254,13 @@ func (s *Store) SetDisabled(ctx context.Context, address string, disabled bool) 
 }
 
 // DeleteAccount removes an account with all its mailboxes, messages and
-// credentials.
+// credentials. Every mailbox is announced on MailboxChannel in the same
+// statement, so sessions that have one selected end at once, not at their
+// next command.
 func (s *Store) DeleteAccount(ctx context.Context, address string) error {
-	return s.execOne(ctx, "delete account", address, `DELETE FROM accounts WHERE address = $1`, strings.ToLower(address))
+	return s.execOne(ctx, "delete account", address, `WITH d AS (DELETE FROM accounts WHERE address = $1 RETURNING id),
+		n AS (SELECT pg_notify($2, m.id::text || ' 0'`+notifyStamp+`) FROM mailboxes m JOIN d ON m.account_id = d.id)
+		SELECT d.id FROM d WHERE (SELECT count(*) FROM n) >= 0`, strings.ToLower(address), MailboxChannel)
 }
 
 // CreateAlias makes alias (an address, or "@domain" for a catch-all) deliver

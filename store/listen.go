@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -69,13 +70,67 @@ func parseChange(payload string) (ChangeEvent, error) {
 	return ev, nil
 }
 
+// ListenOptions configure the change feed's dedicated LISTEN connection.
+// The zero value is usable.
+type ListenOptions struct {
+	// URL, if set, is the database to LISTEN on instead of the pool's: a
+	// direct connection when the pool goes through a transaction-pooling
+	// proxy (PgBouncer), which cannot carry LISTEN.
+	URL string
+	// CheckInterval is how long the connection may stay quiet before a
+	// liveness check (SELECT 1, answered within min(CheckInterval, 5 s)):
+	// a half-open connection (a peer gone without a FIN or RST) would
+	// otherwise wait for notifications for ever. Default 30 s.
+	CheckInterval time.Duration
+	// BeforeConnect, if set, is called before every attempt to open the
+	// connection, the first included (tests hold the feed down with it).
+	BeforeConnect func(ctx context.Context)
+}
+
+const (
+	defaultListenCheck = 30 * time.Second
+	listenPingTimeout  = 5 * time.Second
+	listenConnTimeout  = 10 * time.Second
+)
+
+// listenConfig is the configuration of the LISTEN connection: TCP
+// keepalive probes after 30 s of silence (a dead peer is noticed by the
+// kernel within about a minute, even between liveness checks) and a
+// connect timeout.
+func (s *Store) listenConfig() (*pgx.ConnConfig, error) {
+	cfg := s.ConnConfig()
+	if u := s.opts.Listen.URL; u != "" {
+		var err error
+		if cfg, err = pgx.ParseConfig(u); err != nil {
+			return nil, fmt.Errorf("change feed: parse listen URL: %w", err)
+		}
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = listenConnTimeout
+	}
+	d := &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 10 * time.Second, Count: 3}}
+	cfg.DialFunc = d.DialContext
+	return cfg, nil
+}
+
 // listen runs a LISTEN loop on channel with reconnection. onReconnect runs
 // after every successful LISTEN, the first included.
 func (s *Store) listen(ctx context.Context, channel string, onNotify func(string), onReconnect func()) error {
+	cfg, err := s.listenConfig()
+	if err != nil {
+		return err
+	}
+	check := s.opts.Listen.CheckInterval
+	if check <= 0 {
+		check = defaultListenCheck
+	}
 	backoff := 50 * time.Millisecond
 	first := true
 	for {
-		conn, err := pgx.ConnectConfig(ctx, s.ConnConfig())
+		if hook := s.opts.Listen.BeforeConnect; hook != nil {
+			hook(ctx)
+		}
+		conn, err := pgx.ConnectConfig(ctx, cfg)
 		if err == nil {
 			_, err = conn.Exec(ctx, "LISTEN "+pgx.Identifier{channel}.Sanitize())
 		}
@@ -89,10 +144,13 @@ func (s *Store) listen(ctx context.Context, channel string, onNotify func(string
 			// sessions already watched mailboxes) were never announced.
 			onReconnect()
 			first = false
-			err = waitLoop(ctx, conn, onNotify)
+			err = waitLoop(ctx, conn, check, onNotify)
 		}
 		if conn != nil {
-			conn.Close(context.WithoutCancel(ctx))
+			// Bounded: a half-open connection must not hold up the reconnect.
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			conn.Close(cctx)
+			cancel()
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -107,12 +165,35 @@ func (s *Store) listen(ctx context.Context, channel string, onNotify func(string
 	}
 }
 
-func waitLoop(ctx context.Context, conn *pgx.Conn, onNotify func(string)) error {
+// waitLoop hands on notifications until the connection fails. After check
+// without one it makes sure the connection still answers.
+func waitLoop(ctx context.Context, conn *pgx.Conn, check time.Duration, onNotify func(string)) error {
 	for {
-		n, err := conn.WaitForNotification(ctx)
-		if err != nil {
+		wctx, cancel := context.WithTimeout(ctx, check)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		if n != nil {
+			onNotify(n.Payload)
+		}
+		switch {
+		case err == nil:
+			continue
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case !errors.Is(err, context.DeadlineExceeded):
 			return fmt.Errorf("wait for notification: %w", err)
 		}
-		onNotify(n.Payload)
+		// A read timeout leaves the connection usable (pgconn only closes
+		// on other errors). Notifications that arrive during the check
+		// are kept by pgx for the next wait.
+		pctx, cancel := context.WithTimeout(ctx, min(check, listenPingTimeout))
+		_, err = conn.Exec(pctx, "SELECT 1")
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("liveness check: %w", err)
+		}
 	}
 }

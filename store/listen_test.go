@@ -2,7 +2,14 @@ package store_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,4 +86,212 @@ wait:
 			t.Fatal("no resync after the LISTEN connection was killed")
 		}
 	}
+}
+
+// freezeProxy forwards TCP connections on 127.0.0.1 to a PostgreSQL
+// server. freeze makes every connection open at that moment silently dead
+// (nothing forwarded either way, nothing closed: a half-open connection as
+// a vanished peer or a stuck NAT leaves it); later connections work.
+type freezeProxy struct {
+	ln      net.Listener
+	mu      sync.Mutex
+	conns   []*proxied
+	release chan struct{}
+}
+
+type proxied struct {
+	frozen atomic.Bool
+}
+
+func newFreezeProxy(t *testing.T, cfg *pgx.ConnConfig) *freezeProxy {
+	t.Helper()
+	network, addr := "tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
+	if strings.HasPrefix(cfg.Host, "/") {
+		network, addr = "unix", filepath.Join(cfg.Host, fmt.Sprintf(".s.PGSQL.%d", cfg.Port))
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &freezeProxy{ln: ln, release: make(chan struct{})}
+	t.Cleanup(func() {
+		ln.Close()
+		close(p.release)
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial(network, addr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			pc := &proxied{}
+			p.mu.Lock()
+			p.conns = append(p.conns, pc)
+			p.mu.Unlock()
+			pipe := func(dst, src net.Conn) {
+				defer dst.Close()
+				defer src.Close()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := src.Read(buf)
+					if pc.frozen.Load() {
+						<-p.release // hold both ends open, forward nothing
+						return
+					}
+					if n > 0 {
+						if _, err := dst.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}
+			go pipe(b, c)
+			go pipe(c, b)
+		}
+	}()
+	return p
+}
+
+func (p *freezeProxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.frozen.Store(true)
+	}
+}
+
+// connString is cfg as a keyword/value connection string, pointed at
+// host:port if given.
+func connString(cfg *pgx.ConnConfig, hostPort string) string {
+	host, port := cfg.Host, strconv.Itoa(int(cfg.Port))
+	if hostPort != "" {
+		host, port, _ = net.SplitHostPort(hostPort)
+	}
+	s := fmt.Sprintf("host=%s port=%s dbname=%s user=%s sslmode=disable", host, port, cfg.Database, cfg.User)
+	if cfg.Password != "" {
+		s += " password=" + cfg.Password
+	}
+	return s
+}
+
+// A LISTEN connection that goes silently dead (no FIN, no RST: the proxy
+// in front of it stops forwarding) is found out by the liveness check;
+// the feed reconnects, asks for a resync, and notifications flow again. A
+// healthy quiet connection passes its checks without reconnecting.
+func TestListenDetectsDeadConnection(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg := f.st.ConnConfig()
+	proxy := newFreezeProxy(t, cfg)
+	st, err := store.Open(ctx, connString(cfg, ""), store.Options{Listen: store.ListenOptions{
+		URL:           connString(cfg, proxy.ln.Addr().String()),
+		CheckInterval: 100 * time.Millisecond,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	events := make(chan store.ChangeEvent, 64)
+	done := make(chan error, 1)
+	go func() { done <- st.Listen(ctx, func(ev store.ChangeEvent) { events <- ev }) }()
+	inbox := f.mailbox(t, f.a, "INBOX")
+	next := func(what string) store.ChangeEvent {
+		t.Helper()
+		select {
+		case ev := <-events:
+			return ev
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no event", what)
+		}
+		panic("unreachable")
+	}
+	appendOne := func(i int) uint64 {
+		t.Helper()
+		res, err := f.st.Append(ctx, f.a.ID, inbox.ID, strings.NewReader(testMessage(i)), 0, nil, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.ModSeq
+	}
+	if ev := next("first LISTEN"); !ev.Resync {
+		t.Fatalf("first event %+v, want the resync", ev)
+	}
+	// Quiet for many check intervals: the checks pass, nothing reconnects.
+	select {
+	case ev := <-events:
+		t.Fatalf("event %+v on a quiet, healthy connection", ev)
+	case <-time.After(time.Second):
+	}
+	if ms := appendOne(1); next("append through the proxy").ModSeq != ms {
+		t.Fatal("wrong notification")
+	}
+
+	proxy.freeze()
+	lost := appendOne(2) // its notification is stuck in the dead connection
+	ev := next("after the freeze")
+	if !ev.Resync {
+		t.Fatalf("event %+v after the freeze, want a resync (modseq %d was lost)", ev, lost)
+	}
+	ms := appendOne(3)
+	if ev := next("append after the reconnect"); ev.Resync || ev.ModSeq != ms {
+		t.Fatalf("event %+v, want modseq %d", ev, ms)
+	}
+	cancel()
+	<-done
+}
+
+// DeleteAccount announces every mailbox of the account (sessions that have
+// one selected end at once).
+func TestDeleteAccountNotifies(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := make(chan store.ChangeEvent, 64)
+	done := make(chan error, 1)
+	go func() { done <- f.st.Listen(ctx, func(ev store.ChangeEvent) { events <- ev }) }()
+	select {
+	case ev := <-events:
+		if !ev.Resync {
+			t.Fatalf("first event %+v", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no LISTEN")
+	}
+	mbs, err := f.st.Mailboxes(ctx, f.b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int64]bool{}
+	for _, mb := range mbs {
+		want[mb.ID] = true
+	}
+	if err := f.st.DeleteAccount(ctx, "bob@example.org"); err != nil {
+		t.Fatal(err)
+	}
+	got := map[int64]bool{}
+	for len(got) < len(want) {
+		select {
+		case ev := <-events:
+			if !want[ev.MailboxID] || ev.ModSeq != 0 {
+				t.Fatalf("event %+v; bob's mailboxes %v", ev, want)
+			}
+			got[ev.MailboxID] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("notified %v of bob's mailboxes %v", got, want)
+		}
+	}
+	if err := f.st.DeleteAccount(ctx, "bob@example.org"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleting again: %v, want ErrNotFound", err)
+	}
+	cancel()
+	<-done
 }

@@ -184,61 +184,6 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// Changes are what happened to a mailbox after some modseq.
-type Changes struct {
-	Mailbox  *Mailbox       // nil if the mailbox was deleted
-	Updated  []MessageFlags // new or changed live messages, by UID
-	Expunged []uint32       // UIDs expunged after the modseq, ascending
-}
-
-// ChangesSince reads the changes to a mailbox after modseq, from one
-// consistent snapshot: the change feed's catch-up read.
-func (s *Store) ChangesSince(ctx context.Context, accountID, mailboxID int64, modseq uint64) (*Changes, error) {
-	ch := &Changes{}
-	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		mb, err := scanMailbox(tx.QueryRow(ctx, `SELECT `+mailboxColumns+` FROM mailboxes WHERE id = $1 AND account_id = $2`,
-			mailboxID, accountID))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		ch.Mailbox = mb
-		rows, err := tx.Query(ctx, `SELECT uid, flags, keywords, modseq FROM mailbox_messages
-			WHERE mailbox_id = $1 AND account_id = $2 AND modseq > $3 ORDER BY uid`, mailboxID, accountID, int64(modseq))
-		if err != nil {
-			return err
-		}
-		var uid, ms int64
-		var bits int
-		var kw []string
-		if _, err := pgx.ForEachRow(rows, []any{&uid, &bits, &kw, &ms}, func() error {
-			ch.Updated = append(ch.Updated, MessageFlags{UID: uint32(uid), Flags: flagStrings(bits, kw), ModSeq: uint64(ms)})
-			return nil
-		}); err != nil {
-			return err
-		}
-		rows, err = tx.Query(ctx, `SELECT e.uid FROM expunged e JOIN mailboxes m ON m.id = e.mailbox_id
-			WHERE e.mailbox_id = $1 AND m.account_id = $3 AND e.modseq > $2 ORDER BY e.uid`,
-			mailboxID, int64(modseq), accountID)
-		if err != nil {
-			return err
-		}
-		if _, err := pgx.ForEachRow(rows, []any{&uid}, func() error {
-			ch.Expunged = append(ch.Expunged, uint32(uid))
-			return nil
-		}); err != nil {
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read changes: %w", err)
-	}
-	return ch, nil
-}
-
 // CountMessageContents returns how many distinct message contents are
 // stored (for tests and metrics).
 func (s *Store) CountMessageContents(ctx context.Context) (int64, error) {

@@ -59,6 +59,8 @@ type Options struct {
 	OnLogin func(protocol string, success bool)
 	// Throttle configures login throttling; zero means defaults.
 	Throttle ThrottlePolicy
+	// Listen configures the change feed's LISTEN connection.
+	Listen ListenOptions
 }
 
 // Open connects to the database at url. It does not migrate; call Migrate.
