@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -16,7 +17,9 @@ import (
 	"testing"
 
 	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/dotenv"
 	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // loadCompose loads docker-compose.yml the way `docker compose up` would
@@ -83,6 +86,11 @@ func TestCompose(t *testing.T) {
 	if ms.Restart != "unless-stopped" {
 		t.Errorf("mailstack restart %q", ms.Restart)
 	}
+	// Built here, never pulled: a registry image of the same name would be
+	// someone else's.
+	if ms.PullPolicy != types.PullPolicyBuild {
+		t.Errorf("mailstack pull_policy %q, want %q", ms.PullPolicy, types.PullPolicyBuild)
+	}
 	var published []string
 	for _, port := range ms.Ports {
 		published = append(published, port.Published+":"+strconv.Itoa(int(port.Target)))
@@ -107,13 +115,13 @@ func TestCompose(t *testing.T) {
 		}
 		return ""
 	}
-	// The database URL points at the postgres service with the password
-	// from .env, interpolated by compose.
-	if got := get("MAILSTACK_DATABASE_URL"); got != "postgres://mailstack:change-me-to-something-long-and-random@postgres:5432/mailstack?sslmode=disable" {
+	// The database URL points at the postgres service; the password from
+	// .env travels separately in PGPASSWORD (TestComposePassword).
+	if got := get("MAILSTACK_DATABASE_URL"); got != "postgres://mailstack@postgres:5432/mailstack?sslmode=disable" {
 		t.Errorf("MAILSTACK_DATABASE_URL = %q", got)
 	}
-	if got := *pg.Environment["POSTGRES_PASSWORD"]; got != "change-me-to-something-long-and-random" {
-		t.Errorf("POSTGRES_PASSWORD = %q", got)
+	if got := *pg.Environment["POSTGRES_PASSWORD"]; got != "change-me-to-something-long-and-random" || get("PGPASSWORD") != got {
+		t.Errorf("POSTGRES_PASSWORD = %q, mailstack's PGPASSWORD = %q", got, get("PGPASSWORD"))
 	}
 	// env_file: .env reaches the container.
 	if get("MAILSTACK_HOSTNAME") != "mail.example.org" || get("MAILSTACK_DOMAINS") != "example.org" {
@@ -135,6 +143,47 @@ func TestComposeNeedsPassword(t *testing.T) {
 	}
 	if _, err := opts.LoadProject(context.Background()); err == nil || !strings.Contains(err.Error(), "POSTGRES_PASSWORD") {
 		t.Errorf("compose loaded without POSTGRES_PASSWORD: %v", err)
+	}
+}
+
+// TestComposePassword checks that a password with characters that are
+// special in URLs, in .env files and in shells reaches both PostgreSQL
+// and mailstack's database connection unchanged.
+func TestComposePassword(t *testing.T) {
+	const password = `p@ss:w/rd?#%25&$x"y\z`
+	dir := t.TempDir()
+	b, err := os.ReadFile("../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "docker-compose.yml"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := "MAILSTACK_HOSTNAME=mail.example.org\nPOSTGRES_PASSWORD='" + password + "'\n"
+	if err := os.WriteFile(filepath.Join(dir, ".env"), []byte(env), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := cli.NewProjectOptions([]string{filepath.Join(dir, "docker-compose.yml")}, cli.WithWorkingDirectory(dir), cli.WithEnvFiles(), cli.WithDotEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg, _ := p.GetService("postgres")
+	ms, _ := p.GetService("mailstack")
+	if got := *pg.Environment["POSTGRES_PASSWORD"]; got != password {
+		t.Fatalf("postgres gets POSTGRES_PASSWORD %q, want %q", got, password)
+	}
+	// What mailstack's driver makes of the URL and PGPASSWORD it is given.
+	t.Setenv("PGPASSWORD", *ms.Environment["PGPASSWORD"])
+	cfg, err := pgconn.ParseConfig(*ms.Environment["MAILSTACK_DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Password != password || cfg.User != "mailstack" || cfg.Host != "postgres" || cfg.Database != "mailstack" {
+		t.Errorf("database connection: user %q password %q host %q database %q", cfg.User, cfg.Password, cfg.Host, cfg.Database)
 	}
 }
 
@@ -253,6 +302,36 @@ func TestEnvExample(t *testing.T) {
 // TestSystemdUnit checks the unit runs unprivileged with hardening and
 // the managed PostgreSQL's needs.
 func TestSystemdUnit(t *testing.T) {
+	kv := unitSettings(t)
+	for k, want := range map[string]string{
+		"Service.User":                  "mailstack",
+		"Service.ExecStart":             "/usr/local/bin/mailstack serve",
+		"Service.EnvironmentFile":       "/etc/mailstack/mailstack.env",
+		"Service.Environment":           "MAILSTACK_DATA_DIR=/var/lib/mailstack",
+		"Service.StateDirectory":        "mailstack",
+		"Service.AmbientCapabilities":   "CAP_NET_BIND_SERVICE",
+		"Service.CapabilityBoundingSet": "CAP_NET_BIND_SERVICE",
+		"Service.NoNewPrivileges":       "true",
+		"Service.ProtectSystem":         "strict",
+		"Service.ProtectHome":           "true",
+		"Service.PrivateTmp":            "true",
+		"Service.KillMode":              "mixed",
+		"Install.WantedBy":              "multi-user.target",
+	} {
+		if kv[k] != want {
+			t.Errorf("%s = %q, want %q", k, kv[k], want)
+		}
+	}
+	// A Documentation= URL must resolve where the unit is installed; the
+	// binary ships no docs there.
+	if d, ok := kv["Unit.Documentation"]; ok && strings.HasPrefix(d, "file://") {
+		t.Errorf("Documentation=%s: no such file is installed", d)
+	}
+}
+
+// unitSettings parses mailstack.service into "Section.Key" → value.
+func unitSettings(t *testing.T) map[string]string {
+	t.Helper()
 	b, err := os.ReadFile("mailstack.service")
 	if err != nil {
 		t.Fatal(err)
@@ -274,21 +353,129 @@ func TestSystemdUnit(t *testing.T) {
 		}
 		kv[section+"."+k] = v
 	}
-	for k, want := range map[string]string{
-		"Service.User":                  "mailstack",
-		"Service.ExecStart":             "/usr/local/bin/mailstack serve",
-		"Service.StateDirectory":        "mailstack",
-		"Service.AmbientCapabilities":   "CAP_NET_BIND_SERVICE",
-		"Service.CapabilityBoundingSet": "CAP_NET_BIND_SERVICE",
-		"Service.NoNewPrivileges":       "true",
-		"Service.ProtectSystem":         "strict",
-		"Service.ProtectHome":           "true",
-		"Service.PrivateTmp":            "true",
-		"Service.KillMode":              "mixed",
-		"Install.WantedBy":              "multi-user.target",
-	} {
-		if kv[k] != want {
-			t.Errorf("%s = %q, want %q", k, kv[k], want)
+	return kv
+}
+
+// TestEnvFileIsShell checks the env example is valid sh, and that sh and
+// compose's .env parser read the same values from it, also for a value
+// quoted as the file's header says.
+func TestEnvFileIsShell(t *testing.T) {
+	if out, err := exec.Command("sh", "-n", "mailstack.env.example").CombinedOutput(); err != nil {
+		t.Fatalf("sh -n mailstack.env.example: %v\n%s", err, out)
+	}
+	example, err := os.ReadFile("mailstack.env.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const relay = `smtp://me:p&ss$word;x"y\z@smtp.relay.example:587`
+	file := filepath.Join(t.TempDir(), "mailstack.env")
+	content := string(example) + "MAILSTACK_RELAY='" + relay + "'\n"
+	if err := os.WriteFile(file, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", `set -a; . "$1"; env`, "sh", file)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("sourcing the env file: %v", err)
+	}
+	fromSh := map[string]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && (strings.HasPrefix(k, "MAILSTACK_") || k == "POSTGRES_PASSWORD") {
+			fromSh[k] = v
 		}
+	}
+	fromCompose, err := dotenv.UnmarshalBytesWithLookup([]byte(content), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fromSh["MAILSTACK_RELAY"] != relay || fromSh["MAILSTACK_HOSTNAME"] != "mail.example.org" {
+		t.Errorf("sh read MAILSTACK_RELAY=%q MAILSTACK_HOSTNAME=%q", fromSh["MAILSTACK_RELAY"], fromSh["MAILSTACK_HOSTNAME"])
+	}
+	if len(fromSh) != len(fromCompose) {
+		t.Errorf("sh sets %v, compose %v", fromSh, fromCompose)
+	}
+	for k, v := range fromCompose {
+		if fromSh[k] != v {
+			t.Errorf("%s: compose reads %q, sh %q", k, v, fromSh[k])
+		}
+	}
+}
+
+// TestAdminCommandExample runs the admin-command line from the unit's
+// comment (the same line is in GUIDE.md) with a stand-in mailstack that
+// prints its arguments and environment: it must see the env file's
+// settings and the unit's data directory, and a data directory set in
+// the file must win, as it does for the service under systemd.
+func TestAdminCommandExample(t *testing.T) {
+	unit, err := os.ReadFile("mailstack.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^#\s+(sudo -u mailstack sh -c '(.*)')$`).FindSubmatch(unit)
+	if m == nil {
+		t.Fatal("no admin-command example in mailstack.service")
+	}
+	command, script := string(m[1]), string(m[2])
+	guide, err := os.ReadFile("GUIDE.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(guide), command) {
+		t.Errorf("GUIDE.md lacks the unit's admin command:\n%s", command)
+	}
+	kv := unitSettings(t)
+	dataDir, ok := strings.CutPrefix(kv["Service.Environment"], "MAILSTACK_DATA_DIR=")
+	if !ok {
+		t.Fatalf("unit Environment=%q", kv["Service.Environment"])
+	}
+	envFile := kv["Service.EnvironmentFile"]
+	setDir, source := strings.Index(script, "MAILSTACK_DATA_DIR="+dataDir+";"), strings.Index(script, ". "+envFile+";")
+	if setDir < 0 || source < 0 || setDir > source {
+		t.Fatalf("the command must set MAILSTACK_DATA_DIR=%s and then source %s: %s", dataDir, envFile, script)
+	}
+
+	bin := t.TempDir()
+	fake := "#!/bin/sh\necho \"args=$*\"\nenv\n"
+	if err := os.WriteFile(filepath.Join(bin, "mailstack"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	example, err := os.ReadFile("mailstack.env.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runExample := func(extra string) map[string]string {
+		t.Helper()
+		file := filepath.Join(t.TempDir(), "mailstack.env")
+		if err := os.WriteFile(file, append(example, extra...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("sh", "-c", strings.Replace(script, ". "+envFile+";", ". '"+file+"';", 1))
+		cmd.Env = []string{"PATH=" + bin + ":" + os.Getenv("PATH")}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("admin command: %v\n%s", err, out)
+		}
+		got := map[string]string{}
+		for _, line := range strings.Split(string(out), "\n") {
+			if k, v, ok := strings.Cut(line, "="); ok {
+				got[k] = v
+			}
+		}
+		return got
+	}
+	got := runExample("")
+	for k, want := range map[string]string{
+		"args":               "user add you@example.org",
+		"MAILSTACK_HOSTNAME": "mail.example.org",
+		"MAILSTACK_DOMAINS":  "example.org",
+		"MAILSTACK_DATA_DIR": dataDir,
+	} {
+		if got[k] != want {
+			t.Errorf("%s = %q, want %q", k, got[k], want)
+		}
+	}
+	if got := runExample("MAILSTACK_DATA_DIR=/srv/mail\n"); got["MAILSTACK_DATA_DIR"] != "/srv/mail" {
+		t.Errorf("data directory from the env file: %q", got["MAILSTACK_DATA_DIR"])
 	}
 }
