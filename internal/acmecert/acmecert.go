@@ -2,8 +2,16 @@
 // Encrypt by default) with golang.org/x/crypto/acme/autocert: TLS-ALPN-01
 // on the HTTPS listener and HTTP-01 on port 80, for the server's host name
 // and the imap., smtp., mta-sts., autoconfig. and autodiscover. names of
-// every served domain. The cache is supplied by the caller (PostgreSQL, so
-// every process shares account, certificates and challenge tokens).
+// every served domain.
+//
+// The cache is supplied by the caller: PostgreSQL, so every process shares
+// the account key and the certificates. autocert (v0.58) also writes both
+// kinds of challenge response there, HTTP-01 tokens and TLS-ALPN-01
+// challenge certificates, and looks in the cache when a validation request
+// finds nothing in memory; so with several processes behind one address,
+// whichever process the CA reaches answers, for either challenge
+// (TestChallengeAnsweredByAnotherProcess checks it, should a later autocert
+// go back to memory only for one of them).
 package acmecert
 
 import (

@@ -32,9 +32,10 @@ func TestMain(m *testing.M) { storetest.Main(m) }
 
 const hostname = "mail.example.net"
 
-// startDNS runs a DNS server on loopback (UDP and TCP, one port) that
-// answers every A question with 127.0.0.1 and AAAA with nothing, so the
-// test CA's validation of any name reaches the listeners of this test.
+// startDNS runs a DNS server on loopback over TCP (pebble's validation
+// authority asks a configured resolver over TCP only) that answers every A
+// question with 127.0.0.1 and AAAA with nothing, so the test CA's
+// validation of any name reaches the listeners of this test.
 func startDNS(t *testing.T) string {
 	t.Helper()
 	handler := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
@@ -314,5 +315,62 @@ func TestHTTP01(t *testing.T) {
 	if _, err := st.CertCache().Get(ctx, "smtp.example.org+token"); !errors.Is(err, autocert.ErrCacheMiss) {
 		// Not a contract, but challenge tokens should be cleaned up.
 		t.Logf("token entry after issuance: %v", err)
+	}
+}
+
+// TestChallengeAnsweredByAnotherProcess: with several processes behind one
+// address, the CA's validation connection may reach a process other than
+// the one that placed the order. Process A orders; only process B, on the
+// same database, listens where the CA connects; B must answer from the
+// shared cache, for both challenge types.
+func TestChallengeAnsweredByAnotherProcess(t *testing.T) {
+	for _, challenge := range []string{"tls-alpn-01", "http-01"} {
+		t.Run(challenge, func(t *testing.T) {
+			ctx := context.Background()
+			url := storetest.NewURL(t)
+			stA, stB := newStore(t, url), newStore(t, url)
+			addDomain(t, stA, "example.org")
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			port := ln.Addr().(*net.TCPAddr).Port
+			httpPort, tlsPort := freePort(t), port // the other one is closed
+			if challenge == "http-01" {
+				httpPort, tlsPort = port, freePort(t)
+			}
+			pebble := startPebble(t, httpPort, tlsPort, startDNS(t))
+			manager := func(st *store.Store) *autocert.Manager {
+				m, err := acmecert.New(acmecert.Options{Email: "postmaster@example.org", DirectoryURL: pebble.dirURL,
+					Hostname: hostname, Domains: st, Cache: st.CertCache(), HTTPClient: pebble.client})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return m
+			}
+			a, b := manager(stA), manager(stB)
+			if challenge == "http-01" {
+				// As in serve: a process with an HTTP listener offers
+				// HTTP-01 (autocert tries it once TLS-ALPN-01 fails).
+				a.HTTPHandler(nil)
+				srv := &http.Server{Handler: b.HTTPHandler(nil), ReadHeaderTimeout: 5 * time.Second}
+				go srv.Serve(ln)
+				t.Cleanup(func() { srv.Close() })
+			} else {
+				serveTLS(t, ln, acmecert.TLSConfig(b, hostname, "h2", "http/1.1"))
+			}
+			cert, err := a.GetCertificate(&tls.ClientHelloInfo{ServerName: "smtp.example.org",
+				CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}})
+			if err != nil {
+				t.Fatalf("process A's order, validated at process B: %v", err)
+			}
+			leaf, err := x509.ParseCertificate(cert.Certificate[0])
+			if err != nil || !slices.Contains(leaf.DNSNames, "smtp.example.org") {
+				t.Fatalf("certificate %v: %v", leaf.DNSNames, err)
+			}
+			if _, err := stB.CertCache().Get(ctx, "smtp.example.org"); err != nil {
+				t.Errorf("certificate not in the shared cache: %v", err)
+			}
+		})
 	}
 }

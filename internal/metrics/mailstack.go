@@ -6,9 +6,10 @@ import "context"
 // protocol servers increment them; the admin listener writes them out.
 //
 // Label values in use: service is "imap", "imap-starttls", "submission",
-// "submissions", "mx" or "http"; protocol is "imap" or "smtp"; result of a
-// login is "ok" or "failed"; result of an outbound delivery is "delivered",
-// "deferred" or "bounced".
+// "submissions" or "mx" (connections) and "mx" or "submission" (messages
+// in); the HTTP listeners are not counted. protocol is "imap" or "smtp";
+// result of a login is "ok" or "failed"; result of an outbound delivery is
+// "delivered", "deferred" or "bounced".
 type Mailstack struct {
 	Registry *Registry
 	// Connections counts accepted connections per service.
