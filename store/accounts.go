@@ -312,8 +312,11 @@ func (s *Store) DeleteAlias(ctx context.Context, alias string) error {
 
 // ResolveRecipient finds the account that receives mail for addr: the
 // account itself, then an alias, each with any "+tag" removed from the local
-// part, then the domain's catch-all. It returns ErrNotFound for unknown
-// addresses and for domains not served here.
+// part, then the domain's catch-all. postmaster@ any served domain always
+// resolves (RFC 5321 §4.5.1; DMARC and TLS-RPT reports go there): without
+// an account or alias of that name, to the domain's first enabled account,
+// else the server's first. It returns ErrNotFound for unknown addresses
+// and for domains not served here.
 func (s *Store) ResolveRecipient(ctx context.Context, addr string) (*Account, error) {
 	a := strings.ToLower(strings.TrimSpace(addr))
 	local, domain, ok := strings.Cut(a, "@")
@@ -327,7 +330,10 @@ func (s *Store) ResolveRecipient(ctx context.Context, addr string) (*Account, er
 			SELECT id AS account_id, 1 AS rank FROM accounts WHERE address IN ($1, $2)
 			UNION ALL SELECT account_id, 2 FROM aliases WHERE address IN ($1, $2)
 			UNION ALL SELECT account_id, 3 FROM aliases WHERE address = $3
-		) c ORDER BY rank LIMIT 1)`, a, plain, "@"+domain))
+			UNION ALL (SELECT a.id, 4 FROM accounts a
+				WHERE $4 AND EXISTS (SELECT 1 FROM domains WHERE name = $5)
+				ORDER BY a.disabled, a.domain_id = (SELECT id FROM domains WHERE name = $5) DESC, a.id LIMIT 1)
+		) c ORDER BY rank LIMIT 1)`, a, plain, "@"+domain, base == "postmaster", domain))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("recipient %s: %w", addr, ErrNotFound)
 	}

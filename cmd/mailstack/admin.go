@@ -110,6 +110,8 @@ func (c *cli) domain(ctx context.Context, args []string) error {
 			}
 			fmt.Fprintf(c.stdout, "Domain %s added. Publish its DKIM key as a TXT record:\n  %s._domainkey.%s  TXT  %q\n",
 				d.Name, d.DKIMSelector, d.Name, rec)
+			fmt.Fprintf(c.stdout, "Mail to postmaster@%s (DMARC and TLS reports, RFC 5321) goes to the domain's first account, or the server's first\n"+
+				"while it has none; to choose: mailstack alias add postmaster@%s ADDRESS\n", d.Name, d.Name)
 			return nil
 		})
 	case "list":
