@@ -96,7 +96,8 @@ func (c *cli) dns(ctx context.Context, args []string) error {
 	})
 }
 
-// doctor checks a domain's DNS, certificates and ports from the outside.
+// doctor checks a domain's DNS, certificates, ports and web documents
+// (MTA-STS policy, autoconfig) from the outside.
 func (c *cli) doctor(ctx context.Context, args []string) error {
 	a := c.newAdmin("doctor", "DOMAIN")
 	var pub publicFlags
@@ -117,8 +118,10 @@ func (c *cli) doctor(ctx context.Context, args []string) error {
 		}
 		recs := chk.CheckRecords(ctx, dnscheck.Expected(p))
 		rev := chk.CheckReverse(ctx, p.Hostname)
-		eps := chk.CheckEndpoints(ctx, dnscheck.Endpoints(p), dnscheck.ProbeOptions{Timeout: *timeout})
-		n, err := dnscheck.WriteReport(c.stdout, p.Domain, recs, rev, eps, time.Now())
+		probe := dnscheck.ProbeOptions{Timeout: *timeout}
+		eps := chk.CheckEndpoints(ctx, dnscheck.Endpoints(p), probe)
+		docs := chk.CheckDocuments(ctx, dnscheck.Documents(p), probe)
+		n, err := dnscheck.WriteReport(c.stdout, p.Domain, recs, rev, eps, docs, time.Now())
 		if err != nil {
 			return err
 		}

@@ -694,6 +694,9 @@ func TestDoctorCommand(t *testing.T) {
 		`missing +TXT +example.org \(SPF\)`,
 		`missing +CNAME +imap.example.org`,
 		`Ports and certificates`,
+		// mta-sts.example.org does not resolve, so the policy cannot be fetched.
+		`error +MTA-STS policy +https://mta-sts.example.org/.well-known/mta-sts.txt +.*no such host`,
+		`error +autoconfig +https://autoconfig.example.org/mail/config-v1.1.xml `,
 	} {
 		if !regexp.MustCompile(want).MatchString(out) {
 			t.Errorf("doctor output lacks %q:\n%s", want, out)

@@ -7,13 +7,18 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
+	"log"
 	"net"
+	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 
+	"github.com/mailstack/mailstack/httpd"
 	"github.com/mailstack/mailstack/internal/clientconf"
 	"github.com/mailstack/mailstack/internal/dnscheck"
 	"github.com/mailstack/mailstack/internal/mtasts"
@@ -159,7 +164,7 @@ mta-sts.example.org. 300 IN A 192.0.2.1
 	}
 
 	var out bytes.Buffer
-	n, err := dnscheck.WriteReport(&out, "example.org", c.CheckRecords(ctx, dnscheck.Expected(p)), rev, nil, time.Now())
+	n, err := dnscheck.WriteReport(&out, "example.org", c.CheckRecords(ctx, dnscheck.Expected(p)), rev, nil, nil, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,14 +247,14 @@ smtp.example.org. 300 IN A 127.0.0.1
 		t.Errorf("self-signed without roots: %+v", res[0])
 	}
 	var out bytes.Buffer
-	if _, err := dnscheck.WriteReport(&out, "example.org", nil, nil, res, time.Now()); err != nil || !strings.Contains(out.String(), "bad cert") {
+	if _, err := dnscheck.WriteReport(&out, "example.org", nil, nil, res, nil, time.Now()); err != nil || !strings.Contains(out.String(), "bad cert") {
 		t.Errorf("report: %v\n%s", err, out.String())
 	}
 	// Near expiry is a problem.
 	res = c.CheckEndpoints(context.Background(), eps[:1], dnscheck.ProbeOptions{Timeout: 3 * time.Second, RootCAs: roots,
 		Now: func() time.Time { return leaf.NotAfter.Add(-24 * time.Hour) }})
 	out.Reset()
-	if n, _ := dnscheck.WriteReport(&out, "example.org", nil, nil, res, leaf.NotAfter.Add(-24*time.Hour)); n != 1 || !strings.Contains(out.String(), "expiring") {
+	if n, _ := dnscheck.WriteReport(&out, "example.org", nil, nil, res, nil, leaf.NotAfter.Add(-24*time.Hour)); n != 1 || !strings.Contains(out.String(), "expiring") {
 		t.Errorf("near expiry not reported:\n%s", out.String())
 	}
 }
@@ -276,4 +281,105 @@ func listen(t *testing.T, handle func(net.Conn)) int {
 		}
 	}()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+type servedDomains []string
+
+func (d servedDomains) IsLocalDomain(_ context.Context, domain string) (bool, error) {
+	for _, x := range d {
+		if x == domain {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// TestDoctorDocuments fetches the MTA-STS policy and the autoconfig file
+// from mailstack's own web handlers on a loopback HTTPS server, configured
+// right and in the ways a deployment goes wrong.
+func TestDoctorDocuments(t *testing.T) {
+	p := params()
+	certPEM, keyPEM, err := tlsconfig.Generate([]string{"mta-sts.example.org", "autoconfig.example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
+	c := &dnscheck.Checker{Resolver: dnscheck.ResolverFor(dnsServer(t, `
+mta-sts.example.org. 300 IN A 127.0.0.1
+autoconfig.example.org. 300 IN A 127.0.0.1
+`))}
+	right := &httpd.Config{Clients: p.Clients, MTASTS: mtasts.Enforce, Domains: servedDomains{"example.org"}}
+	hostStyle := p.Clients
+	hostStyle.Hosts = clientconf.Hostname
+	stale := &httpd.Config{Clients: hostStyle, MTASTS: mtasts.Testing, Domains: servedDomains{"example.org"}}
+	notServed := &httpd.Config{Clients: p.Clients, MTASTS: mtasts.Enforce, Domains: servedDomains{"example.net"}}
+	redirecting := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == httpd.MTASTSPath {
+			http.Redirect(w, r, "https://www.example.org/mta-sts.txt", http.StatusMovedPermanently)
+			return
+		}
+		if r.URL.Path == httpd.AutoconfigPath { // clients follow this one
+			http.Redirect(w, r, httpd.WellKnownAutoconfigPath+"?"+r.URL.RawQuery, http.StatusFound)
+			return
+		}
+		right.HTTPSHandler().ServeHTTP(w, r)
+	})
+	tests := []struct {
+		name    string
+		handler http.Handler
+		roots   *x509.CertPool
+		want    [2]dnscheck.Status // MTA-STS policy, autoconfig
+		detail  [2]string
+	}{
+		{"served as configured", right.HTTPSHandler(), roots, [2]dnscheck.Status{dnscheck.OK, dnscheck.OK}, [2]string{"mode enforce, mx mail.example.net", "4 servers"}},
+		{"stale settings", stale.HTTPSHandler(), roots, [2]dnscheck.Status{dnscheck.Different, dnscheck.Different},
+			[2]string{"mode testing, want enforce", "servers imap mail.example.net:143 STARTTLS"}},
+		{"domain not served", notServed.HTTPSHandler(), roots, [2]dnscheck.Status{dnscheck.Missing, dnscheck.Missing}, [2]string{"404", "404"}},
+		{"redirects", redirecting, roots, [2]dnscheck.Status{dnscheck.Failed, dnscheck.OK}, [2]string{"senders do not follow redirects", "4 servers"}},
+		{"untrusted certificate", right.HTTPSHandler(), nil, [2]dnscheck.Status{dnscheck.Failed, dnscheck.Failed}, [2]string{"certificate", "certificate"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			port := ln.Addr().(*net.TCPAddr).Port
+			srv := &http.Server{Handler: tt.handler, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}, ReadHeaderTimeout: 5 * time.Second,
+				ErrorLog: log.New(io.Discard, "", 0)} // the refused handshakes of the untrusted case
+			go srv.ServeTLS(ln, "", "")
+			t.Cleanup(func() { srv.Close() })
+			docs := dnscheck.Documents(p)
+			for i := range docs {
+				u, err := url.Parse(docs[i].URL)
+				if err != nil {
+					t.Fatal(err)
+				}
+				u.Host = net.JoinHostPort(u.Hostname(), strconv.Itoa(port))
+				docs[i].URL = u.String()
+			}
+			res := c.CheckDocuments(context.Background(), docs, dnscheck.ProbeOptions{Timeout: 5 * time.Second, RootCAs: tt.roots})
+			for i, r := range res {
+				if r.Status != tt.want[i] || !strings.Contains(r.Detail, tt.detail[i]) {
+					t.Errorf("%s: %s %q, want %s with %q", r.Name, r.Status, r.Detail, tt.want[i], tt.detail[i])
+				}
+			}
+			var out bytes.Buffer
+			n, err := dnscheck.WriteReport(&out, "example.org", nil, nil, nil, res, time.Now())
+			wantProblems := 0
+			for _, s := range tt.want {
+				if s != dnscheck.OK {
+					wantProblems++
+				}
+			}
+			if err != nil || n != wantProblems || !strings.Contains(out.String(), "Web documents") {
+				t.Errorf("report: %d problems (want %d), %v:\n%s", n, wantProblems, err, out.String())
+			}
+		})
+	}
 }

@@ -1,7 +1,8 @@
 // Package dnscheck knows every DNS record a mailstack domain needs: it
 // lists them for publishing (`mailstack dns`) and looks them up to report
-// which are right, missing or different, along with certificate expiry and
-// which ports answer (`mailstack doctor`).
+// which are right, missing or different, along with certificate expiry,
+// which ports answer, and whether the MTA-STS policy and autoconfig file
+// served over HTTPS say what they should (`mailstack doctor`).
 package dnscheck
 
 import (

@@ -15,7 +15,7 @@ const CertWarnBefore = 14 * 24 * time.Hour
 
 // WriteReport prints the doctor's findings and returns the number of
 // problems (anything not ok).
-func WriteReport(w io.Writer, domain string, recs, reverse []Result, eps []EndpointResult, now time.Time) (problems int, err error) {
+func WriteReport(w io.Writer, domain string, recs, reverse []Result, eps []EndpointResult, docs []DocumentResult, now time.Time) (problems int, err error) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "DNS records for %s\n", domain)
 	for _, r := range append(recs, reverse...) {
@@ -52,6 +52,16 @@ func WriteReport(w io.Writer, domain string, recs, reverse []Result, eps []Endpo
 			problems++
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s:%d\t%s\n", status, e.Service, e.Host, e.Port, what)
+	}
+	if len(docs) > 0 {
+		fmt.Fprintf(tw, "\nWeb documents\n")
+	}
+	for _, d := range docs {
+		if d.Status != OK {
+			problems++
+		}
+		where, _, _ := strings.Cut(d.URL, "?")
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", d.Status, d.Name, where, d.Detail)
 	}
 	if problems == 0 {
 		fmt.Fprintf(tw, "\nEverything looks right.\n")
