@@ -2,6 +2,8 @@ package imapd
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"runtime/debug"
 	"sync"
@@ -20,14 +22,37 @@ import (
 // commit, from local writes (catchUp), so a writing session finds its own
 // updates queued when imapserver polls after the command.
 //
-// Lock order: feed.mu, then watched.mu, then selected.mu. No lock is held
-// while writing to a client.
+// It stands in for imapserver.MailboxTracker, whose per-session queue
+// grows with every change a session has not polled yet, without bound
+// and without a hook to collapse it: each view here merges pending
+// changes per message and, past maxPending, drops them for a resync
+// (view.go).
+//
+// notify never reads the database itself: it hands the mailbox to that
+// mailbox's runner goroutine (at most one per mailbox, started on demand),
+// so a slow catch-up of one mailbox holds up neither the LISTEN connection
+// nor other mailboxes. Every read has a timeout; a failed one is retried
+// by the runner.
+//
+// Lock order: feed.mu, then watched.mu, then selected.mu; watched.kick is
+// a leaf. No lock is held while writing to a client.
 type feed struct {
+	ctx context.Context // the server's: runners stop when it ends
 	st  *store.Store
 	log *slog.Logger
+	// Tunables (tests lower them; atomic because the LISTEN goroutine
+	// runs already when they do).
+	maxPending atomic.Int64 // cap on a view's pending entries; see selected.merge
+	retry      atomic.Int64 // pause (a time.Duration) before a failed catch-up is retried
+	// beforeCatchUp, if set, runs before every catch-up that is not a
+	// local write's (the runners' and the resync's): tests stall the
+	// remote feed with it.
+	beforeCatchUp atomic.Pointer[func(mailboxID int64)]
 
-	mu    sync.Mutex
-	boxes map[int64]*watched
+	mu          sync.Mutex
+	boxes       map[int64]*watched
+	resyncing   bool // a resync goroutine runs
+	resyncAgain bool // and must run once more when done
 }
 
 // watched is one mailbox selected by at least one local session.
@@ -35,29 +60,72 @@ type watched struct {
 	accountID, mailboxID int64
 	refs                 int // guarded by feed.mu
 
-	mu     sync.Mutex // serialises catch-ups and registrations
-	modseq uint64     // highest modseq applied to every view
-	views  map[*selected]struct{}
-	gone   atomic.Bool // set under mu; read by open under feed.mu alone
+	mu          sync.Mutex // serialises catch-ups and registrations
+	modseq      uint64     // highest modseq applied to every view
+	uidvalidity uint32     // of the mailbox the views selected
+	gen         uint64     // bumped by every apply and registration
+	views       map[*selected]struct{}
+	gone        atomic.Bool // set under mu; read by open under feed.mu alone
+
+	kick    sync.Mutex // guards the runner's to-do below
+	want    uint64     // highest modseq announced, not yet caught up with
+	force   bool       // catch up whatever the modseq
+	running bool       // a runner goroutine exists
 }
 
-// catchUpRetry is the pause before a failed catch-up is tried again.
-const catchUpRetry = time.Second
+const (
+	// maxPending is the default cap on a view's pending entries.
+	maxPending = 10000
+	// catchUpRetry is the default pause before a failed catch-up is
+	// tried again.
+	catchUpRetry = time.Second
+	// catchUpTimeout bounds one catch-up read, pool wait included.
+	catchUpTimeout = 10 * time.Second
+	// resyncBatch is how many mailboxes one resync query reads.
+	resyncBatch = 500
+)
 
-func newFeed(st *store.Store, log *slog.Logger) *feed {
-	return &feed{st: st, log: log, boxes: map[int64]*watched{}}
+// errStaleEntry says a watched entry went gone under a registration: try
+// again with a fresh one.
+var errStaleEntry = errors.New("change feed: stale mailbox entry")
+
+func newFeed(ctx context.Context, st *store.Store, log *slog.Logger) *feed {
+	f := &feed{ctx: ctx, st: st, log: log, boxes: map[int64]*watched{}}
+	f.maxPending.Store(maxPending)
+	f.retry.Store(int64(catchUpRetry))
+	return f
 }
 
 // open selects a mailbox for a session: it reads the mailbox and its UIDs
 // and registers a view that will receive every later change.
 func (f *feed) open(ctx context.Context, accountID, mailboxID int64, readOnly bool) (*selected, *store.Mailbox, error) {
+	for attempt := 0; ; attempt++ {
+		w := f.entry(accountID, mailboxID)
+		sel, mb, err := f.register(ctx, w, readOnly)
+		if err == nil {
+			return sel, mb, nil
+		}
+		// Not under w.mu: release takes feed.mu (lock order).
+		f.release(w)
+		if !errors.Is(err, errStaleEntry) || attempt == 3 {
+			return nil, nil, err
+		}
+		// The entry went gone (deleted, or re-created with a new
+		// UIDVALIDITY) between entry and register: the next entry call
+		// makes a fresh one.
+	}
+}
+
+// entry returns the mailbox's live entry, making one if there is none or
+// the one there is gone, and takes a reference.
+func (f *feed) entry(accountID, mailboxID int64) *watched {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	w := f.boxes[mailboxID]
 	if w == nil || w.accountID != accountID || w.gone.Load() {
-		// A gone entry was deleted (or made \Noselect) while selected and
-		// is selectable again now (CREATE of a \Noselect placeholder keeps
-		// its id): its views end with BYE; new views need an entry that
-		// catch-ups do not skip.
+		// A gone entry was deleted (or made \Noselect, or re-created)
+		// while selected: its views end with BYE; new views need an
+		// entry that catch-ups do not skip.
 		nw := &watched{accountID: accountID, mailboxID: mailboxID, views: map[*selected]struct{}{}}
 		if w == nil || w.accountID == accountID {
 			f.boxes[mailboxID] = nw
@@ -65,27 +133,31 @@ func (f *feed) open(ctx context.Context, accountID, mailboxID int64, readOnly bo
 		w = nw
 	}
 	w.refs++
-	f.mu.Unlock()
-
-	sel, mb, err := f.register(ctx, w, readOnly)
-	if err != nil {
-		// Not under w.mu: release takes feed.mu (lock order).
-		f.release(w)
-		return nil, nil, err
-	}
-	return sel, mb, nil
+	return w
 }
 
 func (f *feed) register(ctx context.Context, w *watched, readOnly bool) (*selected, *store.Mailbox, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	// Checked under w.mu, where gone is set: a view added to a gone
+	// entry would never hear of a change again.
+	if w.gone.Load() {
+		return nil, nil, errStaleEntry
+	}
 	mb, uids, err := f.st.SelectMailbox(ctx, w.accountID, w.mailboxID)
 	if err != nil {
 		return nil, nil, err
 	}
+	told := mb.HighestModSeq
 	switch {
 	case len(w.views) == 0:
-		w.modseq = mb.HighestModSeq
+		w.modseq, w.uidvalidity = mb.HighestModSeq, mb.UIDValidity
+	case mb.UIDValidity != w.uidvalidity:
+		// Deleted and re-created (a \Noselect placeholder made real
+		// again) since the other views selected it, and no catch-up has
+		// seen it yet: their mailbox is gone.
+		f.goneLocked(w, byeRecreated)
+		return nil, nil, errStaleEntry
 	case mb.HighestModSeq < w.modseq:
 		// Our snapshot is older than what the other views were given:
 		// bring it forward so that no change falls between the two.
@@ -93,16 +165,26 @@ func (f *feed) register(ctx context.Context, w *watched, readOnly bool) (*select
 		if err != nil {
 			return nil, nil, err
 		}
-		if ch.Mailbox == nil {
+		switch {
+		case ch.Mailbox == nil:
 			return nil, nil, store.ErrNotFound
+		case ch.Mailbox.NoSelect:
+			return nil, nil, store.ErrNoSelect
+		case ch.Mailbox.UIDValidity != w.uidvalidity:
+			f.goneLocked(w, byeRecreated)
+			return nil, nil, errStaleEntry
 		}
 		uids = applyToList(uids, ch)
 		mb = ch.Mailbox
+		told = mb.HighestModSeq
 	}
 	// A snapshot newer than w.modseq is fine: the views apply changes
 	// idempotently, so re-reading (w.modseq, snapshot] only repeats flags.
 	sel := newSelected(w, uids, readOnly)
+	sel.limit = int(f.maxPending.Load())
+	sel.told, sel.merged = told, told
 	w.views[sel] = struct{}{}
+	w.gen++
 	return sel, mb, nil
 }
 
@@ -125,75 +207,167 @@ func (f *feed) release(w *watched) {
 
 // notifySafely is notify for the Listen goroutine: a panic is logged, never
 // allowed to end the process.
-func (f *feed) notifySafely(ctx context.Context, ev store.ChangeEvent) {
+func (f *feed) notifySafely(ev store.ChangeEvent) {
 	defer func() {
 		if v := recover(); v != nil {
 			f.log.Error("change feed: panic", "event", ev, "panic", v, "stack", string(debug.Stack()))
 		}
 	}()
-	f.notify(ctx, ev)
+	f.notify(ev)
 }
 
-// notify handles one event from Store.Listen.
-func (f *feed) notify(ctx context.Context, ev store.ChangeEvent) {
+// notify handles one event from Store.Listen without waiting for the
+// database.
+func (f *feed) notify(ev store.ChangeEvent) {
 	if ev.Resync {
 		// Notifications may have been lost: re-read every watched mailbox.
-		f.mu.Lock()
-		all := make([]*watched, 0, len(f.boxes))
-		for _, w := range f.boxes {
-			all = append(all, w)
-		}
-		f.mu.Unlock()
-		for _, w := range all {
-			f.catchUpWatched(ctx, w, 0)
-		}
+		f.resync()
 		return
 	}
-	f.catchUp(ctx, ev.MailboxID, ev.ModSeq)
+	f.mu.Lock()
+	w := f.boxes[ev.MailboxID]
+	f.mu.Unlock()
+	if w != nil {
+		f.kick(w, ev.ModSeq)
+	}
+}
+
+// kick asks the mailbox's runner to catch up to modseq (0: whatever the
+// modseq), starting it if it is not running.
+func (f *feed) kick(w *watched, modseq uint64) {
+	w.kick.Lock()
+	defer w.kick.Unlock()
+	if modseq == 0 {
+		w.force = true
+	} else {
+		w.want = max(w.want, modseq)
+	}
+	if !w.running {
+		w.running = true
+		go f.run(w)
+	}
+}
+
+// run catches a mailbox up until nothing is asked of it any more. Being
+// the only runner of its mailbox, it is also the only pending retry.
+func (f *feed) run(w *watched) {
+	for {
+		w.kick.Lock()
+		want, force := w.want, w.force
+		w.want, w.force = 0, false
+		if (want == 0 && !force) || f.ctx.Err() != nil {
+			w.running = false
+			w.kick.Unlock()
+			return
+		}
+		w.kick.Unlock()
+		if force {
+			want = 0
+		}
+		if err := f.catchUpSafely(w, want); err != nil {
+			retry := time.Duration(f.retry.Load())
+			if f.ctx.Err() == nil {
+				f.log.Error("change feed: catch up; retrying", "mailbox", w.mailboxID, "err", err, "in", retry)
+			}
+			// Nothing was applied, so a later catch-up from the same
+			// modseq loses nothing; do not wait for the next change to
+			// this mailbox, which may never come.
+			w.kick.Lock()
+			w.force = true
+			w.kick.Unlock()
+			select {
+			case <-f.ctx.Done():
+			case <-time.After(retry):
+			}
+		}
+	}
+}
+
+// catchUpSafely is catchUpWatched for the runners: a panic is logged and
+// counts as a failure (retried), never allowed to end the process.
+func (f *feed) catchUpSafely(w *watched, modseq uint64) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			f.log.Error("change feed: panic catching up", "mailbox", w.mailboxID, "panic", v, "stack", string(debug.Stack()))
+			err = fmt.Errorf("panic: %v", v)
+		}
+	}()
+	if h := f.beforeCatchUp.Load(); h != nil {
+		(*h)(w.mailboxID)
+	}
+	ctx, cancel := context.WithTimeout(f.ctx, catchUpTimeout)
+	defer cancel()
+	return f.catchUpWatched(ctx, w, modseq)
 }
 
 // catchUp brings every view of the mailbox up to date with the database,
-// unless modseq (when not 0) has been applied already. It is a no-op for a
-// mailbox no local session has selected.
+// unless modseq (when not 0) has been applied already; local writes call
+// it right after their commit. It is a no-op for a mailbox no local
+// session has selected. A failure is left to the mailbox's runner.
 func (f *feed) catchUp(ctx context.Context, mailboxID int64, modseq uint64) {
 	f.mu.Lock()
 	w := f.boxes[mailboxID]
 	f.mu.Unlock()
-	if w != nil {
-		f.catchUpWatched(ctx, w, modseq)
+	if w == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
+	defer cancel()
+	if err := f.catchUpWatched(ctx, w, modseq); err != nil {
+		f.kick(w, 0)
 	}
 }
 
-func (f *feed) catchUpWatched(ctx context.Context, w *watched, modseq uint64) {
+func (f *feed) catchUpWatched(ctx context.Context, w *watched, modseq uint64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.gone.Load() || len(w.views) == 0 || (modseq != 0 && modseq <= w.modseq) {
-		return
+		return nil
 	}
 	ch, err := f.st.ChangesSince(ctx, w.accountID, w.mailboxID, w.modseq)
 	if err != nil {
-		// Nothing was applied, so a later catch-up from the same modseq
-		// loses nothing; schedule one rather than wait for the next
-		// change to this mailbox, which may never come.
-		if ctx.Err() == nil {
-			f.log.Error("change feed: catch up; retrying", "mailbox", w.mailboxID, "err", err)
-			time.AfterFunc(catchUpRetry, func() { f.catchUpWatched(ctx, w, 0) })
-		}
-		return
+		return err
 	}
-	if ch.Mailbox == nil || ch.Mailbox.NoSelect {
-		// Deleted (or turned into a \Noselect placeholder): every session
-		// that has it selected is ended with BYE at its next poll.
-		w.gone.Store(true)
+	f.applyLocked(w, ch)
+	return nil
+}
+
+// BYE texts for a selected mailbox that went away.
+const (
+	byeDeleted   = "Selected mailbox was deleted, have to disconnect."
+	byeRecreated = "Selected mailbox was deleted and re-created (new UIDVALIDITY), have to disconnect."
+	byeInternal  = "Internal error; please reconnect"
+)
+
+// applyLocked hands changes read after w.modseq to every view; w.mu is
+// held. A mailbox deleted, made \Noselect, or re-created with a new
+// UIDVALIDITY (deleted with children, then created again: its UIDs are
+// another mailbox's now) ends every session that has it selected with
+// BYE at its next poll. BYE, rather than an unsolicited OK [UIDVALIDITY]:
+// RFC 9051 has no way to replace a selected mailbox under a session, and
+// the UIDs, sequence numbers and flags the client holds all belong to the
+// mailbox that was deleted; reconnecting makes it SELECT afresh.
+func (f *feed) applyLocked(w *watched, ch *store.Changes) {
+	switch {
+	case ch.Mailbox == nil || ch.Mailbox.NoSelect:
+		f.goneLocked(w, byeDeleted)
+	case ch.Mailbox.UIDValidity != w.uidvalidity:
+		f.goneLocked(w, byeRecreated)
+	default:
 		for sel := range w.views {
-			sel.markGone()
+			f.applySafely(sel, ch)
 		}
-		return
+		w.modseq = max(w.modseq, ch.Mailbox.HighestModSeq)
+		w.gen++
 	}
+}
+
+// goneLocked ends every view of w; w.mu is held.
+func (f *feed) goneLocked(w *watched, why string) {
+	w.gone.Store(true)
 	for sel := range w.views {
-		f.applySafely(sel, ch)
+		sel.markGone(why)
 	}
-	w.modseq = max(w.modseq, ch.Mailbox.HighestModSeq)
 }
 
 // applySafely hands changes to one view. A panic (a bug in the view
@@ -204,11 +378,142 @@ func (f *feed) applySafely(sel *selected, ch *store.Changes) {
 		if v := recover(); v != nil {
 			f.log.Error("change feed: panic applying changes; ending that session", "mailbox", sel.w.mailboxID, "panic", v,
 				"stack", string(debug.Stack()))
-			sel.markGone()
+			sel.markGone(byeInternal)
 		}
 	}()
 	// Called with w.mu held: w.modseq is what ch was read after.
 	sel.applySince(ch, sel.w.modseq, true)
+}
+
+// resync re-reads every watched mailbox (after the LISTEN connection came
+// back) on a goroutine of its own; a request while one runs makes it run
+// once more.
+func (f *feed) resync() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.resyncing {
+		f.resyncAgain = true
+		return
+	}
+	f.resyncing = true
+	go func() {
+		for {
+			f.resyncAllSafely()
+			f.mu.Lock()
+			again := f.resyncAgain && f.ctx.Err() == nil
+			f.resyncAgain, f.resyncing = false, again
+			f.mu.Unlock()
+			if !again {
+				return
+			}
+		}
+	}()
+}
+
+func (f *feed) resyncAllSafely() {
+	defer func() {
+		if v := recover(); v != nil {
+			f.log.Error("change feed: panic in resync; every mailbox is left to its runner", "panic", v, "stack", string(debug.Stack()))
+			f.mu.Lock()
+			all := f.all()
+			f.mu.Unlock()
+			for _, w := range all {
+				f.kick(w, 0)
+			}
+		}
+	}()
+	f.mu.Lock()
+	all := f.all()
+	f.mu.Unlock()
+	for len(all) > 0 {
+		n := min(len(all), resyncBatch)
+		f.resyncBatch(all[:n])
+		all = all[n:]
+	}
+}
+
+func (f *feed) all() []*watched {
+	out := make([]*watched, 0, len(f.boxes))
+	for _, w := range f.boxes {
+		out = append(out, w)
+	}
+	return out
+}
+
+// resyncBatch catches up many mailboxes with one ChangesSinceMany read.
+// The read is made without the mailboxes' locks; a mailbox whose entry
+// changed meanwhile (another catch-up or a new view: the read may be
+// older than what they saw) is left to its runner instead.
+func (f *feed) resyncBatch(ws []*watched) {
+	type base struct {
+		w   *watched
+		gen uint64
+	}
+	var bases []base
+	var qs []store.ChangeQuery
+	for _, w := range ws {
+		w.mu.Lock()
+		if !w.gone.Load() && len(w.views) > 0 {
+			bases = append(bases, base{w, w.gen})
+			qs = append(qs, store.ChangeQuery{AccountID: w.accountID, MailboxID: w.mailboxID, ModSeq: w.modseq})
+		}
+		w.mu.Unlock()
+	}
+	if len(qs) == 0 {
+		return
+	}
+	if h := f.beforeCatchUp.Load(); h != nil {
+		for _, q := range qs {
+			(*h)(q.MailboxID)
+		}
+	}
+	ctx, cancel := context.WithTimeout(f.ctx, catchUpTimeout)
+	chs, err := f.st.ChangesSinceMany(ctx, qs)
+	cancel()
+	if err != nil {
+		if f.ctx.Err() == nil {
+			f.log.Error("change feed: resync; leaving it to each mailbox", "mailboxes", len(qs), "err", err)
+		}
+		for _, b := range bases {
+			f.kick(b.w, 0)
+		}
+		return
+	}
+	for i, b := range bases {
+		w := b.w
+		w.mu.Lock()
+		fresh := w.gen == b.gen && !w.gone.Load()
+		if fresh {
+			f.applyLocked(w, chs[i])
+		}
+		w.mu.Unlock()
+		if !fresh {
+			f.kick(w, 0)
+		}
+	}
+}
+
+// resyncView brings a view that dropped its pending changes (past its
+// limit) up to date and returns what tells the client: the changes after
+// the last modseq the client was told everything of, read under w.mu so
+// that no catch-up interleaves. The result is as large as those changes
+// (at most the mailbox), held only for this poll.
+func (f *feed) resyncView(ctx context.Context, sel *selected) ([]update, error) {
+	w := sel.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.gone.Load() {
+		return nil, nil // the poll ends the session
+	}
+	ch, err := f.st.ChangesSince(ctx, w.accountID, w.mailboxID, sel.resyncBase())
+	if err != nil {
+		return nil, fmt.Errorf("resync view: %w", err)
+	}
+	if ch.Mailbox == nil || ch.Mailbox.NoSelect || ch.Mailbox.UIDValidity != w.uidvalidity {
+		f.applyLocked(w, ch) // ends every view
+		return nil, nil
+	}
+	return sel.resynced(ch), nil
 }
 
 // watching reports how many mailboxes and views the feed tracks (tests).

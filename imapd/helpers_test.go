@@ -41,7 +41,9 @@ type env struct {
 type envOptions struct {
 	maxMessageSize int64
 	maxConns       int
-	st             *store.Store // share a database: a second account is not created
+	st             *store.Store  // share a database: a second account is not created
+	maxPending     int           // the feed's cap on a view's pending entries (0: default)
+	retry          time.Duration // the feed's pause before retrying a catch-up (0: default)
 }
 
 func testTLS(t testing.TB) *tls.Config {
@@ -110,6 +112,12 @@ func (e *env) start(o envOptions) {
 		Logger:             testLogger(t),
 		DebugWriter:        debug,
 	})
+	if o.maxPending > 0 {
+		e.srv.feed.maxPending.Store(int64(o.maxPending))
+	}
+	if o.retry > 0 {
+		e.srv.feed.retry.Store(int64(o.retry))
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

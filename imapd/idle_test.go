@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,7 +14,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mailstack/mailstack/store"
-	"github.com/mailstack/mailstack/store/storetest"
 )
 
 // recorder turns unilateral responses into lines like "EXISTS 3",
@@ -48,18 +48,25 @@ func (r *recorder) handler() *imapclient.UnilateralDataHandler {
 // expect waits for exactly these lines, in order, and then for quiet.
 func (r *recorder) expect(t *testing.T, step string, want ...string) {
 	t.Helper()
+	expectLines(t, r.ch, step, want...)
+}
+
+// expectLines waits for exactly these lines on ch, in order, and then
+// for quiet.
+func expectLines(t *testing.T, ch <-chan string, step string, want ...string) {
+	t.Helper()
 	var got []string
 	timeout := time.After(5 * time.Second)
 	for len(got) < len(want) {
 		select {
-		case l := <-r.ch:
+		case l := <-ch:
 			got = append(got, l)
 		case <-timeout:
 			t.Fatalf("%s: got %q, want %q", step, got, want)
 		}
 	}
 	select {
-	case l := <-r.ch:
+	case l := <-ch:
 		got = append(got, l)
 	case <-time.After(150 * time.Millisecond):
 	}
@@ -107,17 +114,84 @@ func dbView(t *testing.T, st *store.Store, accountID int64, mailbox string) []st
 	return out
 }
 
+// wireRecorder records the untagged responses a client reads, exactly as
+// they come off the wire and in their order ("* 3 EXISTS"), while it is
+// on, and builds the client's model of its mailbox from everything read
+// (wireView). imapclient's unilateral handler is no good for this: it runs
+// FETCH handlers on goroutines of their own, so their order against
+// EXPUNGE and EXISTS is lost.
+type wireRecorder struct {
+	v  *wireView
+	ch chan string
+	on atomic.Bool
+}
+
+func newWireRecorder() *wireRecorder {
+	r := &wireRecorder{v: &wireView{}, ch: make(chan string, 10000)}
+	r.on.Store(true)
+	r.v.onLine = func(l string) {
+		if r.on.Load() && strings.HasPrefix(l, "* ") {
+			r.ch <- l
+		}
+	}
+	return r
+}
+
+// login connects to e through the recorder and logs in.
+func (r *wireRecorder) login(t testing.TB, e *env) *imapclient.Client {
+	t.Helper()
+	var c *imapclient.Client
+	var err error
+	r.quiet(func() { c, err = connect(e.addr, e.user, e.pass, nil, r.v) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// quiet runs fn (the client's own commands) without recording; the model
+// still sees everything.
+func (r *wireRecorder) quiet(fn func()) {
+	r.on.Store(false)
+	defer r.on.Store(true)
+	fn()
+}
+
+// expect waits for exactly these lines, in order, and then for quiet.
+func (r *wireRecorder) expect(t *testing.T, step string, want ...string) {
+	t.Helper()
+	expectLines(t, r.ch, step, want...)
+}
+
+// matches checks the client's model, built only from what it was sent,
+// against the database.
+func (r *wireRecorder) matches(t *testing.T, step string, st *store.Store, accountID, mailboxID int64) {
+	t.Helper()
+	if diffs, _ := r.v.compare(dbMessages(t, st, accountID, mailboxID)); len(diffs) > 0 {
+		t.Fatalf("%s: the client's model differs from the database: %q", step, diffs)
+	}
+}
+
 // idleScenario: A idles on INBOX via envA; B (via envB, possibly another
-// server on the same database) changes INBOX; A gets exactly the updates.
+// server on the same database) changes INBOX; A gets exactly the updates,
+// read off the wire in order, and its model (built from nothing else)
+// equals the database after each step, before A fetches anything again.
 func idleScenario(t *testing.T, envA, envB *env) {
 	for i := 0; i < 2; i++ {
 		envA.deliver("INBOX", crlf(simpleMsg))
 	}
-	rec := newRecorder()
-	a := envA.login(rec.handler())
-	if _, err := a.Select("INBOX", nil).Wait(); err != nil {
-		t.Fatal(err)
-	}
+	inbox := mailboxID(t, envA, "INBOX")
+	rec := newWireRecorder()
+	a := rec.login(t, envA)
+	rec.quiet(func() {
+		if _, err := a.Select("INBOX", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, Flags: true}).Collect(); err != nil {
+			t.Fatal(err)
+		}
+	})
 	b := envB.login(nil)
 	if _, err := b.Select("INBOX", nil).Wait(); err != nil {
 		t.Fatal(err)
@@ -138,44 +212,49 @@ func idleScenario(t *testing.T, envA, envB *env) {
 	check := func(step string) {
 		t.Helper()
 		stopIdle()
-		if got, want := viewOf(t, a), dbView(t, envA.st, envA.acc.ID, "INBOX"); !slices.Equal(got, want) {
-			t.Fatalf("%s: A's view %q, database %q", step, got, want)
-		}
+		rec.matches(t, step, envA.st, envA.acc.ID, inbox)
+		rec.quiet(func() {
+			if got, want := viewOf(t, a), dbView(t, envA.st, envA.acc.ID, "INBOX"); !slices.Equal(got, want) {
+				t.Fatalf("%s: A's view %q, database %q", step, got, want)
+			}
+		})
+		rec.matches(t, step+", after FETCH 1:*", envA.st, envA.acc.ID, inbox)
 		if idle, err = a.Idle(); err != nil {
 			t.Fatal(err)
 		}
 	}
 
 	appendMsg(t, b, "INBOX", crlf(simpleMsg))
-	rec.expect(t, "APPEND", "EXISTS 3")
+	rec.expect(t, "APPEND", "* 3 EXISTS")
 	check("APPEND")
 
 	if err := b.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged, imap.FlagSeen}}, nil).Close(); err != nil {
 		t.Fatal(err)
 	}
-	rec.expect(t, "STORE +FLAGS", `FETCH 1 UID 1 FLAGS (\Seen \Flagged)`)
+	rec.expect(t, "STORE +FLAGS", `* 1 FETCH (UID 1 FLAGS (\Seen \Flagged))`)
+	check("STORE +FLAGS")
 
 	if err := b.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsDel, Silent: true, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close(); err != nil {
 		t.Fatal(err)
 	}
-	rec.expect(t, "STORE -FLAGS", `FETCH 1 UID 1 FLAGS (\Seen)`)
-	check("STORE")
+	rec.expect(t, "STORE -FLAGS", `* 1 FETCH (UID 1 FLAGS (\Seen))`)
+	check("STORE -FLAGS")
 
 	if err := b.Store(imap.SeqSetNum(2), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
 		t.Fatal(err)
 	}
-	rec.expect(t, "STORE \\Deleted", `FETCH 2 UID 2 FLAGS (\Deleted)`)
+	rec.expect(t, "STORE \\Deleted", `* 2 FETCH (UID 2 FLAGS (\Deleted))`)
 	if _, err := b.Expunge().Collect(); err != nil {
 		t.Fatal(err)
 	}
-	rec.expect(t, "EXPUNGE", "EXPUNGE 2")
+	rec.expect(t, "EXPUNGE", "* 2 EXPUNGE")
 	check("EXPUNGE")
 
 	// MOVE out: UIDs 1 and 3 remain; move 1.
 	if _, err := b.Move(imap.UIDSetNum(1), "Archive").Wait(); err != nil {
 		t.Fatal(err)
 	}
-	rec.expect(t, "MOVE out", "EXPUNGE 1")
+	rec.expect(t, "MOVE out", "* 1 EXPUNGE")
 	check("MOVE out")
 
 	// COPY in from another mailbox.
@@ -185,12 +264,12 @@ func idleScenario(t *testing.T, envA, envB *env) {
 	if _, err := b.Copy(imap.SeqSetNum(1), "INBOX").Wait(); err != nil {
 		t.Fatal(err)
 	}
-	rec.expect(t, "COPY in", "EXISTS 2")
+	rec.expect(t, "COPY in", "* 2 EXISTS")
 	check("COPY in")
 
 	// A store-level delivery (as SMTP does): only the NOTIFY tells.
 	envB.deliver("INBOX", crlf(simpleMsg))
-	rec.expect(t, "delivery", "EXISTS 3")
+	rec.expect(t, "delivery", "* 3 EXISTS")
 	check("delivery")
 
 	// Several changes at once come in order: EXPUNGEs (highest first),
@@ -210,15 +289,18 @@ func idleScenario(t *testing.T, envA, envB *env) {
 	if err := b.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{"$Done"}}, nil).Close(); err != nil {
 		t.Fatal(err)
 	}
-	// Give a remote server's feed time to catch up before A polls.
-	time.Sleep(200 * time.Millisecond)
+	// A remote server's feed catches up before A polls.
+	waitFeeds(t, envA.st, envA.acc.ID, inbox, envA.srv)
 	if err := a.Noop().Wait(); err != nil {
 		t.Fatal(err)
 	}
-	rec.expect(t, "batch", "EXPUNGE 2", "EXPUNGE 1", "EXISTS 3", "FETCH 1 UID 5 FLAGS ($Done)")
-	if got, want := viewOf(t, a), dbView(t, envA.st, envA.acc.ID, "INBOX"); !slices.Equal(got, want) {
-		t.Fatalf("batch: A's view %q, database %q", got, want)
-	}
+	rec.expect(t, "batch", "* 2 EXPUNGE", "* 1 EXPUNGE", "* 3 EXISTS", "* 1 FETCH (UID 5 FLAGS ($Done))")
+	rec.matches(t, "batch", envA.st, envA.acc.ID, inbox)
+	rec.quiet(func() {
+		if got, want := viewOf(t, a), dbView(t, envA.st, envA.acc.ID, "INBOX"); !slices.Equal(got, want) {
+			t.Fatalf("batch: A's view %q, database %q", got, want)
+		}
+	})
 }
 
 func TestIdleSameServer(t *testing.T) {
@@ -227,17 +309,7 @@ func TestIdleSameServer(t *testing.T) {
 }
 
 func TestIdleAcrossServers(t *testing.T) {
-	url := storetest.NewURL(t)
-	open := func() *store.Store {
-		st, err := store.Open(context.Background(), url, store.Options{MaxConns: 8})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(st.Close)
-		return st
-	}
-	e1 := newEnv(t, envOptions{st: open()})
-	e2 := newEnv(t, envOptions{st: open()})
+	_, e1, e2 := twoServers(t, envOptions{}, store.Options{MaxConns: 8})
 	idleScenario(t, e1, e2)
 }
 
@@ -351,45 +423,149 @@ func TestSelectedMailboxDeleted(t *testing.T) {
 	}
 }
 
-// Killing the LISTEN backend loses notifications; the resync after the
-// reconnect delivers what was missed.
+// Killing server 1's LISTEN backend (pg_terminate_backend) loses the
+// notifications of everything done before it listens again: held down by
+// the store's hook until server 2 has done an APPEND, a STORE and an
+// EXPUNGE, the feed's resync must then tell A (IDLE on server 1) exactly
+// what it missed, in order, and A's model must equal the database; one
+// more change proves updates flow again.
 func TestListenReconnectResync(t *testing.T) {
-	url := storetest.NewURL(t)
-	st, err := store.Open(context.Background(), url, store.Options{})
-	if err != nil {
-		t.Fatal(err)
+	var armed atomic.Bool
+	held := make(chan struct{}, 1)
+	release := make(chan struct{})
+	so1 := store.Options{MaxConns: 4, Listen: store.ListenOptions{BeforeConnect: func(ctx context.Context) {
+		if !armed.Load() {
+			return
+		}
+		select {
+		case held <- struct{}{}:
+		default:
+		}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+	}}}
+	url, e1, e2 := twoServersWith(t, envOptions{}, so1, store.Options{MaxConns: 4})
+	for range 3 {
+		e1.deliver("INBOX", crlf(simpleMsg))
 	}
-	t.Cleanup(st.Close)
-	e := newEnv(t, envOptions{st: st})
-	rec := newRecorder()
-	a := e.login(rec.handler())
-	if _, err := a.Select("INBOX", nil).Wait(); err != nil {
-		t.Fatal(err)
-	}
+	inbox := mailboxID(t, e1, "INBOX")
+	rec := newWireRecorder()
+	a := rec.login(t, e1)
+	rec.quiet(func() {
+		if _, err := a.Select("INBOX", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, Flags: true}).Collect(); err != nil {
+			t.Fatal(err)
+		}
+	})
 	if _, err := a.Idle(); err != nil {
 		t.Fatal(err)
 	}
+	b := e2.login(nil)
+	if _, err := b.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+
 	conn, err := pgx.Connect(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	// Wait until the feed's LISTEN connection is up, then kill it.
+	// Both servers' LISTEN connections are up; kill them (server 2's comes
+	// back at once, server 1's is held).
+	armed.Store(true)
 	var killed int
-	for deadline := time.Now().Add(5 * time.Second); killed == 0 && time.Now().Before(deadline); {
-		err = conn.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-			WHERE datname = current_database() AND query ILIKE 'LISTEN%'`).Scan(&killed)
-		if err != nil {
+	for deadline := time.Now().Add(10 * time.Second); killed < 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("killed %d LISTEN connections, want 2", killed)
+		}
+		var n int
+		if err := conn.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE datname = current_database() AND application_name = $1`, store.ListenApplicationName).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
+		killed += n
 		time.Sleep(10 * time.Millisecond)
 	}
-	if killed == 0 {
-		t.Fatal("no LISTEN connection found")
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("server 1's feed did not try to reconnect")
 	}
-	// Delivered while the feed reconnects: its NOTIFY is lost.
-	e.deliver("INBOX", crlf(simpleMsg))
-	rec.expect(t, "after reconnect", "EXISTS 1")
+
+	// Server 1 listens to nothing now.
+	appendMsg(t, b, "INBOX", crlf(simpleMsg)) // UID 4
+	if err := b.Store(imap.UIDSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Store(imap.UIDSetNum(2), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Expunge().Collect(); err != nil {
+		t.Fatal(err)
+	}
+	rec.expect(t, "while server 1's feed is down")
+	close(release)
+	rec.expect(t, "after the reconnect", "* 2 EXPUNGE", "* 3 EXISTS", `* 1 FETCH (UID 1 FLAGS (\Flagged))`)
+	rec.matches(t, "after the reconnect", e1.st, e1.acc.ID, inbox)
+
+	e2.deliver("INBOX", crlf(simpleMsg))
+	rec.expect(t, "a delivery after the reconnect", "* 4 EXISTS")
+	rec.matches(t, "after a delivery", e1.st, e1.acc.ID, inbox)
+}
+
+// RFC 9051 §7 (and 7.5.1): with an expunge pending, FETCH, STORE and
+// SEARCH report no EXPUNGE and keep every sequence number (the expunged
+// message still counts); UID FETCH, UID STORE, UID SEARCH and NOOP may
+// report it, and each does, once; numbers shift only then.
+func TestPendingExpungeRFC9051(t *testing.T) {
+	for _, cmd := range []string{"UID FETCH 1:* (FLAGS)", `UID STORE 4 +FLAGS (\Seen)`, "UID SEARCH ALL", "NOOP"} {
+		t.Run(cmd, func(t *testing.T) {
+			e := newEnv(t, envOptions{})
+			for range 4 {
+				e.deliver("INBOX", crlf(simpleMsg))
+			}
+			a := e.raw()
+			a.cmd("SELECT INBOX")
+			b := e.login(nil)
+			if _, err := b.Select("INBOX", nil).Wait(); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Store(imap.UIDSetNum(2), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Expunge().Collect(); err != nil {
+				t.Fatal(err)
+			}
+			// Same server: the feed has applied the expunge to A's view
+			// before B's EXPUNGE returned.
+			noExpunge := func(c string, want ...string) {
+				t.Helper()
+				got := a.cmd(c)
+				if !slices.Equal(got, want) {
+					t.Fatalf("%s: %q, want %q", c, got, want)
+				}
+			}
+			noExpunge("FETCH 1:4 (UID)", "* 1 FETCH (UID 1)", "* 3 FETCH (UID 3)", "* 4 FETCH (UID 4)")
+			noExpunge(`STORE 3 +FLAGS (\Flagged)`, `* 3 FETCH (FLAGS (\Flagged))`)
+			noExpunge("SEARCH ALL", "* SEARCH 1 3 4")
+			noExpunge("FETCH 4 (UID)", "* 4 FETCH (UID 4)")
+
+			got := a.cmd(cmd)
+			if n := slices.Index(got, "* 2 EXPUNGE"); n < 0 || slices.Index(got[n+1:], "* 2 EXPUNGE") >= 0 {
+				t.Fatalf("%s: %q, want one \"* 2 EXPUNGE\"", cmd, got)
+			}
+			if got := a.cmd("FETCH 3 (UID)"); !slices.Equal(got, []string{"* 3 FETCH (UID 4)"}) {
+				t.Fatalf("after %s: FETCH 3 = %q, want UID 4", cmd, got)
+			}
+			if got := a.cmd("NOOP"); len(got) != 0 {
+				t.Fatalf("second NOOP after %s: %q", cmd, got)
+			}
+		})
+	}
 }
 
 // The view machinery on its own: ordering and the poll rules.
@@ -448,7 +624,7 @@ func TestSelectedView(t *testing.T) {
 
 // A panic while applying changes (a bug) ends only that view's session.
 func TestFeedPanicEndsOnlyThatView(t *testing.T) {
-	f := newFeed(nil, testLogger(t))
+	f := newFeed(context.Background(), nil, testLogger(t))
 	w := &watched{mailboxID: 1, views: map[*selected]struct{}{}}
 	good := newSelected(w, []uint32{1, 2}, false)
 	bad := newSelected(w, []uint32{1, 2}, false)

@@ -91,7 +91,7 @@ func New(st *store.Store, opts Options) *Server {
 
 		idleRecheck: idleRecheck,
 	}
-	s.feed = newFeed(st, log)
+	s.feed = newFeed(ctx, st, log)
 	s.imap = imapserver.New(&imapserver.Options{
 		NewSession:   s.newSession,
 		Caps:         capabilities(),
@@ -104,7 +104,7 @@ func New(st *store.Store, opts Options) *Server {
 	go func() {
 		defer s.listening.Done()
 		if err := st.Listen(ctx, func(ev store.ChangeEvent) {
-			s.feed.notifySafely(ctx, ev)
+			s.feed.notifySafely(ev)
 			if !ev.At.IsZero() {
 				s.opts.Metrics.ObserveNotifyLag(time.Since(ev.At).Seconds())
 			}

@@ -149,15 +149,27 @@ func (s *session) poll(w *imapserver.UpdateWriter, sel *selected, allowExpunge b
 		// end only this session.
 		if v := recover(); v != nil {
 			s.srv.log.Error("panic while polling; ending session", "panic", v, "stack", string(debug.Stack()))
-			s.bye("Internal error; please reconnect")
+			s.bye(byeInternal)
 			err = errSessionEnded
 		}
 	}()
-	if sel.isGone() {
-		s.bye("Selected mailbox was deleted, have to disconnect.")
+	var ups []update
+	if allowExpunge && sel.needsResync() {
+		// The view dropped its pending changes (too many): read them
+		// again. Only here, where EXPUNGE may be reported.
+		if ups, err = s.srv.feed.resyncView(s.ctx, sel); err != nil {
+			return err
+		}
+	}
+	if why, gone := sel.goneReason(); gone {
+		// A deleted account ends its sessions with its own words.
+		if err := s.begin(); errors.Is(err, errSessionEnded) {
+			return err
+		}
+		s.bye(why)
 		return errSessionEnded
 	}
-	return writeUpdates(w, sel.take(allowExpunge))
+	return writeUpdates(w, append(ups, sel.take(allowExpunge)...))
 }
 
 // Idle implements imapserver.Session.

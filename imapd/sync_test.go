@@ -35,9 +35,14 @@ import (
 // twoServers starts two servers, each with its own pool and LISTEN
 // connection, on one database (two mailstack processes).
 func twoServers(tb testing.TB, o envOptions, so store.Options) (url string, e1, e2 *env) {
+	return twoServersWith(tb, o, so, so)
+}
+
+// twoServersWith is twoServers with store options for each server.
+func twoServersWith(tb testing.TB, o envOptions, so1, so2 store.Options) (url string, e1, e2 *env) {
 	tb.Helper()
 	url = storetest.NewURL(tb)
-	open := func() *store.Store {
+	open := func(so store.Options) *store.Store {
 		st, err := store.Open(context.Background(), url, so)
 		if err != nil {
 			tb.Fatal(err)
@@ -45,9 +50,9 @@ func twoServers(tb testing.TB, o envOptions, so store.Options) (url string, e1, 
 		tb.Cleanup(st.Close)
 		return st
 	}
-	o.st = open()
+	o.st = open(so1)
 	e1 = newEnv(tb, o)
-	o.st = open()
+	o.st = open(so2)
 	e2 = newEnv(tb, o)
 	return url, e1, e2
 }
@@ -1216,4 +1221,447 @@ func TestNeverPollingSessionBounded(t *testing.T) {
 	if got, want := viewOf(t, quiet), dbView(t, e.st, e.acc.ID, "INBOX"); !slices.Equal(got, want) {
 		t.Fatalf("after NOOP: view %q, database %q", got, want)
 	}
+}
+
+// ---- the feed under stress of its own: stalls, races, failures ----
+
+// stall holds a server's remote catch-ups (its runners' and resyncs', not
+// local writes') of one mailbox (0: all) until open; held receives the
+// mailbox of each catch-up that starts to wait. It counts how many wait
+// at once.
+type stall struct {
+	held    chan int64
+	release chan struct{}
+	once    sync.Once
+	in, max atomic.Int32
+}
+
+func stallFeed(t testing.TB, srv *Server, mailboxID int64) *stall {
+	s := &stall{held: make(chan int64, 1000), release: make(chan struct{})}
+	h := func(id int64) {
+		if mailboxID != 0 && id != mailboxID {
+			return
+		}
+		n := s.in.Add(1)
+		defer s.in.Add(-1)
+		for m := s.max.Load(); n > m && !s.max.CompareAndSwap(m, n); m = s.max.Load() {
+		}
+		select {
+		case s.held <- id:
+		default:
+		}
+		select {
+		case <-s.release:
+		case <-srv.ctx.Done():
+		}
+	}
+	srv.feed.beforeCatchUp.Store(&h)
+	t.Cleanup(s.open)
+	return s
+}
+
+func (s *stall) open() { s.once.Do(func() { close(s.release) }) }
+
+// waitHeld waits until a catch-up of the mailbox is held.
+func (s *stall) waitHeld(t testing.TB, mailboxID int64) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case id := <-s.held:
+			if id == mailboxID {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no catch-up of mailbox %d held", mailboxID)
+		}
+	}
+}
+
+func waitClosed(t testing.TB, c *imapclient.Client, what string) {
+	t.Helper()
+	select {
+	case <-c.Closed():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: session not ended", what)
+	}
+}
+
+// sawLine reports whether the recorder has a line with prefix among what
+// it recorded (consuming them).
+func (r *wireRecorder) sawLine(prefix string) bool {
+	for {
+		select {
+		case l := <-r.ch:
+			if strings.HasPrefix(l, prefix) {
+				return true
+			}
+		case <-time.After(2 * time.Second):
+			return false
+		}
+	}
+}
+
+// A mailbox with children deleted (it stays as a \Noselect placeholder,
+// same id) and created again before server 1's feed sees the middle state:
+// a catch-up then finds it selectable again with a new UIDVALIDITY, and no
+// expunge for the old messages (they went with the delete). The old
+// session must end (BYE), not carry on with the old mailbox's UIDs; a new
+// SELECT gets a fresh entry that receives updates, also when it comes
+// while the old entry still looks alive.
+func TestRecreatedMailboxEndsOldSessions(t *testing.T) {
+	for _, selectWhileStalled := range []bool{false, true} {
+		t.Run(fmt.Sprintf("selectWhileStalled=%v", selectWhileStalled), func(t *testing.T) {
+			_, e1, e2 := twoServers(t, envOptions{}, store.Options{MaxConns: 4})
+			b := e2.login(nil)
+			if err := b.Create("P/C", nil).Wait(); err != nil {
+				t.Fatal(err)
+			}
+			e2.deliver("P", crlf(simpleMsg))
+			e2.deliver("P", crlf(simpleMsg))
+			p := mailboxID(t, e1, "P")
+			old := newWireRecorder()
+			a := old.login(t, e1)
+			old.quiet(func() {
+				if _, err := a.Select("P", nil).Wait(); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if _, err := a.Idle(); err != nil {
+				t.Fatal(err)
+			}
+			stalled := stallFeed(t, e1.srv, p)
+			if err := b.Delete("P").Wait(); err != nil {
+				t.Fatal(err)
+			}
+			stalled.waitHeld(t, p) // server 1 has heard of the delete, not read it
+			if err := b.Create("P", nil).Wait(); err != nil {
+				t.Fatal(err)
+			}
+			e2.deliver("P", crlf(simpleMsg)) // UID 3 of the new P
+
+			rec := newWireRecorder()
+			c := rec.login(t, e1)
+			selectP := func() {
+				var data *imap.SelectData
+				var err error
+				rec.quiet(func() { data, err = c.Select("P", nil).Wait() })
+				if err != nil {
+					t.Fatal(err)
+				}
+				if data.NumMessages != 1 {
+					t.Fatalf("new P: %d messages", data.NumMessages)
+				}
+				if _, err := c.Idle(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if selectWhileStalled {
+				// The SELECT sees the new UIDVALIDITY first: the old
+				// session ends at once, the feed still held.
+				selectP()
+				waitClosed(t, a, "old session after a SELECT of the re-created mailbox")
+				stalled.open()
+			} else {
+				stalled.open()
+				waitClosed(t, a, "old session after the feed caught up")
+				selectP()
+			}
+			if !old.sawLine("* BYE Selected mailbox was deleted and re-created") {
+				t.Error("old session ended without the re-created BYE")
+			}
+			e2.deliver("P", crlf(simpleMsg))
+			rec.expect(t, "append to the re-created mailbox", "* 2 EXISTS")
+		})
+	}
+}
+
+// A SELECT that takes the mailbox's feed entry just before a catch-up
+// finds the mailbox gone (here: the catch-up is played by the test, which
+// holds the entry's lock and marks it gone) must not register its view
+// into the dead entry, where no change would ever reach it.
+func TestSelectRacingGoneEntry(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	a := e.login(nil)
+	if _, err := a.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	inbox := mailboxID(t, e, "INBOX")
+	f := e.srv.feed
+	f.mu.Lock()
+	w := f.boxes[inbox]
+	f.mu.Unlock()
+
+	rec := newWireRecorder()
+	c := rec.login(t, e)
+	rec.on.Store(false)
+	w.mu.Lock() // a catch-up in progress
+	done := make(chan error, 1)
+	go func() { _, err := c.Select("INBOX", nil).Wait(); done <- err }()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		f.mu.Lock()
+		refs := w.refs
+		f.mu.Unlock()
+		if refs == 2 { // the SELECT holds the entry and waits for its lock
+			break
+		}
+		if time.Now().After(deadline) {
+			w.mu.Unlock()
+			t.Fatalf("SELECT did not reach the entry (refs %d)", refs)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	f.goneLocked(w, byeDeleted)
+	w.mu.Unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	rec.on.Store(true)
+	f.mu.Lock()
+	fresh := f.boxes[inbox]
+	f.mu.Unlock()
+	if fresh == w {
+		t.Fatal("the gone entry is still the mailbox's entry")
+	}
+	if _, err := c.Idle(); err != nil {
+		t.Fatal(err)
+	}
+	e.deliver("INBOX", crlf(simpleMsg))
+	rec.expect(t, "delivery after the race", "* 1 EXISTS")
+	if err := a.Noop().Wait(); err == nil {
+		t.Error("the session of the gone entry carries on")
+	}
+}
+
+// A catch-up that hangs (a slow query, a pool with no free connection) for
+// one mailbox delays neither the LISTEN connection nor any other mailbox,
+// and one mailbox never has more than one catch-up waiting.
+func TestSlowCatchUpDelaysOnlyItsMailbox(t *testing.T) {
+	_, e1, e2 := twoServers(t, envOptions{}, store.Options{MaxConns: 4})
+	b := e2.login(nil)
+	if err := b.Create("Slow", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	slow := mailboxID(t, e1, "Slow")
+	idleOn := func(mailbox string) *wireRecorder {
+		rec := newWireRecorder()
+		c := rec.login(t, e1)
+		rec.quiet(func() {
+			if _, err := c.Select(mailbox, nil).Wait(); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if _, err := c.Idle(); err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}
+	recSlow, recInbox := idleOn("Slow"), idleOn("INBOX")
+	stalled := stallFeed(t, e1.srv, slow)
+	for range 3 {
+		e2.deliver("Slow", crlf(simpleMsg))
+	}
+	stalled.waitHeld(t, slow)
+	e2.deliver("INBOX", crlf(simpleMsg))
+	recInbox.expect(t, "INBOX while Slow's catch-up hangs", "* 1 EXISTS")
+	recSlow.expect(t, "Slow while its catch-up hangs")
+	stalled.open()
+	recSlow.expect(t, "Slow after the catch-up", "* 3 EXISTS")
+	if n := stalled.max.Load(); n != 1 {
+		t.Errorf("%d catch-ups of one mailbox waited at once, want 1", n)
+	}
+}
+
+// A catch-up that panics (a bug) is logged and retried by the mailbox's
+// runner, the only one: the update arrives, the process carries on.
+func TestCatchUpPanicRetried(t *testing.T) {
+	_, e1, e2 := twoServers(t, envOptions{retry: 20 * time.Millisecond}, store.Options{MaxConns: 4})
+	rec := newWireRecorder()
+	a := rec.login(t, e1)
+	rec.quiet(func() {
+		if _, err := a.Select("INBOX", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if _, err := a.Idle(); err != nil {
+		t.Fatal(err)
+	}
+	var calls, in, most atomic.Int32
+	h := func(int64) {
+		n := in.Add(1)
+		defer in.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		if calls.Add(1) <= 3 {
+			time.Sleep(5 * time.Millisecond) // let notifications pile up
+			panic("test: a bug in the catch-up")
+		}
+	}
+	e1.srv.feed.beforeCatchUp.Store(&h)
+	for range 3 {
+		e2.deliver("INBOX", crlf(simpleMsg))
+	}
+	rec.expect(t, "after failed catch-ups", "* 3 EXISTS")
+	if n := calls.Load(); n < 4 {
+		t.Errorf("%d catch-ups, want at least 4 (3 panics, then success)", n)
+	}
+	if n := most.Load(); n != 1 {
+		t.Errorf("%d catch-ups of one mailbox at once, want 1", n)
+	}
+	e2.deliver("INBOX", crlf(simpleMsg))
+	rec.expect(t, "after recovery", "* 4 EXISTS")
+}
+
+// Deleting an account ends its selected sessions on every server at once
+// (the IDLE credential re-check would take a minute).
+func TestDeleteAccountEndsSessions(t *testing.T) {
+	_, e1, e2 := twoServers(t, envOptions{}, store.Options{MaxConns: 4})
+	var recs []*wireRecorder
+	var cs []*imapclient.Client
+	for _, e := range []*env{e1, e2} {
+		rec := newWireRecorder()
+		c := rec.login(t, e)
+		rec.quiet(func() {
+			if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if _, err := c.Idle(); err != nil {
+			t.Fatal(err)
+		}
+		recs, cs = append(recs, rec), append(cs, c)
+	}
+	if err := e2.st.DeleteAccount(context.Background(), e1.user); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range cs {
+		waitClosed(t, c, fmt.Sprintf("session on server %d of a deleted account", i+1))
+		if !recs[i].sawLine("* BYE ") {
+			t.Errorf("server %d: no BYE", i+1)
+		}
+	}
+}
+
+// ---- bounded memory: the hard cap ----
+
+// A view whose pending changes exceed its cap (here 5, on a mailbox of 20:
+// STORE 1:* +FLAGS, an expunge and appends, none polled yet) drops them and
+// resyncs at its next poll that may report EXPUNGE: the client then gets
+// exactly the EXPUNGE, EXISTS and FETCH FLAGS that bring its model to the
+// database. FETCH in between reports no EXPUNGE; an IDLE session resyncs
+// at once.
+func TestPendingCapResync(t *testing.T) {
+	const messages, limit = 20, 5
+	e := newEnv(t, envOptions{maxPending: limit})
+	for range messages {
+		e.deliver("INBOX", crlf(simpleMsg))
+	}
+	inbox := mailboxID(t, e, "INBOX")
+	open := func() (*wireRecorder, *imapclient.Client) {
+		rec := newWireRecorder()
+		c := rec.login(t, e)
+		rec.quiet(func() {
+			if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, Flags: true}).Collect(); err != nil {
+				t.Fatal(err)
+			}
+		})
+		return rec, c
+	}
+	quietRec, quiet := open()
+	var sel *selected // quiet's: the only view so far
+	e.srv.feed.mu.Lock()
+	w := e.srv.feed.boxes[inbox]
+	e.srv.feed.mu.Unlock()
+	w.mu.Lock()
+	for s := range w.views {
+		sel = s
+	}
+	w.mu.Unlock()
+	idleRec, idler := open()
+	if _, err := idler.Idle(); err != nil {
+		t.Fatal(err)
+	}
+
+	b := e.login(nil)
+	if _, err := b.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Store(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{"$Big"}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Store(imap.UIDSetNum(3), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.UIDExpunge(imap.UIDSetNum(3)).Collect(); err != nil {
+		t.Fatal(err)
+	}
+	appendMsg(t, b, "INBOX", crlf(simpleMsg))
+	appendMsg(t, b, "INBOX", crlf(simpleMsg))
+	if x, a, f := sel.pendingSize(); x+a+f != 0 || !sel.needsResync() {
+		t.Fatalf("a view past its cap: pending %d/%d/%d, resync %v", x, a, f, sel.needsResync())
+	}
+
+	// The idler resyncs by itself.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		diffs, _ := idleRec.v.compare(dbMessages(t, e.st, e.acc.ID, inbox))
+		if len(diffs) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("IDLE session past its cap: %q", diffs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// FETCH may not report the expunge: the numbers stay.
+	msgs, err := quiet.Fetch(imap.SeqSetNum(4), &imap.FetchOptions{UID: true}).Collect()
+	if err != nil || len(msgs) != 1 || msgs[0].UID != 4 {
+		t.Fatalf("FETCH 4 during a pending resync: %+v, %v", msgs, err)
+	}
+	var lines []string
+	for len(quietRec.ch) > 0 {
+		lines = append(lines, <-quietRec.ch)
+	}
+	if slices.ContainsFunc(lines, func(l string) bool { return strings.HasSuffix(l, " EXPUNGE") }) {
+		t.Fatalf("FETCH reported an expunge: %q", lines)
+	}
+	lines = nil
+	if err := quiet.Noop().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for len(quietRec.ch) > 0 {
+		lines = append(lines, <-quietRec.ch)
+	}
+	var exp, exists, fetch int
+	for _, l := range lines {
+		switch {
+		case strings.HasSuffix(l, " EXPUNGE"):
+			exp++
+		case strings.HasSuffix(l, " EXISTS"):
+			exists++
+		case strings.Contains(l, " FETCH ("):
+			fetch++
+		}
+	}
+	if exp != 1 || exists != 1 || fetch != messages-1 {
+		t.Errorf("resync sent %d EXPUNGE, %d EXISTS, %d FETCH; want 1, 1, %d: %q", exp, exists, fetch, messages-1, lines)
+	}
+	quietRec.matches(t, "after the resync", e.st, e.acc.ID, inbox)
+	if sel.needsResync() {
+		t.Error("still resyncing after NOOP")
+	}
+
+	// Afterwards changes flow as before.
+	if err := b.Store(imap.UIDSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := quiet.Noop().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	quietRec.expect(t, "after the resync, one change", `* 1 FETCH (UID 1 FLAGS (\Flagged $Big))`)
+	quietRec.matches(t, "after one more change", e.st, e.acc.ID, inbox)
 }

@@ -15,19 +15,28 @@ import (
 // order the client numbers them, plus the changes not yet told to the
 // client. Pending changes are merged per UID rather than queued, so a
 // session that never polls holds at most one entry per message of the
-// mailbox, whatever the rate of changes (the bounded-memory rule of issue
-// 4; imapserver's SessionTracker queue has no bound and no hook for one).
+// mailbox, whatever the rate of changes; and past limit entries (a
+// mailbox larger than that, changed wholesale) it drops them altogether
+// and resyncs from the database at its next poll that may report
+// EXPUNGE. imapserver's SessionTracker queue has no bound and no hook for
+// one, hence this type (the bounded-memory rule of issue 4).
 type selected struct {
 	w        *watched
 	readOnly bool
 	wake     chan struct{} // IDLE wake-up, capacity 1
+	limit    int           // cap on pending entries; 0: none
 
 	mu       sync.Mutex
 	uids     []uint32                // the client's view, ascending
 	expunged map[uint32]struct{}     // in uids, expunged, not yet reported
 	added    []uint32                // live, after uids, not yet reported (EXISTS)
 	flags    map[uint32]pendingFlags // new flags of messages in uids, not yet reported
-	gone     bool                    // the mailbox was deleted
+	gone     string                  // BYE text once the mailbox went away
+	// merged is the modseq the view and its pending changes are at; told
+	// the modseq the client was last told everything of (no pending
+	// change left then). Changes after told are all the client may miss.
+	merged, told uint64
+	overflow     bool // pending changes dropped past limit: resync at the next poll
 }
 
 // pendingFlags is the newest flag state of one message not yet told to the
@@ -105,47 +114,131 @@ func (v *selected) applySince(ch *store.Changes, base uint64, baseKnown bool) {
 func (v *selected) merge(ch *store.Changes, oneTx bool) (changed bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	return v.mergeLocked(ch, oneTx, v.limit)
+}
+
+func (v *selected) mergeLocked(ch *store.Changes, oneTx bool, limit int) (changed bool) {
+	if v.overflow {
+		// Everything after told is read again at the resync.
+		return false
+	}
+	if ch.Mailbox != nil {
+		v.merged = max(v.merged, ch.Mailbox.HighestModSeq)
+	}
+	pending := len(v.expunged) + len(v.added) + len(v.flags)
+	over := func() bool {
+		if limit <= 0 || pending <= limit {
+			return false
+		}
+		v.expunged, v.added, v.flags = map[uint32]struct{}{}, nil, map[uint32]pendingFlags{}
+		v.overflow = true
+		return true
+	}
 	for _, uid := range ch.Expunged {
 		if _, ok := v.index(uid); ok {
 			// Only a message the view had is reported as expunged.
+			if _, had := v.expunged[uid]; !had {
+				pending++
+			}
 			v.expunged[uid] = struct{}{}
-			delete(v.flags, uid)
+			if _, had := v.flags[uid]; had {
+				delete(v.flags, uid)
+				pending--
+			}
 			changed = true
+			if over() {
+				return true
+			}
 		} else if i, ok := slices.BinarySearch(v.added, uid); ok {
 			// Created and expunged before the client heard of it: never shown.
 			v.added = slices.Delete(v.added, i, i+1)
+			pending--
 		}
 	}
 	for _, m := range ch.Updated {
 		if m.UID > v.maxKnown() {
 			v.added = append(v.added, m.UID)
+			pending++
 			changed = true
+			if over() {
+				return true
+			}
 			continue
 		}
 		if _, ok := v.index(m.UID); ok {
 			if _, exp := v.expunged[m.UID]; !exp {
 				_, had := v.flags[m.UID]
 				v.flags[m.UID] = pendingFlags{flags: m.Flags, sole: oneTx && !had}
+				if !had {
+					pending++
+				}
 				changed = true
+				if over() {
+					return true
+				}
 			}
 		}
 		// Otherwise: not yet reported (the client fetches its flags), or
 		// already expunged in this view.
 	}
+	v.settle()
 	return changed
 }
 
-func (v *selected) markGone() {
+// settle records that the client knows everything up to merged once no
+// change is pending.
+func (v *selected) settle() {
+	if !v.overflow && len(v.expunged) == 0 && len(v.added) == 0 && len(v.flags) == 0 {
+		v.told = v.merged
+	}
+}
+
+// needsResync reports whether the view dropped its pending changes.
+func (v *selected) needsResync() bool {
 	v.mu.Lock()
-	v.gone = true
+	defer v.mu.Unlock()
+	return v.overflow
+}
+
+// resyncBase is the modseq to re-read changes after for a resync.
+func (v *selected) resyncBase() uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.told
+}
+
+// resynced applies the changes after resyncBase (read under w.mu) in one
+// go, without limit, and returns the responses that tell the client, as
+// take(true) does.
+func (v *selected) resynced(ch *store.Changes) []update {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.overflow = false
+	v.expunged, v.added, v.flags = map[uint32]struct{}{}, nil, map[uint32]pendingFlags{}
+	v.mergeLocked(ch, false, 0)
+	return v.takeLocked(true)
+}
+
+// markGone ends the view: its session is told why with BYE at its next
+// poll.
+func (v *selected) markGone(why string) {
+	v.mu.Lock()
+	if v.gone == "" {
+		v.gone = why
+	}
 	v.mu.Unlock()
 	v.signal()
 }
 
 func (v *selected) isGone() bool {
+	_, gone := v.goneReason()
+	return gone
+}
+
+func (v *selected) goneReason() (string, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return v.gone
+	return v.gone, v.gone != ""
 }
 
 func (v *selected) signal() {
@@ -188,6 +281,10 @@ type update struct {
 func (v *selected) take(allowExpunge bool) []update {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	return v.takeLocked(allowExpunge)
+}
+
+func (v *selected) takeLocked(allowExpunge bool) []update {
 	var out []update
 	if allowExpunge && len(v.expunged) > 0 {
 		kept := v.uids[:0:0]
@@ -219,6 +316,7 @@ func (v *selected) take(allowExpunge bool) []update {
 		sort.Slice(out[start:], func(a, b int) bool { return out[start+a].seq < out[start+b].seq })
 		clear(v.flags)
 	}
+	v.settle()
 	return out
 }
 

@@ -87,6 +87,10 @@ type ListenOptions struct {
 	BeforeConnect func(ctx context.Context)
 }
 
+// ListenApplicationName is the application_name of the LISTEN connection,
+// unless its URL sets one.
+const ListenApplicationName = "mailstack listen"
+
 const (
 	defaultListenCheck = 30 * time.Second
 	listenPingTimeout  = 5 * time.Second
@@ -104,6 +108,10 @@ func (s *Store) listenConfig() (*pgx.ConnConfig, error) {
 		if cfg, err = pgx.ParseConfig(u); err != nil {
 			return nil, fmt.Errorf("change feed: parse listen URL: %w", err)
 		}
+	}
+	if cfg.RuntimeParams["application_name"] == "" {
+		// Tells the feed's connection apart in pg_stat_activity.
+		cfg.RuntimeParams["application_name"] = ListenApplicationName
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = listenConnTimeout
