@@ -3,8 +3,10 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,6 +58,56 @@ func TestHighestModSeqPerChange(t *testing.T) {
 			}
 		}, func(e *env) map[int64]change {
 			return map[int64]change{e.inbox: {updated: []string{"4:[]"}}, e.archive: {updated: []string{"3:[]"}}}
+		}},
+		{"BulkAppendFunc: one step for the whole batch", func(e *env) {
+			i := 0
+			flags := [][]string{nil, {`\Seen`}, {"$Work"}}
+			if _, err := e.f.st.BulkAppendFunc(ctx, e.f.a.ID, e.inbox, func() (*store.BulkMessage, error) {
+				if i == len(flags) {
+					return nil, nil
+				}
+				msg, err := store.Spool(strings.NewReader(testMessage(200+i)), 0)
+				if err != nil {
+					return nil, err
+				}
+				m := &store.BulkMessage{Msg: msg, Flags: flags[i]}
+				i++
+				return m, nil
+			}); err != nil {
+				e.t.Fatal(err)
+			}
+		}, func(e *env) map[int64]change {
+			return map[int64]change{e.inbox: {updated: []string{"4:[]", "5:[\\Seen]", "6:[$Work]"}}}
+		}},
+		{"COPY into the same mailbox", func(e *env) {
+			if _, err := e.f.st.Copy(ctx, e.f.a.ID, e.inbox, []store.UIDRange{{2, 3}}, e.inbox); err != nil {
+				e.t.Fatal(err)
+			}
+		}, func(e *env) map[int64]change {
+			return map[int64]change{e.inbox: {updated: []string{"4:[]", "5:[\\Seen]"}}}
+		}},
+		{"rename INBOX: its messages move to a new mailbox in one step each", func(e *env) {
+			if err := e.f.st.RenameMailbox(ctx, e.f.a.ID, "INBOX", "Old"); err != nil {
+				e.t.Fatal(err)
+			}
+			// The new mailbox holds them, all at its highest modseq.
+			old := e.f.mailbox(e.t, e.f.a, "Old")
+			ch, err := e.f.st.ChangesSince(ctx, e.f.a.ID, old.ID, 0)
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			var upd []string
+			for _, m := range ch.Updated {
+				upd = append(upd, fmt.Sprintf("%d:%v", m.UID, m.Flags))
+				if m.ModSeq != ch.Mailbox.HighestModSeq {
+					e.t.Errorf("Old: message %d has modseq %d, mailbox %d", m.UID, m.ModSeq, ch.Mailbox.HighestModSeq)
+				}
+			}
+			if want := []string{"1:[]", "2:[]", "3:[\\Seen]"}; !slices.Equal(upd, want) {
+				e.t.Errorf("Old: %q, want %q", upd, want)
+			}
+		}, func(e *env) map[int64]change {
+			return map[int64]change{e.inbox: {expunged: []uint32{1, 2, 3}}}
 		}},
 		{"STORE +FLAGS", func(e *env) {
 			storeFlags(e.t, e.f, e.inbox, []store.UIDRange{{1, 2}}, store.FlagsAdd, `\Flagged`)
@@ -234,4 +286,164 @@ func storeFlags(t *testing.T, f *fixture, mailbox int64, r []store.UIDRange, op 
 	if _, err := f.st.StoreFlags(context.Background(), f.a.ID, mailbox, r, op, flags); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Eight writers change one mailbox at once (STORE, APPEND, EXPUNGE) while
+// a poller applies ChangesSince in a loop to a model of its own, as the
+// change feed does. A change committed below a modseq the poller already
+// read past would be lost to it for good: afterwards the model must equal
+// the database, every write that changed something must have taken
+// exactly one modseq step (no step skipped, none shared), and the poller
+// never sees a change at or below what it applied.
+func TestChangesSinceConcurrentWriters(t *testing.T) {
+	const writers, opsEach, seed = 8, 40, 20
+	f := newFixture(t)
+	ctx := context.Background()
+	inbox := f.mailbox(t, f.a, "INBOX").ID
+	for i := range seed {
+		if _, err := f.st.Append(ctx, f.a.ID, inbox, strings.NewReader(testMessage(i)), 0, nil, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	model := map[uint32]string{}
+	apply := func(ch *store.Changes, after uint64) uint64 {
+		t.Helper()
+		if ch.Mailbox == nil || ch.Mailbox.HighestModSeq < after {
+			t.Fatalf("ChangesSince(%d): mailbox %+v", after, ch.Mailbox)
+		}
+		for _, m := range ch.Updated {
+			if m.ModSeq <= after || m.ModSeq > ch.Mailbox.HighestModSeq {
+				t.Fatalf("ChangesSince(%d) up to %d: message %d at modseq %d", after, ch.Mailbox.HighestModSeq, m.UID, m.ModSeq)
+			}
+			model[m.UID] = fmt.Sprint(m.Flags)
+		}
+		for _, u := range ch.Expunged {
+			delete(model, u)
+		}
+		return ch.Mailbox.HighestModSeq
+	}
+	ch, err := f.st.ChangesSince(ctx, f.a.ID, inbox, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := apply(ch, 0)
+
+	var mu sync.Mutex
+	var steps int        // writes that changed something
+	var modseqs []uint64 // the modseqs those that report one were given
+	record := func(ms uint64) {
+		mu.Lock()
+		defer mu.Unlock()
+		steps++
+		if ms != 0 {
+			modseqs = append(modseqs, ms)
+		}
+	}
+	errs := make(chan error, writers)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			flags := []string{`\Seen`, `\Flagged`, "$A", "$B"}
+			for i := range opsEach {
+				uid := uint32(1 + rng.IntN(seed+writers*opsEach/3))
+				switch r := rng.IntN(10); {
+				case r < 5:
+					op := store.FlagsAdd
+					if rng.IntN(2) == 0 {
+						op = store.FlagsRemove
+					}
+					ch, err := f.st.StoreFlags(ctx, f.a.ID, inbox, []store.UIDRange{{Start: uid, Stop: uid + uint32(rng.IntN(4))}}, op,
+						[]string{flags[rng.IntN(len(flags))]})
+					if err != nil {
+						errs <- err
+						return
+					}
+					if len(ch) > 0 {
+						record(ch[0].ModSeq)
+					}
+				case r < 8:
+					res, err := f.st.Append(ctx, f.a.ID, inbox, strings.NewReader(testMessage(1000*w+i)), 0, nil, time.Time{})
+					if err != nil {
+						errs <- err
+						return
+					}
+					record(res.ModSeq)
+				default:
+					ch, err := f.st.StoreFlags(ctx, f.a.ID, inbox, []store.UIDRange{{Start: uid, Stop: uid}}, store.FlagsAdd, []string{`\Deleted`})
+					if err != nil {
+						errs <- err
+						return
+					}
+					if len(ch) > 0 {
+						record(ch[0].ModSeq)
+					}
+					gone, err := f.st.Expunge(ctx, f.a.ID, inbox, []store.UIDRange{{Start: uid, Stop: uid}})
+					if err != nil {
+						errs <- err
+						return
+					}
+					if len(gone) > 0 {
+						record(0) // Expunge does not say its modseq
+					}
+				}
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	last, polls := start, 0
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false // one more poll below sees the end state
+		default:
+		}
+		ch, err := f.st.ChangesSince(ctx, f.a.ID, inbox, last)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = apply(ch, last)
+		polls++
+	}
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	var db []string
+	if err := f.st.FetchMeta(ctx, f.a.ID, inbox, []store.UIDRange{{Start: 1, Stop: 0}}, store.FetchOptions{}, func(m *store.MessageMeta) error {
+		db = append(db, fmt.Sprintf("%d:%v", m.UID, m.Flags))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var rebuilt []string
+	for uid, fl := range model {
+		rebuilt = append(rebuilt, fmt.Sprintf("%d:%s", uid, fl))
+	}
+	slices.SortFunc(rebuilt, func(a, b string) int {
+		var x, y int
+		fmt.Sscanf(a, "%d:", &x)
+		fmt.Sscanf(b, "%d:", &y)
+		return x - y
+	})
+	if !slices.Equal(rebuilt, db) {
+		t.Errorf("rebuilt from ChangesSince:\n%q\ndatabase:\n%q", rebuilt, db)
+	}
+	if got := int(last - start); got != steps {
+		t.Errorf("highest modseq moved by %d for %d changing writes", got, steps)
+	}
+	slices.Sort(modseqs)
+	for i := 1; i < len(modseqs); i++ {
+		if modseqs[i] == modseqs[i-1] {
+			t.Errorf("two writes share modseq %d", modseqs[i])
+		}
+	}
+	if len(modseqs) > 0 && (modseqs[0] <= start || modseqs[len(modseqs)-1] > last) {
+		t.Errorf("modseqs %d..%d outside (%d, %d]", modseqs[0], modseqs[len(modseqs)-1], start, last)
+	}
+	t.Logf("%d changing writes, modseq %d → %d, %d polls, %d messages", steps, start, last, polls, len(db))
 }
