@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"regexp"
 	"runtime"
 	"slices"
@@ -581,6 +582,8 @@ func TestBrokenViewEndsOnlyItsSession(t *testing.T) {
 
 type stressClient struct {
 	id     int
+	e      *env // its server: store-level deliveries go through its store
+	inbox  int64
 	c      *imapclient.Client
 	helper *imapclient.Client // selected on Archive: COPY in from there
 	v      *wireView
@@ -644,7 +647,7 @@ func (sc *stressClient) step() error {
 	r = rng.IntN(100)
 	seq, uid := sc.v.randomKnown(rng)
 	switch {
-	case r < 12:
+	case r < 10:
 		sc.ops["APPEND"]++
 		msg := crlf(fmt.Sprintf("From: s%d@example.test\nSubject: stress %d\n\nbody %d\n", sc.id, rng.Int(), rng.Int()))
 		cmd := c.Append("INBOX", int64(len(msg)), &imap.AppendOptions{Flags: sc.randomFlags()})
@@ -655,6 +658,14 @@ func (sc *stressClient) step() error {
 			return err
 		}
 		_, err := cmd.Wait()
+		return err
+	case r < 16:
+		// A delivery as SMTP makes it: only the NOTIFY tells anyone,
+		// this server's sessions included.
+		sc.ops["deliver"]++
+		msg := crlf(fmt.Sprintf("From: smtp%d@example.test\nSubject: delivered %d\n\nbody\n", sc.id, rng.Int()))
+		_, err := sc.e.st.Append(context.Background(), sc.e.acc.ID, sc.inbox, strings.NewReader(msg), 0,
+			fromIMAPFlags(sc.randomFlags()), time.Time{})
 		return err
 	case r < 40 && uid != 0:
 		op := imap.StoreFlagsAdd
@@ -674,14 +685,22 @@ func (sc *stressClient) step() error {
 		}
 		sc.ops[name]++
 		return c.Store(set, &imap.StoreFlags{Op: op, Silent: silent, Flags: flags}, nil).Close()
-	case r < 52 && uid != 0:
-		sc.ops["UID EXPUNGE"]++
+	case r < 54 && uid != 0:
+		// Mark one message \Deleted, then UID EXPUNGE it or EXPUNGE
+		// everything marked (others' marked messages too).
+		uidForm := r < 48
 		sc.v.storeLocal(func(_ int, m wireMsg) bool { return m.uid == uid }, imap.StoreFlagsAdd, []imap.Flag{imap.FlagDeleted})
 		if err := c.Store(imap.UIDSetNum(imap.UID(uid)), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true,
 			Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
 			return err
 		}
-		_, err := c.UIDExpunge(imap.UIDSetNum(imap.UID(uid))).Collect()
+		if uidForm {
+			sc.ops["UID EXPUNGE"]++
+			_, err := c.UIDExpunge(imap.UIDSetNum(imap.UID(uid))).Collect()
+			return err
+		}
+		sc.ops["EXPUNGE"]++
+		_, err := c.Expunge().Collect()
 		return err
 	case r < 64 && uid != 0:
 		sc.ops["UID MOVE"]++
@@ -718,13 +737,23 @@ func (sc *stressClient) step() error {
 func TestSyncStress(t *testing.T) {
 	const (
 		clients  = 8
-		seed     = 50
+		initial  = 50
 		duration = 5 * time.Second
 		maxOps   = 500
 	)
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("IMAPD_STRESS_SEED"); v != "" {
+		var err error
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("IMAPD_STRESS_SEED: %v", err)
+		}
+	}
+	// The seed fixes each client's choices; the interleaving still
+	// varies from run to run.
+	t.Logf("seed %d (IMAPD_STRESS_SEED=%d repeats these choices)", seed, seed)
 	_, e1, e2 := twoServers(t, envOptions{}, store.Options{MaxConns: 8})
 	inbox, archive := mailboxID(t, e1, "INBOX"), mailboxID(t, e1, "Archive")
-	for i := range seed {
+	for i := range initial {
 		e1.deliver("INBOX", crlf(fmt.Sprintf("Subject: seed %d\n\nseed\n", i)))
 	}
 	for i := range 10 {
@@ -736,7 +765,7 @@ func TestSyncStress(t *testing.T) {
 		if i%2 == 1 {
 			e = e2
 		}
-		sc := &stressClient{id: i, v: &wireView{}, idler: i%4 < 2, rng: rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano()))),
+		sc := &stressClient{id: i, e: e, inbox: inbox, v: &wireView{}, idler: i%4 < 2, rng: rand.New(rand.NewPCG(uint64(i), seed)),
 			ops: map[string]int{}}
 		var err error
 		if sc.c, err = connect(e.addr, e.user, e.pass, sc.handler(), sc.v); err != nil {
