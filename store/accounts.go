@@ -41,15 +41,25 @@ type Alias struct {
 	Target  string // the account's address
 }
 
-// DefaultMailboxes are created for every new account, with their
-// SPECIAL-USE attributes (RFC 6154).
-var DefaultMailboxes = []struct{ Name, SpecialUse string }{
+// DefaultMailbox is a mailbox every new account starts with.
+type DefaultMailbox struct{ Name, SpecialUse string }
+
+// defaultMailboxes is an array, not a slice, so DefaultMailboxes hands out
+// copies and no caller can change what new accounts get.
+var defaultMailboxes = [...]DefaultMailbox{
 	{"INBOX", ""},
 	{"Drafts", `\Drafts`},
 	{"Sent", `\Sent`},
 	{"Archive", `\Archive`},
 	{"Junk", `\Junk`},
 	{"Trash", `\Trash`},
+}
+
+// DefaultMailboxes returns the mailboxes created for every new account,
+// with their SPECIAL-USE attributes (RFC 6154).
+func DefaultMailboxes() []DefaultMailbox {
+	mbs := defaultMailboxes
+	return mbs[:]
 }
 
 // NormalizeAddress lower-cases and trims an e-mail address and checks it has
@@ -78,7 +88,7 @@ func (s *Store) CreateDomain(ctx context.Context, name, selector string, dkimKey
 	err := s.pool.QueryRow(ctx, `INSERT INTO domains (name, dkim_selector, dkim_key) VALUES ($1, $2, $3)
 		RETURNING id, created_at`, name, selector, dkimKey).Scan(&d.ID, &d.CreatedAt)
 	if isUniqueViolation(err) {
-		return nil, fmt.Errorf("domain %s: %w", name, ErrExists)
+		return nil, objectErr("domain", name, ErrExists)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("create domain: %w", err)
@@ -105,7 +115,7 @@ func (s *Store) DomainByName(ctx context.Context, name string) (*Domain, error) 
 	err := s.pool.QueryRow(ctx, `SELECT id, name, dkim_selector, dkim_key, created_at FROM domains WHERE name = $1`,
 		strings.ToLower(name)).Scan(&d.ID, &d.Name, &d.DKIMSelector, &d.DKIMKey, &d.CreatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("domain %s: %w", name, ErrNotFound)
+		return nil, objectErr("domain", name, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get domain: %w", err)
@@ -119,13 +129,14 @@ func (s *Store) DeleteDomain(ctx context.Context, name string) error {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM domains d WHERE name = $1`, strings.ToLower(name))
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23503" {
-		return fmt.Errorf("domain %s still has accounts; delete them first: %w", name, ErrHasChildren)
+		// Accounts reference the domain: it still has children.
+		return objectErr("domain", name, ErrHasChildren)
 	}
 	if err != nil {
 		return fmt.Errorf("delete domain: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("domain %s: %w", name, ErrNotFound)
+		return objectErr("domain", name, ErrNotFound)
 	}
 	return nil
 }
@@ -160,10 +171,10 @@ func (s *Store) CreateAccount(ctx context.Context, address, password string, opt
 			RETURNING id, domain_id, created_at`, domain, addr, hash, opts.QuotaBytes, a.RequireAppPasswords).
 			Scan(&a.ID, &a.DomainID, &a.CreatedAt)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("domain %s is not served here; add it first: %w", domain, ErrNotFound)
+			return objectErr("domain", domain, ErrNotFound)
 		}
 		if isUniqueViolation(err) {
-			return fmt.Errorf("account %s: %w", addr, ErrExists)
+			return objectErr("account", addr, ErrExists)
 		}
 		if err != nil {
 			return err
@@ -173,9 +184,9 @@ func (s *Store) CreateAccount(ctx context.Context, address, password string, opt
 			return err
 		}
 		if taken {
-			return fmt.Errorf("%s is already an alias: %w", addr, ErrExists)
+			return objectErr("alias", addr, ErrExists)
 		}
-		for _, mb := range DefaultMailboxes {
+		for _, mb := range defaultMailboxes {
 			if _, err := createMailboxTx(ctx, tx, a.ID, mb.Name, mb.SpecialUse, true); err != nil {
 				return err
 			}
@@ -201,7 +212,7 @@ func (s *Store) AccountByAddress(ctx context.Context, address string) (*Account,
 	a, err := scanAccount(s.pool.QueryRow(ctx, `SELECT `+accountColumns+` FROM accounts WHERE address = $1`,
 		strings.ToLower(strings.TrimSpace(address))))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("account %s: %w", address, ErrNotFound)
+		return nil, objectErr("account", address, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get account: %w", err)
@@ -228,7 +239,7 @@ func (s *Store) execOne(ctx context.Context, what, address, sql string, args ...
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("%s: account %s: %w", what, address, ErrNotFound)
+		return fmt.Errorf("%s: %w", what, objectErr("account", address, ErrNotFound))
 	}
 	return nil
 }
@@ -271,21 +282,33 @@ func (s *Store) CreateAlias(ctx context.Context, alias, target string) error {
 	if !ok || domain == "" || strings.ContainsAny(alias, " <>\"") {
 		return fmt.Errorf("%w: alias %q must be user@domain or @domain", ErrInvalid, alias)
 	}
-	tag, err := s.pool.Exec(ctx, `INSERT INTO aliases (domain_id, address, account_id)
-		SELECT d.id, $1, a.id FROM domains d, accounts a
-		WHERE d.name = $2 AND a.address = $3
-		  AND NOT EXISTS (SELECT 1 FROM accounts WHERE address = $1)`, alias, domain, strings.ToLower(target))
-	if isUniqueViolation(err) {
-		return fmt.Errorf("alias %s: %w", alias, ErrExists)
-	}
-	if err != nil {
+	target = strings.ToLower(strings.TrimSpace(target))
+	// One statement inserts the alias and says what was missing if it
+	// could not: the domain, the target account, or the address is
+	// already an account's.
+	var domainOK, targetOK, isAccount, inserted bool
+	err := s.pool.QueryRow(ctx, `WITH d AS (SELECT id FROM domains WHERE name = $2),
+			t AS (SELECT id FROM accounts WHERE address = $3),
+			clash AS (SELECT 1 FROM accounts WHERE address = $1),
+			ins AS (INSERT INTO aliases (domain_id, address, account_id)
+				SELECT d.id, $1, t.id FROM d, t WHERE NOT EXISTS (SELECT 1 FROM clash) RETURNING 1)
+		SELECT EXISTS (SELECT 1 FROM d), EXISTS (SELECT 1 FROM t), EXISTS (SELECT 1 FROM clash), EXISTS (SELECT 1 FROM ins)`,
+		alias, domain, target).Scan(&domainOK, &targetOK, &isAccount, &inserted)
+	switch {
+	case isUniqueViolation(err):
+		return objectErr("alias", alias, ErrExists)
+	case err != nil:
 		return fmt.Errorf("create alias: %w", err)
+	case inserted:
+		return nil
+	case !domainOK:
+		return objectErr("domain", domain, ErrNotFound)
+	case !targetOK:
+		return objectErr("account", target, ErrNotFound)
+	case isAccount:
+		return objectErr("account", alias, ErrExists)
 	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("create alias %s: domain %s not served, account %s missing, or the alias is an account: %w",
-			alias, domain, target, ErrNotFound)
-	}
-	return nil
+	return fmt.Errorf("create alias %s: not inserted", alias)
 }
 
 // Aliases lists aliases, of one domain or (domain == "") all.
@@ -305,7 +328,7 @@ func (s *Store) DeleteAlias(ctx context.Context, alias string) error {
 		return fmt.Errorf("delete alias: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("alias %s: %w", alias, ErrNotFound)
+		return objectErr("alias", alias, ErrNotFound)
 	}
 	return nil
 }

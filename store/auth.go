@@ -136,7 +136,7 @@ func (s *Store) RevokeAppPassword(ctx context.Context, accountID, id int64) erro
 		return fmt.Errorf("revoke app password: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("app password %d: %w", id, ErrNotFound)
+		return objectErr("app password", fmt.Sprint(id), ErrNotFound)
 	}
 	return nil
 }
@@ -165,6 +165,26 @@ type AuthEvent struct {
 	Success     bool
 	Reason      string
 }
+
+// Reasons recorded in AuthEvent.Reason for failed attempts. On the wire
+// every failure looks the same (ErrAuthFailed); only the activity log
+// says why.
+const (
+	ReasonUnknownUser   = "unknown user"
+	ReasonDisabled      = "account disabled"
+	ReasonRevoked       = "revoked app password"
+	ReasonWrongPassword = "wrong password"
+	// ReasonMainRefused: the account's correct main password, refused
+	// because IMAP and SMTP require app passwords (server or account
+	// policy).
+	ReasonMainRefused = "main password refused: app passwords are required"
+	// ReasonNotAppPassword: no app password matched and the main
+	// password was not checked, because it could not have been accepted
+	// and this account or address had too many recent failures to spend
+	// an argon2id check on finding out.
+	ReasonNotAppPassword = "not an app password"
+	ReasonThrottled      = "throttled"
+)
 
 // maxUsername bounds the user name recorded in the activity log: the
 // longest valid address is 320 bytes, anything longer is noise.
@@ -213,17 +233,17 @@ func (s *Store) Authenticate(ctx context.Context, c Credentials) (*Login, error)
 	}
 	fail := func(reason string, appID *int64) (*Login, error) {
 		s.recordAuth(ctx, accountID, username, c, appID, false, reason)
-		if reason == "throttled" {
+		if reason == ReasonThrottled {
 			return nil, ErrThrottled
 		}
 		return nil, ErrAuthFailed
 	}
 	if ipFailures >= pol.IPLimit {
-		return fail("throttled", nil)
+		return fail(ReasonThrottled, nil)
 	}
 	validApp := accountID != nil && !*disabled && appID != nil && !*revoked
 	if !validApp && accFailures >= pol.AccountLimit {
-		return fail("throttled", nil)
+		return fail(ReasonThrottled, nil)
 	}
 	if n := max(ipFailures, accFailures) - pol.FreeFailures; n >= 0 {
 		delay := min(100*time.Millisecond<<min(n, 10), pol.MaxDelay)
@@ -233,22 +253,26 @@ func (s *Store) Authenticate(ctx context.Context, c Credentials) (*Login, error)
 			return nil, ctx.Err()
 		}
 	}
-	// The main password can only succeed where policy allows it; elsewhere
-	// it is not even hashed, which keeps failed logins cheap (argon2id costs
-	// tens of milliseconds and 19 MiB).
+	// The main password can only succeed where policy allows it. Where it
+	// cannot, it is still checked while this account and address have few
+	// recent failures, so that the activity log can tell an owner whose
+	// device sends the main password from a wrong guess; past that, it is
+	// not even hashed, which keeps a stream of failed logins cheap
+	// (argon2id costs tens of milliseconds and 19 MiB).
 	mainAllowed := c.Protocol == ProtocolManage || (s.opts.AllowMainPassword && (requireApp == nil || !*requireApp))
+	checkMain := mainAllowed || max(ipFailures, accFailures) < pol.FreeFailures
 	switch {
 	case accountID == nil:
-		if mainAllowed {
+		if checkMain {
 			// Spend the time a real check would, so timing does not
 			// reveal which users exist.
 			s.checkPassword(ctx, dummyHash, c.Password)
 		}
-		return fail("unknown user", nil)
+		return fail(ReasonUnknownUser, nil)
 	case *disabled:
-		return fail("account disabled", nil)
+		return fail(ReasonDisabled, nil)
 	case appID != nil && *revoked:
-		return fail("revoked app password", appID)
+		return fail(ReasonRevoked, appID)
 	case validApp:
 		s.recordAuth(ctx, accountID, username, c, appID, true, "")
 		if _, err := s.pool.Exec(ctx, `UPDATE app_passwords SET last_used_at = now(), last_used_ip = $2
@@ -256,11 +280,14 @@ func (s *Store) Authenticate(ctx context.Context, c Credentials) (*Login, error)
 			return nil, fmt.Errorf("authenticate: %w", err)
 		}
 		return &Login{AccountID: *accountID, Address: *address, AppPasswordID: *appID}, nil
-	case !mainAllowed:
-		return fail("not an app password; the main password is refused for "+c.Protocol, nil)
+	case !checkMain:
+		return fail(ReasonNotAppPassword, nil)
 	}
 	if !s.checkPassword(ctx, *hash, c.Password) {
-		return fail("wrong password", nil)
+		return fail(ReasonWrongPassword, nil)
+	}
+	if !mainAllowed {
+		return fail(ReasonMainRefused, nil)
 	}
 	s.recordAuth(ctx, accountID, username, c, nil, true, "main password")
 	return &Login{AccountID: *accountID, Address: *address}, nil
@@ -318,6 +345,19 @@ func (s *Store) AuthEvents(ctx context.Context, accountID int64, limit int) ([]A
 		WHERE e.account_id = $1 ORDER BY e.at DESC, e.id DESC LIMIT $2`, accountID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list activity: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowToStructByPos[AuthEvent])
+}
+
+// FailedAuthEventsFrom returns the most recent failed login attempts from
+// one remote IP, newest first, on any user name: attempts on addresses
+// without an account (guessing) are recorded too, with no account.
+func (s *Store) FailedAuthEventsFrom(ctx context.Context, remoteIP string, limit int) ([]AuthEvent, error) {
+	rows, err := s.pool.Query(ctx, `SELECT e.at, e.username, e.protocol, e.remote_ip, coalesce(p.label, ''), e.success, e.reason
+		FROM auth_events e LEFT JOIN app_passwords p ON p.id = e.app_password_id AND p.account_id = e.account_id
+		WHERE e.remote_ip = $1 AND NOT e.success ORDER BY e.at DESC, e.id DESC LIMIT $2`, remoteIP, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list failed logins: %w", err)
 	}
 	return pgx.CollectRows(rows, pgx.RowToStructByPos[AuthEvent])
 }

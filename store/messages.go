@@ -499,7 +499,7 @@ func (s *Store) StoreFlags(ctx context.Context, accountID, mailboxID int64, uids
 				FROM old
 			)
 			UPDATE mailbox_messages mm SET flags = new.nflags, keywords = new.nkeywords, modseq = $8
-			FROM new WHERE mm.mailbox_id = $1 AND mm.uid = new.uid
+			FROM new WHERE mm.mailbox_id = $1 AND mm.account_id = $2 AND mm.uid = new.uid
 				AND (new.nflags <> new.oflags OR new.nkeywords <> new.okeywords)
 			RETURNING mm.uid, new.oflags, mm.flags, mm.keywords, mm.size`,
 			mailboxID, accountID, lo, hi, int(op), bits, keywords, modseq)

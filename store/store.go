@@ -30,10 +30,29 @@ var (
 	ErrThrottled   = errors.New("too many failed login attempts; try again later")
 	ErrInvalid     = errors.New("invalid argument")
 	ErrNoSelect    = errors.New("mailbox cannot be selected")
-	ErrHasChildren = errors.New("mailbox has children")
+	ErrHasChildren = errors.New("has children") // a mailbox with mailboxes below it, a domain with accounts
 	ErrOverQuota   = errors.New("quota exceeded")
 	ErrAccountGone = errors.New("account disabled or removed")
 )
+
+// ObjectError is an error about one named object: an account, a domain, an
+// alias, an app password. errors.Is matches its sentinel (ErrNotFound,
+// ErrExists, ErrHasChildren), and callers that report errors to people
+// (the CLI) can name the object without parsing the message.
+type ObjectError struct {
+	Kind string // "account", "domain", "alias", "app password"
+	Name string // as the caller gave it
+	Err  error  // one of the sentinel errors above
+}
+
+func (e *ObjectError) Error() string { return e.Kind + " " + e.Name + ": " + e.Err.Error() }
+
+// Unwrap returns the sentinel error.
+func (e *ObjectError) Unwrap() error { return e.Err }
+
+func objectErr(kind, name string, err error) error {
+	return &ObjectError{Kind: kind, Name: name, Err: err}
+}
 
 // Store is a handle on the database. It is safe for concurrent use.
 type Store struct {
