@@ -43,6 +43,9 @@ type Options struct {
 	// Logger receives postgres' log output (debug for routine lines, info
 	// for warnings and errors). Default: slog.Default().
 	Logger *slog.Logger
+	// Wait bounds how long Use waits for another process's private
+	// server to stop (default 2 minutes).
+	Wait time.Duration
 }
 
 // Cluster is a running private PostgreSQL server. Its methods are safe for
@@ -70,14 +73,78 @@ const (
 	sockName    = ".s.PGSQL.5432"
 )
 
+// Error is a failure to set up, start or use a cluster. Log holds the last
+// lines initdb or postgres printed when they explain it.
+type Error struct {
+	Op  string // what failed: "start", "initialise", "create database NAME", "stop"
+	Dir string // the data directory
+	Err error
+	Log string
+}
+
+func (e *Error) Error() string {
+	s := "pglocal: " + e.Op + " " + e.Dir + ": " + e.Err.Error()
+	if e.Log != "" {
+		s += "; log tail:\n" + e.Log
+	}
+	return s
+}
+
+// Unwrap returns the underlying error.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Cause returns the one line that best explains the failure: the last
+// FATAL, PANIC or ERROR line postgres logged (or initdb's last "error:"),
+// else the last line logged (postgres reports some problems before its
+// logging starts, as "postgres: MESSAGE"), else the first line of the
+// underlying error.
+func (e *Error) Cause() string {
+	lines := strings.Split(strings.TrimSpace(e.Log), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		for _, sev := range []string{"FATAL:", "PANIC:", "ERROR:", "error:"} {
+			if j := strings.Index(lines[i], sev); j >= 0 {
+				if msg := strings.TrimSpace(lines[i][j+len(sev):]); msg != "" {
+					return msg
+				}
+			}
+		}
+	}
+	if last := strings.TrimSpace(lines[len(lines)-1]); last != "" {
+		for _, prog := range []string{"postgres: ", "initdb: "} {
+			last = strings.TrimPrefix(last, prog)
+		}
+		return last
+	}
+	first, _, _ := strings.Cut(e.Err.Error(), "\n")
+	return first
+}
+
 // Start runs the cluster in dataDir, creating it with initdb if dataDir holds
 // no cluster yet, and returns once the server accepts connections. The server
 // listens only on a unix socket; authentication is trust for the superuser
 // "postgres", so access control rests on the socket directory's permissions.
 //
 // When running as root, initdb and postgres run as the "postgres" OS user
-// (they refuse to run as root), which then owns dataDir.
+// (they refuse to run as root), which then owns dataDir. Errors are *Error.
 func Start(ctx context.Context, dataDir string, opts Options) (*Cluster, error) {
+	c, err := startCluster(ctx, dataDir, opts)
+	if err != nil {
+		return nil, startError(dataDir, err)
+	}
+	return c, nil
+}
+
+// startError makes err an *Error about starting the cluster in dir, unless
+// it already is one.
+func startError(dir string, err error) error {
+	var pe *Error
+	if errors.As(err, &pe) {
+		return err
+	}
+	return &Error{Op: "start", Dir: dir, Err: err}
+}
+
+func startCluster(ctx context.Context, dataDir string, opts Options) (*Cluster, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -90,7 +157,7 @@ func Start(ctx context.Context, dataDir string, opts Options) (*Cluster, error) 
 	}
 	dataDir, err = filepath.Abs(dataDir)
 	if err != nil {
-		return nil, fmt.Errorf("pglocal: %w", err)
+		return nil, err
 	}
 	cred, err := runAs()
 	if err != nil {
@@ -116,7 +183,7 @@ func Start(ctx context.Context, dataDir string, opts Options) (*Cluster, error) 
 		}
 		dir, err := os.MkdirTemp(base, "pgsock")
 		if err != nil {
-			return nil, fmt.Errorf("pglocal: socket directory: %w", err)
+			return nil, fmt.Errorf("socket directory: %w", err)
 		}
 		c.sockDir, c.ownSockDir = dir, true
 		if err := prepareDir(dir, cred); err != nil {
@@ -132,7 +199,7 @@ func Start(ctx context.Context, dataDir string, opts Options) (*Cluster, error) 
 		}
 	} else if err != nil {
 		c.removeSockDir()
-		return nil, fmt.Errorf("pglocal: %w", err)
+		return nil, err
 	}
 
 	args := []string{
@@ -177,9 +244,11 @@ func Start(ctx context.Context, dataDir string, opts Options) (*Cluster, error) 
 
 // URL returns a pgx connection URL for database over the cluster's unix
 // socket.
-func (c *Cluster) URL(database string) string {
+func (c *Cluster) URL(database string) string { return socketURL(c.sockDir, database) }
+
+func socketURL(sockDir, database string) string {
 	return "postgres://" + superuser + "@/" + url.PathEscape(database) +
-		"?host=" + url.QueryEscape(c.sockDir) + "&port=" + strconv.Itoa(port) + "&sslmode=disable"
+		"?host=" + url.QueryEscape(sockDir) + "&port=" + strconv.Itoa(port) + "&sslmode=disable"
 }
 
 // DataDir returns the cluster's data directory.
@@ -187,14 +256,21 @@ func (c *Cluster) DataDir() string { return c.dataDir }
 
 // CreateDatabase creates database name unless it exists.
 func (c *Cluster) CreateDatabase(ctx context.Context, name string) error {
-	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	return createDatabase(ctx, c.URL("postgres"), c.dataDir, name)
+}
+
+// createDatabase creates database name over the maintenance database at
+// url unless it exists.
+func createDatabase(ctx context.Context, url, dataDir, name string) error {
+	fail := func(err error) error { return &Error{Op: "create database " + name, Dir: dataDir, Err: err} }
+	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
-		return fmt.Errorf("pglocal: create database %s: %w", name, err)
+		return fail(err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	var exists bool
 	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
-		return fmt.Errorf("pglocal: create database %s: %w", name, err)
+		return fail(err)
 	}
 	if exists {
 		return nil
@@ -205,7 +281,7 @@ func (c *Cluster) CreateDatabase(ctx context.Context, name string) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("pglocal: create database %s: %w", name, err)
+		return fail(err)
 	}
 	return nil
 }
@@ -218,7 +294,7 @@ func (c *Cluster) Stop(ctx context.Context) error {
 	c.stopOnce.Do(func() {
 		defer c.removeSockDir()
 		if err := c.proc.Signal(syscall.SIGINT); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			c.stopErr = fmt.Errorf("pglocal: stop: %w", err)
+			c.stopErr = &Error{Op: "stop", Dir: c.dataDir, Err: err}
 		}
 		select {
 		case <-c.exited:
@@ -233,7 +309,7 @@ func (c *Cluster) Stop(ctx context.Context) error {
 			c.proc.Kill() //nolint:errcheck
 			<-c.exited
 		}
-		c.stopErr = fmt.Errorf("pglocal: stop: %w", ctx.Err())
+		c.stopErr = &Error{Op: "stop", Dir: c.dataDir, Err: ctx.Err()}
 	})
 	return c.stopErr
 }
@@ -280,7 +356,7 @@ func (c *Cluster) initdb(ctx context.Context, binDir string, cred *syscall.Crede
 	out, err := cmd.CombinedOutput()
 	c.log.Debug("initdb output", "output", string(out))
 	if err != nil {
-		return fmt.Errorf("pglocal: initdb %s: %w\n%s", c.dataDir, err, tail(out, 20))
+		return &Error{Op: "initialise", Dir: c.dataDir, Err: fmt.Errorf("initdb: %w", err), Log: tail(out, 20)}
 	}
 	return nil
 }
@@ -315,7 +391,7 @@ func (c *Cluster) startPostgres(path string, args []string, cred *syscall.Creden
 			Setpgid: true,
 		}
 		if err := cmd.Start(); err != nil {
-			started <- fmt.Errorf("pglocal: start postgres: %w", err)
+			started <- fmt.Errorf("start postgres: %w", err)
 			close(c.exited)
 			return
 		}
@@ -335,9 +411,9 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 	for {
 		select {
 		case <-c.exited:
-			return fmt.Errorf("pglocal: postgres exited during startup (%v); log tail:\n%s", c.exitErr, c.stderr.tail())
+			return &Error{Op: "start", Dir: c.dataDir, Err: fmt.Errorf("postgres exited during startup (%v)", c.exitErr), Log: c.stderr.tail()}
 		case <-ctx.Done():
-			return fmt.Errorf("pglocal: waiting for postgres to accept connections: %w (last error: %v); log tail:\n%s", ctx.Err(), lastErr, c.stderr.tail())
+			return &Error{Op: "start", Dir: c.dataDir, Err: fmt.Errorf("waiting for postgres to accept connections: %w (last error: %v)", ctx.Err(), lastErr), Log: c.stderr.tail()}
 		default:
 		}
 		// The socket may belong to another server already running on this
@@ -386,7 +462,7 @@ func findBinDir(dir string) (string, error) {
 	}
 	if dir != "" {
 		if !has(dir) {
-			return "", fmt.Errorf("pglocal: initdb and postgres not found in %s", dir)
+			return "", fmt.Errorf("initdb and postgres not found in %s", dir)
 		}
 		return dir, nil
 	}
@@ -403,7 +479,7 @@ func findBinDir(dir string) (string, error) {
 	if p, err := exec.LookPath("postgres"); err == nil && has(filepath.Dir(p)) {
 		return filepath.Dir(p), nil
 	}
-	return "", errors.New("pglocal: PostgreSQL server binaries (initdb, postgres) not found in /usr/lib/postgresql/*/bin, /usr/pgsql-*/bin or PATH; install PostgreSQL (e.g. apt-get install postgresql) or configure a database URL")
+	return "", errors.New("PostgreSQL server binaries (initdb, postgres) not found in /usr/lib/postgresql/*/bin, /usr/pgsql-*/bin or PATH; install PostgreSQL (e.g. apt-get install postgresql) or configure a database URL")
 }
 
 // versionOf extracts the major version from a .../postgresql/15/bin or
@@ -424,15 +500,15 @@ func runAs() (*syscall.Credential, error) {
 	}
 	u, err := user.Lookup("postgres")
 	if err != nil {
-		return nil, fmt.Errorf("pglocal: running as root, and PostgreSQL refuses to run as root, but there is no \"postgres\" OS user to run it as (%w); install PostgreSQL (which creates it) or create the user (useradd --system postgres)", err)
+		return nil, fmt.Errorf("running as root, and PostgreSQL refuses to run as root, but there is no \"postgres\" OS user to run it as (%w); install PostgreSQL (which creates it) or create the user (useradd --system postgres)", err)
 	}
 	uid, err := strconv.ParseUint(u.Uid, 10, 32)
 	if err != nil {
-		return nil, fmt.Errorf("pglocal: postgres user: %w", err)
+		return nil, fmt.Errorf("postgres user: %w", err)
 	}
 	gid, err := strconv.ParseUint(u.Gid, 10, 32)
 	if err != nil {
-		return nil, fmt.Errorf("pglocal: postgres user: %w", err)
+		return nil, fmt.Errorf("postgres user: %w", err)
 	}
 	// Go also drops root's supplementary groups (setgroups with none).
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
@@ -442,13 +518,13 @@ func runAs() (*syscall.Credential, error) {
 // user, hands it over and makes its ancestors traversable by that user.
 func prepareDir(dir string, cred *syscall.Credential) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("pglocal: %w", err)
+		return err
 	}
 	if cred == nil {
 		return nil
 	}
 	if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
-		return fmt.Errorf("pglocal: %w", err)
+		return err
 	}
 	// postgres must be able to reach dir: temp dirs (os.MkdirTemp,
 	// t.TempDir) are 0700 root. Grant only search (x) to others, and only
@@ -456,11 +532,11 @@ func prepareDir(dir string, cred *syscall.Credential) error {
 	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
 		fi, err := os.Stat(d)
 		if err != nil {
-			return fmt.Errorf("pglocal: %w", err)
+			return err
 		}
 		if !canSearch(fi, cred) {
 			if err := os.Chmod(d, fi.Mode().Perm()|0o001); err != nil {
-				return fmt.Errorf("pglocal: make %s traversable for postgres: %w", d, err)
+				return fmt.Errorf("make %s traversable for postgres: %w", d, err)
 			}
 		}
 		if d == filepath.Dir(d) {

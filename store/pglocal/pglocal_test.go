@@ -3,13 +3,17 @@ package pglocal
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -211,4 +215,222 @@ func TestPostgresDiesWithParent(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// lockedBuffer collects log output from several goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestSharedRoles checks that only the owner lends its server: an owner
+// waits for a guest's private server to stop, guests use the owner's
+// server and leave it running, and a second owner is refused.
+func TestSharedRoles(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	dir := filepath.Join(t.TempDir(), "data")
+	use := func(role Role, log *slog.Logger) (*Shared, error) {
+		return Use(ctx, dir, role, Options{NoFsync: true, Logger: log})
+	}
+	ping := func(sh *Shared) error {
+		conn, err := pgx.Connect(ctx, sh.URL("postgres"))
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		return conn.Ping(ctx)
+	}
+
+	// A guest with nobody else around runs a private server.
+	g1, err := use(Guest, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !g1.Started() {
+		t.Fatal("first guest did not start a server")
+	}
+	// An owner arriving now waits for it instead of using it.
+	var ownerLog lockedBuffer
+	type result struct {
+		sh  *Shared
+		err error
+	}
+	ownerc := make(chan result, 1)
+	go func() {
+		sh, err := use(Owner, slog.New(slog.NewTextHandler(&ownerLog, nil)))
+		ownerc <- result{sh, err}
+	}()
+	for !strings.Contains(ownerLog.String(), "waiting for it to finish") {
+		select {
+		case r := <-ownerc:
+			t.Fatalf("owner did not wait for the guest's server: %+v", r)
+		case <-ctx.Done():
+			t.Fatal("owner never said it waits")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err := ping(g1); err != nil {
+		t.Fatalf("guest lost its server while the owner waits: %v", err)
+	}
+	if err := g1.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-ownerc
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	owner := r.sh
+	if !owner.Started() {
+		t.Fatal("owner did not start its server")
+	}
+	// Guests now use the owner's server, and leaving does not stop it.
+	for i := 0; i < 2; i++ {
+		g, err := use(Guest, testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.Started() || g.URL("x") != owner.URL("x") {
+			t.Fatalf("guest %d did not attach to the owner's server (started %v, %s)", i, g.Started(), g.URL("x"))
+		}
+		if err := g.CreateDatabase(ctx, "mailstack"); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := ping(owner); err != nil {
+			t.Fatalf("owner's server gone after guest %d left: %v", i, err)
+		}
+	}
+	if _, err := use(Owner, testLogger(t)); !errors.Is(err, ErrOwned) {
+		t.Fatalf("second owner: %v, want ErrOwned", err)
+	}
+	if err := owner.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "postmaster.pid")); !os.IsNotExist(err) {
+		t.Fatalf("server still running after the owner closed: %v", err)
+	}
+	// With the owner gone, a guest runs its own again.
+	g, err := use(Guest, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !g.Started() {
+		t.Fatal("guest after the owner left did not start a server")
+	}
+	if err := g.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// processUID returns the real user id of a running process.
+func processUID(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" {
+			uid, err := strconv.Atoi(f[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			return uid
+		}
+	}
+	t.Fatalf("no Uid in /proc/%d/status", pid)
+	return -1
+}
+
+// TestUnprivileged exercises both ways Start runs postgres: as root it
+// must drop to the "postgres" OS user; as any other user it runs postgres
+// as itself. Run as root, the test also re-runs itself as "nobody" (a
+// copy of the test binary, in a directory that user owns), so that the
+// non-root path is tested on root-only machines too.
+func TestUnprivileged(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	dir := os.Getenv("PGLOCAL_TEST_UNPRIVILEGED_DIR")
+	switch {
+	case dir == "":
+		dir = filepath.Join(t.TempDir(), "data")
+	case os.Geteuid() == 0:
+		t.Fatal("the unprivileged helper runs as root")
+	}
+	c := start(t, ctx, dir)
+	want := os.Geteuid()
+	if want == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ = strconv.Atoi(u.Uid)
+	}
+	if got := processUID(t, c.proc.Pid); got != want {
+		t.Errorf("postgres runs as uid %d, want %d (we are %d)", got, want, os.Geteuid())
+	}
+	if got := query(t, ctx, c, "postgres", "SELECT 'up'"); got != "up" {
+		t.Errorf("got %q", got)
+	}
+	if err := c.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if os.Getenv("PGLOCAL_TEST_UNPRIVILEGED_DIR") != "" {
+		fmt.Printf("unprivileged start ok as uid %d\n", os.Geteuid())
+		return
+	}
+	if os.Geteuid() != 0 {
+		return // the path above was the unprivileged one
+	}
+
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Fatalf("no unprivileged user to test the non-root path with: %v", err)
+	}
+	uid, _ := strconv.Atoi(nobody.Uid)
+	gid, _ := strconv.Atoi(nobody.Gid)
+	// t.TempDir is private to root; this directory belongs to nobody.
+	base, err := os.MkdirTemp("", "pglocal-unprivileged-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(base)
+	bin := filepath.Join(base, "pglocal.test")
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(base, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, bin, "-test.run=^TestUnprivileged$", "-test.v")
+	cmd.Dir = base
+	cmd.Env = append(os.Environ(), "PGLOCAL_TEST_UNPRIVILEGED_DIR="+filepath.Join(base, "data"), "HOME="+base, "TMPDIR="+base)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), fmt.Sprintf("unprivileged start ok as uid %d", uid)) {
+		t.Fatalf("pglocal as %s (uid %d): %v\n%s", nobody.Username, uid, err, out)
+	}
+	t.Logf("re-run as %s: %s", nobody.Username, regexp.MustCompile(`unprivileged start ok as uid \d+`).Find(out))
 }
