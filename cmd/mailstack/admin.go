@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -11,44 +13,81 @@ import (
 
 	"github.com/mailstack/mailstack/internal/dkimkey"
 	"github.com/mailstack/mailstack/store"
+	"github.com/mailstack/mailstack/store/pglocal"
 )
 
 // adminCmd parses flags for an administrative command and opens the store.
 type adminCmd struct {
-	c    *cli
-	fs   *flag.FlagSet
-	db   dbFlags
-	args []string
+	c         *cli
+	name      string
+	argsUsage string
+	fs        *flag.FlagSet
+	db        dbFlags
+	args      []string
 }
 
 func (c *cli) newAdmin(name, argsUsage string) *adminCmd {
-	a := &adminCmd{c: c, fs: flag.NewFlagSet("mailstack "+name, flag.ContinueOnError)}
-	a.fs.SetOutput(c.stderr)
-	a.fs.Usage = func() {
-		fmt.Fprintf(c.stderr, "Usage: mailstack %s [flags] %s\n\nFlags:\n", name, argsUsage)
-		a.fs.PrintDefaults()
-	}
-	a.db.register(a.fs)
+	a := &adminCmd{c: c, name: name, argsUsage: argsUsage, fs: flag.NewFlagSet("mailstack "+name, flag.ContinueOnError)}
+	// The flag package prints its own errors and the usage on any mistake;
+	// mailstack reports a mistake in one sentence instead (see parse).
+	a.fs.SetOutput(io.Discard)
+	a.fs.Usage = func() { a.printUsage(c.stderr) }
+	// Admin commands are quiet unless something is wrong.
+	a.db.register(a.fs, "warn")
 	return a
 }
 
+func (a *adminCmd) printUsage(w io.Writer) {
+	fmt.Fprintf(w, "Usage: mailstack %s [flags] %s\n\nFlags:\n", a.name, a.argsUsage)
+	printFlags(a.fs, w)
+}
+
+// printFlags prints fs's flags to w (flag.PrintDefaults writes to the
+// flag set's output, which is discarded otherwise).
+func printFlags(fs *flag.FlagSet, w io.Writer) {
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}
+
 // parse parses args and checks the count of positional arguments is within
-// [min, max].
+// [min, max]. -h prints the usage on stdout (errHelp); a mistake is one
+// sentence pointing at -h.
 func (a *adminCmd) parse(args []string, min, max int) error {
-	if err := a.fs.Parse(args); err != nil {
-		return errUsage
+	if err := parseFlags(a.fs, args, a.c.stdout, a.printUsage); err != nil {
+		return err
 	}
 	a.args = a.fs.Args()
 	if len(a.args) < min || len(a.args) > max {
-		a.fs.Usage()
-		return errUsage
+		return fmt.Errorf("usage: mailstack %s [flags] %s; see 'mailstack %s -h'", a.name, strings.TrimSpace(a.argsUsage), a.name)
 	}
 	return nil
 }
 
+// parseFlags parses args into fs without the flag package's own printing:
+// -h prints usage on stdout, and an error comes back as one sentence.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer, usage func(io.Writer)) error {
+	saved := fs.Usage
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.Usage = saved
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, flag.ErrHelp):
+		usage(stdout)
+		return errHelp
+	}
+	return fmt.Errorf("bad command line for %s: %v; see '%s -h'", fs.Name(), err, fs.Name())
+}
+
 func (a *adminCmd) with(ctx context.Context, fn func(st *store.Store) error) error {
-	log := a.db.logger(a.c.stderr)
-	st, closeFn, err := a.db.openStore(ctx, log, store.Options{})
+	log, err := a.db.logger(a.c.stderr)
+	if err != nil {
+		return err
+	}
+	a.c.log = log
+	st, closeFn, err := a.db.openStore(ctx, log, store.Options{}, pglocal.Guest)
 	if err != nil {
 		return err
 	}
@@ -60,16 +99,22 @@ func (a *adminCmd) table() *tabwriter.Writer {
 	return tabwriter.NewWriter(a.c.stdout, 0, 4, 2, ' ', 0)
 }
 
-func subcommand(args []string, group string, subs ...string) (string, []string, error) {
+// subcommand picks the subcommand of group from args; -h lists them.
+func (c *cli) subcommand(args []string, group string, subs ...string) (string, []string, error) {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		fmt.Fprintf(c.stdout, "Usage: mailstack %s %s [flags] [args]\n\nRun 'mailstack %s SUBCOMMAND -h' for one's flags and arguments.\n",
+			group, strings.Join(subs, "|"), group)
+		return "", nil, errHelp
+	}
 	if len(args) == 0 {
-		return "", nil, fmt.Errorf("mailstack %s needs a subcommand: %s", group, strings.Join(subs, ", "))
+		return "", nil, fmt.Errorf("the %s command needs a subcommand: %s", group, strings.Join(subs, ", "))
 	}
 	for _, s := range subs {
 		if args[0] == s {
 			return s, args[1:], nil
 		}
 	}
-	return "", nil, fmt.Errorf("unknown subcommand %q of %s; one of: %s", args[0], group, strings.Join(subs, ", "))
+	return "", nil, fmt.Errorf("%q is not a subcommand of %s; use one of: %s", args[0], group, strings.Join(subs, ", "))
 }
 
 func (c *cli) migrate(ctx context.Context, args []string) error {
@@ -84,7 +129,7 @@ func (c *cli) migrate(ctx context.Context, args []string) error {
 }
 
 func (c *cli) domain(ctx context.Context, args []string) error {
-	sub, rest, err := subcommand(args, "domain", "add", "list", "del")
+	sub, rest, err := c.subcommand(args, "domain", "add", "list", "del")
 	if err != nil {
 		return err
 	}
@@ -147,7 +192,7 @@ func (c *cli) domain(ctx context.Context, args []string) error {
 }
 
 func (c *cli) user(ctx context.Context, args []string) error {
-	sub, rest, err := subcommand(args, "user", "add", "list", "passwd", "disable", "enable", "del")
+	sub, rest, err := c.subcommand(args, "user", "add", "list", "passwd", "disable", "enable", "del")
 	if err != nil {
 		return err
 	}
@@ -250,7 +295,7 @@ func (c *cli) user(ctx context.Context, args []string) error {
 }
 
 func (c *cli) alias(ctx context.Context, args []string) error {
-	sub, rest, err := subcommand(args, "alias", "add", "list", "del")
+	sub, rest, err := c.subcommand(args, "alias", "add", "list", "del")
 	if err != nil {
 		return err
 	}
@@ -300,7 +345,7 @@ func (c *cli) alias(ctx context.Context, args []string) error {
 }
 
 func (c *cli) appPassword(ctx context.Context, args []string) error {
-	sub, rest, err := subcommand(args, "app-password", "add", "list", "revoke")
+	sub, rest, err := c.subcommand(args, "app-password", "add", "list", "revoke")
 	if err != nil {
 		return err
 	}

@@ -28,30 +28,77 @@ func envOr(name, def string) string {
 	return def
 }
 
-func envBool(name string, def bool) bool {
+// parseBool accepts the usual spellings of a yes/no setting.
+func parseBool(s string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "1", "t", "true", "y", "yes", "on":
+		return true, nil
+	case "0", "f", "false", "n", "no", "off":
+		return false, nil
+	}
+	return false, fmt.Errorf("%q is not true or false (nor 1/0, yes/no, on/off)", s)
+}
+
+// boolFlag is a boolean flag that takes parseBool's spellings.
+type boolFlag bool
+
+func (b *boolFlag) String() string {
+	if b == nil {
+		return "false"
+	}
+	return strconv.FormatBool(bool(*b))
+}
+
+func (b *boolFlag) Set(s string) error {
+	v, err := parseBool(s)
+	if err != nil {
+		return errors.New("want true or false (or 1/0, yes/no, on/off)")
+	}
+	*b = boolFlag(v)
+	return nil
+}
+
+func (b *boolFlag) IsBoolFlag() bool { return true }
+
+// envDefaults reads MAILSTACK_* variables as flag defaults. A value that
+// does not parse is an error (reported once the flags are parsed), never a
+// silent fall back to the built-in default.
+type envDefaults struct{ err error }
+
+func (e *envDefaults) fail(name, v, want string) {
+	if e.err == nil {
+		e.err = fmt.Errorf("%s=%q is not valid: %s", name, v, want)
+	}
+}
+
+func (e *envDefaults) boolean(name string, def bool) bool {
 	v, ok := os.LookupEnv(name)
 	if !ok {
 		return def
 	}
-	b, err := strconv.ParseBool(v)
+	b, err := parseBool(v)
 	if err != nil {
+		e.fail(name, v, "want true or false (or 1/0, yes/no, on/off)")
 		return def
 	}
 	return b
 }
 
-func envInt(name string, def int64) int64 {
+func (e *envDefaults) int64(name string, def int64) int64 {
 	v, ok := os.LookupEnv(name)
 	if !ok {
 		return def
 	}
-	n, err := strconv.ParseInt(v, 10, 64)
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 	if err != nil {
+		e.fail(name, v, "want a whole number")
 		return def
 	}
 	return n
 }
 
+// defaultDataDir is where the managed PostgreSQL and generated certificates
+// live unless -data-dir says otherwise (see the -data-dir help text).
 func defaultDataDir() string {
 	if os.Geteuid() == 0 {
 		return "/var/lib/mailstack"
@@ -73,71 +120,69 @@ type dbFlags struct {
 	logLevel string
 }
 
-func (d *dbFlags) register(fs *flag.FlagSet) {
+// register adds the flags; defaultLevel is the command's log level unless
+// -log-level or MAILSTACK_LOG_LEVEL says otherwise.
+func (d *dbFlags) register(fs *flag.FlagSet, defaultLevel string) {
 	fs.StringVar(&d.url, "database-url", envOr("MAILSTACK_DATABASE_URL", ""),
-		"PostgreSQL URL (env MAILSTACK_DATABASE_URL); empty: run a managed local PostgreSQL in the data directory")
+		"PostgreSQL URL (env MAILSTACK_DATABASE_URL); empty: run a managed local PostgreSQL in <data-dir>/postgres")
 	fs.StringVar(&d.dataDir, "data-dir", envOr("MAILSTACK_DATA_DIR", defaultDataDir()),
-		"directory for the managed PostgreSQL cluster and generated certificates (env MAILSTACK_DATA_DIR)")
-	fs.StringVar(&d.logLevel, "log-level", envOr("MAILSTACK_LOG_LEVEL", "info"), "debug, info, warn or error (env MAILSTACK_LOG_LEVEL)")
+		"directory for the managed PostgreSQL cluster and generated certificates; default /var/lib/mailstack as root, else $XDG_DATA_HOME/mailstack or ~/.local/share/mailstack (env MAILSTACK_DATA_DIR)")
+	fs.StringVar(&d.logLevel, "log-level", envOr("MAILSTACK_LOG_LEVEL", defaultLevel), "debug, info, warn or error (env MAILSTACK_LOG_LEVEL)")
 }
 
-func (d *dbFlags) logger(w io.Writer) *slog.Logger {
+func (d *dbFlags) logger(w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(d.logLevel)); err != nil {
-		level = slog.LevelInfo
+		return nil, fmt.Errorf("log level %q (-log-level or MAILSTACK_LOG_LEVEL) is not one of debug, info, warn or error", d.logLevel)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), nil
 }
 
 // openStore connects to the configured database, migrating it. With no URL
-// it uses the managed cluster in the data directory: attaching to it if a
-// running `mailstack serve` already started it, starting it otherwise (and
-// then the returned close function stops it).
-func (d *dbFlags) openStore(ctx context.Context, log *slog.Logger, opts store.Options) (*store.Store, func(), error) {
+// it uses the managed cluster in the data directory as role says (see
+// pglocal.Role): serve owns it, so it runs as long as serve does; an admin
+// command is a guest, using serve's server if one runs, else a private one
+// that stops with the command and is never lent to anyone, so no process
+// ever loses its database because another one exited.
+func (d *dbFlags) openStore(ctx context.Context, log *slog.Logger, opts store.Options, role pglocal.Role) (*store.Store, func(), error) {
 	opts.Logger = log
 	url := d.url
-	stopCluster := func() {}
+	release := func() {}
 	if url == "" {
 		pgDir := filepath.Join(d.dataDir, "postgres")
-		attach := "postgres://postgres@/mailstack?host=" + pgDir + "&sslmode=disable"
-		if _, err := os.Stat(filepath.Join(pgDir, ".s.PGSQL.5432")); err == nil {
-			if st, err := store.Open(ctx, attach, opts); err == nil {
-				if err := st.Migrate(ctx); err != nil {
-					st.Close()
-					return nil, nil, err
-				}
-				return st, st.Close, nil
-			}
-		}
-		log.Info("starting managed PostgreSQL", "dir", pgDir)
-		cluster, err := pglocal.Start(ctx, pgDir, pglocal.Options{Logger: log})
+		cluster, err := pglocal.Use(ctx, pgDir, role, pglocal.Options{Logger: log})
 		if err != nil {
-			return nil, nil, fmt.Errorf("start managed PostgreSQL (set MAILSTACK_DATABASE_URL to use your own): %w", err)
+			return nil, nil, err
 		}
-		stopCluster = func() {
+		if cluster.Started() {
+			log.Info("managed PostgreSQL started", "dir", pgDir)
+		} else {
+			log.Debug("using the managed PostgreSQL of the running mailstack serve", "dir", pgDir)
+		}
+		release = func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			if err := cluster.Stop(sctx); err != nil {
+			if err := cluster.Close(sctx); err != nil {
 				log.Error("stop managed PostgreSQL", "err", err)
 			}
 		}
 		if err := cluster.CreateDatabase(ctx, "mailstack"); err != nil {
-			stopCluster()
+			release()
 			return nil, nil, err
 		}
 		url = cluster.URL("mailstack")
 	}
 	st, err := store.Open(ctx, url, opts)
 	if err != nil {
-		stopCluster()
+		release()
 		return nil, nil, err
 	}
 	if err := st.Migrate(ctx); err != nil {
 		st.Close()
-		stopCluster()
+		release()
 		return nil, nil, err
 	}
-	return st, func() { st.Close(); stopCluster() }, nil
+	return st, func() { st.Close(); release() }, nil
 }
 
 // readPassword asks for a password on a terminal (twice, without echo) or
@@ -157,7 +202,7 @@ func (c *cli) readPassword(prompt string) (string, error) {
 			return "", fmt.Errorf("read password: %w", err)
 		}
 		if string(p1) != string(p2) {
-			return "", errors.New("the passwords do not match")
+			return "", errors.New("the two passwords do not match")
 		}
 		return string(p1), nil
 	}

@@ -7,9 +7,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/mailstack/mailstack/store"
+	"github.com/mailstack/mailstack/store/pglocal"
 )
 
 const usage = `mailstack — a self-hosted mail service (IMAP, SMTP submission, inbound MX) on PostgreSQL.
@@ -57,64 +68,210 @@ Outbound queue (mail to other servers not yet delivered):
 
 Every command takes the database flags (-database-url, -data-dir) or their
 MAILSTACK_* environment variables; with no database URL the managed local
-PostgreSQL in the data directory is used.
+PostgreSQL in the data directory is used: a running 'mailstack serve' runs
+it and other commands use that, or start it just for themselves.
+Run 'mailstack COMMAND -h' for a command's flags. A failure prints one
+sentence and exits with status 1.
 `
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	code := runMain(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		if !errors.Is(err, errUsage) {
-			fmt.Fprintln(os.Stderr, "mailstack:", err)
-		}
-		os.Exit(1)
-	}
+	os.Exit(code)
 }
 
-// errUsage means the usage text was already printed.
-var errUsage = errors.New("usage")
+var (
+	// errUsage means the usage text was already printed (exit status 2).
+	errUsage = errors.New("usage")
+	// errHelp means help was asked for and printed (exit status 0).
+	errHelp = errors.New("help shown")
+)
 
-// run executes one command line; it is main without the process globals, so
-// tests can call it.
+// runMain runs one command line and returns its exit status. A failure is
+// reported on stderr as one sentence (see errorSentence); with
+// -log-level=debug the full error chain is logged as well.
+func runMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr}
+	err := c.run(ctx, args)
+	switch {
+	case err == nil, errors.Is(err, errHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	}
+	if c.log != nil {
+		c.log.Debug("command failed", "err", err.Error())
+	}
+	fmt.Fprintln(stderr, errorSentence(err))
+	return 1
+}
+
+// run executes one command line and returns its error unformatted; it is
+// main without the process globals, so tests can call it.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	err := (&cli{stdin: stdin, stdout: stdout, stderr: stderr}).run(ctx, args)
+	if errors.Is(err, errHelp) {
+		return nil
+	}
+	return err
+}
+
+func (c *cli) run(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(c.stderr, usage)
 		return errUsage
 	}
 	cmd, rest := args[0], args[1:]
-	env := &cli{stdin: stdin, stdout: stdout, stderr: stderr}
 	switch cmd {
 	case "help", "-h", "--help", "-help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(c.stdout, usage)
 		return nil
 	case "serve":
-		return env.serve(ctx, rest)
+		return c.serve(ctx, rest)
 	case "migrate":
-		return env.migrate(ctx, rest)
+		return c.migrate(ctx, rest)
 	case "domain":
-		return env.domain(ctx, rest)
+		return c.domain(ctx, rest)
 	case "user":
-		return env.user(ctx, rest)
+		return c.user(ctx, rest)
 	case "alias":
-		return env.alias(ctx, rest)
+		return c.alias(ctx, rest)
 	case "app-password":
-		return env.appPassword(ctx, rest)
+		return c.appPassword(ctx, rest)
 	case "activity":
-		return env.activity(ctx, rest)
+		return c.activity(ctx, rest)
 	case "dns":
-		return env.dns(ctx, rest)
+		return c.dns(ctx, rest)
 	case "doctor":
-		return env.doctor(ctx, rest)
+		return c.doctor(ctx, rest)
 	case "mobileconfig":
-		return env.mobileconfig(ctx, rest)
+		return c.mobileconfig(ctx, rest)
 	case "queue":
-		return env.queue(ctx, rest)
+		return c.queue(ctx, rest)
 	}
-	return fmt.Errorf("unknown command %q; run 'mailstack help'", cmd)
+	return fmt.Errorf("unknown command %q; run 'mailstack help' for the list", cmd)
 }
 
 type cli struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	// log is the command's logger once its flags are parsed (for the debug
+	// record of a failure).
+	log *slog.Logger
+}
+
+// errorSentence turns err into the one sentence the CLI prints: store
+// errors name their object, and connection and managed-PostgreSQL failures
+// say in a few words what failed and why, without pgx's or postgres' full
+// text (which the debug log has).
+func errorSentence(err error) string {
+	var (
+		obj   *store.ObjectError
+		pgl   *pglocal.Error
+		parse *pgconn.ParseConfigError
+		conn  *pgconn.ConnectError
+		pg    *pgconn.PgError
+	)
+	switch {
+	case errors.Is(err, context.Canceled):
+		return "Interrupted."
+	case errors.As(err, &obj):
+		return objectSentence(obj)
+	case errors.Is(err, store.ErrInvalid):
+		// "...: invalid argument: WHAT IS WRONG"
+		msg := err.Error()
+		if i := strings.Index(msg, store.ErrInvalid.Error()+": "); i >= 0 {
+			msg = msg[i+len(store.ErrInvalid.Error())+2:]
+		}
+		return sentence(msg)
+	case errors.As(err, &pgl):
+		switch {
+		case errors.Is(err, pglocal.ErrOwned):
+			return sentence(fmt.Sprintf("another mailstack serve already runs the managed PostgreSQL in %s; stop it first, or give this one another -data-dir", pgl.Dir))
+		case errors.Is(err, pglocal.ErrBusy):
+			return sentence(fmt.Sprintf("another mailstack command kept the managed PostgreSQL in %s busy for too long; try again", pgl.Dir))
+		}
+		return sentence(fmt.Sprintf("the managed PostgreSQL in %s failed to %s: %s (details with -log-level=debug)", pgl.Dir, pgl.Op, pgl.Cause()))
+	case errors.As(err, &parse):
+		return "The database URL (-database-url or MAILSTACK_DATABASE_URL) is not a valid PostgreSQL URL."
+	case errors.As(err, &conn):
+		return sentence(fmt.Sprintf("cannot connect to PostgreSQL at %s: %s", where(conn.Config), innermost(conn)))
+	case errors.As(err, &pg):
+		return sentence("PostgreSQL refused the command: " + pg.Message)
+	}
+	return sentence(err.Error())
+}
+
+// objectSentence phrases an error about a named store object.
+func objectSentence(e *store.ObjectError) string {
+	switch {
+	case errors.Is(e.Err, store.ErrNotFound) && e.Kind == "domain":
+		return fmt.Sprintf("Domain %s is not served here (see 'mailstack domain list').", e.Name)
+	case errors.Is(e.Err, store.ErrNotFound):
+		return fmt.Sprintf("No %s %s exists.", e.Kind, e.Name)
+	case errors.Is(e.Err, store.ErrExists):
+		article := "The"
+		if e.Kind == "account" || e.Kind == "alias" {
+			article = "An"
+		}
+		return fmt.Sprintf("%s %s %s already exists.", article, e.Kind, e.Name)
+	case errors.Is(e.Err, store.ErrHasChildren) && e.Kind == "domain":
+		return fmt.Sprintf("Domain %s still has accounts; delete them first.", e.Name)
+	}
+	return sentence(e.Error())
+}
+
+// where describes a connection target: host (or socket directory), port,
+// database.
+func where(cfg *pgconn.Config) string {
+	if cfg == nil {
+		return "the configured address"
+	}
+	host := cfg.Host
+	if !strings.HasPrefix(host, "/") {
+		host = net.JoinHostPort(host, strconv.Itoa(int(cfg.Port)))
+	}
+	return fmt.Sprintf("%s (database %s)", host, cfg.Database)
+}
+
+// innermost returns the message of the deepest error in err's chain, e.g.
+// "connection refused" rather than pgx's full dial description; a server's
+// refusal gives its message.
+func innermost(err error) string {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return pg.Message
+	}
+	for {
+		var next error
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			next = u.Unwrap()
+		case interface{ Unwrap() []error }:
+			if errs := u.Unwrap(); len(errs) > 0 {
+				next = errs[0]
+			}
+		}
+		if next == nil {
+			return err.Error()
+		}
+		err = next
+	}
+}
+
+// sentence makes msg one sentence: its first line, capitalised, ending in
+// a full stop.
+func sentence(msg string) string {
+	msg, _, _ = strings.Cut(strings.TrimSpace(msg), "\n")
+	msg = strings.TrimRight(strings.TrimSpace(msg), ":;,")
+	if msg == "" {
+		return "Failed."
+	}
+	r, n := utf8.DecodeRuneInString(msg)
+	msg = string(unicode.ToUpper(r)) + msg[n:]
+	if !strings.HasSuffix(msg, ".") && !strings.HasSuffix(msg, "?") && !strings.HasSuffix(msg, "!") {
+		msg += "."
+	}
+	return msg
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -12,7 +13,7 @@ import (
 // queue runs `mailstack queue list|retry ID|delete ID`: the outbound
 // queue, i.e. mail to other servers not yet delivered.
 func (c *cli) queue(ctx context.Context, args []string) error {
-	sub, rest, err := subcommand(args, "queue", "list", "retry", "delete")
+	sub, rest, err := c.subcommand(args, "queue", "list", "retry", "delete")
 	if err != nil {
 		return err
 	}
@@ -52,15 +53,22 @@ func (c *cli) queue(ctx context.Context, args []string) error {
 		return fmt.Errorf("queue ID %q is not a number; see 'mailstack queue list'", a.args[0])
 	}
 	return a.with(ctx, func(st *store.Store) error {
+		// Name the entry for the error message.
+		named := func(err error) error {
+			if errors.Is(err, store.ErrNotFound) {
+				return &store.ObjectError{Kind: "queue entry", Name: a.args[0], Err: store.ErrNotFound}
+			}
+			return err
+		}
 		if sub == "retry" {
 			if err := st.RetryQueued(ctx, id); err != nil {
-				return err
+				return named(err)
 			}
 			fmt.Fprintf(c.stdout, "Queue entry %d is due now; a running server delivers it at once.\n", id)
 			return nil
 		}
 		if err := st.DeleteQueued(ctx, id); err != nil {
-			return err
+			return named(err)
 		}
 		fmt.Fprintf(c.stdout, "Queue entry %d deleted; no bounce was sent.\n", id)
 		return nil

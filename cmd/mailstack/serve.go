@@ -6,10 +6,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,11 +22,13 @@ import (
 	"github.com/mailstack/mailstack/internal/metrics"
 	"github.com/mailstack/mailstack/internal/tlsconfig"
 	"github.com/mailstack/mailstack/store"
+	"github.com/mailstack/mailstack/store/pglocal"
 )
 
 // serveConfig is everything `mailstack serve` is configured with.
 type serveConfig struct {
 	db                  dbFlags
+	env                 envDefaults
 	dev                 bool
 	hostname            string
 	domains             string
@@ -41,23 +45,27 @@ type serveConfig struct {
 	web                 webConfig // HTTP, ACME, client settings: serve_http.go
 }
 
+// register defines serve's flags. Every flag but -dev takes its default
+// from the MAILSTACK_* variable its help text names; README.md's
+// configuration table lists the same flags and variables (a test checks).
 func (cfg *serveConfig) register(fs *flag.FlagSet) {
 	host, _ := os.Hostname()
-	cfg.db.register(fs)
-	fs.BoolVar(&cfg.dev, "dev", false, "development mode: loopback listeners on ports 1993/1143/1587/1465/1025, a self-signed certificate for localhost, and a ready dev@localhost account")
+	cfg.db.register(fs, "info")
+	fs.BoolVar(&cfg.dev, "dev", false, "development mode: loopback listeners on ports 1993/1143/1587/1465/1025 and web 1080/1443/19090, host name localhost, domain localhost, -client-hosts=hostname, a self-signed certificate for localhost and a ready dev@localhost account; flags given explicitly win (no environment equivalent)")
 	fs.StringVar(&cfg.hostname, "hostname", envOr("MAILSTACK_HOSTNAME", host), "this server's public host name, used in greetings and certificates (env MAILSTACK_HOSTNAME)")
 	fs.StringVar(&cfg.domains, "domains", envOr("MAILSTACK_DOMAINS", ""), "comma-separated mail domains to serve, added at start if missing (env MAILSTACK_DOMAINS)")
-	fs.StringVar(&cfg.tlsCert, "tls-cert", envOr("MAILSTACK_TLS_CERT", ""), "TLS certificate chain file (PEM); empty: a self-signed certificate (env MAILSTACK_TLS_CERT)")
-	fs.StringVar(&cfg.tlsKey, "tls-key", envOr("MAILSTACK_TLS_KEY", ""), "TLS private key file (PEM) (env MAILSTACK_TLS_KEY)")
+	fs.StringVar(&cfg.tlsCert, "tls-cert", envOr("MAILSTACK_TLS_CERT", ""), "TLS certificate chain file (PEM), exclusive with -acme-email; empty and no ACME: a self-signed certificate (with a loud warning), kept in <data-dir>/tls (env MAILSTACK_TLS_CERT)")
+	fs.StringVar(&cfg.tlsKey, "tls-key", envOr("MAILSTACK_TLS_KEY", ""), "TLS private key file (PEM) of -tls-cert (env MAILSTACK_TLS_KEY)")
 	fs.StringVar(&cfg.imapAddr, "imap-addr", envOr("MAILSTACK_IMAP_ADDR", ":993"), "IMAP implicit-TLS listen address; empty: off (env MAILSTACK_IMAP_ADDR)")
 	fs.StringVar(&cfg.imapStartTLSAddr, "imap-starttls-addr", envOr("MAILSTACK_IMAP_STARTTLS_ADDR", ":143"), "IMAP STARTTLS listen address; empty: off (env MAILSTACK_IMAP_STARTTLS_ADDR)")
 	fs.StringVar(&cfg.submissionAddr, "submission-addr", envOr("MAILSTACK_SUBMISSION_ADDR", ":587"), "SMTP submission (STARTTLS) listen address; empty: off (env MAILSTACK_SUBMISSION_ADDR)")
 	fs.StringVar(&cfg.submissionsAddr, "submissions-addr", envOr("MAILSTACK_SUBMISSIONS_ADDR", ":465"), "SMTP submission (implicit TLS) listen address; empty: off (env MAILSTACK_SUBMISSIONS_ADDR)")
 	fs.StringVar(&cfg.mxAddr, "mx-addr", envOr("MAILSTACK_MX_ADDR", ":25"), "inbound MX listen address; empty: off (env MAILSTACK_MX_ADDR)")
 	fs.StringVar(&cfg.relay, "relay", envOr("MAILSTACK_RELAY", ""), "smarthost for all outbound mail, smtp://user:pass@host:587 (STARTTLS) or smtps://user:pass@host:465; empty: deliver to MX hosts directly (env MAILSTACK_RELAY)")
-	fs.Int64Var(&cfg.maxMessageSize, "max-message-size", envInt("MAILSTACK_MAX_MESSAGE_SIZE", 50<<20), "largest message accepted, in bytes (env MAILSTACK_MAX_MESSAGE_SIZE)")
-	fs.BoolVar(&cfg.requireAppPasswords, "require-app-passwords", envBool("MAILSTACK_REQUIRE_APP_PASSWORDS", true), "IMAP and SMTP accept only app passwords, never the main password (env MAILSTACK_REQUIRE_APP_PASSWORDS)")
-	fs.Int64Var(&cfg.maxConnsPerAccount, "max-connections-per-account", envInt("MAILSTACK_MAX_CONNECTIONS_PER_ACCOUNT", 50), "concurrent IMAP connections per account (env MAILSTACK_MAX_CONNECTIONS_PER_ACCOUNT)")
+	fs.Int64Var(&cfg.maxMessageSize, "max-message-size", cfg.env.int64("MAILSTACK_MAX_MESSAGE_SIZE", 50<<20), "largest message accepted, in bytes (env MAILSTACK_MAX_MESSAGE_SIZE)")
+	cfg.requireAppPasswords = cfg.env.boolean("MAILSTACK_REQUIRE_APP_PASSWORDS", true)
+	fs.Var((*boolFlag)(&cfg.requireAppPasswords), "require-app-passwords", "IMAP and SMTP accept only app passwords, never the main password: true or false (also 1/0, yes/no, on/off) (env MAILSTACK_REQUIRE_APP_PASSWORDS)")
+	fs.Int64Var(&cfg.maxConnsPerAccount, "max-connections-per-account", cfg.env.int64("MAILSTACK_MAX_CONNECTIONS_PER_ACCOUNT", 50), "concurrent IMAP connections per account (env MAILSTACK_MAX_CONNECTIONS_PER_ACCOUNT)")
 	cfg.web.register(fs)
 }
 
@@ -79,35 +87,67 @@ func (cfg *serveConfig) applyDev(set devSetter) {
 	set.str("submission-addr", &cfg.submissionAddr, "127.0.0.1:1587")
 	set.str("submissions-addr", &cfg.submissionsAddr, "127.0.0.1:1465")
 	set.str("mx-addr", &cfg.mxAddr, "127.0.0.1:1025")
-	if cfg.domains == "" {
-		cfg.domains = "localhost"
+	// The dev@localhost account needs its domain, whatever else is served.
+	if !slices.Contains(strings.Split(strings.ReplaceAll(cfg.domains, " ", ""), ","), "localhost") {
+		cfg.domains = strings.Trim(cfg.domains+",localhost", ",")
 	}
 	cfg.web.applyDev(set)
 }
 
-func (c *cli) serve(ctx context.Context, args []string) error {
+const serveUsage = `Usage: mailstack serve [flags]
+
+Runs the mail service until SIGINT or SIGTERM. Every flag except -dev can
+also be set with the MAILSTACK_* environment variable its description names;
+a flag given on the command line wins over the variable.
+
+Flags:
+`
+
+// serveFlags returns serve's flag set and the configuration it fills.
+func serveFlags() (*flag.FlagSet, *serveConfig) {
 	fs := flag.NewFlagSet("mailstack serve", flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
-	var cfg serveConfig
+	fs.SetOutput(io.Discard)
+	cfg := &serveConfig{}
 	cfg.register(fs)
-	fs.Usage = func() {
-		fmt.Fprint(c.stderr, "Usage: mailstack serve [flags]\n\nRuns the mail service until SIGINT or SIGTERM. Every flag has a MAILSTACK_* environment equivalent.\n\nFlags:\n")
-		fs.PrintDefaults()
+	return fs, cfg
+}
+
+// parseServe parses serve's command line and environment.
+func (c *cli) parseServe(args []string) (*serveConfig, error) {
+	fs, cfg := serveFlags()
+	usage := func(w io.Writer) {
+		fmt.Fprint(w, serveUsage)
+		printFlags(fs, w)
 	}
-	if err := fs.Parse(args); err != nil {
-		return errUsage
+	fs.Usage = func() { usage(c.stderr) }
+	if err := parseFlags(fs, args, c.stdout, usage); err != nil {
+		return nil, err
 	}
 	if fs.NArg() > 0 {
-		fs.Usage()
-		return errUsage
+		return nil, fmt.Errorf("serve takes flags only, not %q; see 'mailstack serve -h'", fs.Arg(0))
+	}
+	if cfg.env.err != nil {
+		return nil, cfg.env.err
 	}
 	if cfg.dev {
 		set := devSetter{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		cfg.applyDev(set)
 	}
-	log := cfg.db.logger(c.stderr)
-	return runServer(ctx, &cfg, log, func(s *server) { c.banner(s) })
+	return cfg, nil
+}
+
+func (c *cli) serve(ctx context.Context, args []string) error {
+	cfg, err := c.parseServe(args)
+	if err != nil {
+		return err
+	}
+	log, err := cfg.db.logger(c.stderr)
+	if err != nil {
+		return err
+	}
+	c.log = log
+	return runServer(ctx, cfg, log, func(s *server) { c.banner(s) })
 }
 
 // server is a running mailstack process.
@@ -131,7 +171,7 @@ type server struct {
 func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, ready func(*server)) error {
 	var st *store.Store
 	m := metrics.New(func(ctx context.Context) (int64, error) { return st.QueueDepth(ctx) })
-	st, closeStore, err := cfg.db.openStore(ctx, log, store.Options{AllowMainPassword: !cfg.requireAppPasswords, OnLogin: m.Login})
+	st, closeStore, err := cfg.db.openStore(ctx, log, store.Options{AllowMainPassword: !cfg.requireAppPasswords, OnLogin: m.Login}, pglocal.Owner)
 	if err != nil {
 		return err
 	}

@@ -29,8 +29,8 @@ type webConfig struct {
 }
 
 func (w *webConfig) register(fs *flag.FlagSet) {
-	fs.StringVar(&w.httpAddr, "http-addr", envOr("MAILSTACK_HTTP_ADDR", ":80"), "HTTP listen address: ACME HTTP-01, autoconfig, redirect to HTTPS; empty: off (env MAILSTACK_HTTP_ADDR)")
-	fs.StringVar(&w.httpsAddr, "https-addr", envOr("MAILSTACK_HTTPS_ADDR", ":443"), "HTTPS listen address: autoconfig, autodiscover, MTA-STS policy, ACME TLS-ALPN-01; empty: off (env MAILSTACK_HTTPS_ADDR)")
+	fs.StringVar(&w.httpAddr, "http-addr", envOr("MAILSTACK_HTTP_ADDR", ":80"), "HTTP listen address: ACME HTTP-01, autoconfig, /healthz, redirect to HTTPS; empty: off (env MAILSTACK_HTTP_ADDR)")
+	fs.StringVar(&w.httpsAddr, "https-addr", envOr("MAILSTACK_HTTPS_ADDR", ":443"), "HTTPS listen address: autoconfig, autodiscover, MTA-STS policy, /healthz, ACME TLS-ALPN-01; empty: off (env MAILSTACK_HTTPS_ADDR)")
 	fs.StringVar(&w.adminAddr, "admin-addr", envOr("MAILSTACK_ADMIN_ADDR", "127.0.0.1:9090"), "admin listen address for /metrics and /healthz; keep it private; empty: off (env MAILSTACK_ADMIN_ADDR)")
 	fs.StringVar(&w.acmeEmail, "acme-email", envOr("MAILSTACK_ACME_EMAIL", ""), "obtain certificates from Let's Encrypt (ACME) with this contact e-mail; needs ports 80 or 443 reachable (env MAILSTACK_ACME_EMAIL)")
 	fs.StringVar(&w.acmeDirectory, "acme-directory", envOr("MAILSTACK_ACME_DIRECTORY", ""), "ACME directory URL; empty: Let's Encrypt production (env MAILSTACK_ACME_DIRECTORY)")
