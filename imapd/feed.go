@@ -77,8 +77,9 @@ const (
 	// maxPending is the default cap on a view's pending entries.
 	maxPending = 10000
 	// catchUpRetry is the default pause before a failed catch-up is
-	// tried again.
-	catchUpRetry = time.Second
+	// tried again, doubled after each failure up to maxCatchUpRetry.
+	catchUpRetry    = time.Second
+	maxCatchUpRetry = 30 * time.Second
 	// catchUpTimeout bounds one catch-up read, pool wait included.
 	catchUpTimeout = 10 * time.Second
 	// resyncBatch is how many mailboxes one resync query reads.
@@ -251,6 +252,7 @@ func (f *feed) kick(w *watched, modseq uint64) {
 // run catches a mailbox up until nothing is asked of it any more. Being
 // the only runner of its mailbox, it is also the only pending retry.
 func (f *feed) run(w *watched) {
+	retry := time.Duration(f.retry.Load())
 	for {
 		w.kick.Lock()
 		want, force := w.want, w.force
@@ -264,22 +266,25 @@ func (f *feed) run(w *watched) {
 		if force {
 			want = 0
 		}
-		if err := f.catchUpSafely(w, want); err != nil {
-			retry := time.Duration(f.retry.Load())
-			if f.ctx.Err() == nil {
-				f.log.Error("change feed: catch up; retrying", "mailbox", w.mailboxID, "err", err, "in", retry)
-			}
-			// Nothing was applied, so a later catch-up from the same
-			// modseq loses nothing; do not wait for the next change to
-			// this mailbox, which may never come.
-			w.kick.Lock()
-			w.force = true
-			w.kick.Unlock()
-			select {
-			case <-f.ctx.Done():
-			case <-time.After(retry):
-			}
+		err := f.catchUpSafely(w, want)
+		if err == nil {
+			retry = time.Duration(f.retry.Load())
+			continue
 		}
+		if f.ctx.Err() == nil {
+			f.log.Error("change feed: catch up; retrying", "mailbox", w.mailboxID, "err", err, "in", retry)
+		}
+		// Nothing was applied, so a later catch-up from the same modseq
+		// loses nothing; do not wait for the next change to this mailbox,
+		// which may never come.
+		w.kick.Lock()
+		w.force = true
+		w.kick.Unlock()
+		select {
+		case <-f.ctx.Done():
+		case <-time.After(retry):
+		}
+		retry = min(2*retry, maxCatchUpRetry)
 	}
 }
 

@@ -158,7 +158,13 @@ func (s *session) poll(w *imapserver.UpdateWriter, sel *selected, allowExpunge b
 		// The view dropped its pending changes (too many): read them
 		// again. Only here, where EXPUNGE may be reported.
 		if ups, err = s.srv.feed.resyncView(s.ctx, sel); err != nil {
-			return err
+			// Without the resync the view cannot be made right: a new
+			// session will be.
+			if s.ctx.Err() == nil {
+				s.srv.log.Error("resync of a view past its limit", "err", err)
+				s.bye("Temporary server failure while catching up with changes; please reconnect")
+			}
+			return errSessionEnded
 		}
 	}
 	if why, gone := sel.goneReason(); gone {
