@@ -44,6 +44,7 @@ const (
 func BenchmarkIMAP(b *testing.B) {
 	env := newBenchEnv(b)
 	b.Run("Select", env.benchSelect)
+	b.Run("SelectIMAP4rev2", env.benchSelectRev2)
 	b.Run("UIDFetchFlagsAll", env.benchFetchFlags)
 	b.Run("UIDFetchFlagsAllRaw", env.benchFetchFlagsRaw)
 	b.Run("UIDSearchUnseen", env.benchSearchUnseen)
@@ -338,7 +339,10 @@ func (e *benchEnv) dial(b *testing.B, mailbox string) *imapclient.Client {
 }
 
 func (e *benchEnv) benchSelect(b *testing.B) {
-	c := e.dial(b, "")
+	e.benchSelectLoop(b, e.dial(b, ""))
+}
+
+func (e *benchEnv) benchSelectLoop(b *testing.B, c *imapclient.Client) {
 	b.ResetTimer()
 	for b.Loop() {
 		data, err := c.Select("INBOX", nil).Wait()
@@ -354,6 +358,16 @@ func (e *benchEnv) benchSelect(b *testing.B) {
 		}
 		b.StartTimer()
 	}
+}
+
+// benchSelectRev2 is SELECT for an IMAP4rev2 client: a LIST response
+// (one children query) instead of [UNSEEN n] (one first-unseen query).
+func (e *benchEnv) benchSelectRev2(b *testing.B) {
+	c := e.dial(b, "")
+	if _, err := c.Enable(imap.CapIMAP4rev2).Wait(); err != nil {
+		b.Fatal(err)
+	}
+	e.benchSelectLoop(b, c)
 }
 
 func (e *benchEnv) benchFetchFlags(b *testing.B) {

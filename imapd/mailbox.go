@@ -1,6 +1,10 @@
 package imapd
 
 import (
+	"iter"
+	"maps"
+	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/emersion/go-imap/v2"
@@ -9,12 +13,17 @@ import (
 	"github.com/mailstack/mailstack/store"
 )
 
-var (
-	systemFlags    = []imap.Flag{imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagSeen, imap.FlagDraft}
-	permanentFlags = append(append([]imap.Flag{}, systemFlags...), imap.FlagWildcard)
-)
+var systemFlags = []imap.Flag{imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagSeen, imap.FlagDraft}
 
-// Select implements imapserver.Session (SELECT and EXAMINE).
+// maxListedKeywords caps the keywords written in FLAGS and PERMANENTFLAGS,
+// so that a mailbox where clients invented thousands of keywords does not
+// make every SELECT huge; \* still lets clients use the others.
+const maxListedKeywords = 256
+
+// Select implements imapserver.Session (SELECT and EXAMINE). Apart from the
+// view itself (store.SelectMailbox), it costs one more indexed query: the
+// first unseen message for IMAP4rev1 clients ([UNSEEN n]), or whether the
+// mailbox has children for the LIST response IMAP4rev2 requires.
 func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectData, error) {
 	if err := s.begin(); err != nil {
 		return nil, err
@@ -32,9 +41,14 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 		return nil, storeError(err, "SELECT")
 	}
 	s.sel, s.mailbox = sel, mb
+	keywords := mb.Keywords[:min(len(mb.Keywords), maxListedKeywords)]
+	flags := slices.Clone(systemFlags)
+	for _, k := range keywords {
+		flags = append(flags, imap.Flag(k))
+	}
 	data := &imap.SelectData{
-		Flags:          systemFlags,
-		PermanentFlags: permanentFlags,
+		Flags:          flags,
+		PermanentFlags: append(slices.Clone(flags), imap.FlagWildcard),
 		NumMessages:    uint32(sel.count()),
 		UIDNext:        imap.UID(mb.UIDNext),
 		UIDValidity:    mb.UIDValidity,
@@ -42,7 +56,39 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 	if opts.ReadOnly {
 		data.PermanentFlags = []imap.Flag{}
 	}
+	if s.conn.EnabledCaps().Has(imap.CapIMAP4rev2) {
+		// RFC 9051 §6.3.2: the LIST response of the mailbox, whose name
+		// may differ from the one asked for (INBOX in another case).
+		hasChildren, err := s.srv.st.HasChildren(s.ctx, s.accountID(), mb.Name)
+		if err != nil {
+			s.unselect()
+			return nil, err
+		}
+		data.List = &imap.ListData{Delim: store.Delimiter, Mailbox: mb.Name, Attrs: childAttr(hasChildren)}
+		if mb.SpecialUse != "" {
+			data.List.Attrs = append(data.List.Attrs, imap.MailboxAttr(mb.SpecialUse))
+		}
+	} else {
+		// IMAP4rev1's [UNSEEN n]: the lowest unseen UID in the database,
+		// numbered in this session's view (0 when the view does not have
+		// it: then no message of the view is unseen).
+		uid, err := s.srv.st.FirstUnseenUID(s.ctx, s.accountID(), mb.ID)
+		if err != nil {
+			s.unselect()
+			return nil, err
+		}
+		if uid != 0 {
+			data.FirstUnseenSeqNum = sel.seqOf(uid)
+		}
+	}
 	return data, nil
+}
+
+func childAttr(has bool) []imap.MailboxAttr {
+	if has {
+		return []imap.MailboxAttr{imap.MailboxAttrHasChildren}
+	}
+	return []imap.MailboxAttr{imap.MailboxAttrHasNoChildren}
 }
 
 // Create implements imapserver.Session, with CREATE-SPECIAL-USE.
@@ -165,7 +211,8 @@ func (s *session) statusData(mb *store.Mailbox, opts *imap.StatusOptions) *imap.
 // List implements imapserver.Session: LIST and LSUB with reference and
 // patterns, LIST-EXTENDED selection options (SUBSCRIBED, RECURSIVEMATCH,
 // SPECIAL-USE) and return options (CHILDREN, SUBSCRIBED, SPECIAL-USE,
-// STATUS).
+// STATUS). Two queries: the account's mailboxes and, when subscriptions
+// matter, its subscriptions.
 func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, opts *imap.ListOptions) error {
 	if err := s.begin(); err != nil {
 		return err
@@ -181,20 +228,22 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	if err != nil {
 		return err
 	}
-	// Parents, and parents of subscribed mailboxes, from one pass.
-	parents, subscribedParents := map[string]bool{}, map[string]bool{}
+	subscribed := map[string]bool{}
+	var subs []string
+	if opts.SelectSubscribed || opts.ReturnSubscribed {
+		if subs, err = s.srv.st.Subscriptions(s.ctx, s.accountID()); err != nil {
+			return err
+		}
+		for _, n := range subs {
+			subscribed[n] = true
+		}
+	}
+	byName := make(map[string]*store.Mailbox, len(all))
+	parents := map[string]bool{} // names with a mailbox below them
 	for _, mb := range all {
-		name := mb.Name
-		for {
-			i := strings.LastIndexByte(name, store.Delimiter)
-			if i < 0 {
-				break
-			}
-			name = name[:i]
-			parents[name] = true
-			if mb.Subscribed {
-				subscribedParents[name] = true
-			}
+		byName[mb.Name] = mb
+		for p := range ancestors(mb.Name) {
+			parents[p] = true
 		}
 	}
 	matches := func(name string) bool {
@@ -205,45 +254,120 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		}
 		return false
 	}
-	for _, mb := range all {
-		if !matches(mb.Name) {
-			continue
-		}
-		var childInfo *imap.ListDataChildInfo
-		if opts.SelectSubscribed && !mb.Subscribed {
-			// RECURSIVEMATCH: a parent of a subscribed mailbox is listed
-			// with CHILDINFO, not as subscribed.
-			if !opts.SelectRecursiveMatch || !subscribedParents[mb.Name] {
-				continue
-			}
-			childInfo = &imap.ListDataChildInfo{Subscribed: true}
-		}
-		if opts.SelectSpecialUse && mb.SpecialUse == "" {
-			continue
-		}
-		data := &imap.ListData{Delim: store.Delimiter, Mailbox: mb.Name, ChildInfo: childInfo}
+	lsub := isLSub(w)
+	// attrs are the attributes of an existing mailbox.
+	attrs := func(mb *store.Mailbox) []imap.MailboxAttr {
+		var a []imap.MailboxAttr
 		if mb.NoSelect {
-			data.Attrs = append(data.Attrs, imap.MailboxAttrNoSelect)
+			a = append(a, imap.MailboxAttrNoSelect)
 		}
-		if parents[mb.Name] {
-			data.Attrs = append(data.Attrs, imap.MailboxAttrHasChildren)
-		} else {
-			data.Attrs = append(data.Attrs, imap.MailboxAttrHasNoChildren)
-		}
-		if mb.Subscribed && (opts.ReturnSubscribed || opts.SelectSubscribed) {
-			data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
-		}
+		a = append(a, childAttr(parents[mb.Name])...)
 		if mb.SpecialUse != "" {
-			data.Attrs = append(data.Attrs, imap.MailboxAttr(mb.SpecialUse))
+			a = append(a, imap.MailboxAttr(mb.SpecialUse))
 		}
-		if opts.ReturnStatus != nil && !mb.NoSelect {
+		return a
+	}
+	write := func(data *imap.ListData, mb *store.Mailbox) error {
+		if opts.ReturnStatus != nil && mb != nil && !mb.NoSelect {
 			data.Status = s.statusData(mb, opts.ReturnStatus)
 		}
-		if err := w.WriteList(data); err != nil {
+		return w.WriteList(data)
+	}
+
+	if !opts.SelectSubscribed {
+		for _, mb := range all {
+			if !matches(mb.Name) || opts.SelectSpecialUse && mb.SpecialUse == "" {
+				continue
+			}
+			data := &imap.ListData{Delim: store.Delimiter, Mailbox: mb.Name, Attrs: attrs(mb)}
+			if opts.ReturnSubscribed && subscribed[mb.Name] {
+				data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
+			}
+			if err := write(data, mb); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+
+	// Selected by subscription (LIST (SUBSCRIBED) and LSUB): subscribed
+	// names, existing or not, plus unsubscribed parents of subscribed
+	// names: with RECURSIVEMATCH every matching one (CHILDINFO, RFC 5258
+	// §3.5); for LSUB those whose subscribed descendant the pattern does
+	// not reach ("%"), flagged \Noselect (RFC 3501 §6.3.9).
+	childOnly := map[string]bool{}
+	if lsub || opts.SelectRecursiveMatch {
+		for _, n := range subs {
+			if lsub && matches(n) {
+				continue
+			}
+			for p := range ancestors(n) {
+				if !subscribed[p] && matches(p) {
+					childOnly[p] = true
+				}
+			}
+		}
+	}
+	names := slices.Sorted(maps.Keys(childOnly))
+	for _, n := range subs {
+		if matches(n) {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		mb := byName[name]
+		if opts.SelectSpecialUse && (mb == nil || mb.SpecialUse == "") {
+			continue
+		}
+		data := &imap.ListData{Delim: store.Delimiter, Mailbox: name}
+		switch {
+		case lsub && (childOnly[name] || mb == nil):
+			// LSUB knows no \NonExistent; Dovecot says \Noselect.
+			data.Attrs = []imap.MailboxAttr{imap.MailboxAttrNoSelect}
+		case mb == nil:
+			data.Attrs = []imap.MailboxAttr{imap.MailboxAttrNonExistent}
+		default:
+			data.Attrs = attrs(mb)
+		}
+		if childOnly[name] {
+			if !lsub {
+				data.ChildInfo = &imap.ListDataChildInfo{Subscribed: true}
+			}
+		} else if !lsub {
+			data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
+		}
+		if err := write(data, mb); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// ancestors yields the parent names of name, nearest first.
+func ancestors(name string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for {
+			i := strings.LastIndexByte(name, store.Delimiter)
+			if i < 0 {
+				return
+			}
+			name = name[:i]
+			if !yield(name) {
+				return
+			}
+		}
+	}
+}
+
+// isLSub reports whether w answers LSUB rather than LIST: imapserver routes
+// both to Session.List with the same options and keeps the difference in an
+// unexported field, yet the two differ (LSUB flags unsubscribed parents
+// \Noselect, LIST (SUBSCRIBED) does not list them). Reading the field is
+// tied to go-imap beta.8; TestLSub fails if it moves.
+func isLSub(w *imapserver.ListWriter) bool {
+	f := reflect.ValueOf(w).Elem().FieldByName("lsub")
+	return f.IsValid() && f.Kind() == reflect.Bool && f.Bool()
 }
 
 // canonicalPattern makes the INBOX prefix of a pattern case-insensitive, as

@@ -1,10 +1,12 @@
 package imapd
 
 import (
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -118,7 +120,7 @@ func TestListExtended(t *testing.T) {
 
 	// LSUB (imapclient only speaks LIST).
 	lsub := e.raw().cmd(`LSUB "" "*"`)
-	if len(lsub) != 6 || !slices.Contains(lsub, `* LSUB (\HasNoChildren \Subscribed) "/" "Lists/Go"`) {
+	if len(lsub) != 6 || !slices.Contains(lsub, `* LSUB (\HasNoChildren) "/" "Lists/Go"`) {
 		t.Fatalf("LSUB: %q", lsub)
 	}
 
@@ -340,5 +342,260 @@ func TestDeleteSelected(t *testing.T) {
 	}
 	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSelectResponses checks the untagged data of SELECT and EXAMINE on the
+// wire: [UNSEEN n] numbered in the session's view for IMAP4rev1 clients,
+// the LIST response instead for IMAP4rev2 ones, keywords in FLAGS and
+// PERMANENTFLAGS, and the READ-WRITE / READ-ONLY codes.
+func TestSelectResponses(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.login(nil)
+	appendMsg(t, c, "INBOX", crlf(simpleMsg), imap.FlagSeen, imap.FlagDeleted) // UID 1, expunged below
+	appendMsg(t, c, "INBOX", crlf(simpleMsg), imap.FlagSeen)                   // UID 2
+	appendMsg(t, c, "INBOX", crlf(simpleMsg), "$Label")                        // UID 3: first unseen
+	appendMsg(t, c, "INBOX", crlf(simpleMsg), "Junk", "$Label")                // UID 4
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Expunge().Collect(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create("Quiet", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	appendMsg(t, c, "Quiet", crlf(simpleMsg), imap.FlagSeen)
+
+	wantFlags := `* FLAGS (\Answered \Flagged \Deleted \Seen \Draft $Label Junk)`
+	wantPerm := `* OK [PERMANENTFLAGS (\Answered \Flagged \Deleted \Seen \Draft $Label Junk \*)] Permanent flags`
+	r := e.raw()
+	untagged, status := r.try("SELECT INBOX")
+	for _, want := range []string{"* 3 EXISTS", "* 0 RECENT", "* OK [UNSEEN 2] First unseen message", wantFlags, wantPerm} {
+		if !slices.Contains(untagged, want) {
+			t.Errorf("SELECT INBOX: no %q in %q", want, untagged)
+		}
+	}
+	if status != "OK [READ-WRITE] SELECT completed" {
+		t.Errorf("SELECT INBOX: %q", status)
+	}
+	untagged, status = r.try("EXAMINE INBOX")
+	for _, want := range []string{"* OK [UNSEEN 2] First unseen message", wantFlags, `* OK [PERMANENTFLAGS ()] Permanent flags`} {
+		if !slices.Contains(untagged, want) {
+			t.Errorf("EXAMINE INBOX: no %q in %q", want, untagged)
+		}
+	}
+	if status != "OK [READ-ONLY] EXAMINE completed" {
+		t.Errorf("EXAMINE INBOX: %q", status)
+	}
+	// Nothing unseen: no [UNSEEN]; no keywords: only the system flags.
+	untagged = r.cmd("SELECT Quiet")
+	for _, l := range untagged {
+		if strings.Contains(l, "UNSEEN") {
+			t.Errorf("SELECT Quiet: %q", l)
+		}
+	}
+	if !slices.Contains(untagged, `* FLAGS (\Answered \Flagged \Deleted \Seen \Draft)`) {
+		t.Errorf("SELECT Quiet: %q", untagged)
+	}
+
+	// IMAP4rev2: a LIST response, no [UNSEEN] nor RECENT; SEARCH answers
+	// ESEARCH.
+	if err := c.Create("INBOX/Sub", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	r2 := e.raw()
+	if got := r2.cmd("ENABLE IMAP4rev2"); !slices.Equal(got, []string{"* ENABLED IMAP4rev2"}) {
+		t.Fatalf("ENABLE IMAP4rev2: %q", got)
+	}
+	untagged = r2.cmd("SELECT inbox")
+	if !slices.Contains(untagged, `* LIST (\HasChildren) "/" INBOX`) || !slices.Contains(untagged, wantFlags) {
+		t.Errorf("SELECT inbox (IMAP4rev2): %q", untagged)
+	}
+	for _, l := range untagged {
+		if strings.Contains(l, "UNSEEN") || strings.Contains(l, "RECENT") {
+			t.Errorf("SELECT inbox (IMAP4rev2): %q", l)
+		}
+	}
+	if got := r2.cmd("SEARCH UNSEEN"); len(got) != 1 || !strings.HasPrefix(got[0], "* ESEARCH (TAG ") || !strings.HasSuffix(got[0], ") ALL 2:3") {
+		t.Errorf("SEARCH UNSEEN after ENABLE IMAP4rev2: %q", got)
+	}
+	if got := r2.cmd("UID SEARCH UNSEEN"); len(got) != 1 || !strings.HasSuffix(got[0], ") UID ALL 3:4") {
+		t.Errorf("UID SEARCH UNSEEN after ENABLE IMAP4rev2: %q", got)
+	}
+	untagged = r2.cmd("SELECT Sent")
+	if !slices.Contains(untagged, `* LIST (\HasNoChildren \Sent) "/" "Sent"`) {
+		t.Errorf("SELECT Sent (IMAP4rev2): %q", untagged)
+	}
+}
+
+// lsubLines runs LSUB and returns its responses sorted.
+func lsubLines(t *testing.T, r *raw, ref, pattern string) []string {
+	t.Helper()
+	got := r.cmd(fmt.Sprintf("LSUB %q %q", ref, pattern))
+	slices.Sort(got)
+	return got
+}
+
+// TestSubscriptions: subscriptions are names kept apart from mailboxes (RFC
+// 3501 §6.3.6/§6.3.9, as Dovecot keeps them): DELETE leaves them,
+// UNSUBSCRIBE removes them even without a mailbox, RENAME moves those of
+// the renamed hierarchy; LSUB flags an unsubscribed parent of a subscribed
+// child \Noselect when "%" hides the child.
+func TestSubscriptions(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.login(nil)
+	r := e.raw()
+	if err := c.Create("Proj/A", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Unsubscribe("Proj").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Unsubscribe("Drafts").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := lsubLines(t, r, "", "%"), []string{
+		`* LSUB (\HasNoChildren \Archive) "/" "Archive"`, `* LSUB (\HasNoChildren \Junk) "/" "Junk"`,
+		`* LSUB (\HasNoChildren \Sent) "/" "Sent"`, `* LSUB (\HasNoChildren \Trash) "/" "Trash"`,
+		`* LSUB (\HasNoChildren) "/" INBOX`, `* LSUB (\Noselect) "/" "Proj"`,
+	}; !slices.Equal(got, want) {
+		t.Errorf("LSUB \"\" %%:\n got %q\nwant %q", got, want)
+	}
+	if got, want := lsubLines(t, r, "", "Proj*"), []string{`* LSUB (\HasNoChildren) "/" "Proj/A"`}; !slices.Equal(got, want) {
+		t.Errorf("LSUB \"\" Proj*: %q, want %q", got, want)
+	}
+	if got, want := lsubLines(t, r, "Proj/", "%"), []string{`* LSUB (\HasNoChildren) "/" "Proj/A"`}; !slices.Equal(got, want) {
+		t.Errorf("LSUB Proj/ %%: %q, want %q", got, want)
+	}
+	// A successful SUBSCRIBE (twice is fine).
+	for range 2 {
+		if err := c.Subscribe("Drafts").Wait(); err != nil {
+			t.Fatalf("SUBSCRIBE Drafts: %v", err)
+		}
+	}
+	if got := listNames(t, c, "", "Drafts", &imap.ListOptions{ReturnSubscribed: true}); !slices.Equal(got, []string{`Drafts \Drafts \HasNoChildren \Subscribed`}) {
+		t.Errorf("after SUBSCRIBE Drafts: %q", got)
+	}
+
+	// DELETE keeps the subscription: LIST (SUBSCRIBED) says \NonExistent,
+	// LSUB \Noselect, plain LIST nothing.
+	if err := c.Delete("Proj/A").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := listNames(t, c, "", "Proj/*", &imap.ListOptions{SelectSubscribed: true}); !slices.Equal(got, []string{`Proj/A \NonExistent \Subscribed`}) {
+		t.Errorf("LIST (SUBSCRIBED) after DELETE: %q", got)
+	}
+	if got := lsubLines(t, r, "", "Proj/*"); !slices.Equal(got, []string{`* LSUB (\Noselect) "/" "Proj/A"`}) {
+		t.Errorf("LSUB after DELETE: %q", got)
+	}
+	if got := listNames(t, c, "", "Proj/*", nil); len(got) != 0 {
+		t.Errorf("LIST after DELETE: %q", got)
+	}
+	// RECURSIVEMATCH: the existing, unsubscribed parent gets CHILDINFO.
+	if got := listNames(t, c, "", "P%", &imap.ListOptions{SelectSubscribed: true, SelectRecursiveMatch: true}); !slices.Equal(got, []string{`Proj \HasNoChildren CHILDINFO`}) {
+		t.Errorf("LIST (SUBSCRIBED RECURSIVEMATCH) P%%: %q", got)
+	}
+	// Re-creating the mailbox finds its subscription.
+	if err := c.Create("Proj/A", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := listNames(t, c, "", "Proj/*", &imap.ListOptions{SelectSubscribed: true}); !slices.Equal(got, []string{`Proj/A \HasNoChildren \Subscribed`}) {
+		t.Errorf("LIST (SUBSCRIBED) after re-CREATE: %q", got)
+	}
+	if err := c.Delete("Proj/A").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	// UNSUBSCRIBE works without the mailbox, once.
+	if err := c.Unsubscribe("Proj/A").Wait(); err != nil {
+		t.Fatalf("UNSUBSCRIBE of a deleted mailbox: %v", err)
+	}
+	if err := c.Unsubscribe("Proj/A").Wait(); imapCode(err) != imap.ResponseCodeNonExistent {
+		t.Fatalf("second UNSUBSCRIBE: %v, want NO [NONEXISTENT]", err)
+	}
+	if got := listNames(t, c, "", "Proj*", &imap.ListOptions{SelectSubscribed: true}); len(got) != 0 {
+		t.Errorf("LIST (SUBSCRIBED) Proj* after UNSUBSCRIBE: %q", got)
+	}
+
+	// RENAME moves the subscriptions of the hierarchy, leaving an
+	// unsubscribed child unsubscribed.
+	for _, n := range []string{"Old/Kept", "Old/Dropped"} {
+		if err := c.Create(n, nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Unsubscribe("Old/Dropped").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rename("Old", "New/Place", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := listNames(t, c, "", "*", &imap.ListOptions{SelectSubscribed: true}), []string{
+		`Archive \Archive \HasNoChildren \Subscribed`, `Drafts \Drafts \HasNoChildren \Subscribed`,
+		`INBOX \HasNoChildren \Subscribed`, `Junk \HasNoChildren \Junk \Subscribed`,
+		`New \HasChildren \Subscribed`, `New/Place \HasChildren \Subscribed`, `New/Place/Kept \HasNoChildren \Subscribed`,
+		`Sent \HasNoChildren \Sent \Subscribed`, `Trash \HasNoChildren \Subscribed \Trash`,
+	}; !slices.Equal(got, want) {
+		t.Errorf("LIST (SUBSCRIBED) after RENAME:\n got %q\nwant %q", got, want)
+	}
+}
+
+// TestMailboxEdgeCases: DELETE of a \Noselect placeholder that still has
+// children, and RENAME INBOX while another session has INBOX selected.
+func TestMailboxEdgeCases(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.login(nil)
+	if err := c.Create("Top/Child", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete("Top").Wait(); err != nil {
+		t.Fatalf("DELETE of a parent: %v", err)
+	}
+	if err := c.Delete("Top").Wait(); imapType(err) != imap.StatusResponseTypeNo || imapCode(err) != imap.ResponseCodeHasChildren {
+		t.Fatalf("DELETE of a \\Noselect parent with children: %v, want NO [HASCHILDREN]", err)
+	}
+	if got := listNames(t, c, "", "Top*", nil); !slices.Equal(got, []string{`Top \HasChildren \Noselect`, `Top/Child \HasNoChildren`}) {
+		t.Fatalf("after the refused DELETE: %q", got)
+	}
+
+	// Another session has INBOX selected; this one renames INBOX: the
+	// messages move, so that session sees them expunged.
+	appendMsg(t, c, "INBOX", crlf(simpleMsg))
+	appendMsg(t, c, "INBOX", crlf(simpleMsg))
+	expunged := make(chan uint32, 10)
+	other := e.login(&imapclient.UnilateralDataHandler{Expunge: func(seq uint32) { expunged <- seq }})
+	if data, err := other.Select("INBOX", nil).Wait(); err != nil || data.NumMessages != 2 {
+		t.Fatalf("SELECT INBOX: %+v %v", data, err)
+	}
+	if err := c.Rename("INBOX", "Before", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var got []uint32
+	for len(got) < 2 && time.Now().Before(deadline) {
+		if err := other.Noop().Wait(); err != nil {
+			t.Fatal(err)
+		}
+	drain:
+		for {
+			select {
+			case seq := <-expunged:
+				got = append(got, seq)
+			default:
+				break drain
+			}
+		}
+	}
+	if !slices.Equal(got, []uint32{2, 1}) || other.Mailbox().NumMessages != 0 {
+		t.Fatalf("the other session saw EXPUNGE %v and has %d messages, want 2 1 and none", got, other.Mailbox().NumMessages)
+	}
+	st, err := other.Status("Before", &imap.StatusOptions{NumMessages: true}).Wait()
+	if err != nil || *st.NumMessages != 2 {
+		t.Fatalf("STATUS Before: %+v %v", st, err)
+	}
+	// The session carries on in the (now empty) INBOX.
+	appendMsg(t, c, "INBOX", crlf(simpleMsg))
+	if err := other.Noop().Wait(); err != nil || other.Mailbox().NumMessages != 1 {
+		t.Fatalf("INBOX after RENAME: %d messages, %v", other.Mailbox().NumMessages, err)
 	}
 }

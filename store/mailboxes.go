@@ -27,22 +27,25 @@ type Mailbox struct {
 	UIDValidity   uint32
 	UIDNext       uint32
 	HighestModSeq uint64
-	Subscribed    bool
 	NoSelect      bool // a placeholder kept for its children
 	Messages      int64
 	Unseen        int64
 	Deleted       int64
 	Size          int64
+	// Keywords are the keywords ever set on a message of the mailbox
+	// (sorted; kept by the database, see migration 0004), for SELECT's
+	// FLAGS and PERMANENTFLAGS.
+	Keywords []string
 }
 
-const mailboxColumns = `id, account_id, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed, noselect,
-	messages, unseen, deleted, size`
+const mailboxColumns = `id, account_id, name, special_use, uidvalidity, uidnext, highestmodseq, noselect,
+	messages, unseen, deleted, size, keywords`
 
 func scanMailbox(r pgx.Row) (*Mailbox, error) {
 	var m Mailbox
 	var uidvalidity, uidnext, modseq int64
-	err := r.Scan(&m.ID, &m.AccountID, &m.Name, &m.SpecialUse, &uidvalidity, &uidnext, &modseq, &m.Subscribed, &m.NoSelect,
-		&m.Messages, &m.Unseen, &m.Deleted, &m.Size)
+	err := r.Scan(&m.ID, &m.AccountID, &m.Name, &m.SpecialUse, &uidvalidity, &uidnext, &modseq, &m.NoSelect,
+		&m.Messages, &m.Unseen, &m.Deleted, &m.Size, &m.Keywords)
 	m.UIDValidity, m.UIDNext, m.HighestModSeq = uint32(uidvalidity), uint32(uidnext), uint64(modseq)
 	return &m, err
 }
@@ -78,8 +81,8 @@ func validSpecialUse(su string) bool {
 	return false
 }
 
-// createMailboxTx creates name and any missing parents. If mayExist, an
-// existing mailbox is not an error.
+// createMailboxTx creates name and any missing parents; if subscribe, every
+// mailbox it creates is subscribed too.
 func createMailboxTx(ctx context.Context, tx pgx.Tx, accountID int64, name, specialUse string, subscribe bool) (*Mailbox, error) {
 	name, err := NormalizeMailboxName(name)
 	if err != nil {
@@ -112,7 +115,10 @@ func createMailboxTx(ctx context.Context, tx pgx.Tx, accountID int64, name, spec
 			return nil, fmt.Errorf("mailbox %s: %w", n, ErrExists)
 		case err == nil && existing.NoSelect && last:
 			// Re-creating a \Noselect placeholder makes it a real mailbox.
-			return scanMailbox(tx.QueryRow(ctx, `UPDATE mailboxes SET noselect = false, special_use = $2,
+			if err := subscribeTx(ctx, tx, accountID, n, subscribe); err != nil {
+				return nil, err
+			}
+			return scanMailbox(tx.QueryRow(ctx, `UPDATE mailboxes SET noselect = false, special_use = $2, keywords = '{}',
 				uidvalidity = (SELECT uv FROM next_uidvalidity($3) uv) WHERE id = $1 AND account_id = $3 RETURNING `+mailboxColumns,
 				existing.ID, su, accountID))
 		case err == nil:
@@ -121,14 +127,25 @@ func createMailboxTx(ctx context.Context, tx pgx.Tx, accountID int64, name, spec
 		case !errors.Is(err, pgx.ErrNoRows):
 			return nil, err
 		}
-		mb, err = scanMailbox(tx.QueryRow(ctx, `INSERT INTO mailboxes (account_id, name, special_use, uidvalidity, subscribed)
-			VALUES ($1, $2, $3, (SELECT uv FROM next_uidvalidity($1) uv), $4) RETURNING `+mailboxColumns,
-			accountID, n, su, subscribe))
+		mb, err = scanMailbox(tx.QueryRow(ctx, `INSERT INTO mailboxes (account_id, name, special_use, uidvalidity)
+			VALUES ($1, $2, $3, (SELECT uv FROM next_uidvalidity($1) uv)) RETURNING `+mailboxColumns,
+			accountID, n, su))
 		if err != nil {
+			return nil, err
+		}
+		if err := subscribeTx(ctx, tx, accountID, n, subscribe); err != nil {
 			return nil, err
 		}
 	}
 	return mb, nil
+}
+
+func subscribeTx(ctx context.Context, tx pgx.Tx, accountID int64, name string, subscribe bool) error {
+	if !subscribe {
+		return nil
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO subscriptions (account_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING`, accountID, name)
+	return err
 }
 
 // CreateMailbox creates a mailbox, and its missing parents, with an optional
@@ -205,7 +222,8 @@ func (s *Store) MailboxBySpecialUse(ctx context.Context, accountID int64, specia
 // DeleteMailbox deletes a mailbox and its messages (RFC 9051 §6.3.4). INBOX
 // cannot be deleted. A mailbox with children loses its messages and becomes
 // a \Noselect placeholder; deleting a placeholder that still has children
-// fails with ErrHasChildren.
+// fails with ErrHasChildren. Subscriptions are kept (RFC 3501 §6.3.9: the
+// server must not remove them unilaterally).
 func (s *Store) DeleteMailbox(ctx context.Context, accountID int64, name string) error {
 	name, err := NormalizeMailboxName(name)
 	if err != nil {
@@ -241,7 +259,7 @@ func (s *Store) DeleteMailbox(ctx context.Context, accountID int64, name string)
 				return err
 			}
 			_, err = tx.Exec(ctx, `UPDATE mailboxes SET noselect = true, special_use = '', messages = 0, unseen = 0,
-				deleted = 0, size = 0, highestmodseq = highestmodseq + 1 WHERE id = $1 AND account_id = $2`, id, accountID)
+				deleted = 0, size = 0, keywords = '{}', highestmodseq = highestmodseq + 1 WHERE id = $1 AND account_id = $2`, id, accountID)
 		} else {
 			_, err = tx.Exec(ctx, `DELETE FROM mailboxes WHERE id = $1 AND account_id = $2`, id, accountID)
 		}
@@ -258,8 +276,10 @@ func (s *Store) DeleteMailbox(ctx context.Context, accountID int64, name string)
 }
 
 // RenameMailbox renames a mailbox with all its children (RFC 9051 §6.3.6),
-// creating missing parents of the new name. Renaming INBOX moves its
-// messages to a new mailbox of that name and leaves INBOX empty.
+// creating missing parents of the new name; the subscriptions of the
+// renamed hierarchy move with it, as in Dovecot. Renaming INBOX moves its
+// messages to a new mailbox of that name and leaves INBOX (and its
+// subscription) in place.
 func (s *Store) RenameMailbox(ctx context.Context, accountID int64, oldName, newName string) error {
 	oldName, err := NormalizeMailboxName(oldName)
 	if err != nil {
@@ -318,6 +338,9 @@ func (s *Store) RenameMailbox(ctx context.Context, accountID int64, oldName, new
 		if err != nil {
 			return err
 		}
+		if err := renameSubscriptionsTx(ctx, tx, accountID, oldName, newName); err != nil {
+			return err
+		}
 		_, err = tx.Exec(ctx, `SELECT pg_notify($1, id::text || ' 0'`+notifyStamp+`) FROM unnest($2::bigint[]) id`, MailboxChannel, ids)
 		return err
 	})
@@ -352,20 +375,77 @@ func renameInbox(ctx context.Context, tx pgx.Tx, accountID int64, inbox *Mailbox
 	return err
 }
 
-// SetSubscribed subscribes to or unsubscribes from a mailbox. Subscribing
-// to a name that does not exist is allowed by RFC 9051 only for remote
-// mailboxes; here it fails with ErrNotFound, as Dovecot does by default.
+// renameSubscriptionsTx moves the subscriptions of oldName and everything
+// below it to newName. A subscription already held under a new name (one
+// may exist without its mailbox) is kept, not duplicated.
+func renameSubscriptionsTx(ctx context.Context, tx pgx.Tx, accountID int64, oldName, newName string) error {
+	rows, err := tx.Query(ctx, `DELETE FROM subscriptions WHERE account_id = $1 AND (name = $2 OR starts_with(name, $2 || '/'))
+		RETURNING $3 || substr(name, length($2) + 1)`, accountID, oldName, newName)
+	if err != nil {
+		return err
+	}
+	moved, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(moved) == 0 {
+		return err
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO subscriptions (account_id, name) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING`,
+		accountID, moved)
+	return err
+}
+
+// SetSubscribed subscribes to or unsubscribes from a mailbox name
+// (SUBSCRIBE, UNSUBSCRIBE). Subscribing needs an existing mailbox (RFC 9051
+// lets the server check; Dovecot does), and fails with ErrNotFound
+// otherwise. Unsubscribing works whether or not the mailbox exists, so
+// that a subscription left by a deleted mailbox can be removed; it fails
+// with ErrNotFound only if the name is neither subscribed nor a mailbox.
+// Subscribing twice, or unsubscribing an existing mailbox that was not
+// subscribed, is not an error.
 func (s *Store) SetSubscribed(ctx context.Context, accountID int64, name string, subscribed bool) error {
 	n, err := NormalizeMailboxName(name)
 	if err != nil {
 		return err
 	}
-	tag, err := s.pool.Exec(ctx, `UPDATE mailboxes SET subscribed = $3 WHERE account_id = $1 AND name = $2`, accountID, n, subscribed)
+	var ok bool
+	if subscribed {
+		err = s.pool.QueryRow(ctx, `WITH mb AS (SELECT 1 FROM mailboxes WHERE account_id = $1 AND name = $2),
+			ins AS (INSERT INTO subscriptions (account_id, name) SELECT $1, $2 FROM mb ON CONFLICT DO NOTHING)
+			SELECT EXISTS (SELECT 1 FROM mb)`, accountID, n).Scan(&ok)
+	} else {
+		err = s.pool.QueryRow(ctx, `WITH del AS (DELETE FROM subscriptions WHERE account_id = $1 AND name = $2 RETURNING 1)
+			SELECT EXISTS (SELECT 1 FROM del) OR EXISTS (SELECT 1 FROM mailboxes WHERE account_id = $1 AND name = $2)`,
+			accountID, n).Scan(&ok)
+	}
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
-	if tag.RowsAffected() == 0 {
+	if !ok {
 		return fmt.Errorf("mailbox %s: %w", name, ErrNotFound)
 	}
 	return nil
+}
+
+// Subscriptions returns the account's subscribed names, sorted. Some may
+// name no mailbox (any more).
+func (s *Store) Subscriptions(ctx context.Context, accountID int64) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT name FROM subscriptions WHERE account_id = $1 ORDER BY name`, accountID)
+	if err != nil {
+		return nil, fmt.Errorf("list subscriptions: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list subscriptions: %w", err)
+	}
+	return names, nil
+}
+
+// HasChildren reports whether the account has a mailbox below name.
+func (s *Store) HasChildren(ctx context.Context, accountID int64, name string) (bool, error) {
+	var has bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM mailboxes WHERE account_id = $1 AND starts_with(name, $2 || '/'))`,
+		accountID, name).Scan(&has)
+	if err != nil {
+		return false, fmt.Errorf("mailbox children: %w", err)
+	}
+	return has, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -49,6 +50,22 @@ func (s *Store) SelectMailbox(ctx context.Context, accountID, mailboxID int64) (
 		return nil, nil, fmt.Errorf("select mailbox: %w", err)
 	}
 	return mb, uids, nil
+}
+
+// FirstUnseenUID returns the lowest UID of the mailbox's messages without
+// \Seen, or 0 if every message is seen: one probe of the partial index on
+// unseen messages, whatever the size of the mailbox.
+func (s *Store) FirstUnseenUID(ctx context.Context, accountID, mailboxID int64) (uint32, error) {
+	var uid *int64
+	err := s.pool.QueryRow(ctx, `SELECT min(uid) FROM mailbox_messages WHERE mailbox_id = $1 AND account_id = $2 AND flags & `+
+		strconv.Itoa(flagSeen)+` = 0`, mailboxID, accountID).Scan(&uid)
+	if err != nil {
+		return 0, fmt.Errorf("first unseen: %w", err)
+	}
+	if uid == nil {
+		return 0, nil
+	}
+	return uint32(*uid), nil
 }
 
 // MessageMeta is what FETCH needs of a message without reading its body.
