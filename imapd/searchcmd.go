@@ -8,8 +8,14 @@ import (
 )
 
 // Search implements imapserver.Session. The matching itself is searchUIDs
-// (search.go, with "$" standing for the saved result); this builds the response in sequence numbers or UIDs, with
-// the ESEARCH return options, and saves the result for SEARCHRES.
+// (search.go, with "$" standing for the saved result); this builds the
+// response in sequence numbers or UIDs, with the ESEARCH return options,
+// and saves the result for SEARCHRES.
+//
+// imapserver turns RETURN (SAVE) alone into RETURN (SAVE ALL): the client
+// then gets an ESEARCH ALL response RFC 5182 says it should not (harmless:
+// clients ignore it, but it costs bandwidth on large results). The two
+// cannot be told apart here.
 func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, opts *imap.SearchOptions) (*imap.SearchData, error) {
 	if err := s.begin(); err != nil {
 		return nil, err
@@ -21,6 +27,9 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 	view := sel.snapshot()
 	uids, err := searchUIDsSaved(s.ctx, s.srv.st, s.accountID(), s.mailbox.ID, view, criteria, s.searchRes)
 	if err != nil {
+		if opts.ReturnSave {
+			s.searchRes = nil // RFC 5182 §2.1: a failed SAVE leaves "$" empty
+		}
 		return nil, storeError(err, "SEARCH")
 	}
 	// Only messages of the client's view, whatever the matcher returned.
@@ -29,7 +38,7 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 		return !ok
 	})
 	if opts.ReturnSave {
-		s.searchRes = uids
+		s.searchRes = savedResult(uids, opts)
 	}
 	data := &imap.SearchData{Count: uint32(len(uids))}
 	if kind == imapserver.NumKindUID {
@@ -55,4 +64,24 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 	}
 	data.All = set
 	return data, nil
+}
+
+// savedResult is what SEARCH RETURN (SAVE ...) remembers (RFC 5182 §2.4):
+// with MIN and/or MAX but neither ALL nor COUNT, only the messages those
+// report; otherwise the whole result.
+func savedResult(uids []uint32, opts *imap.SearchOptions) []uint32 {
+	if opts.ReturnAll || opts.ReturnCount || !opts.ReturnMin && !opts.ReturnMax {
+		return uids
+	}
+	saved := []uint32{}
+	if len(uids) == 0 {
+		return saved
+	}
+	if opts.ReturnMin {
+		saved = append(saved, uids[0])
+	}
+	if opts.ReturnMax && (len(saved) == 0 || saved[0] != uids[len(uids)-1]) {
+		saved = append(saved, uids[len(uids)-1])
+	}
+	return saved
 }
