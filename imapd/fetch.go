@@ -154,6 +154,32 @@ func (f *fetcher) write(m *store.MessageMeta) error {
 		return fmt.Errorf("message %d has no stored structure", m.MessageID)
 	}
 	opts := f.opts
+	// Locate every section before anything of this message is written:
+	// a failure is then a plain tagged NO, not a broken response.
+	bodies := make([]source, len(opts.BodySection))
+	for i, sec := range opts.BodySection {
+		src, err := f.bodySection(m, sec)
+		if err != nil {
+			return err
+		}
+		bodies[i] = src
+	}
+	binaries := make([]source, len(opts.BinarySection))
+	for i, sec := range opts.BinarySection {
+		src, err := binarySection(m, sec.Part, sec.Partial)
+		if err != nil {
+			return err
+		}
+		binaries[i] = src
+	}
+	binarySizes := make([]int64, len(opts.BinarySectionSize))
+	for i, sec := range opts.BinarySectionSize {
+		src, err := binarySection(m, sec.Part, nil)
+		if err != nil {
+			return err
+		}
+		binarySizes[i] = src.size
+	}
 	rw := f.w.CreateMessage(seq)
 	if opts.UID {
 		rw.WriteUID(imap.UID(m.UID))
@@ -173,21 +199,18 @@ func (f *fetcher) write(m *store.MessageMeta) error {
 	if opts.BodyStructure != nil {
 		rw.WriteBodyStructure(m.Structure.Root.BodyStructure(opts.BodyStructure.Extended))
 	}
-	for _, sec := range opts.BodySection {
-		src := f.bodySection(m, sec)
-		if err := f.stream(m, rw.WriteBodySection(sec, src.size), src); err != nil {
+	for i, sec := range opts.BodySection {
+		if err := f.stream(m, rw.WriteBodySection(sec, bodies[i].size), bodies[i]); err != nil {
 			return f.abort(rw, err)
 		}
 	}
-	for _, sec := range opts.BinarySection {
-		src := binarySection(m, sec.Part, sec.Partial)
-		if err := f.stream(m, rw.WriteBinarySection(sec, src.size), src); err != nil {
+	for i, sec := range opts.BinarySection {
+		if err := f.stream(m, rw.WriteBinarySection(sec, binaries[i].size), binaries[i]); err != nil {
 			return f.abort(rw, err)
 		}
 	}
-	for _, sec := range opts.BinarySectionSize {
-		src := binarySection(m, sec.Part, nil)
-		rw.WriteBinarySectionSize(sec, uint32(min(src.size, 1<<32-1)))
+	for i, sec := range opts.BinarySectionSize {
+		rw.WriteBinarySectionSize(sec, uint32(min(binarySizes[i], 1<<32-1)))
 	}
 	if err := rw.Close(); err != nil {
 		return err
@@ -283,81 +306,87 @@ func isMessagePart(p *mimeindex.Part) bool {
 	return p.Type == "message" && (p.Subtype == "rfc822" || p.Subtype == "global") && len(p.Children) == 1
 }
 
-// bodySection locates BODY[section] (RFC 9051 §6.4.5).
-func (f *fetcher) bodySection(m *store.MessageMeta, sec *imap.FetchItemBodySection) source {
+// bodySection locates BODY[section] (RFC 9051 §6.4.5). Only the header
+// of an encapsulated message filtered by HEADER.FIELDS reads the store.
+func (f *fetcher) bodySection(m *store.MessageMeta, sec *imap.FetchItemBodySection) (source, error) {
 	if len(sec.Part) == 0 {
 		switch sec.Specifier {
 		case imap.PartSpecifierNone:
-			return rawRange(0, m.Size, sec.Partial)
+			return rawRange(0, m.Size, sec.Partial), nil
 		case imap.PartSpecifierHeader:
 			if int64(len(m.Header)) < m.HeaderSize && len(sec.HeaderFields) == 0 && len(sec.HeaderFieldsNot) == 0 {
 				// Larger than the stored copy: stream it from the body.
 				// (HEADER.FIELDS of such a header sees its first
 				// store.MaxStoredHeader bytes only.)
-				return rawRange(0, m.HeaderSize, sec.Partial)
+				return rawRange(0, m.HeaderSize, sec.Partial), nil
 			}
-			return memSource(headerSection(m.Header, sec), sec.Partial)
+			return memSource(headerSection(m.Header, sec), sec.Partial), nil
 		case imap.PartSpecifierText:
-			return rawRange(m.HeaderSize, m.Size, sec.Partial)
+			return rawRange(m.HeaderSize, m.Size, sec.Partial), nil
 		}
-		return empty
+		return empty, nil
 	}
 	p := m.Structure.Root.Find(sec.Part)
 	if p == nil {
-		return empty
+		return empty, nil
 	}
 	switch sec.Specifier {
 	case imap.PartSpecifierNone:
-		return rawRange(p.BodyStart, p.End, sec.Partial)
+		return rawRange(p.BodyStart, p.End, sec.Partial), nil
 	case imap.PartSpecifierMIME:
-		return rawRange(p.HeaderStart, p.BodyStart, sec.Partial)
+		return rawRange(p.HeaderStart, p.BodyStart, sec.Partial), nil
 	}
 	// n.HEADER and n.TEXT address the message inside a message/rfc822 part.
 	if !isMessagePart(p) {
-		return empty
+		return empty, nil
 	}
 	inner := p.Children[0]
 	if sec.Specifier == imap.PartSpecifierText {
-		return rawRange(inner.BodyStart, inner.End, sec.Partial)
+		return rawRange(inner.BodyStart, inner.End, sec.Partial), nil
 	}
 	if len(sec.HeaderFields) == 0 && len(sec.HeaderFieldsNot) == 0 {
-		return rawRange(inner.HeaderStart, inner.BodyStart, sec.Partial)
+		return rawRange(inner.HeaderStart, inner.BodyStart, sec.Partial), nil
 	}
 	n := min(inner.BodyStart-inner.HeaderStart, maxPartHeader)
 	r, err := f.s.srv.st.OpenBody(f.s.ctx, f.s.accountID(), m.MessageID, inner.HeaderStart, n)
 	if err != nil {
-		return empty
+		return source{}, fmt.Errorf("fetch: header of part %v of message %d: %w", sec.Part, m.MessageID, err)
 	}
 	hdr, err := io.ReadAll(r)
 	if err != nil {
-		return empty
+		return source{}, fmt.Errorf("fetch: header of part %v of message %d: %w", sec.Part, m.MessageID, err)
 	}
-	return memSource(headerSection(hdr, sec), sec.Partial)
+	return memSource(headerSection(hdr, sec), sec.Partial), nil
 }
 
+// errUnknownCTE answers BINARY of a part whose transfer encoding the server
+// cannot decode (RFC 3516 §4.2).
+var errUnknownCTE = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnknownCTE,
+	Text: "Unknown Content-Transfer-Encoding"}
+
 // binarySection locates BINARY[part]: the decoded body of a leaf part, or
-// the raw content of the whole message or a container.
-func binarySection(m *store.MessageMeta, part []int, partial *imap.SectionPartial) source {
+// the raw content of the whole message or a container. A leaf in an
+// encoding other than the identity ones, base64 and quoted-printable (say
+// x-uuencode) cannot be decoded: errUnknownCTE, not raw bytes.
+func binarySection(m *store.MessageMeta, part []int, partial *imap.SectionPartial) (source, error) {
 	if len(part) == 0 {
-		return rawRange(0, m.Size, partial)
+		return rawRange(0, m.Size, partial), nil
 	}
 	p := m.Structure.Root.Find(part)
 	if p == nil {
-		return empty
+		return empty, nil
 	}
-	if p.Type == "multipart" || isMessagePart(p) || !transforming(p.Encoding) {
-		return rawRange(p.BodyStart, p.End, partial)
+	if p.Type == "multipart" || isMessagePart(p) {
+		return rawRange(p.BodyStart, p.End, partial), nil
 	}
-	off, n := window(p.DecodedSize, partial)
-	return source{start: p.BodyStart, end: p.End, encoding: p.Encoding, skip: off, size: n}
-}
-
-func transforming(enc string) bool {
-	switch strings.ToUpper(enc) {
+	switch strings.ToUpper(p.Encoding) {
+	case "", "7BIT", "8BIT", "BINARY":
+		return rawRange(p.BodyStart, p.End, partial), nil
 	case "BASE64", "QUOTED-PRINTABLE":
-		return true
+		off, n := window(p.DecodedSize, partial)
+		return source{start: p.BodyStart, end: p.End, encoding: p.Encoding, skip: off, size: n}, nil
 	}
-	return false
+	return source{}, errUnknownCTE
 }
 
 // headerSection returns a header block whole, or filtered by

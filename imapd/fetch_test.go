@@ -318,3 +318,80 @@ func TestFetchHugeHeader(t *testing.T) {
 		t.Fatalf("HEADER.FIELDS: %q", got[2].Bytes)
 	}
 }
+
+// TestFetchUnknownCTE: BINARY of a part in a transfer encoding the server
+// cannot decode is NO [UNKNOWN-CTE] (RFC 3516 §4.2), not its raw bytes;
+// BODY of the same part and BINARY of the other parts still work.
+func TestFetchUnknownCTE(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.login(nil)
+	uu := "begin 644 hello.txt\r\n%:&5L;&\\`\r\n`\r\nend"
+	msg := crlf("From: bob@example.test\nSubject: uu\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\nplain part\n--b\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: x-uuencode\n\n") +
+		uu + "\r\n--b--\r\n"
+	uid := appendMsg(t, c, "INBOX", msg)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for name, opts := range map[string]*imap.FetchOptions{
+		"BINARY[2]":      {BinarySection: []*imap.FetchItemBinarySection{{Part: []int{2}, Peek: true}}},
+		"BINARY.SIZE[2]": {BinarySectionSize: []*imap.FetchItemBinarySectionSize{{Part: []int{2}}}},
+	} {
+		msgs, err := c.Fetch(imap.UIDSetNum(uid), opts).Collect()
+		if imapType(err) != imap.StatusResponseTypeNo || imapCode(err) != imap.ResponseCodeUnknownCTE {
+			t.Errorf("FETCH %s: %v (%d messages), want NO [UNKNOWN-CTE]", name, err, len(msgs))
+		}
+		if len(msgs) != 0 {
+			t.Errorf("FETCH %s wrote a response: %+v", name, msgs[0])
+		}
+	}
+	m := fetchOne(t, c, uid, &imap.FetchOptions{
+		BodySection:   []*imap.FetchItemBodySection{{Part: []int{2}, Peek: true}},
+		BinarySection: []*imap.FetchItemBinarySection{{Part: []int{1}, Peek: true}},
+	})
+	if got := string(m.FindBodySection(&imap.FetchItemBodySection{Part: []int{2}})); got != uu {
+		t.Errorf("BODY[2] = %q, want %q", got, uu)
+	}
+	if len(m.BinarySection) != 1 || string(m.BinarySection[0].Bytes) != "plain part" {
+		t.Errorf("BINARY[1] = %+v", m.BinarySection)
+	}
+	// The refused FETCHes set no \Seen.
+	if m := fetchOne(t, c, uid, &imap.FetchOptions{Flags: true}); len(m.Flags) != 0 {
+		t.Errorf("flags = %v", m.Flags)
+	}
+}
+
+// TestFetchSinglePartSections: in a message that is not multipart, part 1
+// is the body (RFC 9051 §6.4.5) and 1.MIME its header, which is the
+// message's header, as Dovecot answers.
+func TestFetchSinglePartSections(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.login(nil)
+	msg := crlf(simpleMsg)
+	header, body, _ := strings.Cut(msg, "\r\n\r\n")
+	header += "\r\n\r\n"
+	uid := appendMsg(t, c, "INBOX", msg)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		sec  *imap.FetchItemBodySection
+		want string
+	}{
+		{&imap.FetchItemBodySection{Part: []int{1}}, body},
+		{&imap.FetchItemBodySection{Part: []int{1}, Specifier: imap.PartSpecifierMIME}, header},
+		{&imap.FetchItemBodySection{Part: []int{1}, Partial: &imap.SectionPartial{Offset: 3, Size: 5}}, body[3:8]},
+		{&imap.FetchItemBodySection{Specifier: imap.PartSpecifierText}, body},
+		{&imap.FetchItemBodySection{Part: []int{2}}, ""},
+	}
+	for _, tc := range tests {
+		tc.sec.Peek = true
+		m := fetchOne(t, c, uid, &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{tc.sec}})
+		if got := string(m.FindBodySection(tc.sec)); got != tc.want {
+			t.Errorf("BODY[%v.%s]<%v> = %q, want %q", tc.sec.Part, tc.sec.Specifier, tc.sec.Partial, got, tc.want)
+		}
+	}
+	bm := fetchOne(t, c, uid, &imap.FetchOptions{BinarySection: []*imap.FetchItemBinarySection{{Part: []int{1}, Peek: true}}})
+	if len(bm.BinarySection) != 1 || string(bm.BinarySection[0].Bytes) != body {
+		t.Errorf("BINARY[1] = %+v, want %q", bm.BinarySection, body)
+	}
+}
