@@ -1,9 +1,9 @@
 package imapd
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -325,21 +325,124 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-// imapserver's own limit on command lines (~50 KiB): the offending
-// connection is dropped, the server carries on. (A synchronising literal
-// over 4 KiB in an ordinary command is refused, but imapserver then waits
-// for the rest of the line: that client hangs until its timeout.)
+// imapserver's own limit on command lines (50 KiB, maxCommandSize in
+// imapserver/conn.go): the command gets BAD, the rest of the line is then
+// read as a new command, which fails to parse, and imapserver closes the
+// connection. The server carries on.
 func TestProtocolLimits(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	r := e.raw()
 	fmt.Fprintf(r.c, "x2 NOOP %s\r\n", strings.Repeat("a", 60<<10))
-	r.c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadAll(r.r); err != nil && !errors.Is(err, io.EOF) {
-		t.Logf("read after an oversized command: %v", err)
+	r.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	rest, err := io.ReadAll(r.r)
+	if err != nil {
+		t.Fatalf("the connection was not closed after an oversized command: %v (got %q)", err, rest)
+	}
+	if got := string(rest); got != "x2 BAD [CLIENTBUG] Syntax error: expected CRLF, got \"a\"\r\n" {
+		t.Fatalf("after an oversized command: %q, want BAD then close", got)
 	}
 	// The server still serves others.
 	c := e.login(nil)
 	if err := c.Noop().Wait(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// dialRaw opens a TLS connection and reads the greeting, without logging in.
+func (e *env) dialRaw() *raw {
+	e.t.Helper()
+	conn, err := tls.Dial("tcp", e.addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { conn.Close() })
+	r := &raw{t: e.t, c: conn, r: bufio.NewReader(conn)}
+	r.line()
+	return r
+}
+
+// literalReadTimeout is imapserver's cmdReadTimeout (imapserver/conn.go,
+// not configurable): how long it reads one command.
+const literalReadTimeout = 30 * time.Second
+
+// A synchronising literal over 4096 bytes in anything but APPEND:
+// imapserver refuses it (checkBufferedLiteral) without telling the client,
+// sends no continuation, and goes on reading the command line the client
+// will not send, until its command read timeout. The client then gets
+// "NO [SERVERBUG] Internal server error" and the connection carries on.
+// Nothing was done. Both cases run at once, so the test waits the timeout
+// once.
+func TestLiteralLimit(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	before, err := e.st.Mailboxes(t.Context(), e.acc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Up to 4096 bytes a literal works, with a continuation.
+	ok := e.raw()
+	name := strings.Repeat("n", 4000)
+	fmt.Fprintf(ok.c, "s1 CREATE {%d}\r\n", len(name))
+	if l := ok.line(); !strings.HasPrefix(l, "+") {
+		t.Fatalf("no continuation for a 4000-byte literal: %q", l)
+	}
+	fmt.Fprintf(ok.c, "%s\r\n", name)
+	if l := ok.line(); !strings.HasPrefix(l, "s1 OK") {
+		t.Fatalf("CREATE of a 4000-byte name: %q", l)
+	}
+	if err := e.st.DeleteMailbox(t.Context(), e.acc.ID, name); err != nil {
+		t.Fatal(err)
+	}
+
+	cases := []struct {
+		name string
+		conn *raw
+		cmd  string
+		next string // a command that works afterwards
+	}{
+		{"LOGIN before authentication", e.dialRaw(), "a1 LOGIN {5000}", "LOGIN " + e.user + " " + e.pass},
+		{"CREATE when authenticated", e.raw(), "b1 CREATE {5000}", "NOOP"},
+	}
+	type result struct {
+		lines   []string
+		elapsed time.Duration
+		err     error
+	}
+	results := make([]chan result, len(cases))
+	for i, tc := range cases {
+		results[i] = make(chan result, 1)
+		go func() {
+			start := time.Now()
+			fmt.Fprintf(tc.conn.c, "%s\r\n", tc.cmd)
+			tc.conn.c.SetReadDeadline(start.Add(literalReadTimeout + 30*time.Second))
+			l, err := tc.conn.r.ReadString('\n')
+			results[i] <- result{[]string{strings.TrimRight(l, "\r\n")}, time.Since(start), err}
+		}()
+	}
+	for i, tc := range cases {
+		res := <-results[i]
+		if res.err != nil {
+			t.Fatalf("%s: no answer within %v: %v", tc.name, literalReadTimeout+30*time.Second, res.err)
+		}
+		tag, _, _ := strings.Cut(tc.cmd, " ")
+		if want := tag + " NO [SERVERBUG] Internal server error"; res.lines[0] != want {
+			t.Errorf("%s: %q, want %q (and no continuation)", tc.name, res.lines[0], want)
+		}
+		// It came when the server's read deadline hit (measured from the
+		// client's side, so never earlier), not at once.
+		if res.elapsed < literalReadTimeout-time.Second {
+			t.Errorf("%s: answered after %v, before imapserver's read timeout", tc.name, res.elapsed)
+		}
+		t.Logf("%s: %q after %v", tc.name, res.lines[0], res.elapsed.Round(time.Millisecond))
+		// The connection is still usable.
+		if _, status := tc.conn.try(tc.next); !strings.HasPrefix(status, "OK") {
+			t.Errorf("%s: next command: %q", tc.name, status)
+		}
+	}
+	after, err := e.st.Mailboxes(t.Context(), e.acc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(before) {
+		t.Fatalf("mailboxes changed: %d before, %d after", len(before), len(after))
 	}
 }

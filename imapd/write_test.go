@@ -2,9 +2,9 @@ package imapd
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -200,46 +200,117 @@ func TestAppend(t *testing.T) {
 	}
 }
 
-// A client that disconnects in the middle of an APPEND literal leaves
-// nothing behind.
-func TestAppendDisconnect(t *testing.T) {
-	e := newEnv(t, envOptions{})
-	conn, err := tls.Dial("tcp", e.addr, &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	buf := make([]byte, 4096)
-	read := func() string {
-		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, err := conn.Read(buf)
-		if err != nil {
-			t.Fatal(err)
+// waitFor polls cond until it holds, failing the test after a generous
+// deadline.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
 		}
-		return string(buf[:n])
+		time.Sleep(10 * time.Millisecond)
 	}
-	read() // greeting
-	fmt.Fprintf(conn, "a LOGIN %s %s\r\n", e.user, e.pass)
-	for !strings.Contains(read(), "a OK") {
-	}
-	fmt.Fprintf(conn, "b APPEND INBOX {100000}\r\n")
-	if r := read(); !strings.HasPrefix(r, "+") {
-		t.Fatalf("no continuation: %q", r)
-	}
-	io.WriteString(conn, crlf(simpleMsg)+strings.Repeat("y", 50000))
-	time.Sleep(100 * time.Millisecond)
-	conn.Close()
-	time.Sleep(200 * time.Millisecond)
-	mb, err := e.st.MailboxByName(context.Background(), e.acc.ID, "INBOX")
+}
+
+// sessionsOf returns how many authenticated sessions of the account the
+// server holds; a session lets go of its slot when imapserver has finished
+// with the connection (so after its last command returned).
+func (e *env) sessionsOf() int {
+	e.srv.mu.Lock()
+	defer e.srv.mu.Unlock()
+	return e.srv.conns[e.acc.ID]
+}
+
+func spoolFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "mailstack-spool-*"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := e.st.CountMessageContents(context.Background())
-	if err != nil {
-		t.Fatal(err)
+	return files
+}
+
+// A client that disconnects in the middle of an APPEND literal leaves
+// nothing behind: no message, no content row, no spool file (in memory up
+// to 1 MiB, in a temporary file above). Cut after the literal but before
+// the CRLF that ends the command line, the message is stored: imapserver
+// hands the literal to Session.Append, which commits, and reads the CRLF
+// only afterwards (Dovecot would wait for the end of the line). The client
+// never got its OK, so it may append the message again.
+func TestAppendDisconnect(t *testing.T) {
+	tests := []struct {
+		name       string
+		size, sent int
+		spoolFile  bool // the spool went to a temporary file
+		stored     bool
+	}{
+		{"in the literal, spooled in memory", 100_000, 50_000, false, false},
+		{"in the literal, spooled to a file", 2 << 20, 3 << 19, true, false},
+		{"after the literal, before its CRLF", 100_000, 100_000, false, true},
 	}
-	if mb.Messages != 0 || mb.UIDNext != 1 || n != 0 {
-		t.Fatalf("after an interrupted APPEND: %d messages, uidnext %d, %d contents", mb.Messages, mb.UIDNext, n)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tmp := t.TempDir()
+			t.Setenv("TMPDIR", tmp) // where store.Spool puts its files
+			e := newEnv(t, envOptions{})
+			r := e.raw()
+			msg := crlf(simpleMsg)
+			msg += strings.Repeat(strings.Repeat("y", 78)+"\r\n", (tc.size-len(msg))/80+1)
+			msg = msg[:tc.size]
+			fmt.Fprintf(r.c, "b APPEND INBOX {%d}\r\n", tc.size)
+			if l := r.line(); !strings.HasPrefix(l, "+") {
+				t.Fatalf("no continuation: %q", l)
+			}
+			if _, err := io.WriteString(r.c, msg[:tc.sent]); err != nil {
+				t.Fatal(err)
+			}
+			if tc.spoolFile {
+				waitFor(t, "the spool file", func() bool { return len(spoolFiles(t, tmp)) == 1 })
+			}
+			ctx := context.Background()
+			if tc.stored {
+				waitFor(t, "the APPEND to commit", func() bool {
+					mb, err := e.st.MailboxByName(ctx, e.acc.ID, "INBOX")
+					return err == nil && mb.Messages == 1
+				})
+				// No OK without the end of the command line.
+				r.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+				if l, err := r.r.ReadString('\n'); err == nil {
+					t.Fatalf("answer before the CRLF: %q", l)
+				}
+			}
+			r.c.Close()
+			waitFor(t, "the session to end", func() bool { return e.sessionsOf() == 0 })
+			if files := spoolFiles(t, tmp); len(files) != 0 {
+				t.Errorf("spool files left: %v", files)
+			}
+			mb, err := e.st.MailboxByName(ctx, e.acc.ID, "INBOX")
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := e.st.CountMessageContents(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.stored {
+				if mb.Messages != 0 || mb.UIDNext != 1 || n != 0 {
+					t.Fatalf("after an interrupted APPEND: %d messages, uidnext %d, %d contents", mb.Messages, mb.UIDNext, n)
+				}
+				return
+			}
+			if mb.Messages != 1 || mb.Size != int64(tc.size) || n != 1 {
+				t.Fatalf("after an APPEND cut before its CRLF: %d messages of %d bytes, %d contents", mb.Messages, mb.Size, n)
+			}
+			c := e.login(nil)
+			if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+				t.Fatal(err)
+			}
+			m := fetchOne(t, c, 1, &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{Peek: true}}})
+			if got := m.FindBodySection(&imap.FetchItemBodySection{}); string(got) != msg {
+				t.Fatalf("stored message differs (%d bytes, want %d)", len(got), len(msg))
+			}
+		})
 	}
 }
 
