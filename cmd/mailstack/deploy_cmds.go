@@ -141,19 +141,18 @@ func (c *cli) mobileconfig(ctx context.Context, args []string) error {
 	out := a.fs.String("o", "", "write the profile to this file (mode 0600: it holds a password); empty or -: standard output")
 	label := a.fs.String("label", "", `label of the new app password (default "Apple profile DATE")`)
 	// Accept flags after the address too (mailstack mobileconfig ADDRESS -o FILE).
-	if err := a.fs.Parse(args); err != nil {
-		return errUsage
+	if err := parseFlags(a.fs, args, c.stdout, a.printUsage); err != nil {
+		return err
 	}
 	rest := a.fs.Args()
 	if len(rest) > 1 {
-		if err := a.fs.Parse(rest[1:]); err != nil {
-			return errUsage
+		if err := parseFlags(a.fs, rest[1:], c.stdout, a.printUsage); err != nil {
+			return err
 		}
 		rest = append(rest[:1:1], a.fs.Args()...)
 	}
 	if len(rest) != 1 {
-		a.fs.Usage()
-		return errUsage
+		return fmt.Errorf("usage: mailstack mobileconfig [flags] ADDRESS; see 'mailstack mobileconfig -h'")
 	}
 	address, err := store.NormalizeAddress(rest[0])
 	if err != nil {
