@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/textproto"
 	"os"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/mailstack/mailstack/imapd"
 	"github.com/mailstack/mailstack/internal/dkimkey"
 	"github.com/mailstack/mailstack/internal/tlsconfig"
 	"github.com/mailstack/mailstack/smtpd"
@@ -219,3 +221,40 @@ func mailbox(t testing.TB, st *store.Store, accountID int64, name string) []stri
 func crlf(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }
 
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
+
+// cmd sends one command line on a raw SMTP connection and returns the
+// reply.
+func cmd(t testing.TB, tp *textproto.Conn, line string) (int, string) {
+	t.Helper()
+	if err := tp.PrintfLine("%s", line); err != nil {
+		t.Fatal(err)
+	}
+	code, msg, _ := tp.ReadResponse(0)
+	return code, msg
+}
+
+// converse sends command lines alternating with the reply code each must
+// get, failing the test at the first other reply.
+func converse(t testing.TB, tp *textproto.Conn, steps ...any) {
+	t.Helper()
+	for i := 0; i+1 < len(steps); i += 2 {
+		line, want := steps[i].(string), steps[i+1].(int)
+		if code, msg := cmd(t, tp, line); code != want {
+			t.Fatalf("%s: %d %s, want %d", line, code, msg, want)
+		}
+	}
+}
+
+// imapServer starts an IMAP server (implicit TLS) on e's store until the
+// test ends and returns its address.
+func (e *env) imapServer(t testing.TB) string {
+	t.Helper()
+	srv := imapd.New(e.st, imapd.Options{TLSConfig: e.serverTLS, Logger: testLogger(t)})
+	t.Cleanup(func() { srv.Close() })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln) //nolint:errcheck // ends with Close
+	return ln.Addr().String()
+}

@@ -1,27 +1,18 @@
 package smtpd_test
 
 import (
-	"net"
 	"strings"
 	"testing"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
-
-	"github.com/mailstack/mailstack/imapd"
 )
 
 // TestSubmitVisibleOverIMAP: a message submitted on 587 is in the
 // recipient's INBOX over IMAP as soon as the 250 came back.
 func TestSubmitVisibleOverIMAP(t *testing.T) {
 	e := newEnv(t, 1<<20)
-	srv := imapd.New(e.st, imapd.Options{TLSConfig: e.serverTLS, Logger: testLogger(t)})
-	t.Cleanup(func() { srv.Close() })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln) //nolint:errcheck
+	imapAddr := e.imapServer(t)
 
 	c := e.login(t, false, "alice@example.org", e.alicePass)
 	msg := crlf("From: alice@example.org\nTo: bob@example.org\nSubject: over imap\n\nHi.\n")
@@ -29,7 +20,7 @@ func TestSubmitVisibleOverIMAP(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ic, err := imapclient.DialTLS(ln.Addr().String(), &imapclient.Options{TLSConfig: e.clientTLS})
+	ic, err := imapclient.DialTLS(imapAddr, &imapclient.Options{TLSConfig: e.clientTLS})
 	if err != nil {
 		t.Fatal(err)
 	}

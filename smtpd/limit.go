@@ -15,8 +15,9 @@ const (
 	tooManyConns       = "421 4.7.0 Too many connections; try again later\r\n"
 )
 
-// ipLimiter counts open connections per remote IP address. One is shared
-// by all listeners of a backend (587 and 465 count together).
+// ipLimiter counts open connections per remote IP address (IPv6: per
+// /64, see limitKey). One is shared by all listeners of a backend (587 and
+// 465 count together).
 type ipLimiter struct {
 	max   int
 	mu    sync.Mutex
@@ -67,7 +68,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		ip := hostOf(c.RemoteAddr())
+		ip := limitKey(hostOf(c.RemoteAddr()))
 		if !l.perIP.acquire(ip) {
 			l.refuse(c, tooManyConnsFromIP, "too many connections from one address", ip)
 			continue
@@ -104,6 +105,20 @@ type limitedConn struct {
 func (c *limitedConn) Close() error {
 	c.once.Do(c.release)
 	return c.Conn.Close()
+}
+
+// limitKey is what the per-IP limits count connections by: an IPv4
+// address, or the /64 prefix of an IPv6 one (one site or host gets a /64
+// and may use any address in it).
+func limitKey(host string) string {
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return host
+	}
+	if v4 := ip.To4(); v4 != nil {
+		return v4.String()
+	}
+	return (&net.IPNet{IP: ip.Mask(net.CIDRMask(64, 128)), Mask: net.CIDRMask(64, 128)}).String()
 }
 
 func hostOf(a net.Addr) string {

@@ -35,8 +35,9 @@ var (
 
 // MXOptions are the inbound MX's settings beyond Config.
 type MXOptions struct {
-	// Resolver answers the DNS queries of SPF, DKIM and DMARC; nil means
-	// net.DefaultResolver. Tests inject an in-memory one.
+	// Resolver answers the DNS queries of SPF, DKIM and DMARC; required
+	// (net.DefaultResolver in production; tests inject an in-memory one,
+	// and cannot reach the real DNS by forgetting to).
 	Resolver inboundauth.Resolver
 	// MaxConnsPerIP limits concurrent connections from one remote IP
 	// address (default 20); more are greeted with 421 4.7.0 and closed.
@@ -62,8 +63,11 @@ type MX struct {
 	perIP *ipLimiter
 }
 
-// NewMX returns the inbound MX backend.
+// NewMX returns the inbound MX backend. It panics if opts.Resolver is nil.
 func NewMX(cfg Config, opts MXOptions) *MX {
+	if opts.Resolver == nil {
+		panic("smtpd: MXOptions.Resolver is required (net.DefaultResolver in production)")
+	}
 	if opts.MaxConnsPerIP <= 0 {
 		opts.MaxConnsPerIP = DefaultMaxConnsPerIP
 	}
@@ -109,8 +113,12 @@ type mxSession struct {
 	localDomain map[string]bool
 	mailbox     map[mailboxKey]int64
 
+	// rcptErrors counts refused RCPT commands over the whole session.
+	rcptErrors int
+
 	// envelope of the current transaction
 	from     string
+	size     int64          // declared with MAIL FROM SIZE=, or 0
 	rcptAddr []string       // accepted recipients (for logs and Received)
 	accounts []int64        // distinct recipient accounts, in RCPT order
 	seen     map[int64]bool // accounts already in accounts
@@ -120,9 +128,11 @@ func (s *mxSession) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), opTimeout)
 }
 
-// Reset implements smtp.Session.
+// Reset implements smtp.Session. go-smtp calls it after each DATA (and
+// its reply), on RSET, and here at MAIL.
 func (s *mxSession) Reset() {
-	s.from = ""
+	extendReads(s.conn.Conn(), 0)
+	s.from, s.size = "", 0
 	s.rcptAddr, s.accounts = nil, nil
 	s.seen = map[int64]bool{}
 }
@@ -133,17 +143,25 @@ func (s *mxSession) Logout() error { return nil }
 // Mail implements smtp.Session. Any sender is accepted here, the null
 // sender <> (bounces) included; authentication happens at DATA, once the
 // recipients are known to be ours, so relay probes cost no DNS lookups.
-func (s *mxSession) Mail(from string, _ *smtp.MailOptions) error {
+func (s *mxSession) Mail(from string, opts *smtp.MailOptions) error {
 	s.Reset()
 	s.from = from
+	if opts != nil {
+		s.size = opts.Size
+	}
 	return nil
 }
 
 // Rcpt implements smtp.Session: only existing local recipients, never
 // relaying. go-smtp has already dropped any source route (@a,@b:u@d),
 // which RFC 5321 Appendix C lets servers ignore, and unquoted the local
-// part, so a quoted "u@other"@ours arrives as u@other@ours.
+// part, so a quoted "u@other"@ours arrives as u@other@ours. After
+// maxRcptErrors refusals the connection is closed.
 func (s *mxSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	return countRcptError(s.conn, &s.rcptErrors, s.rcpt(to), s.m.cfg.Log)
+}
+
+func (s *mxSession) rcpt(to string) error {
 	addr := strings.ToLower(strings.TrimSpace(to))
 	at := strings.LastIndexByte(addr, '@')
 	if at <= 0 || at == len(addr)-1 {
@@ -182,6 +200,11 @@ func (s *mxSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if acc.Disabled {
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 2, 1}, Message: fmt.Sprintf("Mailbox disabled: <%s>", addr)}
 	}
+	if !s.seen[acc.ID] {
+		if err := rcptQuota(ctx, s.m.cfg, acc, addr, s.size); err != nil {
+			return err
+		}
+	}
 	s.rcptAddr = append(s.rcptAddr, addr)
 	if !s.seen[acc.ID] { // an alias of an account already listed: one copy
 		s.seen[acc.ID] = true
@@ -193,7 +216,9 @@ func (s *mxSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 // Data implements smtp.Session: spool, check, then deliver to every
 // recipient in one transaction before go-smtp sends 250.
 func (s *mxSession) Data(r io.Reader) error {
-	r = &deadlineReader{r: r, conn: s.conn.Conn(), d: s.m.opts.DataTimeout}
+	// Each network read may wait DataTimeout, however long the message
+	// takes in all (until Reset, after the reply).
+	extendReads(s.conn.Conn(), s.m.opts.DataTimeout)
 	in, err := readIncoming(r)
 	if errors.Is(err, errMalformedHeader) {
 		// Mail is never refused for being ugly: it is kept byte for byte,
@@ -276,6 +301,8 @@ func (s *mxSession) Data(r io.Reader) error {
 	if _, err := s.m.cfg.Store.Deliver(ctx, final, targets); err != nil {
 		if errors.Is(err, store.ErrOverQuota) {
 			// Temporary: the recipient may make room; the sender retries.
+			// (Mostly caught per recipient at RCPT; a message larger than
+			// declared, or a race, ends here.)
 			return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2}, Message: "A recipient's mailbox is full"}
 		}
 		log.Error("mx deliver", "err", err)
@@ -456,20 +483,4 @@ func authservIDOf(v string) string {
 		return ""
 	}
 	return f[0]
-}
-
-// deadlineReader extends the connection's read deadline before each read,
-// so DATA may take as long as it needs while data keeps arriving, but a
-// sender that goes silent is dropped after d.
-type deadlineReader struct {
-	r    io.Reader
-	conn net.Conn
-	d    time.Duration
-}
-
-func (r *deadlineReader) Read(p []byte) (int, error) {
-	if err := r.conn.SetReadDeadline(time.Now().Add(r.d)); err != nil {
-		return 0, fmt.Errorf("set data deadline: %w", err)
-	}
-	return r.r.Read(p)
 }

@@ -21,7 +21,6 @@ import (
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-smtp"
 
-	"github.com/mailstack/mailstack/imapd"
 	"github.com/mailstack/mailstack/smtpd"
 )
 
@@ -318,6 +317,13 @@ func TestMXAuthentication(t *testing.T) {
 				if smtpCode(err) != tc.wantCode || box != "" {
 					t.Fatalf("got %v, stored in %q; want %d and nothing stored", err, box, tc.wantCode)
 				}
+				// 5.7.1 delivery not authorized (a DMARC reject, RFC 7372
+				// §3.3 uses 5.7.1 too); 4.7.0 for a check to retry.
+				wantEnh := map[int]smtp.EnhancedCode{550: {5, 7, 1}, 451: {4, 7, 0}}[tc.wantCode]
+				var se *smtp.SMTPError
+				if errorsAs(err, &se); se.EnhancedCode != wantEnh {
+					t.Errorf("enhanced code %v, want %v", se.EnhancedCode, wantEnh)
+				}
 				if after, _ := e.st.CountMessageContents(ctx); after != before {
 					t.Errorf("refused message left %d content rows", after-before)
 				}
@@ -510,17 +516,7 @@ func TestMXLimits(t *testing.T) {
 	t.Run("data timeout", func(t *testing.T) {
 		e := newMXEnv(t, func(_ *smtpd.Config, o *smtpd.MXOptions) { o.DataTimeout = 200 * time.Millisecond })
 		tp := rawDial(t, e.addr)
-		for _, step := range []struct {
-			line string
-			want int
-		}{{"EHLO client.example", 250}, {"MAIL FROM:<a@nospf.example>", 250}, {"RCPT TO:<bob@example.org>", 250}, {"DATA", 354}} {
-			if err := tp.PrintfLine("%s", step.line); err != nil {
-				t.Fatal(err)
-			}
-			if code, msg, err := tp.ReadResponse(step.want); err != nil {
-				t.Fatalf("%s: %d %s %v", step.line, code, msg, err)
-			}
-		}
+		converse(t, tp, "EHLO client.example", 250, "MAIL FROM:<a@nospf.example>", 250, "RCPT TO:<bob@example.org>", 250, "DATA", 354)
 		tp.PrintfLine("Subject: slow\r\n\r\nfirst line") //nolint:errcheck // checked by the reply
 		time.Sleep(500 * time.Millisecond)
 		code, msg, _ := tp.ReadResponse(0)
@@ -529,6 +525,29 @@ func TestMXLimits(t *testing.T) {
 		}
 		if n, _ := e.st.CountMessageContents(ctx); n != 0 {
 			t.Errorf("%d messages stored", n)
+		}
+	})
+	t.Run("slow but steady data", func(t *testing.T) {
+		// Each read may wait DataTimeout; the whole message may take longer.
+		const timeout = 300 * time.Millisecond
+		e := newMXEnv(t, func(c *smtpd.Config, o *smtpd.MXOptions) { c.ReadTimeout, o.DataTimeout = timeout, timeout })
+		tp := rawDial(t, e.addr)
+		converse(t, tp, "EHLO client.example", 250, "MAIL FROM:<a@nospf.example>", 250, "RCPT TO:<bob@example.org>", 250, "DATA", 354)
+		tp.PrintfLine("From: a@nospf.example\r\nSubject: trickle\r\n") //nolint:errcheck // checked by the reply
+		for i := range 12 {
+			time.Sleep(timeout / 3)
+			if err := tp.PrintfLine("line %d", i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tp.PrintfLine("."); err != nil {
+			t.Fatal(err)
+		}
+		if code, msg, _ := tp.ReadResponse(0); code != 250 {
+			t.Fatalf("slow but steady DATA got %d %s, want 250", code, msg)
+		}
+		if box, _ := e.find(t, e.bob.ID, "line 11\r\n"); box != "INBOX" {
+			t.Errorf("stored in %q", box)
 		}
 	})
 }
@@ -553,6 +572,13 @@ func rawDial(t testing.TB, addr string) *textproto.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return rawConn(t, conn)
+}
+
+// rawConn reads the greeting on conn and returns it as a text connection,
+// closed when the test ends.
+func rawConn(t testing.TB, conn net.Conn) *textproto.Conn {
+	t.Helper()
 	tp := textproto.NewConn(conn)
 	t.Cleanup(func() { tp.Close() })
 	if _, _, err := tp.ReadResponse(220); err != nil {
@@ -654,17 +680,11 @@ func TestMXThreeRecipients(t *testing.T) {
 		t.Errorf("%d content rows (%v), want 1", n, err)
 	}
 
-	srv := imapd.New(e.st, imapd.Options{TLSConfig: e.serverTLS, Logger: testLogger(t)})
-	t.Cleanup(func() { srv.Close() })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln) //nolint:errcheck // ends with Close
+	imapAddr := e.imapServer(t)
 	for _, u := range []struct{ user, pass string }{
 		{"alice@example.org", e.alicePass}, {"bob@example.org", e.bobPass}, {carol.Address, carolPass},
 	} {
-		ic, err := imapclient.DialTLS(ln.Addr().String(), &imapclient.Options{TLSConfig: e.clientTLS})
+		ic, err := imapclient.DialTLS(imapAddr, &imapclient.Options{TLSConfig: e.clientTLS})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,9 +8,11 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -120,6 +122,7 @@ func (s *Server) Serve(l net.Listener) error {
 	if s.wrap != nil {
 		l = s.wrap(l)
 	}
+	l = dataListener{l}
 	if s.implicitTLS {
 		l = tls.NewListener(l, s.tls)
 	}
@@ -145,4 +148,96 @@ type slogWriter struct{ log *slog.Logger }
 func (w slogWriter) Write(p []byte) (int, error) {
 	w.log.Error("smtp server", "msg", string(p))
 	return len(p), nil
+}
+
+// dataConn is every accepted connection, below TLS. While extending is
+// set (DATA is being received), each read first moves the read deadline
+// that far ahead, so an upload may take as long as it needs while data
+// keeps arriving, but a sender that goes silent is dropped. go-smtp itself
+// sets one deadline before the DATA command and never extends it, and its
+// DATA reader fills a whole buffer per Read, so the deadline must move
+// here, at each network read. (With BDAT, go-smtp reads the next BDAT
+// commands while the message is being received, under this deadline too.)
+type dataConn struct {
+	net.Conn
+	extend atomic.Int64 // a time.Duration; 0: off
+}
+
+func (c *dataConn) Read(p []byte) (int, error) {
+	if d := time.Duration(c.extend.Load()); d > 0 {
+		if err := c.Conn.SetReadDeadline(time.Now().Add(d)); err != nil {
+			return 0, fmt.Errorf("set data deadline: %w", err)
+		}
+	}
+	return c.Conn.Read(p)
+}
+
+// dataListener wraps accepted connections in dataConn.
+type dataListener struct{ net.Listener }
+
+func (l dataListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &dataConn{Conn: c}, nil
+}
+
+// extendReads makes every read on c (a connection of Server.Serve, maybe
+// under TLS) move its read deadline d ahead, until called with d = 0.
+func extendReads(c net.Conn, d time.Duration) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if dc, ok := c.(*dataConn); ok {
+		dc.extend.Store(int64(d))
+	}
+}
+
+// maxRcptErrors is how many refused RCPT commands one session may have:
+// at that many, the client is told 421 and disconnected, so probing for
+// addresses or relaying costs it a new connection per 20 tries (as
+// Postfix's smtpd_hard_error_limit, 20 errors).
+const maxRcptErrors = 20
+
+// tooManyErrors is the reply sent before closing such a session.
+const tooManyErrors = "421 4.7.0 Too many errors; closing the connection\r\n"
+
+// countRcptError counts a RCPT refusal (err != nil) in *n and returns err.
+// At maxRcptErrors it writes 421 itself and closes the connection: go-smtp
+// cannot end a session from a command handler, and its reply to this RCPT
+// then goes nowhere.
+func countRcptError(c *smtp.Conn, n *int, err error, log *slog.Logger) error {
+	if err == nil {
+		return nil
+	}
+	if *n++; *n < maxRcptErrors {
+		return err
+	}
+	log.Warn("smtp: too many refused recipients, disconnecting", "ip", hostOf(c.Conn().RemoteAddr()), "refused", *n)
+	conn := c.Conn()
+	conn.SetWriteDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck // best effort
+	io.WriteString(conn, tooManyErrors)                     //nolint:errcheck // best effort
+	c.Close()
+	return err
+}
+
+// rcptQuota answers RCPT for the local account acc (as addr) 452 4.2.2
+// when it has a quota and cannot take size more bytes (0, undeclared,
+// counts as 1): a full mailbox defers its own recipient, not the whole
+// message, as Postfix with Dovecot's quota service does. The sender
+// retries; the user may make room. Delivery checks again.
+func rcptQuota(ctx context.Context, cfg Config, acc *store.Account, addr string, size int64) error {
+	if acc.QuotaBytes <= 0 {
+		return nil
+	}
+	full, err := cfg.Store.QuotaFull(ctx, acc.ID, max(size, 1))
+	if err != nil {
+		cfg.Log.Error("smtp rcpt quota", "err", err, "account", acc.ID)
+		return errTempFailure
+	}
+	if full {
+		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2}, Message: fmt.Sprintf("Mailbox full: <%s>", addr)}
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
@@ -19,6 +20,10 @@ import (
 
 // opTimeout bounds each store call made for one SMTP command.
 const opTimeout = 30 * time.Second
+
+// commitTimeout bounds signing and storing one received message, counted
+// from when it has been read whole (its upload may take much longer).
+const commitTimeout = 2 * time.Minute
 
 // Replies used by submission sessions.
 var (
@@ -82,8 +87,12 @@ type session struct {
 	localDomain map[string]bool // domain → served here
 	inboxOf     map[int64]int64 // account → INBOX mailbox id
 
+	// rcptErrors counts refused RCPT commands over the whole session.
+	rcptErrors int
+
 	// envelope of the current transaction
 	from       string
+	size       int64 // declared with MAIL FROM SIZE=, or 0
 	local      []store.Target
 	localSeen  map[int64]bool
 	remote     []string
@@ -173,7 +182,7 @@ func notYours(what, addr string) error {
 }
 
 // Mail implements smtp.Session.
-func (s *session) Mail(from string, _ *smtp.MailOptions) error {
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	ctx, cancel := s.ctx()
 	defer cancel()
 	if err := s.checkLogin(ctx); err != nil {
@@ -189,12 +198,20 @@ func (s *session) Mail(from string, _ *smtp.MailOptions) error {
 		return notYours("Sender", from)
 	}
 	s.from = from
+	if opts != nil {
+		s.size = opts.Size
+	}
 	return nil
 }
 
 // Rcpt implements smtp.Session. Local recipients are checked now, so an
-// unknown one is refused here rather than bounced later.
+// unknown one (or a full mailbox) is refused here rather than bounced
+// later. After maxRcptErrors refusals the connection is closed.
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	return countRcptError(s.conn, &s.rcptErrors, s.rcpt(to), s.b.cfg.Log)
+}
+
+func (s *session) rcpt(to string) error {
 	if s.login == nil {
 		return errAuthRequired
 	}
@@ -214,9 +231,13 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		s.localDomain[domain] = local
 	}
 	if !local {
+		// A remote local part is the remote server's business and may be
+		// case-sensitive (RFC 5321 §2.4): only the domain is lowercased.
+		// Duplicates are still found case-insensitively.
 		if !s.remoteSeen[addr] {
 			s.remoteSeen[addr] = true
-			s.remote = append(s.remote, addr)
+			localPart, _, _ := strings.Cut(strings.TrimSpace(to), "@")
+			s.remote = append(s.remote, localPart+"@"+domain)
 		}
 		return nil
 	}
@@ -233,6 +254,9 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	}
 	if s.localSeen[acc.ID] {
 		return nil // an alias of an account already listed: one copy
+	}
+	if err := rcptQuota(ctx, s.b.cfg, acc, addr, s.size); err != nil {
+		return err
 	}
 	inbox, ok := s.inboxOf[acc.ID]
 	if !ok {
@@ -253,29 +277,22 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 // headers, signs for remote recipients and commits delivery and queueing
 // in one transaction before go-smtp sends 250.
 func (s *session) Data(r io.Reader) error {
-	ctx, cancel := context.WithTimeout(context.Background(), s.b.cfg.ReadTimeout)
-	defer cancel()
-	if err := s.checkLogin(ctx); err != nil {
+	lctx, lcancel := s.ctx()
+	err := s.checkLogin(lctx)
+	lcancel()
+	if err != nil {
 		return err
 	}
+	// Each network read may wait ReadTimeout, however long the upload takes
+	// (until Reset, after the reply).
+	extendReads(s.conn.Conn(), s.b.cfg.ReadTimeout)
 	in, err := readIncoming(r)
 	if err != nil {
 		return s.dataError("read header", err)
 	}
-	froms, err := in.addresses("From")
-	if err != nil || len(froms) == 0 {
-		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "The message needs a valid From header"}
-	}
-	senders, _ := in.addresses("Sender")
-	for _, a := range append(froms, senders...) {
-		ok, err := s.owns(ctx, a.Address)
-		if err != nil {
-			s.b.cfg.Log.Error("smtp from header", "err", err)
-			return errTempFailure
-		}
-		if !ok {
-			return notYours("From header address", a.Address)
-		}
+	froms, err := s.checkAuthors(in)
+	if err != nil {
+		return err
 	}
 	// Blind copies stay blind: the Bcc recipients are in the envelope, and
 	// the field must reach no one (as Postfix's cleanup removes it).
@@ -291,6 +308,9 @@ func (s *session) Data(r io.Reader) error {
 		return s.dataError("spool", err)
 	}
 	defer msg.Close()
+	// The clock for signing and storing starts once the data is in.
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
 	var remote []store.Outbound
 	if len(s.remote) > 0 {
 		// Sign with the key of the From domain, the one DMARC aligns with.
@@ -329,6 +349,54 @@ func (s *session) Data(r io.Reader) error {
 	return nil
 }
 
+// errHeaderFields is the reply to a header that breaks RFC 5322 §3.6's
+// field counts or has an unparseable author field.
+func errHeaderFields(msg string) error {
+	return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: msg}
+}
+
+// checkAuthors enforces exactly one From field and at most one Sender
+// field of one mailbox (RFC 5322 §3.6), and that the account owns every
+// address in them: receivers (and DKIM, which signs the last From field,
+// RFC 6376 §5.4.2) must not see an author the account does not own. It
+// returns the From addresses.
+func (s *session) checkAuthors(in *incoming) ([]*mail.Address, error) {
+	switch n := len(in.header.Values("From")); {
+	case n == 0:
+		return nil, errHeaderFields("The message needs a From header")
+	case n > 1:
+		return nil, errHeaderFields("The message has several From fields; it must have exactly one")
+	}
+	froms, err := in.addresses("From")
+	if err != nil || len(froms) == 0 {
+		return nil, errHeaderFields("The message needs a valid From header")
+	}
+	authors := froms
+	switch n := len(in.header.Values("Sender")); {
+	case n > 1:
+		return nil, errHeaderFields("The message has several Sender fields; it may have at most one")
+	case n == 1:
+		senders, err := in.addresses("Sender")
+		if err != nil || len(senders) != 1 {
+			return nil, errHeaderFields("The Sender field must hold exactly one valid address")
+		}
+		authors = append(authors, senders...)
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	for _, a := range authors {
+		ok, err := s.owns(ctx, a.Address)
+		if err != nil {
+			s.b.cfg.Log.Error("smtp from header", "err", err)
+			return nil, errTempFailure
+		}
+		if !ok {
+			return nil, notYours("From header address", a.Address)
+		}
+	}
+	return froms, nil
+}
+
 // dataError maps a failure while reading the message to a reply.
 func (s *session) dataError(what string, err error) error {
 	var smtpErr *smtp.SMTPError
@@ -346,9 +414,11 @@ func (s *session) dataError(what string, err error) error {
 	return errTempFailure
 }
 
-// Reset implements smtp.Session.
+// Reset implements smtp.Session. go-smtp calls it after each DATA (and
+// its reply), on RSET, and here at MAIL.
 func (s *session) Reset() {
-	s.from = ""
+	extendReads(s.conn.Conn(), 0)
+	s.from, s.size = "", 0
 	s.local, s.remote = nil, nil
 	s.localSeen, s.remoteSeen = map[int64]bool{}, map[string]bool{}
 }

@@ -1,8 +1,13 @@
 package smtpd_test
 
 import (
+	"fmt"
+	"io"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/mailstack/mailstack/smtpd"
 )
 
 func TestSubmitLocal(t *testing.T) {
@@ -35,6 +40,56 @@ func TestSubmitLocal(t *testing.T) {
 			}
 			if n := len(mailbox(t, e.st, e.alice.ID, "Sent")); n != 0 {
 				t.Errorf("alice's Sent has %d messages; clients file their own copy", n)
+			}
+		})
+	}
+}
+
+// TestSubmissionSlowUpload: a client that keeps sending DATA, slowly, for
+// longer than the read timeout is not cut off (go-smtp's deadline is set
+// once, before DATA); one that stops sending is.
+func TestSubmissionSlowUpload(t *testing.T) {
+	e := newEnv(t, 1<<20)
+	const timeout = 300 * time.Millisecond
+	_, addr465 := submissionServers(t, e, func(c *smtpd.Config) { c.ReadTimeout = timeout })
+	for _, tc := range []struct {
+		name  string
+		pause time.Duration // between chunks
+		want  int
+	}{
+		{"trickling", timeout / 3, 250},
+		{"stalled", 3 * timeout, 0}, // 451 or 421, or the connection dropped
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tp, conn := authedRaw(t, e, addr465)
+			converse(t, tp, "MAIL FROM:<alice@example.org>", 250, "RCPT TO:<bob@example.org>", 250, "DATA", 354)
+			chunks := 12 // 12 × timeout/3 = 4 × the read timeout in all
+			if tc.want == 0 {
+				chunks = 2
+			}
+			if _, err := io.WriteString(conn, "From: alice@example.org\r\nSubject: "+tc.name+"\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			for i := range chunks {
+				time.Sleep(tc.pause)
+				if _, err := fmt.Fprintf(conn, "line %d of a slow upload\r\n", i); err != nil {
+					break // the server gave up on a stalled client
+				}
+			}
+			io.WriteString(conn, ".\r\n") //nolint:errcheck // a stalled client may be gone
+			code, msg, _ := tp.ReadResponse(0)
+			if tc.want == 250 {
+				if code != 250 {
+					t.Fatalf("slow but steady upload got %d %s, want 250", code, msg)
+				}
+				got := e.inbox(t, e.bob)
+				if len(got) != 1 || !strings.Contains(got[0], "line 11 of a slow upload\r\n") {
+					t.Fatalf("bob's INBOX: %q", got)
+				}
+				return
+			}
+			if code == 250 {
+				t.Fatalf("stalled upload accepted: %s", msg)
 			}
 		})
 	}

@@ -51,7 +51,7 @@ func (s *server) startMX(ctx context.Context, addr string) (func() error, func(c
 		MaxMessageSize: s.cfg.maxMessageSize,
 		Log:            s.log.With("service", "mx"),
 		Metrics:        s.metrics,
-	}, smtpd.MXOptions{})
+	}, smtpd.MXOptions{Resolver: net.DefaultResolver})
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
@@ -65,7 +65,8 @@ func (s *server) startMX(ctx context.Context, addr string) (func() error, func(c
 // startOutbound starts this process's outbound queue worker. Its "address"
 // in the banner says where mail goes: MX hosts or the relay.
 func (s *server) startOutbound(ctx context.Context, _ string) (func() error, func(context.Context) error, string, error) {
-	cfg := outbound.Config{Store: s.st, Hostname: s.cfg.hostname, Log: s.log.With("service", "outbound"), Metrics: s.metrics}
+	cfg := outbound.Config{Store: s.st, Hostname: s.cfg.hostname, Resolver: net.DefaultResolver,
+		Log: s.log.With("service", "outbound"), Metrics: s.metrics}
 	where := "direct to MX hosts, port 25"
 	if s.cfg.relay != "" {
 		r, err := outbound.ParseRelay(s.cfg.relay)

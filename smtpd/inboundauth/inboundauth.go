@@ -136,10 +136,12 @@ type Checker struct {
 	r Resolver
 }
 
-// New returns a Checker using r, or net.DefaultResolver if r is nil.
+// New returns a Checker using r (net.DefaultResolver in production). It
+// panics if r is nil: there is no default, so that no test reaches the
+// real DNS by forgetting to inject one.
 func New(r Resolver) *Checker {
 	if r == nil {
-		r = net.DefaultResolver
+		panic("inboundauth: a Resolver is required")
 	}
 	return &Checker{r: r}
 }
