@@ -1,17 +1,22 @@
 package smtpd_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/emersion/go-message"
+	gmtextproto "github.com/emersion/go-message/textproto"
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -35,6 +40,12 @@ type fakeMX struct {
 
 	// rcptDelay, if set, says how long to stall before answering RCPT.
 	rcptDelay func(to string) time.Duration
+	// rcptErr, if set, answers RCPT for to on its try-th attempt (1-based);
+	// nil accepts.
+	rcptErr  func(to string, try int) error
+	rcptTry  map[string]int
+	rcptLast time.Time    // when the last RCPT came
+	conns    atomic.Int32 // connections accepted
 	// onData, if set, sees the recipients of each message before it is
 	// accepted.
 	onData func(to []string)
@@ -48,7 +59,7 @@ type delivery struct {
 
 func newFakeMX(t testing.TB, tlsCfg *tls.Config) *fakeMX {
 	t.Helper()
-	mx := &fakeMX{perRcpt: map[string]int{}}
+	mx := &fakeMX{perRcpt: map[string]int{}, rcptTry: map[string]int{}}
 	s := smtp.NewServer(mx)
 	s.Domain = "mx.remote.test"
 	s.TLSConfig = tlsCfg
@@ -57,11 +68,25 @@ func newFakeMX(t testing.TB, tlsCfg *tls.Config) *fakeMX {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go s.Serve(l) //nolint:errcheck
+	go s.Serve(countingListener{l, &mx.conns}) //nolint:errcheck
 	t.Cleanup(func() { s.Close() })
 	mx.addr = l.Addr().String()
 	mx.port = l.Addr().(*net.TCPAddr).Port
 	return mx
+}
+
+// countingListener counts accepted connections.
+type countingListener struct {
+	net.Listener
+	n *atomic.Int32
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
 }
 
 type discardLog struct{}
@@ -91,6 +116,18 @@ func (s *mxSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	}
 	if strings.HasPrefix(to, "nobody@") {
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+	}
+	try := func() int {
+		s.mx.mu.Lock()
+		defer s.mx.mu.Unlock()
+		s.mx.rcptTry[to]++
+		s.mx.rcptLast = time.Now()
+		return s.mx.rcptTry[to]
+	}()
+	if s.mx.rcptErr != nil {
+		if err := s.mx.rcptErr(to, try); err != nil {
+			return err
+		}
 	}
 	s.to = append(s.to, to)
 	return nil
@@ -292,33 +329,267 @@ func TestRetryThenSuccess(t *testing.T) {
 	}
 }
 
+// dsnReport is a parsed RFC 3464 delivery status notification.
+type dsnReport struct {
+	header     gmtextproto.Header   // of the DSN message itself
+	human      string               // the first part
+	perMessage gmtextproto.Header   // the per-message fields
+	recipients []gmtextproto.Header // one per-recipient block each
+	original   string               // the third part: the original header
+}
+
+// parseDSN parses a DSN with go-message: a multipart/report of
+// report-type delivery-status with exactly three parts, the second one
+// message/delivery-status.
+func parseDSN(t testing.TB, raw string) dsnReport {
+	t.Helper()
+	ent, err := message.Read(strings.NewReader(raw))
+	if err != nil {
+		t.Fatalf("DSN: %v\n%s", err, raw)
+	}
+	var rep dsnReport
+	rep.header = ent.Header.Header
+	mt, params, err := ent.Header.ContentType()
+	if err != nil || mt != "multipart/report" || params["report-type"] != "delivery-status" {
+		t.Fatalf("DSN Content-Type %s %v (%v)", mt, params, err)
+	}
+	mr := ent.MultipartReader()
+	var parts []string
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("DSN part: %v", err)
+		}
+		pt, _, _ := p.Header.ContentType()
+		b, err := io.ReadAll(p.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, pt)
+		switch len(parts) {
+		case 1:
+			rep.human = string(b)
+		case 2:
+			br := bufio.NewReader(bytes.NewReader(b))
+			for {
+				h, err := gmtextproto.ReadHeader(br)
+				if err != nil {
+					t.Fatalf("delivery-status fields: %v\n%s", err, b)
+				}
+				if h.Len() == 0 {
+					break
+				}
+				if rep.perMessage.Len() == 0 {
+					rep.perMessage = h
+				} else {
+					rep.recipients = append(rep.recipients, h)
+				}
+				if _, err := br.Peek(1); err == io.EOF {
+					break
+				}
+			}
+		case 3:
+			rep.original = string(b)
+		}
+	}
+	if len(parts) != 3 || parts[0] != "text/plain" || parts[1] != "message/delivery-status" || parts[2] != "text/rfc822-headers" {
+		t.Fatalf("DSN parts %v, want text/plain, message/delivery-status, text/rfc822-headers", parts)
+	}
+	return rep
+}
+
+// recipient returns the per-recipient block for addr, failing if there is
+// none.
+func (r dsnReport) recipient(t testing.TB, addr string) gmtextproto.Header {
+	t.Helper()
+	for _, h := range r.recipients {
+		if h.Get("Final-Recipient") == "rfc822; "+addr {
+			return h
+		}
+	}
+	t.Fatalf("DSN has no block for %s: %d blocks", addr, len(r.recipients))
+	return gmtextproto.Header{}
+}
+
+// waitDSNs waits until the queue is empty, then a little longer for any
+// further DSN, and returns the sender's INBOX (all DSNs).
+func (e *env) waitDSNs(t testing.TB) []string {
+	t.Helper()
+	waitFor(t, "the queue to empty", func() bool { return e.queueLen(t) == 0 })
+	time.Sleep(300 * time.Millisecond) // a second DSN would show up by now
+	return e.inbox(t, e.alice)
+}
+
+// TestPermanentFailureDSN: recipients at two domains fail for good in the
+// same attempt, a third is delivered: exactly one DSN lists both failures.
 func TestPermanentFailureDSN(t *testing.T) {
 	e := newEnv(t, 1<<20)
 	mx := newFakeMX(t, e.serverTLS)
 	startWorker(t, e.st, mx, nil)
 	c := e.login(t, false, "alice@example.org", e.alicePass)
 	msg := crlf("From: alice@example.org\nTo: nobody@remote.test\nSubject: doomed\n\nbody\n")
-	if err := send(c, "alice@example.org", []string{"nobody@remote.test", "nobody@nxdomain.test"}, msg); err != nil {
+	if err := send(c, "alice@example.org", []string{"nobody@remote.test", "nobody@nxdomain.test", "carol@other.test"}, msg); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "bounces", func() bool { return e.queueLen(t) == 0 })
-	time.Sleep(300 * time.Millisecond) // a second DSN would show up by now
-	got := e.inbox(t, e.alice)
-	if len(got) != 2 {
-		t.Fatalf("sender's INBOX has %d messages, want one DSN per failed message group (2)", len(got))
+	got := e.waitDSNs(t)
+	if len(got) != 1 {
+		t.Fatalf("sender's INBOX has %d messages, want exactly one DSN for the message:\n%s", len(got), strings.Join(got, "\n-----\n"))
 	}
-	all := strings.Join(got, "\n")
-	for _, want := range []string{
-		"Content-Type: multipart/report", "report-type=delivery-status", "Content-Type: message/delivery-status",
-		"Final-Recipient: rfc822; nobody@remote.test", "Status: 5.1.1", "Diagnostic-Code: smtp; 550 5.1.1 no such user",
-		"Final-Recipient: rfc822; nobody@nxdomain.test", "Status: 5.1.2", "Subject: doomed", "Action: failed",
-	} {
-		if !strings.Contains(all, want) {
-			t.Errorf("DSNs lack %q:\n%s", want, all)
+	rep := parseDSN(t, got[0])
+	if rep.header.Get("To") != "<alice@example.org>" || !strings.Contains(rep.header.Get("From"), "MAILER-DAEMON@") ||
+		rep.header.Get("Auto-Submitted") != "auto-replied" {
+		t.Errorf("DSN header: %v", rep.header.Map())
+	}
+	if rep.perMessage.Get("Reporting-MTA") != "dns; mail.example.org" || rep.perMessage.Get("Arrival-Date") == "" {
+		t.Errorf("per-message fields: %v", rep.perMessage.Map())
+	}
+	if len(rep.recipients) != 2 {
+		t.Fatalf("%d recipient blocks, want 2 (the delivered recipient is not reported)", len(rep.recipients))
+	}
+	r1 := rep.recipient(t, "nobody@remote.test")
+	for k, want := range map[string]string{"Action": "failed", "Status": "5.1.1", "Remote-MTA": "dns; mx1.remote.test",
+		"Diagnostic-Code": "smtp; 550 5.1.1 no such user"} {
+		if got := r1.Get(k); got != want {
+			t.Errorf("nobody@remote.test %s: %q, want %q", k, got, want)
 		}
 	}
+	if r1.Get("Last-Attempt-Date") == "" {
+		t.Error("no Last-Attempt-Date")
+	}
+	r2 := rep.recipient(t, "nobody@nxdomain.test")
+	if r2.Get("Action") != "failed" || r2.Get("Status") != "5.1.2" {
+		t.Errorf("nobody@nxdomain.test: %v", r2.Map())
+	}
+	if !strings.Contains(rep.original, "Subject: doomed\r\n") || strings.Contains(rep.original, "\r\nbody\r\n") {
+		t.Errorf("third part is not the original header:\n%s", rep.original)
+	}
+	for _, a := range []string{"<nobody@remote.test>", "<nobody@nxdomain.test>"} {
+		if !strings.Contains(rep.human, a) {
+			t.Errorf("human-readable part does not name %s:\n%s", a, rep.human)
+		}
+	}
+	if d := mx.deliveries(); len(d) != 1 || strings.Join(d[0].to, ",") != "carol@other.test" {
+		t.Errorf("deliveries %+v, want only carol@other.test", d)
+	}
+}
+
+// TestDSNWaitsForRetries: failures at different times are reported
+// together, once the last recipient of the message is finished; a
+// recipient that fails after others were delivered is still reported.
+func TestDSNWaitsForRetries(t *testing.T) {
+	tempThenPerm := func(_ string, try int) error {
+		if try == 1 {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 2, 0}, Message: "greylisted"}
+		}
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "gone now"}
+	}
+	for _, tc := range []struct {
+		name  string
+		rcpts []string
+		want  []string // reported recipients
+	}{
+		{"failed now and failed after a retry", []string{"nobody@remote.test", "later@other.test"}, []string{"nobody@remote.test", "later@other.test"}},
+		{"delivered now and failed after a retry", []string{"carol@remote.test", "later@other.test"}, []string{"later@other.test"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, 1<<20)
+			mx := newFakeMX(t, e.serverTLS)
+			gate := make(chan struct{})
+			mx.rcptErr = func(to string, try int) error {
+				if !strings.HasPrefix(to, "later@") {
+					return nil
+				}
+				if try == 2 {
+					<-gate // the first outcome is recorded and checked meanwhile
+				}
+				return tempThenPerm(to, try)
+			}
+			startWorker(t, e.st, mx, nil)
+			c := e.login(t, true, "alice@example.org", e.alicePass)
+			if err := send(c, "alice@example.org", tc.rcpts, crlf("From: alice@example.org\nSubject: mixed\n\nbody\n")); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the first recipient's outcome", func() bool {
+				q, _ := e.st.QueueEntries(context.Background())
+				return len(q) == len(tc.want) && slices.ContainsFunc(q, func(r store.QueuedMessage) bool {
+					return r.RcptTo == "later@other.test" && r.Attempts >= 1 && r.Lease != ""
+				}) &&
+					!slices.ContainsFunc(q, func(r store.QueuedMessage) bool { return r.RcptTo != "later@other.test" && r.FailedAt == nil })
+			})
+			if n := len(e.inbox(t, e.alice)); n != 0 {
+				t.Fatalf("%d DSNs while a recipient is still being retried", n)
+			}
+			close(gate)
+			got := e.waitDSNs(t)
+			if len(got) != 1 {
+				t.Fatalf("%d DSNs, want exactly one", len(got))
+			}
+			rep := parseDSN(t, got[0])
+			if len(rep.recipients) != len(tc.want) {
+				t.Fatalf("%d recipient blocks, want %v", len(rep.recipients), tc.want)
+			}
+			for _, a := range tc.want {
+				if r := rep.recipient(t, a); r.Get("Action") != "failed" || r.Get("Status") != "5.1.1" {
+					t.Errorf("%s: %v", a, r.Map())
+				}
+			}
+		})
+	}
+}
+
+// TestExpiryDSN: an MX that always answers 451 is retried until MaxAge
+// after the message was queued (the last try at that time, not before)
+// and then the sender gets exactly one DSN, Status 4.4.7.
+func TestExpiryDSN(t *testing.T) {
+	e := newEnv(t, 1<<20)
+	mx := newFakeMX(t, e.serverTLS)
+	mx.reply = func(int) error {
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
+	}
+	// Backoff 100, 200, 400, 400 ms…: tries at 0, 0.1, 0.3, 0.7, 1.1 s; the
+	// next would be at 1.5 s, past MaxAge, so the last comes at 1.3 s.
+	const maxAge = 1300 * time.Millisecond
+	startWorker(t, e.st, mx, func(c *outbound.Config) { c.MaxAge = maxAge })
+	c := e.login(t, true, "alice@example.org", e.alicePass)
+	if err := send(c, "alice@example.org", []string{"carol@remote.test", "dave@remote.test"}, crlf("From: alice@example.org\nSubject: expiring\n\nbody\n")); err != nil {
+		t.Fatal(err)
+	}
+	q, err := e.st.QueueEntries(context.Background())
+	if err != nil || len(q) != 2 {
+		t.Fatal(q, err)
+	}
+	created := q[0].CreatedAt
+	got := e.waitDSNs(t)
+	if len(got) != 1 {
+		t.Fatalf("%d DSNs, want exactly one", len(got))
+	}
+	mx.mu.Lock()
+	last, tries := mx.rcptLast, mx.rcptTry["carol@remote.test"]
+	mx.mu.Unlock()
+	if last.Before(created.Add(maxAge)) {
+		t.Errorf("last try %v after queueing, before MaxAge (%v): bounced early", last.Sub(created), maxAge)
+	}
+	if tries < 3 {
+		t.Errorf("%d tries, want retries until MaxAge", tries)
+	}
+	rep := parseDSN(t, got[0])
+	if len(rep.recipients) != 2 {
+		t.Fatalf("%d recipient blocks, want 2", len(rep.recipients))
+	}
+	for _, a := range []string{"carol@remote.test", "dave@remote.test"} {
+		r := rep.recipient(t, a)
+		if r.Get("Action") != "failed" || r.Get("Status") != "4.4.7" || r.Get("Diagnostic-Code") != "smtp; 451 4.3.0 try again later" {
+			t.Errorf("%s: %v", a, r.Map())
+		}
+	}
+	if !strings.Contains(rep.human, "gave up after") {
+		t.Errorf("human-readable part does not say retries ran out:\n%s", rep.human)
+	}
 	if len(mx.deliveries()) != 0 {
-		t.Error("the MX accepted a message it refused")
+		t.Error("delivered despite 451")
 	}
 }
 
@@ -379,21 +650,28 @@ func TestTwoWorkersNoDuplicates(t *testing.T) {
 	}
 }
 
-// relayBackend is a smarthost: implicit TLS and AUTH PLAIN required.
-type relayBackend struct{ mx *fakeMX }
+// relayBackend is a smarthost: AUTH PLAIN required.
+type relayBackend struct {
+	mx    *fakeMX
+	auths *atomic.Int32 // AUTH commands received, if set
+}
 
 func (b relayBackend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	s, _ := b.mx.NewSession(c)
-	return &relaySession{mxSession: s.(*mxSession)}, nil
+	return &relaySession{mxSession: s.(*mxSession), auths: b.auths}, nil
 }
 
 type relaySession struct {
 	*mxSession
+	auths  *atomic.Int32
 	authed bool
 }
 
 func (s *relaySession) AuthMechanisms() []string { return []string{sasl.Plain} }
 func (s *relaySession) Auth(string) (sasl.Server, error) {
+	if s.auths != nil {
+		s.auths.Add(1)
+	}
 	return sasl.NewPlainServer(func(_, user, pass string) error {
 		if user != "relayuser" || pass != "relaypass" {
 			return smtp.ErrAuthFailed
@@ -409,33 +687,105 @@ func (s *relaySession) Mail(from string, o *smtp.MailOptions) error {
 	return s.mxSession.Mail(from, o)
 }
 
+// TestRelay: a smarthost gets all mail, whatever the domain, one
+// transaction per message, after TLS and AUTH PLAIN: smtps:// (implicit
+// TLS) and smtp:// (STARTTLS required). A relay that does not offer
+// STARTTLS gets neither password nor mail, and the message waits
+// (deferred) rather than going out in clear text.
 func TestRelay(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		scheme    string
+		offerTLS  bool
+		delivered bool
+	}{
+		{"smtps", "smtps", true, true},
+		{"smtp with STARTTLS", "smtp", true, true},
+		{"smtp without STARTTLS", "smtp", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, 1<<20)
+			mx := &fakeMX{perRcpt: map[string]int{}, rcptTry: map[string]int{}}
+			var auths atomic.Int32
+			srv := smtp.NewServer(relayBackend{mx: mx, auths: &auths})
+			srv.ErrorLog = discardLog{}
+			if tc.offerTLS {
+				srv.TLSConfig = e.serverTLS
+			} else {
+				srv.AllowInsecureAuth = true // it would take the password in clear text
+			}
+			var l net.Listener
+			var err error
+			if tc.scheme == "smtps" {
+				l, err = tls.Listen("tcp", "127.0.0.1:0", e.serverTLS)
+			} else {
+				l, err = net.Listen("tcp", "127.0.0.1:0")
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			go srv.Serve(l) //nolint:errcheck
+			t.Cleanup(func() { srv.Close() })
+			relay, err := outbound.ParseRelay(tc.scheme + "://relayuser:relaypass@127.0.0.1:" + fmt.Sprint(l.Addr().(*net.TCPAddr).Port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			relay.TLS = e.clientTLS // verified against the test certificate
+			startWorker(t, e.st, mx, func(c *outbound.Config) {
+				c.Relay = relay
+				c.Resolver = &fakeResolver{} // DNS is never needed with a relay
+			})
+			c := e.login(t, true, "alice@example.org", e.alicePass)
+			if err := send(c, "alice@example.org", []string{"a@remote.test", "b@nxdomain.test"}, crlf("From: alice@example.org\nSubject: r\n\nvia relay\n")); err != nil {
+				t.Fatal(err)
+			}
+			if tc.delivered {
+				waitFor(t, "relay delivery", func() bool { return len(mx.deliveries()) == 1 && e.queueLen(t) == 0 })
+				if d := mx.deliveries()[0]; len(d.to) != 2 {
+					t.Errorf("relay got recipients %v, want both in one transaction", d.to)
+				}
+				if tc.scheme == "smtp" {
+					mx.mu.Lock()
+					defer mx.mu.Unlock()
+					if !mx.tlsSeen {
+						t.Error("relay session without TLS")
+					}
+				}
+				return
+			}
+			waitFor(t, "a deferral", func() bool {
+				q, _ := e.st.QueueEntries(context.Background())
+				return len(q) == 2 && q[0].Lease == "" && q[0].Attempts >= 1
+			})
+			q, _ := e.st.QueueEntries(context.Background())
+			if !strings.Contains(q[0].LastError, "STARTTLS") || q[0].FailedAt != nil {
+				t.Errorf("queue row %+v: want deferred for want of STARTTLS", q[0])
+			}
+			if n := auths.Load(); n != 0 {
+				t.Errorf("%d AUTH commands sent to a relay without TLS", n)
+			}
+			if n := len(mx.deliveries()); n != 0 {
+				t.Errorf("%d messages relayed in clear text", n)
+			}
+		})
+	}
+}
+
+// TestRemoteLocalPartCase: a remote recipient's local part is passed on as
+// given (it may be case-sensitive, RFC 5321 §2.4), only its domain
+// lowercased; the same address in other case is still one recipient.
+func TestRemoteLocalPartCase(t *testing.T) {
 	e := newEnv(t, 1<<20)
-	mx := &fakeMX{perRcpt: map[string]int{}}
-	srv := smtp.NewServer(relayBackend{mx})
-	srv.TLSConfig = e.serverTLS
-	srv.ErrorLog = discardLog{}
-	l, err := tls.Listen("tcp", "127.0.0.1:0", e.serverTLS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l) //nolint:errcheck
-	t.Cleanup(func() { srv.Close() })
-	relay, err := outbound.ParseRelay("smtps://relayuser:relaypass@127.0.0.1:" + fmt.Sprint(l.Addr().(*net.TCPAddr).Port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	relay.TLS = e.clientTLS // verified against the test certificate
-	startWorker(t, e.st, mx, func(c *outbound.Config) {
-		c.Relay = relay
-		c.Resolver = &fakeResolver{} // DNS is never needed with a relay
-	})
+	mx := newFakeMX(t, e.serverTLS)
+	startWorker(t, e.st, mx, nil)
 	c := e.login(t, true, "alice@example.org", e.alicePass)
-	if err := send(c, "alice@example.org", []string{"a@remote.test", "b@nxdomain.test"}, crlf("From: alice@example.org\nSubject: r\n\nvia relay\n")); err != nil {
+	err := send(c, "alice@example.org", []string{"Carol.Smith@Remote.TEST", "carol.smith@remote.test", "DAVE@remote.test"},
+		crlf("From: alice@example.org\nSubject: case\n\nbody\n"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "relay delivery", func() bool { return len(mx.deliveries()) == 1 && e.queueLen(t) == 0 })
-	if d := mx.deliveries()[0]; len(d.to) != 2 {
-		t.Errorf("relay got recipients %v, want both in one transaction", d.to)
+	waitFor(t, "delivery", func() bool { return len(mx.deliveries()) == 1 && e.queueLen(t) == 0 })
+	if got := strings.Join(mx.deliveries()[0].to, ","); got != "Carol.Smith@remote.test,DAVE@remote.test" {
+		t.Errorf("RCPT TO %s, want Carol.Smith@remote.test,DAVE@remote.test", got)
 	}
 }

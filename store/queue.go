@@ -45,6 +45,12 @@ type QueuedMessage struct {
 	// Lease is the token of the claim that returned this row; empty in
 	// listings of rows nobody is delivering.
 	Lease string
+	// FailedAt is set once the recipient was given up on: the row then
+	// waits for the other recipients of its message to finish, and goes
+	// into the message's one delivery status notification (DSN) with the
+	// fields below (RFC 3464 Status, Diagnostic-Code, Remote-MTA).
+	FailedAt                            *time.Time
+	DSNStatus, DSNDiagnostic, RemoteMTA string
 }
 
 // Submit stores a submitted message once, adds it to the local target
@@ -99,7 +105,8 @@ func notifyQueue(ctx context.Context, tx pgx.Tx) error {
 }
 
 const queueColumns = `q.id, coalesce(q.account_id, 0), q.message_id, q.mail_from, q.rcpt_to, m.size, q.created_at,
-	q.next_attempt, q.attempts, q.last_error, q.last_attempt_at, coalesce(q.lease, '')`
+	q.next_attempt, q.attempts, q.last_error, q.last_attempt_at, coalesce(q.lease, ''),
+	q.failed_at, q.dsn_status, q.dsn_diagnostic, q.remote_mta`
 
 func scanQueued(rows pgx.Rows) ([]QueuedMessage, error) {
 	return pgx.CollectRows(rows, pgx.RowToStructByPos[QueuedMessage])
@@ -116,7 +123,7 @@ func (s *Store) ClaimQueued(ctx context.Context, limit int, lease time.Duration)
 		return nil, err
 	}
 	rows, err := s.pool.Query(ctx, `WITH due AS (
-			SELECT id FROM outbound_queue WHERE next_attempt <= now()
+			SELECT id FROM outbound_queue WHERE next_attempt <= now() AND failed_at IS NULL
 			ORDER BY next_attempt LIMIT $1 FOR UPDATE SKIP LOCKED
 		), claimed AS (
 			UPDATE outbound_queue q SET next_attempt = now() + $2::interval, lease = $3,
@@ -145,29 +152,104 @@ func newLeaseToken() (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
-// QueueDelivered removes a row after successful delivery.
-func (s *Store) QueueDelivered(ctx context.Context, id int64, lease string) error {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM outbound_queue WHERE id = $1 AND lease = $2`, id, lease)
-	if err != nil {
-		return fmt.Errorf("queue delivered: %w", err)
+// Outcome kinds of QueueRecord.
+const (
+	OutcomeDelivered = iota // the row is removed
+	OutcomeDeferred         // due again at Next
+	OutcomeFailed           // given up on: it waits for its message's DSN
+)
+
+// QueueOutcome is the result of one attempt at a claimed row.
+type QueueOutcome struct {
+	ID   int64
+	Kind int // OutcomeDelivered, OutcomeDeferred or OutcomeFailed
+	// Next is when a deferred row is due again.
+	Next time.Time
+	// Error is the reason of a deferral or failure, for the queue listing
+	// and the DSN's text.
+	Error string
+	// The DSN fields of a failure (see QueuedMessage).
+	DSNStatus, DSNDiagnostic, RemoteMTA string
+}
+
+// QueueRecord applies the outcomes of attempts at rows claimed under lease,
+// all in one statement. Rows no longer held under lease (the lease ran out
+// and another worker took them, or an administrator deleted them) are left
+// alone, and the error then wraps ErrLeaseLost; the other outcomes are
+// recorded all the same. A failed row is kept, due for nothing, until the
+// last pending recipient of its message is finished: ClaimBounces then
+// hands out all of the message's failed rows for one DSN.
+func (s *Store) QueueRecord(ctx context.Context, lease string, outcomes []QueueOutcome) error {
+	n := len(outcomes)
+	ids, kinds, nexts := make([]int64, n), make([]int32, n), make([]time.Time, n)
+	errs, statuses, diags, remotes := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	for i, o := range outcomes {
+		ids[i], kinds[i], nexts[i], errs[i] = o.ID, int32(o.Kind), o.Next, o.Error
+		statuses[i], diags[i], remotes[i] = o.DSNStatus, o.DSNDiagnostic, o.RemoteMTA
+		if o.Kind != OutcomeDeferred {
+			nexts[i] = time.Unix(0, 0) // unused; the array has no NULLs
+		}
 	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("queue entry %d: %w", id, ErrLeaseLost)
+	var done int
+	err := s.pool.QueryRow(ctx, `WITH o AS (
+			SELECT * FROM unnest($2::bigint[], $3::int[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[])
+				AS o(id, kind, next, err, status, diag, remote)
+		), del AS (
+			DELETE FROM outbound_queue q USING o WHERE q.id = o.id AND o.kind = 0 AND q.lease = $1 RETURNING q.id
+		), upd AS (
+			UPDATE outbound_queue q SET lease = NULL, last_error = o.err,
+				next_attempt = CASE WHEN o.kind = 1 THEN o.next ELSE now() END,
+				failed_at = CASE WHEN o.kind = 2 THEN now() END,
+				dsn_status = o.status, dsn_diagnostic = o.diag, remote_mta = o.remote
+			FROM o WHERE q.id = o.id AND o.kind IN (1, 2) AND q.lease = $1 RETURNING q.id
+		)
+		SELECT (SELECT count(*) FROM del) + (SELECT count(*) FROM upd)`,
+		lease, ids, kinds, nexts, errs, statuses, diags, remotes).Scan(&done)
+	if err != nil {
+		return fmt.Errorf("record queue outcomes: %w", err)
+	}
+	if done != n {
+		return fmt.Errorf("record queue outcomes: %d of %d rows: %w", n-done, n, ErrLeaseLost)
 	}
 	return nil
 }
 
-// QueueDeferred records a temporary failure and schedules the next attempt.
-func (s *Store) QueueDeferred(ctx context.Context, id int64, lease string, next time.Time, reason string) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE outbound_queue SET next_attempt = $3, last_error = $4, lease = NULL
-		WHERE id = $1 AND lease = $2`, id, lease, next, reason)
+// ClaimBounces leases, for up to limit messages none of whose recipients
+// is left to try, all their failed rows (see QueueRecord), ordered by
+// message, sender and account: each such run is one DSN, to be sent with
+// QueueBounce under the returned rows' lease. A worker that crashes
+// before that leaves the rows to be claimed again when the lease ends.
+func (s *Store) ClaimBounces(ctx context.Context, limit int, lease time.Duration) ([]QueuedMessage, error) {
+	token, err := newLeaseToken()
 	if err != nil {
-		return fmt.Errorf("queue deferred: %w", err)
+		return nil, err
 	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("queue entry %d: %w", id, ErrLeaseLost)
+	// A failed row's next_attempt is when it failed, or the end of the
+	// lease of the worker bouncing it. A competing claim waits for that
+	// worker's row locks and then finds next_attempt in the future: all of
+	// one message's failed rows go to one claim.
+	rows, err := s.pool.Query(ctx, `WITH ready AS (
+			SELECT DISTINCT f.message_id, f.mail_from FROM outbound_queue f
+			WHERE f.failed_at IS NOT NULL AND f.next_attempt <= now()
+			  AND NOT EXISTS (SELECT 1 FROM outbound_queue p
+				WHERE p.message_id = f.message_id AND p.mail_from = f.mail_from AND p.failed_at IS NULL)
+			LIMIT $1
+		), claimed AS (
+			UPDATE outbound_queue q SET next_attempt = now() + $2::interval, lease = $3
+			FROM ready r WHERE q.message_id = r.message_id AND q.mail_from = r.mail_from
+			  AND q.failed_at IS NOT NULL AND q.next_attempt <= now()
+			RETURNING q.*
+		)
+		SELECT `+queueColumns+` FROM claimed q JOIN messages m ON m.id = q.message_id
+		ORDER BY q.message_id, q.mail_from, q.account_id, q.id`, limit, lease, token)
+	if err != nil {
+		return nil, fmt.Errorf("claim bounces: %w", err)
 	}
-	return nil
+	list, err := scanQueued(rows)
+	if err != nil {
+		return nil, fmt.Errorf("claim bounces: %w", err)
+	}
+	return list, nil
 }
 
 // QueueRelease gives rows held under lease back without an attempt: they
@@ -185,19 +267,34 @@ func (s *Store) QueueRelease(ctx context.Context, ids []int64, lease string) err
 	return nil
 }
 
-// QueueBounce gives up on rows (all held under lease): it delivers the
-// delivery status notification dsn to the INBOX of accountID and removes
-// the rows, in one transaction, so a bounce is sent exactly once. With
-// dsn nil or accountID 0 (the sender's account is gone) the rows are only
-// removed. If any row is no longer held, nothing changes (ErrLeaseLost).
+// QueueBounce gives up on rows (all held under lease, normally a claim of
+// ClaimBounces): it delivers the delivery status notification dsn to the
+// INBOX of accountID and removes the rows, in one transaction, so a bounce
+// is sent exactly once. With dsn nil or accountID 0 (the sender's account
+// is gone) the rows are only removed. If any row is no longer held, or
+// other rows of the same messages are still queued, nothing changes
+// (ErrLeaseLost).
 func (s *Store) QueueBounce(ctx context.Context, ids []int64, lease string, accountID int64, dsn *Spooled) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `DELETE FROM outbound_queue WHERE id = ANY($1) AND lease = $2`, ids, lease)
+		// The rows must be all that is left of their messages: a DSN
+		// covers every recipient of a message, and there is one per
+		// message. (ClaimBounces hands out nothing else; this makes sure
+		// in the transaction that sends it.)
+		var deleted, others int
+		err := tx.QueryRow(ctx, `WITH d AS (
+				DELETE FROM outbound_queue WHERE id = ANY($1) AND lease = $2 RETURNING message_id, mail_from
+			)
+			SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM outbound_queue q
+				WHERE (q.message_id, q.mail_from) IN (SELECT message_id, mail_from FROM d) AND q.id <> ALL($1))`,
+			ids, lease).Scan(&deleted, &others)
 		if err != nil {
 			return err
 		}
-		if tag.RowsAffected() != int64(len(ids)) {
+		if deleted != len(ids) {
 			return ErrLeaseLost
+		}
+		if others > 0 {
+			return fmt.Errorf("%w: %d other recipients of the message are still queued", ErrLeaseLost, others)
 		}
 		if dsn == nil || accountID == 0 {
 			return nil
@@ -239,8 +336,9 @@ func (s *Store) QueueEntries(ctx context.Context) ([]QueuedMessage, error) {
 	return list, nil
 }
 
-// RetryQueued makes a deferred row due now and wakes the workers. A row
-// that a worker is delivering right now is left alone (ErrInvalid).
+// RetryQueued makes a deferred row due now and wakes the workers; a failed
+// row waiting for its DSN becomes pending again. A row that a worker is
+// delivering (or bouncing) right now is left alone (ErrInvalid).
 func (s *Store) RetryQueued(ctx context.Context, id int64) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var leased bool
@@ -255,14 +353,16 @@ func (s *Store) RetryQueued(ctx context.Context, id int64) error {
 		if leased {
 			return fmt.Errorf("%w: queue entry %d is being delivered right now", ErrInvalid, id)
 		}
-		if _, err := tx.Exec(ctx, `UPDATE outbound_queue SET next_attempt = now() WHERE id = $1`, id); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE outbound_queue SET next_attempt = now(), failed_at = NULL,
+			dsn_status = '', dsn_diagnostic = '', remote_mta = '' WHERE id = $1`, id); err != nil {
 			return fmt.Errorf("retry queue entry: %w", err)
 		}
 		return notifyQueue(ctx, tx)
 	})
 }
 
-// DeleteQueued removes a row without sending a bounce.
+// DeleteQueued removes a row without sending a bounce for it. (Failed
+// rows of the same message that only waited for it are bounced next.)
 func (s *Store) DeleteQueued(ctx context.Context, id int64) error {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM outbound_queue WHERE id = $1`, id)
 	if err != nil {
@@ -274,11 +374,11 @@ func (s *Store) DeleteQueued(ctx context.Context, id int64) error {
 	return nil
 }
 
-// NextQueueAttempt returns when the earliest queue row falls due; ok is
-// false when the queue is empty.
+// NextQueueAttempt returns when the earliest pending queue row falls due;
+// ok is false when there is none.
 func (s *Store) NextQueueAttempt(ctx context.Context) (next time.Time, ok bool, err error) {
 	var t *time.Time
-	if err := s.pool.QueryRow(ctx, `SELECT min(next_attempt) FROM outbound_queue`).Scan(&t); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT min(next_attempt) FROM outbound_queue WHERE failed_at IS NULL`).Scan(&t); err != nil {
 		return time.Time{}, false, fmt.Errorf("next queue attempt: %w", err)
 	}
 	if t == nil {

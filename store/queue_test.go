@@ -57,17 +57,18 @@ func TestQueueLease(t *testing.T) {
 		t.Fatalf("expired lease: rows not reclaimed: %+v %v", taken, err)
 	}
 	// The first worker comes back: it no longer holds the rows.
-	if err := f.st.QueueDelivered(ctx, rows[0].ID, rows[0].Lease); !errors.Is(err, store.ErrLeaseLost) {
+	if err := f.st.QueueRecord(ctx, rows[0].Lease, []store.QueueOutcome{{ID: rows[0].ID, Kind: store.OutcomeDelivered}}); !errors.Is(err, store.ErrLeaseLost) {
 		t.Errorf("stale delete: %v, want ErrLeaseLost", err)
 	}
 	if err := f.st.QueueBounce(ctx, []int64{rows[0].ID, rows[1].ID}, rows[0].Lease, f.a.ID, nil); !errors.Is(err, store.ErrLeaseLost) {
 		t.Errorf("stale bounce: %v, want ErrLeaseLost", err)
 	}
 	// The second worker defers one and delivers the other.
-	if err := f.st.QueueDeferred(ctx, taken[0].ID, taken[0].Lease, time.Now().Add(time.Hour), "451 later"); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.st.QueueDelivered(ctx, taken[1].ID, taken[1].Lease); err != nil {
+	err = f.st.QueueRecord(ctx, taken[0].Lease, []store.QueueOutcome{
+		{ID: taken[0].ID, Kind: store.OutcomeDeferred, Next: time.Now().Add(time.Hour), Error: "451 later"},
+		{ID: taken[1].ID, Kind: store.OutcomeDelivered},
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	list, err := f.st.QueueEntries(ctx)
@@ -167,5 +168,118 @@ func TestQueueRelease(t *testing.T) {
 		if r.Attempts != 1 {
 			t.Fatalf("attempt count not restored: %+v", r)
 		}
+	}
+}
+
+// TestQueueBounceWaits: a failed recipient waits for the other recipients
+// of its message; once none is pending, one claim gets every failed row of
+// the message, another claim gets none until that lease runs out.
+func TestQueueBounceWaits(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	queueOne(t, f)
+	rows, err := f.st.ClaimQueued(ctx, 10, time.Minute)
+	if err != nil || len(rows) != 2 {
+		t.Fatal(rows, err)
+	}
+	fail := func(r store.QueuedMessage) store.QueueOutcome {
+		return store.QueueOutcome{ID: r.ID, Kind: store.OutcomeFailed, Error: "550 no such user",
+			DSNStatus: "5.1.1", DSNDiagnostic: "550 5.1.1 no such user", RemoteMTA: "mx." + r.RcptTo[2:]}
+	}
+	// y@other.test fails for good, x@remote.test is deferred.
+	err = f.st.QueueRecord(ctx, rows[0].Lease, []store.QueueOutcome{
+		fail(rows[0]),
+		{ID: rows[1].ID, Kind: store.OutcomeDeferred, Next: time.Now().Add(-time.Second), Error: "451 later"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := f.st.ClaimBounces(ctx, 10, time.Minute); err != nil || len(b) != 0 {
+		t.Fatalf("bounce claimed while a recipient is pending: %+v %v", b, err)
+	}
+	// The failed row is not due for delivery, and does not count as due.
+	again, err := f.st.ClaimQueued(ctx, 10, time.Minute)
+	if err != nil || len(again) != 1 || again[0].ID != rows[1].ID {
+		t.Fatalf("claim after a failure: %+v %v", again, err)
+	}
+	if next, ok, err := f.st.NextQueueAttempt(ctx); err != nil || !ok || time.Until(next) < 50*time.Second {
+		t.Errorf("next attempt %v %v %v: a failed row must not make the queue look due", next, ok, err)
+	}
+	// The last pending recipient fails too: both are handed out together.
+	if err := f.st.QueueRecord(ctx, again[0].Lease, []store.QueueOutcome{fail(again[0])}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := f.st.ClaimBounces(ctx, 10, 300*time.Millisecond)
+	if err != nil || len(b) != 2 || b[0].Lease == "" || b[0].Lease != b[1].Lease {
+		t.Fatalf("bounce claim: %+v %v", b, err)
+	}
+	for _, r := range b {
+		if r.FailedAt == nil || r.DSNStatus != "5.1.1" || r.DSNDiagnostic != "550 5.1.1 no such user" || r.LastError != "550 no such user" || r.RemoteMTA == "" {
+			t.Errorf("failed row lacks its DSN fields: %+v", r)
+		}
+	}
+	if b2, _ := f.st.ClaimBounces(ctx, 10, time.Minute); len(b2) != 0 {
+		t.Fatalf("bounce claimed twice: %+v", b2)
+	}
+	// A DSN for part of a message's remaining recipients is refused.
+	if err := f.st.QueueBounce(ctx, []int64{b[0].ID}, b[0].Lease, f.a.ID, nil); !errors.Is(err, store.ErrLeaseLost) {
+		t.Errorf("bounce of one of two failed rows: %v, want ErrLeaseLost", err)
+	}
+	if list, _ := f.st.QueueEntries(ctx); len(list) != 2 {
+		t.Fatalf("a refused bounce changed the queue: %+v", list)
+	}
+	if err := f.st.RetryQueued(ctx, b[0].ID); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("retry of a row being bounced: %v, want ErrInvalid", err)
+	}
+	// The bouncing worker "crashes": after its lease the rows come back.
+	time.Sleep(400 * time.Millisecond)
+	b3, err := f.st.ClaimBounces(ctx, 10, time.Minute)
+	if err != nil || len(b3) != 2 {
+		t.Fatalf("bounce not reclaimed after its lease: %+v %v", b3, err)
+	}
+	if err := f.st.QueueBounce(ctx, []int64{b[0].ID, b[1].ID}, b[0].Lease, f.a.ID, nil); !errors.Is(err, store.ErrLeaseLost) {
+		t.Errorf("stale bounce: %v, want ErrLeaseLost", err)
+	}
+	if err := f.st.QueueBounce(ctx, []int64{b3[0].ID, b3[1].ID}, b3[0].Lease, f.a.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if list, _ := f.st.QueueEntries(ctx); len(list) != 0 {
+		t.Errorf("queue after the bounce: %+v", list)
+	}
+}
+
+// TestQueueRetryFailed: retrying a failed row waiting for its DSN makes it
+// pending again; deleting the last pending row lets the failed ones bounce.
+func TestQueueRetryFailed(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	queueOne(t, f)
+	rows, err := f.st.ClaimQueued(ctx, 10, time.Minute)
+	if err != nil || len(rows) != 2 {
+		t.Fatal(rows, err)
+	}
+	err = f.st.QueueRecord(ctx, rows[0].Lease, []store.QueueOutcome{
+		{ID: rows[0].ID, Kind: store.OutcomeFailed, Error: "550", DSNStatus: "5.0.0"},
+		{ID: rows[1].ID, Kind: store.OutcomeDeferred, Next: time.Now().Add(time.Hour), Error: "451"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.RetryQueued(ctx, rows[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	due, err := f.st.ClaimQueued(ctx, 10, time.Minute)
+	if err != nil || len(due) != 1 || due[0].ID != rows[0].ID || due[0].FailedAt != nil || due[0].DSNStatus != "" {
+		t.Fatalf("retried failed row: %+v %v", due, err)
+	}
+	if err := f.st.QueueRecord(ctx, due[0].Lease, []store.QueueOutcome{{ID: due[0].ID, Kind: store.OutcomeFailed, Error: "550 again", DSNStatus: "5.1.1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.DeleteQueued(ctx, rows[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	b, err := f.st.ClaimBounces(ctx, 10, time.Minute)
+	if err != nil || len(b) != 1 || b[0].ID != rows[0].ID || b[0].LastError != "550 again" {
+		t.Fatalf("bounce after the pending row was deleted: %+v %v", b, err)
 	}
 }

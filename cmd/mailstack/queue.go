@@ -35,7 +35,11 @@ func (c *cli) queue(ctx context.Context, args []string) error {
 			fmt.Fprintln(tw, "ID\tFROM\tTO\tSIZE\tQUEUED\tATTEMPTS\tNEXT ATTEMPT\tLAST ERROR")
 			for _, q := range list {
 				next := q.NextAttempt.Local().Format(time.DateTime)
-				if q.Lease != "" && q.NextAttempt.After(time.Now()) {
+				switch {
+				case q.FailedAt != nil:
+					// Reported in one DSN with the message's other recipients.
+					next = "failed " + q.DSNStatus + ", bounce waits for the other recipients"
+				case q.Lease != "" && q.NextAttempt.After(time.Now()):
 					next = "delivering now"
 				}
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", q.ID, q.MailFrom, q.RcptTo, q.Size,

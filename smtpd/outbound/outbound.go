@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -31,12 +32,14 @@ type Resolver interface {
 	LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error)
 }
 
-// Config configures a Worker. Only Store and Hostname are required.
+// Config configures a Worker. Store, Hostname and Resolver are required.
 type Config struct {
 	Store *store.Store
 	// Hostname is the name sent in EHLO and used in bounces.
 	Hostname string
-	// Resolver looks up MX and address records (default net.DefaultResolver).
+	// Resolver looks up MX and address records; required (there is no
+	// default, so that no test reaches the real DNS by forgetting it):
+	// net.DefaultResolver in production.
 	Resolver Resolver
 	// Port is the SMTP port of MX hosts (default 25; tests use others).
 	Port int
@@ -75,9 +78,6 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.Resolver == nil {
-		c.Resolver = net.DefaultResolver
-	}
 	c.Port = cmp.Or(c.Port, 25)
 	if c.TLS == nil {
 		c.TLS = &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12} //nolint:gosec // opportunistic TLS, see Config.TLS
@@ -115,8 +115,11 @@ type Worker struct {
 	done chan struct{}
 }
 
-// New returns a worker.
+// New returns a worker. It panics if cfg.Resolver is nil.
 func New(cfg Config) *Worker {
+	if cfg.Resolver == nil {
+		panic("outbound: Config.Resolver is required (net.DefaultResolver in production)")
+	}
 	cfg = cfg.withDefaults()
 	return &Worker{cfg: cfg, slots: make(chan struct{}, cfg.Concurrency), drained: make(chan struct{}, 1), done: make(chan struct{}, 1)}
 }
@@ -136,6 +139,9 @@ func (w *Worker) Run(ctx context.Context) {
 	}()
 	defer wg.Wait()
 	for ctx.Err() == nil {
+		// Bounces left by a crashed worker or by a deleted row are
+		// found here, at least every PollInterval.
+		w.sendBounces(ctx)
 		if !w.claimSlot(ctx) {
 			break
 		}
@@ -182,12 +188,15 @@ func (w *Worker) claimSlot(ctx context.Context) bool {
 	}
 }
 
-// RunOnce claims one batch of due rows, delivers them and records the
-// outcomes. It returns how many rows it claimed.
+// RunOnce claims one batch of due rows, delivers them, records the
+// outcomes and sends the bounces that are due. It returns how many rows it
+// claimed.
 func (w *Worker) RunOnce(ctx context.Context) (int, error) {
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	return w.dispatch(ctx, &wg, false)
+	n, err := w.dispatch(ctx, &wg, false)
+	wg.Wait()
+	w.sendBounces(ctx)
+	return n, err
 }
 
 // leaseMargin is the part of a lease no attempt may use: it covers
@@ -291,6 +300,8 @@ func (w *Worker) deliverInSlot(ctx context.Context, g []store.QueuedMessage, lea
 	defer cancel()
 	results := w.deliverGroup(actx, g)
 	w.record(context.WithoutCancel(ctx), g, results)
+	// This group may have finished a message's last pending recipient.
+	w.sendBounces(ctx)
 	w.signalDone()
 }
 
@@ -355,67 +366,110 @@ type permError struct {
 
 func (e *permError) Error() string { return e.msg }
 
-// record applies results: delete delivered rows, defer temporary failures,
-// bounce permanent ones (and expired ones) with one DSN per message.
+// record applies results in one store call: delivered rows are removed,
+// temporary failures deferred (with exponential backoff, the last attempt
+// at CreatedAt+MaxAge), and permanent or expired ones marked failed, to be
+// reported in their message's one DSN (see sendBounces).
 func (w *Worker) record(ctx context.Context, rows []store.QueuedMessage, results []result) {
-	type key struct {
-		msg     int64
-		from    string
-		account int64
-		lease   string
-	}
-	var order []key
-	failed := map[key][]failure{}
+	outcomes := make([]store.QueueOutcome, len(rows))
+	now := time.Now()
 	for i, r := range rows {
 		res := results[i]
+		o := &outcomes[i]
+		o.ID = r.ID
 		log := w.cfg.Log.With("queue_id", r.ID, "from", r.MailFrom, "to", r.RcptTo, "attempt", r.Attempts)
 		if res.err == nil {
 			log.Info("delivered", "remote", res.remote)
 			w.cfg.Metrics.MessageOut("delivered")
-			if err := w.cfg.Store.QueueDelivered(ctx, r.ID, r.Lease); err != nil {
-				log.Error("outbound: record delivery", "err", err)
-			}
+			o.Kind = store.OutcomeDelivered
 			continue
 		}
-		next := time.Now().Add(w.backoff(r.Attempts))
-		expired := next.After(r.CreatedAt.Add(w.cfg.MaxAge))
+		o.Error = res.err.Error()
+		deadline := r.CreatedAt.Add(w.cfg.MaxAge)
+		expired := !permanent(res.err) && !now.Before(deadline)
 		if !permanent(res.err) && !expired {
+			// Never later than the deadline: the last try is at it.
+			next := now.Add(w.backoff(r.Attempts))
+			if next.After(deadline) {
+				next = deadline
+			}
 			log.Info("deferred", "err", res.err, "next", next)
 			w.cfg.Metrics.MessageOut("deferred")
-			if err := w.cfg.Store.QueueDeferred(ctx, r.ID, r.Lease, next, res.err.Error()); err != nil {
-				log.Error("outbound: record deferral", "err", err)
-			}
+			o.Kind, o.Next = store.OutcomeDeferred, next
 			continue
 		}
 		log.Warn("bounced", "err", res.err, "expired", expired)
 		w.cfg.Metrics.MessageOut("bounced")
-		k := key{r.MessageID, r.MailFrom, r.AccountID, r.Lease}
-		if _, ok := failed[k]; !ok {
-			order = append(order, k)
+		o.Kind, o.RemoteMTA = store.OutcomeFailed, res.remote
+		o.DSNStatus, o.DSNDiagnostic = dsnStatus(res.err, expired)
+		if expired {
+			o.Error = fmt.Sprintf("gave up after %s of retrying; last error: %s", w.cfg.MaxAge, o.Error)
 		}
-		failed[k] = append(failed[k], failure{row: r, err: res.err, remote: res.remote, expired: expired})
 	}
-	for _, k := range order {
-		fs := failed[k]
-		ids := make([]int64, len(fs))
-		for i, f := range fs {
-			ids[i] = f.row.ID
-		}
-		var dsn *store.Spooled
-		if k.from != "" && k.account != 0 {
-			var err error
-			if dsn, err = w.buildDSN(ctx, fs); err != nil {
-				w.cfg.Log.Error("outbound: build bounce", "err", err, "queue_ids", ids)
-				continue // the lease runs out and the rows are retried
+	if len(rows) == 0 {
+		return
+	}
+	if err := w.cfg.Store.QueueRecord(ctx, rows[0].Lease, outcomes); err != nil {
+		w.cfg.Log.Error("outbound: record outcomes", "err", err, "rows", len(rows))
+	}
+}
+
+// bounceLease is how long the failed rows of a message stay reserved for
+// the worker writing its DSN (local work only).
+const bounceLease = 5 * time.Minute
+
+// sendBounces delivers one DSN for every message whose last pending
+// recipient has finished and that has failed recipients: all of them,
+// whenever each failed, are listed in that one DSN (RFC 3464). So a sender
+// gets exactly one report per message, sent once its fate is known for
+// every recipient (a permanent failure waits for recipients that are still
+// being retried).
+func (w *Worker) sendBounces(ctx context.Context) {
+	for ctx.Err() == nil {
+		rows, err := w.cfg.Store.ClaimBounces(ctx, w.cfg.BatchSize, bounceLease)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.cfg.Log.Error("outbound: claim bounces", "err", err)
 			}
+			return
 		}
-		if err := w.cfg.Store.QueueBounce(ctx, ids, k.lease, k.account, dsn); err != nil {
-			w.cfg.Log.Error("outbound: record bounce", "err", err, "queue_ids", ids)
+		for i := 0; i < len(rows); {
+			j := i + 1
+			for j < len(rows) && rows[j].MessageID == rows[i].MessageID && rows[j].MailFrom == rows[i].MailFrom &&
+				rows[j].AccountID == rows[i].AccountID {
+				j++
+			}
+			w.bounce(ctx, rows[i:j])
+			i = j
 		}
-		if dsn != nil {
-			dsn.Close()
+		if len(rows) < w.cfg.BatchSize {
+			return
 		}
 	}
+}
+
+// bounce sends the DSN for fs, the failed rows of one message (none when
+// the sender's account is gone or the message had the null sender), and
+// removes them.
+func (w *Worker) bounce(ctx context.Context, fs []store.QueuedMessage) {
+	ids := make([]int64, len(fs))
+	for i, f := range fs {
+		ids[i] = f.ID
+	}
+	var dsn *store.Spooled
+	if fs[0].MailFrom != "" && fs[0].AccountID != 0 {
+		var err error
+		if dsn, err = w.buildDSN(ctx, fs); err != nil {
+			w.cfg.Log.Error("outbound: build bounce", "err", err, "queue_ids", ids)
+			return // the lease runs out and the rows are bounced again
+		}
+		defer dsn.Close()
+	}
+	if err := w.cfg.Store.QueueBounce(ctx, ids, fs[0].Lease, fs[0].AccountID, dsn); err != nil {
+		w.cfg.Log.Error("outbound: record bounce", "err", err, "queue_ids", ids)
+		return
+	}
+	w.cfg.Log.Info("bounce sent", "from", fs[0].MailFrom, "recipients", len(fs), "queue_ids", ids)
 }
 
 // backoff is the delay after the given number of attempts: RetryBase

@@ -1,6 +1,30 @@
 package outbound
 
-import "testing"
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+)
+
+// noDNS fails every lookup.
+type noDNS struct{}
+
+func (noDNS) LookupMX(context.Context, string) ([]*net.MX, error) {
+	return nil, errors.New("no DNS in tests")
+}
+func (noDNS) LookupIPAddr(context.Context, string) ([]net.IPAddr, error) {
+	return nil, errors.New("no DNS in tests")
+}
+
+func TestResolverRequired(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Error("New without a Resolver did not panic")
+		}
+	}()
+	New(Config{})
+}
 
 func TestParseRelay(t *testing.T) {
 	for _, tc := range []struct {
@@ -27,7 +51,7 @@ func TestParseRelay(t *testing.T) {
 }
 
 func TestBackoff(t *testing.T) {
-	w := New(Config{})
+	w := New(Config{Resolver: noDNS{}})
 	for _, tc := range []struct {
 		attempts int
 		want     string
