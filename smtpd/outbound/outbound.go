@@ -403,7 +403,7 @@ func (w *Worker) record(ctx context.Context, rows []store.QueuedMessage, results
 		o.Kind, o.RemoteMTA = store.OutcomeFailed, res.remote
 		o.DSNStatus, o.DSNDiagnostic = dsnStatus(res.err, expired)
 		if expired {
-			o.Error = fmt.Sprintf("gave up after %s of retrying; last error: %s", w.cfg.MaxAge, o.Error)
+			o.Error = fmt.Sprintf("gave up after %s of retrying; last error: %s", age(w.cfg.MaxAge), o.Error)
 		}
 	}
 	if len(rows) == 0 {
@@ -480,6 +480,18 @@ func (w *Worker) backoff(attempts int) time.Duration {
 		d *= 2
 	}
 	return min(d, w.cfg.RetryMax)
+}
+
+// age says how long d is for people: "5 days", "36h0m0s".
+func age(d time.Duration) string {
+	const day = 24 * time.Hour
+	switch {
+	case d == day:
+		return "1 day"
+	case d > day && d%day == 0:
+		return fmt.Sprintf("%d days", d/day)
+	}
+	return d.String()
 }
 
 func domainOf(addr string) string {

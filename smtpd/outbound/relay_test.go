@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"testing"
+	"time"
 )
 
 // noDNS fails every lookup.
@@ -58,6 +59,16 @@ func TestBackoff(t *testing.T) {
 	}{{1, "5m0s"}, {2, "10m0s"}, {3, "20m0s"}, {6, "2h40m0s"}, {7, "4h0m0s"}, {40, "4h0m0s"}} {
 		if got := w.backoff(tc.attempts).String(); got != tc.want {
 			t.Errorf("backoff(%d) = %s, want %s", tc.attempts, got, tc.want)
+		}
+	}
+}
+
+func TestAge(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		5 * 24 * time.Hour: "5 days", 24 * time.Hour: "1 day", 36 * time.Hour: "36h0m0s", 1300 * time.Millisecond: "1.3s",
+	} {
+		if got := age(d); got != want {
+			t.Errorf("age(%v) = %q, want %q", d, got, want)
 		}
 	}
 }
