@@ -46,9 +46,10 @@ type QueuedMessage struct {
 	// listings of rows nobody is delivering.
 	Lease string
 	// FailedAt is set once the recipient was given up on: the row then
-	// waits for the other recipients of its message to finish, and goes
-	// into the message's one delivery status notification (DSN) with the
-	// fields below (RFC 3464 Status, Diagnostic-Code, Remote-MTA).
+	// waits until no recipient of its message is being tried, and goes
+	// into a delivery status notification (DSN) with the other failures
+	// of that pass, with the fields below (RFC 3464 Status,
+	// Diagnostic-Code, Remote-MTA).
 	FailedAt                            *time.Time
 	DSNStatus, DSNDiagnostic, RemoteMTA string
 }
@@ -176,9 +177,9 @@ type QueueOutcome struct {
 // all in one statement. Rows no longer held under lease (the lease ran out
 // and another worker took them, or an administrator deleted them) are left
 // alone, and the error then wraps ErrLeaseLost; the other outcomes are
-// recorded all the same. A failed row is kept, due for nothing, until the
-// last pending recipient of its message is finished: ClaimBounces then
-// hands out all of the message's failed rows for one DSN.
+// recorded all the same. A failed row is kept, due for nothing, until no
+// recipient of its message is being tried: ClaimBounces then hands out all
+// of the message's failed rows for one DSN.
 func (s *Store) QueueRecord(ctx context.Context, lease string, outcomes []QueueOutcome) error {
 	n := len(outcomes)
 	ids, kinds, nexts := make([]int64, n), make([]int32, n), make([]time.Time, n)
@@ -214,11 +215,16 @@ func (s *Store) QueueRecord(ctx context.Context, lease string, outcomes []QueueO
 	return nil
 }
 
-// ClaimBounces leases, for up to limit messages none of whose recipients
-// is left to try, all their failed rows (see QueueRecord), ordered by
-// message, sender and account: each such run is one DSN, to be sent with
-// QueueBounce under the returned rows' lease. A worker that crashes
-// before that leaves the rows to be claimed again when the lease ends.
+// ClaimBounces leases, for up to limit messages with failed rows (see
+// QueueRecord) and no recipient in the middle of a delivery attempt, all
+// their failed rows, ordered by message, sender and account: each such run
+// is one DSN, to be sent with QueueBounce under the returned rows' lease.
+// Recipients waiting for a retry do not hold a bounce back (as in
+// Postfix, a permanent failure is reported at once, and a recipient that
+// fails later gets a DSN of its own); recipients being tried right now do,
+// so that failures of one delivery pass are reported together. A worker
+// that crashes before QueueBounce leaves the rows to be claimed again when
+// the lease ends.
 func (s *Store) ClaimBounces(ctx context.Context, limit int, lease time.Duration) ([]QueuedMessage, error) {
 	token, err := newLeaseToken()
 	if err != nil {
@@ -232,7 +238,8 @@ func (s *Store) ClaimBounces(ctx context.Context, limit int, lease time.Duration
 			SELECT DISTINCT f.message_id, f.mail_from FROM outbound_queue f
 			WHERE f.failed_at IS NOT NULL AND f.next_attempt <= now()
 			  AND NOT EXISTS (SELECT 1 FROM outbound_queue p
-				WHERE p.message_id = f.message_id AND p.mail_from = f.mail_from AND p.failed_at IS NULL)
+				WHERE p.message_id = f.message_id AND p.mail_from = f.mail_from AND p.failed_at IS NULL
+				  AND p.lease IS NOT NULL AND p.next_attempt > now())
 			LIMIT $1
 		), claimed AS (
 			UPDATE outbound_queue q SET next_attempt = now() + $2::interval, lease = $3
@@ -269,32 +276,18 @@ func (s *Store) QueueRelease(ctx context.Context, ids []int64, lease string) err
 
 // QueueBounce gives up on rows (all held under lease, normally a claim of
 // ClaimBounces): it delivers the delivery status notification dsn to the
-// INBOX of accountID and removes the rows, in one transaction, so a bounce
-// is sent exactly once. With dsn nil or accountID 0 (the sender's account
-// is gone) the rows are only removed. If any row is no longer held, or
-// other rows of the same messages are still queued, nothing changes
-// (ErrLeaseLost).
+// INBOX of accountID and removes the rows, in one transaction, so each
+// failed recipient is reported exactly once. With dsn nil or accountID 0
+// (the sender's account is gone) the rows are only removed. If any row is
+// no longer held, nothing changes (ErrLeaseLost).
 func (s *Store) QueueBounce(ctx context.Context, ids []int64, lease string, accountID int64, dsn *Spooled) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// The rows must be all that is left of their messages: a DSN
-		// covers every recipient of a message, and there is one per
-		// message. (ClaimBounces hands out nothing else; this makes sure
-		// in the transaction that sends it.)
-		var deleted, others int
-		err := tx.QueryRow(ctx, `WITH d AS (
-				DELETE FROM outbound_queue WHERE id = ANY($1) AND lease = $2 RETURNING message_id, mail_from
-			)
-			SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM outbound_queue q
-				WHERE (q.message_id, q.mail_from) IN (SELECT message_id, mail_from FROM d) AND q.id <> ALL($1))`,
-			ids, lease).Scan(&deleted, &others)
+		tag, err := tx.Exec(ctx, `DELETE FROM outbound_queue WHERE id = ANY($1) AND lease = $2`, ids, lease)
 		if err != nil {
 			return err
 		}
-		if deleted != len(ids) {
+		if int(tag.RowsAffected()) != len(ids) {
 			return ErrLeaseLost
-		}
-		if others > 0 {
-			return fmt.Errorf("%w: %d other recipients of the message are still queued", ErrLeaseLost, others)
 		}
 		if dsn == nil || accountID == 0 {
 			return nil

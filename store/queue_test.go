@@ -171,9 +171,10 @@ func TestQueueRelease(t *testing.T) {
 	}
 }
 
-// TestQueueBounceWaits: a failed recipient waits for the other recipients
-// of its message; once none is pending, one claim gets every failed row of
-// the message, another claim gets none until that lease runs out.
+// TestQueueBounceWaits: a failed row is bounced once no recipient of its
+// message is being tried — a recipient waiting for a retry does not hold it
+// back, one in the middle of an attempt does — and a recipient that fails
+// later gets a DSN of its own. Each failed row is bounced exactly once.
 func TestQueueBounceWaits(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -186,16 +187,29 @@ func TestQueueBounceWaits(t *testing.T) {
 		return store.QueueOutcome{ID: r.ID, Kind: store.OutcomeFailed, Error: "550 no such user",
 			DSNStatus: "5.1.1", DSNDiagnostic: "550 5.1.1 no such user", RemoteMTA: "mx." + r.RcptTo[2:]}
 	}
-	// y@other.test fails for good, x@remote.test is deferred.
-	err = f.st.QueueRecord(ctx, rows[0].Lease, []store.QueueOutcome{
-		fail(rows[0]),
+	// rows[0] fails for good while rows[1] is still being tried.
+	if err := f.st.QueueRecord(ctx, rows[0].Lease, []store.QueueOutcome{fail(rows[0])}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := f.st.ClaimBounces(ctx, 10, time.Minute); err != nil || len(b) != 0 {
+		t.Fatalf("bounce claimed while a recipient is being tried: %+v %v", b, err)
+	}
+	// rows[1] is deferred: waiting for a retry does not delay the bounce.
+	err = f.st.QueueRecord(ctx, rows[1].Lease, []store.QueueOutcome{
 		{ID: rows[1].ID, Kind: store.OutcomeDeferred, Next: time.Now().Add(-time.Second), Error: "451 later"},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b, err := f.st.ClaimBounces(ctx, 10, time.Minute); err != nil || len(b) != 0 {
-		t.Fatalf("bounce claimed while a recipient is pending: %+v %v", b, err)
+	b, err := f.st.ClaimBounces(ctx, 10, 300*time.Millisecond)
+	if err != nil || len(b) != 1 || b[0].ID != rows[0].ID || b[0].Lease == "" {
+		t.Fatalf("bounce claim: %+v %v", b, err)
+	}
+	if r := b[0]; r.FailedAt == nil || r.DSNStatus != "5.1.1" || r.DSNDiagnostic != "550 5.1.1 no such user" || r.LastError != "550 no such user" || r.RemoteMTA == "" {
+		t.Errorf("failed row lacks its DSN fields: %+v", r)
+	}
+	if b2, _ := f.st.ClaimBounces(ctx, 10, time.Minute); len(b2) != 0 {
+		t.Fatalf("bounce claimed twice: %+v", b2)
 	}
 	// The failed row is not due for delivery, and does not count as due.
 	again, err := f.st.ClaimQueued(ctx, 10, time.Minute)
@@ -205,39 +219,21 @@ func TestQueueBounceWaits(t *testing.T) {
 	if next, ok, err := f.st.NextQueueAttempt(ctx); err != nil || !ok || time.Until(next) < 50*time.Second {
 		t.Errorf("next attempt %v %v %v: a failed row must not make the queue look due", next, ok, err)
 	}
-	// The last pending recipient fails too: both are handed out together.
-	if err := f.st.QueueRecord(ctx, again[0].Lease, []store.QueueOutcome{fail(again[0])}); err != nil {
-		t.Fatal(err)
-	}
-	b, err := f.st.ClaimBounces(ctx, 10, 300*time.Millisecond)
-	if err != nil || len(b) != 2 || b[0].Lease == "" || b[0].Lease != b[1].Lease {
-		t.Fatalf("bounce claim: %+v %v", b, err)
-	}
-	for _, r := range b {
-		if r.FailedAt == nil || r.DSNStatus != "5.1.1" || r.DSNDiagnostic != "550 5.1.1 no such user" || r.LastError != "550 no such user" || r.RemoteMTA == "" {
-			t.Errorf("failed row lacks its DSN fields: %+v", r)
-		}
-	}
-	if b2, _ := f.st.ClaimBounces(ctx, 10, time.Minute); len(b2) != 0 {
-		t.Fatalf("bounce claimed twice: %+v", b2)
-	}
-	// A DSN for part of a message's remaining recipients is refused.
-	if err := f.st.QueueBounce(ctx, []int64{b[0].ID}, b[0].Lease, f.a.ID, nil); !errors.Is(err, store.ErrLeaseLost) {
-		t.Errorf("bounce of one of two failed rows: %v, want ErrLeaseLost", err)
-	}
-	if list, _ := f.st.QueueEntries(ctx); len(list) != 2 {
-		t.Fatalf("a refused bounce changed the queue: %+v", list)
-	}
 	if err := f.st.RetryQueued(ctx, b[0].ID); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("retry of a row being bounced: %v, want ErrInvalid", err)
 	}
-	// The bouncing worker "crashes": after its lease the rows come back.
+	// The bouncing worker "crashes": after its lease the row comes back,
+	// and the stale lease cannot bounce it.
 	time.Sleep(400 * time.Millisecond)
+	// rows[1] fails too, in its retry: the next claim has both failures.
+	if err := f.st.QueueRecord(ctx, again[0].Lease, []store.QueueOutcome{fail(again[0])}); err != nil {
+		t.Fatal(err)
+	}
 	b3, err := f.st.ClaimBounces(ctx, 10, time.Minute)
-	if err != nil || len(b3) != 2 {
+	if err != nil || len(b3) != 2 || b3[0].Lease != b3[1].Lease {
 		t.Fatalf("bounce not reclaimed after its lease: %+v %v", b3, err)
 	}
-	if err := f.st.QueueBounce(ctx, []int64{b[0].ID, b[1].ID}, b[0].Lease, f.a.ID, nil); !errors.Is(err, store.ErrLeaseLost) {
+	if err := f.st.QueueBounce(ctx, []int64{b[0].ID}, b[0].Lease, f.a.ID, nil); !errors.Is(err, store.ErrLeaseLost) {
 		t.Errorf("stale bounce: %v, want ErrLeaseLost", err)
 	}
 	if err := f.st.QueueBounce(ctx, []int64{b3[0].ID, b3[1].ID}, b3[0].Lease, f.a.ID, nil); err != nil {
@@ -249,7 +245,8 @@ func TestQueueBounceWaits(t *testing.T) {
 }
 
 // TestQueueRetryFailed: retrying a failed row waiting for its DSN makes it
-// pending again; deleting the last pending row lets the failed ones bounce.
+// pending again, with its DSN fields cleared; failing again, it bounces
+// with the new error.
 func TestQueueRetryFailed(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()

@@ -37,8 +37,8 @@ func (c *cli) queue(ctx context.Context, args []string) error {
 				next := q.NextAttempt.Local().Format(time.DateTime)
 				switch {
 				case q.FailedAt != nil:
-					// Reported in one DSN with the message's other recipients.
-					next = "failed " + q.DSNStatus + ", bounce waits for the other recipients"
+					// Reported with the other failures of its delivery pass.
+					next = "failed " + q.DSNStatus + ", bounce pending"
 				case q.Lease != "" && q.NextAttempt.After(time.Now()):
 					next = "delivering now"
 				}

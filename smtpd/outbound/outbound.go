@@ -300,7 +300,7 @@ func (w *Worker) deliverInSlot(ctx context.Context, g []store.QueuedMessage, lea
 	defer cancel()
 	results := w.deliverGroup(actx, g)
 	w.record(context.WithoutCancel(ctx), g, results)
-	// This group may have finished a message's last pending recipient.
+	// This group may have been the last of a message being tried.
 	w.sendBounces(ctx)
 	w.signalDone()
 }
@@ -418,12 +418,12 @@ func (w *Worker) record(ctx context.Context, rows []store.QueuedMessage, results
 // the worker writing its DSN (local work only).
 const bounceLease = 5 * time.Minute
 
-// sendBounces delivers one DSN for every message whose last pending
-// recipient has finished and that has failed recipients: all of them,
-// whenever each failed, are listed in that one DSN (RFC 3464). So a sender
-// gets exactly one report per message, sent once its fate is known for
-// every recipient (a permanent failure waits for recipients that are still
-// being retried).
+// sendBounces delivers one DSN for every message that has failed
+// recipients and none in the middle of an attempt: the failures of one
+// delivery pass (several domains, say) are listed in one DSN (RFC 3464),
+// and a recipient still being retried does not delay it. As in Postfix,
+// one that fails later is reported in a DSN of its own; every failed
+// recipient is reported exactly once.
 func (w *Worker) sendBounces(ctx context.Context) {
 	for ctx.Err() == nil {
 		rows, err := w.cfg.Store.ClaimBounces(ctx, w.cfg.BatchSize, bounceLease)
