@@ -561,8 +561,11 @@ func TestPostmaster(t *testing.T) {
 func TestServeMetrics(t *testing.T) {
 	_, url, alicePass := setupDomain(t)
 	relay, relayURL := startRelay(t)
+	// The MX's SPF/DKIM/DMARC lookups go to a loopback DNS server, never
+	// the internet: reporter.example has no records at all.
+	dnsAddr := startZone(t)
 	srv := startServe(t, url, "--imap-addr=127.0.0.1:0", "--submission-addr=127.0.0.1:0", "--mx-addr=127.0.0.1:0",
-		"--admin-addr=127.0.0.1:0", "--relay="+relayURL)
+		"--admin-addr=127.0.0.1:0", "--relay="+relayURL, "--dns-server="+dnsAddr)
 	imapAddr := srv.addr(t, "imaps")
 
 	events := make(idleRecorder, 100)
@@ -577,8 +580,7 @@ func TestServeMetrics(t *testing.T) {
 	srv.waitMetrics(t, "in IDLE", `mailstack_imap_idle_sessions 1`, `mailstack_logins_total\{protocol="imap",result="ok"\} 1`)
 
 	// A DMARC report arrives on the MX for postmaster@example.org. The
-	// MX looks up the sender's DMARC policy with the system resolver; a
-	// reserved .example name has none (NXDOMAIN), so it goes to INBOX.
+	// sender's domain has no DMARC policy (NXDOMAIN), so it goes to INBOX.
 	mx, err := smtp.Dial(srv.addr(t, "mx"))
 	if err != nil {
 		t.Fatal(err)
@@ -652,18 +654,20 @@ func metricValue(t *testing.T, text, name string) float64 {
 	return v
 }
 
-// TestDoctorCommand runs doctor against a loopback DNS server that has
-// only the host's address and the MX: the rest must be reported missing
-// and the command must fail.
-func TestDoctorCommand(t *testing.T) {
-	db, _, _ := setupDomain(t)
-	zone := map[string]dns.RR{}
-	for _, s := range []string{"mail.example.net. 60 IN A 127.0.0.1", "example.org. 60 IN MX 10 mail.example.net."} {
+// startZone serves records (zone-file lines) from a DNS server on
+// loopback UDP and returns its address. Names with records exist
+// (NOERROR, empty answer for other types); every other name is NXDOMAIN.
+func startZone(t *testing.T, records ...string) string {
+	t.Helper()
+	zone, names := map[string]dns.RR{}, map[string]bool{}
+	for _, s := range records {
 		rr, err := dns.NewRR(s)
 		if err != nil {
 			t.Fatal(err)
 		}
-		zone[rr.Header().Name+"/"+dns.TypeToString[rr.Header().Rrtype]] = rr
+		name := strings.ToLower(rr.Header().Name)
+		zone[name+"/"+dns.TypeToString[rr.Header().Rrtype]] = rr
+		names[name] = true
 	}
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -674,17 +678,26 @@ func TestDoctorCommand(t *testing.T) {
 		m.SetReply(r)
 		m.Authoritative = true // an empty answer is then "no such record", not a lame referral
 		q := r.Question[0]
-		if rr, ok := zone[strings.ToLower(q.Name)+"/"+dns.TypeToString[q.Qtype]]; ok {
+		name := strings.ToLower(q.Name)
+		if rr, ok := zone[name+"/"+dns.TypeToString[q.Qtype]]; ok {
 			m.Answer = append(m.Answer, rr)
-		} else if q.Name != "example.org." && q.Name != "mail.example.net." {
+		} else if !names[name] {
 			m.Rcode = dns.RcodeNameError
 		}
 		w.WriteMsg(m)
 	})}
 	go srv.ActivateAndServe()
 	t.Cleanup(func() { srv.Shutdown() })
+	return pc.LocalAddr().String()
+}
 
-	out, err := mailstack(t, "", "doctor", db, "-hostname=mail.example.net", "-dns-server="+pc.LocalAddr().String(), "-timeout=1s", "example.org")
+// TestDoctorCommand runs doctor against a loopback DNS server that has
+// only the host's address and the MX: the rest must be reported missing
+// and the command must fail.
+func TestDoctorCommand(t *testing.T) {
+	db, _, _ := setupDomain(t)
+	dnsAddr := startZone(t, "mail.example.net. 60 IN A 127.0.0.1", "example.org. 60 IN MX 10 mail.example.net.")
+	out, err := mailstack(t, "", "doctor", db, "-hostname=mail.example.net", "-dns-server="+dnsAddr, "-timeout=1s", "example.org")
 	if err == nil || !strings.Contains(err.Error(), "problem") {
 		t.Fatalf("doctor succeeded on an incomplete zone: %v\n%s", err, out)
 	}

@@ -39,6 +39,7 @@ type serveConfig struct {
 	submissionsAddr     string
 	mxAddr              string
 	relay               string
+	dnsServer           string
 	maxMessageSize      int64
 	requireAppPasswords bool
 	maxConnsPerAccount  int64
@@ -62,6 +63,7 @@ func (cfg *serveConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&cfg.submissionsAddr, "submissions-addr", envOr("MAILSTACK_SUBMISSIONS_ADDR", ":465"), "SMTP submission (implicit TLS) listen address; empty: off (env MAILSTACK_SUBMISSIONS_ADDR)")
 	fs.StringVar(&cfg.mxAddr, "mx-addr", envOr("MAILSTACK_MX_ADDR", ":25"), "inbound MX listen address; empty: off (env MAILSTACK_MX_ADDR)")
 	fs.StringVar(&cfg.relay, "relay", envOr("MAILSTACK_RELAY", ""), "smarthost for all outbound mail, smtp://user:pass@host:587 (STARTTLS) or smtps://user:pass@host:465; empty: deliver to MX hosts directly (env MAILSTACK_RELAY)")
+	fs.StringVar(&cfg.dnsServer, "dns-server", envOr("MAILSTACK_DNS_SERVER", ""), "DNS resolver (host:port) for MX lookups and SPF/DKIM/DMARC checks, e.g. a local validating resolver; empty: the system resolver (env MAILSTACK_DNS_SERVER)")
 	fs.Int64Var(&cfg.maxMessageSize, "max-message-size", cfg.env.int64("MAILSTACK_MAX_MESSAGE_SIZE", 50<<20), "largest message accepted, in bytes (env MAILSTACK_MAX_MESSAGE_SIZE)")
 	cfg.requireAppPasswords = cfg.env.boolean("MAILSTACK_REQUIRE_APP_PASSWORDS", true)
 	fs.Var((*boolFlag)(&cfg.requireAppPasswords), "require-app-passwords", "IMAP and SMTP accept only app passwords, never the main password: true or false (also 1/0, yes/no, on/off) (env MAILSTACK_REQUIRE_APP_PASSWORDS)")

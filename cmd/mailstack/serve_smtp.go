@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 
+	"github.com/mailstack/mailstack/internal/dnscheck"
 	"github.com/mailstack/mailstack/smtpd"
 	"github.com/mailstack/mailstack/smtpd/outbound"
 )
@@ -41,8 +42,17 @@ func (s *server) smtpListeners() []listener {
 	}
 }
 
+// resolver is the DNS resolver of MX lookups and SPF/DKIM/DMARC checks:
+// -dns-server's, or the system's.
+func (s *server) resolver() *net.Resolver {
+	if s.cfg.dnsServer != "" {
+		return dnscheck.ResolverFor(s.cfg.dnsServer)
+	}
+	return net.DefaultResolver
+}
+
 // startMX starts the inbound MX: STARTTLS offered with the same
-// certificate, no AUTH, SPF/DKIM/DMARC through the system resolver.
+// certificate, no AUTH, SPF/DKIM/DMARC through resolver.
 func (s *server) startMX(ctx context.Context, addr string) (func() error, func(context.Context) error, string, error) {
 	mx := smtpd.NewMX(smtpd.Config{
 		Store:          s.st,
@@ -51,7 +61,7 @@ func (s *server) startMX(ctx context.Context, addr string) (func() error, func(c
 		MaxMessageSize: s.cfg.maxMessageSize,
 		Log:            s.log.With("service", "mx"),
 		Metrics:        s.metrics,
-	}, smtpd.MXOptions{Resolver: net.DefaultResolver})
+	}, smtpd.MXOptions{Resolver: s.resolver()})
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
@@ -65,7 +75,7 @@ func (s *server) startMX(ctx context.Context, addr string) (func() error, func(c
 // startOutbound starts this process's outbound queue worker. Its "address"
 // in the banner says where mail goes: MX hosts or the relay.
 func (s *server) startOutbound(ctx context.Context, _ string) (func() error, func(context.Context) error, string, error) {
-	cfg := outbound.Config{Store: s.st, Hostname: s.cfg.hostname, Resolver: net.DefaultResolver,
+	cfg := outbound.Config{Store: s.st, Hostname: s.cfg.hostname, Resolver: s.resolver(),
 		Log: s.log.With("service", "outbound"), Metrics: s.metrics}
 	where := "direct to MX hosts, port 25"
 	if s.cfg.relay != "" {
