@@ -78,10 +78,15 @@ type ListenOptions struct {
 	// proxy (PgBouncer), which cannot carry LISTEN.
 	URL string
 	// CheckInterval is how long the connection may stay quiet before a
-	// liveness check (SELECT 1, answered within min(CheckInterval, 5 s)):
-	// a half-open connection (a peer gone without a FIN or RST) would
-	// otherwise wait for notifications for ever. Default 30 s.
+	// liveness check (SELECT 1): a half-open connection (a peer gone
+	// without a FIN or RST) would otherwise wait for notifications for
+	// ever. Default 30 s.
 	CheckInterval time.Duration
+	// PingTimeout is how long the liveness check may take before the
+	// connection counts as dead and is replaced (which costs a resync of
+	// every watched mailbox). Default 5 s; kept apart from CheckInterval
+	// so that frequent checks do not make one slow answer fatal.
+	PingTimeout time.Duration
 	// BeforeConnect, if set, is called before every attempt to open the
 	// connection, the first included (tests hold the feed down with it).
 	BeforeConnect func(ctx context.Context)
@@ -93,7 +98,7 @@ const ListenApplicationName = "mailstack listen"
 
 const (
 	defaultListenCheck = 30 * time.Second
-	listenPingTimeout  = 5 * time.Second
+	defaultListenPing  = 5 * time.Second
 	listenConnTimeout  = 10 * time.Second
 )
 
@@ -132,6 +137,10 @@ func (s *Store) listen(ctx context.Context, channel string, onNotify func(string
 	if check <= 0 {
 		check = defaultListenCheck
 	}
+	ping := s.opts.Listen.PingTimeout
+	if ping <= 0 {
+		ping = defaultListenPing
+	}
 	backoff := 50 * time.Millisecond
 	first := true
 	for {
@@ -152,7 +161,7 @@ func (s *Store) listen(ctx context.Context, channel string, onNotify func(string
 			// sessions already watched mailboxes) were never announced.
 			onReconnect()
 			first = false
-			err = waitLoop(ctx, conn, check, onNotify)
+			err = waitLoop(ctx, conn, check, ping, onNotify)
 		}
 		if conn != nil {
 			// Bounded: a half-open connection must not hold up the reconnect.
@@ -174,8 +183,8 @@ func (s *Store) listen(ctx context.Context, channel string, onNotify func(string
 }
 
 // waitLoop hands on notifications until the connection fails. After check
-// without one it makes sure the connection still answers.
-func waitLoop(ctx context.Context, conn *pgx.Conn, check time.Duration, onNotify func(string)) error {
+// without one it makes sure the connection still answers within ping.
+func waitLoop(ctx context.Context, conn *pgx.Conn, check, ping time.Duration, onNotify func(string)) error {
 	for {
 		wctx, cancel := context.WithTimeout(ctx, check)
 		n, err := conn.WaitForNotification(wctx)
@@ -194,7 +203,7 @@ func waitLoop(ctx context.Context, conn *pgx.Conn, check time.Duration, onNotify
 		// A read timeout leaves the connection usable (pgconn only closes
 		// on other errors). Notifications that arrive during the check
 		// are kept by pgx for the next wait.
-		pctx, cancel := context.WithTimeout(ctx, min(check, listenPingTimeout))
+		pctx, cancel := context.WithTimeout(ctx, ping)
 		_, err = conn.Exec(pctx, "SELECT 1")
 		cancel()
 		if err != nil {

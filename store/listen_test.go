@@ -185,7 +185,10 @@ func connString(cfg *pgx.ConnConfig, hostPort string) string {
 // A LISTEN connection that goes silently dead (no FIN, no RST: the proxy
 // in front of it stops forwarding) is found out by the liveness check;
 // the feed reconnects, asks for a resync, and notifications flow again. A
-// healthy quiet connection passes its checks without reconnecting.
+// healthy quiet connection passes its checks without reconnecting: the
+// checks come often, but each may take a generous PingTimeout (a loaded
+// machine can be slow to answer SELECT 1) before the connection counts as
+// dead.
 func TestListenDetectsDeadConnection(t *testing.T) {
 	f := newFixture(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -195,6 +198,7 @@ func TestListenDetectsDeadConnection(t *testing.T) {
 	st, err := store.Open(ctx, connString(cfg, ""), store.Options{Listen: store.ListenOptions{
 		URL:           connString(cfg, proxy.ln.Addr().String()),
 		CheckInterval: 100 * time.Millisecond,
+		PingTimeout:   3 * time.Second,
 	}})
 	if err != nil {
 		t.Fatal(err)
