@@ -46,6 +46,10 @@ type Options struct {
 	// Wait bounds how long Use waits for another process's private
 	// server to stop (default 2 minutes).
 	Wait time.Duration
+	// GuestWait bounds how long an Owner's Close waits for the guests
+	// using its server to finish before it stops the server under them
+	// (default 30 s).
+	GuestWait time.Duration
 }
 
 // Cluster is a running private PostgreSQL server. Its methods are safe for
@@ -67,6 +71,9 @@ type Cluster struct {
 const (
 	superuser = "postgres"
 	port      = 5432
+	// startRetryWindow bounds the retries of a start that found another
+	// postmaster's pid file (see startCluster).
+	startRetryWindow = 10 * time.Second
 	// maxSockPath is the longest unix socket path we use: sun_path holds
 	// 108 bytes including the terminating NUL.
 	maxSockPath = 107
@@ -215,6 +222,10 @@ func startCluster(ctx context.Context, dataDir string, opts Options) (*Cluster, 
 	if opts.NoFsync {
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
 	}
+	// A crashed process's postmaster dies with it (Pdeathsig), but not at
+	// once: a restart right after the crash can find its postmaster.pid
+	// naming a live process. Retried for this long.
+	pidDeadline := time.Now().Add(startRetryWindow)
 	for {
 		if err := c.startPostgres(filepath.Join(binDir, "postgres"), args, cred); err != nil {
 			c.removeSockDir()
@@ -227,10 +238,15 @@ func startCluster(ctx context.Context, dataDir string, opts Options) (*Cluster, 
 		c.kill()
 		// After a crash (postmaster SIGKILLed), its backends may outlive it
 		// for a moment, still attached to the old shared memory, and
-		// postgres refuses to start until they are gone: retry.
-		if strings.Contains(c.stderr.tail(), "pre-existing shared memory block") && ctx.Err() == nil {
+		// postgres refuses to start until they are gone: retry. Likewise
+		// while the old postmaster itself is still exiting.
+		tail := c.stderr.tail()
+		shm := strings.Contains(tail, "pre-existing shared memory block")
+		pid := strings.Contains(tail, `lock file "postmaster.pid" already exists`) && time.Now().Before(pidDeadline)
+		if (shm || pid) && ctx.Err() == nil {
 			c.log.Info("old postgres processes still running; retrying")
-			c.exited, c.stopOnce = make(chan struct{}), sync.Once{}
+			// A fresh start: kill's result is not this server's.
+			c.exited, c.stopOnce, c.stopErr = make(chan struct{}), sync.Once{}, nil
 			select {
 			case <-time.After(200 * time.Millisecond):
 				continue

@@ -337,6 +337,170 @@ func TestSharedRoles(t *testing.T) {
 	}
 }
 
+// waitLog waits until log contains text.
+func waitLog(t *testing.T, ctx context.Context, log *lockedBuffer, text string) {
+	t.Helper()
+	for !strings.Contains(log.String(), text) {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("never logged %q; log:\n%s", text, log.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// TestOwnerCloseWaitsForGuests checks that the owner does not stop its
+// server under a guest using it (an admin command while serve exits): its
+// Close waits until the guest is done, a guest arriving meanwhile is not
+// let in but runs its own server once the owner is gone, and past
+// GuestWait the owner stops the server anyway and says so.
+func TestOwnerCloseWaitsForGuests(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	dir := filepath.Join(t.TempDir(), "data")
+	type result struct {
+		sh  *Shared
+		err error
+	}
+	setup := func(guestWait time.Duration) (owner, guest *Shared, ownerLog *lockedBuffer, conn *pgx.Conn) {
+		t.Helper()
+		ownerLog = &lockedBuffer{}
+		owner, err := Use(ctx, dir, Owner, Options{NoFsync: true, GuestWait: guestWait, Logger: slog.New(slog.NewTextHandler(ownerLog, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		guest, err = Use(ctx, dir, Guest, Options{NoFsync: true, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if guest.Started() {
+			t.Fatal("guest did not attach to the owner's server")
+		}
+		if conn, err = pgx.Connect(ctx, guest.URL("postgres")); err != nil {
+			t.Fatal(err)
+		}
+		return owner, guest, ownerLog, conn
+	}
+
+	t.Run("waits", func(t *testing.T) {
+		owner, guest, ownerLog, conn := setup(time.Minute)
+		closed := make(chan error, 1)
+		go func() { closed <- owner.Close(ctx) }()
+		waitLog(t, ctx, ownerLog, "waiting for other processes")
+		var lateLog lockedBuffer
+		latec := make(chan result, 1)
+		go func() {
+			sh, err := Use(ctx, dir, Guest, Options{NoFsync: true, Logger: slog.New(slog.NewTextHandler(&lateLog, nil))})
+			latec <- result{sh, err}
+		}()
+		waitLog(t, ctx, &lateLog, "waiting for it to finish")
+		if err := conn.Ping(ctx); err != nil {
+			t.Fatalf("the owner stopped its server under a guest: %v", err)
+		}
+		select {
+		case err := <-closed:
+			t.Fatalf("owner's Close returned (%v) while a guest used its server", err)
+		default:
+		}
+		conn.Close(ctx)
+		if err := guest.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-closed; err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(ownerLog.String(), "anyway") {
+			t.Errorf("owner gave up waiting: %s", ownerLog.String())
+		}
+		late := <-latec
+		if late.err != nil {
+			t.Fatal(late.err)
+		}
+		if !late.sh.Started() {
+			t.Error("the guest that arrived while the owner closed attached to the dying server")
+		}
+		if err := late.sh.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("bounded", func(t *testing.T) {
+		owner, guest, ownerLog, conn := setup(200 * time.Millisecond)
+		defer conn.Close(ctx)
+		if err := owner.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(ownerLog.String(), "stopping it anyway") {
+			t.Errorf("no word of stopping under a guest: %s", ownerLog.String())
+		}
+		if _, err := os.Stat(filepath.Join(dir, "postmaster.pid")); !os.IsNotExist(err) {
+			t.Fatalf("server still running after the owner closed: %v", err)
+		}
+		if err := guest.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestStartWhileOldPostmasterExits checks that Start retries while
+// postmaster.pid names a live process (a crashed process's postmaster
+// still exiting) and starts once that process is gone.
+func TestStartWhileOldPostmasterExits(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := filepath.Join(t.TempDir(), "data")
+	c := start(t, ctx, dir)
+	if err := c.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The stand-in for the old postmaster runs as postgres does: postgres
+	// takes a pid it may not signal (EPERM) for a stale one.
+	cred, err := runAs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := exec.Command("sleep", "60")
+	old.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if err := old.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go old.Wait()            //nolint:errcheck // reaped at once: a zombie still counts as alive
+	defer old.Process.Kill() //nolint:errcheck
+	pidFile := filepath.Join(dir, "postmaster.pid")
+	if err := os.WriteFile(pidFile, fmt.Appendf(nil, "%d\n%s\n", old.Process.Pid, dir), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cred != nil {
+		if err := os.Chown(pidFile, int(cred.Uid), int(cred.Gid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var log lockedBuffer
+	startc := make(chan error, 1)
+	go func() {
+		c, err := Start(ctx, dir, Options{NoFsync: true, Logger: slog.New(slog.NewTextHandler(&log, nil))})
+		if err == nil {
+			err = c.Stop(ctx)
+		}
+		startc <- err
+	}()
+	for !strings.Contains(log.String(), "retrying") {
+		select {
+		case err := <-startc:
+			t.Fatalf("Start while postmaster.pid names a live process: %v, want a retry", err)
+		case <-ctx.Done():
+			t.Fatal("Start never retried")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err := old.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-startc; err != nil {
+		t.Fatalf("Start after the old process exited: %v", err)
+	}
+}
+
 // processUID returns the real user id of a running process.
 func processUID(t *testing.T, pid int) int {
 	t.Helper()

@@ -31,7 +31,8 @@ const (
 	Guest Role = iota
 	// Owner runs the server for as long as it lives and lets guests use
 	// it. There is at most one owner per data directory; an owner waits
-	// for a guest's private server to stop before starting its own.
+	// for a guest's private server to stop before starting its own, and
+	// its Close waits for the guests using its server (Options.GuestWait).
 	Owner
 )
 
@@ -61,6 +62,13 @@ type Shared struct {
 	runLock *os.File
 	// ownerLock is held by the owner, also while it waits for runLock.
 	ownerLock *os.File
+	// guestLock is held (flock) by a guest using the owner's server,
+	// shared, for as long as it uses it; and by the owner's Close,
+	// exclusive, from when no guest uses the server any more until it
+	// has stopped.
+	guestLock *os.File
+	guestWait time.Duration
+	log       *slog.Logger
 }
 
 // lockInfo is what the runLock file says about the server's runner.
@@ -72,9 +80,9 @@ type lockInfo struct {
 
 // Use gives this process a cluster in dataDir according to role: it starts
 // the server (see Start) or, for a Guest, attaches to the running owner's.
-// Coordination uses two lock files next to dataDir (dataDir.lock and
-// dataDir.owner.lock), so it covers processes on this machine. Close
-// releases the cluster. Errors are *Error.
+// Coordination uses lock files next to dataDir (dataDir.lock,
+// dataDir.owner.lock and dataDir.guests.lock), so it covers processes on
+// this machine. Close releases the cluster. Errors are *Error.
 func Use(ctx context.Context, dataDir string, role Role, opts Options) (*Shared, error) {
 	dir, err := filepath.Abs(dataDir)
 	if err != nil {
@@ -94,10 +102,13 @@ func use(ctx context.Context, dir string, role Role, opts Options) (_ *Shared, e
 	if opts.Wait <= 0 {
 		opts.Wait = 2 * time.Minute
 	}
+	if opts.GuestWait <= 0 {
+		opts.GuestWait = 30 * time.Second
+	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return nil, err
 	}
-	sh := &Shared{role: role, dataDir: dir}
+	sh := &Shared{role: role, dataDir: dir, guestWait: opts.GuestWait, log: opts.Logger}
 	defer func() {
 		if err != nil {
 			sh.unlock()
@@ -181,8 +192,26 @@ func (sh *Shared) run(ctx context.Context, opts Options) error {
 }
 
 // attach connects to the owner's server described by info and reports
-// whether that worked and the owner is still the one that info names.
+// whether that worked and the owner is still the one that info names; if
+// so, this guest holds the guests' lock until Close.
 func (sh *Shared) attach(ctx context.Context, lockFile string, info lockInfo) bool {
+	// Taken before the checks below: the owner's Close first withdraws
+	// the offer (rewrites the lock file without the socket), then takes
+	// this lock exclusively. So either the checks see the withdrawal, or
+	// the owner waits for this guest.
+	gl, err := openLock(sh.dataDir + ".guests.lock")
+	if err != nil {
+		return false
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			gl.Close()
+		}
+	}()
+	if locked, err := flockNB(gl, syscall.LOCK_SH); err != nil || !locked {
+		return false // the owner is stopping its server
+	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(cctx, socketURL(info.SockDir, "postgres"))
@@ -195,7 +224,7 @@ func (sh *Shared) attach(ctx context.Context, lockFile string, info lockInfo) bo
 	if now, err := readLockInfo(lockFile); err != nil || now != info {
 		return false
 	}
-	sh.sockDir = info.SockDir
+	sh.sockDir, sh.guestLock, ok = info.SockDir, gl, true
 	return true
 }
 
@@ -212,10 +241,15 @@ func (sh *Shared) CreateDatabase(ctx context.Context, name string) error {
 }
 
 // Close stops the server if this process runs it, and releases the locks.
-// Connections to the server must be closed first.
+// Connections to the server must be closed first. An owner first waits up
+// to Options.GuestWait (not bounded by ctx, which bounds the stop) for the
+// guests using its server to finish, then stops it anyway.
 func (sh *Shared) Close(ctx context.Context) error {
 	var err error
 	if sh.cluster != nil {
+		if sh.role == Owner {
+			sh.waitGuests()
+		}
 		err = sh.cluster.Stop(ctx)
 		// Tell waiting guests nobody runs a server before they can lock.
 		writeLockInfo(sh.runLock, lockInfo{}) //nolint:errcheck // the lock is what counts
@@ -224,7 +258,48 @@ func (sh *Shared) Close(ctx context.Context) error {
 	return err
 }
 
+// waitGuests withdraws the owner's offer of its server and waits, up to
+// guestWait, until no guest uses it: attached guests hold the guests' lock
+// shared, so the exclusive lock is the sign that they are all gone.
+func (sh *Shared) waitGuests() {
+	// No socket in the lock file: new guests wait instead of attaching.
+	if err := writeLockInfo(sh.runLock, lockInfo{Role: sh.role.String(), PID: os.Getpid()}); err != nil {
+		sh.log.Warn("withdraw the managed PostgreSQL from guests", "dir", sh.dataDir, "err", err)
+	}
+	f, err := openLock(sh.dataDir + ".guests.lock")
+	if err != nil {
+		sh.log.Warn("stopping the managed PostgreSQL without waiting for guests", "dir", sh.dataDir, "err", err)
+		return
+	}
+	sh.guestLock = f // held until unlock: after the server stopped
+	deadline := time.Now().Add(sh.guestWait)
+	logged := false
+	for {
+		locked, err := flockNB(f, syscall.LOCK_EX)
+		switch {
+		case locked:
+			return
+		case err != nil:
+			sh.log.Warn("stopping the managed PostgreSQL without waiting for guests", "dir", sh.dataDir, "err", err)
+			return
+		case time.Now().After(deadline):
+			sh.log.Warn("other processes (admin commands) still use the managed PostgreSQL; stopping it anyway",
+				"dir", sh.dataDir, "waited", sh.guestWait)
+			return
+		case !logged:
+			sh.log.Info("waiting for other processes (admin commands) using the managed PostgreSQL to finish",
+				"dir", sh.dataDir, "at_most", sh.guestWait)
+			logged = true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func (sh *Shared) unlock() {
+	if sh.guestLock != nil {
+		sh.guestLock.Close()
+		sh.guestLock = nil
+	}
 	if sh.runLock != nil {
 		sh.runLock.Close() // releases the flock
 		sh.runLock = nil
@@ -246,9 +321,13 @@ func openLock(path string) (*os.File, error) {
 // tryLock takes an exclusive flock on f without waiting. flock locks belong
 // to the open file, so two opens in one process exclude each other too, and
 // the kernel releases them when the process dies.
-func tryLock(f *os.File) (bool, error) {
+func tryLock(f *os.File) (bool, error) { return flockNB(f, syscall.LOCK_EX) }
+
+// flockNB takes a flock of kind how (LOCK_EX or LOCK_SH) on f without
+// waiting.
+func flockNB(f *os.File, how int) (bool, error) {
 	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
 		switch {
 		case err == nil:
 			return true, nil
