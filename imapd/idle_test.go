@@ -606,7 +606,7 @@ func TestSelectedView(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			v := newSelected(nil, slices.Clone(tc.view), false)
 			for i := range tc.changes {
-				v.apply(&tc.changes[i])
+				v.applySince(&tc.changes[i], 0, false)
 			}
 			got := v.take(tc.allow)
 			if fmt.Sprint(got) != fmt.Sprint(tc.want) {

@@ -93,17 +93,12 @@ func (v *selected) maxKnown() uint32 {
 	return 0
 }
 
-// apply merges changes read by the feed. It is idempotent: the same change
-// seen twice (a snapshot newer than the feed's modseq) changes nothing but
-// a repeated FLAGS report. The modseq the changes were read after is not
-// known here, so no flag change counts as sole (see applySince).
-func (v *selected) apply(ch *store.Changes) {
-	v.applySince(ch, 0, false)
-}
-
-// applySince is apply for changes read after modseq base. Every
-// transaction raises a mailbox's modseq by exactly one, so changes up to
-// base+1 are the work of one transaction.
+// applySince merges changes read by the feed after modseq base (if
+// baseKnown). It is idempotent: the same change seen twice (a snapshot
+// newer than the feed's modseq) changes nothing but a repeated FLAGS
+// report. Every transaction raises a mailbox's modseq by exactly one, so
+// changes up to base+1 are the work of one transaction; without a known
+// base no flag change counts as sole (see pendingFlags).
 func (v *selected) applySince(ch *store.Changes, base uint64, baseKnown bool) {
 	one := baseKnown && ch.Mailbox != nil && ch.Mailbox.HighestModSeq == base+1
 	if v.merge(ch, one) {

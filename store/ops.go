@@ -23,20 +23,3 @@ func (s *Store) QueueDepth(ctx context.Context) (int64, error) {
 	}
 	return n, nil
 }
-
-// StorageStats counts stored message contents: each distinct content is one
-// row however many mailboxes hold it, in chunks of ChunkSize.
-type StorageStats struct {
-	Contents, Chunks, Bytes int64
-}
-
-// Storage returns the current StorageStats, for metrics and tests.
-func (s *Store) Storage(ctx context.Context) (StorageStats, error) {
-	var st StorageStats
-	err := s.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM messages), count(*), coalesce(sum(length(data)), 0)
-		FROM message_chunks`).Scan(&st.Contents, &st.Chunks, &st.Bytes)
-	if err != nil {
-		return st, fmt.Errorf("storage stats: %w", err)
-	}
-	return st, nil
-}

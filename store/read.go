@@ -202,7 +202,7 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 }
 
 // CountMessageContents returns how many distinct message contents are
-// stored (for tests and metrics).
+// stored, across accounts: tests check deduplication and cleanup with it.
 func (s *Store) CountMessageContents(ctx context.Context) (int64, error) {
 	var n int64
 	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM messages`).Scan(&n); err != nil {
