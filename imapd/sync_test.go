@@ -1516,13 +1516,17 @@ func TestCatchUpPanicRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	var calls, in, most atomic.Int32
+	// Every catch-up waits until all three deliveries have committed, so
+	// the first one that succeeds sees all three whatever the timing;
+	// the notifications pile up meanwhile.
+	delivered := make(chan struct{})
 	h := func(int64) {
 		n := in.Add(1)
 		defer in.Add(-1)
 		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 		}
+		<-delivered
 		if calls.Add(1) <= 3 {
-			time.Sleep(5 * time.Millisecond) // let notifications pile up
 			panic("test: a bug in the catch-up")
 		}
 	}
@@ -1530,6 +1534,7 @@ func TestCatchUpPanicRetried(t *testing.T) {
 	for range 3 {
 		e2.deliver("INBOX", crlf(simpleMsg))
 	}
+	close(delivered)
 	rec.expect(t, "after failed catch-ups", "* 3 EXISTS")
 	if n := calls.Load(); n < 4 {
 		t.Errorf("%d catch-ups, want at least 4 (3 panics, then success)", n)
