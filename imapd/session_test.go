@@ -370,9 +370,11 @@ const literalReadTimeout = 30 * time.Second
 // sends no continuation, and goes on reading the command line the client
 // will not send, until its command read timeout. The client then gets
 // "NO [SERVERBUG] Internal server error" and the connection carries on.
-// Nothing was done. Both cases run at once, so the test waits the timeout
-// once.
+// Nothing was done. The cases wait at once, and the test runs in parallel
+// with the package's other long tests, so the suite waits the timeout
+// once, overlapped with other work.
 func TestLiteralLimit(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, envOptions{})
 	before, err := e.st.Mailboxes(t.Context(), e.acc.ID)
 	if err != nil {
@@ -402,8 +404,11 @@ func TestLiteralLimit(t *testing.T) {
 		{"LOGIN before authentication", e.dialRaw(), "a1 LOGIN {5000}", "LOGIN " + e.user + " " + e.pass},
 		{"CREATE when authenticated", e.raw(), "b1 CREATE {5000}", "NOOP"},
 	}
+	// All cases wait at once, each on its own goroutine; the subtests
+	// only check what each got. (Parallel subtests would each take a slot
+	// of -parallel, holding up the package's other parallel tests.)
 	type result struct {
-		lines   []string
+		line    string
 		elapsed time.Duration
 		err     error
 	}
@@ -415,28 +420,31 @@ func TestLiteralLimit(t *testing.T) {
 			fmt.Fprintf(tc.conn.c, "%s\r\n", tc.cmd)
 			tc.conn.c.SetReadDeadline(start.Add(literalReadTimeout + 30*time.Second))
 			l, err := tc.conn.r.ReadString('\n')
-			results[i] <- result{[]string{strings.TrimRight(l, "\r\n")}, time.Since(start), err}
+			results[i] <- result{strings.TrimRight(l, "\r\n"), time.Since(start), err}
 		}()
 	}
 	for i, tc := range cases {
-		res := <-results[i]
-		if res.err != nil {
-			t.Fatalf("%s: no answer within %v: %v", tc.name, literalReadTimeout+30*time.Second, res.err)
-		}
-		tag, _, _ := strings.Cut(tc.cmd, " ")
-		if want := tag + " NO [SERVERBUG] Internal server error"; res.lines[0] != want {
-			t.Errorf("%s: %q, want %q (and no continuation)", tc.name, res.lines[0], want)
-		}
-		// It came when the server's read deadline hit (measured from the
-		// client's side, so never earlier), not at once.
-		if res.elapsed < literalReadTimeout-time.Second {
-			t.Errorf("%s: answered after %v, before imapserver's read timeout", tc.name, res.elapsed)
-		}
-		t.Logf("%s: %q after %v", tc.name, res.lines[0], res.elapsed.Round(time.Millisecond))
-		// The connection is still usable.
-		if _, status := tc.conn.try(tc.next); !strings.HasPrefix(status, "OK") {
-			t.Errorf("%s: next command: %q", tc.name, status)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			tc.conn.t = t
+			res := <-results[i]
+			if res.err != nil {
+				t.Fatalf("no answer within %v: %v", literalReadTimeout+30*time.Second, res.err)
+			}
+			tag, _, _ := strings.Cut(tc.cmd, " ")
+			if want := tag + " NO [SERVERBUG] Internal server error"; res.line != want {
+				t.Errorf("%q, want %q (and no continuation)", res.line, want)
+			}
+			// It came when the server's read deadline hit (measured from
+			// the client's side, so never earlier), not at once.
+			if res.elapsed < literalReadTimeout-time.Second {
+				t.Errorf("answered after %v, before imapserver's read timeout", res.elapsed)
+			}
+			t.Logf("%q after %v", res.line, res.elapsed.Round(time.Millisecond))
+			// The connection is still usable.
+			if _, status := tc.conn.try(tc.next); !strings.HasPrefix(status, "OK") {
+				t.Errorf("next command: %q", status)
+			}
+		})
 	}
 	after, err := e.st.Mailboxes(t.Context(), e.acc.ID)
 	if err != nil {

@@ -735,6 +735,8 @@ func (sc *stressClient) step() error {
 // server sends (and its own STORE .SILENT). Afterwards, once both feeds
 // have caught up, a NOOP must bring every model to exactly the database.
 func TestSyncStress(t *testing.T) {
+	// Long and self-contained: overlaps TestLiteralLimit's wait.
+	t.Parallel()
 	const (
 		clients  = 8
 		initial  = 50
@@ -1168,6 +1170,8 @@ func (v *selected) pendingSize() (expunged, added, flags int) {
 // command) while 10,000 flag changes (and some appends and expunges) hit
 // the mailbox keeps at most one pending entry per message.
 func TestNeverPollingSessionBounded(t *testing.T) {
+	// Long and self-contained: overlaps TestLiteralLimit's wait.
+	t.Parallel()
 	const messages = 20
 	e := newEnv(t, envOptions{})
 	for range messages {
