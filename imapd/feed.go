@@ -26,7 +26,9 @@ import (
 // grows with every change a session has not polled yet, without bound
 // and without a hook to collapse it: each view here merges pending
 // changes per message and, past maxPending, drops them for a resync
-// (view.go).
+// (view.go). No read holds more than maxPending+1 changes of a mailbox
+// either: a catch-up past that (a bulk STORE) makes every view resync
+// instead, and a resync reads in pages of maxPending (resyncView).
 //
 // notify never reads the database itself: it hands the mailbox to that
 // mailbox's runner goroutine (at most one per mailbox, started on demand),
@@ -48,6 +50,9 @@ type feed struct {
 	// local write's (the runners' and the resync's): tests stall the
 	// remote feed with it.
 	beforeCatchUp atomic.Pointer[func(mailboxID int64)]
+	// beforeResyncPage, if set, runs before each page of a view's resync
+	// (tests change the mailbox between pages with it).
+	beforeResyncPage atomic.Pointer[func(sel *selected, page int)]
 
 	mu          sync.Mutex
 	boxes       map[int64]*watched
@@ -82,8 +87,15 @@ const (
 	maxCatchUpRetry = 30 * time.Second
 	// catchUpTimeout bounds one catch-up read, pool wait included.
 	catchUpTimeout = 10 * time.Second
-	// resyncBatch is how many mailboxes one resync query reads.
+	// resyncBatch is how many mailboxes one resync query reads, at most:
+	// fewer if their rows could exceed resyncRows (each may return
+	// maxPending+1 updated and as many expunged).
 	resyncBatch = 500
+	resyncRows  = 500_000
+	// maxResyncPasses is how often one poll begins a view's resync anew
+	// when more changes overflow the view while its pages are written;
+	// then the session ends with byeTooManyChanges.
+	maxResyncPasses = 3
 )
 
 // errStaleEntry says a watched entry went gone under a registration: try
@@ -329,19 +341,27 @@ func (f *feed) catchUpWatched(ctx context.Context, w *watched, modseq uint64) er
 	if w.gone.Load() || len(w.views) == 0 || (modseq != 0 && modseq <= w.modseq) {
 		return nil
 	}
-	ch, err := f.st.ChangesSince(ctx, w.accountID, w.mailboxID, w.modseq)
+	chs, err := f.st.ChangesSinceMany(ctx, []store.ChangeQuery{f.query(w)})
 	if err != nil {
 		return err
 	}
-	f.applyLocked(w, ch)
+	f.applyLocked(w, chs[0])
 	return nil
+}
+
+// query asks for the changes to w after w.modseq, at most the views' cap
+// of them: past it every view drops its pending changes and resyncs
+// (store.Changes.Truncated), so a bulk change costs the read no more.
+func (f *feed) query(w *watched) store.ChangeQuery {
+	return store.ChangeQuery{AccountID: w.accountID, MailboxID: w.mailboxID, ModSeq: w.modseq, Limit: int(f.maxPending.Load())}
 }
 
 // BYE texts for a selected mailbox that went away.
 const (
-	byeDeleted   = "Selected mailbox was deleted, have to disconnect."
-	byeRecreated = "Selected mailbox was deleted and re-created (new UIDVALIDITY), have to disconnect."
-	byeInternal  = "Internal error; please reconnect"
+	byeDeleted        = "Selected mailbox was deleted, have to disconnect."
+	byeRecreated      = "Selected mailbox was deleted and re-created (new UIDVALIDITY), have to disconnect."
+	byeInternal       = "Internal error; please reconnect"
+	byeTooManyChanges = "Too many changes to the selected mailbox at once; please reconnect"
 )
 
 // applyLocked hands changes read after w.modseq to every view; w.mu is
@@ -351,7 +371,9 @@ const (
 // BYE at its next poll. BYE, rather than an unsolicited OK [UIDVALIDITY]:
 // RFC 9051 has no way to replace a selected mailbox under a session, and
 // the UIDs, sequence numbers and flags the client holds all belong to the
-// mailbox that was deleted; reconnecting makes it SELECT afresh.
+// mailbox that was deleted; reconnecting makes it SELECT afresh. Changes
+// past the read's limit (Truncated) make every view drop its pending
+// changes and resync; w.modseq moves to the mailbox's all the same.
 func (f *feed) applyLocked(w *watched, ch *store.Changes) {
 	switch {
 	case ch.Mailbox == nil || ch.Mailbox.NoSelect:
@@ -430,8 +452,9 @@ func (f *feed) resyncAllSafely() {
 	f.mu.Lock()
 	all := f.all()
 	f.mu.Unlock()
+	batch := max(1, min(resyncBatch, resyncRows/(2*(int(f.maxPending.Load())+1))))
 	for len(all) > 0 {
-		n := min(len(all), resyncBatch)
+		n := min(len(all), batch)
 		f.resyncBatch(all[:n])
 		all = all[n:]
 	}
@@ -460,7 +483,7 @@ func (f *feed) resyncBatch(ws []*watched) {
 		w.mu.Lock()
 		if !w.gone.Load() && len(w.views) > 0 {
 			bases = append(bases, base{w, w.gen})
-			qs = append(qs, store.ChangeQuery{AccountID: w.accountID, MailboxID: w.mailboxID, ModSeq: w.modseq})
+			qs = append(qs, f.query(w))
 		}
 		w.mu.Unlock()
 	}
@@ -499,26 +522,84 @@ func (f *feed) resyncBatch(ws []*watched) {
 }
 
 // resyncView brings a view that dropped its pending changes (past its
-// limit) up to date and returns what tells the client: the changes after
-// the last modseq the client was told everything of, read under w.mu so
-// that no catch-up interleaves. The result is as large as those changes
-// (at most the mailbox), held only for this poll.
-func (f *feed) resyncView(ctx context.Context, sel *selected) ([]update, error) {
+// limit, or a bulk change past what a catch-up reads) up to date, telling
+// the client as it goes: it re-reads the changes after the last modseq the
+// client was told everything of in pages of at most the view's limit
+// (ascending UID, one snapshot each, read under w.mu so that no catch-up
+// interleaves with a page) and hands each page's responses to write before
+// reading the next, holding no lock. Catch-ups meanwhile merge the changes
+// to the UIDs already re-read; later pages read the others. So memory
+// stays within twice the limit however large the change. A view that
+// overflows again meanwhile begins anew, at most maxResyncPasses times;
+// then its session ends with BYE, and the client's reconnect reads the
+// mailbox afresh in one SELECT. Errors from write are returned as they
+// are.
+func (f *feed) resyncView(ctx context.Context, sel *selected, write func([]update) error) error {
 	w := sel.w
+	limit := sel.limit
+	if limit <= 0 {
+		limit = int(f.maxPending.Load())
+	}
+	for range maxResyncPasses {
+		w.mu.Lock()
+		if w.gone.Load() {
+			w.mu.Unlock()
+			return nil // the poll ends the session
+		}
+		base := sel.beginResync(w.modseq)
+		w.mu.Unlock()
+		var after uint32
+		for page := 0; ; page++ {
+			if sel.isGone() {
+				return nil // a panic applying changes ended it: the poll says so
+			}
+			if h := f.beforeResyncPage.Load(); h != nil {
+				(*h)(sel, page)
+			}
+			ups, next, step, err := f.resyncPage(ctx, sel, base, after, limit)
+			if err != nil {
+				return err
+			}
+			if len(ups) > 0 {
+				if err := write(ups); err != nil {
+					return err
+				}
+			}
+			if step == resyncMore {
+				after = next
+				continue
+			}
+			if step != resyncAgain {
+				return nil
+			}
+			break
+		}
+	}
+	f.log.Warn("change feed: a view overflowed again and again while resyncing; ending its session", "mailbox", w.mailboxID)
+	sel.markGone(byeTooManyChanges)
+	return nil
+}
+
+// resyncPage reads one page of a view's resync under w.mu and merges it.
+func (f *feed) resyncPage(ctx context.Context, sel *selected, base uint64, after uint32, limit int) ([]update, uint32, resyncStep, error) {
+	w := sel.w
+	ctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
+	defer cancel()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.gone.Load() {
-		return nil, nil // the poll ends the session
+		return nil, 0, resyncGone, nil
 	}
-	ch, err := f.st.ChangesSince(ctx, w.accountID, w.mailboxID, sel.resyncBase())
+	ch, err := f.st.ChangesPage(ctx, w.accountID, w.mailboxID, base, after, limit)
 	if err != nil {
-		return nil, fmt.Errorf("resync view: %w", err)
+		return nil, 0, 0, fmt.Errorf("resync view: %w", err)
 	}
 	if ch.Mailbox == nil || ch.Mailbox.NoSelect || ch.Mailbox.UIDValidity != w.uidvalidity {
 		f.applyLocked(w, ch) // ends every view
-		return nil, nil
+		return nil, 0, resyncGone, nil
 	}
-	return sel.resynced(ch), nil
+	ups, next, step := sel.resyncPage(ch)
+	return ups, next, step, nil
 }
 
 // watching reports how many mailboxes and views the feed tracks (tests).

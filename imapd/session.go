@@ -153,15 +153,20 @@ func (s *session) poll(w *imapserver.UpdateWriter, sel *selected, allowExpunge b
 			err = errSessionEnded
 		}
 	}()
-	var ups []update
 	if allowExpunge && sel.needsResync() {
 		// The view dropped its pending changes (too many): read them
-		// again. Only here, where EXPUNGE may be reported.
-		if ups, err = s.srv.feed.resyncView(s.ctx, sel); err != nil {
+		// again, told page by page. Only here, where EXPUNGE may be
+		// reported.
+		var werr error
+		rerr := s.srv.feed.resyncView(s.ctx, sel, func(ups []update) error { werr = writeUpdates(w, ups); return werr })
+		if werr != nil {
+			return werr
+		}
+		if rerr != nil {
 			// Without the resync the view cannot be made right: a new
 			// session will be.
 			if s.ctx.Err() == nil {
-				s.srv.log.Error("resync of a view past its limit", "err", err)
+				s.srv.log.Error("resync of a view past its limit", "err", rerr)
 				s.bye("Temporary server failure while catching up with changes; please reconnect")
 			}
 			return errSessionEnded
@@ -175,7 +180,7 @@ func (s *session) poll(w *imapserver.UpdateWriter, sel *selected, allowExpunge b
 		s.bye(why)
 		return errSessionEnded
 	}
-	return writeUpdates(w, append(ups, sel.take(allowExpunge)...))
+	return writeUpdates(w, sel.take(allowExpunge))
 }
 
 // Idle implements imapserver.Session.

@@ -1703,3 +1703,133 @@ func TestPendingCapResync(t *testing.T) {
 	quietRec.expect(t, "after the resync, one change", `* 1 FETCH (UID 1 FLAGS (\Flagged $Big))`)
 	quietRec.matches(t, "after one more change", e.st, e.acc.ID, inbox)
 }
+
+// A bulk change past the cap (STORE on all 30 messages, cap 5) is read
+// whole by no catch-up: the views drop their pending changes, and the feed
+// moves on to the mailbox's modseq. A view's resync then reads it in pages
+// of at most 5, each written before the next is read; changes made
+// between pages, to UIDs already re-read and to later ones (flags, an
+// expunge each, a new message), all reach the client, whose model ends
+// exactly at the database. A view that overflows again on every pass of
+// its resync ends with BYE.
+func TestResyncInPages(t *testing.T) {
+	const messages, limit = 30, 5
+	e := newEnv(t, envOptions{maxPending: limit})
+	for range messages {
+		e.deliver("INBOX", crlf(simpleMsg))
+	}
+	inbox := mailboxID(t, e, "INBOX")
+	ctx := context.Background()
+	rec := newWireRecorder()
+	c := rec.login(t, e)
+	rec.quiet(func() {
+		if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, Flags: true}).Collect(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	e.srv.feed.mu.Lock()
+	w := e.srv.feed.boxes[inbox]
+	e.srv.feed.mu.Unlock()
+	var sel *selected
+	w.mu.Lock()
+	for s := range w.views {
+		sel = s
+	}
+	w.mu.Unlock()
+	storeFlags := func(uids []store.UIDRange, flags ...string) {
+		t.Helper()
+		if _, err := e.st.StoreFlags(ctx, e.acc.ID, inbox, uids, store.FlagsAdd, flags); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := []store.UIDRange{{Start: 1, Stop: 0}}
+	one := func(uid uint32) []store.UIDRange { return []store.UIDRange{{Start: uid, Stop: uid}} }
+
+	// The bulk change, caught up with as a local write is.
+	storeFlags(all, "$Big")
+	e.srv.feed.catchUp(ctx, inbox, 0)
+	if x, a, f := sel.pendingSize(); x+a+f != 0 || !sel.needsResync() {
+		t.Fatalf("after a change past the cap: pending %d/%d/%d, resync %v", x, a, f, sel.needsResync())
+	}
+	mb, err := e.st.MailboxByID(ctx, e.acc.ID, inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := feedModSeq(e.srv, inbox); got != mb.HighestModSeq {
+		t.Fatalf("feed at modseq %d after the bulk change, mailbox at %d", got, mb.HighestModSeq)
+	}
+
+	pages := 0
+	hook := func(s *selected, page int) {
+		if s != sel {
+			return
+		}
+		pages++
+		if x, a, f := sel.pendingSize(); x+a+f > limit {
+			t.Errorf("page %d: %d pending, cap %d", page, x+a+f, limit)
+		}
+		if page != 2 {
+			return
+		}
+		// UIDs 1-10 are re-read and told: changes to them are merged as
+		// usual; those to UIDs 25, 27 and a new one are left to the pages.
+		storeFlags(one(1), "$Mid")
+		storeFlags(one(25), "$Mid")
+		for _, uid := range []uint32{2, 27} {
+			storeFlags(one(uid), `\Deleted`)
+			if _, err := e.st.Expunge(ctx, e.acc.ID, inbox, one(uid)); err != nil {
+				t.Error(err)
+			}
+		}
+		if _, err := e.st.Append(ctx, e.acc.ID, inbox, strings.NewReader(crlf(simpleMsg)), 0, nil, time.Time{}); err != nil {
+			t.Error(err)
+		}
+		e.srv.feed.catchUp(ctx, inbox, 0)
+		if x, a, f := sel.pendingSize(); x != 1 || a != 0 || f != 1 {
+			t.Errorf("merged between pages: pending %d/%d/%d, want UID 2's expunge and UID 1's flags only", x, a, f)
+		}
+	}
+	e.srv.feed.beforeResyncPage.Store(&hook)
+	if err := c.Noop().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	rec.matches(t, "after the resync in pages", e.st, e.acc.ID, inbox)
+	if want := messages/limit + 1; pages < want {
+		t.Errorf("%d pages for %d changes, cap %d: want at least %d", pages, messages+5, limit, want)
+	}
+	if sel.needsResync() {
+		t.Error("still resyncing after NOOP")
+	}
+	// Afterwards changes flow as before.
+	storeFlags(one(3), `\Flagged`)
+	e.srv.feed.catchUp(ctx, inbox, 0)
+	if err := c.Noop().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	rec.matches(t, "after one more change", e.st, e.acc.ID, inbox)
+
+	// Another bulk change on every pass of the resync.
+	passes := 0
+	storm := func(s *selected, page int) {
+		if s != sel || page != 1 {
+			return
+		}
+		passes++
+		storeFlags(all, fmt.Sprintf("$Storm%d", passes))
+		e.srv.feed.catchUp(ctx, inbox, 0)
+	}
+	e.srv.feed.beforeResyncPage.Store(&storm)
+	storeFlags(all, "$Start")
+	e.srv.feed.catchUp(ctx, inbox, 0)
+	c.Noop().Wait() //nolint:errcheck // the server ends the session
+	waitClosed(t, c, "a session overflowing on every pass of its resync")
+	if !rec.sawLine("* BYE " + byeTooManyChanges) {
+		t.Error("no BYE saying why")
+	}
+	if passes != maxResyncPasses {
+		t.Errorf("%d passes, want %d", passes, maxResyncPasses)
+	}
+}

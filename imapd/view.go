@@ -1,6 +1,7 @@
 package imapd
 
 import (
+	"math"
 	"slices"
 	"sort"
 	"sync"
@@ -18,8 +19,9 @@ import (
 // mailbox, whatever the rate of changes; and past limit entries (a
 // mailbox larger than that, changed wholesale) it drops them altogether
 // and resyncs from the database at its next poll that may report
-// EXPUNGE. imapserver's SessionTracker queue has no bound and no hook for
-// one, hence this type (the bounded-memory rule of issue 4).
+// EXPUNGE, in pages of at most limit changes (feed.resyncView).
+// imapserver's SessionTracker queue has no bound and no hook for one,
+// hence this type (the bounded-memory rule of issue 4).
 type selected struct {
 	w        *watched
 	readOnly bool
@@ -37,6 +39,10 @@ type selected struct {
 	// change left then). Changes after told are all the client may miss.
 	merged, told uint64
 	overflow     bool // pending changes dropped past limit: resync at the next poll
+	// resyncing says a resync has told the client afresh of UIDs up to
+	// cursor only: merges leave changes to higher UIDs to its later pages.
+	resyncing bool
+	cursor    uint32
 }
 
 // pendingFlags is the newest flag state of one message not yet told to the
@@ -117,6 +123,12 @@ func (v *selected) mergeLocked(ch *store.Changes, oneTx bool, limit int) (change
 		// Everything after told is read again at the resync.
 		return false
 	}
+	if ch.Truncated {
+		// More changes than the feed reads at once (a bulk STORE):
+		// more than limit too, so drop everything as past it.
+		v.dropPending()
+		return true
+	}
 	if ch.Mailbox != nil {
 		v.merged = max(v.merged, ch.Mailbox.HighestModSeq)
 	}
@@ -125,11 +137,15 @@ func (v *selected) mergeLocked(ch *store.Changes, oneTx bool, limit int) (change
 		if limit <= 0 || pending <= limit {
 			return false
 		}
-		v.expunged, v.added, v.flags = map[uint32]struct{}{}, nil, map[uint32]pendingFlags{}
-		v.overflow = true
+		v.dropPending()
 		return true
 	}
+	// A resync's later pages read the current state of higher UIDs.
+	later := func(uid uint32) bool { return v.resyncing && uid > v.cursor }
 	for _, uid := range ch.Expunged {
+		if later(uid) {
+			continue
+		}
 		if _, ok := v.index(uid); ok {
 			// Only a message the view had is reported as expunged.
 			if _, had := v.expunged[uid]; !had {
@@ -151,6 +167,9 @@ func (v *selected) mergeLocked(ch *store.Changes, oneTx bool, limit int) (change
 		}
 	}
 	for _, m := range ch.Updated {
+		if later(m.UID) {
+			continue
+		}
 		if m.UID > v.maxKnown() {
 			v.added = append(v.added, m.UID)
 			pending++
@@ -180,10 +199,16 @@ func (v *selected) mergeLocked(ch *store.Changes, oneTx bool, limit int) (change
 	return changed
 }
 
+// dropPending drops the pending changes, for a resync from told.
+func (v *selected) dropPending() {
+	v.expunged, v.added, v.flags = map[uint32]struct{}{}, nil, map[uint32]pendingFlags{}
+	v.overflow = true
+}
+
 // settle records that the client knows everything up to merged once no
-// change is pending.
+// change is pending (and no resync is half done).
 func (v *selected) settle() {
-	if !v.overflow && len(v.expunged) == 0 && len(v.added) == 0 && len(v.flags) == 0 {
+	if !v.overflow && !v.resyncing && len(v.expunged) == 0 && len(v.added) == 0 && len(v.flags) == 0 {
 		v.told = v.merged
 	}
 }
@@ -195,23 +220,62 @@ func (v *selected) needsResync() bool {
 	return v.overflow
 }
 
-// resyncBase is the modseq to re-read changes after for a resync.
-func (v *selected) resyncBase() uint64 {
+// beginResync starts (or starts over) a resync of a view that dropped its
+// pending changes, with w.mu held: at is w.modseq, which every page read
+// from now on is at least at. It returns the modseq to re-read the
+// changes after: told, the last one the client was told everything of.
+// Starting over from there after some pages repeats only flags: the
+// expunges told are out of the view, the new messages told are in it.
+func (v *selected) beginResync(at uint64) (base uint64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.overflow, v.resyncing, v.cursor = false, true, 0
+	v.expunged, v.added, v.flags = map[uint32]struct{}{}, nil, map[uint32]pendingFlags{}
+	// The views have been given everything up to at; this one will have
+	// been told all of it once the pages are done.
+	v.merged = max(v.merged, at)
 	return v.told
 }
 
-// resynced applies the changes after resyncBase (read under w.mu) in one
-// go, without limit, and returns the responses that tell the client, as
-// take(true) does.
-func (v *selected) resynced(ch *store.Changes) []update {
+// resyncStep says how a resync goes on after a page.
+type resyncStep int
+
+const (
+	resyncMore  resyncStep = iota // read the page after the cursor
+	resyncDone                    // the view is up to date
+	resyncAgain                   // it overflowed again: begin anew
+	resyncGone                    // the mailbox went away: the poll ends the session
+)
+
+// resyncPage merges one page of the changes after the resync's base (read
+// under w.mu: store.ChangesPage) and returns the responses that tell the
+// client, as take(true) does, with whatever catch-ups merged meanwhile for
+// the UIDs already re-read, and the UID the next page starts after. The
+// last page (not Truncated) ends the resync.
+func (v *selected) resyncPage(ch *store.Changes) ([]update, uint32, resyncStep) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.overflow = false
-	v.expunged, v.added, v.flags = map[uint32]struct{}{}, nil, map[uint32]pendingFlags{}
-	v.mergeLocked(ch, false, 0)
-	return v.takeLocked(true)
+	if v.overflow || !v.resyncing {
+		return nil, 0, resyncAgain
+	}
+	v.cursor = math.MaxUint32
+	if ch.Truncated {
+		v.cursor = 0
+		for _, m := range ch.Updated {
+			v.cursor = max(v.cursor, m.UID)
+		}
+		for _, u := range ch.Expunged {
+			v.cursor = max(v.cursor, u)
+		}
+	}
+	// Without the mailbox: a page's snapshot may be newer than what the
+	// lower UIDs were told (merged stays the feed's).
+	v.mergeLocked(&store.Changes{Updated: ch.Updated, Expunged: ch.Expunged}, false, 0)
+	if ch.Truncated {
+		return v.takeLocked(true), v.cursor, resyncMore
+	}
+	v.resyncing, v.cursor = false, 0
+	return v.takeLocked(true), 0, resyncDone
 }
 
 // markGone ends the view: its session is told why with BYE at its next
