@@ -11,34 +11,25 @@ CREATE TABLE subscriptions (
     PRIMARY KEY (account_id, name)
 );
 INSERT INTO subscriptions (account_id, name) SELECT account_id, name FROM mailboxes WHERE subscribed;
-ALTER TABLE mailboxes DROP COLUMN subscribed;
+-- mailboxes.subscribed stays for now: during a rolling upgrade, processes
+-- still running an older binary read and write it (and would fail without
+-- it). New code neither reads nor writes it (new rows take its default,
+-- and what an older binary subscribes meanwhile is not carried over); a
+-- later migration drops it once no older binary runs.
 
 -- Every keyword ever set on a message of the mailbox (sorted), for the
 -- FLAGS and PERMANENTFLAGS of SELECT: one row instead of a scan of the
 -- mailbox. Like Dovecot's keyword list it only grows, until the mailbox is
--- deleted or re-created. Kept by the triggers below, which only call the
--- function when a row brings keywords (the WHEN clause costs no call).
+-- deleted or re-created. No trigger keeps it: every statement that gives a
+-- message keywords (store: Deliver, StoreFlags, copy/move, bulk append)
+-- merges them into the list itself, under the mailbox row lock it holds
+-- anyway, and only when they are not in it yet. (A statement trigger would
+-- run for every write to mailbox_messages, keywords or not: a WHEN clause
+-- is not allowed on one.) Keywords set by an older binary during a rolling
+-- upgrade are missing from the list until set again; FLAGS is advisory and
+-- PERMANENTFLAGS has \*, so clients can still use them.
 ALTER TABLE mailboxes ADD COLUMN keywords text[] NOT NULL DEFAULT '{}';
 UPDATE mailboxes m SET keywords = k.list
   FROM (SELECT mm.mailbox_id, array_agg(DISTINCT kw ORDER BY kw) AS list
           FROM mailbox_messages mm, unnest(mm.keywords) kw GROUP BY mm.mailbox_id) k
  WHERE m.id = k.mailbox_id;
-
--- One call per statement, over the rows it wrote (a row trigger doubled
--- the time of STORE +FLAGS (kw) on 100,000 messages). The writer already
--- holds the mailbox row lock (every change to a mailbox's messages bumps
--- its modseq under it), so this takes no new lock.
-CREATE FUNCTION mailbox_keywords_add() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    UPDATE mailboxes m
-       SET keywords = ARRAY(SELECT DISTINCT kw FROM unnest(m.keywords || n.kws) kw ORDER BY kw)
-      FROM (SELECT r.mailbox_id, r.account_id, array_agg(DISTINCT kw) AS kws
-              FROM new_rows r, unnest(r.keywords) kw GROUP BY r.mailbox_id, r.account_id) n
-     WHERE m.id = n.mailbox_id AND m.account_id = n.account_id AND NOT (n.kws <@ m.keywords);
-    RETURN NULL;
-END $$;
-
-CREATE TRIGGER mailbox_messages_keywords_insert AFTER INSERT ON mailbox_messages
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION mailbox_keywords_add();
-CREATE TRIGGER mailbox_messages_keywords_update AFTER UPDATE ON mailbox_messages
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION mailbox_keywords_add();

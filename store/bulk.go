@@ -95,7 +95,7 @@ func (s *Store) bulkAppend(ctx context.Context, accountID, mailboxID int64, next
 		}
 		modseq++
 		b := &bulkWriter{tx: tx, accountID: accountID, mailboxID: mailboxID, uid: uidnext, modseq: modseq,
-			known: map[[32]byte]int64{}}
+			known: map[[32]byte]int64{}, keywords: keywordSet{}}
 		for eof := false; !eof; {
 			release()
 			for len(batch) < bulkBatchSize {
@@ -124,7 +124,7 @@ func (s *Store) bulkAppend(ctx context.Context, accountID, mailboxID int64, next
 		if err := checkQuota(ctx, tx, accountID, b.c.size); err != nil {
 			return err
 		}
-		if err := updateMailbox(ctx, tx, accountID, mailboxID, b.uid, modseq, b.c); err != nil {
+		if err := updateMailbox(ctx, tx, accountID, mailboxID, b.uid, modseq, b.c, b.keywords.list()); err != nil {
 			return err
 		}
 		res = &BulkResult{UIDValidity: uint32(uidvalidity), FirstUID: uint32(uidnext), LastUID: uint32(b.uid - 1), ModSeq: uint64(modseq)}
@@ -142,6 +142,7 @@ type bulkWriter struct {
 	uid, modseq          int64 // next UID to assign; the new modseq
 	known                map[[32]byte]int64
 	c                    counts
+	keywords             keywordSet // of every message written, for the mailbox's list
 	buf                  []byte
 }
 
@@ -156,6 +157,7 @@ func (b *bulkWriter) write(ctx context.Context, batch []*BulkMessage) error {
 		if bits[i], keywords[i], err = parseFlags(m.Flags); err != nil {
 			return err
 		}
+		b.keywords.add(keywords[i])
 	}
 	// Contents already in the database, locked against garbage collection
 	// as insertMessageTx does.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -33,21 +34,83 @@ type Mailbox struct {
 	Deleted       int64
 	Size          int64
 	// Keywords are the keywords ever set on a message of the mailbox
-	// (sorted; kept by the database, see migration 0004), for SELECT's
-	// FLAGS and PERMANENTFLAGS.
+	// (sorted; see migration 0004 and mergeKeywords), for SELECT's FLAGS
+	// and PERMANENTFLAGS. Only SelectMailboxByName reads them; elsewhere
+	// the field is nil.
 	Keywords []string
 }
 
+// mailboxColumns are what every reader of a mailbox row needs: LIST,
+// STATUS and the change feed read these, SELECT adds the keyword list.
 const mailboxColumns = `id, account_id, name, special_use, uidvalidity, uidnext, highestmodseq, noselect,
-	messages, unseen, deleted, size, keywords`
+	messages, unseen, deleted, size`
 
-func scanMailbox(r pgx.Row) (*Mailbox, error) {
+func scanMailbox(r pgx.Row, extra ...any) (*Mailbox, error) {
 	var m Mailbox
 	var uidvalidity, uidnext, modseq int64
-	err := r.Scan(&m.ID, &m.AccountID, &m.Name, &m.SpecialUse, &uidvalidity, &uidnext, &modseq, &m.NoSelect,
-		&m.Messages, &m.Unseen, &m.Deleted, &m.Size, &m.Keywords)
+	err := r.Scan(append([]any{&m.ID, &m.AccountID, &m.Name, &m.SpecialUse, &uidvalidity, &uidnext, &modseq, &m.NoSelect,
+		&m.Messages, &m.Unseen, &m.Deleted, &m.Size}, extra...)...)
 	m.UIDValidity, m.UIDNext, m.HighestModSeq = uint32(uidvalidity), uint32(uidnext), uint64(modseq)
 	return &m, err
+}
+
+// mergeKeywords is the SQL expression for a mailbox's keyword list with
+// the sorted keywords of parameter param added, for the SET clause of the
+// UPDATE of the mailbox row that every write of messages makes anyway
+// (under its row lock): the list only grows, and a write without new
+// keywords, the common case, keeps it with one array comparison.
+func mergeKeywords(param string) string {
+	return `CASE WHEN ` + param + `::text[] <@ keywords THEN keywords
+		ELSE ARRAY(SELECT DISTINCT k FROM unnest(keywords || ` + param + `::text[]) k ORDER BY k) END`
+}
+
+// MailboxSnapshot is what SELECT needs of a mailbox, read from one
+// snapshot: the mailbox (with its keyword list), the UIDs of its messages
+// in ascending order, the lowest UID without \Seen (0: none; IMAP4rev1's
+// [UNSEEN n]) and whether a mailbox exists below it (IMAP4rev2's LIST
+// response).
+type MailboxSnapshot struct {
+	Mailbox     *Mailbox
+	UIDs        []uint32
+	FirstUnseen uint32
+	HasChildren bool
+}
+
+// SelectMailboxByName reads a MailboxSnapshot of the account's mailbox
+// name in one statement, so one round trip and one snapshot whatever the
+// size of the mailbox. It fails with ErrNotFound for a missing mailbox and
+// ErrNoSelect for a \Noselect placeholder.
+func (s *Store) SelectMailboxByName(ctx context.Context, accountID int64, name string) (*MailboxSnapshot, error) {
+	n, err := NormalizeMailboxName(name)
+	if err != nil {
+		return nil, err
+	}
+	snap := &MailboxSnapshot{}
+	var keywords []string
+	var uids []uint32
+	var unseen *int64
+	// The first-unseen probe spells the predicate of the partial index
+	// mailbox_messages_unseen, as FirstUnseenUID does.
+	snap.Mailbox, err = scanMailbox(s.pool.QueryRow(ctx, `SELECT `+mailboxColumns+`, keywords,
+			ARRAY(SELECT mm.uid FROM mailbox_messages mm WHERE mm.mailbox_id = m.id AND mm.account_id = $1 ORDER BY mm.uid),
+			(SELECT min(mm.uid) FROM mailbox_messages mm WHERE mm.mailbox_id = m.id AND mm.account_id = $1
+				AND mm.flags & `+strconv.Itoa(flagSeen)+` = 0),
+			EXISTS (SELECT 1 FROM mailboxes c WHERE c.account_id = $1 AND starts_with(c.name, m.name || '/'))
+		FROM mailboxes m WHERE m.account_id = $1 AND m.name = $2`, accountID, n),
+		&keywords, &uids, &unseen, &snap.HasChildren)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, fmt.Errorf("mailbox %s: %w", name, ErrNotFound)
+	case err != nil:
+		return nil, fmt.Errorf("select mailbox: %w", err)
+	case snap.Mailbox.NoSelect:
+		return nil, fmt.Errorf("mailbox %s: %w", name, ErrNoSelect)
+	}
+	snap.Mailbox.Keywords, snap.UIDs = keywords, uids
+	if unseen != nil {
+		snap.FirstUnseen = uint32(*unseen)
+	}
+	return snap, nil
 }
 
 // NormalizeMailboxName canonicalises a mailbox name: INBOX is
@@ -437,15 +500,4 @@ func (s *Store) Subscriptions(ctx context.Context, accountID int64) ([]string, e
 		return nil, fmt.Errorf("list subscriptions: %w", err)
 	}
 	return names, nil
-}
-
-// HasChildren reports whether the account has a mailbox below name.
-func (s *Store) HasChildren(ctx context.Context, accountID int64, name string) (bool, error) {
-	var has bool
-	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM mailboxes WHERE account_id = $1 AND starts_with(name, $2 || '/'))`,
-		accountID, name).Scan(&has)
-	if err != nil {
-		return false, fmt.Errorf("mailbox children: %w", err)
-	}
-	return has, nil
 }

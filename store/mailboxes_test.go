@@ -100,58 +100,115 @@ func TestSubscriptions(t *testing.T) {
 }
 
 // TestMailboxKeywords: the mailbox's keyword list follows every way a
-// keyword reaches a message (APPEND, STORE, COPY, bulk load), only grows,
-// and starts empty again when a mailbox is re-created.
+// keyword reaches a message (APPEND, a delivery to several mailboxes,
+// STORE adding or replacing, COPY, MOVE, RENAME INBOX, bulk load), only
+// grows, is not touched by writes without new keywords, and starts empty
+// again when a mailbox is re-created. Only SELECT's read returns it.
 func TestMailboxKeywords(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	kw := func(name string) []string {
+	kw := func(acc *store.Account, name string) []string {
 		t.Helper()
-		return f.mailbox(t, f.a, name).Keywords
+		snap, err := f.st.SelectMailboxByName(ctx, acc.ID, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return snap.Mailbox.Keywords
 	}
+	want := func(step, name string, keywords ...string) {
+		t.Helper()
+		if got := kw(f.a, name); !slices.Equal(got, keywords) {
+			t.Fatalf("%s: %s has keywords %q, want %q", step, name, got, keywords)
+		}
+	}
+	spool := func(i int) *store.Spooled {
+		t.Helper()
+		sp, err := store.Spool(strings.NewReader(testMessage(i)), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sp.Close() })
+		return sp
+	}
+	all := []store.UIDRange{{Start: 1, Stop: 0}}
 	inbox := f.mailbox(t, f.a, "INBOX")
-	if _, err := f.st.Append(ctx, f.a.ID, inbox.ID, strings.NewReader(testMessage(1)), 0, []string{`\Seen`}, time.Time{}); err != nil {
-		t.Fatal(err)
-	}
-	if got := kw("INBOX"); len(got) != 0 {
-		t.Fatalf("keywords without any: %q", got)
-	}
-	if _, err := f.st.Append(ctx, f.a.ID, inbox.ID, strings.NewReader(testMessage(2)), 0, []string{"$Work", `\Flagged`}, time.Time{}); err != nil {
-		t.Fatal(err)
-	}
-	if got := kw("INBOX"); !slices.Equal(got, []string{"$Work"}) {
-		t.Fatalf("after APPEND with $Work: %q", got)
-	}
-	uids := []store.UIDRange{{Start: 1, Stop: 0}}
-	if _, err := f.st.StoreFlags(ctx, f.a.ID, inbox.ID, uids, store.FlagsAdd, []string{"Junk", "$Later"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.st.StoreFlags(ctx, f.a.ID, inbox.ID, uids, store.FlagsRemove, []string{"Junk", "$Work"}); err != nil {
-		t.Fatal(err)
-	}
-	if got := kw("INBOX"); !slices.Equal(got, []string{"$Later", "$Work", "Junk"}) {
-		t.Fatalf("after STORE: %q", got)
-	}
 	arch := f.mailbox(t, f.a, "Archive")
-	if _, err := f.st.Copy(ctx, f.a.ID, inbox.ID, uids, arch.ID); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"Moved", "Multi"} {
+		if _, err := f.st.CreateMailbox(ctx, f.a.ID, name, ""); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if got := kw("Archive"); !slices.Equal(got, []string{"$Later"}) {
-		t.Fatalf("after COPY: %q", got)
+	moved, multi := f.mailbox(t, f.a, "Moved"), f.mailbox(t, f.a, "Multi")
+
+	steps := []struct {
+		name string
+		run  func() error
+		box  string
+		want []string
+	}{
+		{"APPEND without keywords", func() error {
+			_, err := f.st.Append(ctx, f.a.ID, inbox.ID, strings.NewReader(testMessage(1)), 0, []string{`\Seen`}, time.Time{})
+			return err
+		}, "INBOX", nil},
+		{"APPEND with $Work", func() error {
+			_, err := f.st.Append(ctx, f.a.ID, inbox.ID, strings.NewReader(testMessage(2)), 0, []string{"$Work", `\Flagged`}, time.Time{})
+			return err
+		}, "INBOX", []string{"$Work"}},
+		{"APPEND of a known keyword", func() error {
+			_, err := f.st.Append(ctx, f.a.ID, inbox.ID, strings.NewReader(testMessage(3)), 0, []string{"$Work"}, time.Time{})
+			return err
+		}, "INBOX", []string{"$Work"}},
+		{"STORE +FLAGS", func() error {
+			_, err := f.st.StoreFlags(ctx, f.a.ID, inbox.ID, all, store.FlagsAdd, []string{"Junk", "$Later"})
+			return err
+		}, "INBOX", []string{"$Later", "$Work", "Junk"}},
+		{"STORE -FLAGS keeps the list", func() error {
+			_, err := f.st.StoreFlags(ctx, f.a.ID, inbox.ID, all, store.FlagsRemove, []string{"Junk", "$Work"})
+			return err
+		}, "INBOX", []string{"$Later", "$Work", "Junk"}},
+		{"STORE +FLAGS \\Seen", func() error {
+			_, err := f.st.StoreFlags(ctx, f.a.ID, inbox.ID, all, store.FlagsAdd, []string{`\Seen`})
+			return err
+		}, "INBOX", []string{"$Later", "$Work", "Junk"}},
+		{"STORE FLAGS", func() error {
+			_, err := f.st.StoreFlags(ctx, f.a.ID, inbox.ID, []store.UIDRange{{Start: 3, Stop: 3}}, store.FlagsReplace, []string{"Replaced", `\Seen`})
+			return err
+		}, "INBOX", []string{"$Later", "$Work", "Junk", "Replaced"}},
+		{"COPY", func() error {
+			_, err := f.st.Copy(ctx, f.a.ID, inbox.ID, []store.UIDRange{{Start: 1, Stop: 2}}, arch.ID)
+			return err
+		}, "Archive", []string{"$Later"}},
+		{"bulk load", func() error {
+			_, err := f.st.BulkAppend(ctx, f.a.ID, arch.ID, []*store.Spooled{spool(4), spool(5), spool(6)},
+				[][]string{{"Imported"}, nil, {"$Later", "Batch"}}, nil)
+			return err
+		}, "Archive", []string{"$Later", "Batch", "Imported"}},
+		{"MOVE", func() error {
+			_, err := f.st.Move(ctx, f.a.ID, inbox.ID, []store.UIDRange{{Start: 3, Stop: 3}}, moved.ID)
+			return err
+		}, "Moved", []string{"Replaced"}},
+		{"delivery to two mailboxes", func() error {
+			_, err := f.st.Deliver(ctx, spool(7), []store.Target{
+				{AccountID: f.a.ID, MailboxID: multi.ID, Flags: []string{"$Both"}},
+				{AccountID: f.a.ID, MailboxID: moved.ID, Flags: []string{"$Both", "$Second"}},
+			})
+			return err
+		}, "Multi", []string{"$Both"}},
+		{"delivery to two mailboxes, the other", func() error { return nil }, "Moved", []string{"$Both", "$Second", "Replaced"}},
+		{"RENAME INBOX", func() error { return f.st.RenameMailbox(ctx, f.a.ID, "INBOX", "Old") }, "Old", []string{"$Later"}},
+		{"RENAME INBOX leaves INBOX's list", func() error { return nil }, "INBOX", []string{"$Later", "$Work", "Junk", "Replaced"}},
 	}
-	sp, err := store.Spool(strings.NewReader(testMessage(3)), 0)
-	if err != nil {
-		t.Fatal(err)
+	for _, st := range steps {
+		if err := st.run(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		want(st.name, st.box, st.want...)
 	}
-	defer sp.Close()
-	if _, err := f.st.BulkAppend(ctx, f.a.ID, arch.ID, []*store.Spooled{sp}, [][]string{{"Imported"}}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if got := kw("Archive"); !slices.Equal(got, []string{"$Later", "Imported"}) {
-		t.Fatalf("after a bulk load: %q", got)
-	}
-	if got := f.mailbox(t, f.b, "INBOX").Keywords; len(got) != 0 {
+	if got := kw(f.b, "INBOX"); len(got) != 0 {
 		t.Fatalf("Bob's INBOX has keywords %q", got)
+	}
+	if got := f.mailbox(t, f.a, "INBOX").Keywords; got != nil {
+		t.Fatalf("MailboxByName read the keyword list %q; only SELECT needs it", got)
 	}
 
 	// A mailbox deleted into a \Noselect placeholder and re-created starts
@@ -160,20 +217,78 @@ func TestMailboxKeywords(t *testing.T) {
 		t.Fatal(err)
 	}
 	parent := f.mailbox(t, f.a, "Box")
-	if _, err := f.st.Append(ctx, f.a.ID, parent.ID, strings.NewReader(testMessage(4)), 0, []string{"Old"}, time.Time{}); err != nil {
+	if _, err := f.st.Append(ctx, f.a.ID, parent.ID, strings.NewReader(testMessage(8)), 0, []string{"Old"}, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
+	want("APPEND to Box", "Box", "Old")
 	if err := f.st.DeleteMailbox(ctx, f.a.ID, "Box"); err != nil {
 		t.Fatal(err)
-	}
-	if got := kw("Box"); len(got) != 0 {
-		t.Fatalf("placeholder keywords: %q", got)
 	}
 	if _, err := f.st.CreateMailbox(ctx, f.a.ID, "Box", ""); err != nil {
 		t.Fatal(err)
 	}
-	if got := kw("Box"); len(got) != 0 {
-		t.Fatalf("re-created mailbox keywords: %q", got)
+	want("re-created", "Box")
+}
+
+// TestSelectMailboxByName: SELECT's one read gives the mailbox with its
+// keywords, every UID in order, the first unseen UID and whether the
+// mailbox has children, all of the asking account's mailbox only.
+func TestSelectMailboxByName(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	inbox := f.mailbox(t, f.a, "INBOX")
+	for i, flags := range [][]string{{`\Seen`}, {`\Seen`, "$Work"}, nil, nil} {
+		if _, err := f.st.Append(ctx, f.a.ID, inbox.ID, strings.NewReader(testMessage(i)), 0, flags, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.st.StoreFlags(ctx, f.a.ID, inbox.ID, []store.UIDRange{{Start: 1, Stop: 1}}, store.FlagsAdd, []string{`\Deleted`}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.Expunge(ctx, f.a.ID, inbox.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.CreateMailbox(ctx, f.a.ID, "Parent/Child", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.CreateMailbox(ctx, f.a.ID, "Placeholder/Child", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.DeleteMailbox(ctx, f.a.ID, "Placeholder"); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		acc         *store.Account
+		name        string
+		err         error
+		uids        []uint32
+		firstUnseen uint32
+		children    bool
+		keywords    []string
+	}{
+		{f.a, "inbox", nil, []uint32{2, 3, 4}, 3, false, []string{"$Work"}},
+		{f.a, "Parent", nil, nil, 0, true, nil},
+		{f.a, "Parent/Child", nil, nil, 0, false, nil},
+		{f.a, "Placeholder", store.ErrNoSelect, nil, 0, false, nil},
+		{f.a, "Nope", store.ErrNotFound, nil, 0, false, nil},
+		{f.b, "INBOX", nil, nil, 0, false, nil},
+		{f.b, "Parent", store.ErrNotFound, nil, 0, false, nil},
+	}
+	for _, tc := range tests {
+		snap, err := f.st.SelectMailboxByName(ctx, tc.acc.ID, tc.name)
+		if tc.err != nil || err != nil {
+			if !errors.Is(err, tc.err) {
+				t.Errorf("%s %s: %v, want %v", tc.acc.Address, tc.name, err, tc.err)
+			}
+			continue
+		}
+		mb := snap.Mailbox
+		if mb.AccountID != tc.acc.ID || !strings.EqualFold(mb.Name, tc.name) || !slices.Equal(snap.UIDs, tc.uids) ||
+			snap.FirstUnseen != tc.firstUnseen || snap.HasChildren != tc.children || !slices.Equal(mb.Keywords, tc.keywords) ||
+			mb.Messages != int64(len(tc.uids)) {
+			t.Errorf("%s %s: account %d %s, UIDs %v, first unseen %d, children %v, keywords %q, %d messages",
+				tc.acc.Address, tc.name, mb.AccountID, mb.Name, snap.UIDs, snap.FirstUnseen, snap.HasChildren, mb.Keywords, mb.Messages)
+		}
 	}
 }
 

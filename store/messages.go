@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"time"
 
@@ -121,12 +122,14 @@ func (s *Store) DeliverTx(ctx context.Context, tx pgx.Tx, msg *Spooled, targets 
 			date = time.Now()
 		}
 		// One round trip: take the mailbox row lock while assigning the UID
-		// and modseq, insert the message, announce the change. The quota
-		// is checked in the same statement.
+		// and modseq (and adding the message's keywords to the mailbox's
+		// list), insert the message, announce the change. The quota is
+		// checked in the same statement.
 		var uidvalidity, uid, modseq int64
 		err = tx.QueryRow(ctx, `WITH mb AS (
 				UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1,
-					messages = messages + 1, unseen = unseen + $3, deleted = deleted + $4, size = size + $5
+					messages = messages + 1, unseen = unseen + $3, deleted = deleted + $4, size = size + $5,
+					keywords = `+mergeKeywords("$9")+`
 				WHERE id = $1 AND account_id = $2 AND NOT noselect
 				  AND (SELECT a.quota_bytes = 0 OR coalesce((SELECT sum(m.size) FROM mailboxes m WHERE m.account_id = a.id), 0) + $5 <= a.quota_bytes
 				       FROM accounts a WHERE a.id = $2)
@@ -253,15 +256,32 @@ func lockMailbox(ctx context.Context, tx pgx.Tx, accountID, mailboxID int64) (ui
 	return uidnext, modseq, err
 }
 
-// updateMailbox applies counter changes and sets new uidnext and modseq.
-func updateMailbox(ctx context.Context, tx pgx.Tx, accountID, mailboxID, uidnext, modseq int64, c counts) error {
+// updateMailbox applies counter changes, sets new uidnext and modseq and
+// adds keywords (those the change gave messages; nil if none) to the
+// mailbox's keyword list.
+func updateMailbox(ctx context.Context, tx pgx.Tx, accountID, mailboxID, uidnext, modseq int64, c counts, keywords []string) error {
+	if keywords == nil {
+		keywords = []string{} // NULL would make mergeKeywords rebuild the list
+	}
 	if _, err := tx.Exec(ctx, `UPDATE mailboxes SET uidnext = $2, highestmodseq = $3, messages = messages + $4,
-			unseen = unseen + $5, deleted = deleted + $6, size = size + $7 WHERE id = $1 AND account_id = $8`,
-		mailboxID, uidnext, modseq, c.messages, c.unseen, c.deleted, c.size, accountID); err != nil {
+			unseen = unseen + $5, deleted = deleted + $6, size = size + $7, keywords = `+mergeKeywords("$9")+`
+		WHERE id = $1 AND account_id = $8`,
+		mailboxID, uidnext, modseq, c.messages, c.unseen, c.deleted, c.size, accountID, keywords); err != nil {
 		return err
 	}
 	return notify(ctx, tx, mailboxID, modseq)
 }
+
+// keywordSet collects the keywords of many messages for updateMailbox.
+type keywordSet map[string]struct{}
+
+func (ks keywordSet) add(keywords []string) {
+	for _, k := range keywords {
+		ks[k] = struct{}{}
+	}
+}
+
+func (ks keywordSet) list() []string { return slices.Sorted(maps.Keys(ks)) }
 
 // CopyResult maps source UIDs to the UIDs of the copies (RFC 4315 COPYUID).
 type CopyResult struct {
@@ -340,22 +360,25 @@ func copyTx(ctx context.Context, tx pgx.Tx, accountID, srcID int64, uids []UIDRa
 			SELECT $5, $6 + src.n, src.message_id, $2, src.internal_date, src.size, src.flags, src.keywords, $7 FROM src
 			RETURNING uid
 		)
-		SELECT src.uid, ins.uid, src.flags, src.size FROM ins JOIN src ON ins.uid = $6 + src.n ORDER BY src.uid`,
+		SELECT src.uid, ins.uid, src.flags, src.size, src.keywords FROM ins JOIN src ON ins.uid = $6 + src.n ORDER BY src.uid`,
 		srcID, accountID, lo, hi, dstID, dstNext, dstModseq)
 	if err != nil {
 		return nil, err
 	}
 	res := &CopyResult{UIDValidity: uint32(uidvalidity)}
 	var c counts
+	keywords := keywordSet{}
+	var kw []string
 	for rows.Next() {
 		var su, du, size int64
 		var bits int
-		if err := rows.Scan(&su, &du, &bits, &size); err != nil {
+		if err := rows.Scan(&su, &du, &bits, &size, &kw); err != nil {
 			return nil, err
 		}
 		res.SrcUIDs = append(res.SrcUIDs, uint32(su))
 		res.DstUIDs = append(res.DstUIDs, uint32(du))
 		c.add(countsOf(bits, size))
+		keywords.add(kw)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -368,7 +391,7 @@ func copyTx(ctx context.Context, tx pgx.Tx, accountID, srcID int64, uids []UIDRa
 			return nil, err
 		}
 	}
-	if err := updateMailbox(ctx, tx, accountID, dstID, dstNext+int64(len(res.DstUIDs)), dstModseq, c); err != nil {
+	if err := updateMailbox(ctx, tx, accountID, dstID, dstNext+int64(len(res.DstUIDs)), dstModseq, c, keywords.list()); err != nil {
 		return nil, err
 	}
 	if move {
@@ -408,7 +431,7 @@ func expungeTx(ctx context.Context, tx pgx.Tx, accountID, mailboxID, uidnext, mo
 		ON CONFLICT (mailbox_id, uid) DO UPDATE SET modseq = EXCLUDED.modseq`, mailboxID, uids, modseq); err != nil {
 		return 0, err
 	}
-	return modseq, updateMailbox(ctx, tx, accountID, mailboxID, uidnext, modseq, c)
+	return modseq, updateMailbox(ctx, tx, accountID, mailboxID, uidnext, modseq, c, nil)
 }
 
 // Expunge permanently removes the messages flagged \Deleted, all of them or
@@ -525,7 +548,13 @@ func (s *Store) StoreFlags(ctx context.Context, accountID, mailboxID int64, uids
 			return nil
 		}
 		slices.SortFunc(out, func(a, b MessageFlags) int { return int(a.UID) - int(b.UID) })
-		return updateMailbox(ctx, tx, accountID, mailboxID, uidnext, modseq, c)
+		// Only adding and replacing give messages keywords; the list
+		// keeps removed ones (it only grows).
+		var added []string
+		if op != FlagsRemove {
+			added = keywords
+		}
+		return updateMailbox(ctx, tx, accountID, mailboxID, uidnext, modseq, c, added)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store flags: %w", err)
