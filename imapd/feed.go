@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,6 +104,10 @@ const (
 // again with a fresh one.
 var errStaleEntry = errors.New("change feed: stale mailbox entry")
 
+// errSnapshotBehind says a SELECT's snapshot is more changes behind its
+// mailbox's other views than a registration reads: read it again.
+var errSnapshotBehind = errors.New("change feed: snapshot far behind")
+
 func newFeed(ctx context.Context, st *store.Store, log *slog.Logger) *feed {
 	f := &feed{ctx: ctx, st: st, log: log, boxes: map[int64]*watched{}}
 	f.maxPending.Store(maxPending)
@@ -109,23 +115,46 @@ func newFeed(ctx context.Context, st *store.Store, log *slog.Logger) *feed {
 	return f
 }
 
-// open selects a mailbox for a session: it reads the mailbox and its UIDs
-// and registers a view that will receive every later change.
-func (f *feed) open(ctx context.Context, accountID, mailboxID int64, readOnly bool) (*selected, *store.Mailbox, error) {
+// open selects a mailbox for a session: it reads what SELECT needs of the
+// mailbox in one snapshot (store.SelectMailboxByName), holding no lock of
+// the feed, so that reading a large mailbox holds up no catch-up of its
+// other views; then it registers a view that will receive every later
+// change, brought level with the other views (register).
+func (f *feed) open(ctx context.Context, accountID int64, name string, readOnly bool) (*selected, *store.MailboxSnapshot, error) {
 	for attempt := 0; ; attempt++ {
-		w := f.entry(accountID, mailboxID)
-		sel, mb, err := f.register(ctx, w, readOnly)
+		snap, err := f.st.SelectMailboxByName(ctx, accountID, name)
+		if err != nil {
+			return nil, nil, err
+		}
+		w := f.entry(accountID, snap.Mailbox.ID)
+		// Bringing the snapshot forward reads at most the views' cap of
+		// changes under w.mu; past that, reading the mailbox again
+		// without it is the cheaper way, except on the last attempt.
+		limit := int(f.maxPending.Load())
+		if attempt == 3 {
+			limit = 0
+		}
+		sel, moved, err := f.register(ctx, w, snap, readOnly, limit)
+		if err == nil && moved {
+			// The snapshot was brought forward: its first unseen
+			// message may have changed.
+			if snap.FirstUnseen, err = f.st.FirstUnseenUID(ctx, accountID, snap.Mailbox.ID); err != nil {
+				f.close(sel)
+				return nil, nil, err
+			}
+		}
 		if err == nil {
-			return sel, mb, nil
+			return sel, snap, nil
 		}
 		// Not under w.mu: release takes feed.mu (lock order).
 		f.release(w)
-		if !errors.Is(err, errStaleEntry) || attempt == 3 {
+		if !errors.Is(err, errStaleEntry) && !errors.Is(err, errSnapshotBehind) || attempt == 3 {
 			return nil, nil, err
 		}
 		// The entry went gone (deleted, or re-created with a new
-		// UIDVALIDITY) between entry and register: the next entry call
-		// makes a fresh one.
+		// UIDVALIDITY), or the snapshot was of a mailbox since re-created
+		// or far behind: read again; the next entry call makes a fresh
+		// entry if needed.
 	}
 }
 
@@ -149,56 +178,106 @@ func (f *feed) entry(accountID, mailboxID int64) *watched {
 	return w
 }
 
-func (f *feed) register(ctx context.Context, w *watched, readOnly bool) (*selected, *store.Mailbox, error) {
+// register adds a view built from snap, which was read without w.mu, and
+// reports whether it had to bring snap forward (then snap holds the newer
+// state, except FirstUnseen), reading at most limit changes (0: all;
+// errSnapshotBehind past it). The view must miss no change: every change
+// after the modseq it starts from reaches it through catch-ups, which read
+// from w.modseq. With other views, w.modseq says what they were given; for
+// the first view it says nothing (a catch-up skips an entry without views,
+// so changes announced since the read may be lost), and one row read under
+// w.mu says where the mailbox is now.
+func (f *feed) register(ctx context.Context, w *watched, snap *store.MailboxSnapshot, readOnly bool, limit int) (*selected, bool, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	// Checked under w.mu, where gone is set: a view added to a gone
 	// entry would never hear of a change again.
 	if w.gone.Load() {
-		return nil, nil, errStaleEntry
+		return nil, false, errStaleEntry
 	}
-	mb, uids, err := f.st.SelectMailbox(ctx, w.accountID, w.mailboxID)
-	if err != nil {
-		return nil, nil, err
-	}
-	told := mb.HighestModSeq
+	mb := snap.Mailbox
+	first := len(w.views) == 0
+	need := w.modseq // the modseq the snapshot must reach
 	switch {
-	case len(w.views) == 0:
-		w.modseq, w.uidvalidity = mb.HighestModSeq, mb.UIDValidity
-	case mb.UIDValidity != w.uidvalidity:
+	case first:
+		now, err := f.st.MailboxByID(ctx, w.accountID, w.mailboxID)
+		switch {
+		case err != nil:
+			return nil, false, err
+		case now.NoSelect:
+			return nil, false, store.ErrNoSelect
+		case now.UIDValidity != mb.UIDValidity:
+			return nil, false, errStaleEntry // re-created since the read
+		}
+		w.uidvalidity, need = mb.UIDValidity, now.HighestModSeq
+	case mb.UIDValidity != w.uidvalidity && mb.HighestModSeq > w.modseq:
 		// Deleted and re-created (a \Noselect placeholder made real
 		// again) since the other views selected it, and no catch-up has
 		// seen it yet: their mailbox is gone.
 		f.goneLocked(w, byeRecreated)
-		return nil, nil, errStaleEntry
-	case mb.HighestModSeq < w.modseq:
-		// Our snapshot is older than what the other views were given:
-		// bring it forward so that no change falls between the two.
-		ch, err := f.st.ChangesSince(ctx, w.accountID, w.mailboxID, mb.HighestModSeq)
+		return nil, false, errStaleEntry
+	case mb.UIDValidity != w.uidvalidity:
+		// The other way round: the snapshot is of the mailbox deleted
+		// before the other views selected its re-creation.
+		return nil, false, errStaleEntry
+	}
+	moved := mb.HighestModSeq < need
+	if moved {
+		// Our snapshot is older than what the other views were given (or
+		// than the mailbox now): bring it forward so that no change falls
+		// between the two.
+		chs, err := f.st.ChangesSinceMany(ctx, []store.ChangeQuery{{AccountID: w.accountID, MailboxID: w.mailboxID,
+			ModSeq: mb.HighestModSeq, Limit: limit}})
 		if err != nil {
-			return nil, nil, err
+			return nil, false, err
 		}
+		ch := chs[0]
 		switch {
+		case ch.Truncated:
+			return nil, false, errSnapshotBehind
 		case ch.Mailbox == nil:
-			return nil, nil, store.ErrNotFound
+			return nil, false, store.ErrNotFound
 		case ch.Mailbox.NoSelect:
-			return nil, nil, store.ErrNoSelect
+			return nil, false, store.ErrNoSelect
 		case ch.Mailbox.UIDValidity != w.uidvalidity:
 			f.goneLocked(w, byeRecreated)
-			return nil, nil, errStaleEntry
+			return nil, false, errStaleEntry
 		}
-		uids = applyToList(uids, ch)
-		mb = ch.Mailbox
-		told = mb.HighestModSeq
+		snap.UIDs = applyToList(snap.UIDs, ch)
+		ch.Mailbox.Keywords = keywordsAfter(mb.Keywords, ch)
+		snap.Mailbox, mb = ch.Mailbox, ch.Mailbox
+	}
+	if first {
+		w.modseq = mb.HighestModSeq
 	}
 	// A snapshot newer than w.modseq is fine: the views apply changes
 	// idempotently, so re-reading (w.modseq, snapshot] only repeats flags.
-	sel := newSelected(w, uids, readOnly)
+	sel := newSelected(w, snap.UIDs, readOnly)
 	sel.limit = int(f.maxPending.Load())
-	sel.told, sel.merged = told, told
+	sel.told, sel.merged = mb.HighestModSeq, mb.HighestModSeq
 	w.views[sel] = struct{}{}
 	w.gen++
-	return sel, mb, nil
+	return sel, moved, nil
+}
+
+// keywordsAfter is a mailbox's keyword list (sorted; it only grows) after
+// the changes ch, which hold every message whose keywords changed.
+func keywordsAfter(list []string, ch *store.Changes) []string {
+	out := slices.Clone(list)
+	have := make(map[string]bool, len(list))
+	for _, k := range list {
+		have[k] = true
+	}
+	for _, m := range ch.Updated {
+		for _, fl := range m.Flags {
+			if !strings.HasPrefix(fl, `\`) && !have[fl] {
+				have[fl] = true
+				out = append(out, fl)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // close unregisters a view.

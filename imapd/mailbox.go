@@ -20,26 +20,21 @@ var systemFlags = []imap.Flag{imap.FlagAnswered, imap.FlagFlagged, imap.FlagDele
 // make every SELECT huge; \* still lets clients use the others.
 const maxListedKeywords = 256
 
-// Select implements imapserver.Session (SELECT and EXAMINE). Apart from the
-// view itself (store.SelectMailbox), it costs one more indexed query: the
-// first unseen message for IMAP4rev1 clients ([UNSEEN n]), or whether the
-// mailbox has children for the LIST response IMAP4rev2 requires.
+// Select implements imapserver.Session (SELECT and EXAMINE). Everything
+// it answers comes from one snapshot read in one statement (the feed's
+// open, store.SelectMailboxByName), including the first unseen message for
+// IMAP4rev1 clients ([UNSEEN n]) and whether the mailbox has children for
+// the LIST response IMAP4rev2 requires.
 func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectData, error) {
 	if err := s.begin(); err != nil {
 		return nil, err
 	}
 	s.unselect()
-	mb, err := s.srv.st.MailboxByName(s.ctx, s.accountID(), name)
+	sel, snap, err := s.srv.feed.open(s.ctx, s.accountID(), name, opts.ReadOnly)
 	if err != nil {
 		return nil, storeError(err, "SELECT")
 	}
-	if mb.NoSelect {
-		return nil, storeError(store.ErrNoSelect, "SELECT")
-	}
-	sel, mb, err := s.srv.feed.open(s.ctx, s.accountID(), mb.ID, opts.ReadOnly)
-	if err != nil {
-		return nil, storeError(err, "SELECT")
-	}
+	mb := snap.Mailbox
 	s.sel, s.mailbox = sel, mb
 	keywords := mb.Keywords[:min(len(mb.Keywords), maxListedKeywords)]
 	flags := slices.Clone(systemFlags)
@@ -59,27 +54,15 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 	if s.conn.EnabledCaps().Has(imap.CapIMAP4rev2) {
 		// RFC 9051 §6.3.2: the LIST response of the mailbox, whose name
 		// may differ from the one asked for (INBOX in another case).
-		hasChildren, err := s.srv.st.HasChildren(s.ctx, s.accountID(), mb.Name)
-		if err != nil {
-			s.unselect()
-			return nil, err
-		}
-		data.List = &imap.ListData{Delim: store.Delimiter, Mailbox: mb.Name, Attrs: childAttr(hasChildren)}
+		data.List = &imap.ListData{Delim: store.Delimiter, Mailbox: mb.Name, Attrs: childAttr(snap.HasChildren)}
 		if mb.SpecialUse != "" {
 			data.List.Attrs = append(data.List.Attrs, imap.MailboxAttr(mb.SpecialUse))
 		}
-	} else {
-		// IMAP4rev1's [UNSEEN n]: the lowest unseen UID in the database,
-		// numbered in this session's view (0 when the view does not have
-		// it: then no message of the view is unseen).
-		uid, err := s.srv.st.FirstUnseenUID(s.ctx, s.accountID(), mb.ID)
-		if err != nil {
-			s.unselect()
-			return nil, err
-		}
-		if uid != 0 {
-			data.FirstUnseenSeqNum = sel.seqOf(uid)
-		}
+	} else if snap.FirstUnseen != 0 {
+		// IMAP4rev1's [UNSEEN n], numbered in this session's view (0
+		// when the view does not have it: then no message of the view is
+		// unseen).
+		data.FirstUnseenSeqNum = sel.seqOf(snap.FirstUnseen)
 	}
 	return data, nil
 }
