@@ -104,14 +104,16 @@ func (s *session) Delete(name string) error {
 	if err != nil {
 		return storeError(err, "DELETE")
 	}
-	if s.mailbox != nil && s.mailbox.ID == mb.ID {
-		// Deleting the selected mailbox closes it first, as Dovecot does,
-		// so this session gets its OK rather than the BYE other sessions
-		// get.
-		s.unselect()
-	}
 	if err := s.srv.st.DeleteMailbox(s.ctx, s.accountID(), name); err != nil {
+		// Still selected: a refused DELETE (INBOX, say) changes nothing.
 		return storeError(err, "DELETE")
+	}
+	if s.mailbox != nil && s.mailbox.ID == mb.ID {
+		// Deleting the selected mailbox closes it, as Dovecot does, so
+		// this session gets its OK rather than the BYE other sessions get
+		// (its view, marked gone by a catch-up, is dropped before the
+		// next poll could report that).
+		s.unselect()
 	}
 	s.srv.feed.catchUp(s.ctx, mb.ID, 0)
 	return nil

@@ -345,6 +345,60 @@ func TestDeleteSelected(t *testing.T) {
 	}
 }
 
+// TestDeleteRefusedKeepsSelection: a DELETE the server refuses (INBOX in
+// any case, a missing mailbox, a \Noselect placeholder with children)
+// leaves the selected mailbox selected, as imapserver believes it is:
+// FETCH and STORE still work and changes still arrive.
+func TestDeleteRefusedKeepsSelection(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.login(nil)
+	appendMsg(t, c, "INBOX", crlf(simpleMsg))
+	if err := c.Create("Parent/Child", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete("Parent").Wait(); err != nil { // now a \Noselect placeholder
+		t.Fatal(err)
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for i, tc := range []struct {
+		name string
+		code imap.ResponseCode
+	}{
+		{"INBOX", imap.ResponseCodeCannot},
+		{"inbox", imap.ResponseCodeCannot},
+		{"Nope", imap.ResponseCodeNonExistent},
+		{"Parent", imap.ResponseCodeHasChildren},
+	} {
+		err := c.Delete(tc.name).Wait()
+		if imapType(err) != imap.StatusResponseTypeNo || imapCode(err) != tc.code {
+			t.Fatalf("DELETE %s: %v, want NO [%s]", tc.name, err, tc.code)
+		}
+		msgs, err := c.Fetch(imap.SeqSetNum(1), &imap.FetchOptions{UID: true}).Collect()
+		if err != nil || len(msgs) != 1 || msgs[0].UID != 1 {
+			t.Fatalf("FETCH after DELETE %s: %v %v", tc.name, msgs, err)
+		}
+		if err := c.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true,
+			Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close(); err != nil {
+			t.Fatalf("STORE after DELETE %s: %v", tc.name, err)
+		}
+		// A store-level delivery reaches the session through LISTEN:
+		// poll for it.
+		e.deliver("INBOX", crlf(simpleMsg))
+		want := uint32(i + 2)
+		for deadline := time.Now().Add(10 * time.Second); c.Mailbox().NumMessages != want; {
+			if time.Now().After(deadline) {
+				t.Fatalf("after DELETE %s and a delivery: %d messages, want %d", tc.name, c.Mailbox().NumMessages, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+			if err := c.Noop().Wait(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
 // TestSelectResponses checks the untagged data of SELECT and EXAMINE on the
 // wire: [UNSEEN n] numbered in the session's view for IMAP4rev1 clients,
 // the LIST response instead for IMAP4rev2 ones, keywords in FLAGS and
