@@ -8,11 +8,12 @@ import (
 
 // imapserver flushes its writer after every response line, so a FETCH of
 // 100,000 messages would cost 100,000 TLS records and write syscalls.
-// coalescingConn sits below TLS and gathers small writes for a short while:
-// it flushes when its buffer fills, before every Read (the server is then
-// waiting for the client, so nothing may stay behind), and otherwise after
-// coalesceDelay (unsolicited IDLE updates). It must stay below TLS, because
-// imapserver recognises a TLS connection by its *tls.Conn type.
+// coalescingConn gathers small writes for a short while: it flushes when
+// its buffer fills, before every Read (the server is then waiting for the
+// client, so nothing may stay behind), and otherwise after coalesceDelay
+// (unsolicited IDLE updates). On implicit-TLS connections it sits above
+// TLS (whole records); on STARTTLS ones below it, because imapserver
+// does the upgrade itself and recognises TLS by its *tls.Conn type.
 type coalescingConn struct {
 	net.Conn
 
@@ -59,6 +60,9 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 			return c.writeLocked(p)
 		}
 	}
+	if c.buf == nil {
+		c.buf = make([]byte, 0, coalesceMax)
+	}
 	c.buf = append(c.buf, p...)
 	if !c.pending {
 		c.pending = true
@@ -98,9 +102,15 @@ func (c *coalescingConn) flushLocked() error {
 	}
 	_, err := c.writeLocked(c.buf)
 	c.buf = c.buf[:0]
-	if cap(c.buf) > coalesceMax {
-		c.buf = nil // do not keep a large buffer for an idle connection
-	}
+	return err
+}
+
+// release flushes and lets the buffer go: the connection is idle (the
+// server waits for the client, or nothing was written for a while), and
+// thousands of idle IDLE sessions should not keep 64 KiB each.
+func (c *coalescingConn) release() error {
+	err := c.flushLocked()
+	c.buf = nil
 	return err
 }
 
@@ -108,14 +118,14 @@ func (c *coalescingConn) flushTimer() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pending {
-		c.flushLocked() //nolint:errcheck // the error is kept for the next Write
+		c.release() //nolint:errcheck // the error is kept for the next Write
 	}
 }
 
 // Read flushes pending output first: the peer may be waiting for it.
 func (c *coalescingConn) Read(p []byte) (int, error) {
 	c.mu.Lock()
-	err := c.flushLocked()
+	err := c.release()
 	c.mu.Unlock()
 	if err != nil {
 		return 0, err

@@ -51,8 +51,13 @@ type Server struct {
 	st   *store.Store
 	opts Options
 	log  *slog.Logger
-	imap *imapserver.Server
-	feed *feed
+	imap *imapserver.Server // STARTTLS connections (ServeStartTLS)
+	// imapTLS serves implicit-TLS connections (Serve). imapserver sees
+	// them through a coalescing layer above TLS, so not as *tls.Conn:
+	// InsecureAuth only tells it that they are secure (Serve makes every
+	// one of them TLS) and TLSConfig is unset, so it offers no STARTTLS.
+	imapTLS *imapserver.Server
+	feed    *feed
 
 	cancel    context.CancelFunc
 	ctx       context.Context
@@ -100,6 +105,13 @@ func New(st *store.Store, opts Options) *Server {
 		InsecureAuth: false, // LOGINDISABLED until STARTTLS
 		DebugWriter:  opts.DebugWriter,
 	})
+	s.imapTLS = imapserver.New(&imapserver.Options{
+		NewSession:   s.newSession,
+		Caps:         capabilities(),
+		Logger:       printfLogger{log},
+		InsecureAuth: true, // every connection is TLS: see Server.imapTLS
+		DebugWriter:  opts.DebugWriter,
+	})
 	s.listening.Add(1)
 	go func() {
 		defer s.listening.Done()
@@ -134,11 +146,13 @@ func capabilities() imap.CapSet {
 }
 
 // Serve accepts implicit-TLS connections (port 993) on ln until Close.
+// Small writes are gathered above TLS, into full TLS records: a FETCH of
+// 100,000 messages is then about 300 records rather than 100,000.
 func (s *Server) Serve(ln net.Listener) error {
 	if s.opts.TLSConfig == nil {
 		return errors.New("imapd: Serve needs Options.TLSConfig")
 	}
-	return s.imap.Serve(tls.NewListener(coalescingListener{ln}, s.opts.TLSConfig))
+	return s.imapTLS.Serve(coalescingListener{tls.NewListener(ln, s.opts.TLSConfig)})
 }
 
 // ServeStartTLS accepts cleartext connections (port 143) on ln until Close.
@@ -151,8 +165,10 @@ func (s *Server) ServeStartTLS(ln net.Listener) error {
 // change feed. It is safe to call more than once.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
-		if err := s.imap.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-			s.closeErr = err
+		for _, srv := range []*imapserver.Server{s.imap, s.imapTLS} {
+			if err := srv.Close(); err != nil && !errors.Is(err, net.ErrClosed) && s.closeErr == nil {
+				s.closeErr = err
+			}
 		}
 		s.cancel()
 		s.listening.Wait()
