@@ -191,6 +191,20 @@ func TestCapabilities(t *testing.T) {
 			t.Errorf("missing capability %s in %v", want, caps)
 		}
 	}
+	// Port 993 is TLS from the first byte: before login it offers
+	// AUTH=PLAIN, and neither STARTTLS nor LOGINDISABLED.
+	pre, err := imapclient.DialTLS(e.addr, &imapclient.Options{TLSConfig: &tls.Config{InsecureSkipVerify: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pre.Close()
+	precaps, err := pre.Capability().Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !precaps.Has("AUTH=PLAIN") || precaps.Has(imap.CapStartTLS) || precaps.Has(imap.CapLoginDisabled) {
+		t.Errorf("implicit-TLS listener before login: %v", precaps)
+	}
 	ns, err := c.Namespace().Wait()
 	if err != nil {
 		t.Fatal(err)
