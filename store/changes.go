@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -78,71 +77,86 @@ func (s *Store) ChangesSinceMany(ctx context.Context, qs []ChangeQuery) ([]*Chan
 		ch.Updated, ch.Expunged, ch.Truncated = nil, nil, true
 		return true
 	}
-	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT `+mailboxColumns+` FROM mailboxes
-			WHERE (id, account_id) IN (SELECT * FROM unnest($1::bigint[], $2::bigint[]))`, ids, accs)
-		if err != nil {
-			return err
+	// One statement, so one snapshot and one round trip: the mailbox rows
+	// (kind 0), then the updated messages (1) and expunged UIDs (2) of
+	// each, by ascending UID. The query's own account id scopes every row
+	// (invariant 4); the tombstones through their mailbox row. The inner
+	// LIMITs need no order: a read within them has all the rows.
+	rows, err := s.pool.Query(ctx, `WITH q AS MATERIALIZED (
+			SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) q(id, acc, since, lim))
+		SELECT 0 AS kind, `+changeMailboxColumns+` FROM q JOIN mailboxes m ON m.id = q.id AND m.account_id = q.acc
+		UNION ALL
+		SELECT 1, q.id, mm.uid, mm.flags, mm.keywords, mm.modseq, `+changeNoMailbox+`
+		FROM q CROSS JOIN LATERAL (SELECT uid, flags, keywords, modseq FROM mailbox_messages
+			WHERE mailbox_id = q.id AND account_id = q.acc AND modseq > q.since
+			LIMIT NULLIF(q.lim, 0)) mm
+		UNION ALL
+		SELECT 2, q.id, e.uid, 0, NULL, e.modseq, `+changeNoMailbox+`
+		FROM q JOIN mailboxes m ON m.id = q.id AND m.account_id = q.acc
+		CROSS JOIN LATERAL (SELECT uid, modseq FROM expunged
+			WHERE mailbox_id = q.id AND modseq > q.since
+			LIMIT NULLIF(q.lim, 0)) e
+		ORDER BY 2, 1, 3`, ids, accs, since, lims)
+	if err != nil {
+		return nil, fmt.Errorf("read changes: %w", err)
+	}
+	var n [3][]int // rows read per kind and query
+	n[1], n[2] = make([]int, len(qs)), make([]int, len(qs))
+	err = scanChanges(rows, func(mbID int64, kind int, mb *Mailbox, m MessageFlags) {
+		i := at[mbID]
+		ch := out[i]
+		if kind == 0 {
+			ch.Mailbox = mb
+			return
 		}
-		mbs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*Mailbox, error) { return scanMailbox(r) })
-		if err != nil {
-			return err
+		if n[kind][i]++; ch.Truncated || over(i, n[kind][i]) {
+			return
 		}
-		for _, mb := range mbs {
-			out[at[mb.ID]].Mailbox = mb
+		if kind == 1 {
+			ch.Updated = append(ch.Updated, m)
+		} else {
+			ch.Expunged = append(ch.Expunged, m.UID)
 		}
-		// The query's own account id scopes every row (invariant 4). The
-		// inner LIMIT needs no order: a read within it has all the rows.
-		rows, err = tx.Query(ctx, `SELECT q.id, mm.uid, mm.flags, mm.keywords, mm.modseq
-			FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) q(id, acc, since, lim)
-			CROSS JOIN LATERAL (SELECT uid, flags, keywords, modseq FROM mailbox_messages
-				WHERE mailbox_id = q.id AND account_id = q.acc AND modseq > q.since
-				LIMIT NULLIF(q.lim, 0)) mm
-			ORDER BY q.id, mm.uid`, ids, accs, since, lims)
-		if err != nil {
-			return err
-		}
-		n := make([]int, len(qs))
-		var mbID, uid, ms int64
-		var bits int
-		var kw []string
-		if _, err := pgx.ForEachRow(rows, []any{&mbID, &uid, &bits, &kw, &ms}, func() error {
-			i := at[mbID]
-			if n[i]++; out[i].Truncated || over(i, n[i]) {
-				return nil
-			}
-			ch := out[i]
-			ch.Updated = append(ch.Updated, MessageFlags{UID: uint32(uid), Flags: flagStrings(bits, kw), ModSeq: uint64(ms)})
-			return nil
-		}); err != nil {
-			return err
-		}
-		rows, err = tx.Query(ctx, `SELECT q.id, e.uid
-			FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) q(id, acc, since, lim)
-			JOIN mailboxes m ON m.id = q.id AND m.account_id = q.acc
-			CROSS JOIN LATERAL (SELECT uid FROM expunged
-				WHERE mailbox_id = q.id AND modseq > q.since
-				LIMIT NULLIF(q.lim, 0)) e
-			ORDER BY q.id, e.uid`, ids, accs, since, lims)
-		if err != nil {
-			return err
-		}
-		clear(n)
-		_, err = pgx.ForEachRow(rows, []any{&mbID, &uid}, func() error {
-			i := at[mbID]
-			if n[i]++; out[i].Truncated || over(i, n[i]) {
-				return nil
-			}
-			ch := out[i]
-			ch.Expunged = append(ch.Expunged, uint32(uid))
-			return nil
-		})
-		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read changes: %w", err)
 	}
 	return out, nil
+}
+
+// The columns of the rows scanChanges reads after the kind: mailbox id,
+// UID, flags, keywords, modseq, then the other mailbox columns (m is the
+// mailboxes row), or placeholders for a message's row.
+const (
+	changeMailboxColumns = `m.id, 0::bigint, 0, NULL::text[], m.highestmodseq, m.account_id, m.name, m.special_use,
+		m.uidvalidity, m.uidnext, m.noselect, m.messages, m.unseen, m.deleted, m.size`
+	changeNoMailbox = `0::bigint, '', '', 0::bigint, 0::bigint, false, 0::bigint, 0::bigint, 0::bigint, 0::bigint`
+)
+
+// scanChanges reads the rows of a changes query, calling fn with the
+// mailbox (kind 0) or the message (1: live, 2: expunged) of each.
+func scanChanges(rows pgx.Rows, fn func(mbID int64, kind int, mb *Mailbox, m MessageFlags)) error {
+	var (
+		kind, bits                          int
+		mbID, uid, ms, uidvalidity, uidnext int64
+		kw                                  []string
+		mb                                  Mailbox
+	)
+	_, err := pgx.ForEachRow(rows, []any{&kind, &mbID, &uid, &bits, &kw, &ms, &mb.AccountID, &mb.Name, &mb.SpecialUse,
+		&uidvalidity, &uidnext, &mb.NoSelect, &mb.Messages, &mb.Unseen, &mb.Deleted, &mb.Size}, func() error {
+		switch kind {
+		case 0:
+			m := mb
+			m.ID, m.UIDValidity, m.UIDNext, m.HighestModSeq = mbID, uint32(uidvalidity), uint32(uidnext), uint64(ms)
+			fn(mbID, 0, &m, MessageFlags{})
+		case 1:
+			fn(mbID, 1, nil, MessageFlags{UID: uint32(uid), Flags: flagStrings(bits, kw), ModSeq: uint64(ms)})
+		default:
+			fn(mbID, 2, nil, MessageFlags{UID: uint32(uid), ModSeq: uint64(ms)})
+		}
+		return nil
+	})
+	return err
 }
 
 // ChangesPage reads one page of the changes to a mailbox after modseq:
@@ -155,46 +169,40 @@ func (s *Store) ChangesPage(ctx context.Context, accountID, mailboxID int64, mod
 		return nil, fmt.Errorf("%w: page limit %d", ErrInvalid, limit)
 	}
 	ch := &Changes{}
-	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		mb, err := scanMailbox(tx.QueryRow(ctx, `SELECT `+mailboxColumns+` FROM mailboxes
-			WHERE id = $1 AND account_id = $2`, mailboxID, accountID))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		ch.Mailbox = mb
-		// The mailbox row was found with the account id: the tombstones
-		// are that account's.
-		rows, err := tx.Query(ctx, `SELECT uid, flags, keywords, modseq, false FROM mailbox_messages
+	// One statement: the mailbox row (kind 0) and the page, live messages
+	// (1) and tombstones (2) together by UID. The tombstones are the
+	// account's through the mailbox row found with its id.
+	rows, err := s.pool.Query(ctx, `WITH m AS MATERIALIZED (SELECT * FROM mailboxes WHERE id = $1 AND account_id = $2),
+		page AS (
+			SELECT 1 AS kind, uid, flags, keywords, modseq FROM mailbox_messages
 				WHERE mailbox_id = $1 AND account_id = $2 AND modseq > $3 AND uid > $4
 			UNION ALL
-			SELECT uid, 0, NULL, modseq, true FROM expunged
-				WHERE mailbox_id = $1 AND modseq > $3 AND uid > $4
-			ORDER BY 1 LIMIT $5`, mailboxID, accountID, int64(modseq), int64(afterUID), limit+1)
-		if err != nil {
-			return err
-		}
+			SELECT 2, uid, 0, NULL, modseq FROM expunged
+				WHERE mailbox_id = $1 AND modseq > $3 AND uid > $4 AND EXISTS (SELECT 1 FROM m)
+			ORDER BY 2 LIMIT $5)
+		SELECT 0 AS kind, `+changeMailboxColumns+` FROM m
+		UNION ALL
+		SELECT kind, $1, uid, flags, keywords, modseq, `+changeNoMailbox+` FROM page
+		ORDER BY 3, 1`, mailboxID, accountID, int64(modseq), int64(afterUID), limit+1)
+	if err == nil {
 		n := 0
-		var uid, ms int64
-		var bits int
-		var kw []string
-		var gone bool
-		_, err = pgx.ForEachRow(rows, []any{&uid, &bits, &kw, &ms, &gone}, func() error {
-			if n++; n > limit {
+		err = scanChanges(rows, func(_ int64, kind int, mb *Mailbox, m MessageFlags) {
+			switch {
+			case kind == 0:
+				ch.Mailbox = mb
+			case ch.Mailbox == nil:
+				// No mailbox row: its tombstones are not read either.
+			case n >= limit:
 				ch.Truncated = true
-				return nil
+			case kind == 1:
+				n++
+				ch.Updated = append(ch.Updated, m)
+			default:
+				n++
+				ch.Expunged = append(ch.Expunged, m.UID)
 			}
-			if gone {
-				ch.Expunged = append(ch.Expunged, uint32(uid))
-			} else {
-				ch.Updated = append(ch.Updated, MessageFlags{UID: uint32(uid), Flags: flagStrings(bits, kw), ModSeq: uint64(ms)})
-			}
-			return nil
 		})
-		return err
-	})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read changes page: %w", err)
 	}

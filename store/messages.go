@@ -499,63 +499,80 @@ func (s *Store) StoreFlags(ctx context.Context, accountID, mailboxID int64, uids
 	if err != nil {
 		return nil, err
 	}
-	var out []MessageFlags
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		uidnext, modseq, err := lockMailbox(ctx, tx, accountID, mailboxID)
-		if err != nil {
-			return err
-		}
-		modseq++
-		lo, hi := normalizeRanges(uids)
-		rows, err := tx.Query(ctx, `WITH old AS (
-				SELECT mm.uid, mm.flags, mm.keywords FROM mailbox_messages mm
-				JOIN unnest($3::bigint[], $4::bigint[]) r(lo, hi) ON mm.uid BETWEEN r.lo AND r.hi
-				WHERE mm.mailbox_id = $1 AND mm.account_id = $2
-			), new AS (
-				SELECT uid, flags AS oflags,
-					CASE $5::int WHEN 0 THEN flags | $6 WHEN 1 THEN flags & ~$6::int ELSE $6 END AS nflags,
-					CASE $5::int
-						WHEN 0 THEN ARRAY(SELECT DISTINCT k FROM unnest(keywords || $7::text[]) k ORDER BY k)
-						WHEN 1 THEN ARRAY(SELECT k FROM unnest(keywords) k WHERE k <> ALL($7::text[]) ORDER BY k)
-						ELSE $7::text[] END AS nkeywords,
-					keywords AS okeywords
-				FROM old
-			)
-			UPDATE mailbox_messages mm SET flags = new.nflags, keywords = new.nkeywords, modseq = $8
+	// Only adding and replacing give messages keywords; the mailbox's
+	// list keeps removed ones (it only grows).
+	added := []string{}
+	if op != FlagsRemove {
+		added = keywords
+	}
+	// One statement, its own transaction: lock the mailbox row (lk), then
+	// the messages of the set (old: FOR UPDATE returns their latest
+	// version, even if it committed after the statement's snapshot, while
+	// lk waited), update those whose flags change with the next modseq,
+	// and only if any did, give the mailbox that modseq and the new
+	// counts and announce it. The rows: kind 0, the mailbox was found; 1,
+	// a changed message; 2, the notification.
+	lo, hi := normalizeRanges(uids)
+	rows, err := s.pool.Query(ctx, `WITH lk AS MATERIALIZED (
+			SELECT highestmodseq + 1 AS ms FROM mailboxes
+			WHERE id = $1 AND account_id = $2 AND NOT noselect FOR UPDATE
+		), old AS MATERIALIZED (
+			SELECT mm.uid, mm.flags, mm.keywords, lk.ms FROM lk, mailbox_messages mm
+			JOIN unnest($3::bigint[], $4::bigint[]) r(lo, hi) ON mm.uid BETWEEN r.lo AND r.hi
+			WHERE mm.mailbox_id = $1 AND mm.account_id = $2
+			FOR UPDATE OF mm
+		), new AS (
+			SELECT uid, ms, flags AS oflags,
+				CASE $5::int WHEN 0 THEN flags | $6 WHEN 1 THEN flags & ~$6::int ELSE $6 END AS nflags,
+				CASE $5::int
+					WHEN 0 THEN ARRAY(SELECT DISTINCT k FROM unnest(keywords || $7::text[]) k ORDER BY k)
+					WHEN 1 THEN ARRAY(SELECT k FROM unnest(keywords) k WHERE k <> ALL($7::text[]) ORDER BY k)
+					ELSE $7::text[] END AS nkeywords,
+				keywords AS okeywords
+			FROM old
+		), upd AS (
+			UPDATE mailbox_messages mm SET flags = new.nflags, keywords = new.nkeywords, modseq = new.ms
 			FROM new WHERE mm.mailbox_id = $1 AND mm.account_id = $2 AND mm.uid = new.uid
 				AND (new.nflags <> new.oflags OR new.nkeywords <> new.okeywords)
-			RETURNING mm.uid, new.oflags, mm.flags, mm.keywords, mm.size`,
-			mailboxID, accountID, lo, hi, int(op), bits, keywords, modseq)
-		if err != nil {
-			return err
-		}
-		var c counts
-		for rows.Next() {
-			var uid, size int64
-			var oflags, nflags int
-			var kw []string
-			if err := rows.Scan(&uid, &oflags, &nflags, &kw, &size); err != nil {
-				return err
-			}
-			c.sub(countsOf(oflags, size))
-			c.add(countsOf(nflags, size))
+			RETURNING mm.uid, new.oflags, mm.flags, mm.keywords, mm.modseq
+		), mb AS (
+			UPDATE mailboxes m SET highestmodseq = lk.ms,
+				unseen = m.unseen + d.du, deleted = m.deleted + d.dd, keywords = `+mergeKeywords("$8")+`
+			FROM lk, (SELECT
+					coalesce(sum((flags & $9 = 0)::int - (oflags & $9 = 0)::int), 0) AS du,
+					coalesce(sum((flags & $10 <> 0)::int - (oflags & $10 <> 0)::int), 0) AS dd
+				FROM upd) d
+			WHERE m.id = $1 AND m.account_id = $2 AND EXISTS (SELECT 1 FROM upd)
+			RETURNING m.highestmodseq
+		)
+		SELECT 0 AS kind, 0::bigint, 0, NULL::text[], ms, NULL::text FROM lk
+		UNION ALL
+		SELECT 1, uid, flags, keywords, modseq, NULL FROM upd
+		UNION ALL
+		SELECT 2, 0, 0, NULL, highestmodseq,
+			pg_notify($11, $1::bigint::text || ' ' || highestmodseq::text`+notifyStamp+`)::text FROM mb`,
+		mailboxID, accountID, lo, hi, int(op), bits, keywords, added, flagSeen, flagDeleted, MailboxChannel)
+	if err != nil {
+		return nil, fmt.Errorf("store flags: %w", err)
+	}
+	var out []MessageFlags
+	found := false
+	var kind, nflags int
+	var uid, modseq int64
+	var kw []string
+	_, err = pgx.ForEachRow(rows, []any{&kind, &uid, &nflags, &kw, &modseq, nil}, func() error {
+		switch kind {
+		case 0:
+			found = true
+		case 1:
 			out = append(out, MessageFlags{UID: uint32(uid), Flags: flagStrings(nflags, kw), ModSeq: uint64(modseq)})
 		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		if len(out) == 0 {
-			return nil
-		}
-		slices.SortFunc(out, func(a, b MessageFlags) int { return int(a.UID) - int(b.UID) })
-		// Only adding and replacing give messages keywords; the list
-		// keeps removed ones (it only grows).
-		var added []string
-		if op != FlagsRemove {
-			added = keywords
-		}
-		return updateMailbox(ctx, tx, accountID, mailboxID, uidnext, modseq, c, added)
+		return nil
 	})
+	if err == nil && !found {
+		err = fmt.Errorf("mailbox %d: %w", mailboxID, ErrNotFound)
+	}
+	slices.SortFunc(out, func(a, b MessageFlags) int { return int(a.UID) - int(b.UID) })
 	if err != nil {
 		return nil, fmt.Errorf("store flags: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -446,4 +447,84 @@ func TestChangesSinceConcurrentWriters(t *testing.T) {
 		t.Errorf("modseqs %d..%d outside (%d, %d]", modseqs[0], modseqs[len(modseqs)-1], start, last)
 	}
 	t.Logf("%d changing writes, modseq %d → %d, %d polls, %d messages", steps, start, last, polls, len(db))
+}
+
+// STOREs on the same messages at once (StoreFlags is one statement whose
+// snapshot predates its wait for the mailbox lock): no writer's flag is
+// lost, every changing STORE takes its own modseq step, and the mailbox's
+// cached counts equal the messages' flags afterwards.
+func TestConcurrentStoreFlags(t *testing.T) {
+	const writers, rounds, msgs = 8, 15, 4
+	f := newFixture(t)
+	ctx := context.Background()
+	inbox := f.mailbox(t, f.a, "INBOX").ID
+	for i := range msgs {
+		if _, err := f.st.Append(ctx, f.a.ID, inbox, strings.NewReader(testMessage(i)), 0, nil, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := f.mailbox(t, f.a, "INBOX").HighestModSeq
+	all := []store.UIDRange{{Start: 1, Stop: 0}}
+	var steps atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range rounds {
+				// Each writer's own keyword stays; \Seen and \Deleted flip
+				// back and forth under everyone.
+				ops := []struct {
+					op    store.FlagOp
+					flags []string
+				}{
+					{store.FlagsAdd, []string{fmt.Sprintf("k%d", w)}},
+					{store.FlagOp(r % 2), []string{store.FlagSeen}},
+					{store.FlagOp((r + w) % 2), []string{store.FlagDeleted}},
+				}
+				for _, o := range ops {
+					changed, err := f.st.StoreFlags(ctx, f.a.ID, inbox, all, o.op, o.flags)
+					if err != nil {
+						errs <- err
+						return
+					}
+					if len(changed) > 0 {
+						steps.Add(1)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	mb := f.mailbox(t, f.a, "INBOX")
+	if got, want := mb.HighestModSeq, before+uint64(steps.Load()); got != want {
+		t.Errorf("highestmodseq %d after %d changing STOREs from %d, want %d", got, steps.Load(), before, want)
+	}
+	var unseen, deleted int64
+	err := f.st.FetchMeta(ctx, f.a.ID, inbox, all, store.FetchOptions{}, func(m *store.MessageMeta) error {
+		for w := range writers {
+			if !slices.Contains(m.Flags, fmt.Sprintf("k%d", w)) {
+				t.Errorf("message %d lost keyword k%d: %v", m.UID, w, m.Flags)
+			}
+		}
+		if !slices.Contains(m.Flags, store.FlagSeen) {
+			unseen++
+		}
+		if slices.Contains(m.Flags, store.FlagDeleted) {
+			deleted++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mb.Unseen != unseen || mb.Deleted != deleted || mb.Messages != msgs {
+		t.Errorf("cached counts messages %d unseen %d deleted %d, flags say %d, %d, %d",
+			mb.Messages, mb.Unseen, mb.Deleted, msgs, unseen, deleted)
+	}
 }
