@@ -31,6 +31,10 @@ type session struct {
 	sel       *selected
 	mailbox   *store.Mailbox // the selected mailbox as of SELECT
 	searchRes []uint32       // saved SEARCH result (SEARCHRES "$")
+	// pollChecked says that the command Poll follows checked the session
+	// already (begin). Set only where imapserver always polls next: at a
+	// successful return of Store, whose Poll follows at once.
+	pollChecked bool
 }
 
 var (
@@ -128,10 +132,12 @@ func (s *session) AppendLimit() uint32 { return uint32(s.srv.opts.MaxMessageSize
 // Poll implements imapserver.Session: it runs before the tagged OK of every
 // command and is the only place unsolicited updates are written.
 func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
-	// Checked again even when the command's method just did: imapserver
-	// has no per-command hook, and NOOP/CHECK reach only Poll, so this is
-	// the one place that sees every command. One indexed query.
-	if err := s.begin(); err != nil {
+	// Checked again unless the command's method just did (pollChecked):
+	// imapserver has no per-command hook, and NOOP/CHECK reach only Poll,
+	// so this is the one place that sees every command. One indexed query.
+	if s.pollChecked {
+		s.pollChecked = false
+	} else if err := s.begin(); err != nil {
 		return err
 	}
 	return s.poll(w, s.sel, allowExpunge)

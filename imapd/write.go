@@ -81,25 +81,64 @@ func (s *session) Store(w *imapserver.FetchWriter, set imap.NumSet, flags *imap.
 		for _, c := range changed {
 			sel.reported(c.UID, c.Flags)
 		}
+		s.pollChecked = true
 		return nil
 	}
 	_, byUID := set.(imap.UIDSet)
-	return s.forEachMeta(sel, ranges, store.FetchOptions{}, metaBatch, func(m *store.MessageMeta) error {
-		seq := sel.seqOf(m.UID)
+	write := func(uid uint32, flags []string) error {
+		seq := sel.seqOf(uid)
 		if seq == 0 {
 			return nil
 		}
 		rw := w.CreateMessage(seq)
 		if byUID {
-			rw.WriteUID(imap.UID(m.UID))
+			rw.WriteUID(imap.UID(uid))
 		}
-		rw.WriteFlags(toIMAPFlags(m.Flags))
+		rw.WriteFlags(toIMAPFlags(flags))
 		if err := rw.Close(); err != nil {
 			return err
 		}
-		sel.reported(m.UID, m.Flags)
+		sel.reported(uid, flags)
 		return nil
+	}
+	if all := allChanged(sel.uidsIn(ranges), changed); all != nil {
+		// Every message of the set changed: StoreFlags returned the flags
+		// of each, no need to read them again.
+		for _, c := range all {
+			if err := write(c.UID, c.Flags); err != nil {
+				return err
+			}
+		}
+		s.pollChecked = true
+		return nil
+	}
+	err = s.forEachMeta(sel, ranges, store.FetchOptions{}, metaBatch, func(m *store.MessageMeta) error {
+		return write(m.UID, m.Flags)
 	})
+	if err == nil {
+		s.pollChecked = true
+	}
+	return err
+}
+
+// allChanged returns the changes of the messages uids (ascending), if
+// changed (ascending) has one for each of them; else nil.
+func allChanged(uids []uint32, changed []store.MessageFlags) []store.MessageFlags {
+	if len(uids) == 0 || len(changed) < len(uids) {
+		return nil
+	}
+	out := make([]store.MessageFlags, 0, len(uids))
+	j := 0
+	for _, u := range uids {
+		for j < len(changed) && changed[j].UID < u {
+			j++
+		}
+		if j == len(changed) || changed[j].UID != u {
+			return nil
+		}
+		out = append(out, changed[j])
+	}
+	return out
 }
 
 // Copy implements imapserver.Session (COPY, UID COPY) with COPYUID.
