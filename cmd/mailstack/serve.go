@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -320,10 +321,10 @@ func (c *cli) banner(s *server) {
 	w := c.stderr
 	fmt.Fprintln(w, "\n==================== mailstack is running ====================")
 	if len(s.addrs) == 0 {
-		fmt.Fprintln(w, "No protocol listeners are enabled in this build yet.")
+		fmt.Fprintln(w, "No listeners are enabled: every listen address is empty.")
 	}
-	for name, addr := range s.addrs {
-		fmt.Fprintf(w, "  %-12s %s\n", name, addr)
+	for _, name := range slices.Sorted(maps.Keys(s.addrs)) {
+		fmt.Fprintf(w, "  %-12s %s\n", name, s.addrs[name])
 	}
 	if s.devUser != "" {
 		fmt.Fprintf(w, "\nDevelopment mode. Log in with user %s and app password %s\n", s.devUser, s.devPass)
