@@ -81,9 +81,19 @@ func (s *Store) Append(ctx context.Context, accountID, mailboxID int64, r io.Rea
 }
 
 // Deliver stores a spooled message once and adds it to every target mailbox
-// in one transaction (several local recipients share one copy). Results are
-// in the order of targets.
+// in one transaction (several local recipients share one copy), which for
+// a message of one chunk is a single round trip (storeInOneTrip). Results
+// are in the order of targets.
 func (s *Store) Deliver(ctx context.Context, msg *Spooled, targets []Target) ([]AppendResult, error) {
+	if msg.Size <= ChunkSize && len(targets) > 0 {
+		results, fallback, err := s.storeInOneTrip(ctx, msg, targets, nil)
+		if !fallback {
+			if err != nil {
+				return nil, fmt.Errorf("deliver: %w", err)
+			}
+			return results, nil
+		}
+	}
 	var results []AppendResult
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
@@ -103,44 +113,15 @@ func (s *Store) DeliverTx(ctx context.Context, tx pgx.Tx, msg *Spooled, targets 
 	if err != nil {
 		return nil, err
 	}
-	// Lock mailboxes in id order so concurrent deliveries cannot deadlock.
-	order := make([]int, len(targets))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortFunc(order, func(a, b int) int { return int(targets[a].MailboxID - targets[b].MailboxID) })
 	results := make([]AppendResult, len(targets))
-	for _, i := range order {
+	for _, i := range lockOrder(targets) {
 		t := targets[i]
-		bits, keywords, err := parseFlags(t.Flags)
+		args, err := deliverArgs(t, msg.Size, msgID)
 		if err != nil {
 			return nil, err
 		}
-		c := countsOf(bits, msg.Size)
-		date := t.InternalDate
-		if date.IsZero() {
-			date = time.Now()
-		}
-		// One round trip: take the mailbox row lock while assigning the UID
-		// and modseq (and adding the message's keywords to the mailbox's
-		// list), insert the message, announce the change. The quota is
-		// checked in the same statement.
 		var uidvalidity, uid, modseq int64
-		err = tx.QueryRow(ctx, `WITH mb AS (
-				UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1,
-					messages = messages + 1, unseen = unseen + $3, deleted = deleted + $4, size = size + $5,
-					keywords = `+mergeKeywords("$9")+`
-				WHERE id = $1 AND account_id = $2 AND NOT noselect
-				  AND (SELECT a.quota_bytes = 0 OR coalesce((SELECT sum(m.size) FROM mailboxes m WHERE m.account_id = a.id), 0) + $5 <= a.quota_bytes
-				       FROM accounts a WHERE a.id = $2)
-				RETURNING uidvalidity, uidnext - 1 AS uid, highestmodseq
-			), ins AS (
-				INSERT INTO mailbox_messages (mailbox_id, uid, message_id, account_id, internal_date, size, flags, keywords, modseq)
-				SELECT $1, uid, $6, $2, $7, $5, $8, $9, highestmodseq FROM mb
-			)
-			SELECT uidvalidity, uid, highestmodseq, pg_notify($10, $1::bigint::text || ' ' || highestmodseq::text`+notifyStamp+`) FROM mb`,
-			t.MailboxID, t.AccountID, c.unseen, c.deleted, c.size, msgID, date, bits, keywords, MailboxChannel).
-			Scan(&uidvalidity, &uid, &modseq, nil)
+		err = tx.QueryRow(ctx, deliverSQL("$6", false), args...).Scan(&uidvalidity, &uid, &modseq, nil)
 		if errors.Is(err, pgx.ErrNoRows) {
 			if err := checkQuota(ctx, tx, t.AccountID, msg.Size); err != nil {
 				return nil, err
@@ -153,6 +134,59 @@ func (s *Store) DeliverTx(ctx context.Context, tx pgx.Tx, msg *Spooled, targets 
 		results[i] = AppendResult{MailboxID: t.MailboxID, UIDValidity: uint32(uidvalidity), UID: uint32(uid), ModSeq: uint64(modseq)}
 	}
 	return results, nil
+}
+
+// lockOrder returns the indexes of targets in mailbox id order, the order
+// deliveries lock mailboxes in so that concurrent ones cannot deadlock.
+func lockOrder(targets []Target) []int {
+	order := make([]int, len(targets))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return int(targets[a].MailboxID - targets[b].MailboxID) })
+	return order
+}
+
+// deliverArgs are the arguments of deliverSQL for one target; msgID is the
+// content id ($6), or its SHA-256 where the statement looks the id up.
+func deliverArgs(t Target, size int64, msgID any) ([]any, error) {
+	bits, keywords, err := parseFlags(t.Flags)
+	if err != nil {
+		return nil, err
+	}
+	c := countsOf(bits, size)
+	date := t.InternalDate
+	if date.IsZero() {
+		date = time.Now()
+	}
+	return []any{t.MailboxID, t.AccountID, c.unseen, c.deleted, c.size, msgID, date, bits, keywords, MailboxChannel}, nil
+}
+
+// deliverSQL is the statement that adds a message to one target mailbox:
+// it takes the mailbox row lock while assigning the UID and modseq (and
+// adding the message's keywords to the mailbox's list), checks the quota,
+// inserts the message and announces the change. msgID is the SQL of the
+// content id. A mailbox that is missing, \Noselect or over quota yields no
+// row, or, if mustMatch, fails the statement (a NULL uid violates NOT NULL),
+// which rolls back a pipelined batch that has no other way to abort.
+func deliverSQL(msgID string, mustMatch bool) string {
+	from := "mb"
+	if mustMatch {
+		from = "(SELECT) one LEFT JOIN mb ON true"
+	}
+	return `WITH mb AS (
+			UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1,
+				messages = messages + 1, unseen = unseen + $3, deleted = deleted + $4, size = size + $5,
+				keywords = ` + mergeKeywords("$9") + `
+			WHERE id = $1 AND account_id = $2 AND NOT noselect
+			  AND (SELECT a.quota_bytes = 0 OR coalesce((SELECT sum(m.size) FROM mailboxes m WHERE m.account_id = a.id), 0) + $5 <= a.quota_bytes
+			       FROM accounts a WHERE a.id = $2)
+			RETURNING uidvalidity, uidnext - 1 AS uid, highestmodseq
+		), ins AS (
+			INSERT INTO mailbox_messages (mailbox_id, uid, message_id, account_id, internal_date, size, flags, keywords, modseq)
+			SELECT $1, mb.uid, ` + msgID + `, $2, $7, $5, $8, $9, mb.highestmodseq FROM ` + from + `
+		)
+		SELECT uidvalidity, uid, highestmodseq, pg_notify($10, $1::bigint::text || ' ' || highestmodseq::text` + notifyStamp + `) FROM mb`
 }
 
 func checkQuota(ctx context.Context, tx pgx.Tx, accountID, size int64) error {
@@ -186,13 +220,9 @@ func insertMessageTx(ctx context.Context, tx pgx.Tx, msg *Spooled) (int64, error
 }
 
 func insertMessageTxAttempt(ctx context.Context, tx pgx.Tx, msg *Spooled, attempt int) (int64, error) {
-	header, err := msg.Header()
+	header, structure, err := messageMeta(msg)
 	if err != nil {
 		return 0, err
-	}
-	structure, err := json.Marshal(msg.Structure)
-	if err != nil {
-		return 0, fmt.Errorf("encode structure: %w", err)
 	}
 	r := msg.Reader()
 	buf := make([]byte, min(msg.Size, ChunkSize))
@@ -203,13 +233,7 @@ func insertMessageTxAttempt(ctx context.Context, tx pgx.Tx, msg *Spooled, attemp
 	// ON CONFLICT waits for a concurrent insert of the same content; if that
 	// one commits, we use its row (below).
 	var id int64
-	err = tx.QueryRow(ctx, `WITH m AS (
-			INSERT INTO messages (sha256, size, header, structure) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (sha256) DO NOTHING RETURNING id
-		), c AS (
-			INSERT INTO message_chunks (message_id, seq, data) SELECT id, 0, $5 FROM m WHERE $2 > 0
-		)
-		SELECT id FROM m`, msg.SHA256[:], msg.Size, header, structure, buf[:n]).Scan(&id)
+	err = tx.QueryRow(ctx, insertMessageSQL, msg.SHA256[:], msg.Size, header, structure, buf[:n]).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Another transaction has (or had) this content. Lock it; if
 		// garbage collection deleted it meanwhile, insert it after all.
@@ -243,6 +267,27 @@ func insertMessageTxAttempt(ctx context.Context, tx pgx.Tx, msg *Spooled, attemp
 		return 0, fmt.Errorf("store body: %w", err)
 	}
 	return id, nil
+}
+
+// insertMessageSQL stores a message's content and its first chunk unless
+// the content (sha256) is stored already, and returns the new id.
+const insertMessageSQL = `WITH m AS (
+		INSERT INTO messages (sha256, size, header, structure) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (sha256) DO NOTHING RETURNING id
+	), c AS (
+		INSERT INTO message_chunks (message_id, seq, data) SELECT id, 0, $5 FROM m WHERE $2 > 0
+	)
+	SELECT id FROM m`
+
+// messageMeta returns the stored header and the encoded structure of msg.
+func messageMeta(msg *Spooled) (header, structure []byte, err error) {
+	if header, err = msg.Header(); err != nil {
+		return nil, nil, err
+	}
+	if structure, err = json.Marshal(msg.Structure); err != nil {
+		return nil, nil, fmt.Errorf("encode structure: %w", err)
+	}
+	return header, structure, nil
 }
 
 // lockMailbox locks a selectable mailbox row of the account for the rest of

@@ -59,6 +59,15 @@ type QueuedMessage struct {
 // transaction, so that an acknowledged message is both delivered and queued
 // or neither (DESIGN.md invariant 3).
 func (s *Store) Submit(ctx context.Context, msg *Spooled, targets []Target, remote []Outbound) ([]AppendResult, error) {
+	if msg.Size <= ChunkSize && len(targets)+len(remote) > 0 {
+		results, fallback, err := s.storeInOneTrip(ctx, msg, targets, remote)
+		if !fallback {
+			if err != nil {
+				return nil, fmt.Errorf("submit: %w", err)
+			}
+			return results, nil
+		}
+	}
 	var results []AppendResult
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if len(targets) > 0 {
@@ -86,18 +95,32 @@ func enqueueTx(ctx context.Context, tx pgx.Tx, msg *Spooled, remote []Outbound) 
 	if err != nil {
 		return err
 	}
+	if _, err := tx.Exec(ctx, enqueueSQL("$1"), enqueueArgs(msgID, remote)...); err != nil {
+		return fmt.Errorf("queue message: %w", err)
+	}
+	return nil
+}
+
+// enqueueSQL queues a message ($1 its content id or, where msgID looks the
+// id up, its SHA-256) for remote recipients and wakes the queue workers
+// when the transaction commits. A NULL id (content gone) fails the
+// statement.
+func enqueueSQL(msgID string) string {
+	return `WITH q AS (
+			INSERT INTO outbound_queue (account_id, message_id, mail_from, rcpt_to)
+			SELECT nullif(a, 0), ` + msgID + `, f, r FROM unnest($2::bigint[], $3::text[], $4::text[]) AS q(a, f, r)
+		)
+		SELECT pg_notify($5, '')`
+}
+
+func enqueueArgs(msgID any, remote []Outbound) []any {
 	accounts := make([]int64, len(remote))
 	froms := make([]string, len(remote))
 	rcpts := make([]string, len(remote))
 	for i, o := range remote {
 		accounts[i], froms[i], rcpts[i] = o.AccountID, o.MailFrom, o.RcptTo
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO outbound_queue (account_id, message_id, mail_from, rcpt_to)
-		SELECT nullif(a, 0), $1, f, r FROM unnest($2::bigint[], $3::text[], $4::text[]) AS q(a, f, r)`,
-		msgID, accounts, froms, rcpts); err != nil {
-		return fmt.Errorf("queue message: %w", err)
-	}
-	return notifyQueue(ctx, tx)
+	return []any{msgID, accounts, froms, rcpts, QueueChannel}
 }
 
 func notifyQueue(ctx context.Context, tx pgx.Tx) error {
