@@ -230,7 +230,16 @@ type raw struct {
 	tag int
 }
 
+// raw opens a TLS connection and logs in.
 func (e *env) raw() *raw {
+	e.t.Helper()
+	r := e.dialRaw()
+	r.cmd("LOGIN " + e.user + " " + e.pass)
+	return r
+}
+
+// dialRaw opens a TLS connection and reads the greeting, without logging in.
+func (e *env) dialRaw() *raw {
 	e.t.Helper()
 	conn, err := tls.Dial("tcp", e.addr, &tls.Config{InsecureSkipVerify: true})
 	if err != nil {
@@ -239,7 +248,6 @@ func (e *env) raw() *raw {
 	e.t.Cleanup(func() { conn.Close() })
 	r := &raw{t: e.t, c: conn, r: bufio.NewReader(conn)}
 	r.line() // greeting
-	r.cmd("LOGIN " + e.user + " " + e.pass)
 	return r
 }
 

@@ -1,7 +1,6 @@
 package imapd
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -360,19 +359,6 @@ func TestProtocolLimits(t *testing.T) {
 	if err := c.Noop().Wait(); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// dialRaw opens a TLS connection and reads the greeting, without logging in.
-func (e *env) dialRaw() *raw {
-	e.t.Helper()
-	conn, err := tls.Dial("tcp", e.addr, &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { conn.Close() })
-	r := &raw{t: e.t, c: conn, r: bufio.NewReader(conn)}
-	r.line()
-	return r
 }
 
 // literalReadTimeout is imapserver's cmdReadTimeout (imapserver/conn.go,
