@@ -12,6 +12,18 @@ import (
 )
 
 // queueOne submits a message for bob (local) and two remote recipients.
+// queueAndClaim queues one message for two remote recipients and claims
+// both rows.
+func queueAndClaim(t *testing.T, f *fixture) []store.QueuedMessage {
+	t.Helper()
+	queueOne(t, f)
+	rows, err := f.st.ClaimQueued(context.Background(), 10, time.Minute)
+	if err != nil || len(rows) != 2 {
+		t.Fatal(rows, err)
+	}
+	return rows
+}
+
 func queueOne(t *testing.T, f *fixture) {
 	t.Helper()
 	ctx := context.Background()
@@ -106,11 +118,7 @@ func TestQueueLease(t *testing.T) {
 func TestQueueBounceDeliversOnce(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	queueOne(t, f)
-	rows, err := f.st.ClaimQueued(ctx, 10, time.Minute)
-	if err != nil || len(rows) != 2 {
-		t.Fatal(rows, err)
-	}
+	rows := queueAndClaim(t, f)
 	body, header, err := f.st.OpenQueued(ctx, rows[0].ID)
 	if err != nil || !strings.HasPrefix(string(header), "From: alice@example.org") {
 		t.Fatalf("open queued: %q %v", header, err)
@@ -178,11 +186,7 @@ func TestQueueRelease(t *testing.T) {
 func TestQueueBounceWaits(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	queueOne(t, f)
-	rows, err := f.st.ClaimQueued(ctx, 10, time.Minute)
-	if err != nil || len(rows) != 2 {
-		t.Fatal(rows, err)
-	}
+	rows := queueAndClaim(t, f)
 	fail := func(r store.QueuedMessage) store.QueueOutcome {
 		return store.QueueOutcome{ID: r.ID, Kind: store.OutcomeFailed, Error: "550 no such user",
 			DSNStatus: "5.1.1", DSNDiagnostic: "550 5.1.1 no such user", RemoteMTA: "mx." + r.RcptTo[2:]}
@@ -195,7 +199,7 @@ func TestQueueBounceWaits(t *testing.T) {
 		t.Fatalf("bounce claimed while a recipient is being tried: %+v %v", b, err)
 	}
 	// rows[1] is deferred: waiting for a retry does not delay the bounce.
-	err = f.st.QueueRecord(ctx, rows[1].Lease, []store.QueueOutcome{
+	err := f.st.QueueRecord(ctx, rows[1].Lease, []store.QueueOutcome{
 		{ID: rows[1].ID, Kind: store.OutcomeDeferred, Next: time.Now().Add(-time.Second), Error: "451 later"},
 	})
 	if err != nil {
@@ -250,12 +254,8 @@ func TestQueueBounceWaits(t *testing.T) {
 func TestQueueRetryFailed(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	queueOne(t, f)
-	rows, err := f.st.ClaimQueued(ctx, 10, time.Minute)
-	if err != nil || len(rows) != 2 {
-		t.Fatal(rows, err)
-	}
-	err = f.st.QueueRecord(ctx, rows[0].Lease, []store.QueueOutcome{
+	rows := queueAndClaim(t, f)
+	err := f.st.QueueRecord(ctx, rows[0].Lease, []store.QueueOutcome{
 		{ID: rows[0].ID, Kind: store.OutcomeFailed, Error: "550", DSNStatus: "5.0.0"},
 		{ID: rows[1].ID, Kind: store.OutcomeDeferred, Next: time.Now().Add(time.Hour), Error: "451"},
 	})
