@@ -38,11 +38,17 @@ type incoming struct {
 // parsed, the error wraps errMalformedHeader and the incoming is returned
 // too, with raw and rest intact.
 func readIncoming(r io.Reader) (*incoming, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
+	// A small buffer: most messages are small, and a longer line is read in
+	// pieces.
+	br := bufio.NewReaderSize(r, 4<<10)
 	var raw []byte
-	for {
+	for partial := false; ; {
 		line, err := br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
+		// The end of a line longer than the buffer is not a blank line,
+		// even when all that is left of it is its line break.
+		wasPartial := partial
+		partial = errors.Is(err, bufio.ErrBufferFull)
+		if partial {
 			err = nil // a long line: keep reading it
 		}
 		raw = append(raw, line...)
@@ -55,7 +61,7 @@ func readIncoming(r io.Reader) (*incoming, error) {
 		if err != nil {
 			return nil, err
 		}
-		if string(line) == "\r\n" || string(line) == "\n" {
+		if !wasPartial && (string(line) == "\r\n" || string(line) == "\n") {
 			break
 		}
 	}
