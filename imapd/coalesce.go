@@ -168,6 +168,14 @@ func (c *coalescingConn) setWriteDeadline(t time.Time) {
 	c.wdeadline = t
 }
 
+// flushIdle is flush for a connection that goes quiet: it also lets the
+// buffer go (release).
+func (c *coalescingConn) flushIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.release() //nolint:errcheck // the error is kept for the next Write
+}
+
 func (c *coalescingConn) flush() {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -80,3 +80,27 @@ func TestCoalescingStalledPeer(t *testing.T) {
 		t.Fatal("read succeeded")
 	}
 }
+
+// TestCoalescingFlushIdle: after IDLE's updates the layer sends what it
+// holds at once and keeps no buffer (thousands of IDLE sessions would
+// otherwise hold 64 KiB each).
+func TestCoalescingFlushIdle(t *testing.T) {
+	srv, cli := tcpPair(t)
+	c := &coalescingConn{Conn: srv, timeout: time.Second}
+	line := []byte("* 3 EXISTS\r\n")
+	if _, err := c.Write(line); err != nil {
+		t.Fatal(err)
+	}
+	c.flushIdle()
+	c.mu.Lock()
+	held, pending := c.buf != nil, c.pending
+	c.mu.Unlock()
+	if held || pending {
+		t.Fatalf("after flushIdle: buffer held %v, flush pending %v", held, pending)
+	}
+	cli.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len(line))
+	if _, err := io.ReadFull(cli, got); err != nil || !bytes.Equal(got, line) {
+		t.Fatalf("read %q, %v", got, err)
+	}
+}

@@ -2,6 +2,7 @@ package imapd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -211,6 +212,7 @@ func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
 		if err := s.poll(w, sel, true); err != nil {
 			return err
 		}
+		s.flushNow()
 		select {
 		case <-sel.wake:
 		case <-recheck.C:
@@ -286,3 +288,16 @@ func storeError(err error, what string) error {
 }
 
 func errorsIsInvalid(err error) bool { return errors.Is(err, store.ErrInvalid) }
+
+// flushNow sends what the coalescing layer holds at once and lets its
+// buffer go: after IDLE's updates nothing else follows soon, and waiting
+// for coalesceDelay's timer costs a busy server far more than its 100 µs.
+func (s *session) flushNow() {
+	c := s.conn.NetConn()
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn() // STARTTLS: the layer is below TLS
+	}
+	if cc, ok := c.(*coalescingConn); ok {
+		cc.flushIdle()
+	}
+}
