@@ -74,15 +74,19 @@ type watched struct {
 	views       map[*selected]struct{}
 	gone        atomic.Bool // set under mu; read by open under feed.mu alone
 
-	kick    sync.Mutex // guards the runner's to-do below
-	want    uint64     // highest modseq announced, not yet caught up with
-	force   bool       // catch up whatever the modseq
-	running bool       // a runner goroutine exists
+	kick    sync.Mutex          // guards the runner's to-do below
+	want    uint64              // highest modseq announced, not yet caught up with
+	force   bool                // catch up whatever the modseq
+	inline  []store.ChangeEvent // announced with their changes, in commit order
+	running bool                // a runner goroutine exists
 }
 
 const (
 	// maxPending is the default cap on a view's pending entries.
 	maxPending = 10000
+	// maxInlineQueue bounds the events with changes a runner holds; past
+	// it, later ones count as wake-ups only (read from the database).
+	maxInlineQueue = 64
 	// catchUpRetry is the default pause before a failed catch-up is
 	// tried again, doubled after each failure up to maxCatchUpRetry.
 	catchUpRetry    = time.Second
@@ -319,9 +323,26 @@ func (f *feed) notify(ev store.ChangeEvent) {
 	f.mu.Lock()
 	w := f.boxes[ev.MailboxID]
 	f.mu.Unlock()
-	if w != nil {
+	switch {
+	case w == nil:
+	case ev.Changes != nil && ev.ModSeq > 0:
+		f.kickWith(w, ev)
+	default:
 		f.kick(w, ev.ModSeq)
 	}
+}
+
+// kickWith hands the runner an event that carries its changes: applied as
+// they are if they follow on from what the views have, read otherwise.
+func (f *feed) kickWith(w *watched, ev store.ChangeEvent) {
+	w.kick.Lock()
+	defer w.kick.Unlock()
+	if len(w.inline) < maxInlineQueue {
+		w.inline = append(w.inline, ev)
+	} else {
+		w.want = max(w.want, ev.ModSeq)
+	}
+	f.startLocked(w)
 }
 
 // kick asks the mailbox's runner to catch up to modseq (0: whatever the
@@ -334,6 +355,11 @@ func (f *feed) kick(w *watched, modseq uint64) {
 	} else {
 		w.want = max(w.want, modseq)
 	}
+	f.startLocked(w)
+}
+
+// startLocked starts the runner unless it runs; w.kick is held.
+func (f *feed) startLocked(w *watched) {
 	if !w.running {
 		w.running = true
 		go f.run(w)
@@ -346,18 +372,15 @@ func (f *feed) run(w *watched) {
 	retry := time.Duration(f.retry.Load())
 	for {
 		w.kick.Lock()
-		want, force := w.want, w.force
-		w.want, w.force = 0, false
-		if (want == 0 && !force) || f.ctx.Err() != nil {
+		want, force, inline := w.want, w.force, w.inline
+		w.want, w.force, w.inline = 0, false, nil
+		if (want == 0 && !force && len(inline) == 0) || f.ctx.Err() != nil {
 			w.running = false
 			w.kick.Unlock()
 			return
 		}
 		w.kick.Unlock()
-		if force {
-			want = 0
-		}
-		err := f.catchUpSafely(w, want)
+		err := f.catchUpSafely(w, want, force, inline)
 		if err == nil {
 			retry = time.Duration(f.retry.Load())
 			continue
@@ -381,7 +404,7 @@ func (f *feed) run(w *watched) {
 
 // catchUpSafely is catchUpWatched for the runners: a panic is logged and
 // counts as a failure (retried), never allowed to end the process.
-func (f *feed) catchUpSafely(w *watched, modseq uint64) (err error) {
+func (f *feed) catchUpSafely(w *watched, want uint64, force bool, inline []store.ChangeEvent) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			f.log.Error("change feed: panic catching up", "mailbox", w.mailboxID, "panic", v, "stack", string(debug.Stack()))
@@ -393,7 +416,7 @@ func (f *feed) catchUpSafely(w *watched, modseq uint64) (err error) {
 	}
 	ctx, cancel := context.WithTimeout(f.ctx, catchUpTimeout)
 	defer cancel()
-	return f.catchUpWatched(ctx, w, modseq)
+	return f.catchUpWatched(ctx, w, want, force, inline)
 }
 
 // catchUp brings every view of the mailbox up to date with the database,
@@ -409,15 +432,60 @@ func (f *feed) catchUp(ctx context.Context, mailboxID int64, modseq uint64) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
 	defer cancel()
-	if err := f.catchUpWatched(ctx, w, modseq); err != nil {
+	if err := f.catchUpWatched(ctx, w, modseq, modseq == 0, nil); err != nil {
 		f.kick(w, 0)
 	}
 }
 
-func (f *feed) catchUpWatched(ctx context.Context, w *watched, modseq uint64) error {
+// catchUpWith is catchUp for a local write that knows everything it did to
+// the mailbox (ev.Changes, at ev.ModSeq): applied as it is when the views
+// are at ev.ModSeq-1, which saves the read.
+func (f *feed) catchUpWith(ctx context.Context, ev store.ChangeEvent) {
+	f.mu.Lock()
+	w := f.boxes[ev.MailboxID]
+	f.mu.Unlock()
+	if w == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
+	defer cancel()
+	if err := f.catchUpWatched(ctx, w, 0, false, []store.ChangeEvent{ev}); err != nil {
+		f.kick(w, 0)
+	}
+}
+
+// catchUpWithFlags is catchUpWith for a flag change: changed is every
+// message StoreFlags changed (all at one modseq), none if nothing changed.
+func (f *feed) catchUpWithFlags(ctx context.Context, mailboxID int64, changed []store.MessageFlags) {
+	if len(changed) > 0 {
+		f.catchUpWith(ctx, store.ChangeEvent{MailboxID: mailboxID, ModSeq: changed[0].ModSeq, Changes: &store.Changes{Updated: changed}})
+	}
+}
+
+// catchUpWatched applies the events with changes (inline, in commit order)
+// that follow on from w.modseq without reading them, then reads the
+// mailbox's changes if asked to (force) or if the views are still short of
+// want or of an inline event that did not follow on (one in between came
+// without its changes, or before the views' first read).
+func (f *feed) catchUpWatched(ctx context.Context, w *watched, want uint64, force bool, inline []store.ChangeEvent) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.gone.Load() || len(w.views) == 0 || (modseq != 0 && modseq <= w.modseq) {
+	if w.gone.Load() || len(w.views) == 0 {
+		return nil
+	}
+	for _, ev := range inline {
+		if ev.ModSeq != w.modseq+1 {
+			want = max(want, ev.ModSeq)
+			continue
+		}
+		// The mailbox exists with the views' UIDVALIDITY: a deletion or
+		// re-creation is announced without changes, and read.
+		f.applyLocked(w, &store.Changes{
+			Mailbox: &store.Mailbox{ID: w.mailboxID, AccountID: w.accountID, UIDValidity: w.uidvalidity, HighestModSeq: ev.ModSeq},
+			Updated: ev.Changes.Updated, Expunged: ev.Changes.Expunged,
+		})
+	}
+	if !force && want <= w.modseq {
 		return nil
 	}
 	chs, err := f.st.ChangesSinceMany(ctx, []store.ChangeQuery{f.query(w)})

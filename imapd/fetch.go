@@ -44,9 +44,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 		for _, c := range changed {
 			seen[c.UID] = true
 		}
-		if len(changed) > 0 {
-			s.srv.feed.catchUp(s.ctx, s.mailbox.ID, changed[0].ModSeq)
-		}
+		s.srv.feed.catchUpWithFlags(s.ctx, s.mailbox.ID, changed)
 	}
 	fo := store.FetchOptions{Structure: opts.Envelope || opts.BodyStructure != nil}
 	bodies := len(opts.BinarySection) > 0

@@ -150,6 +150,27 @@ func (r *wireRecorder) login(t testing.TB, e *env) *imapclient.Client {
 	return c
 }
 
+// selectInbox selects INBOX on c and fetches the UID and flags of every
+// message, unrecorded: the model starts from the mailbox as it is.
+func (r *wireRecorder) selectInbox(t testing.TB, c *imapclient.Client) {
+	t.Helper()
+	r.quiet(func() {
+		if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, Flags: true}).Collect(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// watchedEntry is the feed's entry of a mailbox some session selected.
+func watchedEntry(srv *Server, mailboxID int64) *watched {
+	srv.feed.mu.Lock()
+	defer srv.feed.mu.Unlock()
+	return srv.feed.boxes[mailboxID]
+}
+
 // quiet runs fn (the client's own commands) without recording; the model
 // still sees everything.
 func (r *wireRecorder) quiet(fn func()) {
@@ -184,14 +205,7 @@ func idleScenario(t *testing.T, envA, envB *env) {
 	inbox := mailboxID(t, envA, "INBOX")
 	rec := newWireRecorder()
 	a := rec.login(t, envA)
-	rec.quiet(func() {
-		if _, err := a.Select("INBOX", nil).Wait(); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := a.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, Flags: true}).Collect(); err != nil {
-			t.Fatal(err)
-		}
-	})
+	rec.selectInbox(t, a)
 	b := envB.login(nil)
 	if _, err := b.Select("INBOX", nil).Wait(); err != nil {
 		t.Fatal(err)
@@ -453,14 +467,7 @@ func TestListenReconnectResync(t *testing.T) {
 	inbox := mailboxID(t, e1, "INBOX")
 	rec := newWireRecorder()
 	a := rec.login(t, e1)
-	rec.quiet(func() {
-		if _, err := a.Select("INBOX", nil).Wait(); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := a.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, Flags: true}).Collect(); err != nil {
-			t.Fatal(err)
-		}
-	})
+	rec.selectInbox(t, a)
 	if _, err := a.Idle(); err != nil {
 		t.Fatal(err)
 	}

@@ -534,9 +534,7 @@ func TestBrokenViewEndsOnlyItsSession(t *testing.T) {
 	}
 	// Break the victim's view: the first one registered.
 	inbox := mailboxID(t, e, "INBOX")
-	e.srv.feed.mu.Lock()
-	w := e.srv.feed.boxes[inbox]
-	e.srv.feed.mu.Unlock()
+	w := watchedEntry(e.srv, inbox)
 	w.mu.Lock()
 	var broken int
 	for sel := range w.views {
@@ -1182,9 +1180,7 @@ func TestNeverPollingSessionBounded(t *testing.T) {
 	if _, err := quiet.Select("INBOX", nil).Wait(); err != nil {
 		t.Fatal(err)
 	}
-	e.srv.feed.mu.Lock()
-	w := e.srv.feed.boxes[inbox]
-	e.srv.feed.mu.Unlock()
+	w := watchedEntry(e.srv, inbox)
 	w.mu.Lock()
 	var sel *selected
 	for s := range w.views {
@@ -1610,9 +1606,7 @@ func TestPendingCapResync(t *testing.T) {
 	}
 	quietRec, quiet := open()
 	var sel *selected // quiet's: the only view so far
-	e.srv.feed.mu.Lock()
-	w := e.srv.feed.boxes[inbox]
-	e.srv.feed.mu.Unlock()
+	w := watchedEntry(e.srv, inbox)
 	w.mu.Lock()
 	for s := range w.views {
 		sel = s
@@ -1722,17 +1716,8 @@ func TestResyncInPages(t *testing.T) {
 	ctx := context.Background()
 	rec := newWireRecorder()
 	c := rec.login(t, e)
-	rec.quiet(func() {
-		if _, err := c.Select("INBOX", nil).Wait(); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, Flags: true}).Collect(); err != nil {
-			t.Fatal(err)
-		}
-	})
-	e.srv.feed.mu.Lock()
-	w := e.srv.feed.boxes[inbox]
-	e.srv.feed.mu.Unlock()
+	rec.selectInbox(t, c)
+	w := watchedEntry(e.srv, inbox)
 	var sel *selected
 	w.mu.Lock()
 	for s := range w.views {
@@ -1811,10 +1796,13 @@ func TestResyncInPages(t *testing.T) {
 	}
 	rec.matches(t, "after one more change", e.st, e.acc.ID, inbox)
 
-	// Another bulk change on every pass of the resync.
+	// Another bulk change on every pass of the resync, after two pages:
+	// its changes to the UIDs those re-read are past the cap by
+	// themselves (the rest are left to later pages), whether the feed
+	// reads them or has them inline from the notification.
 	passes := 0
 	storm := func(s *selected, page int) {
-		if s != sel || page != 1 {
+		if s != sel || page != 2 {
 			return
 		}
 		passes++
@@ -1832,4 +1820,102 @@ func TestResyncInPages(t *testing.T) {
 	if passes != maxResyncPasses {
 		t.Errorf("%d passes, want %d", passes, maxResyncPasses)
 	}
+}
+
+// The feed applies a change that came with its notification as it is when
+// it follows on from what the views have, and reads the database when it
+// does not: a change in between that came as a wake-up only (EXPUNGE), or
+// one the feed never heard of.
+func TestInlineChanges(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	for range 4 {
+		e.deliver("INBOX", crlf(simpleMsg))
+	}
+	inbox := mailboxID(t, e, "INBOX")
+	ctx := context.Background()
+	rec := newWireRecorder()
+	c := rec.login(t, e)
+	rec.selectInbox(t, c)
+	w := watchedEntry(e.srv, inbox)
+	// The runner, woken by the real notifications, waits; this test
+	// hands the feed its events itself.
+	stall := stallFeed(t, e.srv, inbox)
+	f := e.srv.feed
+	one := func(uid uint32) []store.UIDRange { return []store.UIDRange{{Start: uid, Stop: uid}} }
+	storeFlags := func(uid uint32, op store.FlagOp, flags ...string) store.ChangeEvent {
+		t.Helper()
+		changed, err := e.st.StoreFlags(ctx, e.acc.ID, inbox, one(uid), op, flags)
+		if err != nil || len(changed) != 1 {
+			t.Fatalf("store flags: %v, %d changed", err, len(changed))
+		}
+		return store.ChangeEvent{MailboxID: inbox, ModSeq: changed[0].ModSeq, Changes: &store.Changes{Updated: changed}}
+	}
+	noop := func() {
+		t.Helper()
+		if err := c.Noop().Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Taken as it is, not read: the database says otherwise.
+	base := feedModSeq(e.srv, inbox)
+	told := store.ChangeEvent{MailboxID: inbox, ModSeq: base + 1, Changes: &store.Changes{
+		Updated: []store.MessageFlags{{UID: 1, Flags: []string{"$Told"}, ModSeq: base + 1}}}}
+	storeFlags(1, store.FlagsAdd, "$Real")
+	if err := f.catchUpWatched(ctx, w, 0, false, []store.ChangeEvent{told}); err != nil {
+		t.Fatal(err)
+	}
+	noop()
+	rec.expect(t, "a change that follows on", "* 1 FETCH (UID 1 FLAGS ($Told))")
+
+	// An event the views have already changes nothing.
+	if err := f.catchUpWatched(ctx, w, 0, false, []store.ChangeEvent{told}); err != nil {
+		t.Fatal(err)
+	}
+	noop()
+	rec.expect(t, "a change applied already")
+
+	// A real change that follows on sets the record straight.
+	fix := storeFlags(1, store.FlagsReplace, `\Answered`)
+	if err := f.catchUpWatched(ctx, w, 0, false, []store.ChangeEvent{fix}); err != nil {
+		t.Fatal(err)
+	}
+	noop()
+	rec.expect(t, "a real change that follows on", `* 1 FETCH (UID 1 FLAGS (\Answered))`)
+	rec.matches(t, "a real change that follows on", e.st, e.acc.ID, inbox)
+
+	// A change without its notification (the view is a change behind),
+	// then one with: that does not follow on, so the feed reads both.
+	storeFlags(2, store.FlagsAdd, `\Flagged`)
+	third := storeFlags(3, store.FlagsAdd, `\Seen`)
+	if err := f.catchUpWatched(ctx, w, 0, false, []store.ChangeEvent{third}); err != nil {
+		t.Fatal(err)
+	}
+	if got := feedModSeq(e.srv, inbox); got != third.ModSeq {
+		t.Fatalf("feed at modseq %d, want %d", got, third.ModSeq)
+	}
+	noop()
+	rec.expect(t, "after a gap", `* 2 FETCH (UID 2 FLAGS (\Flagged))`, `* 3 FETCH (UID 3 FLAGS (\Seen))`)
+	rec.matches(t, "after a gap", e.st, e.acc.ID, inbox)
+
+	// In commit order: a change with its notification, an EXPUNGE (a
+	// wake-up only), another change: the first applies, the last reads.
+	first := storeFlags(1, store.FlagsReplace, `\Deleted`)
+	if _, err := e.st.Expunge(ctx, e.acc.ID, inbox, one(1)); err != nil {
+		t.Fatal(err)
+	}
+	last := storeFlags(4, store.FlagsAdd, "$Last")
+	if err := f.catchUpWatched(ctx, w, first.ModSeq+1, false, []store.ChangeEvent{first, last}); err != nil {
+		t.Fatal(err)
+	}
+	noop()
+	rec.expect(t, "after a change, an expunge and a change", "* 1 EXPUNGE", "* 3 FETCH (UID 4 FLAGS ($Last))")
+	rec.matches(t, "after a change, an expunge and a change", e.st, e.acc.ID, inbox)
+
+	// The held runner, let go, finds every real notification applied.
+	stall.open()
+	waitFeeds(t, e.st, e.acc.ID, inbox, e.srv)
+	noop()
+	rec.expect(t, "after the runner")
+	rec.matches(t, "after the runner", e.st, e.acc.ID, inbox)
 }

@@ -1,10 +1,12 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +25,13 @@ type ChangeEvent struct {
 	// At is when the change was made, by the database's clock (for
 	// measuring notification lag); zero if unknown.
 	At time.Time
+	// Changes, if not nil, is everything the change did to the mailbox:
+	// what a read of the changes after ModSeq-1 up to ModSeq returns
+	// (Updated by ascending UID, Expunged ascending; Mailbox nil). The
+	// writers put it in the notification when it is small (a flag change
+	// or a delivery), so that a reader who has applied ModSeq-1 already
+	// needs no read of its own. Without it, the event is a wake-up only.
+	Changes *Changes
 }
 
 // notifyStamp appends the database's current time (µs since the epoch) to
@@ -46,11 +55,35 @@ func (s *Store) Listen(ctx context.Context, fn func(ChangeEvent)) error {
 	}, func() { fn(ChangeEvent{Resync: true}) })
 }
 
-// parseChange parses "<mailbox id> <modseq> [<µs since the epoch>]".
+// inlineMarker begins the inline changes of a notification payload, after
+// the time stamp. Each change is "u <uid> <flag bits> <n> <n keywords>" (a
+// new or changed message; keywords never contain spaces) or "x <uid>" (an
+// expunged one).
+const inlineMarker = "+"
+
+// maxInline bounds the inline part of a payload: PostgreSQL refuses
+// payloads of 8,000 bytes or more, which would fail the writer's
+// transaction, so a larger change goes as a wake-up only.
+const maxInline = 7000
+
+// maxInlineMessages is how many messages a change may touch and still be
+// sent inline (the SQL counts them before building the text).
+const maxInlineMessages = 200
+
+// parseChange parses "<mailbox id> <modseq> [<µs since the epoch> [+ <changes>]]".
+// Inline changes that do not parse are dropped: the event is then a
+// wake-up, which costs the reader a read but loses nothing.
 func parseChange(payload string) (ChangeEvent, error) {
 	f := strings.Fields(payload)
-	if len(f) < 2 || len(f) > 3 {
+	if len(f) < 2 {
 		return ChangeEvent{}, errors.New("want mailbox id, modseq and time")
+	}
+	var inline []string
+	if len(f) > 3 {
+		if f[3] != inlineMarker {
+			return ChangeEvent{}, errors.New("want mailbox id, modseq and time")
+		}
+		f, inline = f[:3], f[4:]
 	}
 	var ev ChangeEvent
 	var err error
@@ -67,7 +100,53 @@ func parseChange(payload string) (ChangeEvent, error) {
 		}
 		ev.At = time.UnixMicro(us)
 	}
+	if inline != nil && ev.ModSeq > 0 {
+		if ev.Changes, _ = parseInline(inline); ev.Changes != nil {
+			for i := range ev.Changes.Updated {
+				ev.Changes.Updated[i].ModSeq = ev.ModSeq
+			}
+		}
+	}
 	return ev, nil
+}
+
+// parseInline parses the inline changes of a payload (inlineMarker).
+func parseInline(f []string) (*Changes, error) {
+	ch := &Changes{}
+	num := func(i int) (int64, error) {
+		if i >= len(f) {
+			return 0, errors.New("inline change cut short")
+		}
+		return strconv.ParseInt(f[i], 10, 64)
+	}
+	for i := 0; i < len(f); {
+		uid, err := num(i + 1)
+		if err != nil || uid <= 0 || uid > 1<<32-1 {
+			return nil, fmt.Errorf("inline change: bad uid: %v", err)
+		}
+		switch f[i] {
+		case "x":
+			ch.Expunged = append(ch.Expunged, uint32(uid))
+			i += 2
+		case "u":
+			bits, err := num(i + 2)
+			if err != nil {
+				return nil, err
+			}
+			n, err := num(i + 3)
+			if err != nil || n < 0 || int(n) > len(f)-(i+4) {
+				return nil, fmt.Errorf("inline change: bad keyword count: %v", err)
+			}
+			kw := f[i+4 : i+4+int(n)]
+			ch.Updated = append(ch.Updated, MessageFlags{UID: uint32(uid), Flags: flagStrings(int(bits), kw)})
+			i += 4 + int(n)
+		default:
+			return nil, fmt.Errorf("inline change: unknown kind %q", f[i])
+		}
+	}
+	slices.SortFunc(ch.Updated, func(a, b MessageFlags) int { return cmp.Compare(a.UID, b.UID) })
+	slices.Sort(ch.Expunged)
+	return ch, nil
 }
 
 // ListenOptions configure the change feed's dedicated LISTEN connection.

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -298,4 +300,121 @@ func TestDeleteAccountNotifies(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// TestNotificationsCarryChanges: a delivery's and a flag change's
+// notification carry the change itself, exactly what a read of the changes
+// at its modseq returns, so that the change feed needs no read of its own;
+// a change too large for a payload, and every other kind, is a wake-up.
+func TestNotificationsCarryChanges(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := make(chan store.ChangeEvent, 1024)
+	done := make(chan error, 1)
+	go func() { done <- f.st.Listen(ctx, func(ev store.ChangeEvent) { events <- ev }) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-events: // the resync after LISTEN: from now on nothing is missed
+	case <-time.After(10 * time.Second):
+		t.Fatal("LISTEN did not come up")
+	}
+	inbox := f.mailbox(t, f.a, "INBOX")
+	next := func(t *testing.T) store.ChangeEvent {
+		t.Helper()
+		for {
+			select {
+			case ev := <-events:
+				if ev.MailboxID == inbox.ID {
+					return ev
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("no notification")
+			}
+		}
+	}
+	appendMsg := func(t *testing.T, body string, flags ...string) *store.AppendResult {
+		t.Helper()
+		res, err := f.st.Append(ctx, f.a.ID, inbox.ID, strings.NewReader(body), 0, flags, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	longKeywords := make([]string, 100)
+	for i := range longKeywords {
+		longKeywords[i] = fmt.Sprintf("$%079d", i) // 8,000 bytes together
+	}
+	big := testMessage(0) + strings.Repeat("x", store.ChunkSize) + "\r\n"
+	for range 2 {
+		appendMsg(t, testMessage(1))
+		next(t)
+	}
+	all := []store.UIDRange{{Start: 1, Stop: 0}}
+	tests := []struct {
+		name   string
+		change func(t *testing.T) uint64 // the modseq of the change
+		inline bool
+	}{
+		{"append with flags", func(t *testing.T) uint64 {
+			res := appendMsg(t, testMessage(2), `\Seen`, "$Work", `\Recent`, "$Home")
+			if want := []string{`\Seen`, "$Home", "$Work"}; !slices.Equal(res.Flags, want) {
+				t.Errorf("append result flags %q, want %q", res.Flags, want)
+			}
+			return res.ModSeq
+		}, true},
+		{"append without flags", func(t *testing.T) uint64 { return appendMsg(t, testMessage(3)).ModSeq }, true},
+		{"append of several chunks", func(t *testing.T) uint64 { return appendMsg(t, big, `\Flagged`).ModSeq }, true},
+		{"store +flags", func(t *testing.T) uint64 { return storeFlags(t, f, inbox.ID, all, store.FlagsAdd, "$Tag", `\Answered`) }, true},
+		{"store -flags", func(t *testing.T) uint64 { return storeFlags(t, f, inbox.ID, all, store.FlagsRemove, "$Work") }, true},
+		{"store flags", func(t *testing.T) uint64 { return storeFlags(t, f, inbox.ID, all, store.FlagsReplace) }, true},
+		{"append with 8,000 bytes of keywords", func(t *testing.T) uint64 { return appendMsg(t, testMessage(4), longKeywords...).ModSeq }, false},
+		{"store of 8,000 bytes of keywords", func(t *testing.T) uint64 {
+			return storeFlags(t, f, inbox.ID, []store.UIDRange{{Start: 1, Stop: 1}}, store.FlagsAdd, longKeywords...)
+		}, false},
+		{"store on more messages than go inline", func(t *testing.T) uint64 {
+			for i := range 200 {
+				appendMsg(t, testMessage(100+i))
+				next(t)
+			}
+			return storeFlags(t, f, inbox.ID, all, store.FlagsAdd, `\Seen`)
+		}, false},
+		{"expunge", func(t *testing.T) uint64 {
+			storeFlags(t, f, inbox.ID, []store.UIDRange{{Start: 2, Stop: 3}}, store.FlagsAdd, `\Deleted`)
+			next(t)
+			if _, err := f.st.Expunge(ctx, f.a.ID, inbox.ID, nil); err != nil {
+				t.Fatal(err)
+			}
+			mb, err := f.st.MailboxByID(ctx, f.a.ID, inbox.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return mb.HighestModSeq
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			modseq := tt.change(t)
+			ev := next(t)
+			if ev.ModSeq != modseq {
+				t.Fatalf("notification at modseq %d, change at %d", ev.ModSeq, modseq)
+			}
+			if !tt.inline {
+				if ev.Changes != nil {
+					t.Fatalf("changes inline: %+v", ev.Changes)
+				}
+				return
+			}
+			if ev.Changes == nil {
+				t.Fatal("no changes inline")
+			}
+			want, err := f.st.ChangesSince(ctx, f.a.ID, inbox.ID, modseq-1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(ev.Changes.Updated, want.Updated) || !slices.Equal(ev.Changes.Expunged, want.Expunged) {
+				t.Fatalf("inline changes %+v / %v, read %+v / %v", ev.Changes.Updated, ev.Changes.Expunged, want.Updated, want.Expunged)
+			}
+		})
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -63,6 +64,15 @@ type AppendResult struct {
 	UIDValidity uint32
 	UID         uint32
 	ModSeq      uint64
+	// Flags are the message's flags as stored (canonical spelling, sorted
+	// keywords, no \Recent).
+	Flags []string
+}
+
+// storedFlags is how flags that parseFlags accepted are stored and read back.
+func storedFlags(flags []string) []string {
+	bits, keywords, _ := parseFlags(flags)
+	return flagStrings(bits, keywords)
 }
 
 // Append stores the message read from r in one mailbox (IMAP APPEND). It
@@ -131,7 +141,8 @@ func (s *Store) DeliverTx(ctx context.Context, tx pgx.Tx, msg *Spooled, targets 
 		if err != nil {
 			return nil, err
 		}
-		results[i] = AppendResult{MailboxID: t.MailboxID, UIDValidity: uint32(uidvalidity), UID: uint32(uid), ModSeq: uint64(modseq)}
+		results[i] = AppendResult{MailboxID: t.MailboxID, UIDValidity: uint32(uidvalidity), UID: uint32(uid), ModSeq: uint64(modseq),
+			Flags: storedFlags(t.Flags)}
 	}
 	return results, nil
 }
@@ -186,7 +197,10 @@ func deliverSQL(msgID string, mustMatch bool) string {
 			INSERT INTO mailbox_messages (mailbox_id, uid, message_id, account_id, internal_date, size, flags, keywords, modseq)
 			SELECT $1, mb.uid, ` + msgID + `, $2, $7, $5, $8, $9, mb.highestmodseq FROM ` + from + `
 		)
-		SELECT uidvalidity, uid, highestmodseq, pg_notify($10, $1::bigint::text || ' ' || highestmodseq::text` + notifyStamp + `) FROM mb`
+		SELECT uidvalidity, uid, highestmodseq, pg_notify($10, $1::bigint::text || ' ' || highestmodseq::text` + notifyStamp + ` ||
+			CASE WHEN octet_length(array_to_string($9::text[], ' ')) <= ` + strconv.Itoa(maxInline) + `
+			THEN ' ` + inlineMarker + ` u ' || uid::text || ' ' || $8::int::text || ' ' || coalesce(cardinality($9::text[]), 0)::text || ' ' || coalesce(array_to_string($9::text[], ' '), '')
+			ELSE '' END) FROM mb`
 }
 
 func checkQuota(ctx context.Context, tx pgx.Tx, accountID, size int64) error {
@@ -278,6 +292,7 @@ const insertMessageSQL = `WITH m AS (
 		INSERT INTO message_chunks (message_id, seq, data) SELECT id, 0, $5 FROM m WHERE $2 > 0
 	)
 	SELECT id FROM m`
+
 
 // messageMeta returns the stored header and the encoded structure of msg.
 func messageMeta(msg *Spooled) (header, structure []byte, err error) {
@@ -589,13 +604,19 @@ func (s *Store) StoreFlags(ctx context.Context, accountID, mailboxID int64, uids
 				FROM upd) d
 			WHERE m.id = $1 AND m.account_id = $2 AND EXISTS (SELECT 1 FROM upd)
 			RETURNING m.highestmodseq
+		), inl AS (
+			-- The change inline (see ChangeEvent.Changes), unless large.
+			SELECT CASE WHEN (SELECT count(*) FROM upd) <= `+strconv.Itoa(maxInlineMessages)+` THEN (SELECT ' `+inlineMarker+`' || string_agg(
+				' u ' || uid::text || ' ' || flags::text || ' ' || coalesce(cardinality(keywords), 0)::text || ' ' || coalesce(array_to_string(keywords, ' '), ''), '')
+				FROM upd) END AS s
 		)
 		SELECT 0 AS kind, 0::bigint, 0, NULL::text[], ms, NULL::text FROM lk
 		UNION ALL
 		SELECT 1, uid, flags, keywords, modseq, NULL FROM upd
 		UNION ALL
 		SELECT 2, 0, 0, NULL, highestmodseq,
-			pg_notify($11, $1::bigint::text || ' ' || highestmodseq::text`+notifyStamp+`)::text FROM mb`,
+			pg_notify($11, $1::bigint::text || ' ' || highestmodseq::text`+notifyStamp+` ||
+				CASE WHEN octet_length(inl.s) <= `+strconv.Itoa(maxInline)+` THEN inl.s ELSE '' END)::text FROM mb, inl`,
 		mailboxID, accountID, lo, hi, int(op), bits, keywords, added, flagSeen, flagDeleted, MailboxChannel)
 	if err != nil {
 		return nil, fmt.Errorf("store flags: %w", err)

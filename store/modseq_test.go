@@ -282,11 +282,17 @@ func TestHighestModSeqPerChange(t *testing.T) {
 	}
 }
 
-func storeFlags(t *testing.T, f *fixture, mailbox int64, r []store.UIDRange, op store.FlagOp, flags ...string) {
+// storeFlags changes flags and returns the modseq of the change (0: none).
+func storeFlags(t *testing.T, f *fixture, mailbox int64, r []store.UIDRange, op store.FlagOp, flags ...string) uint64 {
 	t.Helper()
-	if _, err := f.st.StoreFlags(context.Background(), f.a.ID, mailbox, r, op, flags); err != nil {
+	changed, err := f.st.StoreFlags(context.Background(), f.a.ID, mailbox, r, op, flags)
+	if err != nil {
 		t.Fatal(err)
 	}
+	if len(changed) == 0 {
+		return 0
+	}
+	return changed[0].ModSeq
 }
 
 // Eight writers change one mailbox at once (STORE, APPEND, EXPUNGE) while

@@ -66,7 +66,8 @@ func (s *Store) storeInOneTrip(ctx context.Context, msg *Spooled, targets []Targ
 			if err := br.QueryRow().Scan(&uidvalidity, &uid, &modseq, nil); err != nil {
 				return err
 			}
-			results[i] = AppendResult{MailboxID: targets[i].MailboxID, UIDValidity: uint32(uidvalidity), UID: uint32(uid), ModSeq: uint64(modseq)}
+			results[i] = AppendResult{MailboxID: targets[i].MailboxID, UIDValidity: uint32(uidvalidity), UID: uint32(uid), ModSeq: uint64(modseq),
+				Flags: storedFlags(targets[i].Flags)}
 		}
 		if len(remote) > 0 {
 			if _, err := br.Exec(); err != nil {
