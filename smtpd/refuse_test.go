@@ -161,19 +161,76 @@ func TestRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	t.Run("revoked during session", func(t *testing.T) {
-		pass, ap, err := e.st.CreateAppPassword(ctx, e.alice.ID, "laptop")
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := e.login(t, true, "alice@example.org", pass)
-		if err := e.st.RevokeAppPassword(ctx, e.alice.ID, ap.ID); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Mail("alice@example.org", nil); smtpCode(err) != 535 {
-			t.Errorf("MAIL after revocation: %v, want 535", err)
-		}
-	})
+	// A login revoked during a session is refused by the first command
+	// that reads the store (RCPT of a local recipient, else DATA), before
+	// anything is delivered or queued; later commands need AUTH again.
+	for _, tc := range []struct {
+		name         string
+		rcpt         string
+		revokeBefore string // the command the revocation comes before
+		wantAt       string // the command refused with 535
+	}{
+		{"local recipient, revoked before MAIL", "bob@example.org", "MAIL", "RCPT"},
+		{"local recipient, revoked before DATA", "bob@example.org", "DATA", "DATA"},
+		{"unknown local recipient, revoked before RCPT", "nobody@example.org", "RCPT", "RCPT"},
+		{"remote recipient, revoked before RCPT", "carol@remote.example", "RCPT", "DATA"},
+	} {
+		t.Run("revoked during session: "+tc.name, func(t *testing.T) {
+			pass, ap, err := e.st.CreateAppPassword(ctx, e.alice.ID, "laptop")
+			if err != nil {
+				t.Fatal(err)
+			}
+			bobBefore := len(e.inbox(t, e.bob))
+			queuedBefore, err := e.st.QueueEntries(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := e.login(t, true, "alice@example.org", pass)
+			step := func(cmd string, run func() error) (refused bool) {
+				t.Helper()
+				if cmd == tc.revokeBefore {
+					if err := e.st.RevokeAppPassword(ctx, e.alice.ID, ap.ID); err != nil {
+						t.Fatal(err)
+					}
+				}
+				err := run()
+				if cmd == tc.wantAt {
+					if smtpCode(err) != 535 {
+						t.Fatalf("%s after revocation: %v, want 535", cmd, err)
+					}
+					return true
+				}
+				if err != nil {
+					t.Fatalf("%s: %v", cmd, err)
+				}
+				return false
+			}
+			refused := step("MAIL", func() error { return c.Mail("alice@example.org", nil) }) ||
+				step("RCPT", func() error { return c.Rcpt(tc.rcpt, nil) }) ||
+				step("DATA", func() error {
+					w, err := c.Data()
+					if err != nil {
+						return err
+					}
+					if _, err := w.Write([]byte(good)); err != nil {
+						return err
+					}
+					return w.Close()
+				})
+			if !refused {
+				t.Fatal("nothing refused")
+			}
+			if err := c.Mail("alice@example.org", nil); smtpCode(err) != 530 {
+				t.Errorf("MAIL after the refusal: %v, want 530 (authentication required)", err)
+			}
+			if n := len(e.inbox(t, e.bob)); n != bobBefore {
+				t.Errorf("bob's INBOX went from %d to %d messages", bobBefore, n)
+			}
+			if q, err := e.st.QueueEntries(ctx); err != nil || len(q) != len(queuedBefore) {
+				t.Errorf("queue went from %d to %d rows (%v)", len(queuedBefore), len(q), err)
+			}
+		})
+	}
 	// The activity log saw the SMTP attempts with the client IP.
 	evs, err := e.st.AuthEvents(ctx, e.alice.ID, 50)
 	if err != nil || len(evs) == 0 || evs[0].Protocol != "smtp" || evs[0].RemoteIP != "127.0.0.1" {

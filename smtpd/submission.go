@@ -144,22 +144,20 @@ func (s *session) authenticate(username, password string) error {
 	return nil
 }
 
-// checkLogin refuses commands before AUTH and after the login was revoked
-// (revocation takes effect on the next command, as with IMAP).
-func (s *session) checkLogin(ctx context.Context) error {
-	if s.login == nil {
-		return errAuthRequired
-	}
-	err := s.b.cfg.Store.CheckSession(ctx, s.login)
-	if errors.Is(err, store.ErrAccountGone) {
-		s.login = nil
-		return errSessionGone
-	}
-	if err != nil {
-		s.b.cfg.Log.Error("smtp check session", "err", err)
-		return errTempFailure
-	}
-	return nil
+// A login revoked (or its account disabled) during a session is refused
+// by the first command after it that reads the store: RCPT of a local
+// recipient, else DATA. Both check the login in the round trip they make
+// anyway (store.ResolveRecipientFor, store.Submit), so nothing is delivered
+// or queued for it, at no cost per message. MAIL needs no store read of
+// its own (the sender's addresses are cached), so it checks only that the
+// session authenticated. Postfix, for comparison, never re-checks a SASL
+// login during a session.
+
+// loginGone ends the session's login after the store found it revoked.
+func (s *session) loginGone() error {
+	s.b.cfg.Log.Info("smtp session ended: credentials revoked", "account", s.login.Address, "ip", s.ip)
+	s.login = nil
+	return errSessionGone
 }
 
 // owns reports whether the logged-in account may send as addr, caching
@@ -185,8 +183,8 @@ func notYours(what, addr string) error {
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	ctx, cancel := s.ctx()
 	defer cancel()
-	if err := s.checkLogin(ctx); err != nil {
-		return err
+	if s.login == nil {
+		return errAuthRequired
 	}
 	s.Reset()
 	ok, err := s.owns(ctx, from)
@@ -241,7 +239,10 @@ func (s *session) rcpt(to string) error {
 		}
 		return nil
 	}
-	acc, err := s.b.cfg.Store.ResolveRecipient(ctx, addr)
+	acc, err := s.b.cfg.Store.ResolveRecipientFor(ctx, s.login, addr)
+	if errors.Is(err, store.ErrAccountGone) {
+		return s.loginGone()
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: fmt.Sprintf("No such user here: <%s>", addr)}
 	}
@@ -277,11 +278,8 @@ func (s *session) rcpt(to string) error {
 // headers, signs for remote recipients and commits delivery and queueing
 // in one transaction before go-smtp sends 250.
 func (s *session) Data(r io.Reader) error {
-	lctx, lcancel := s.ctx()
-	err := s.checkLogin(lctx)
-	lcancel()
-	if err != nil {
-		return err
+	if s.login == nil {
+		return errAuthRequired
 	}
 	// Each network read may wait ReadTimeout, however long the upload takes
 	// (until Reset, after the reply).
@@ -336,7 +334,10 @@ func (s *session) Data(r io.Reader) error {
 			remote = append(remote, store.Outbound{AccountID: s.login.AccountID, MailFrom: s.from, RcptTo: rcpt})
 		}
 	}
-	if _, err := s.b.cfg.Store.Submit(ctx, msg, s.local, remote); err != nil {
+	if _, err := s.b.cfg.Store.Submit(ctx, s.login, msg, s.local, remote); err != nil {
+		if errors.Is(err, store.ErrAccountGone) {
+			return s.loginGone()
+		}
 		if errors.Is(err, store.ErrOverQuota) {
 			return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 2, 2}, Message: "A recipient's mailbox is full"}
 		}

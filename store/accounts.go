@@ -341,6 +341,25 @@ func (s *Store) DeleteAlias(ctx context.Context, alias string) error {
 // else the server's first. It returns ErrNotFound for unknown addresses
 // and for domains not served here.
 func (s *Store) ResolveRecipient(ctx context.Context, addr string) (*Account, error) {
+	return s.resolveRecipient(ctx, nil, addr)
+}
+
+// ResolveRecipientFor is ResolveRecipient for an authenticated session: in
+// the same round trip it checks the session's login as CheckSession does,
+// and returns ErrAccountGone rather than the recipient if it is no longer
+// valid (a submission session revoked since AUTH).
+func (s *Store) ResolveRecipientFor(ctx context.Context, l *Login, addr string) (*Account, error) {
+	acc, err := s.resolveRecipient(ctx, l, addr)
+	if errors.Is(err, ErrNotFound) {
+		// No row says nothing of the login: the rare case pays a check.
+		if cerr := s.CheckSession(ctx, l); cerr != nil {
+			return nil, cerr
+		}
+	}
+	return acc, err
+}
+
+func (s *Store) resolveRecipient(ctx context.Context, l *Login, addr string) (*Account, error) {
 	a := strings.ToLower(strings.TrimSpace(addr))
 	local, domain, ok := strings.Cut(a, "@")
 	if !ok {
@@ -348,22 +367,43 @@ func (s *Store) ResolveRecipient(ctx context.Context, addr string) (*Account, er
 	}
 	base, _, _ := strings.Cut(local, "+")
 	plain := base + "@" + domain
-	acc, err := scanAccount(s.pool.QueryRow(ctx, `SELECT `+accountColumns+` FROM accounts WHERE id = (
+	// The statement is as small as the address allows (its plan is set up
+	// afresh for every execution): the postmaster fallback only for
+	// postmaster, the login check only for a session.
+	args := []any{a, plain, "@" + domain}
+	postmaster := ""
+	if base == "postmaster" {
+		args = append(args, domain)
+		postmaster = `UNION ALL (SELECT a.id, 4 FROM accounts a
+				WHERE EXISTS (SELECT 1 FROM domains WHERE name = $4)
+				ORDER BY a.disabled, a.domain_id = (SELECT id FROM domains WHERE name = $4) DESC, a.id LIMIT 1)`
+	}
+	check := "true"
+	if l != nil {
+		n := len(args)
+		check = sessionValid(fmt.Sprintf("$%d", n+1), fmt.Sprintf("$%d", n+2))
+		args = append(args, l.AccountID, l.AppPasswordID)
+	}
+	var valid bool
+	var acc Account
+	err := s.pool.QueryRow(ctx, `SELECT `+check+`, `+accountColumns+` FROM accounts WHERE id = (
 		SELECT account_id FROM (
 			SELECT id AS account_id, 1 AS rank FROM accounts WHERE address IN ($1, $2)
 			UNION ALL SELECT account_id, 2 FROM aliases WHERE address IN ($1, $2)
 			UNION ALL SELECT account_id, 3 FROM aliases WHERE address = $3
-			UNION ALL (SELECT a.id, 4 FROM accounts a
-				WHERE $4 AND EXISTS (SELECT 1 FROM domains WHERE name = $5)
-				ORDER BY a.disabled, a.domain_id = (SELECT id FROM domains WHERE name = $5) DESC, a.id LIMIT 1)
-		) c ORDER BY rank LIMIT 1)`, a, plain, "@"+domain, base == "postmaster", domain))
+			`+postmaster+`
+		) c ORDER BY rank LIMIT 1)`, args...).Scan(
+		&valid, &acc.ID, &acc.DomainID, &acc.Address, &acc.QuotaBytes, &acc.RequireAppPasswords, &acc.Disabled, &acc.CreatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("recipient %s: %w", addr, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("resolve recipient: %w", err)
 	}
-	return acc, nil
+	if !valid {
+		return nil, ErrAccountGone
+	}
+	return &acc, nil
 }
 
 // OwnsAddress reports whether the account may send as addr: its own address,

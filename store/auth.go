@@ -326,9 +326,7 @@ func (s *Store) recordAuth(ctx context.Context, accountID *int64, username strin
 // servers call it before each command, so revocation takes effect at once.
 func (s *Store) CheckSession(ctx context.Context, l *Login) error {
 	var ok bool
-	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM accounts a WHERE a.id = $1 AND NOT a.disabled
-		AND ($2 = 0 OR EXISTS (SELECT 1 FROM app_passwords p WHERE p.id = $2 AND p.account_id = a.id AND p.revoked_at IS NULL)))`,
-		l.AccountID, l.AppPasswordID).Scan(&ok)
+	err := s.pool.QueryRow(ctx, `SELECT `+sessionValid("$1", "$2"), l.AccountID, l.AppPasswordID).Scan(&ok)
 	if err != nil {
 		return fmt.Errorf("check session: %w", err)
 	}
@@ -337,6 +335,28 @@ func (s *Store) CheckSession(ctx context.Context, l *Login) error {
 	}
 	return nil
 }
+
+// sessionValid is the SQL of CheckSession's test for the account and app
+// password ids in the parameters acc and app.
+func sessionValid(acc, app string) string {
+	return `EXISTS (SELECT 1 FROM accounts a WHERE a.id = ` + acc + ` AND NOT a.disabled
+		AND (` + app + ` = 0 OR EXISTS (SELECT 1 FROM app_passwords p WHERE p.id = ` + app + ` AND p.account_id = a.id AND p.revoked_at IS NULL)))`
+}
+
+// checkSessionIn is CheckSession inside a transaction.
+func checkSessionIn(ctx context.Context, tx pgx.Tx, l *Login) error {
+	var ok bool
+	if err := tx.QueryRow(ctx, `SELECT `+sessionValid("$1", "$2"), l.AccountID, l.AppPasswordID).Scan(&ok); err != nil {
+		return fmt.Errorf("check session: %w", err)
+	}
+	if !ok {
+		return ErrAccountGone
+	}
+	return nil
+}
+
+// sessionGoneCode is the SQLSTATE login_gone raises (migration 6).
+const sessionGoneCode = "MS001"
 
 // AuthEvents returns the account's most recent login attempts, newest first.
 func (s *Store) AuthEvents(ctx context.Context, accountID int64, limit int) ([]AuthEvent, error) {

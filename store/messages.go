@@ -96,7 +96,7 @@ func (s *Store) Append(ctx context.Context, accountID, mailboxID int64, r io.Rea
 // are in the order of targets.
 func (s *Store) Deliver(ctx context.Context, msg *Spooled, targets []Target) ([]AppendResult, error) {
 	if msg.Size <= ChunkSize && len(targets) > 0 {
-		results, fallback, err := s.storeInOneTrip(ctx, msg, targets, nil)
+		results, fallback, err := s.storeInOneTrip(ctx, nil, msg, targets, nil)
 		if !fallback {
 			if err != nil {
 				return nil, fmt.Errorf("deliver: %w", err)
@@ -293,6 +293,20 @@ const insertMessageSQL = `WITH m AS (
 	)
 	SELECT id FROM m`
 
+// insertMessageCheckedSQL is insertMessageSQL that first checks a login
+// ($6: account id, $7: app password id) and fails unless it is still valid
+// (login_gone, migration 6): a check without a statement, or a round trip,
+// of its own.
+func insertMessageCheckedSQL() string {
+	return `WITH m AS (
+		INSERT INTO messages (sha256, size, header, structure) SELECT $1, $2, $3, $4
+		WHERE CASE WHEN ` + sessionValid("$6", "$7") + ` THEN true ELSE login_gone() END
+		ON CONFLICT (sha256) DO NOTHING RETURNING id
+	), c AS (
+		INSERT INTO message_chunks (message_id, seq, data) SELECT id, 0, $5 FROM m WHERE $2 > 0
+	)
+	SELECT id FROM m`
+}
 
 // messageMeta returns the stored header and the encoded structure of msg.
 func messageMeta(msg *Spooled) (header, structure []byte, err error) {

@@ -31,8 +31,10 @@ func contentByHash(param string) string {
 // handles: the content vanished (garbage collection won the race), a
 // target mailbox is missing, \Noselect or over quota (the transaction path
 // tells which), or a transaction conflict. Nothing was committed then.
-// Callers use it only if there is a target or a remote recipient.
-func (s *Store) storeInOneTrip(ctx context.Context, msg *Spooled, targets []Target, remote []Outbound) (results []AppendResult, fallback bool, err error) {
+// Callers use it only if there is a target or a remote recipient. A login
+// not nil is checked first (insertMessageCheckedSQL): if it is no longer
+// valid the batch fails with ErrAccountGone.
+func (s *Store) storeInOneTrip(ctx context.Context, login *Login, msg *Spooled, targets []Target, remote []Outbound) (results []AppendResult, fallback bool, err error) {
 	header, structure, err := messageMeta(msg)
 	if err != nil {
 		return nil, false, err
@@ -42,7 +44,11 @@ func (s *Store) storeInOneTrip(ctx context.Context, msg *Spooled, targets []Targ
 		return nil, false, fmt.Errorf("read spooled message: %w", err)
 	}
 	b := &pgx.Batch{}
-	b.Queue(insertMessageSQL, msg.SHA256[:], msg.Size, header, structure, body)
+	if login != nil {
+		b.Queue(insertMessageCheckedSQL(), msg.SHA256[:], msg.Size, header, structure, body, login.AccountID, login.AppPasswordID)
+	} else {
+		b.Queue(insertMessageSQL, msg.SHA256[:], msg.Size, header, structure, body)
+	}
 	order := lockOrder(targets)
 	for _, i := range order {
 		args, err := deliverArgs(targets[i], msg.Size, msg.SHA256[:])
@@ -80,6 +86,10 @@ func (s *Store) storeInOneTrip(ctx context.Context, msg *Spooled, targets []Targ
 	// transaction committed (or reported why it did not).
 	if cerr := br.Close(); err == nil {
 		err = cerr
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == sessionGoneCode {
+		return nil, false, ErrAccountGone
 	}
 	if err != nil {
 		return nil, retryOnTx(err), err

@@ -257,7 +257,7 @@ func TestOneTripFailureLeavesNothing(t *testing.T) {
 			defer sp.Close()
 			targets := []store.Target{c.second, first}
 			if c.submit {
-				_, err = f.st.Submit(ctx, sp, targets, remote)
+				_, err = f.st.Submit(ctx, nil, sp, targets, remote)
 			} else {
 				_, err = f.st.Deliver(ctx, sp, targets)
 			}

@@ -57,10 +57,13 @@ type QueuedMessage struct {
 // Submit stores a submitted message once, adds it to the local target
 // mailboxes and queues it for the remote recipients, all in one
 // transaction, so that an acknowledged message is both delivered and queued
-// or neither (DESIGN.md invariant 3).
-func (s *Store) Submit(ctx context.Context, msg *Spooled, targets []Target, remote []Outbound) ([]AppendResult, error) {
+// or neither (DESIGN.md invariant 3). If login is not nil (a submission
+// session's), the transaction first checks it as CheckSession does: a
+// login no longer valid stores and queues nothing (ErrAccountGone), and
+// the check costs no round trip of its own.
+func (s *Store) Submit(ctx context.Context, login *Login, msg *Spooled, targets []Target, remote []Outbound) ([]AppendResult, error) {
 	if msg.Size <= ChunkSize && len(targets)+len(remote) > 0 {
-		results, fallback, err := s.storeInOneTrip(ctx, msg, targets, remote)
+		results, fallback, err := s.storeInOneTrip(ctx, login, msg, targets, remote)
 		if !fallback {
 			if err != nil {
 				return nil, fmt.Errorf("submit: %w", err)
@@ -70,6 +73,11 @@ func (s *Store) Submit(ctx context.Context, msg *Spooled, targets []Target, remo
 	}
 	var results []AppendResult
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if login != nil {
+			if err := checkSessionIn(ctx, tx, login); err != nil {
+				return err
+			}
+		}
 		if len(targets) > 0 {
 			var err error
 			if results, err = s.DeliverTx(ctx, tx, msg, targets); err != nil {

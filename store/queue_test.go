@@ -33,7 +33,7 @@ func queueOne(t *testing.T, f *fixture) {
 	}
 	defer msg.Close()
 	inbox := f.mailbox(t, f.b, "INBOX")
-	_, err = f.st.Submit(ctx, msg, []store.Target{{AccountID: f.b.ID, MailboxID: inbox.ID}}, []store.Outbound{
+	_, err = f.st.Submit(ctx, nil, msg, []store.Target{{AccountID: f.b.ID, MailboxID: inbox.ID}}, []store.Outbound{
 		{AccountID: f.a.ID, MailFrom: "alice@example.org", RcptTo: "x@remote.test"},
 		{AccountID: f.a.ID, MailFrom: "alice@example.org", RcptTo: "y@other.test"},
 	})
@@ -278,5 +278,106 @@ func TestQueueRetryFailed(t *testing.T) {
 	b, err := f.st.ClaimBounces(ctx, 10, time.Minute)
 	if err != nil || len(b) != 1 || b[0].ID != rows[0].ID || b[0].LastError != "550 again" {
 		t.Fatalf("bounce after the pending row was deleted: %+v %v", b, err)
+	}
+}
+
+// TestSubmitChecksLogin: a submission's login is checked in the same round
+// trip as the store (one chunk) or in the same transaction (more): one no
+// longer valid stores and queues nothing; and RCPT's ResolveRecipientFor
+// checks it too, also for an unknown recipient.
+func TestSubmitChecksLogin(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	inbox := f.mailbox(t, f.b, "INBOX")
+	small := "From: alice@example.org\r\nSubject: q\r\n\r\nbody\r\n"
+	large := small + strings.Repeat("x", store.ChunkSize) + "\r\n"
+	newLogin := func(t *testing.T, revoke bool) *store.Login {
+		t.Helper()
+		_, ap, err := f.st.CreateAppPassword(ctx, f.a.ID, "phone")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if revoke {
+			if err := f.st.RevokeAppPassword(ctx, f.a.ID, ap.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return &store.Login{AccountID: f.a.ID, Address: f.a.Address, AppPasswordID: ap.ID}
+	}
+	for _, tc := range []struct {
+		name    string
+		body    string
+		revoked bool
+		local   bool
+		remote  bool
+		wantErr error
+	}{
+		{"one chunk, valid", small, false, true, true, nil},
+		{"one chunk, revoked", small, true, true, true, store.ErrAccountGone},
+		{"one chunk, revoked, remote only", small, true, false, true, store.ErrAccountGone},
+		{"one chunk, revoked, local only", small, true, true, false, store.ErrAccountGone},
+		{"several chunks, valid", large, false, true, true, nil},
+		{"several chunks, revoked", large, true, true, true, store.ErrAccountGone},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			login := newLogin(t, tc.revoked)
+			msg, err := store.Spool(strings.NewReader(tc.body+tc.name), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer msg.Close()
+			var targets []store.Target
+			var remote []store.Outbound
+			if tc.local {
+				targets = []store.Target{{AccountID: f.b.ID, MailboxID: inbox.ID}}
+			}
+			if tc.remote {
+				remote = []store.Outbound{{AccountID: f.a.ID, MailFrom: "alice@example.org", RcptTo: "x@remote.test"}}
+			}
+			before, _ := f.st.MailboxByID(ctx, f.b.ID, inbox.ID)
+			queued, _ := f.st.QueueEntries(ctx)
+			contents, _ := f.st.CountMessageContents(ctx)
+			_, err = f.st.Submit(ctx, login, msg, targets, remote)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("submit: %v, want %v", err, tc.wantErr)
+			}
+			after, _ := f.st.MailboxByID(ctx, f.b.ID, inbox.ID)
+			queuedAfter, _ := f.st.QueueEntries(ctx)
+			contentsAfter, _ := f.st.CountMessageContents(ctx)
+			grew := after.Messages-before.Messages > 0 || len(queuedAfter) > len(queued) || contentsAfter > contents
+			if grew != (tc.wantErr == nil) {
+				t.Fatalf("stored or queued: %v (INBOX %d → %d, queue %d → %d, contents %d → %d)", grew,
+					before.Messages, after.Messages, len(queued), len(queuedAfter), contents, contentsAfter)
+			}
+		})
+	}
+
+	valid, revoked := newLogin(t, false), newLogin(t, true)
+	for _, tc := range []struct {
+		name    string
+		login   *store.Login
+		rcpt    string
+		wantErr error
+	}{
+		{"valid, known", valid, "bob@example.org", nil},
+		{"valid, unknown", valid, "nobody@example.org", store.ErrNotFound},
+		{"revoked, known", revoked, "bob@example.org", store.ErrAccountGone},
+		{"revoked, unknown", revoked, "nobody@example.org", store.ErrAccountGone},
+	} {
+		t.Run("resolve recipient, "+tc.name, func(t *testing.T) {
+			acc, err := f.st.ResolveRecipientFor(ctx, tc.login, tc.rcpt)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("resolve: %v, want %v", err, tc.wantErr)
+			}
+			if err == nil && acc.ID != f.b.ID {
+				t.Fatalf("resolved to account %d, want %d", acc.ID, f.b.ID)
+			}
+		})
+	}
+	if err := f.st.SetDisabled(ctx, f.a.Address, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.ResolveRecipientFor(ctx, valid, "bob@example.org"); !errors.Is(err, store.ErrAccountGone) {
+		t.Fatalf("resolve for a disabled account's login: %v, want ErrAccountGone", err)
 	}
 }

@@ -31,7 +31,7 @@ func TestQueueCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer msg.Close()
-	if _, err := st.Submit(ctx, msg, nil, []store.Outbound{{AccountID: acc.ID, MailFrom: "alice@example.org", RcptTo: "carol@remote.test"}}); err != nil {
+	if _, err := st.Submit(ctx, nil, msg, nil, []store.Outbound{{AccountID: acc.ID, MailFrom: "alice@example.org", RcptTo: "carol@remote.test"}}); err != nil {
 		t.Fatal(err)
 	}
 	q, err := st.QueueEntries(ctx)
