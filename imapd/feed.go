@@ -74,19 +74,21 @@ type watched struct {
 	views       map[*selected]struct{}
 	gone        atomic.Bool // set under mu; read by open under feed.mu alone
 
-	kick    sync.Mutex          // guards the runner's to-do below
-	want    uint64              // highest modseq announced, not yet caught up with
-	force   bool                // catch up whatever the modseq
-	inline  []store.ChangeEvent // announced with their changes, in commit order
-	running bool                // a runner goroutine exists
+	kick sync.Mutex // guards the runner's to-do below
+	// events are the wake-ups not yet handled, in commit order: with their
+	// changes (inline), without (a read), or ModSeq 0 (a read whatever the
+	// modseq). Past maxQueued they collapse into one read (overflow).
+	events   []store.ChangeEvent
+	overflow bool
+	running  bool // a runner goroutine exists
 }
 
 const (
 	// maxPending is the default cap on a view's pending entries.
 	maxPending = 10000
-	// maxInlineQueue bounds the events with changes a runner holds; past
-	// it, later ones count as wake-ups only (read from the database).
-	maxInlineQueue = 64
+	// maxQueued bounds the events a runner holds; past it they collapse
+	// into one read from the database.
+	maxQueued = 64
 	// catchUpRetry is the default pause before a failed catch-up is
 	// tried again, doubled after each failure up to maxCatchUpRetry.
 	catchUpRetry    = time.Second
@@ -323,43 +325,31 @@ func (f *feed) notify(ev store.ChangeEvent) {
 	f.mu.Lock()
 	w := f.boxes[ev.MailboxID]
 	f.mu.Unlock()
-	switch {
-	case w == nil:
-	case ev.Changes != nil && ev.ModSeq > 0:
+	if w != nil {
 		f.kickWith(w, ev)
-	default:
-		f.kick(w, ev.ModSeq)
 	}
-}
-
-// kickWith hands the runner an event that carries its changes: applied as
-// they are if they follow on from what the views have, read otherwise.
-func (f *feed) kickWith(w *watched, ev store.ChangeEvent) {
-	w.kick.Lock()
-	defer w.kick.Unlock()
-	if len(w.inline) < maxInlineQueue {
-		w.inline = append(w.inline, ev)
-	} else {
-		w.want = max(w.want, ev.ModSeq)
-	}
-	f.startLocked(w)
 }
 
 // kick asks the mailbox's runner to catch up to modseq (0: whatever the
 // modseq), starting it if it is not running.
 func (f *feed) kick(w *watched, modseq uint64) {
-	w.kick.Lock()
-	defer w.kick.Unlock()
-	if modseq == 0 {
-		w.force = true
-	} else {
-		w.want = max(w.want, modseq)
-	}
-	f.startLocked(w)
+	f.kickWith(w, store.ChangeEvent{MailboxID: w.mailboxID, ModSeq: modseq})
 }
 
-// startLocked starts the runner unless it runs; w.kick is held.
-func (f *feed) startLocked(w *watched) {
+// kickWith queues an event for the mailbox's runner, starting it if it is
+// not running. An event with its changes is applied as it is if it
+// follows on from what the views have, else the changes are read.
+func (f *feed) kickWith(w *watched, ev store.ChangeEvent) {
+	w.kick.Lock()
+	defer w.kick.Unlock()
+	switch {
+	case w.overflow:
+		// A read is due anyway, and covers this event.
+	case len(w.events) >= maxQueued:
+		w.events, w.overflow = nil, true
+	default:
+		w.events = append(w.events, ev)
+	}
 	if !w.running {
 		w.running = true
 		go f.run(w)
@@ -372,15 +362,18 @@ func (f *feed) run(w *watched) {
 	retry := time.Duration(f.retry.Load())
 	for {
 		w.kick.Lock()
-		want, force, inline := w.want, w.force, w.inline
-		w.want, w.force, w.inline = 0, false, nil
-		if (want == 0 && !force && len(inline) == 0) || f.ctx.Err() != nil {
+		events, overflow := w.events, w.overflow
+		w.events, w.overflow = nil, false
+		if (len(events) == 0 && !overflow) || f.ctx.Err() != nil {
 			w.running = false
 			w.kick.Unlock()
 			return
 		}
 		w.kick.Unlock()
-		err := f.catchUpSafely(w, want, force, inline)
+		if overflow {
+			events = []store.ChangeEvent{{MailboxID: w.mailboxID}} // a read
+		}
+		err := f.catchUpSafely(w, events)
 		if err == nil {
 			retry = time.Duration(f.retry.Load())
 			continue
@@ -388,11 +381,12 @@ func (f *feed) run(w *watched) {
 		if f.ctx.Err() == nil {
 			f.log.Error("change feed: catch up; retrying", "mailbox", w.mailboxID, "err", err, "in", retry)
 		}
-		// Nothing was applied, so a later catch-up from the same modseq
-		// loses nothing; do not wait for the next change to this mailbox,
-		// which may never come.
+		// What was not applied is read from the modseq the views are at,
+		// which loses nothing; do not wait for the next change to this
+		// mailbox, which may never come. (Ahead of what came meanwhile:
+		// the read covers that too.)
 		w.kick.Lock()
-		w.force = true
+		w.events = append([]store.ChangeEvent{{MailboxID: w.mailboxID}}, w.events...)
 		w.kick.Unlock()
 		select {
 		case <-f.ctx.Done():
@@ -404,7 +398,7 @@ func (f *feed) run(w *watched) {
 
 // catchUpSafely is catchUpWatched for the runners: a panic is logged and
 // counts as a failure (retried), never allowed to end the process.
-func (f *feed) catchUpSafely(w *watched, want uint64, force bool, inline []store.ChangeEvent) (err error) {
+func (f *feed) catchUpSafely(w *watched, events []store.ChangeEvent) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			f.log.Error("change feed: panic catching up", "mailbox", w.mailboxID, "panic", v, "stack", string(debug.Stack()))
@@ -416,7 +410,7 @@ func (f *feed) catchUpSafely(w *watched, want uint64, force bool, inline []store
 	}
 	ctx, cancel := context.WithTimeout(f.ctx, catchUpTimeout)
 	defer cancel()
-	return f.catchUpWatched(ctx, w, want, force, inline)
+	return f.catchUpWatched(ctx, w, events)
 }
 
 // catchUp brings every view of the mailbox up to date with the database,
@@ -432,14 +426,14 @@ func (f *feed) catchUp(ctx context.Context, mailboxID int64, modseq uint64) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
 	defer cancel()
-	if err := f.catchUpWatched(ctx, w, modseq, modseq == 0, nil); err != nil {
+	if err := f.catchUpWatched(ctx, w, []store.ChangeEvent{{MailboxID: mailboxID, ModSeq: modseq}}); err != nil {
 		f.kick(w, 0)
 	}
 }
 
 // catchUpWith is catchUp for a local write that knows everything it did to
-// the mailbox (ev.Changes, at ev.ModSeq): applied as it is when the views
-// are at ev.ModSeq-1, which saves the read.
+// the mailbox (ev.Changes, at ev.ModSeq, of ev.UIDValidity): applied as it
+// is when the views are at ev.ModSeq-1, which saves the read.
 func (f *feed) catchUpWith(ctx context.Context, ev store.ChangeEvent) {
 	f.mu.Lock()
 	w := f.boxes[ev.MailboxID]
@@ -449,50 +443,52 @@ func (f *feed) catchUpWith(ctx context.Context, ev store.ChangeEvent) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
 	defer cancel()
-	if err := f.catchUpWatched(ctx, w, 0, false, []store.ChangeEvent{ev}); err != nil {
+	if err := f.catchUpWatched(ctx, w, []store.ChangeEvent{ev}); err != nil {
 		f.kick(w, 0)
 	}
 }
 
-// catchUpWithFlags is catchUpWith for a flag change: changed is every
-// message StoreFlags changed (all at one modseq), none if nothing changed.
-func (f *feed) catchUpWithFlags(ctx context.Context, mailboxID int64, changed []store.MessageFlags) {
+// catchUpWithFlags is catchUpWith for a session's flag change in its
+// selected mailbox: changed is every message StoreFlags changed (all at
+// one modseq), none if nothing changed.
+func (f *feed) catchUpWithFlags(ctx context.Context, mb *store.Mailbox, changed []store.MessageFlags) {
 	if len(changed) > 0 {
-		f.catchUpWith(ctx, store.ChangeEvent{MailboxID: mailboxID, ModSeq: changed[0].ModSeq, Changes: &store.Changes{Updated: changed}})
+		f.catchUpWith(ctx, store.ChangeEvent{MailboxID: mb.ID, ModSeq: changed[0].ModSeq, UIDValidity: mb.UIDValidity,
+			Changes: &store.Changes{Updated: changed}})
 	}
 }
 
-// catchUpWatched applies the events with changes (inline, in commit order)
-// that follow on from w.modseq without reading them, then reads the
-// mailbox's changes if asked to (force) or if the views are still short of
-// want or of an inline event that did not follow on (one in between came
-// without its changes, or before the views' first read).
-func (f *feed) catchUpWatched(ctx context.Context, w *watched, want uint64, force bool, inline []store.ChangeEvent) error {
+// catchUpWatched handles events of the mailbox in commit order. An event
+// with its changes that follows on from the views (the next modseq, the
+// views' UIDVALIDITY) is applied as it is; one the views have already is
+// skipped; any other (without changes, ModSeq 0, or after a gap: a change
+// announced without its changes, or before the views' first read) makes
+// it read the mailbox's changes, which covers every later event too, since
+// each committed before it was handed over.
+func (f *feed) catchUpWatched(ctx context.Context, w *watched, events []store.ChangeEvent) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.gone.Load() || len(w.views) == 0 {
-		return nil
-	}
-	for _, ev := range inline {
-		if ev.ModSeq != w.modseq+1 {
-			want = max(want, ev.ModSeq)
-			continue
+	for _, ev := range events {
+		if w.gone.Load() || len(w.views) == 0 {
+			return nil
 		}
-		// The mailbox exists with the views' UIDVALIDITY: a deletion or
-		// re-creation is announced without changes, and read.
-		f.applyLocked(w, &store.Changes{
-			Mailbox: &store.Mailbox{ID: w.mailboxID, AccountID: w.accountID, UIDValidity: w.uidvalidity, HighestModSeq: ev.ModSeq},
-			Updated: ev.Changes.Updated, Expunged: ev.Changes.Expunged,
-		})
+		switch {
+		case ev.Changes != nil && ev.ModSeq == w.modseq+1 && ev.UIDValidity == w.uidvalidity:
+			f.applyLocked(w, &store.Changes{
+				Mailbox: &store.Mailbox{ID: w.mailboxID, AccountID: w.accountID, UIDValidity: w.uidvalidity, HighestModSeq: ev.ModSeq},
+				Updated: ev.Changes.Updated, Expunged: ev.Changes.Expunged,
+			})
+		case ev.ModSeq != 0 && ev.ModSeq <= w.modseq:
+			// The views have it.
+		default:
+			chs, err := f.st.ChangesSinceMany(ctx, []store.ChangeQuery{f.query(w)})
+			if err != nil {
+				return err
+			}
+			f.applyLocked(w, chs[0])
+			return nil
+		}
 	}
-	if !force && want <= w.modseq {
-		return nil
-	}
-	chs, err := f.st.ChangesSinceMany(ctx, []store.ChangeQuery{f.query(w)})
-	if err != nil {
-		return err
-	}
-	f.applyLocked(w, chs[0])
 	return nil
 }
 

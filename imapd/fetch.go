@@ -44,7 +44,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 		for _, c := range changed {
 			seen[c.UID] = true
 		}
-		s.srv.feed.catchUpWithFlags(s.ctx, s.mailbox.ID, changed)
+		s.srv.feed.catchUpWithFlags(s.ctx, s.mailbox, changed)
 	}
 	fo := store.FetchOptions{Structure: opts.Envelope || opts.BodyStructure != nil}
 	bodies := len(opts.BinarySection) > 0

@@ -1841,46 +1841,52 @@ func TestInlineChanges(t *testing.T) {
 	// hands the feed its events itself.
 	stall := stallFeed(t, e.srv, inbox)
 	f := e.srv.feed
-	one := func(uid uint32) []store.UIDRange { return []store.UIDRange{{Start: uid, Stop: uid}} }
-	storeFlags := func(uid uint32, op store.FlagOp, flags ...string) store.ChangeEvent {
-		t.Helper()
-		changed, err := e.st.StoreFlags(ctx, e.acc.ID, inbox, one(uid), op, flags)
-		if err != nil || len(changed) != 1 {
-			t.Fatalf("store flags: %v, %d changed", err, len(changed))
-		}
-		return store.ChangeEvent{MailboxID: inbox, ModSeq: changed[0].ModSeq, Changes: &store.Changes{Updated: changed}}
+	mb, err := e.st.MailboxByID(ctx, e.acc.ID, inbox)
+	if err != nil {
+		t.Fatal(err)
 	}
+	one := func(uid uint32) []store.UIDRange { return []store.UIDRange{{Start: uid, Stop: uid}} }
 	noop := func() {
 		t.Helper()
 		if err := c.Noop().Wait(); err != nil {
 			t.Fatal(err)
 		}
 	}
+	storeFlags := func(uid uint32, op store.FlagOp, flags ...string) store.ChangeEvent {
+		t.Helper()
+		changed, err := e.st.StoreFlags(ctx, e.acc.ID, inbox, one(uid), op, flags)
+		if err != nil || len(changed) != 1 {
+			t.Fatalf("store flags: %v, %d changed", err, len(changed))
+		}
+		return store.ChangeEvent{MailboxID: inbox, ModSeq: changed[0].ModSeq, UIDValidity: mb.UIDValidity,
+			Changes: &store.Changes{Updated: changed}}
+	}
+	handle := func(evs ...store.ChangeEvent) {
+		t.Helper()
+		if err := f.catchUpWatched(ctx, w, evs); err != nil {
+			t.Fatal(err)
+		}
+		noop()
+	}
+	lie := func(modseq uint64, uid uint32, flag string) store.ChangeEvent {
+		return store.ChangeEvent{MailboxID: inbox, ModSeq: modseq, UIDValidity: mb.UIDValidity, Changes: &store.Changes{
+			Updated: []store.MessageFlags{{UID: uid, Flags: []string{flag}, ModSeq: modseq}}}}
+	}
 
 	// Taken as it is, not read: the database says otherwise.
 	base := feedModSeq(e.srv, inbox)
-	told := store.ChangeEvent{MailboxID: inbox, ModSeq: base + 1, Changes: &store.Changes{
-		Updated: []store.MessageFlags{{UID: 1, Flags: []string{"$Told"}, ModSeq: base + 1}}}}
+	told := lie(base+1, 1, "$Told")
 	storeFlags(1, store.FlagsAdd, "$Real")
-	if err := f.catchUpWatched(ctx, w, 0, false, []store.ChangeEvent{told}); err != nil {
-		t.Fatal(err)
-	}
-	noop()
+	handle(told)
 	rec.expect(t, "a change that follows on", "* 1 FETCH (UID 1 FLAGS ($Told))")
 
 	// An event the views have already changes nothing.
-	if err := f.catchUpWatched(ctx, w, 0, false, []store.ChangeEvent{told}); err != nil {
-		t.Fatal(err)
-	}
-	noop()
+	handle(told)
 	rec.expect(t, "a change applied already")
 
 	// A real change that follows on sets the record straight.
 	fix := storeFlags(1, store.FlagsReplace, `\Answered`)
-	if err := f.catchUpWatched(ctx, w, 0, false, []store.ChangeEvent{fix}); err != nil {
-		t.Fatal(err)
-	}
-	noop()
+	handle(fix)
 	rec.expect(t, "a real change that follows on", `* 1 FETCH (UID 1 FLAGS (\Answered))`)
 	rec.matches(t, "a real change that follows on", e.st, e.acc.ID, inbox)
 
@@ -1888,15 +1894,28 @@ func TestInlineChanges(t *testing.T) {
 	// then one with: that does not follow on, so the feed reads both.
 	storeFlags(2, store.FlagsAdd, `\Flagged`)
 	third := storeFlags(3, store.FlagsAdd, `\Seen`)
-	if err := f.catchUpWatched(ctx, w, 0, false, []store.ChangeEvent{third}); err != nil {
-		t.Fatal(err)
-	}
+	handle(third)
 	if got := feedModSeq(e.srv, inbox); got != third.ModSeq {
 		t.Fatalf("feed at modseq %d, want %d", got, third.ModSeq)
 	}
-	noop()
 	rec.expect(t, "after a gap", `* 2 FETCH (UID 2 FLAGS (\Flagged))`, `* 3 FETCH (UID 3 FLAGS (\Seen))`)
 	rec.matches(t, "after a gap", e.st, e.acc.ID, inbox)
+
+	// The next modseq of another UIDVALIDITY (the mailbox deleted and
+	// created again under the same id): read, not applied.
+	real := storeFlags(2, store.FlagsAdd, "$Real2")
+	other := lie(real.ModSeq, 2, "$OtherMailbox")
+	other.UIDValidity++
+	handle(other)
+	rec.expect(t, "another UIDVALIDITY", `* 2 FETCH (UID 2 FLAGS (\Flagged $Real2))`)
+
+	// Events are handled in commit order: a wake-up (a delete, say) before
+	// a change that would follow on is read first, and the read covers the
+	// change.
+	real = storeFlags(3, store.FlagsAdd, "$Real3")
+	handle(store.ChangeEvent{MailboxID: inbox}, lie(real.ModSeq, 3, "$Lie"))
+	rec.expect(t, "a wake-up, then a change", `* 3 FETCH (UID 3 FLAGS (\Seen $Real3))`)
+	rec.matches(t, "a wake-up, then a change", e.st, e.acc.ID, inbox)
 
 	// In commit order: a change with its notification, an EXPUNGE (a
 	// wake-up only), another change: the first applies, the last reads.
@@ -1905,10 +1924,7 @@ func TestInlineChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	last := storeFlags(4, store.FlagsAdd, "$Last")
-	if err := f.catchUpWatched(ctx, w, first.ModSeq+1, false, []store.ChangeEvent{first, last}); err != nil {
-		t.Fatal(err)
-	}
-	noop()
+	handle(first, store.ChangeEvent{MailboxID: inbox, ModSeq: first.ModSeq + 1}, last)
 	rec.expect(t, "after a change, an expunge and a change", "* 1 EXPUNGE", "* 3 FETCH (UID 4 FLAGS ($Last))")
 	rec.matches(t, "after a change, an expunge and a change", e.st, e.acc.ID, inbox)
 

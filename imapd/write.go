@@ -41,7 +41,7 @@ func (s *session) Append(name string, r imap.LiteralReader, opts *imap.AppendOpt
 	if err != nil {
 		return nil, storeError(err, "APPEND")
 	}
-	s.srv.feed.catchUpWith(s.ctx, store.ChangeEvent{MailboxID: mb.ID, ModSeq: res.ModSeq, Changes: &store.Changes{
+	s.srv.feed.catchUpWith(s.ctx, store.ChangeEvent{MailboxID: mb.ID, ModSeq: res.ModSeq, UIDValidity: res.UIDValidity, Changes: &store.Changes{
 		Updated: []store.MessageFlags{{UID: res.UID, Flags: res.Flags, ModSeq: res.ModSeq}}}})
 	return &imap.AppendData{UID: imap.UID(res.UID), UIDValidity: res.UIDValidity}, nil
 }
@@ -73,7 +73,7 @@ func (s *session) Store(w *imapserver.FetchWriter, set imap.NumSet, flags *imap.
 	if err != nil {
 		return storeError(err, "STORE")
 	}
-	s.srv.feed.catchUpWithFlags(s.ctx, s.mailbox.ID, changed)
+	s.srv.feed.catchUpWithFlags(s.ctx, s.mailbox, changed)
 	if flags.Silent {
 		// The client knows what it set; others' concurrent changes to the
 		// same messages still come through the poll.

@@ -25,13 +25,15 @@ type ChangeEvent struct {
 	// At is when the change was made, by the database's clock (for
 	// measuring notification lag); zero if unknown.
 	At time.Time
-	// Changes, if not nil, is everything the change did to the mailbox:
-	// what a read of the changes after ModSeq-1 up to ModSeq returns
-	// (Updated by ascending UID, Expunged ascending; Mailbox nil). The
-	// writers put it in the notification when it is small (a flag change
-	// or a delivery), so that a reader who has applied ModSeq-1 already
-	// needs no read of its own. Without it, the event is a wake-up only.
-	Changes *Changes
+	// Changes, if not nil, is everything the change did to the mailbox, of
+	// UIDVALIDITY UIDValidity: what a read of the changes after ModSeq-1
+	// up to ModSeq returns (Updated by ascending UID, Expunged ascending;
+	// Mailbox nil). The writers put it in the notification when it is
+	// small (a flag change or a delivery), so that a reader who has
+	// applied ModSeq-1 of that UIDVALIDITY needs no read of its own.
+	// Without it, the event is a wake-up only.
+	Changes     *Changes
+	UIDValidity uint32
 }
 
 // notifyStamp appends the database's current time (µs since the epoch) to
@@ -56,9 +58,9 @@ func (s *Store) Listen(ctx context.Context, fn func(ChangeEvent)) error {
 }
 
 // inlineMarker begins the inline changes of a notification payload, after
-// the time stamp. Each change is "u <uid> <flag bits> <n> <n keywords>" (a
-// new or changed message; keywords never contain spaces) or "x <uid>" (an
-// expunged one).
+// the time stamp: the mailbox's UIDVALIDITY, then each change, "u <uid>
+// <flag bits> <n> <n keywords>" (a new or changed message; keywords never
+// contain spaces) or "x <uid>" (an expunged one).
 const inlineMarker = "+"
 
 // maxInline bounds the inline part of a payload: PostgreSQL refuses
@@ -70,7 +72,7 @@ const maxInline = 7000
 // sent inline (the SQL counts them before building the text).
 const maxInlineMessages = 200
 
-// parseChange parses "<mailbox id> <modseq> [<µs since the epoch> [+ <changes>]]".
+// parseChange parses "<mailbox id> <modseq> [<µs since the epoch> [+ <uidvalidity> <changes>]]".
 // Inline changes that do not parse are dropped: the event is then a
 // wake-up, which costs the reader a read but loses nothing.
 func parseChange(payload string) (ChangeEvent, error) {
@@ -101,17 +103,26 @@ func parseChange(payload string) (ChangeEvent, error) {
 		ev.At = time.UnixMicro(us)
 	}
 	if inline != nil && ev.ModSeq > 0 {
-		if ev.Changes, _ = parseInline(inline); ev.Changes != nil {
-			for i := range ev.Changes.Updated {
-				ev.Changes.Updated[i].ModSeq = ev.ModSeq
+		if ch, uidvalidity, err := parseInline(inline); err == nil {
+			for i := range ch.Updated {
+				ch.Updated[i].ModSeq = ev.ModSeq
 			}
+			ev.Changes, ev.UIDValidity = ch, uidvalidity
 		}
 	}
 	return ev, nil
 }
 
 // parseInline parses the inline changes of a payload (inlineMarker).
-func parseInline(f []string) (*Changes, error) {
+func parseInline(f []string) (*Changes, uint32, error) {
+	if len(f) == 0 {
+		return nil, 0, errors.New("inline change: no uidvalidity")
+	}
+	uidvalidity, err := strconv.ParseUint(f[0], 10, 32)
+	if err != nil || uidvalidity == 0 {
+		return nil, 0, fmt.Errorf("inline change: bad uidvalidity: %v", err)
+	}
+	f = f[1:]
 	ch := &Changes{}
 	num := func(i int) (int64, error) {
 		if i >= len(f) {
@@ -122,7 +133,7 @@ func parseInline(f []string) (*Changes, error) {
 	for i := 0; i < len(f); {
 		uid, err := num(i + 1)
 		if err != nil || uid <= 0 || uid > 1<<32-1 {
-			return nil, fmt.Errorf("inline change: bad uid: %v", err)
+			return nil, 0, fmt.Errorf("inline change: bad uid: %v", err)
 		}
 		switch f[i] {
 		case "x":
@@ -131,22 +142,22 @@ func parseInline(f []string) (*Changes, error) {
 		case "u":
 			bits, err := num(i + 2)
 			if err != nil {
-				return nil, err
+				return nil, 0, err
 			}
 			n, err := num(i + 3)
 			if err != nil || n < 0 || int(n) > len(f)-(i+4) {
-				return nil, fmt.Errorf("inline change: bad keyword count: %v", err)
+				return nil, 0, fmt.Errorf("inline change: bad keyword count: %v", err)
 			}
 			kw := f[i+4 : i+4+int(n)]
 			ch.Updated = append(ch.Updated, MessageFlags{UID: uint32(uid), Flags: flagStrings(int(bits), kw)})
 			i += 4 + int(n)
 		default:
-			return nil, fmt.Errorf("inline change: unknown kind %q", f[i])
+			return nil, 0, fmt.Errorf("inline change: unknown kind %q", f[i])
 		}
 	}
 	slices.SortFunc(ch.Updated, func(a, b MessageFlags) int { return cmp.Compare(a.UID, b.UID) })
 	slices.Sort(ch.Expunged)
-	return ch, nil
+	return ch, uint32(uidvalidity), nil
 }
 
 // ListenOptions configure the change feed's dedicated LISTEN connection.

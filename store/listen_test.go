@@ -408,6 +408,9 @@ func TestNotificationsCarryChanges(t *testing.T) {
 			if ev.Changes == nil {
 				t.Fatal("no changes inline")
 			}
+			if ev.UIDValidity != inbox.UIDValidity {
+				t.Fatalf("inline UIDVALIDITY %d, mailbox's %d", ev.UIDValidity, inbox.UIDValidity)
+			}
 			want, err := f.st.ChangesSince(ctx, f.a.ID, inbox.ID, modseq-1)
 			if err != nil {
 				t.Fatal(err)

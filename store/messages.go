@@ -199,7 +199,7 @@ func deliverSQL(msgID string, mustMatch bool) string {
 		)
 		SELECT uidvalidity, uid, highestmodseq, pg_notify($10, $1::bigint::text || ' ' || highestmodseq::text` + notifyStamp + ` ||
 			CASE WHEN octet_length(array_to_string($9::text[], ' ')) <= ` + strconv.Itoa(maxInline) + `
-			THEN ' ` + inlineMarker + ` u ' || uid::text || ' ' || $8::int::text || ' ' || coalesce(cardinality($9::text[]), 0)::text || ' ' || coalesce(array_to_string($9::text[], ' '), '')
+			THEN ' ` + inlineMarker + ` ' || uidvalidity::text || ' u ' || uid::text || ' ' || $8::int::text || ' ' || coalesce(cardinality($9::text[]), 0)::text || ' ' || coalesce(array_to_string($9::text[], ' '), '')
 			ELSE '' END) FROM mb`
 }
 
@@ -588,7 +588,7 @@ func (s *Store) StoreFlags(ctx context.Context, accountID, mailboxID int64, uids
 	// a changed message; 2, the notification.
 	lo, hi := normalizeRanges(uids)
 	rows, err := s.pool.Query(ctx, `WITH lk AS MATERIALIZED (
-			SELECT highestmodseq + 1 AS ms FROM mailboxes
+			SELECT highestmodseq + 1 AS ms, uidvalidity FROM mailboxes
 			WHERE id = $1 AND account_id = $2 AND NOT noselect FOR UPDATE
 		), old AS MATERIALIZED (
 			SELECT mm.uid, mm.flags, mm.keywords, lk.ms FROM lk, mailbox_messages mm
@@ -620,7 +620,7 @@ func (s *Store) StoreFlags(ctx context.Context, accountID, mailboxID int64, uids
 			RETURNING m.highestmodseq
 		), inl AS (
 			-- The change inline (see ChangeEvent.Changes), unless large.
-			SELECT CASE WHEN (SELECT count(*) FROM upd) <= `+strconv.Itoa(maxInlineMessages)+` THEN (SELECT ' `+inlineMarker+`' || string_agg(
+			SELECT CASE WHEN (SELECT count(*) FROM upd) <= `+strconv.Itoa(maxInlineMessages)+` THEN (SELECT ' `+inlineMarker+` ' || (SELECT uidvalidity FROM lk)::text || string_agg(
 				' u ' || uid::text || ' ' || flags::text || ' ' || coalesce(cardinality(keywords), 0)::text || ' ' || coalesce(array_to_string(keywords, ' '), ''), '')
 				FROM upd) END AS s
 		)
