@@ -67,10 +67,17 @@ type watched struct {
 	accountID, mailboxID int64
 	refs                 int // guarded by feed.mu
 
-	mu          sync.Mutex // serialises catch-ups and registrations
-	modseq      uint64     // highest modseq applied to every view
-	uidvalidity uint32     // of the mailbox the views selected
-	gen         uint64     // bumped by every apply and registration
+	mu     sync.Mutex // serialises catch-ups and registrations
+	modseq uint64     // highest modseq applied to every view
+	// readAhead is the highest modseq of a state some view read for
+	// itself (its SELECT snapshot, a page of its resync), which may be
+	// ahead of modseq. A change that comes with its notification is a
+	// past state: applied to such a view it would tell the client an
+	// older state than it has. So up to readAhead the changes are read
+	// instead (a read gives the present state).
+	readAhead   uint64
+	uidvalidity uint32 // of the mailbox the views selected
+	gen         uint64 // bumped by every apply and registration
 	views       map[*selected]struct{}
 	gone        atomic.Bool // set under mu; read by open under feed.mu alone
 
@@ -257,7 +264,10 @@ func (f *feed) register(ctx context.Context, w *watched, snap *store.MailboxSnap
 		w.modseq = mb.HighestModSeq
 	}
 	// A snapshot newer than w.modseq is fine: the views apply changes
-	// idempotently, so re-reading (w.modseq, snapshot] only repeats flags.
+	// idempotently, so re-reading (w.modseq, snapshot] only repeats flags;
+	// and up to the snapshot no change is applied from its notification
+	// (readAhead), which would be a state older than the snapshot's.
+	w.readAhead = max(w.readAhead, mb.HighestModSeq)
 	sel := newSelected(w, snap.UIDs, readOnly)
 	sel.limit = int(f.maxPending.Load())
 	sel.told, sel.merged = mb.HighestModSeq, mb.HighestModSeq
@@ -460,7 +470,8 @@ func (f *feed) catchUpWithFlags(ctx context.Context, mb *store.Mailbox, changed 
 
 // catchUpWatched handles events of the mailbox in commit order. An event
 // with its changes that follows on from the views (the next modseq, the
-// views' UIDVALIDITY) is applied as it is; one the views have already is
+// views' UIDVALIDITY, past readAhead) is applied as it is; one the views
+// have already is
 // skipped; any other (without changes, ModSeq 0, or after a gap: a change
 // announced without its changes, or before the views' first read) makes
 // it read the mailbox's changes, which covers every later event too, since
@@ -473,7 +484,7 @@ func (f *feed) catchUpWatched(ctx context.Context, w *watched, events []store.Ch
 			return nil
 		}
 		switch {
-		case ev.Changes != nil && ev.ModSeq == w.modseq+1 && ev.UIDValidity == w.uidvalidity:
+		case ev.Changes != nil && ev.ModSeq == w.modseq+1 && ev.UIDValidity == w.uidvalidity && ev.ModSeq > w.readAhead:
 			f.applyLocked(w, &store.Changes{
 				Mailbox: &store.Mailbox{ID: w.mailboxID, AccountID: w.accountID, UIDValidity: w.uidvalidity, HighestModSeq: ev.ModSeq},
 				Updated: ev.Changes.Updated, Expunged: ev.Changes.Expunged,
@@ -741,6 +752,7 @@ func (f *feed) resyncPage(ctx context.Context, sel *selected, base uint64, after
 		f.applyLocked(w, ch) // ends every view
 		return nil, 0, resyncGone, nil
 	}
+	w.readAhead = max(w.readAhead, ch.Mailbox.HighestModSeq)
 	ups, next, step := sel.resyncPage(ch)
 	return ups, next, step, nil
 }

@@ -1935,3 +1935,80 @@ func TestInlineChanges(t *testing.T) {
 	rec.expect(t, "after the runner")
 	rec.matches(t, "after the runner", e.st, e.acc.ID, inbox)
 }
+
+// A view registered from a snapshot newer than the feed's modseq must not
+// be handed the older states in between as they were (a change that comes
+// with its notification is the state at its modseq): its client would see
+// flags go backwards. Up to the newest snapshot a view read, the feed
+// reads the present state instead.
+func TestInlineChangesOlderThanSnapshot(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	for range 2 {
+		e.deliver("INBOX", crlf(simpleMsg))
+	}
+	inbox := mailboxID(t, e, "INBOX")
+	first := newWireRecorder()
+	a := first.login(t, e)
+	first.selectInbox(t, a)
+	// Hold the runner at its first catch-up, and again at the next.
+	gate := make(chan struct{})
+	held := make(chan struct{}, 10)
+	h := func(id int64) {
+		if id != inbox {
+			return
+		}
+		held <- struct{}{}
+		<-gate
+	}
+	e.srv.feed.beforeCatchUp.Store(&h)
+	ctx := context.Background()
+	one := []store.UIDRange{{Start: 1, Stop: 1}}
+	if _, err := e.st.StoreFlags(ctx, e.acc.ID, inbox, one, store.FlagsAdd, []string{`\Seen`}); err != nil {
+		t.Fatal(err)
+	}
+	<-held
+	if _, err := e.st.StoreFlags(ctx, e.acc.ID, inbox, one, store.FlagsRemove, []string{`\Seen`}); err != nil {
+		t.Fatal(err)
+	}
+	// B selects now: its snapshot has UID 1 without \Seen, ahead of the
+	// feed, which has not applied the first change yet.
+	rec := newWireRecorder()
+	b := rec.login(t, e)
+	rec.selectInbox(t, b)
+	idle, err := b.Idle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The runner applies the first change, then is held at the second
+	// while B's IDLE tells B whatever the first did to its view.
+	gate <- struct{}{}
+	<-held
+	time.Sleep(200 * time.Millisecond)
+	close(gate)
+	waitFeeds(t, e.st, e.acc.ID, inbox, e.srv)
+	if err := idle.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := idle.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Noop().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	rec.matches(t, "B after the feed caught up", e.st, e.acc.ID, inbox)
+	for {
+		select {
+		case l := <-rec.ch:
+			if strings.Contains(l, `\Seen`) {
+				t.Fatalf("B, whose snapshot was newer, was told an older state: %s", l)
+			}
+			continue
+		case <-time.After(200 * time.Millisecond):
+		}
+		break
+	}
+	if err := a.Noop().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	first.matches(t, "A after the feed caught up", e.st, e.acc.ID, inbox)
+}

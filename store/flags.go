@@ -52,13 +52,30 @@ outer:
 			}
 			return 0, nil, fmt.Errorf("%w: unknown system flag %s", ErrInvalid, f)
 		}
-		if f == "" || strings.ContainsAny(f, " (){%*\"\\]\r\n") {
+		if !isAtom(f) {
 			return 0, nil, fmt.Errorf("%w: bad keyword %q", ErrInvalid, f)
 		}
 		keywords = append(keywords, f)
 	}
 	slices.Sort(keywords)
 	return bits, slices.Compact(keywords), nil
+}
+
+// isAtom reports whether s is an IMAP atom (RFC 9051 §9: ATOM-CHAR is any
+// CHAR, 7-bit, except atom-specials: "(", ")", "{", SP, CTL, "%", "*",
+// DQUOTE, "\\" and "]"), as a keyword must be. Anything else (a
+// non-ASCII space, say) could pass for a separator where keywords are
+// listed: in a change notification, or to a client.
+func isAtom(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`(){%*"\]`, c) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // flagStrings is the inverse of parseFlags.

@@ -76,16 +76,20 @@ const maxInlineMessages = 200
 // Inline changes that do not parse are dropped: the event is then a
 // wake-up, which costs the reader a read but loses nothing.
 func parseChange(payload string) (ChangeEvent, error) {
-	f := strings.Fields(payload)
+	// Split on ASCII spaces only: the writers separate with them, and
+	// strings.Fields would also split on other (Unicode) spaces.
+	f := strings.FieldsFunc(payload, func(r rune) bool { return r == ' ' })
 	if len(f) < 2 {
 		return ChangeEvent{}, errors.New("want mailbox id, modseq and time")
 	}
+	// Fields after the time stamp other than inline changes are left for
+	// later versions: the event is then a wake-up.
 	var inline []string
 	if len(f) > 3 {
-		if f[3] != inlineMarker {
-			return ChangeEvent{}, errors.New("want mailbox id, modseq and time")
+		if f[3] == inlineMarker {
+			inline = f[4:]
 		}
-		f, inline = f[:3], f[4:]
+		f = f[:3]
 	}
 	var ev ChangeEvent
 	var err error

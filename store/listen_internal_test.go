@@ -35,7 +35,13 @@ func TestParseChange(t *testing.T) {
 		{name: "no uidvalidity", payload: "7 42 1700000000000000 +", want: ChangeEvent{MailboxID: 7, ModSeq: 42, At: at}},
 		{name: "uidvalidity 0", payload: "7 42 1700000000000000 + 0 x 1", want: ChangeEvent{MailboxID: 7, ModSeq: 42, At: at}},
 		{name: "uidvalidity not a number", payload: "7 42 1700000000000000 + u 9 0 0", want: ChangeEvent{MailboxID: 7, ModSeq: 42, At: at}},
-		{name: "no marker", payload: "7 42 1700000000000000 u 9 0 0", wantErr: true},
+		// Later versions may add fields: a wake-up, not an error.
+		{name: "unknown fields", payload: "7 42 1700000000000000 u 9 0 0", want: ChangeEvent{MailboxID: 7, ModSeq: 42, At: at}},
+		// Only ASCII spaces separate: a keyword can hold no other (parseFlags
+		// refuses them), but were one there, it must not split.
+		{name: "no-break space", payload: "7 42 1700000000000000 + 1234 u 3 0 1 a x 7",
+			want: ChangeEvent{MailboxID: 7, ModSeq: 42, At: at, UIDValidity: 1234, Changes: &Changes{
+				Updated: []MessageFlags{{UID: 3, Flags: []string{"a x 7"}, ModSeq: 42}}}}},
 		{name: "one field", payload: "7", wantErr: true},
 		{name: "bad id", payload: "x 42", wantErr: true},
 		{name: "bad stamp", payload: "7 42 x", wantErr: true},
@@ -50,5 +56,22 @@ func TestParseChange(t *testing.T) {
 				t.Fatalf("got %+v (changes %+v), want %+v (changes %+v)", got, got.Changes, tt.want, tt.want.Changes)
 			}
 		})
+	}
+}
+
+func TestParseFlagsAtoms(t *testing.T) {
+	for _, tc := range []struct {
+		flag string
+		ok   bool
+	}{
+		{"$Forwarded", true}, {"Junk", true}, {"a-b_c.d:e/f+g", true}, {"~!@#&'", true},
+		{"", false}, {"a b", false}, {"a\u00a0b", false}, {"caf\u00e9", false}, {"a\tb", false},
+		{"a(b", false}, {"a)b", false}, {"a{b", false}, {"a%b", false}, {"a*b", false}, {`a"b`, false},
+		{`a\b`, false}, {"a]b", false}, {"a\x7fb", false}, {"a\r\nb", false},
+	} {
+		_, _, err := parseFlags([]string{tc.flag})
+		if (err == nil) != tc.ok {
+			t.Errorf("parseFlags(%q): %v, want ok %v", tc.flag, err, tc.ok)
+		}
 	}
 }
