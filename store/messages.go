@@ -126,12 +126,12 @@ func (s *Store) DeliverTx(ctx context.Context, tx pgx.Tx, msg *Spooled, targets 
 	results := make([]AppendResult, len(targets))
 	for _, i := range lockOrder(targets) {
 		t := targets[i]
-		args, err := deliverArgs(t, msg.Size, msgID)
+		args, kw, err := deliverArgs(t, msg.Size, msgID)
 		if err != nil {
 			return nil, err
 		}
 		var uidvalidity, uid, modseq int64
-		err = tx.QueryRow(ctx, deliverSQL("$6", false), args...).Scan(&uidvalidity, &uid, &modseq, nil)
+		err = tx.QueryRow(ctx, deliverSQL("$6", false, kw), args...).Scan(&uidvalidity, &uid, &modseq, nil)
 		if errors.Is(err, pgx.ErrNoRows) {
 			if err := checkQuota(ctx, tx, t.AccountID, msg.Size); err != nil {
 				return nil, err
@@ -160,17 +160,19 @@ func lockOrder(targets []Target) []int {
 
 // deliverArgs are the arguments of deliverSQL for one target; msgID is the
 // content id ($6), or its SHA-256 where the statement looks the id up.
-func deliverArgs(t Target, size int64, msgID any) ([]any, error) {
+// hasKeywords says whether the message has keywords (deliverSQL's third
+// argument).
+func deliverArgs(t Target, size int64, msgID any) (args []any, hasKeywords bool, err error) {
 	bits, keywords, err := parseFlags(t.Flags)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	c := countsOf(bits, size)
 	date := t.InternalDate
 	if date.IsZero() {
 		date = time.Now()
 	}
-	return []any{t.MailboxID, t.AccountID, c.unseen, c.deleted, c.size, msgID, date, bits, keywords, MailboxChannel}, nil
+	return []any{t.MailboxID, t.AccountID, c.unseen, c.deleted, c.size, msgID, date, bits, keywords, MailboxChannel}, len(keywords) > 0, nil
 }
 
 // deliverSQL is the statement that adds a message to one target mailbox:
@@ -180,15 +182,21 @@ func deliverArgs(t Target, size int64, msgID any) ([]any, error) {
 // content id. A mailbox that is missing, \Noselect or over quota yields no
 // row, or, if mustMatch, fails the statement (a NULL uid violates NOT NULL),
 // which rolls back a pipelined batch that has no other way to abort.
-func deliverSQL(msgID string, mustMatch bool) string {
+func deliverSQL(msgID string, mustMatch bool, keywords bool) string {
 	from := "mb"
 	if mustMatch {
 		from = "(SELECT) one LEFT JOIN mb ON true"
 	}
+	// Without keywords (every delivery from SMTP) the mailbox's list
+	// stays as it is; the statement is then smaller to set up.
+	merge := "keywords"
+	if keywords {
+		merge = mergeKeywords("$9")
+	}
 	return `WITH mb AS (
 			UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1,
 				messages = messages + 1, unseen = unseen + $3, deleted = deleted + $4, size = size + $5,
-				keywords = ` + mergeKeywords("$9") + `
+				keywords = ` + merge + `
 			WHERE id = $1 AND account_id = $2 AND NOT noselect
 			  AND (SELECT a.quota_bytes = 0 OR coalesce((SELECT sum(m.size) FROM mailboxes m WHERE m.account_id = a.id), 0) + $5 <= a.quota_bytes
 			       FROM accounts a WHERE a.id = $2)

@@ -51,11 +51,11 @@ func (s *Store) storeInOneTrip(ctx context.Context, login *Login, msg *Spooled, 
 	}
 	order := lockOrder(targets)
 	for _, i := range order {
-		args, err := deliverArgs(targets[i], msg.Size, msg.SHA256[:])
+		args, kw, err := deliverArgs(targets[i], msg.Size, msg.SHA256[:])
 		if err != nil {
 			return nil, false, err
 		}
-		b.Queue(deliverSQL(contentByHash("$6"), true), args...)
+		b.Queue(deliverSQL(contentByHash("$6"), true, kw), args...)
 	}
 	if len(remote) > 0 {
 		b.Queue(enqueueSQL(contentByHash("$1")), enqueueArgs(msg.SHA256[:], remote)...)
