@@ -428,22 +428,13 @@ func (f *feed) catchUpSafely(w *watched, events []store.ChangeEvent) (err error)
 // it right after their commit. It is a no-op for a mailbox no local
 // session has selected. A failure is left to the mailbox's runner.
 func (f *feed) catchUp(ctx context.Context, mailboxID int64, modseq uint64) {
-	f.mu.Lock()
-	w := f.boxes[mailboxID]
-	f.mu.Unlock()
-	if w == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
-	defer cancel()
-	if err := f.catchUpWatched(ctx, w, []store.ChangeEvent{{MailboxID: mailboxID, ModSeq: modseq}}); err != nil {
-		f.kick(w, 0)
-	}
+	f.catchUpWith(ctx, store.ChangeEvent{MailboxID: mailboxID, ModSeq: modseq}) // a wake-up: a read
 }
 
 // catchUpWith is catchUp for a local write that knows everything it did to
 // the mailbox (ev.Changes, at ev.ModSeq, of ev.UIDValidity): applied as it
-// is when the views are at ev.ModSeq-1, which saves the read.
+// is when the views are at ev.ModSeq-1, which saves the read. Without
+// Changes it is catchUp.
 func (f *feed) catchUpWith(ctx context.Context, ev store.ChangeEvent) {
 	f.mu.Lock()
 	w := f.boxes[ev.MailboxID]

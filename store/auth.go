@@ -325,9 +325,17 @@ func (s *Store) recordAuth(ctx context.Context, accountID *int64, username strin
 // and is enabled and its app password (if any) is not revoked. Protocol
 // servers call it before each command, so revocation takes effect at once.
 func (s *Store) CheckSession(ctx context.Context, l *Login) error {
+	return checkSession(ctx, s.pool, l)
+}
+
+// rowQuerier is what checkSession reads with: the pool or a transaction.
+type rowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func checkSession(ctx context.Context, q rowQuerier, l *Login) error {
 	var ok bool
-	err := s.pool.QueryRow(ctx, `SELECT `+sessionValid("$1", "$2"), l.AccountID, l.AppPasswordID).Scan(&ok)
-	if err != nil {
+	if err := q.QueryRow(ctx, `SELECT `+sessionValid("$1", "$2"), l.AccountID, l.AppPasswordID).Scan(&ok); err != nil {
 		return fmt.Errorf("check session: %w", err)
 	}
 	if !ok {
@@ -341,18 +349,6 @@ func (s *Store) CheckSession(ctx context.Context, l *Login) error {
 func sessionValid(acc, app string) string {
 	return `EXISTS (SELECT 1 FROM accounts a WHERE a.id = ` + acc + ` AND NOT a.disabled
 		AND (` + app + ` = 0 OR EXISTS (SELECT 1 FROM app_passwords p WHERE p.id = ` + app + ` AND p.account_id = a.id AND p.revoked_at IS NULL)))`
-}
-
-// checkSessionIn is CheckSession inside a transaction.
-func checkSessionIn(ctx context.Context, tx pgx.Tx, l *Login) error {
-	var ok bool
-	if err := tx.QueryRow(ctx, `SELECT `+sessionValid("$1", "$2"), l.AccountID, l.AppPasswordID).Scan(&ok); err != nil {
-		return fmt.Errorf("check session: %w", err)
-	}
-	if !ok {
-		return ErrAccountGone
-	}
-	return nil
 }
 
 // sessionGoneCode is the SQLSTATE login_gone raises (migration 6).

@@ -32,7 +32,7 @@ func contentByHash(param string) string {
 // target mailbox is missing, \Noselect or over quota (the transaction path
 // tells which), or a transaction conflict. Nothing was committed then.
 // Callers use it only if there is a target or a remote recipient. A login
-// not nil is checked first (insertMessageCheckedSQL): if it is no longer
+// not nil is checked first (insertMessageSQL): if it is no longer
 // valid the batch fails with ErrAccountGone.
 func (s *Store) storeInOneTrip(ctx context.Context, login *Login, msg *Spooled, targets []Target, remote []Outbound) (results []AppendResult, fallback bool, err error) {
 	header, structure, err := messageMeta(msg)
@@ -44,11 +44,11 @@ func (s *Store) storeInOneTrip(ctx context.Context, login *Login, msg *Spooled, 
 		return nil, false, fmt.Errorf("read spooled message: %w", err)
 	}
 	b := &pgx.Batch{}
+	args := []any{msg.SHA256[:], msg.Size, header, structure, body}
 	if login != nil {
-		b.Queue(insertMessageCheckedSQL(), msg.SHA256[:], msg.Size, header, structure, body, login.AccountID, login.AppPasswordID)
-	} else {
-		b.Queue(insertMessageSQL, msg.SHA256[:], msg.Size, header, structure, body)
+		args = append(args, login.AccountID, login.AppPasswordID)
 	}
+	b.Queue(insertMessageSQL(login != nil), args...)
 	order := lockOrder(targets)
 	for _, i := range order {
 		args, kw, err := deliverArgs(targets[i], msg.Size, msg.SHA256[:])

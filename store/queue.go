@@ -74,7 +74,7 @@ func (s *Store) Submit(ctx context.Context, login *Login, msg *Spooled, targets 
 	var results []AppendResult
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if login != nil {
-			if err := checkSessionIn(ctx, tx, login); err != nil {
+			if err := checkSession(ctx, tx, login); err != nil {
 				return err
 			}
 		}
