@@ -144,8 +144,9 @@ func validSpecialUse(su string) bool {
 	return false
 }
 
-// createMailboxTx creates name and any missing parents; if subscribe, every
-// mailbox it creates is subscribed too.
+// createMailboxTx creates name and any missing parents; if subscribe, name
+// (never a parent) is subscribed too. Only the default mailboxes of a new
+// account, and the mailbox RENAME INBOX moves INBOX's messages to, are.
 func createMailboxTx(ctx context.Context, tx pgx.Tx, accountID int64, name, specialUse string, subscribe bool) (*Mailbox, error) {
 	name, err := NormalizeMailboxName(name)
 	if err != nil {
@@ -196,7 +197,7 @@ func createMailboxTx(ctx context.Context, tx pgx.Tx, accountID int64, name, spec
 		if err != nil {
 			return nil, err
 		}
-		if err := subscribeTx(ctx, tx, accountID, n, subscribe); err != nil {
+		if err := subscribeTx(ctx, tx, accountID, n, subscribe && last); err != nil {
 			return nil, err
 		}
 	}
@@ -212,12 +213,15 @@ func subscribeTx(ctx context.Context, tx pgx.Tx, accountID int64, name string, s
 }
 
 // CreateMailbox creates a mailbox, and its missing parents, with an optional
-// special-use attribute (RFC 6154). It is subscribed, as Dovecot does.
+// special-use attribute (RFC 6154). Like Dovecot, it subscribes nothing:
+// LSUB and LIST (SUBSCRIBED) show only what a client subscribed (imaptest's
+// subscribe and listext scripts expect exactly that). A subscription left
+// by a deleted mailbox of the same name still applies.
 func (s *Store) CreateMailbox(ctx context.Context, accountID int64, name, specialUse string) (*Mailbox, error) {
 	var mb *Mailbox
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
-		mb, err = createMailboxTx(ctx, tx, accountID, name, specialUse, true)
+		mb, err = createMailboxTx(ctx, tx, accountID, name, specialUse, false)
 		return err
 	})
 	if isUniqueViolation(err) {
@@ -386,7 +390,8 @@ func (s *Store) RenameMailbox(ctx context.Context, accountID int64, oldName, new
 				return err
 			}
 			if !has {
-				if _, err := createMailboxTx(ctx, tx, accountID, parent, "", true); err != nil {
+				// Not subscribed, like the parents CREATE makes.
+				if _, err := createMailboxTx(ctx, tx, accountID, parent, "", false); err != nil {
 					return err
 				}
 			}
