@@ -391,6 +391,16 @@ func TestNotificationsCarryChanges(t *testing.T) {
 			}
 			return mb.HighestModSeq
 		}, false},
+		{"move within the mailbox: one notification", func(t *testing.T) uint64 {
+			if _, err := f.st.Move(ctx, f.a.ID, inbox.ID, []store.UIDRange{{Start: 1, Stop: 1}}, inbox.ID); err != nil {
+				t.Fatal(err)
+			}
+			mb, err := f.st.MailboxByID(ctx, f.a.ID, inbox.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return mb.HighestModSeq
+		}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

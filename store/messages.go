@@ -382,7 +382,11 @@ func (s *Store) Copy(ctx context.Context, accountID, srcID int64, uids []UIDRang
 }
 
 // Move moves messages to another mailbox of the same account atomically
-// (RFC 6851): the copies and the source expunges commit together.
+// (RFC 6851): the copies and the source expunges commit together. Moving
+// into the mailbox the messages are in works as in Dovecot: they get new
+// UIDs there, as by a COPY and an EXPUNGE of the originals, in one change
+// (one modseq step, one notification), and the result maps the old UIDs to
+// the new.
 func (s *Store) Move(ctx context.Context, accountID, srcID int64, uids []UIDRange, dstID int64) (*CopyResult, error) {
 	var res *CopyResult
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -401,9 +405,6 @@ func moveAll(ctx context.Context, tx pgx.Tx, accountID, srcID, dstID int64) (*Co
 }
 
 func copyTx(ctx context.Context, tx pgx.Tx, accountID, srcID int64, uids []UIDRange, dstID int64, move bool) (*CopyResult, error) {
-	if srcID == dstID && move {
-		return nil, fmt.Errorf("%w: cannot move a message to the mailbox it is in", ErrInvalid)
-	}
 	// Lock both mailboxes in id order (deadlock freedom).
 	first, second := srcID, dstID
 	if first > second {
@@ -467,14 +468,26 @@ func copyTx(ctx context.Context, tx pgx.Tx, accountID, srcID int64, uids []UIDRa
 			return nil, err
 		}
 	}
-	if err := updateMailbox(ctx, tx, accountID, dstID, dstNext+int64(len(res.DstUIDs)), dstModseq, c, keywords.list()); err != nil {
-		return nil, err
-	}
+	var srcUIDs []int64
 	if move {
-		srcUIDs := make([]int64, len(res.SrcUIDs))
+		srcUIDs = make([]int64, len(res.SrcUIDs))
 		for i, u := range res.SrcUIDs {
 			srcUIDs[i] = int64(u)
 		}
+	}
+	if move && srcID == dstID {
+		// A move within the mailbox is one change: the originals go at
+		// the copies' modseq, and one update of the row takes both.
+		gone, err := removeMessages(ctx, tx, accountID, srcID, dstModseq, srcUIDs)
+		if err != nil {
+			return nil, err
+		}
+		c.add(gone)
+	}
+	if err := updateMailbox(ctx, tx, accountID, dstID, dstNext+int64(len(res.DstUIDs)), dstModseq, c, keywords.list()); err != nil {
+		return nil, err
+	}
+	if move && srcID != dstID {
 		if _, err := expungeTx(ctx, tx, accountID, srcID, locked[srcID][0], locked[srcID][1], srcUIDs); err != nil {
 			return nil, err
 		}
@@ -486,28 +499,35 @@ func copyTx(ctx context.Context, tx pgx.Tx, accountID, srcID int64, uids []UIDRa
 // mailbox, leaving tombstones, and returns the new modseq.
 func expungeTx(ctx context.Context, tx pgx.Tx, accountID, mailboxID, uidnext, modseq int64, uids []int64) (int64, error) {
 	modseq++
-	rows, err := tx.Query(ctx, `DELETE FROM mailbox_messages WHERE mailbox_id = $1 AND account_id = $2 AND uid = ANY($3)
-		RETURNING flags, size`, mailboxID, accountID, uids)
+	c, err := removeMessages(ctx, tx, accountID, mailboxID, modseq, uids)
 	if err != nil {
 		return 0, err
 	}
-	var c counts
-	for rows.Next() {
-		var bits int
-		var size int64
-		if err := rows.Scan(&bits, &size); err != nil {
-			return 0, err
-		}
-		c.sub(countsOf(bits, size))
-	}
-	if err := rows.Err(); err != nil {
-		return 0, err
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO expunged (mailbox_id, uid, modseq) SELECT $1, u, $3 FROM unnest($2::bigint[]) u
-		ON CONFLICT (mailbox_id, uid) DO UPDATE SET modseq = EXCLUDED.modseq`, mailboxID, uids, modseq); err != nil {
-		return 0, err
-	}
 	return modseq, updateMailbox(ctx, tx, accountID, mailboxID, uidnext, modseq, c, nil)
+}
+
+// removeMessages deletes the given UIDs of a locked mailbox, leaving
+// tombstones at modseq, and returns the (negative) change to the
+// mailbox's counts; the caller updates the mailbox row.
+func removeMessages(ctx context.Context, tx pgx.Tx, accountID, mailboxID, modseq int64, uids []int64) (counts, error) {
+	var c counts
+	rows, err := tx.Query(ctx, `DELETE FROM mailbox_messages WHERE mailbox_id = $1 AND account_id = $2 AND uid = ANY($3)
+		RETURNING flags, size`, mailboxID, accountID, uids)
+	if err != nil {
+		return c, err
+	}
+	var bits int
+	var size int64
+	_, err = pgx.ForEachRow(rows, []any{&bits, &size}, func() error {
+		c.sub(countsOf(bits, size))
+		return nil
+	})
+	if err != nil {
+		return c, err
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO expunged (mailbox_id, uid, modseq) SELECT $1, u, $3 FROM unnest($2::bigint[]) u
+		ON CONFLICT (mailbox_id, uid) DO UPDATE SET modseq = EXCLUDED.modseq`, mailboxID, uids, modseq)
+	return c, err
 }
 
 // Expunge permanently removes the messages flagged \Deleted, all of them or

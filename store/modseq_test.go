@@ -150,6 +150,13 @@ func TestHighestModSeqPerChange(t *testing.T) {
 				e.archive: {updated: []string{"3:[]", "4:[\\Seen]"}},
 			}
 		}},
+		{"MOVE within the mailbox: copies and expunges in one step", func(e *env) {
+			if _, err := e.f.st.Move(ctx, e.f.a.ID, e.inbox, []store.UIDRange{{2, 3}}, e.inbox); err != nil {
+				e.t.Fatal(err)
+			}
+		}, func(e *env) map[int64]change {
+			return map[int64]change{e.inbox: {updated: []string{"4:[]", "5:[\\Seen]"}, expunged: []uint32{2, 3}}}
+		}},
 		{"EXPUNGE", func(e *env) {
 			storeFlags(e.t, e.f, e.inbox, []store.UIDRange{{1, 1}, {3, 3}}, store.FlagsAdd, `\Deleted`)
 			// The step of the STORE is checked by its own case; measure

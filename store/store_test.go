@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -630,6 +631,74 @@ func TestFlagsCopyMoveExpunge(t *testing.T) {
 	}
 	if ibx.Messages != 1 || ibx.Unseen != 1 || ibx.Deleted != 0 || arc.Messages != 7 || arc.Unseen != 5 || arc.Deleted != 2 {
 		t.Fatalf("counts inbox %+v archive %+v", ibx, arc)
+	}
+}
+
+// TestMoveWithinMailbox: MOVE into the mailbox the messages are in (as
+// Dovecot and imaptest's move script expect) gives them new UIDs there,
+// keeping flags, keywords, dates and content, with COPYUID data; the counts
+// stay, UIDNEXT moves past the new UIDs, and a set that matches nothing
+// changes nothing.
+func TestMoveWithinMailbox(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	inbox := f.mailbox(t, f.a, "INBOX")
+	flags := [][]string{{`\Seen`}, {`\Deleted`, "$Work"}, nil}
+	for i, fl := range flags {
+		if _, err := f.st.Append(ctx, f.a.ID, inbox.ID, strings.NewReader(testMessage(i)), 0, fl, time.Date(2026, 1, i+1, 0, 0, 0, 0, time.UTC)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type meta struct {
+		flags     []string
+		date      time.Time
+		messageID int64
+	}
+	read := func() (*store.Mailbox, map[uint32]meta) {
+		t.Helper()
+		mb, _, err := f.st.SelectMailbox(ctx, f.a.ID, inbox.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms := map[uint32]meta{}
+		err = f.st.FetchMeta(ctx, f.a.ID, inbox.ID, []store.UIDRange{{1, 0}}, store.FetchOptions{}, func(m *store.MessageMeta) error {
+			ms[m.UID] = meta{slices.Clone(m.Flags), m.InternalDate.UTC(), m.MessageID}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return mb, ms
+	}
+	before, old := read()
+	res, err := f.st.Move(ctx, f.a.ID, inbox.ID, []store.UIDRange{{1, 2}}, inbox.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.SrcUIDs, []uint32{1, 2}) || !slices.Equal(res.DstUIDs, []uint32{4, 5}) || res.UIDValidity != inbox.UIDValidity {
+		t.Fatalf("move result %+v", res)
+	}
+	after, now := read()
+	if len(now) != 3 || !reflect.DeepEqual(now[4], old[1]) || !reflect.DeepEqual(now[5], old[2]) || !reflect.DeepEqual(now[3], old[3]) {
+		t.Fatalf("messages before %+v, after %+v", old, now)
+	}
+	if after.Messages != before.Messages || after.Unseen != before.Unseen || after.Deleted != before.Deleted ||
+		after.Size != before.Size || after.UIDNext != 6 || after.HighestModSeq != before.HighestModSeq+1 {
+		t.Fatalf("mailbox before %+v, after %+v", before, after)
+	}
+	ch, err := f.st.ChangesSince(ctx, f.a.ID, inbox.ID, before.HighestModSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ch.Updated) != 2 || ch.Updated[0].UID != 4 || ch.Updated[1].UID != 5 || !slices.Equal(ch.Expunged, []uint32{1, 2}) {
+		t.Fatalf("changes %+v", ch)
+	}
+	none, err := f.st.Move(ctx, f.a.ID, inbox.ID, []store.UIDRange{{1, 2}}, inbox.ID)
+	if err != nil || len(none.SrcUIDs) != 0 {
+		t.Fatalf("move of expunged UIDs: %+v %v", none, err)
+	}
+	if mb, _ := read(); mb.HighestModSeq != after.HighestModSeq || mb.UIDNext != after.UIDNext {
+		t.Fatalf("a move of nothing changed the mailbox: %+v", mb)
 	}
 }
 
