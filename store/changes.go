@@ -129,25 +129,26 @@ func (s *Store) ChangesSinceMany(ctx context.Context, qs []ChangeQuery) ([]*Chan
 // mailboxes row), or placeholders for a message's row.
 const (
 	changeMailboxColumns = `m.id, 0::bigint, 0, NULL::text[], m.highestmodseq, m.account_id, m.name, m.special_use,
-		m.uidvalidity, m.uidnext, m.noselect, m.messages, m.unseen, m.deleted, m.size`
-	changeNoMailbox = `0::bigint, '', '', 0::bigint, 0::bigint, false, 0::bigint, 0::bigint, 0::bigint, 0::bigint`
+		m.uidvalidity, m.uidnext, m.noselect, m.messages, m.unseen, m.deleted, m.size, m.first_recent_uid`
+	changeNoMailbox = `0::bigint, '', '', 0::bigint, 0::bigint, false, 0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint`
 )
 
 // scanChanges reads the rows of a changes query, calling fn with the
 // mailbox (kind 0) or the message (1: live, 2: expunged) of each.
 func scanChanges(rows pgx.Rows, fn func(mbID int64, kind int, mb *Mailbox, m MessageFlags)) error {
 	var (
-		kind, bits                          int
-		mbID, uid, ms, uidvalidity, uidnext int64
-		kw                                  []string
-		mb                                  Mailbox
+		kind, bits                                       int
+		mbID, uid, ms, uidvalidity, uidnext, firstRecent int64
+		kw                                               []string
+		mb                                               Mailbox
 	)
 	_, err := pgx.ForEachRow(rows, []any{&kind, &mbID, &uid, &bits, &kw, &ms, &mb.AccountID, &mb.Name, &mb.SpecialUse,
-		&uidvalidity, &uidnext, &mb.NoSelect, &mb.Messages, &mb.Unseen, &mb.Deleted, &mb.Size}, func() error {
+		&uidvalidity, &uidnext, &mb.NoSelect, &mb.Messages, &mb.Unseen, &mb.Deleted, &mb.Size, &firstRecent}, func() error {
 		switch kind {
 		case 0:
 			m := mb
 			m.ID, m.UIDValidity, m.UIDNext, m.HighestModSeq = mbID, uint32(uidvalidity), uint32(uidnext), uint64(ms)
+			m.FirstRecentUID = uint32(firstRecent)
 			fn(mbID, 0, &m, MessageFlags{})
 		case 1:
 			fn(mbID, 1, nil, MessageFlags{UID: uint32(uid), Flags: flagStrings(bits, kw), ModSeq: uint64(ms)})

@@ -33,6 +33,9 @@ type Mailbox struct {
 	Unseen        int64
 	Deleted       int64
 	Size          int64
+	// FirstRecentUID is the lowest UID no session has claimed as \Recent
+	// yet (see ClaimRecent; migration 0007).
+	FirstRecentUID uint32
 	// Keywords are the keywords ever set on a message of the mailbox
 	// (sorted; see migration 0004 and mergeKeywords), for SELECT's FLAGS
 	// and PERMANENTFLAGS. Only SelectMailboxByName reads them; elsewhere
@@ -43,14 +46,15 @@ type Mailbox struct {
 // mailboxColumns are what every reader of a mailbox row needs: LIST,
 // STATUS and the change feed read these, SELECT adds the keyword list.
 const mailboxColumns = `id, account_id, name, special_use, uidvalidity, uidnext, highestmodseq, noselect,
-	messages, unseen, deleted, size`
+	messages, unseen, deleted, size, first_recent_uid`
 
 func scanMailbox(r pgx.Row, extra ...any) (*Mailbox, error) {
 	var m Mailbox
-	var uidvalidity, uidnext, modseq int64
+	var uidvalidity, uidnext, modseq, firstRecent int64
 	err := r.Scan(append([]any{&m.ID, &m.AccountID, &m.Name, &m.SpecialUse, &uidvalidity, &uidnext, &modseq, &m.NoSelect,
-		&m.Messages, &m.Unseen, &m.Deleted, &m.Size}, extra...)...)
+		&m.Messages, &m.Unseen, &m.Deleted, &m.Size, &firstRecent}, extra...)...)
 	m.UIDValidity, m.UIDNext, m.HighestModSeq = uint32(uidvalidity), uint32(uidnext), uint64(modseq)
+	m.FirstRecentUID = uint32(firstRecent)
 	return &m, err
 }
 
@@ -111,6 +115,57 @@ func (s *Store) SelectMailboxByName(ctx context.Context, accountID int64, name s
 		snap.FirstUnseen = uint32(*unseen)
 	}
 	return snap, nil
+}
+
+// ClaimRecent claims for the calling session the messages of a mailbox
+// that no session has seen as \Recent (RFC 3501 §2.3.2), up to UID upTo:
+// if the mailbox's first unclaimed UID is at most upTo, it moves past upTo
+// and its old value is returned, and the session owns [first, upTo] as
+// recent; otherwise nothing is left to claim and first is 0. upTo is the
+// highest UID of the session's view (at SELECT, and again whenever the
+// view learns of new messages), so never a UID not yet assigned; one
+// above the mailbox's last UID is taken as that one, so that it cannot
+// claim messages yet to come. One statement under the mailbox row lock:
+// concurrent claims, from any process, never both get a UID. It fails
+// with ErrNotFound for a mailbox the account does not have.
+func (s *Store) ClaimRecent(ctx context.Context, accountID, mailboxID int64, upTo uint32) (first uint32, err error) {
+	// cur: the row's latest version, locked (FOR UPDATE waits for a
+	// concurrent claim and then reads what it committed).
+	var old int64
+	err = s.pool.QueryRow(ctx, `WITH cur AS MATERIALIZED (
+			SELECT id, first_recent_uid AS old, LEAST($3::bigint, uidnext - 1) AS up FROM mailboxes
+			WHERE id = $2 AND account_id = $1 FOR UPDATE
+		), claim AS (
+			UPDATE mailboxes m SET first_recent_uid = cur.up + 1 FROM cur
+			WHERE m.id = cur.id AND m.account_id = $1 AND cur.old <= cur.up
+			RETURNING cur.old
+		)
+		SELECT coalesce((SELECT old FROM claim), 0) FROM cur`, accountID, mailboxID, int64(upTo)).Scan(&old)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("claim recent: mailbox %d: %w", mailboxID, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("claim recent: %w", err)
+	}
+	return uint32(old), nil
+}
+
+// CountRecent returns how many live messages of the mailbox no session has
+// claimed as \Recent yet (STATUS RECENT): one range read of the mailbox's
+// primary key from its first unclaimed UID. It fails with ErrNotFound for
+// a mailbox the account does not have.
+func (s *Store) CountRecent(ctx context.Context, accountID, mailboxID int64) (int64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM mailbox_messages mm
+			WHERE mm.mailbox_id = m.id AND mm.account_id = $1 AND mm.uid >= m.first_recent_uid)
+		FROM mailboxes m WHERE m.id = $2 AND m.account_id = $1`, accountID, mailboxID).Scan(&n)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("count recent: mailbox %d: %w", mailboxID, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("count recent: %w", err)
+	}
+	return n, nil
 }
 
 // NormalizeMailboxName canonicalises a mailbox name: INBOX is
@@ -430,7 +485,9 @@ func cutLast(name string) (parent, leaf string, ok bool) {
 }
 
 // renameInbox moves every message of INBOX into a new mailbox, keeping
-// their flags and order; INBOX keeps its UIDVALIDITY and UIDNEXT.
+// their flags and order; INBOX keeps its UIDVALIDITY and UIDNEXT. The
+// moved messages are not \Recent in the new mailbox: sessions that had
+// INBOX selected saw them already, and no session has the new one.
 func renameInbox(ctx context.Context, tx pgx.Tx, accountID int64, inbox *Mailbox, newName string) error {
 	dst, err := createMailboxTx(ctx, tx, accountID, newName, "", true)
 	if err != nil {
@@ -439,7 +496,10 @@ func renameInbox(ctx context.Context, tx pgx.Tx, accountID int64, inbox *Mailbox
 	if _, err := tx.Exec(ctx, `SELECT 1 FROM mailboxes WHERE id = $1 AND account_id = $2 FOR UPDATE`, inbox.ID, accountID); err != nil {
 		return err
 	}
-	_, err = moveAll(ctx, tx, accountID, inbox.ID, dst.ID)
+	if _, err := moveAll(ctx, tx, accountID, inbox.ID, dst.ID); err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `UPDATE mailboxes SET first_recent_uid = uidnext WHERE id = $1 AND account_id = $2`, dst.ID, accountID)
 	return err
 }
 
