@@ -13,7 +13,29 @@ import (
 )
 
 // ThrottlePolicy bounds failed logins. Counts come from auth_events, so all
-// processes sharing the database enforce one policy.
+// processes sharing the database enforce one policy. Within Window:
+//
+//   - Delay. An attempt waits 100 ms << (n - FreeFailures), at most
+//     MaxDelay, where n counts the failures of its user name from its IP
+//     and, unless it carries a valid app password, its account's failures
+//     from anywhere (which protects the main password against guesses
+//     spread over many addresses). Other users behind the same address (a
+//     household, an office) do not wait for one device that keeps failing.
+//   - IP refusal. From an IP with IPLimit failures, every attempt is
+//     refused with ErrThrottled: guessing at many accounts from one
+//     address. Refused attempts count too, so a guesser who keeps going
+//     stays refused; but each user name's refusals count once, and not at
+//     all when they carried a valid app password, so the legitimate users
+//     behind that address cannot keep it locked by retrying: the count
+//     falls below the limit one Window after the guessing stops.
+//   - Account refusal. An account with AccountLimit failures refuses every
+//     attempt except with a valid app password (unguessable, so guessing
+//     at an address never locks its owner's devices out). Refused attempts
+//     do not count here, so the lock ends one Window after the last real
+//     guess and cannot be extended by the owner's own retries from another
+//     address; a guesser gets at most AccountLimit guesses per Window.
+//
+// A refusal is immediate (no delay, no password hashed).
 type ThrottlePolicy struct {
 	// Window is how far back failures count (default 15 minutes).
 	Window time.Duration
@@ -22,8 +44,13 @@ type ThrottlePolicy struct {
 	// MaxDelay caps the growing delay after FreeFailures (default 5s).
 	MaxDelay time.Duration
 	// IPLimit and AccountLimit are the failure counts in Window after which
-	// every attempt is refused with ErrThrottled (defaults 30 and 15).
+	// attempts from the IP, or on the account, are refused with
+	// ErrThrottled (defaults 30 and 15; see above for what counts).
 	IPLimit, AccountLimit int
+
+	// wait, if set, is called with a delay instead of sleeping it: tests
+	// check which attempts are delayed without timing them.
+	wait func(time.Duration)
 }
 
 func (p ThrottlePolicy) withDefaults() ThrottlePolicy {
@@ -191,15 +218,15 @@ const (
 const maxUsername = 320
 
 // Authenticate checks credentials, records the attempt in the activity log
-// and applies throttling (see ThrottlePolicy): after a few failures from
-// one IP or for one account, attempts are slowed, then refused with
-// ErrThrottled. A correct app password is refused only for its IP's
-// failures, never for the account's, so that an attacker guessing at an
-// address cannot lock its owner's devices out (app passwords are
-// unguessable; the account limit protects the main password). Every failure
-// returns ErrAuthFailed whatever its cause, so the wire never says whether
-// a user exists or why a password was refused; the activity log records the
-// reason.
+// and applies throttling (see ThrottlePolicy): after a few failures of a
+// user name from one IP, or on one account, attempts are slowed; after
+// many from one IP, or on one account, refused with ErrThrottled. A
+// correct app password is refused only for its IP's failures, never for
+// the account's, so that an attacker guessing at an address cannot lock
+// its owner's devices out (app passwords are unguessable; the account
+// limit protects the main password). Every failure returns ErrAuthFailed
+// whatever its cause, so the wire never says whether a user exists or why
+// a password was refused; the activity log records the reason.
 func (s *Store) Authenticate(ctx context.Context, c Credentials) (*Login, error) {
 	username := strings.ToLower(strings.TrimSpace(c.Username))
 	if len(username) > maxUsername {
@@ -207,27 +234,30 @@ func (s *Store) Authenticate(ctx context.Context, c Credentials) (*Login, error)
 	}
 	pol := s.opts.Throttle
 	var (
-		accountID, appID        *int64
-		address, hash           *string
-		requireApp, disabled    *bool
-		revoked                 *bool
-		ipFailures, accFailures int
+		accountID, appID                   *int64
+		address, hash                      *string
+		requireApp, disabled               *bool
+		revoked                            *bool
+		ipCount, pairFailures, accFailures int
 	)
 	// One round trip: the account, the app password matching the secret
-	// (if any) and both failure counts. Throttled attempts do not count,
-	// or a lockout would extend itself.
+	// (if any) and the counts of ThrottlePolicy: the IP's (failures, plus
+	// refusals once per user name unless a valid app password was
+	// refused), the user name's from this IP, and the account's. Refused
+	// attempts are those with reason 'throttled'.
 	err := s.pool.QueryRow(ctx, `SELECT a.id, a.address, a.password_hash, a.require_app_passwords, a.disabled,
-			p.id, p.revoked_at IS NOT NULL,
-			(SELECT count(*) FROM auth_events WHERE remote_ip = $2 AND NOT success AND reason <> 'throttled'
-				AND at > now() - $3::interval),
+			p.id, p.revoked_at IS NOT NULL, f.ip, f.pair,
 			(SELECT count(*) FROM auth_events e WHERE e.account_id = a.id AND NOT success AND reason <> 'throttled'
 				AND at > now() - $3::interval)
-		FROM (SELECT 1) one
+		FROM (SELECT count(*) FILTER (WHERE reason <> 'throttled')
+				+ count(DISTINCT username) FILTER (WHERE reason = 'throttled' AND app_password_id IS NULL) AS ip,
+				count(*) FILTER (WHERE username = $1 AND reason <> 'throttled') AS pair
+			FROM auth_events WHERE remote_ip = $2 AND NOT success AND at > now() - $3::interval) f
 		LEFT JOIN accounts a ON a.address = $1
 		LEFT JOIN LATERAL (SELECT id, revoked_at FROM app_passwords
 			WHERE account_id = a.id AND hash = $4 ORDER BY revoked_at NULLS FIRST LIMIT 1) p ON true`,
 		username, c.RemoteIP, pol.Window, hashAppSecret(c.Password)).
-		Scan(&accountID, &address, &hash, &requireApp, &disabled, &appID, &revoked, &ipFailures, &accFailures)
+		Scan(&accountID, &address, &hash, &requireApp, &disabled, &appID, &revoked, &ipCount, &pairFailures, &accFailures)
 	if err != nil {
 		return nil, fmt.Errorf("authenticate: %w", err)
 	}
@@ -238,19 +268,32 @@ func (s *Store) Authenticate(ctx context.Context, c Credentials) (*Login, error)
 		}
 		return nil, ErrAuthFailed
 	}
-	if ipFailures >= pol.IPLimit {
+	validApp := accountID != nil && !*disabled && appID != nil && !*revoked
+	if ipCount >= pol.IPLimit {
+		// A valid app password is recorded as such: that refusal is not
+		// a guess and does not count toward the IP's.
+		if validApp {
+			return fail(ReasonThrottled, appID)
+		}
 		return fail(ReasonThrottled, nil)
 	}
-	validApp := accountID != nil && !*disabled && appID != nil && !*revoked
 	if !validApp && accFailures >= pol.AccountLimit {
 		return fail(ReasonThrottled, nil)
 	}
-	if n := max(ipFailures, accFailures) - pol.FreeFailures; n >= 0 {
+	slow := pairFailures
+	if !validApp {
+		slow = max(slow, accFailures)
+	}
+	if n := slow - pol.FreeFailures; n >= 0 {
 		delay := min(100*time.Millisecond<<min(n, 10), pol.MaxDelay)
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		if pol.wait != nil {
+			pol.wait(delay)
+		} else {
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
 		}
 	}
 	// The main password can only succeed where policy allows it. Where it
@@ -258,9 +301,11 @@ func (s *Store) Authenticate(ctx context.Context, c Credentials) (*Login, error)
 	// recent failures, so that the activity log can tell an owner whose
 	// device sends the main password from a wrong guess; past that, it is
 	// not even hashed, which keeps a stream of failed logins cheap
-	// (argon2id costs tens of milliseconds and 19 MiB).
+	// (argon2id costs tens of milliseconds and 19 MiB). The address's
+	// count, not the user name's, decides: a guesser trying many names
+	// from one address must not cost a hash each.
 	mainAllowed := c.Protocol == ProtocolManage || (s.opts.AllowMainPassword && (requireApp == nil || !*requireApp))
-	checkMain := mainAllowed || max(ipFailures, accFailures) < pol.FreeFailures
+	checkMain := mainAllowed || max(ipCount, accFailures) < pol.FreeFailures
 	switch {
 	case accountID == nil:
 		if checkMain {
