@@ -8,6 +8,8 @@ import (
 	"math/big"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -89,6 +91,10 @@ type AppPassword struct {
 	CreatedAt  time.Time
 	LastUsedAt *time.Time
 	LastUsedIP string
+	// LastClient is what the last client to identify itself (IMAP ID)
+	// with this password called itself; empty if none has. A login
+	// without an ID (SMTP has none) keeps it.
+	LastClient string
 	RevokedAt  *time.Time
 }
 
@@ -146,7 +152,7 @@ func (s *Store) CreateAppPassword(ctx context.Context, accountID int64, label st
 
 // AppPasswords lists the account's app passwords, revoked ones included.
 func (s *Store) AppPasswords(ctx context.Context, accountID int64) ([]AppPassword, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, label, created_at, last_used_at, coalesce(last_used_ip, ''), revoked_at
+	rows, err := s.pool.Query(ctx, `SELECT id, label, created_at, last_used_at, coalesce(last_used_ip, ''), coalesce(last_client, ''), revoked_at
 		FROM app_passwords WHERE account_id = $1 ORDER BY id`, accountID)
 	if err != nil {
 		return nil, fmt.Errorf("list app passwords: %w", err)
@@ -173,6 +179,10 @@ type Credentials struct {
 	Username, Password string
 	Protocol           string // ProtocolIMAP, ProtocolSMTP or ProtocolManage
 	RemoteIP           string
+	// Client is the client's description of itself (IMAP ID, RFC 2971),
+	// e.g. "iPhone Mail 18.2 (iOS 18.2)"; empty if unknown. It is
+	// recorded without control characters, cut to 200 bytes.
+	Client string
 }
 
 // Login is a successful authentication.
@@ -180,6 +190,9 @@ type Login struct {
 	AccountID     int64
 	Address       string
 	AppPasswordID int64 // 0 when the main password was used
+	// EventID is the id of the login's activity log entry, for
+	// SetLoginClient.
+	EventID int64
 }
 
 // AuthEvent is one recorded login attempt: the account activity log.
@@ -191,6 +204,7 @@ type AuthEvent struct {
 	AppPassword string // label of the app password used, if any
 	Success     bool
 	Reason      string
+	Client      string // the client's description of itself, if it gave one
 }
 
 // Reasons recorded in AuthEvent.Reason for failed attempts. On the wire
@@ -217,6 +231,39 @@ const (
 // longest valid address is 320 bytes, anything longer is noise.
 const maxUsername = 320
 
+// maxClient bounds a client's description of itself in the activity log:
+// an IMAP ID may send 30 fields of 1,024 bytes; a name and a version fit
+// in far less.
+const maxClient = 200
+
+// cutUTF8 returns s as valid UTF-8 (PostgreSQL refuses anything else in
+// text) of at most n bytes, cut at a character boundary.
+func cutUTF8(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// cleanClient makes a client's description of itself fit to record and to
+// show in a table: no control characters (line breaks, tabs, escapes),
+// line separators or bidirectional controls (which could make a terminal
+// show other text than was sent), no surrounding spaces, at most maxClient
+// bytes.
+func cleanClient(client string) string {
+	client = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || unicode.In(r, unicode.Bidi_Control, unicode.Zl, unicode.Zp) {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(client, "\uFFFD"))
+	return strings.TrimSpace(cutUTF8(client, maxClient))
+}
+
 // Authenticate checks credentials, records the attempt in the activity log
 // and applies throttling (see ThrottlePolicy): after a few failures of a
 // user name from one IP, or on one account, attempts are slowed; after
@@ -228,10 +275,8 @@ const maxUsername = 320
 // whatever its cause, so the wire never says whether a user exists or why
 // a password was refused; the activity log records the reason.
 func (s *Store) Authenticate(ctx context.Context, c Credentials) (*Login, error) {
-	username := strings.ToLower(strings.TrimSpace(c.Username))
-	if len(username) > maxUsername {
-		username = username[:maxUsername]
-	}
+	username := cutUTF8(strings.ToLower(strings.TrimSpace(c.Username)), maxUsername)
+	client := cleanClient(c.Client)
 	pol := s.opts.Throttle
 	var (
 		accountID, appID                   *int64
@@ -262,7 +307,7 @@ func (s *Store) Authenticate(ctx context.Context, c Credentials) (*Login, error)
 		return nil, fmt.Errorf("authenticate: %w", err)
 	}
 	fail := func(reason string, appID *int64) (*Login, error) {
-		s.recordAuth(ctx, accountID, username, c, appID, false, reason)
+		s.recordAuth(ctx, accountID, username, c.Protocol, c.RemoteIP, client, appID, false, reason) //nolint:errcheck // logged; it fails anyway
 		if reason == ReasonThrottled {
 			return nil, ErrThrottled
 		}
@@ -319,12 +364,11 @@ func (s *Store) Authenticate(ctx context.Context, c Credentials) (*Login, error)
 	case appID != nil && *revoked:
 		return fail(ReasonRevoked, appID)
 	case validApp:
-		s.recordAuth(ctx, accountID, username, c, appID, true, "")
-		if _, err := s.pool.Exec(ctx, `UPDATE app_passwords SET last_used_at = now(), last_used_ip = $2
-			WHERE id = $1 AND account_id = $3`, *appID, c.RemoteIP, *accountID); err != nil {
+		id, err := s.recordAuth(ctx, accountID, username, c.Protocol, c.RemoteIP, client, appID, true, "")
+		if err != nil {
 			return nil, fmt.Errorf("authenticate: %w", err)
 		}
-		return &Login{AccountID: *accountID, Address: *address, AppPasswordID: *appID}, nil
+		return &Login{AccountID: *accountID, Address: *address, AppPasswordID: *appID, EventID: id}, nil
 	case !checkMain:
 		return fail(ReasonNotAppPassword, nil)
 	}
@@ -334,8 +378,11 @@ func (s *Store) Authenticate(ctx context.Context, c Credentials) (*Login, error)
 	if !mainAllowed {
 		return fail(ReasonMainRefused, nil)
 	}
-	s.recordAuth(ctx, accountID, username, c, nil, true, "main password")
-	return &Login{AccountID: *accountID, Address: *address}, nil
+	id, err := s.recordAuth(ctx, accountID, username, c.Protocol, c.RemoteIP, client, nil, true, "main password")
+	if err != nil {
+		return nil, fmt.Errorf("authenticate: %w", err)
+	}
+	return &Login{AccountID: *accountID, Address: *address, EventID: id}, nil
 }
 
 // checkPassword verifies a main password, at most GOMAXPROCS at a time:
@@ -354,16 +401,47 @@ func (s *Store) checkPassword(ctx context.Context, hash, password string) bool {
 // when the user does not exist.
 const dummyHash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$2w0zsv/Dq2bz1xOdh5Wg5i3ZpKWYqfBG3ujn5+2Kzp0"
 
-func (s *Store) recordAuth(ctx context.Context, accountID *int64, username string, c Credentials, appID *int64, ok bool, reason string) {
+// recordAuth writes a login attempt to the activity log and returns the
+// id of its entry. For a successful login with an app password the same
+// statement records the use on the app password (when, where from, and
+// the client if it gave one). An error is logged as well as returned.
+func (s *Store) recordAuth(ctx context.Context, accountID *int64, username, protocol, remoteIP, client string, appID *int64, ok bool, reason string) (int64, error) {
 	if s.opts.OnLogin != nil {
-		s.opts.OnLogin(c.Protocol, ok)
+		s.opts.OnLogin(protocol, ok)
 	}
 	// Recording must not be skipped because the client went away.
 	ctx = context.WithoutCancel(ctx)
-	if _, err := s.pool.Exec(ctx, `INSERT INTO auth_events (account_id, username, protocol, remote_ip, app_password_id, success, reason)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`, accountID, username, c.Protocol, c.RemoteIP, appID, ok, reason); err != nil {
+	var id int64
+	err := s.pool.QueryRow(ctx, `WITH ev AS (
+			INSERT INTO auth_events (account_id, username, protocol, remote_ip, app_password_id, success, reason, client)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id
+		), used AS (
+			UPDATE app_passwords SET last_used_at = now(), last_used_ip = $4, last_client = coalesce(nullif($8, ''), last_client)
+			WHERE $6 AND id = $5 AND account_id = $1
+		)
+		SELECT id FROM ev`, accountID, username, protocol, remoteIP, appID, ok, reason, client).Scan(&id)
+	if err != nil {
 		s.log.Error("record login attempt", "err", err)
+		return 0, fmt.Errorf("record login attempt: %w", err)
 	}
+	return id, nil
+}
+
+// SetLoginClient records the client's description of itself (IMAP ID, RFC
+// 2971) sent after the login: on the login's activity log entry and, for an
+// app password login, as the app password's LastClient. One statement,
+// scoped by the login's account. An entry pruned meanwhile is not an
+// error; the app password is still updated.
+func (s *Store) SetLoginClient(ctx context.Context, l *Login, client string) error {
+	_, err := s.pool.Exec(ctx, `WITH ev AS (
+			UPDATE auth_events SET client = $3 WHERE id = $1 AND account_id = $2
+		)
+		UPDATE app_passwords SET last_client = coalesce(nullif($3, ''), last_client) WHERE id = $4 AND account_id = $2`,
+		l.EventID, l.AccountID, cleanClient(client), l.AppPasswordID)
+	if err != nil {
+		return fmt.Errorf("set login client: %w", err)
+	}
+	return nil
 }
 
 // CheckSession reports whether a login is still valid: the account exists
@@ -401,7 +479,7 @@ const sessionGoneCode = "MS001"
 
 // AuthEvents returns the account's most recent login attempts, newest first.
 func (s *Store) AuthEvents(ctx context.Context, accountID int64, limit int) ([]AuthEvent, error) {
-	rows, err := s.pool.Query(ctx, `SELECT e.at, e.username, e.protocol, e.remote_ip, coalesce(p.label, ''), e.success, e.reason
+	rows, err := s.pool.Query(ctx, `SELECT e.at, e.username, e.protocol, e.remote_ip, coalesce(p.label, ''), e.success, e.reason, e.client
 		FROM auth_events e LEFT JOIN app_passwords p ON p.id = e.app_password_id
 		WHERE e.account_id = $1 ORDER BY e.at DESC, e.id DESC LIMIT $2`, accountID, limit)
 	if err != nil {
@@ -414,7 +492,7 @@ func (s *Store) AuthEvents(ctx context.Context, accountID int64, limit int) ([]A
 // one remote IP, newest first, on any user name: attempts on addresses
 // without an account (guessing) are recorded too, with no account.
 func (s *Store) FailedAuthEventsFrom(ctx context.Context, remoteIP string, limit int) ([]AuthEvent, error) {
-	rows, err := s.pool.Query(ctx, `SELECT e.at, e.username, e.protocol, e.remote_ip, coalesce(p.label, ''), e.success, e.reason
+	rows, err := s.pool.Query(ctx, `SELECT e.at, e.username, e.protocol, e.remote_ip, coalesce(p.label, ''), e.success, e.reason, e.client
 		FROM auth_events e LEFT JOIN app_passwords p ON p.id = e.app_password_id AND p.account_id = e.account_id
 		WHERE e.remote_ip = $1 AND NOT e.success ORDER BY e.at DESC, e.id DESC LIMIT $2`, remoteIP, limit)
 	if err != nil {

@@ -143,3 +143,95 @@ func TestThrottlePolicy(t *testing.T) {
 	}
 }
 
+// TestLoginClient: the client's description of itself (IMAP ID) reaches
+// the activity log and the app password, given with the login or after
+// it, cleaned of control characters and cut to 200 bytes; a login without
+// one (SMTP) keeps the app password's last client; SetLoginClient is
+// scoped by the login's account.
+func TestLoginClient(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	secret, _, err := f.st.CreateAppPassword(ctx, f.a.ID, "phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	login := func(pw, proto, client string) (*store.Login, error) {
+		return f.st.Authenticate(ctx, store.Credentials{Username: "alice@example.org", Password: pw, Protocol: proto,
+			RemoteIP: "192.0.2.1", Client: client})
+	}
+	newest := func() store.AuthEvent {
+		t.Helper()
+		evs, err := f.st.AuthEvents(ctx, f.a.ID, 1)
+		if err != nil || len(evs) != 1 {
+			t.Fatalf("activity: %v %v", evs, err)
+		}
+		return evs[0]
+	}
+	lastClient := func() string {
+		t.Helper()
+		aps, err := f.st.AppPasswords(ctx, f.a.ID)
+		if err != nil || len(aps) != 1 {
+			t.Fatalf("app passwords: %v %v", aps, err)
+		}
+		return aps[0].LastClient
+	}
+	long := strings.Repeat("é", 150) // 300 bytes
+	tests := []struct {
+		name, pw, proto, client string
+		after                   string // SetLoginClient after the login, if not ""
+		wantOK                  bool
+		wantEvent, wantLast     string
+	}{
+		{"app password with ID before login", secret, store.ProtocolIMAP, "iPhone Mail 18.2 (iOS 18.2)", "", true,
+			"iPhone Mail 18.2 (iOS 18.2)", "iPhone Mail 18.2 (iOS 18.2)"},
+		{"SMTP: no client, the last one is kept", secret, store.ProtocolSMTP, "", "", true, "", "iPhone Mail 18.2 (iOS 18.2)"},
+		{"ID after login", secret, store.ProtocolIMAP, "", "Thunderbird 128.5", true, "Thunderbird 128.5", "Thunderbird 128.5"},
+		{"control characters, bidirectional controls and bad UTF-8 go", secret, store.ProtocolIMAP,
+			" Evil\r\n* OK\tmail\x1b[31m\u202e\xff ", "", true, "Evil* OKmail[31m\ufffd", "Evil* OKmail[31m\ufffd"},
+		{"cut to 200 bytes at a character boundary", secret, store.ProtocolIMAP, "x" + long, "", true,
+			"x" + long[:198], "x" + long[:198]},
+		{"a failed login records its client", "wrong", store.ProtocolIMAP, "Outlook 16", "", false, "Outlook 16", "x" + long[:198]},
+		{"main password: the event only", "alice-main-pw", store.ProtocolManage, "", "mailstack-cli", true, "mailstack-cli", "x" + long[:198]},
+	}
+	for _, tt := range tests {
+		l, err := login(tt.pw, tt.proto, tt.client)
+		if (err == nil) != tt.wantOK {
+			t.Fatalf("%s: login: %v", tt.name, err)
+		}
+		if err == nil {
+			if l.EventID == 0 {
+				t.Fatalf("%s: login without an event id: %+v", tt.name, l)
+			}
+			if tt.after != "" {
+				if err := f.st.SetLoginClient(ctx, l, tt.after); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if ev := newest(); ev.Client != tt.wantEvent || ev.Success != tt.wantOK {
+			t.Errorf("%s: event %+v, want client %q", tt.name, ev, tt.wantEvent)
+		}
+		if got := lastClient(); got != tt.wantLast {
+			t.Errorf("%s: app password's last client %q, want %q", tt.name, got, tt.wantLast)
+		}
+	}
+
+	// Another account's id reaches neither Alice's event nor her app
+	// password.
+	l, err := login(secret, store.ProtocolIMAP, "Mail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := *l
+	other.AccountID = f.b.ID
+	if err := f.st.SetLoginClient(ctx, &other, "Forged"); err != nil {
+		t.Fatal(err)
+	}
+	if ev, last := newest(), lastClient(); ev.Client != "Mail" || last != "Mail" {
+		t.Fatalf("SetLoginClient with another account changed %q / %q", ev.Client, last)
+	}
+	evs, err := f.st.FailedAuthEventsFrom(ctx, "192.0.2.1", 1)
+	if err != nil || len(evs) != 1 || evs[0].Client != "Outlook 16" {
+		t.Fatalf("failed attempts from the IP: %+v %v", evs, err)
+	}
+}
