@@ -374,7 +374,7 @@ func (c *cli) appPassword(ctx context.Context, args []string) error {
 				return err
 			}
 			tw := a.table()
-			fmt.Fprintln(tw, "ID\tLABEL\tCREATED\tLAST USED\tFROM\tSTATE")
+			fmt.Fprintln(tw, "ID\tLABEL\tCREATED\tLAST USED\tFROM\tCLIENT\tSTATE")
 			for _, ap := range aps {
 				state, last := "active", "never"
 				if ap.RevokedAt != nil {
@@ -383,7 +383,8 @@ func (c *cli) appPassword(ctx context.Context, args []string) error {
 				if ap.LastUsedAt != nil {
 					last = ap.LastUsedAt.Format(time.DateTime)
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", ap.ID, ap.Label, ap.CreatedAt.Format(time.DateOnly), last, ap.LastUsedIP, state)
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", ap.ID, ap.Label, ap.CreatedAt.Format(time.DateOnly), last,
+					orDash(ap.LastUsedIP), orDash(ap.LastClient), state)
 			}
 			return tw.Flush()
 		default:
@@ -420,19 +421,24 @@ func (c *cli) activity(ctx context.Context, args []string) error {
 }
 
 func printActivity(tw *tabwriter.Writer, evs []store.AuthEvent) error {
-	fmt.Fprintln(tw, "WHEN\tPROTOCOL\tAPP\tIP\tRESULT")
+	fmt.Fprintln(tw, "WHEN\tPROTOCOL\tAPP\tIP\tCLIENT\tRESULT")
 	for _, e := range evs {
-		app := e.AppPassword
-		if app == "" {
-			app = "-"
-		}
 		result := "ok"
 		if !e.Success {
 			result = "failed: " + e.Reason
 		} else if e.Reason != "" {
 			result = "ok (" + e.Reason + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.At.Local().Format(time.DateTime), e.Protocol, app, e.RemoteIP, result)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.At.Local().Format(time.DateTime), e.Protocol, orDash(e.AppPassword), e.RemoteIP,
+			orDash(e.Client), result)
 	}
 	return tw.Flush()
+}
+
+// orDash is s, or "-" for an empty table cell.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

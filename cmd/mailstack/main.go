@@ -59,7 +59,7 @@ App passwords (what phones and mail programs log in with):
   app-password list ADDRESS
   app-password revoke ADDRESS ID
 
-  activity ADDRESS              recent logins: when, protocol, app, IP, result
+  activity ADDRESS              recent logins: when, protocol, app, IP, client, result
 
 Outbound queue (mail to other servers not yet delivered):
   queue list

@@ -121,7 +121,7 @@ func TestAdminCommands(t *testing.T) {
 				}
 				defer st.Close()
 				if _, err := st.Authenticate(context.Background(), store.Credentials{Username: "alice@example.org", Password: firstAppPassword,
-					Protocol: store.ProtocolIMAP, RemoteIP: "192.0.2.7"}); err != nil {
+					Protocol: store.ProtocolIMAP, RemoteIP: "192.0.2.7", Client: "iPhone Mail 18.2 (iOS 18.2)"}); err != nil {
 					t.Fatalf("login with the first app password: %v", err)
 				}
 				if _, err := st.Authenticate(context.Background(), store.Credentials{Username: "alice@example.org", Password: "guess",
@@ -129,9 +129,13 @@ func TestAdminCommands(t *testing.T) {
 					t.Fatal("a wrong password logged in")
 				}
 			},
-			want: `(?m)^WHEN\s+PROTOCOL\s+APP\s+IP\s+RESULT\n` +
-				`\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+smtp\s+-\s+192\.0\.2\.8\s+failed: wrong password\n` +
-				`\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+imap\s+first device\s+192\.0\.2\.7\s+ok\n`},
+			want: `(?m)^WHEN\s+PROTOCOL\s+APP\s+IP\s+CLIENT\s+RESULT\n` +
+				`\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+smtp\s+-\s+192\.0\.2\.8\s+-\s+failed: wrong password\n` +
+				`\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+imap\s+first device\s+192\.0\.2\.7\s+iPhone Mail 18\.2 \(iOS 18\.2\)\s+ok\n`},
+		{args: []string{"app-password", "list", db, "alice@example.org"},
+			want: `(?m)^ID\s+LABEL\s+CREATED\s+LAST USED\s+FROM\s+CLIENT\s+STATE\n` +
+				`1\s+first device\s+\d{4}-\d\d-\d\d\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+192\.0\.2\.7\s+iPhone Mail 18\.2 \(iOS 18\.2\)\s+active\n` +
+				`2\s+iPhone\s+\d{4}-\d\d-\d\d\s+never\s+-\s+-\s+revoked \d{4}-\d\d-\d\d\n`},
 		{args: []string{"activity", db, "ghost@example.org"}, wantErr: true, want: `^No account ghost@example\.org exists\.$`},
 		{stdin: "new-main\n", args: []string{"user", "passwd", db, "alice@example.org"}, want: `changed`},
 		{stdin: "new-main\n", args: []string{"user", "passwd", db, "ghost@example.org"}, wantErr: true, want: `^No account ghost@example\.org exists\.$`},
