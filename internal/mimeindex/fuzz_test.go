@@ -56,6 +56,7 @@ func FuzzIndex(f *testing.F) {
 			checkAddresses(t, l)
 			FormatAddressList(l)
 		}
+		m.Envelope.Decoded()
 		if _, err := json.Marshal(m); err != nil {
 			t.Fatal(err)
 		}

@@ -104,8 +104,8 @@ type Part struct {
 
 // Envelope holds the envelope header fields of a message as they appear:
 // unfolded (line breaks of folded lines removed) and surrounding white space
-// trimmed, but not MIME-decoded. A missing field is empty. Use IMAP to get
-// the decoded form IMAP clients expect.
+// trimmed, but not MIME-decoded. A missing field is empty. Decoded gives
+// the envelope as IMAP's ENVELOPE sends it, IMAP the go-imap form.
 type Envelope struct {
 	Date      string    `json:"date,omitempty"`
 	Subject   string    `json:"subj,omitempty"`
