@@ -275,6 +275,38 @@ body
 	}
 }
 
+// TestRepeatedEnvelopeFields checks against Dovecot 2.3.19 that repeated
+// address fields add up and that of other fields the last one counts.
+func TestRepeatedEnvelopeFields(t *testing.T) {
+	m := mustIndex(t, toCRLF(`Message-ID: <m1@x>
+In-Reply-To: <r1@x>
+From: a@b
+To: g: x@y;
+Subject: one
+Message-ID: <m2@x>
+In-Reply-To: <r2@x>
+From: "C" <c@d>
+To: z@w
+Sender: s@t
+Sender: u@v
+Subject: two
+
+body
+`))
+	from := []DecodedAddress{a("", "", "a", "b"), a("C", "", "c", "d")}
+	want := DecodedEnvelope{
+		Subject:   "two",
+		From:      from,
+		Sender:    []DecodedAddress{a("", "", "s", "t"), a("", "", "u", "v")},
+		ReplyTo:   from,
+		To:        []DecodedAddress{gs("g"), a("", "", "x", "y"), ge, a("", "", "z", "w")},
+		InReplyTo: "<r2@x>", MessageID: "<m2@x>",
+	}
+	if got := m.Envelope.Decoded(); !reflect.DeepEqual(got, want) {
+		t.Errorf("Decoded() =\n  %+v\nwant\n  %+v", got, want)
+	}
+}
+
 func TestForHumans(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"", ""},

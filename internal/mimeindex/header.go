@@ -23,6 +23,11 @@ func trimWSP(b []byte) []byte {
 	return bytes.Trim(b, " \t")
 }
 
+// fieldIs reports whether the field name key is name, ignoring ASCII case.
+func fieldIs(key []byte, name string) bool {
+	return len(key) == len(name) && equalFoldASCII(key, name)
+}
+
 func equalFoldASCII(b []byte, s string) bool {
 	for i := 0; i < len(b); i++ {
 		c, d := b[i], s[i]
@@ -343,22 +348,31 @@ func decodeWords(s string) string {
 	return clean(d)
 }
 
-// envelope extracts the envelope fields from ix.fields.
+// envelope extracts the envelope fields from ix.fields. As in Dovecot, a
+// repeated address field adds its addresses to the list (so that no copy
+// can hide from a check or a search) and of other repeated fields the
+// last one counts.
 func (ix *indexer) envelope() *Envelope {
 	e := &Envelope{}
-	e.Date, _ = ix.get("date")
-	e.Subject, _ = ix.get("subject")
-	e.InReplyTo, _ = ix.get("in-reply-to")
-	e.MessageID, _ = ix.get("message-id")
-	addrs := func(key string) []Address {
-		v, _ := ix.get(key)
-		return parseAddressList(v)
+	strs := [...]struct {
+		name string
+		dst  *string
+	}{{"date", &e.Date}, {"subject", &e.Subject}, {"in-reply-to", &e.InReplyTo}, {"message-id", &e.MessageID}}
+	lists := [...]struct {
+		name string
+		dst  *[]Address
+	}{{"from", &e.From}, {"sender", &e.Sender}, {"reply-to", &e.ReplyTo}, {"to", &e.To}, {"cc", &e.Cc}, {"bcc", &e.Bcc}}
+	for _, f := range ix.fields {
+		for _, s := range strs {
+			if fieldIs(f.key, s.name) {
+				*s.dst = unfold(f.val)
+			}
+		}
+		for _, l := range lists {
+			if fieldIs(f.key, l.name) && len(*l.dst) < maxAddresses {
+				*l.dst = append(*l.dst, parseAddressList(unfold(f.val))...)
+			}
+		}
 	}
-	e.From = addrs("from")
-	e.Sender = addrs("sender")
-	e.ReplyTo = addrs("reply-to")
-	e.To = addrs("to")
-	e.Cc = addrs("cc")
-	e.Bcc = addrs("bcc")
 	return e
 }

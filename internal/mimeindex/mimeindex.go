@@ -478,7 +478,7 @@ func (ix *indexer) splitFields() {
 // get returns the unfolded value of the first field named key.
 func (ix *indexer) get(key string) (string, bool) {
 	for _, f := range ix.fields {
-		if len(f.key) == len(key) && equalFoldASCII(f.key, key) {
+		if fieldIs(f.key, key) {
 			return unfold(f.val), true
 		}
 	}
