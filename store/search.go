@@ -32,8 +32,8 @@ import (
 // INTERNALDATE instead (as Dovecot does). Only the year, month and day of
 // the given times are used.
 //
-// String matches (Header, Body, Text) are case-insensitive substring
-// matches of UTF-8 strings.
+// String matches (Header, RawHeader, Body, Text) are case-insensitive
+// substring matches of UTF-8 strings.
 type SearchCriteria struct {
 	// UIDs restricts the result to UIDs in every one of these sets (each
 	// set is a union of ranges; an empty set matches nothing). A Stop of 0
@@ -52,7 +52,16 @@ type SearchCriteria struct {
 
 	// Header matches unfolded, RFC 2047-decoded values of top-level
 	// header fields; an empty Value matches any message having the field.
+	// The From, To, Cc and Bcc fields are matched as IMAP's FROM, TO, CC
+	// and BCC keys are in Dovecot: against their address list parsed and
+	// written in a normalized form (mimeindex.FormatAddressList), so that
+	// "user@host" finds "<user (comment) @ host>" and "Name" finds
+	// "user@host (Name)".
 	Header []HeaderMatch
+	// RawHeader is Header without the address normalization, for IMAP's
+	// HEADER key, which Dovecot matches against the value as written
+	// whatever the field.
+	RawHeader []HeaderMatch
 	// Body matches the decoded text of text/* parts (transfer encoding
 	// and charset decoded); Text matches the header as well.
 	Body, Text []string
@@ -63,7 +72,8 @@ type SearchCriteria struct {
 	ModSeq uint64 // MODSEQ >= ModSeq (0: unset)
 }
 
-// HeaderMatch is a HEADER search key.
+// HeaderMatch is a search key naming a header field: HEADER, or FROM, TO,
+// CC, BCC, SUBJECT with their field name as Key.
 type HeaderMatch struct {
 	Key, Value string
 }
@@ -153,7 +163,7 @@ func hasContent(c *SearchCriteria) bool {
 
 func ownContent(c *SearchCriteria) bool {
 	return !c.SentSince.IsZero() || !c.SentBefore.IsZero() || !c.SentOn.IsZero() ||
-		len(c.Header) > 0 || len(c.Body) > 0 || len(c.Text) > 0
+		len(c.Header) > 0 || len(c.RawHeader) > 0 || len(c.Body) > 0 || len(c.Text) > 0
 }
 
 // sqlMode says how conds treats content predicates, which SQL cannot
@@ -299,8 +309,8 @@ type searchPlan struct {
 	col               int
 	sentSince, sentOn int // civil dates as yyyymmdd; 0: unset
 	sentBefore        int
-	header            []HeaderMatch // lowered
-	body, text        []string      // lowered
+	header            []headerNeedle
+	body, text        []string // lowered
 	not               []*searchPlan
 	or                [][2]*searchPlan
 }
@@ -358,9 +368,13 @@ func (p *planner) plan(c *SearchCriteria) *searchPlan {
 	if sp.sentSince != 0 || sp.sentBefore != 0 || sp.sentOn != 0 {
 		p.needSentDate = true
 	}
-	for _, h := range c.Header {
-		sp.header = append(sp.header, HeaderMatch{Key: strings.ToLower(h.Key), Value: foldString(h.Value)})
-		p.needHeader = true
+	for i, l := range [][]HeaderMatch{c.Header, c.RawHeader} {
+		for _, h := range l {
+			key := strings.ToLower(h.Key)
+			sp.header = append(sp.header, headerNeedle{
+				key: key, value: foldString(h.Value), addresses: i == 0 && isAddressField(key)})
+			p.needHeader = true
+		}
 	}
 	for _, s := range c.Body {
 		s = foldString(s)
@@ -375,6 +389,19 @@ func (p *planner) plan(c *SearchCriteria) *searchPlan {
 		p.needBody, p.needHeader = true, true
 	}
 	return sp
+}
+
+// headerNeedle is a header search key with its field name lower-cased and
+// value case-folded.
+type headerNeedle struct {
+	key, value string
+	addresses  bool // match the normalized address list, not the raw value
+}
+
+// isAddressField reports whether the FROM, TO, CC or BCC search key names
+// the (lower-case) field.
+func isAddressField(name string) bool {
+	return name == "from" || name == "to" || name == "cc" || name == "bcc"
 }
 
 func appendUnique(list []string, s string) []string {
@@ -562,11 +589,23 @@ func (r *searchRow) headerFields() []headerField {
 	return r.fields
 }
 
-func (r *searchRow) headerMatches(h HeaderMatch) bool {
+// headerMatches reports whether one of the fields named h.key matches.
+// Like Dovecot, each occurrence of a repeated field is tried on its own.
+func (r *searchRow) headerMatches(h headerNeedle) bool {
 	fields := r.headerFields()
 	for i := range fields {
 		f := &fields[i]
-		if f.name == h.Key && (h.Value == "" || strings.Contains(f.value(), h.Value)) {
+		if f.name != h.key {
+			continue
+		}
+		if h.value == "" {
+			return true
+		}
+		v := f.value()
+		if h.addresses {
+			v = f.addresses()
+		}
+		if strings.Contains(v, h.value) {
 			return true
 		}
 	}
@@ -800,26 +839,44 @@ func foldString(s string) string {
 }
 
 // headerField is one top-level header field: name lower-cased, raw value
-// unfolded; value() decodes and case-folds it on first use (most searches
-// look at one or two fields of each message).
+// unfolded; value() and addresses() decode and case-fold it on first use
+// (most searches look at one or two fields of each message).
 type headerField struct {
-	name   string
-	raw    []byte
-	folded string
-	done   bool
+	name     string
+	raw      []byte
+	folded   string
+	done     bool
+	addrs    string
+	addrDone bool
 }
 
 func (f *headerField) value() string {
 	if !f.done {
-		v := strings.TrimSpace(latin1Fallback(f.raw))
-		if strings.Contains(v, "=?") {
-			if d, err := searchWordDecoder.DecodeHeader(v); err == nil {
-				v = d
-			}
-		}
-		f.folded, f.done = foldString(v), true
+		f.folded, f.done = foldString(decodeHeaderWords(strings.TrimSpace(latin1Fallback(f.raw)))), true
 	}
 	return f.folded
+}
+
+// addresses returns the field as an address list in the normalized form
+// that FROM, TO, CC and BCC match, decoded and case-folded. The parser is
+// the one behind ENVELOPE, so a search finds what FETCH ENVELOPE shows.
+func (f *headerField) addresses() string {
+	if !f.addrDone {
+		l := mimeindex.ParseAddressList(latin1Fallback(f.raw))
+		f.addrs, f.addrDone = foldString(decodeHeaderWords(mimeindex.FormatAddressList(l))), true
+	}
+	return f.addrs
+}
+
+// decodeHeaderWords decodes RFC 2047 encoded-words; on failure (e.g. an
+// unknown charset) v is returned unchanged.
+func decodeHeaderWords(v string) string {
+	if strings.Contains(v, "=?") {
+		if d, err := searchWordDecoder.DecodeHeader(v); err == nil {
+			return d
+		}
+	}
+	return v
 }
 
 var searchWordDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}

@@ -259,3 +259,105 @@ func TestSearchPages(t *testing.T) {
 		t.Fatal("search with cancelled context succeeded")
 	}
 }
+
+// TestSearchAddresses runs imaptest's search-addresses script (Dovecot's
+// answers) on its messages, plus HEADER on address fields, which Dovecot
+// matches against the raw value (checked against Dovecot 2.3.19).
+func TestSearchAddresses(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	inbox := f.mailbox(t, f.a, "INBOX")
+	for i, m := range []string{
+		"From: user-from@domain.org\nTo: user-to@domain.org\nCc: user-cc@domain.org\nBcc: user-bcc@domain.org\n\nbody\n",
+		"From: RealFrom <user-from@domain.org>\nTo: RealTo <user-to@domain.org>\nCc: RealCc <user-cc@domain.org>\n" +
+			"Bcc: RealBcc <user-bcc@domain.org>\n\nbody2\n",
+		"From: <user-from (comment)@ (comment) domain.org>\nTo: <user-to@domain.org>\nCc: <user-cc@domain.org>\n" +
+			"Bcc: <user-bcc@domain.org>\n\nbody3\n",
+		"From: user-from@domain.org (RealFrom)\nTo: user-to@domain.org (RealTo)\nCc: user-cc@domain.org (RealCc)\n" +
+			"Bcc: user-bcc@domain.org (RealBcc)\n\nbody4\n",
+		"From: user-from1@domain.org, user-from2@domain.org\nCc: user-cc@domain.org\n\nbody5\n",
+		"From: RealFrom <user-from@domain.org>\nTo: groupname: groupuser1@domain.org, groupuser2@domain.org;,\n" +
+			"  groupname2: groupuser3@domain.org;\n\nbody6\n",
+		"From: RealFrom <user-from@domain.org>\nTo: groupname:;\n\nbody7\n",
+	} {
+		res, err := f.st.Append(ctx, f.a.ID, inbox.ID, strings.NewReader(crlf(m)), 0, nil, time.Time{})
+		if err != nil || res.UID != uint32(i+1) {
+			t.Fatalf("append %d: %+v, %v", i+1, res, err)
+		}
+	}
+	type H = store.HeaderMatch
+	for _, tc := range []struct {
+		key, value string
+		raw        bool // HEADER rather than FROM/TO/CC/BCC
+		want       []uint32
+	}{
+		// full address searching
+		{"from", "user-from@domain.org", false, []uint32{1, 2, 3, 4, 6, 7}},
+		{"to", "user-to@domain.org", false, []uint32{1, 2, 3, 4}},
+		{"cc", "user-cc@domain.org", false, []uint32{1, 2, 3, 4, 5}},
+		{"bcc", "user-bcc@domain.org", false, []uint32{1, 2, 3, 4}},
+		// realname searching
+		{"from", "realfrom", false, []uint32{2, 4, 6, 7}},
+		{"to", "realto", false, []uint32{2, 4}},
+		{"cc", "realcc", false, []uint32{2, 4}},
+		{"bcc", "realbcc", false, []uint32{2, 4}},
+		// existence searches
+		{"from", "", true, []uint32{1, 2, 3, 4, 5, 6, 7}},
+		{"to", "", true, []uint32{1, 2, 3, 4, 6, 7}},
+		{"cc", "", true, []uint32{1, 2, 3, 4, 5}},
+		{"bcc", "", true, []uint32{1, 2, 3, 4}},
+		// substring address searches
+		{"from", "ser-fro", false, []uint32{1, 2, 3, 4, 5, 6, 7}},
+		{"to", "ser-t", false, []uint32{1, 2, 3, 4}},
+		{"cc", "ser-c", false, []uint32{1, 2, 3, 4, 5}},
+		{"bcc", "ser-bc", false, []uint32{1, 2, 3, 4}},
+		// substring realname searches
+		{"from", "ealfro", false, []uint32{2, 4, 6, 7}},
+		{"to", "ealt", false, []uint32{2, 4}},
+		{"cc", "ealc", false, []uint32{2, 4}},
+		{"bcc", "ealbc", false, []uint32{2, 4}},
+		// multiple addresses
+		{"from", "user-from1", false, []uint32{5}},
+		{"from", "user-from2", false, []uint32{5}},
+		// groups
+		{"to", "groupname", false, []uint32{6, 7}},
+		{"to", "groupname2", false, []uint32{6}},
+		{"to", "groupuser1", false, []uint32{6}},
+		{"to", "groupuser2", false, []uint32{6}},
+		{"to", "groupuser3", false, []uint32{6}},
+		{"to", "groupuser4", false, nil},
+		// the normalized form, and HEADER's raw value (Dovecot 2.3.19)
+		{"from", "<user-from", false, []uint32{1, 2, 3, 4, 5, 6, 7}},
+		{"from", "realfrom <user-from@", false, []uint32{2, 4, 6, 7}},
+		{"to", "groupname: groupuser1", false, nil},
+		{"to", "groupname: <groupuser1@domain.org>, <groupuser2", false, []uint32{6}},
+		{"to", "groupname:;", false, []uint32{7}},
+		{"from", "comment", false, nil},
+		{"From", "user-from@domain.org", true, []uint32{1, 2, 4, 6, 7}},
+		{"from", "comment", true, []uint32{3}},
+		{"to", "groupname: groupuser1", true, []uint32{6}},
+	} {
+		c := &store.SearchCriteria{Header: []H{{Key: tc.key, Value: tc.value}}}
+		kind := "SEARCH"
+		if tc.raw {
+			c = &store.SearchCriteria{RawHeader: []H{{Key: tc.key, Value: tc.value}}}
+			kind = "SEARCH HEADER"
+		}
+		got, err := f.st.Search(ctx, f.a.ID, inbox.ID, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s %s %q: got %v, want %v", kind, tc.key, tc.value, got, tc.want)
+		}
+	}
+	// NOT and OR reach address matching too.
+	got, err := f.st.Search(ctx, f.a.ID, inbox.ID, &store.SearchCriteria{
+		Not: []store.SearchCriteria{{Header: []H{{Key: "from", Value: "user-from@domain.org"}}}},
+		Or: [][2]store.SearchCriteria{{{Header: []H{{Key: "to", Value: "groupname2"}}},
+			{RawHeader: []H{{Key: "cc", Value: "user-cc"}}}}},
+	})
+	if err != nil || !slices.Equal(got, []uint32{5}) {
+		t.Errorf("NOT FROM, OR TO HEADER CC: got %v, %v; want [5]", got, err)
+	}
+}

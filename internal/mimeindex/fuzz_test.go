@@ -19,6 +19,8 @@ func FuzzIndex(f *testing.F) {
 	f.Add([]byte("Content-Type: text/plain\nContent-Transfer-Encoding: quoted-printable\n\n=\r\n= \r=4\r\n=4Z \t\r"))
 	// Former failures: a hang in the address tokenizer, broken nesting.
 	f.Add([]byte("From:)\nContent-Type:\r\n"))
+	// Address syntax: routes, groups, comments, quoting, unterminated forms.
+	f.Add([]byte("From: <@a,@b:u@d>, g: (c) ;, \"q\\\"x\" <@>, (x\nTo: a(b)c@[d\\]e], ,,\"\n\n"))
 	f.Add([]byte("Content-Type: multipart/mixed; boundary=b0\n\n--b0\nContent-Type: message/rfc822\n\nSubject: x\nContent-Type: multipart/mixed; boundary=b3\n\n--b0 \n0"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := Index(bytes.NewReader(data))
@@ -49,6 +51,12 @@ func FuzzIndex(f *testing.F) {
 
 		m.Root.BodyStructure(true)
 		m.Envelope.IMAP()
+		e := m.Envelope
+		for _, l := range [][]Address{e.From, e.Sender, e.ReplyTo, e.To, e.Cc, e.Bcc} {
+			checkAddresses(t, l)
+			FormatAddressList(l)
+		}
+		m.Envelope.Decoded()
 		if _, err := json.Marshal(m); err != nil {
 			t.Fatal(err)
 		}

@@ -23,6 +23,11 @@ func trimWSP(b []byte) []byte {
 	return bytes.Trim(b, " \t")
 }
 
+// fieldIs reports whether the field name key is name, ignoring ASCII case.
+func fieldIs(key []byte, name string) bool {
+	return len(key) == len(name) && equalFoldASCII(key, name)
+}
+
 func equalFoldASCII(b []byte, s string) bool {
 	for i := 0; i < len(b); i++ {
 		c, d := b[i], s[i]
@@ -343,239 +348,31 @@ func decodeWords(s string) string {
 	return clean(d)
 }
 
-// envelope extracts the envelope fields from ix.fields.
+// envelope extracts the envelope fields from ix.fields. As in Dovecot, a
+// repeated address field adds its addresses to the list (so that no copy
+// can hide from a check or a search) and of other repeated fields the
+// last one counts.
 func (ix *indexer) envelope() *Envelope {
 	e := &Envelope{}
-	e.Date, _ = ix.get("date")
-	e.Subject, _ = ix.get("subject")
-	e.InReplyTo, _ = ix.get("in-reply-to")
-	e.MessageID, _ = ix.get("message-id")
-	addrs := func(key string) []Address {
-		v, _ := ix.get(key)
-		return parseAddressList(v)
+	strs := [...]struct {
+		name string
+		dst  *string
+	}{{"date", &e.Date}, {"subject", &e.Subject}, {"in-reply-to", &e.InReplyTo}, {"message-id", &e.MessageID}}
+	lists := [...]struct {
+		name string
+		dst  *[]Address
+	}{{"from", &e.From}, {"sender", &e.Sender}, {"reply-to", &e.ReplyTo}, {"to", &e.To}, {"cc", &e.Cc}, {"bcc", &e.Bcc}}
+	for _, f := range ix.fields {
+		for _, s := range strs {
+			if fieldIs(f.key, s.name) {
+				*s.dst = unfold(f.val)
+			}
+		}
+		for _, l := range lists {
+			if fieldIs(f.key, l.name) && len(*l.dst) < maxAddresses {
+				*l.dst = append(*l.dst, parseAddressList(unfold(f.val))...)
+			}
+		}
 	}
-	e.From = addrs("from")
-	e.Sender = addrs("sender")
-	e.ReplyTo = addrs("reply-to")
-	e.To = addrs("to")
-	e.Cc = addrs("cc")
-	e.Bcc = addrs("bcc")
 	return e
-}
-
-// Address parsing is hand-written: net/mail (used by go-message/mail)
-// flattens groups, decodes display names and rejects a whole list for one
-// bad address, while the envelope needs raw names, group markers and a
-// best effort for every address, like Dovecot's message-address parser.
-
-type addrToken struct {
-	kind byte // 'a' atom (incl. dots and domain literals), 'q' quoted string, 'c' comment, or a special: , ; : < > @
-	text string
-}
-
-func tokenizeAddresses(s string) []addrToken {
-	var toks []addrToken
-	for i := 0; i < len(s); {
-		c := s[i]
-		switch {
-		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
-			i++
-		case c == '"':
-			var b strings.Builder
-			i++
-			for i < len(s) && s[i] != '"' {
-				if s[i] == '\\' && i+1 < len(s) {
-					i++
-				}
-				b.WriteByte(s[i])
-				i++
-			}
-			i++
-			toks = append(toks, addrToken{'q', b.String()})
-		case c == '(':
-			depth, start := 0, i+1
-			for ; i < len(s); i++ {
-				if s[i] == '\\' {
-					i++
-					continue
-				}
-				if s[i] == '(' {
-					depth++
-				} else if s[i] == ')' {
-					depth--
-					if depth == 0 {
-						break
-					}
-				}
-			}
-			toks = append(toks, addrToken{'c', strings.TrimSpace(s[start:min(i, len(s))])})
-			i++
-		case strings.IndexByte(",;:<>@", c) >= 0:
-			toks = append(toks, addrToken{c, ""})
-			i++
-		case c == '[':
-			j := strings.IndexByte(s[i:], ']')
-			if j < 0 {
-				j = len(s) - i - 1
-			}
-			toks = append(toks, addrToken{'a', s[i : i+j+1]})
-			i += j + 1
-		default:
-			j := i
-			for j < len(s) && strings.IndexByte(" \t\r\n\"(),;:<>@[", s[j]) < 0 {
-				j++
-			}
-			if j == i {
-				i++ // stray ')'
-				continue
-			}
-			toks = append(toks, addrToken{'a', s[i:j]})
-			i = j
-		}
-	}
-	return toks
-}
-
-const (
-	missingMailbox = "MISSING_MAILBOX"
-	missingDomain  = "MISSING_DOMAIN"
-)
-
-func makeAddress(name, mailbox, host string) Address {
-	if mailbox == "" {
-		mailbox = missingMailbox
-	}
-	if host == "" {
-		host = missingDomain
-	}
-	return Address{Name: name, Mailbox: mailbox, Host: host}
-}
-
-// parseAddressList parses an unfolded address list header value. It never
-// fails: anything that looks like an address yields one.
-func parseAddressList(s string) []Address {
-	toks := tokenizeAddresses(s)
-	var out []Address
-	inGroup := false
-	for i := 0; i < len(toks) && len(out) < maxAddresses; {
-		switch toks[i].kind {
-		case ',', '>':
-			i++
-			continue
-		case ';':
-			if inGroup {
-				out = append(out, Address{})
-				inGroup = false
-			}
-			i++
-			continue
-		}
-		// Phrase (display name, or local part of an addr-spec).
-		var words []string
-		var local strings.Builder
-		comment := ""
-		for ; i < len(toks) && strings.IndexByte(",;:<>@", toks[i].kind) < 0; i++ {
-			switch t := toks[i]; t.kind {
-			case 'c':
-				if comment == "" {
-					comment = t.text
-				}
-			case 'q':
-				words = append(words, t.text)
-				local.WriteString(quoteLocal(t.text))
-			default:
-				words = append(words, t.text)
-				local.WriteString(t.text)
-			}
-		}
-		phrase := strings.Join(words, " ")
-		next := byte(0)
-		if i < len(toks) {
-			next = toks[i].kind
-		}
-		switch next {
-		case ':':
-			i++
-			if !inGroup && phrase != "" {
-				out = append(out, Address{Mailbox: phrase})
-				inGroup = true
-			}
-		case '<':
-			i++
-			var addr strings.Builder
-			for ; i < len(toks) && toks[i].kind != '>' && toks[i].kind != ',' && toks[i].kind != ';'; i++ {
-				switch t := toks[i]; t.kind {
-				case 'a':
-					addr.WriteString(t.text)
-				case 'q':
-					addr.WriteString(quoteLocal(t.text))
-				case '@', ':':
-					addr.WriteByte(t.kind)
-				case '<':
-				}
-			}
-			a := addr.String()
-			if j := strings.LastIndexByte(a, ':'); j >= 0 {
-				a = a[j+1:] // obsolete source route "@a,@b:user@host"
-			}
-			mbox, host := a, ""
-			if j := strings.LastIndexByte(a, '@'); j >= 0 {
-				mbox, host = a[:j], a[j+1:]
-			}
-			name := phrase
-			if name == "" {
-				name = comment
-			}
-			out = append(out, makeAddress(name, mbox, host))
-		case '@':
-			i++
-			var host strings.Builder
-			for ; i < len(toks) && strings.IndexByte(",;<>:", toks[i].kind) < 0; i++ {
-				switch t := toks[i]; t.kind {
-				case 'a', 'q':
-					host.WriteString(t.text)
-				case 'c':
-					if comment == "" {
-						comment = t.text // "user@host (Name)"
-					}
-				}
-			}
-			out = append(out, makeAddress(comment, local.String(), host.String()))
-		default: // ',', ';', '>' or end: a phrase without address
-			switch {
-			case len(words) == 1:
-				out = append(out, makeAddress(comment, local.String(), ""))
-			case len(words) > 1:
-				out = append(out, makeAddress(phrase, "", ""))
-			case comment != "":
-				out = append(out, makeAddress(comment, "", ""))
-			}
-		}
-	}
-	if inGroup {
-		out = append(out, Address{}) // unterminated group
-	}
-	return out
-}
-
-// quoteLocal re-quotes a local part that was a quoted string, as IMAP
-// clients expect the mailbox in its on-the-wire form.
-func quoteLocal(s string) string {
-	if isDotAtom(s) {
-		return s
-	}
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
-}
-
-func isDotAtom(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c == 0x7f || strings.IndexByte(`()<>[]:;@\,"`, c) >= 0 {
-			return false
-		}
-	}
-	return true
 }

@@ -9,45 +9,149 @@ import (
 	"github.com/emersion/go-imap/v2"
 )
 
-// IMAP returns the envelope as go-imap wants it: subject and display names
-// decoded to UTF-8, the date parsed leniently (zero if unparsable), Sender
-// and Reply-To defaulting to From (RFC 3501 §7.4.2) and message identifiers
-// without angle brackets. Group names are kept raw because go-imap writes
-// the mailbox field without encoding.
-func (e *Envelope) IMAP() *imap.Envelope {
+// DecodedEnvelope is an envelope as the IMAP ENVELOPE data item carries it
+// (RFC 3501 §7.4.2), following Dovecot 2.3: what an IMAP encoder writes
+// field by field, without go-imap's imap.Envelope, which has no source
+// route and parses the date. An empty string or a nil slice is NIL.
+type DecodedEnvelope struct {
+	// Date is the Date header value as written (unfolded, surrounding
+	// white space trimmed): Dovecot sends it unparsed.
+	Date string
+	// Subject is the Subject header decoded from RFC 2047 encoded-words
+	// to UTF-8, with runs of white space made one space and leading and
+	// trailing white space removed (as Dovecot writes it "for humans").
+	Subject string
+	// From is the From header's address list.
+	From []DecodedAddress
+	// Sender and ReplyTo are their header's address list, or From when
+	// the header is missing or holds no address (RFC 3501 §7.4.2).
+	Sender, ReplyTo []DecodedAddress
+	// To, Cc and Bcc are their header's address list.
+	To, Cc, Bcc []DecodedAddress
+	// InReplyTo and MessageID are the header values as written (unfolded,
+	// trimmed), angle brackets and any comments included, as Dovecot
+	// sends them.
+	InReplyTo, MessageID string
+}
+
+// DecodedAddress is one element of an ENVELOPE address list: an address,
+// a group start or a group end (RFC 3501 §7.4.2). An empty string is NIL,
+// except for Mailbox, which is NIL exactly when GroupEnd is set.
+type DecodedAddress struct {
+	// Name is the display name decoded from RFC 2047 encoded-words to
+	// UTF-8, white space collapsed like Subject.
+	Name string
+	// Route is the obsolete source route (the adl), e.g. "@a,@b" for
+	// "<@a,@b:user@host>".
+	Route string
+	// Mailbox is the local part of an address or, at a group start, the
+	// group name as written (possibly "", which is sent as "", not NIL).
+	Mailbox string
+	// Host is the domain of an address; it is NIL ("") exactly for group
+	// starts and ends.
+	Host string
+	// GroupEnd marks the end of a group: every field is NIL.
+	GroupEnd bool
+}
+
+// IsGroupStart reports whether a starts a group, whose name is Mailbox.
+func (a DecodedAddress) IsGroupStart() bool { return a.Host == "" && !a.GroupEnd }
+
+// Decoded returns the envelope as IMAP sends it; see DecodedEnvelope. A nil
+// Envelope gives the all-NIL envelope.
+func (e *Envelope) Decoded() DecodedEnvelope {
 	if e == nil {
-		return &imap.Envelope{}
+		return DecodedEnvelope{}
 	}
+	d := DecodedEnvelope{
+		Date:      e.Date,
+		Subject:   forHumans(decodeWords(e.Subject)),
+		From:      decodeAddresses(e.From),
+		Sender:    decodeAddresses(e.Sender),
+		ReplyTo:   decodeAddresses(e.ReplyTo),
+		To:        decodeAddresses(e.To),
+		Cc:        decodeAddresses(e.Cc),
+		Bcc:       decodeAddresses(e.Bcc),
+		InReplyTo: e.InReplyTo,
+		MessageID: e.MessageID,
+	}
+	if len(d.Sender) == 0 {
+		d.Sender = d.From
+	}
+	if len(d.ReplyTo) == 0 {
+		d.ReplyTo = d.From
+	}
+	return d
+}
+
+// decodeAddresses converts stored addresses; group markers are told apart
+// by alternation, since a group with an empty name starts with a zero
+// Address like its end.
+func decodeAddresses(l []Address) []DecodedAddress {
+	if len(l) == 0 {
+		return nil
+	}
+	out := make([]DecodedAddress, len(l))
+	inGroup := false
+	for i, a := range l {
+		switch {
+		case a.Host != "":
+			out[i] = DecodedAddress{Name: forHumans(decodeWords(a.Name)), Route: a.Route, Mailbox: a.Mailbox, Host: a.Host}
+		case inGroup:
+			out[i] = DecodedAddress{GroupEnd: true}
+			inGroup = false
+		default:
+			out[i] = DecodedAddress{Mailbox: a.Mailbox}
+			inGroup = true
+		}
+	}
+	return out
+}
+
+// forHumans makes each run of white space (line breaks and tabs included)
+// one space and drops it at both ends, as Dovecot does for the subject
+// and display names of ENVELOPE.
+func forHumans(s string) string {
+	if !strings.ContainsAny(s, "\t\r\n") && !strings.Contains(s, "  ") &&
+		(s == "" || s[0] != ' ' && s[len(s)-1] != ' ') {
+		return s
+	}
+	return strings.Join(strings.FieldsFunc(s, func(r rune) bool {
+		return r == ' ' || r == '\t' || r == '\r' || r == '\n'
+	}), " ")
+}
+
+// IMAP returns the envelope as go-imap wants it: Decoded with the date
+// parsed leniently (zero if unparsable) and message identifiers without
+// angle brackets. go-imap has no field for source routes, so they are
+// dropped. Group names are kept raw because go-imap writes the mailbox
+// field without encoding.
+func (e *Envelope) IMAP() *imap.Envelope {
+	d := e.Decoded()
 	env := &imap.Envelope{
-		Date:      parseDate(e.Date),
-		Subject:   decodeWords(e.Subject),
-		From:      imapAddresses(e.From),
-		Sender:    imapAddresses(e.Sender),
-		ReplyTo:   imapAddresses(e.ReplyTo),
-		To:        imapAddresses(e.To),
-		Cc:        imapAddresses(e.Cc),
-		Bcc:       imapAddresses(e.Bcc),
-		InReplyTo: msgIDs(e.InReplyTo),
+		Date:      parseDate(d.Date),
+		Subject:   d.Subject,
+		From:      imapAddresses(d.From),
+		Sender:    imapAddresses(d.Sender),
+		ReplyTo:   imapAddresses(d.ReplyTo),
+		To:        imapAddresses(d.To),
+		Cc:        imapAddresses(d.Cc),
+		Bcc:       imapAddresses(d.Bcc),
+		InReplyTo: msgIDs(d.InReplyTo),
 	}
-	if ids := msgIDs(e.MessageID); len(ids) > 0 {
+	if ids := msgIDs(d.MessageID); len(ids) > 0 {
 		env.MessageID = ids[0]
-	}
-	if len(env.Sender) == 0 {
-		env.Sender = env.From
-	}
-	if len(env.ReplyTo) == 0 {
-		env.ReplyTo = env.From
 	}
 	return env
 }
 
-func imapAddresses(l []Address) []imap.Address {
+func imapAddresses(l []DecodedAddress) []imap.Address {
 	if len(l) == 0 {
 		return nil
 	}
 	out := make([]imap.Address, len(l))
 	for i, a := range l {
-		out[i] = imap.Address{Name: decodeWords(a.Name), Mailbox: a.Mailbox, Host: a.Host}
+		out[i] = imap.Address{Name: a.Name, Mailbox: a.Mailbox, Host: a.Host}
 	}
 	return out
 }

@@ -10,34 +10,40 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 )
 
+// TestParseAddressList checks the stored form; TestAddressListLikeDovecot
+// checks what ENVELOPE makes of it.
 func TestParseAddressList(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
 		want []Address
 	}{
-		{"Alice <alice@example.com>", []Address{{"Alice", "alice", "example.com"}}},
-		{`"Doe, John" <john@example.com>, bob@example.org`, []Address{{"Doe, John", "john", "example.com"}, {"", "bob", "example.org"}}},
-		{"=?utf-8?q?J=C3=B6rg?= <j@example.com>", []Address{{"=?utf-8?q?J=C3=B6rg?=", "j", "example.com"}}},
-		{"john@example.com (John Doe)", []Address{{"John Doe", "john", "example.com"}}},
+		{"Alice <alice@example.com>", []Address{{"Alice", "", "alice", "example.com"}}},
+		{`"Doe, John" <john@example.com>, bob@example.org`, []Address{{"Doe, John", "", "john", "example.com"}, {"", "", "bob", "example.org"}}},
+		// Encoded-words and white space are kept as written.
+		{"=?utf-8?q?J=C3=B6rg?=  <j@example.com>", []Address{{"=?utf-8?q?J=C3=B6rg?=", "", "j", "example.com"}}},
+		{`"A  B" <j@example.com>`, []Address{{"A  B", "", "j", "example.com"}}},
+		{"john@example.com (John Doe)", []Address{{"John Doe", "", "john", "example.com"}}},
 		{"A Group: a@b.c, \"Q\" <d@e.f>;, g@h.i", []Address{
-			{"", "A Group", ""}, {"", "a", "b.c"}, {"Q", "d", "e.f"}, {}, {"", "g", "h.i"}}},
-		{"undisclosed-recipients:;", []Address{{"", "undisclosed-recipients", ""}, {}}},
-		{"Unterminated: a@b", []Address{{"", "Unterminated", ""}, {"", "a", "b"}, {}}},
-		{"localonly", []Address{{"", "localonly", missingDomain}}},
-		{"Just A Name", []Address{{"Just A Name", missingMailbox, missingDomain}}},
-		{"<>", []Address{{"", missingMailbox, missingDomain}}},
-		{"<@route.example:user@example.com>", []Address{{"", "user", "example.com"}}},
-		{`"quoted local"@example.com`, []Address{{"", `"quoted local"`, "example.com"}}},
-		{"Broken <no-closing@example.com", []Address{{"Broken", "no-closing", "example.com"}}},
-		{"a@[127.0.0.1]", []Address{{"", "a", "[127.0.0.1]"}}},
-		{",,, ;", nil},
-		{"a) b@c", []Address{{"", "ab", "c"}}},
+			{"", "", "A Group", ""}, {"", "", "a", "b.c"}, {"Q", "", "d", "e.f"}, {}, {"", "", "g", "h.i"}}},
+		{"undisclosed-recipients:;", []Address{{"", "", "undisclosed-recipients", ""}, {}}},
+		{`"":;`, []Address{{}, {}}},
+		{"Unterminated: a@b", []Address{{"", "", "Unterminated", ""}, {"", "", "a", "b"}, {}}},
+		{"localonly", []Address{{"", "", "localonly", missingDomain}}},
+		{"Just A Name", []Address{{"Just A Name", "", missingMailbox, missingDomain}}},
+		{"<>", []Address{{"", "", missingMailbox, missingDomain}}},
+		{"<@route.example,@r2:user@example.com>", []Address{{"", "@route.example,@r2", "user", "example.com"}}},
+		{`"quoted local"@example.com`, []Address{{"", "", "quoted local", "example.com"}}},
+		{"Broken <no-closing@example.com", []Address{{"Broken", "", "no-closing", syntaxError}}},
+		{"a@[127.0.0.1]", []Address{{"", "", "a", "[127.0.0.1]"}}},
+		{"a) b@c", []Address{{"", "", "a", missingDomain}}},
+		{"(comment only)", nil},
 		{"", nil},
 	} {
-		got := parseAddressList(tc.in)
+		got := ParseAddressList(tc.in)
 		if !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("parseAddressList(%q) =\n  %+v\nwant\n  %+v", tc.in, got, tc.want)
+			t.Errorf("ParseAddressList(%q) =\n  %+v\nwant\n  %+v", tc.in, got, tc.want)
 		}
+		checkAddresses(t, got)
 	}
 }
 
@@ -83,7 +89,7 @@ body
 	}
 
 	// Explicit Sender/Reply-To are kept.
-	e2 := &Envelope{From: []Address{{"", "a", "b"}}, ReplyTo: []Address{{"", "r", "b"}}}
+	e2 := &Envelope{From: []Address{{Mailbox: "a", Host: "b"}}, ReplyTo: []Address{{Mailbox: "r", Host: "b"}}}
 	if g := e2.IMAP(); g.ReplyTo[0].Mailbox != "r" || g.Sender[0].Mailbox != "a" {
 		t.Errorf("got %+v", g)
 	}

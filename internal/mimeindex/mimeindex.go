@@ -104,8 +104,8 @@ type Part struct {
 
 // Envelope holds the envelope header fields of a message as they appear:
 // unfolded (line breaks of folded lines removed) and surrounding white space
-// trimmed, but not MIME-decoded. A missing field is empty. Use IMAP to get
-// the decoded form IMAP clients expect.
+// trimmed, but not MIME-decoded. A missing field is empty. Decoded gives
+// the envelope as IMAP's ENVELOPE sends it, IMAP the go-imap form.
 type Envelope struct {
 	Date      string    `json:"date,omitempty"`
 	Subject   string    `json:"subj,omitempty"`
@@ -119,14 +119,28 @@ type Envelope struct {
 	MessageID string    `json:"mid,omitempty"`
 }
 
-// Address is one element of an address list, shaped like an IMAP address:
-// a group start is {Mailbox: group name, Host: ""}, a group end is the zero
-// Address, and members sit between them. Name is the raw display name
-// (quotes removed, encoded-words kept). An address lacking a local part or
-// domain gets "MISSING_MAILBOX" or "MISSING_DOMAIN" (as Dovecot does), so
-// that Host is empty only for group markers.
+// Address is one element of an address list, shaped like an IMAP address
+// (RFC 3501 §7.4.2), as ParseAddressList produces it:
+//   - A group start is {Mailbox: group name} and a group end the zero
+//     Address; members sit between them. Groups do not nest, so markers
+//     alternate start, end (a group with an empty name starts with a zero
+//     Address too).
+//   - Name is the raw display name (quotes and comments removed, words
+//     joined by one space, encoded-words kept), or the comment of
+//     "user@host (Name)".
+//   - Route is an obsolete source route as written in "<@a,@b:user@host>",
+//     i.e. "@a,@b" (the IMAP adl), or "INVALID_ROUTE" if it is broken.
+//   - Mailbox is the local part, unquoted ("a b" for `"a b"@host`).
+//   - An address lacking a local part or domain gets "MISSING_MAILBOX" or
+//     "MISSING_DOMAIN", and a broken <...> address the domain
+//     "SYNTAX_ERROR", as in Dovecot, so that Host is empty only for group
+//     markers.
+//
+// Messages indexed before Route existed have none, and their Mailbox keeps
+// the quotes of a quoted local part.
 type Address struct {
 	Name    string `json:"name,omitempty"`
+	Route   string `json:"route,omitempty"`
 	Mailbox string `json:"mbox,omitempty"`
 	Host    string `json:"host,omitempty"`
 }
@@ -464,7 +478,7 @@ func (ix *indexer) splitFields() {
 // get returns the unfolded value of the first field named key.
 func (ix *indexer) get(key string) (string, bool) {
 	for _, f := range ix.fields {
-		if len(f.key) == len(key) && equalFoldASCII(f.key, key) {
+		if fieldIs(f.key, key) {
 			return unfold(f.val), true
 		}
 	}
