@@ -64,6 +64,14 @@ func Spool(r io.Reader, maxSize int64) (*Spooled, error) {
 	return m, nil
 }
 
+// ReaderAt reads the message at any offset.
+func (m *Spooled) ReaderAt() io.ReaderAt {
+	if m.file != nil {
+		return m.file
+	}
+	return bytes.NewReader(m.mem)
+}
+
 // Reader returns a reader of the whole message from its first byte.
 func (m *Spooled) Reader() io.Reader {
 	if m.file != nil {
