@@ -22,11 +22,10 @@ import (
 // changes, in the same order, to every view of the mailbox. Wake-ups come
 // from the store's LISTEN connection (notify) and, right after their
 // commit, from local writes (catchUp), so a writing session finds its own
-// updates queued when imapserver polls after the command.
+// updates queued when the session polls after the command.
 //
-// It stands in for imapserver.MailboxTracker, whose per-session queue
-// grows with every change a session has not polled yet, without bound
-// and without a hook to collapse it: each view here merges pending
+// A per-session queue of changes would grow with every change a session
+// has not polled yet, without bound: each view here merges pending
 // changes per message and, past maxPending, drops them for a resync
 // (view.go). No read holds more than maxPending+1 changes of a mailbox
 // either: a catch-up past that (a bulk STORE) makes every view resync
@@ -80,6 +79,9 @@ type watched struct {
 	gen         uint64 // bumped by every apply and registration
 	views       map[*selected]struct{}
 	gone        atomic.Bool // set under mu; read by open under feed.mu alone
+	// recentUpTo is the highest UID a session of this process claimed
+	// \Recent up to (recent.go): the others need not ask.
+	recentUpTo atomic.Uint32
 
 	kick sync.Mutex // guards the runner's to-do below
 	// events are the wake-ups not yet handled, in commit order: with their
@@ -760,3 +762,16 @@ func (f *feed) watching() (mailboxes, views int) {
 	}
 	return mailboxes, views
 }
+
+// claimed records that a session claimed \Recent up to uid.
+func (w *watched) claimed(uid uint32) {
+	for {
+		old := w.recentUpTo.Load()
+		if uid <= old || w.recentUpTo.CompareAndSwap(old, uid) {
+			return
+		}
+	}
+}
+
+// claimedUpTo is the highest UID claimed by a session of this process.
+func (w *watched) claimedUpTo() uint32 { return w.recentUpTo.Load() }

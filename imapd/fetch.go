@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
 
+	"github.com/mailstack/mailstack/imapd/imapwire"
 	"github.com/mailstack/mailstack/internal/mimeindex"
 	"github.com/mailstack/mailstack/store"
 )
@@ -17,18 +18,365 @@ import (
 // BODY[n.HEADER.FIELDS (...)] reads into memory to filter.
 const maxPartHeader = 1 << 20
 
-// Fetch implements imapserver.Session. ENVELOPE, BODYSTRUCTURE and section
-// offsets come from the stored MIME index, top-level headers from the
-// stored header block; bodies stream from the store's chunks into the
-// response literal. Nothing is parsed again.
-func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.FetchOptions) error {
-	if err := s.begin(); err != nil {
-		return err
+// fetchKind is what a FETCH data item asks for.
+type fetchKind int
+
+const (
+	fetchUID fetchKind = iota
+	fetchFlags
+	fetchInternalDate
+	fetchSize
+	fetchEnvelope
+	fetchBody          // BODY: the non-extensible body structure
+	fetchBodyStructure // BODYSTRUCTURE
+	fetchSection       // BODY[...], BODY.PEEK[...], RFC822, RFC822.HEADER, RFC822.TEXT
+	fetchBinary        // BINARY[...], BINARY.PEEK[...]
+	fetchBinarySize    // BINARY.SIZE[...]
+)
+
+// fetchItem is one data item of a FETCH, with the name its response
+// carries.
+type fetchItem struct {
+	kind    fetchKind
+	name    string // response name, e.g. "BODY[1.HEADER]", "RFC822.TEXT"
+	section *imap.FetchItemBodySection
+	part    []int                // BINARY
+	partial *imap.SectionPartial // BINARY
+	peek    bool
+}
+
+// fetchRequest is a parsed FETCH.
+type fetchRequest struct {
+	items []fetchItem
+	uid   bool
+}
+
+// parseFetch reads FETCH's arguments after the sequence set.
+func parseFetch(d *imapwire.Decoder, uid bool) (*fetchRequest, error) {
+	req := &fetchRequest{uid: uid}
+	if d.PeekIs('(') {
+		err := d.List(func() error { return req.item(d) })
+		if err != nil {
+			return nil, err
+		}
+		if len(req.items) == 0 {
+			return nil, bad("FETCH needs at least one data item")
+		}
+	} else {
+		a, err := d.AtomUpTo('[')
+		if err != nil {
+			return nil, err
+		}
+		switch strings.ToUpper(a) {
+		case "ALL":
+			req.add(fetchFlags, "FLAGS").add(fetchInternalDate, "INTERNALDATE").add(fetchSize, "RFC822.SIZE").add(fetchEnvelope, "ENVELOPE")
+		case "FAST":
+			req.add(fetchFlags, "FLAGS").add(fetchInternalDate, "INTERNALDATE").add(fetchSize, "RFC822.SIZE")
+		case "FULL":
+			req.add(fetchFlags, "FLAGS").add(fetchInternalDate, "INTERNALDATE").add(fetchSize, "RFC822.SIZE").add(fetchEnvelope, "ENVELOPE").add(fetchBody, "BODY")
+		default:
+			if err := req.named(d, a); err != nil {
+				return nil, err
+			}
+		}
 	}
-	sel, err := s.selectedView()
+	if uid && !req.has(fetchUID) {
+		req.items = append([]fetchItem{{kind: fetchUID, name: "UID"}}, req.items...)
+	}
+	return req, nil
+}
+
+func (r *fetchRequest) add(k fetchKind, name string) *fetchRequest {
+	r.items = append(r.items, fetchItem{kind: k, name: name})
+	return r
+}
+
+func (r *fetchRequest) has(k fetchKind) bool {
+	for _, it := range r.items {
+		if it.kind == k {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *fetchRequest) item(d *imapwire.Decoder) error {
+	a, err := d.AtomUpTo('[')
 	if err != nil {
 		return err
 	}
+	return r.named(d, a)
+}
+
+// named parses the data item whose name a was just read.
+func (r *fetchRequest) named(d *imapwire.Decoder, a string) error {
+	switch up := strings.ToUpper(a); up {
+	case "UID":
+		r.add(fetchUID, "UID")
+	case "FLAGS":
+		r.add(fetchFlags, "FLAGS")
+	case "INTERNALDATE":
+		r.add(fetchInternalDate, "INTERNALDATE")
+	case "RFC822.SIZE":
+		r.add(fetchSize, "RFC822.SIZE")
+	case "ENVELOPE":
+		r.add(fetchEnvelope, "ENVELOPE")
+	case "BODYSTRUCTURE":
+		r.add(fetchBodyStructure, "BODYSTRUCTURE")
+	case "RFC822":
+		r.items = append(r.items, fetchItem{kind: fetchSection, name: up, section: &imap.FetchItemBodySection{}})
+	case "RFC822.PEEK": // obsolete, sent by Outlook
+		r.items = append(r.items, fetchItem{kind: fetchSection, name: "RFC822", section: &imap.FetchItemBodySection{Peek: true}, peek: true})
+	case "RFC822.HEADER":
+		r.items = append(r.items, fetchItem{kind: fetchSection, name: up,
+			section: &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, Peek: true}, peek: true})
+	case "RFC822.TEXT":
+		r.items = append(r.items, fetchItem{kind: fetchSection, name: up, section: &imap.FetchItemBodySection{Specifier: imap.PartSpecifierText}})
+	case "BODY", "BODY.PEEK":
+		if !d.PeekIs('[') {
+			if up == "BODY.PEEK" {
+				return bad("BODY.PEEK needs a section")
+			}
+			r.add(fetchBody, "BODY")
+			return nil
+		}
+		sec, spec, err := parseSection(d)
+		if err != nil {
+			return err
+		}
+		sec.Peek = up == "BODY.PEEK"
+		partial, origin, err := parsePartial(d)
+		if err != nil {
+			return err
+		}
+		sec.Partial = partial
+		r.items = append(r.items, fetchItem{kind: fetchSection, name: "BODY[" + spec + "]" + origin, section: sec, peek: sec.Peek})
+	case "BINARY", "BINARY.PEEK", "BINARY.SIZE":
+		part, err := parseBinarySection(d)
+		if err != nil {
+			return err
+		}
+		spec := partString(part)
+		if up == "BINARY.SIZE" {
+			r.items = append(r.items, fetchItem{kind: fetchBinarySize, name: "BINARY.SIZE[" + spec + "]", part: part})
+			return nil
+		}
+		partial, origin, err := parsePartial(d)
+		if err != nil {
+			return err
+		}
+		r.items = append(r.items, fetchItem{kind: fetchBinary, name: "BINARY[" + spec + "]" + origin, part: part,
+			partial: partial, peek: up == "BINARY.PEEK"})
+	default:
+		return bad("Unknown FETCH data item " + truncate(a))
+	}
+	return nil
+}
+
+// maxPartDepth bounds a section part number (1.2.3...).
+const maxPartDepth = 100
+
+// parsePart reads "1.2.3" into numbers, stopping before a non-digit part
+// (HEADER, TEXT, MIME); dotted says it read a dot after the last number
+// (then such a part must follow).
+func parsePart(d *imapwire.Decoder) (part []int, dotted bool, err error) {
+	for {
+		b, err := d.Peek()
+		if err != nil {
+			return nil, false, err
+		}
+		if b < '0' || b > '9' {
+			return part, dotted, nil
+		}
+		n, err := d.Number()
+		if err != nil {
+			return nil, false, err
+		}
+		if n == 0 || n > 1<<31-1 {
+			return nil, false, bad("Invalid section part number")
+		}
+		if part = append(part, int(n)); len(part) > maxPartDepth {
+			return nil, false, bad("Section part too deep")
+		}
+		if dotted, err = d.Consume('.'); err != nil || !dotted {
+			return part, false, err
+		}
+	}
+}
+
+// parseSection reads "[section]" and returns it with its spelling for the
+// response (upper case; header field names as the client sent them).
+func parseSection(d *imapwire.Decoder) (*imap.FetchItemBodySection, string, error) {
+	if err := d.Expect('[', "["); err != nil {
+		return nil, "", err
+	}
+	sec := &imap.FetchItemBodySection{}
+	part, dotted, err := parsePart(d)
+	if err != nil {
+		return nil, "", err
+	}
+	sec.Part = part
+	spec := partString(part)
+	if len(part) > 0 && dotted == d.PeekIs(']') {
+		return nil, "", bad("Invalid section")
+	}
+	if !d.PeekIs(']') {
+		if len(part) > 0 {
+			spec += "."
+		}
+		a, err := d.AtomUpTo(']')
+		if err != nil {
+			return nil, "", err
+		}
+		switch strings.ToUpper(a) {
+		case "HEADER":
+			sec.Specifier = imap.PartSpecifierHeader
+		case "TEXT":
+			sec.Specifier = imap.PartSpecifierText
+		case "MIME":
+			if len(part) == 0 {
+				return nil, "", bad("MIME needs a part number")
+			}
+			sec.Specifier = imap.PartSpecifierMIME
+		case "HEADER.FIELDS", "HEADER.FIELDS.NOT":
+			sec.Specifier = imap.PartSpecifierHeader
+			if err := d.SP(); err != nil {
+				return nil, "", err
+			}
+			var names []string
+			err := d.List(func() error {
+				n, err := d.AString()
+				if err == nil && (n == "" || strings.ContainsAny(n, ": \t")) {
+					err = bad("Invalid header field name")
+				}
+				names = append(names, n)
+				return err
+			})
+			if err != nil {
+				return nil, "", err
+			}
+			if len(names) == 0 {
+				return nil, "", bad("HEADER.FIELDS needs field names")
+			}
+			if strings.EqualFold(a, "HEADER.FIELDS") {
+				sec.HeaderFields = names
+			} else {
+				sec.HeaderFieldsNot = names
+			}
+			var b strings.Builder
+			b.WriteString(strings.ToUpper(a) + " (")
+			for i, n := range names {
+				if i > 0 {
+					b.WriteByte(' ')
+				}
+				b.WriteString(astring(n))
+			}
+			b.WriteByte(')')
+			spec += b.String()
+			a = ""
+		default:
+			return nil, "", bad("Unknown section " + truncate(a))
+		}
+		if a != "" {
+			spec += strings.ToUpper(a)
+		}
+	}
+	if err := d.Expect(']', "]"); err != nil {
+		return nil, "", err
+	}
+	return sec, spec, nil
+}
+
+// astring spells a header field name for the response.
+func astring(s string) string {
+	for i := 0; i < len(s); i++ {
+		if !imapwire.IsAtomChar(s[i]) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
+func partString(part []int) string {
+	var b strings.Builder
+	for i, n := range part {
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(strconv.Itoa(n))
+	}
+	return b.String()
+}
+
+func parseBinarySection(d *imapwire.Decoder) ([]int, error) {
+	if err := d.Expect('[', "["); err != nil {
+		return nil, err
+	}
+	part, dotted, err := parsePart(d)
+	if err != nil {
+		return nil, err
+	}
+	if dotted {
+		return nil, bad("Invalid section")
+	}
+	if err := d.Expect(']', "]"); err != nil {
+		return nil, err
+	}
+	return part, nil
+}
+
+// parsePartial reads an optional "<offset.size>" and returns it with the
+// "<offset>" of the response.
+func parsePartial(d *imapwire.Decoder) (*imap.SectionPartial, string, error) {
+	if ok, err := d.Consume('<'); err != nil || !ok {
+		return nil, "", err
+	}
+	off, err := d.Number()
+	if err != nil {
+		return nil, "", err
+	}
+	if err := d.Expect('.', "."); err != nil {
+		return nil, "", err
+	}
+	size, err := d.Number()
+	if err != nil {
+		return nil, "", err
+	}
+	if size == 0 {
+		return nil, "", bad("Partial size must not be 0")
+	}
+	if err := d.Expect('>', ">"); err != nil {
+		return nil, "", err
+	}
+	return &imap.SectionPartial{Offset: int64(off), Size: int64(size)}, "<" + strconv.FormatUint(uint64(off), 10) + ">", nil
+}
+
+// cmdFetch is FETCH and UID FETCH. ENVELOPE, BODYSTRUCTURE and section
+// offsets come from the stored MIME index, top-level headers from the
+// stored header block; bodies stream from the store's chunks into the
+// response literal. Nothing is parsed again.
+func (s *session) cmdFetch(c *cmd) error {
+	if err := c.d.SP(); err != nil {
+		return err
+	}
+	set, err := c.d.NumSet(c.uid)
+	if err != nil {
+		return err
+	}
+	if err := c.d.SP(); err != nil {
+		return err
+	}
+	req, err := parseFetch(c.d, c.uid)
+	if err != nil {
+		return err
+	}
+	if err := c.end(); err != nil {
+		return err
+	}
+	if err := s.begin(); err != nil {
+		return err
+	}
+	sel := s.sel
 	ranges, err := sel.resolve(set, s.searchRes)
 	if err != nil || len(ranges) == 0 {
 		return err
@@ -36,39 +384,40 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 	// Implicit \Seen (RFC 9051 §6.4.5), before reading, so that the FLAGS
 	// written below already include it.
 	seen := map[uint32]bool{}
-	if !sel.readOnly && setsSeen(opts) {
+	if !sel.readOnly && req.setsSeen() {
 		changed, err := s.srv.st.StoreFlags(s.ctx, s.accountID(), s.mailbox.ID, ranges, store.FlagsAdd, []string{store.FlagSeen})
 		if err != nil {
 			return storeError(err, "FETCH")
 		}
-		for _, c := range changed {
-			seen[c.UID] = true
+		for _, ch := range changed {
+			seen[ch.UID] = true
 		}
 		s.srv.feed.catchUpWithFlags(s.ctx, s.mailbox, changed)
 	}
-	fo := store.FetchOptions{Structure: opts.Envelope || opts.BodyStructure != nil}
-	bodies := len(opts.BinarySection) > 0
-	for _, sec := range opts.BodySection {
-		if len(sec.Part) > 0 || sec.Specifier == imap.PartSpecifierMIME {
+	fo := store.FetchOptions{}
+	bodies := false
+	for _, it := range req.items {
+		switch it.kind {
+		case fetchEnvelope, fetchBody, fetchBodyStructure:
 			fo.Structure = true
-		} else if sec.Specifier != imap.PartSpecifierNone {
-			fo.Header = true // HEADER, HEADER.FIELDS(.NOT), TEXT of the message
-		}
-		if sec.Specifier != imap.PartSpecifierHeader || len(sec.Part) > 0 {
-			bodies = true
+		case fetchSection:
+			sec := it.section
+			if len(sec.Part) > 0 || sec.Specifier == imap.PartSpecifierMIME {
+				fo.Structure = true
+			} else if sec.Specifier != imap.PartSpecifierNone {
+				fo.Header = true // HEADER, HEADER.FIELDS(.NOT), TEXT of the message
+			}
+			if sec.Specifier != imap.PartSpecifierHeader || len(sec.Part) > 0 {
+				bodies = true
+			}
+		case fetchBinary, fetchBinarySize:
+			bodies = bodies || it.kind == fetchBinary
+			if len(it.part) > 0 {
+				fo.Structure = true
+			}
 		}
 	}
-	for _, sec := range opts.BinarySection {
-		if len(sec.Part) > 0 {
-			fo.Structure = true
-		}
-	}
-	for _, sec := range opts.BinarySectionSize {
-		if len(sec.Part) > 0 {
-			fo.Structure = true
-		}
-	}
-	f := &fetcher{s: s, sel: sel, w: w, opts: opts, seen: seen, structure: fo.Structure}
+	f := &fetcher{s: s, sel: sel, req: req, seen: seen, structure: fo.Structure}
 	batch := metaBatch
 	switch {
 	case bodies || fo.Header:
@@ -77,6 +426,16 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 		batch = structureBatch
 	}
 	return s.forEachMeta(sel, ranges, fo, batch, f.write)
+}
+
+// setsSeen reports whether the FETCH reads a body without .PEEK.
+func (r *fetchRequest) setsSeen() bool {
+	for _, it := range r.items {
+		if (it.kind == fetchSection || it.kind == fetchBinary) && !it.peek {
+			return true
+		}
+	}
+	return false
 }
 
 // Batch sizes of forEachMeta: how many messages' metadata is held in memory
@@ -117,26 +476,10 @@ func (s *session) forEachMeta(sel *selected, ranges []store.UIDRange, fo store.F
 	return nil
 }
 
-// setsSeen reports whether the FETCH reads a body without .PEEK.
-func setsSeen(opts *imap.FetchOptions) bool {
-	for _, sec := range opts.BodySection {
-		if !sec.Peek {
-			return true
-		}
-	}
-	for _, sec := range opts.BinarySection {
-		if !sec.Peek {
-			return true
-		}
-	}
-	return false
-}
-
 type fetcher struct {
 	s    *session
 	sel  *selected
-	w    *imapserver.FetchWriter
-	opts *imap.FetchOptions
+	req  *fetchRequest
 	seen map[uint32]bool // \Seen set by this FETCH: FLAGS are included
 
 	structure bool // the MIME index is needed
@@ -151,81 +494,88 @@ func (f *fetcher) write(m *store.MessageMeta) error {
 	if f.structure && (m.Structure == nil || m.Structure.Root == nil) {
 		return fmt.Errorf("message %d has no stored structure", m.MessageID)
 	}
-	opts := f.opts
 	// Locate every section before anything of this message is written:
 	// a failure is then a plain tagged NO, not a broken response.
-	bodies := make([]source, len(opts.BodySection))
-	for i, sec := range opts.BodySection {
-		src, err := f.bodySection(m, sec)
+	sources := make([]source, len(f.req.items))
+	for i, it := range f.req.items {
+		var err error
+		switch it.kind {
+		case fetchSection:
+			sources[i], err = f.bodySection(m, it.section)
+		case fetchBinary:
+			sources[i], err = binarySection(m, it.part, it.partial)
+		case fetchBinarySize:
+			sources[i], err = binarySection(m, it.part, nil)
+		}
 		if err != nil {
 			return err
 		}
-		bodies[i] = src
 	}
-	binaries := make([]source, len(opts.BinarySection))
-	for i, sec := range opts.BinarySection {
-		src, err := binarySection(m, sec.Part, sec.Partial)
-		if err != nil {
-			return err
+	flags := f.seen[m.UID]
+	if flags || f.req.has(fetchFlags) {
+		f.s.announce(m.Flags)
+	}
+	e := f.s.enc
+	e.Star().Num(seq).Raw(" FETCH (")
+	n := 0
+	sp := func() {
+		if n > 0 {
+			e.SP()
 		}
-		binaries[i] = src
+		n++
 	}
-	binarySizes := make([]int64, len(opts.BinarySectionSize))
-	for i, sec := range opts.BinarySectionSize {
-		src, err := binarySection(m, sec.Part, nil)
-		if err != nil {
-			return err
-		}
-		binarySizes[i] = src.size
-	}
-	rw := f.w.CreateMessage(seq)
-	if opts.UID {
-		rw.WriteUID(imap.UID(m.UID))
-	}
-	if opts.Flags || f.seen[m.UID] {
-		rw.WriteFlags(toIMAPFlags(m.Flags))
-	}
-	if opts.InternalDate {
-		rw.WriteInternalDate(m.InternalDate)
-	}
-	if opts.RFC822Size {
-		rw.WriteRFC822Size(m.Size)
-	}
-	if opts.Envelope {
-		rw.WriteEnvelope(m.Structure.Envelope.IMAP())
-	}
-	if opts.BodyStructure != nil {
-		rw.WriteBodyStructure(m.Structure.Root.BodyStructure(opts.BodyStructure.Extended))
-	}
-	for i, sec := range opts.BodySection {
-		if err := f.stream(m, rw.WriteBodySection(sec, bodies[i].size), bodies[i]); err != nil {
-			return f.abort(rw, err)
-		}
-	}
-	for i, sec := range opts.BinarySection {
-		if err := f.stream(m, rw.WriteBinarySection(sec, binaries[i].size), binaries[i]); err != nil {
-			return f.abort(rw, err)
+	for i, it := range f.req.items {
+		switch it.kind {
+		case fetchUID:
+			sp()
+			e.Raw("UID ").Num(m.UID)
+		case fetchFlags:
+			sp()
+			e.Raw("FLAGS ")
+			f.s.flagList(m.UID, m.Flags)
+		case fetchInternalDate:
+			sp()
+			e.Raw("INTERNALDATE ").Date(m.InternalDate)
+		case fetchSize:
+			sp()
+			e.Raw("RFC822.SIZE ").Num64(uint64(m.Size))
+		case fetchEnvelope:
+			sp()
+			e.Raw("ENVELOPE ")
+			writeEnvelope(e, m.Structure.Envelope)
+		case fetchBody, fetchBodyStructure:
+			sp()
+			e.Raw(it.name).SP()
+			writeBodyStructure(e, m.Structure.Root, it.kind == fetchBodyStructure)
+		case fetchBinarySize:
+			sp()
+			e.Raw(it.name).SP().Num64(uint64(min(sources[i].size, 1<<32-1)))
+		case fetchSection, fetchBinary:
+			sp()
+			e.Raw(it.name).SP()
+			if err := f.stream(m, sources[i], it.kind == fetchBinary); err != nil {
+				return f.abort(err)
+			}
 		}
 	}
-	for i, sec := range opts.BinarySectionSize {
-		rw.WriteBinarySectionSize(sec, uint32(min(binarySizes[i], 1<<32-1)))
+	if flags && !f.req.has(fetchFlags) {
+		sp()
+		e.Raw("FLAGS ")
+		f.s.flagList(m.UID, m.Flags)
 	}
-	if err := rw.Close(); err != nil {
-		return err
-	}
-	if f.seen[m.UID] {
+	e.Raw(")").CRLF()
+	if flags {
 		f.sel.reported(m.UID, m.Flags)
 	}
-	return nil
+	return e.Err()
 }
 
 // abort ends the connection after a failure inside a literal: the response
 // cannot be completed, and anything written after it would be read as part
 // of the literal.
-func (f *fetcher) abort(rw *imapserver.FetchResponseWriter, err error) error {
-	f.s.srv.log.Error("fetch: streaming a body failed; closing the connection", "err", err)
-	f.s.conn.NetConn().Close()
-	rw.Close() // releases imapserver's writer lock; the write fails
+func (f *fetcher) abort(err error) error {
+	f.s.log.Error("fetch: streaming a body failed; closing the connection", "err", err)
+	f.s.conn.Close()
 	return errSessionEnded
 }
 
@@ -240,13 +590,12 @@ type source struct {
 	size       int64  // bytes written
 }
 
-func (f *fetcher) stream(m *store.MessageMeta, w io.WriteCloser, src source) error {
+// stream writes a section's literal: a literal8 for BINARY, whose content
+// may hold NUL.
+func (f *fetcher) stream(m *store.MessageMeta, src source, binary bool) error {
+	e := f.s.enc
 	if src.data != nil || src.size == 0 {
-		_, err := w.Write(src.data[:src.size])
-		if err == nil {
-			err = w.Close()
-		}
-		return err
+		return e.Literal(src.size, bytes.NewReader(src.data[:src.size]), binary && src.size > 0)
 	}
 	length := src.end - src.start
 	if src.encoding == "" {
@@ -264,14 +613,7 @@ func (f *fetcher) stream(m *store.MessageMeta, w io.WriteCloser, src source) err
 			}
 		}
 	}
-	n, err := io.Copy(w, io.LimitReader(body, src.size))
-	if err == nil && n != src.size {
-		err = fmt.Errorf("message %d: section shorter than its index says (%d < %d)", m.MessageID, n, src.size)
-	}
-	if err == nil {
-		err = w.Close()
-	}
-	return err
+	return e.Literal(src.size, io.LimitReader(body, src.size), binary)
 }
 
 // window cuts the partial window <offset.size> out of a content of the
@@ -359,8 +701,7 @@ func (f *fetcher) bodySection(m *store.MessageMeta, sec *imap.FetchItemBodySecti
 
 // errUnknownCTE answers BINARY of a part whose transfer encoding the server
 // cannot decode (RFC 3516 §4.2).
-var errUnknownCTE = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnknownCTE,
-	Text: "Unknown Content-Transfer-Encoding"}
+var errUnknownCTE = no("UNKNOWN-CTE", "Unknown Content-Transfer-Encoding")
 
 // binarySection locates BINARY[part]: the decoded body of a leaf part, or
 // the raw content of the whole message or a container. A leaf in an

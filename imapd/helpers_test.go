@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -210,6 +211,22 @@ func imapType(err error) imap.StatusResponseType {
 	return ""
 }
 
+// messageFlags drops \Recent from a message's flags as a client saw them:
+// \Recent is the session's (RFC 3501 §2.3.2), not the message's, and the
+// tests that use this compare message flags with what was stored;
+// TestRecent covers \Recent itself.
+func messageFlags(fs []imap.Flag) []imap.Flag {
+	if fs == nil {
+		return nil
+	}
+	return slices.DeleteFunc(slices.Clone(fs), func(f imap.Flag) bool { return f == `\Recent` })
+}
+
+// withoutRecent is messageFlags for a response line as read off the wire.
+func withoutRecent(line string) string {
+	return strings.NewReplacer(`FLAGS (\Recent)`, `FLAGS ()`, `FLAGS (\Recent `, `FLAGS (`).Replace(line)
+}
+
 func crlf(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }
 
 const simpleMsg = `From: Bob <bob@example.test>
@@ -286,4 +303,34 @@ func (r *raw) try(c string) (untagged []string, status string) {
 		}
 		untagged = append(untagged, l)
 	}
+}
+
+// fetchLiteral runs a FETCH of one item that is answered with a literal
+// ("* 1 FETCH (BINARY[2]<10> ~{20}") and returns the item's name and its
+// data; it fails the test unless the FETCH succeeds.
+func (r *raw) fetchLiteral(c string) (string, []byte) {
+	r.t.Helper()
+	r.tag++
+	tag := fmt.Sprintf("r%d", r.tag)
+	fmt.Fprintf(r.c, "%s %s\r\n", tag, c)
+	l := r.line()
+	i := strings.LastIndexByte(l, '{')
+	j := strings.Index(l, "FETCH (")
+	if i < 0 || j < 0 || !strings.HasSuffix(l, "}") {
+		r.t.Fatalf("%s: %q, want a literal", c, l)
+	}
+	var n int
+	fmt.Sscanf(l[i+1:], "%d", &n)
+	name := strings.TrimSuffix(strings.TrimSpace(strings.TrimSuffix(l[j+len("FETCH ("):i], "~")), " ")
+	data := make([]byte, n)
+	if _, err := io.ReadFull(r.r, data); err != nil {
+		r.t.Fatal(err)
+	}
+	if rest := r.line(); rest != ")" {
+		r.t.Fatalf("%s: after the literal %q", c, rest)
+	}
+	if l := r.line(); !strings.HasPrefix(l, tag+" OK") {
+		r.t.Fatalf("%s: %q", c, l)
+	}
+	return name, data
 }

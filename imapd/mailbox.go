@@ -3,100 +3,123 @@ package imapd
 import (
 	"iter"
 	"maps"
-	"reflect"
+	"regexp"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
-	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
-
+	"github.com/mailstack/mailstack/imapd/imapwire"
 	"github.com/mailstack/mailstack/store"
 )
 
-var systemFlags = []imap.Flag{imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagSeen, imap.FlagDraft}
-
-// maxListedKeywords caps the keywords written in FLAGS and PERMANENTFLAGS,
-// so that a mailbox where clients invented thousands of keywords does not
-// make every SELECT huge; \* still lets clients use the others.
-const maxListedKeywords = 256
-
-// Select implements imapserver.Session (SELECT and EXAMINE). Everything
-// it answers comes from one snapshot read in one statement (the feed's
-// open, store.SelectMailboxByName), including the first unseen message for
-// IMAP4rev1 clients ([UNSEEN n]) and whether the mailbox has children for
-// the LIST response IMAP4rev2 requires.
-func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectData, error) {
-	if err := s.begin(); err != nil {
-		return nil, err
-	}
-	s.unselect()
-	sel, snap, err := s.srv.feed.open(s.ctx, s.accountID(), name, opts.ReadOnly)
+// mailboxArg reads a mailbox name argument and decodes it: UTF-8 in UTF-8
+// mode, else modified UTF-7. A name that is not valid modified UTF-7 is
+// kept as sent (it names no mailbox; CREATE refuses it), except that an
+// 8-bit name in valid UTF-8 without "&" is taken as UTF-8, as many
+// clients send one without enabling UTF-8.
+func (s *session) mailboxArg(d *imapwire.Decoder) (name string, valid bool, err error) {
+	raw, err := d.AString()
 	if err != nil {
-		return nil, storeError(err, "SELECT")
+		return "", false, err
 	}
-	mb := snap.Mailbox
-	s.sel, s.mailbox = sel, mb
-	keywords := mb.Keywords[:min(len(mb.Keywords), maxListedKeywords)]
-	flags := slices.Clone(systemFlags)
-	for _, k := range keywords {
-		flags = append(flags, imap.Flag(k))
-	}
-	data := &imap.SelectData{
-		Flags:          flags,
-		PermanentFlags: append(slices.Clone(flags), imap.FlagWildcard),
-		NumMessages:    uint32(sel.count()),
-		UIDNext:        imap.UID(mb.UIDNext),
-		UIDValidity:    mb.UIDValidity,
-	}
-	if opts.ReadOnly {
-		data.PermanentFlags = []imap.Flag{}
-	}
-	if s.conn.EnabledCaps().Has(imap.CapIMAP4rev2) {
-		// RFC 9051 §6.3.2: the LIST response of the mailbox, whose name
-		// may differ from the one asked for (INBOX in another case).
-		data.List = &imap.ListData{Delim: store.Delimiter, Mailbox: mb.Name, Attrs: childAttr(snap.HasChildren)}
-		if mb.SpecialUse != "" {
-			data.List.Attrs = append(data.List.Attrs, imap.MailboxAttr(mb.SpecialUse))
-		}
-	} else if snap.FirstUnseen != 0 {
-		// IMAP4rev1's [UNSEEN n], numbered in this session's view (0
-		// when the view does not have it: then no message of the view is
-		// unseen).
-		data.FirstUnseenSeqNum = sel.seqOf(snap.FirstUnseen)
-	}
-	return data, nil
+	name, valid = s.decodeName(raw)
+	return name, valid, nil
 }
 
-func childAttr(has bool) []imap.MailboxAttr {
-	if has {
-		return []imap.MailboxAttr{imap.MailboxAttrHasChildren}
+func (s *session) decodeName(raw string) (string, bool) {
+	if s.utf8 {
+		return raw, utf8.ValidString(raw)
 	}
-	return []imap.MailboxAttr{imap.MailboxAttrHasNoChildren}
+	name, err := imapwire.DecodeMUTF7(raw)
+	if err != nil {
+		return raw, !strings.Contains(raw, "&") && utf8.ValidString(raw)
+	}
+	return name, true
 }
 
-// Create implements imapserver.Session, with CREATE-SPECIAL-USE.
-func (s *session) Create(name string, opts *imap.CreateOptions) error {
-	if err := s.begin(); err != nil {
+func (s *session) cmdCreate(c *cmd) error {
+	if err := c.d.SP(); err != nil {
 		return err
 	}
+	name, valid, err := s.mailboxArg(c.d)
+	if err != nil {
+		return err
+	}
+	var uses []string
+	if c.d.PeekIs(' ') {
+		// CREATE-SPECIAL-USE: (USE (\Attr ...)).
+		c.d.SP() //nolint:errcheck // peeked
+		err := c.d.List(func() error {
+			p, err := c.d.Atom()
+			if err != nil {
+				return err
+			}
+			if !strings.EqualFold(p, "USE") {
+				return bad("Unknown CREATE parameter " + truncate(p))
+			}
+			if err := c.d.SP(); err != nil {
+				return err
+			}
+			return c.d.List(func() error {
+				if err := c.d.Expect('\\', "special-use attribute"); err != nil {
+					return err
+				}
+				a, err := c.d.Atom()
+				uses = append(uses, `\`+a)
+				return err
+			})
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if err := c.end(); err != nil {
+		return err
+	}
+	if !valid {
+		return no("CANNOT", "Mailbox name is not valid modified UTF-7")
+	}
 	use := ""
-	switch len(opts.SpecialUse) {
+	switch len(uses) {
 	case 0:
 	case 1:
-		use = string(opts.SpecialUse[0])
+		use = canonicalSpecialUse(uses[0])
 	default:
-		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: "USEATTR", Text: "Only one special-use attribute per mailbox"}
+		return no("USEATTR", "Only one special-use attribute per mailbox")
 	}
-	_, err := s.srv.st.CreateMailbox(s.ctx, s.accountID(), name, use)
+	_, err = s.srv.st.CreateMailbox(s.ctx, s.accountID(), name, use)
 	if use != "" && errorsIsInvalid(err) {
-		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: "USEATTR", Text: "Unsupported special-use attribute " + use}
+		return no("USEATTR", "Unsupported special-use attribute "+uses[0])
+	}
+	if errorsIsInvalid(err) {
+		return no("CANNOT", "Invalid mailbox name")
 	}
 	return storeError(err, "CREATE")
 }
 
-// Delete implements imapserver.Session. INBOX cannot be deleted; a mailbox
-// with children becomes \Noselect (done by the store).
-func (s *session) Delete(name string) error {
+// canonicalSpecialUse spells a special-use attribute as RFC 6154 does.
+func canonicalSpecialUse(a string) string {
+	for _, u := range []string{`\All`, `\Archive`, `\Drafts`, `\Flagged`, `\Junk`, `\Sent`, `\Trash`} {
+		if strings.EqualFold(a, u) {
+			return u
+		}
+	}
+	return a
+}
+
+// cmdDelete deletes a mailbox. INBOX cannot be deleted; a mailbox with
+// children becomes \Noselect (done by the store).
+func (s *session) cmdDelete(c *cmd) error {
+	if err := c.d.SP(); err != nil {
+		return err
+	}
+	name, _, err := s.mailboxArg(c.d)
+	if err != nil {
+		return err
+	}
+	if err := c.end(); err != nil {
+		return err
+	}
 	if err := s.begin(); err != nil {
 		return err
 	}
@@ -119,9 +142,29 @@ func (s *session) Delete(name string) error {
 	return nil
 }
 
-// Rename implements imapserver.Session. Children move along; renaming
-// INBOX moves its messages to the new mailbox (done by the store).
-func (s *session) Rename(oldName, newName string, _ *imap.RenameOptions) error {
+// cmdRename renames a mailbox. Children move along; renaming INBOX moves
+// its messages to the new mailbox (done by the store).
+func (s *session) cmdRename(c *cmd) error {
+	if err := c.d.SP(); err != nil {
+		return err
+	}
+	oldName, _, err := s.mailboxArg(c.d)
+	if err != nil {
+		return err
+	}
+	if err := c.d.SP(); err != nil {
+		return err
+	}
+	newName, valid, err := s.mailboxArg(c.d)
+	if err != nil {
+		return err
+	}
+	if err := c.end(); err != nil {
+		return err
+	}
+	if !valid {
+		return no("CANNOT", "Mailbox name is not valid modified UTF-7")
+	}
 	if err := s.begin(); err != nil {
 		return err
 	}
@@ -138,76 +181,269 @@ func (s *session) Rename(oldName, newName string, _ *imap.RenameOptions) error {
 	return nil
 }
 
-// Subscribe implements imapserver.Session.
-func (s *session) Subscribe(name string) error {
+// cmdSubscribe is SUBSCRIBE and UNSUBSCRIBE.
+func (s *session) cmdSubscribe(c *cmd) error {
+	if err := c.d.SP(); err != nil {
+		return err
+	}
+	name, _, err := s.mailboxArg(c.d)
+	if err != nil {
+		return err
+	}
+	if err := c.end(); err != nil {
+		return err
+	}
 	if err := s.begin(); err != nil {
 		return err
 	}
-	return storeError(s.srv.st.SetSubscribed(s.ctx, s.accountID(), name, true), "SUBSCRIBE")
+	err = s.srv.st.SetSubscribed(s.ctx, s.accountID(), name, c.name == "SUBSCRIBE")
+	if errorsIsInvalid(err) {
+		return no("CANNOT", "Invalid mailbox name")
+	}
+	return storeError(err, c.name)
 }
 
-// Unsubscribe implements imapserver.Session.
-func (s *session) Unsubscribe(name string) error {
-	if err := s.begin(); err != nil {
+// statusItems are the STATUS data items asked for, in order.
+type statusItems []string
+
+func (s *session) statusItemsArg(d *imapwire.Decoder) (statusItems, error) {
+	var items statusItems
+	err := d.List(func() error {
+		a, err := d.Atom()
+		if err != nil {
+			return err
+		}
+		a = strings.ToUpper(a)
+		switch a {
+		case "MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT", "APPENDLIMIT":
+		default:
+			return bad("Unknown STATUS item " + truncate(a))
+		}
+		items = append(items, a)
+		return nil
+	})
+	if err == nil && len(items) == 0 {
+		err = bad("STATUS needs at least one item")
+	}
+	return items, err
+}
+
+// cmdStatus answers STATUS from the mailbox's cached counters: one row.
+func (s *session) cmdStatus(c *cmd) error {
+	if err := c.d.SP(); err != nil {
 		return err
 	}
-	return storeError(s.srv.st.SetSubscribed(s.ctx, s.accountID(), name, false), "UNSUBSCRIBE")
-}
-
-// Status implements imapserver.Session from the mailbox's cached counters:
-// one row.
-func (s *session) Status(name string, opts *imap.StatusOptions) (*imap.StatusData, error) {
+	name, _, err := s.mailboxArg(c.d)
+	if err != nil {
+		return err
+	}
+	if err := c.d.SP(); err != nil {
+		return err
+	}
+	items, err := s.statusItemsArg(c.d)
+	if err != nil {
+		return err
+	}
+	if err := c.end(); err != nil {
+		return err
+	}
 	if err := s.begin(); err != nil {
-		return nil, err
+		return err
 	}
 	mb, err := s.srv.st.MailboxByName(s.ctx, s.accountID(), name)
 	if err != nil {
-		return nil, storeError(err, "STATUS")
+		return storeError(err, "STATUS")
 	}
 	if mb.NoSelect {
-		return nil, storeError(store.ErrNoSelect, "STATUS")
+		return storeError(store.ErrNoSelect, "STATUS")
 	}
-	if opts.DeletedStorage {
-		return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Text: "STATUS DELETED-STORAGE is not supported"}
+	s.enc.Star().Raw("STATUS ").Mailbox(mb.Name).SP()
+	if err := s.writeStatus(mb, items); err != nil {
+		return err
 	}
-	return s.statusData(mb, opts), nil
+	s.enc.CRLF()
+	return nil
 }
 
-func (s *session) statusData(mb *store.Mailbox, opts *imap.StatusOptions) *imap.StatusData {
-	u32 := func(n int64) *uint32 { v := uint32(n); return &v }
-	size := mb.Size
-	limit := s.AppendLimit()
-	d := &imap.StatusData{
-		Mailbox:     mb.Name,
-		UIDNext:     imap.UID(mb.UIDNext),
-		UIDValidity: mb.UIDValidity,
-		NumMessages: u32(mb.Messages),
-		NumUnseen:   u32(mb.Unseen),
-		NumDeleted:  u32(mb.Deleted),
-		NumRecent:   u32(0),
-		Size:        &size,
+// writeStatus writes "(ITEM n ...)".
+func (s *session) writeStatus(mb *store.Mailbox, items statusItems) error {
+	s.enc.Byte('(')
+	for i, it := range items {
+		if i > 0 {
+			s.enc.SP()
+		}
+		s.enc.Raw(it).SP()
+		switch it {
+		case "MESSAGES":
+			s.enc.Num64(uint64(mb.Messages))
+		case "UIDNEXT":
+			s.enc.Num(mb.UIDNext)
+		case "UIDVALIDITY":
+			s.enc.Num(mb.UIDValidity)
+		case "UNSEEN":
+			s.enc.Num64(uint64(mb.Unseen))
+		case "DELETED":
+			s.enc.Num64(uint64(mb.Deleted))
+		case "SIZE":
+			s.enc.Num64(uint64(mb.Size))
+		case "APPENDLIMIT":
+			s.enc.Num64(uint64(s.srv.opts.MaxMessageSize))
+		case "RECENT":
+			n, err := s.recentCount(mb)
+			if err != nil {
+				return err
+			}
+			s.enc.Num64(uint64(n))
+		}
 	}
-	if opts.AppendLimit {
-		d.AppendLimit = &limit
-	}
-	return d
+	s.enc.Byte(')')
+	return nil
 }
 
-// List implements imapserver.Session: LIST and LSUB with reference and
-// patterns, LIST-EXTENDED selection options (SUBSCRIBED, RECURSIVEMATCH,
-// SPECIAL-USE) and return options (CHILDREN, SUBSCRIBED, SPECIAL-USE,
-// STATUS). Two queries: the account's mailboxes and, when subscriptions
+// listOptions are LIST-EXTENDED's selection and return options.
+type listOptions struct {
+	selectSubscribed, selectRecursive, selectSpecialUse bool
+	returnSubscribed, returnChildren, returnSpecialUse  bool
+	returnStatus                                        statusItems
+}
+
+// cmdList is LIST (with LIST-EXTENDED, LIST-STATUS, SPECIAL-USE) and LSUB.
+// Two queries at most: the account's mailboxes and, when subscriptions
 // matter, its subscriptions.
-func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, opts *imap.ListOptions) error {
+func (s *session) cmdList(c *cmd) error {
+	lsub := c.name == "LSUB"
+	var opts listOptions
+	if err := c.d.SP(); err != nil {
+		return err
+	}
+	if !lsub && c.d.PeekIs('(') {
+		err := c.d.List(func() error {
+			a, err := c.d.Atom()
+			if err != nil {
+				return err
+			}
+			switch strings.ToUpper(a) {
+			case "SUBSCRIBED":
+				opts.selectSubscribed = true
+			case "RECURSIVEMATCH":
+				opts.selectRecursive = true
+			case "SPECIAL-USE":
+				opts.selectSpecialUse = true
+			case "REMOTE":
+			default:
+				return bad("Unknown LIST selection option " + truncate(a))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if opts.selectRecursive && !opts.selectSubscribed {
+			return bad("RECURSIVEMATCH needs another selection option")
+		}
+		if err := c.d.SP(); err != nil {
+			return err
+		}
+	}
+	ref, err := c.d.AString()
+	if err != nil {
+		return err
+	}
+	if err := c.d.SP(); err != nil {
+		return err
+	}
+	var patterns []string
+	if !lsub && c.d.PeekIs('(') {
+		err = c.d.List(func() error {
+			p, err := c.d.ListMailbox()
+			patterns = append(patterns, p)
+			return err
+		})
+		if err == nil && len(patterns) == 0 {
+			err = bad("LIST needs a pattern")
+		}
+	} else {
+		var p string
+		p, err = c.d.ListMailbox()
+		patterns = append(patterns, p)
+	}
+	if err != nil {
+		return err
+	}
+	if !lsub && c.d.PeekIs(' ') {
+		c.d.SP() //nolint:errcheck // peeked
+		a, err := c.d.Atom()
+		if err != nil {
+			return err
+		}
+		if !strings.EqualFold(a, "RETURN") {
+			return bad("Expected RETURN")
+		}
+		if err := c.d.SP(); err != nil {
+			return err
+		}
+		err = c.d.List(func() error {
+			a, err := c.d.Atom()
+			if err != nil {
+				return err
+			}
+			switch strings.ToUpper(a) {
+			case "SUBSCRIBED":
+				opts.returnSubscribed = true
+			case "CHILDREN":
+				opts.returnChildren = true
+			case "SPECIAL-USE":
+				opts.returnSpecialUse = true
+			case "STATUS":
+				if err := c.d.SP(); err != nil {
+					return err
+				}
+				opts.returnStatus, err = s.statusItemsArg(c.d)
+				return err
+			default:
+				return bad("Unknown LIST return option " + truncate(a))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if err := c.end(); err != nil {
+		return err
+	}
 	if err := s.begin(); err != nil {
 		return err
 	}
-	if len(patterns) == 0 {
+	if len(patterns) == 1 && patterns[0] == "" && !opts.selectSubscribed {
 		// LIST "" "": the hierarchy delimiter and root.
-		return w.WriteList(&imap.ListData{Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}, Delim: store.Delimiter})
+		s.enc.Star().Raw(c.name).Raw(` (\Noselect) "/" ""`).CRLF()
+		return nil
 	}
-	if opts.ReturnStatus != nil && opts.ReturnStatus.DeletedStorage {
-		return &imap.Error{Type: imap.StatusResponseTypeBad, Text: "STATUS DELETED-STORAGE is not supported"}
+	return s.list(c.name, ref, patterns, opts)
+}
+
+func (s *session) list(resp, ref string, patterns []string, opts listOptions) error {
+	lsub := resp == "LSUB"
+	if lsub {
+		opts.selectSubscribed = true
+	}
+	refName, _ := s.decodeName(ref)
+	var res []*regexp.Regexp
+	for _, p := range patterns {
+		if p == "" {
+			continue
+		}
+		pat, _ := s.decodeName(p)
+		res = append(res, listPattern(refName, pat))
+	}
+	matches := func(name string) bool {
+		for _, re := range res {
+			if re.MatchString(name) {
+				return true
+			}
+		}
+		return false
 	}
 	all, err := s.srv.st.Mailboxes(s.ctx, s.accountID())
 	if err != nil {
@@ -215,7 +451,7 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	}
 	subscribed := map[string]bool{}
 	var subs []string
-	if opts.SelectSubscribed || opts.ReturnSubscribed {
+	if opts.selectSubscribed || opts.returnSubscribed {
 		if subs, err = s.srv.st.Subscriptions(s.ctx, s.accountID()); err != nil {
 			return err
 		}
@@ -231,44 +467,48 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 			parents[p] = true
 		}
 	}
-	matches := func(name string) bool {
-		for _, p := range patterns {
-			if imapserver.MatchList(name, store.Delimiter, ref, canonicalPattern(ref, p)) {
-				return true
-			}
-		}
-		return false
-	}
-	lsub := isLSub(w)
 	// attrs are the attributes of an existing mailbox.
-	attrs := func(mb *store.Mailbox) []imap.MailboxAttr {
-		var a []imap.MailboxAttr
+	attrs := func(mb *store.Mailbox) []string {
+		var a []string
 		if mb.NoSelect {
-			a = append(a, imap.MailboxAttrNoSelect)
+			a = append(a, `\Noselect`)
 		}
-		a = append(a, childAttr(parents[mb.Name])...)
+		if parents[mb.Name] {
+			a = append(a, `\HasChildren`)
+		} else {
+			a = append(a, `\HasNoChildren`)
+		}
 		if mb.SpecialUse != "" {
-			a = append(a, imap.MailboxAttr(mb.SpecialUse))
+			a = append(a, mb.SpecialUse)
 		}
 		return a
 	}
-	write := func(data *imap.ListData, mb *store.Mailbox) error {
-		if opts.ReturnStatus != nil && mb != nil && !mb.NoSelect {
-			data.Status = s.statusData(mb, opts.ReturnStatus)
+	write := func(name string, attrs []string, childInfo bool, mb *store.Mailbox) error {
+		s.enc.Star().Raw(resp).Raw(" (").Raw(strings.Join(attrs, " ")).Raw(`) "/" `).Mailbox(name)
+		if childInfo {
+			s.enc.Raw(` ("CHILDINFO" ("SUBSCRIBED"))`)
 		}
-		return w.WriteList(data)
+		s.enc.CRLF()
+		if opts.returnStatus != nil && mb != nil && !mb.NoSelect {
+			s.enc.Star().Raw("STATUS ").Mailbox(mb.Name).SP()
+			if err := s.writeStatus(mb, opts.returnStatus); err != nil {
+				return err
+			}
+			s.enc.CRLF()
+		}
+		return nil
 	}
 
-	if !opts.SelectSubscribed {
+	if !opts.selectSubscribed {
 		for _, mb := range all {
-			if !matches(mb.Name) || opts.SelectSpecialUse && mb.SpecialUse == "" {
+			if !matches(mb.Name) || opts.selectSpecialUse && mb.SpecialUse == "" {
 				continue
 			}
-			data := &imap.ListData{Delim: store.Delimiter, Mailbox: mb.Name, Attrs: attrs(mb)}
-			if opts.ReturnSubscribed && subscribed[mb.Name] {
-				data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
+			a := attrs(mb)
+			if opts.returnSubscribed && subscribed[mb.Name] {
+				a = append(a, `\Subscribed`)
 			}
-			if err := write(data, mb); err != nil {
+			if err := write(mb.Name, a, false, mb); err != nil {
 				return err
 			}
 		}
@@ -277,56 +517,105 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 
 	// Selected by subscription (LIST (SUBSCRIBED) and LSUB): subscribed
 	// names, existing or not, plus unsubscribed parents of subscribed
-	// names: with RECURSIVEMATCH every matching one (CHILDINFO, RFC 5258
-	// §3.5); for LSUB those whose subscribed descendant the pattern does
-	// not reach ("%"), flagged \Noselect (RFC 3501 §6.3.9).
+	// names: with RECURSIVEMATCH every matching one whose subscribed
+	// descendant does not match itself (CHILDINFO, RFC 5258 §3.5); for
+	// LSUB those whose subscribed descendant the pattern does not reach
+	// ("%"), flagged \Noselect (RFC 3501 §6.3.9).
 	childOnly := map[string]bool{}
-	if lsub || opts.SelectRecursiveMatch {
+	if lsub || opts.selectRecursive {
 		for _, n := range subs {
-			if lsub && matches(n) {
+			if matches(n) {
 				continue
 			}
 			for p := range ancestors(n) {
+				// A subscribed parent is listed for itself, without
+				// CHILDINFO (as Dovecot does).
 				if !subscribed[p] && matches(p) {
 					childOnly[p] = true
 				}
 			}
 		}
 	}
-	names := slices.Sorted(maps.Keys(childOnly))
+	seen := map[string]bool{}
+	var names []string
 	for _, n := range subs {
-		if matches(n) {
+		if matches(n) && !seen[n] {
+			seen[n] = true
+			names = append(names, n)
+		}
+	}
+	for _, n := range slices.Sorted(maps.Keys(childOnly)) {
+		if !seen[n] {
+			seen[n] = true
 			names = append(names, n)
 		}
 	}
 	slices.Sort(names)
 	for _, name := range names {
 		mb := byName[name]
-		if opts.SelectSpecialUse && (mb == nil || mb.SpecialUse == "") {
+		if opts.selectSpecialUse && (mb == nil || mb.SpecialUse == "") {
 			continue
 		}
-		data := &imap.ListData{Delim: store.Delimiter, Mailbox: name}
+		var a []string
 		switch {
-		case lsub && (childOnly[name] || mb == nil):
+		case lsub && (!subscribed[name] || mb == nil):
 			// LSUB knows no \NonExistent; Dovecot says \Noselect.
-			data.Attrs = []imap.MailboxAttr{imap.MailboxAttrNoSelect}
+			a = []string{`\Noselect`}
 		case mb == nil:
-			data.Attrs = []imap.MailboxAttr{imap.MailboxAttrNonExistent}
+			a = []string{`\NonExistent`}
 		default:
-			data.Attrs = attrs(mb)
+			a = attrs(mb)
 		}
-		if childOnly[name] {
-			if !lsub {
-				data.ChildInfo = &imap.ListDataChildInfo{Subscribed: true}
-			}
-		} else if !lsub {
-			data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
+		if subscribed[name] && !lsub {
+			a = append(a, `\Subscribed`)
 		}
-		if err := write(data, mb); err != nil {
+		if err := write(name, a, !lsub && childOnly[name], mb); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// listPattern compiles a LIST reference and pattern (RFC 3501 §6.3.8):
+// "*" matches anything, "%" anything but the hierarchy delimiter. A
+// pattern beginning with the delimiter ignores the reference. INBOX, as
+// the first level, matches in any case. Regular expressions run in linear
+// time, whatever the pattern (a hand-written backtracking matcher is
+// exponential on "*a*a*a...").
+func listPattern(ref, pattern string) *regexp.Regexp {
+	if strings.HasPrefix(pattern, "/") {
+		ref, pattern = "", pattern[1:]
+	}
+	full := pattern
+	if ref != "" {
+		if !strings.HasSuffix(ref, "/") {
+			ref += "/"
+		}
+		full = ref + pattern
+	}
+	var b strings.Builder
+	b.WriteString("^")
+	first, rest, hasRest := strings.Cut(full, "/")
+	if strings.EqualFold(first, "INBOX") {
+		b.WriteString("INBOX")
+		if hasRest {
+			full = "/" + rest
+		} else {
+			full = ""
+		}
+	}
+	for _, r := range full {
+		switch r {
+		case '*':
+			b.WriteString(".*")
+		case '%':
+			b.WriteString("[^/]*")
+		default:
+			b.WriteString(regexp.QuoteMeta(string(r)))
+		}
+	}
+	b.WriteString("$")
+	return regexp.MustCompile("(?s)" + b.String())
 }
 
 // ancestors yields the parent names of name, nearest first.
@@ -343,30 +632,4 @@ func ancestors(name string) iter.Seq[string] {
 			}
 		}
 	}
-}
-
-// isLSub reports whether w answers LSUB rather than LIST: imapserver routes
-// both to Session.List with the same options and keeps the difference in an
-// unexported field, yet the two differ (LSUB flags unsubscribed parents
-// \Noselect, LIST (SUBSCRIBED) does not list them). Reading the field is
-// tied to go-imap beta.8; TestLSub fails if it moves.
-func isLSub(w *imapserver.ListWriter) bool {
-	f := reflect.ValueOf(w).Elem().FieldByName("lsub")
-	return f.IsValid() && f.Kind() == reflect.Bool && f.Bool()
-}
-
-// canonicalPattern makes the INBOX prefix of a pattern case-insensitive, as
-// INBOX itself is (RFC 9051 §5.1).
-func canonicalPattern(ref, pattern string) string {
-	if ref != "" {
-		return pattern
-	}
-	first, rest, found := strings.Cut(pattern, string(store.Delimiter))
-	if strings.EqualFold(first, "INBOX") {
-		if found {
-			return "INBOX" + string(store.Delimiter) + rest
-		}
-		return "INBOX"
-	}
-	return pattern
 }

@@ -3,6 +3,7 @@ package imapd
 import (
 	"context"
 	"slices"
+	"strings"
 
 	"github.com/emersion/go-imap/v2"
 
@@ -37,6 +38,11 @@ func searchUIDsSaved(ctx context.Context, st *store.Store, accountID, mailboxID 
 	return intersectSorted(uids, view), nil
 }
 
+// rawHeaderKey prefixes the field name of a HEADER search key in the
+// criteria the parser builds (go-imap's SearchCriteria has one list for
+// FROM and HEADER From); a field name cannot hold NUL.
+const rawHeaderKey = "\x00"
+
 // toStoreCriteria converts an IMAP criterion; view must not be empty.
 func toStoreCriteria(in *imap.SearchCriteria, view []uint32, saved []uint32) *store.SearchCriteria {
 	out := &store.SearchCriteria{}
@@ -63,6 +69,10 @@ func toStoreCriteria(in *imap.SearchCriteria, view []uint32, saved []uint32) *st
 		out.NotFlag = append(out.NotFlag, string(f))
 	}
 	for _, h := range in.Header {
+		if k, raw := strings.CutPrefix(h.Key, rawHeaderKey); raw {
+			out.RawHeader = append(out.RawHeader, store.HeaderMatch{Key: k, Value: h.Value})
+			continue
+		}
 		out.Header = append(out.Header, store.HeaderMatch{Key: h.Key, Value: h.Value})
 	}
 	out.Body = append(out.Body, in.Body...)

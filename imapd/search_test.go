@@ -361,9 +361,11 @@ func TestSearchKeysWire(t *testing.T) {
 		{"KEYWORD $work", []uint32{2, 4}},
 		{"UNKEYWORD $Work", []uint32{3, 5, 6}},
 		{"KEYWORD $Nothing", nil},
-		{"NEW", nil},
-		{"OLD", []uint32{2, 3, 4, 5, 6}},
-		{"RECENT", nil},
+		// r selected INBOX first after every message arrived: all are
+		// \Recent to it (TestRecent covers the other sessions).
+		{"NEW", []uint32{3, 5}},
+		{"OLD", nil},
+		{"RECENT", []uint32{2, 3, 4, 5, 6}},
 		{"ANSWERED", []uint32{2}},
 		{"UNANSWERED", []uint32{3, 4, 5, 6}},
 		{"DRAFT", []uint32{3}},
@@ -457,13 +459,21 @@ func TestSearchResMinMax(t *testing.T) {
 		{"UID SEARCH RETURN (MIN SAVE) UID 4", "UID MIN 4", []string{"4"}},
 		{"UID SEARCH RETURN (SAVE MIN COUNT) UNSEEN", "UID MIN 2 COUNT 3", []string{"2", "4", "6"}},
 		{"UID SEARCH RETURN (SAVE MAX ALL) UNSEEN", "UID ALL 2,4,6 MAX 6", []string{"2", "4", "6"}},
-		// SAVE alone: RFC 5182 wants no ESEARCH; imapserver makes it
-		// RETURN (SAVE ALL).
-		{"UID SEARCH RETURN (SAVE) UNSEEN", "UID ALL 2,4,6", []string{"2", "4", "6"}},
+		// SAVE alone: no ESEARCH (RFC 5182 §2.4).
+		{"UID SEARCH RETURN (SAVE) UNSEEN", "", []string{"2", "4", "6"}},
 		{"UID SEARCH RETURN (SAVE MIN) KEYWORD $None", "UID", nil},
 	}
 	for _, tc := range tests {
 		untagged := r.cmd(tc.search)
+		if tc.answer == "" {
+			if len(untagged) != 0 {
+				t.Errorf("%s: %q, want no ESEARCH", tc.search, untagged)
+			}
+			if got := fetched(); !slices.Equal(got, tc.saved) {
+				t.Errorf("%s: UID FETCH $ = %v, want %v", tc.search, got, tc.saved)
+			}
+			continue
+		}
 		if len(untagged) != 1 || !strings.HasPrefix(untagged[0], "* ESEARCH (TAG ") {
 			t.Errorf("%s: %q", tc.search, untagged)
 			continue

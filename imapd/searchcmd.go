@@ -2,86 +2,474 @@ package imapd
 
 import (
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/mailstack/mailstack/imapd/imapwire"
 )
 
-// Search implements imapserver.Session. The matching itself is searchUIDs
+// maxSearchKeys bounds the keys of one SEARCH (nesting is bounded by the
+// decoder's MaxDepth): each becomes SQL.
+const maxSearchKeys = 1000
+
+// searchParser reads search keys into go-imap's SearchCriteria.
+type searchParser struct {
+	d    *imapwire.Decoder
+	uid  bool
+	keys int
+}
+
+// criteria reads search keys up to the end of the command (top level) or
+// the closing parenthesis, ANDed.
+func (p *searchParser) criteria(c *imap.SearchCriteria, inList bool) error {
+	for {
+		if err := p.key(c); err != nil {
+			return err
+		}
+		if inList && p.d.PeekIs(')') || !inList && p.d.AtEnd() {
+			return nil
+		}
+		if err := p.d.SP(); err != nil {
+			return err
+		}
+	}
+}
+
+// key reads one search key and ANDs it into c.
+func (p *searchParser) key(c *imap.SearchCriteria) error {
+	if p.keys++; p.keys > maxSearchKeys {
+		return bad("Too many search keys")
+	}
+	d := p.d
+	b, err := d.Peek()
+	if err != nil {
+		return err
+	}
+	switch {
+	case b == '(':
+		leave, err := d.Nest()
+		if err != nil {
+			return err
+		}
+		defer leave()
+		d.Consume('(') //nolint:errcheck // peeked
+		var sub imap.SearchCriteria
+		if err := p.criteria(&sub, true); err != nil {
+			return err
+		}
+		if err := d.Expect(')', ")"); err != nil {
+			return err
+		}
+		c.And(&sub)
+		return nil
+	case b >= '0' && b <= '9' || b == '*' || b == '$':
+		set, err := d.NumSet(false)
+		if err != nil {
+			return err
+		}
+		switch set := set.(type) {
+		case imap.SeqSet:
+			c.SeqNum = append(c.SeqNum, set)
+		case imap.UIDSet: // "$"
+			c.UID = append(c.UID, set)
+		}
+		return nil
+	}
+	a, err := d.Atom()
+	if err != nil {
+		return err
+	}
+	arg := func() (string, error) {
+		if err := d.SP(); err != nil {
+			return "", err
+		}
+		return d.AString()
+	}
+	date := func() (time.Time, error) {
+		s, err := arg()
+		if err != nil {
+			return time.Time{}, err
+		}
+		t, err := time.Parse("2-Jan-2006", s)
+		if err != nil {
+			return time.Time{}, bad("Invalid date " + truncate(s))
+		}
+		return t, nil
+	}
+	num := func() (int64, error) {
+		if err := d.SP(); err != nil {
+			return 0, err
+		}
+		n, err := d.Number64()
+		return int64(n), err
+	}
+	flag := func(f string, not bool) {
+		if not {
+			c.NotFlag = append(c.NotFlag, imap.Flag(f))
+		} else {
+			c.Flag = append(c.Flag, imap.Flag(f))
+		}
+	}
+	header := func(name string) error {
+		v, err := arg()
+		c.Header = append(c.Header, imap.SearchCriteriaHeaderField{Key: name, Value: v})
+		return err
+	}
+	switch strings.ToUpper(a) {
+	case "ALL":
+	case "ANSWERED", "DELETED", "FLAGGED", "SEEN", "DRAFT", "RECENT":
+		flag(`\`+titleCase(a), false)
+	case "UNANSWERED", "UNDELETED", "UNFLAGGED", "UNSEEN", "UNDRAFT":
+		flag(`\`+titleCase(a[2:]), true)
+	case "NEW":
+		flag(`\Recent`, false)
+		flag(`\Seen`, true)
+	case "OLD":
+		flag(`\Recent`, true)
+	case "KEYWORD", "UNKEYWORD":
+		if err := d.SP(); err != nil {
+			return err
+		}
+		k, err := d.Atom()
+		if err != nil {
+			return err
+		}
+		flag(k, strings.EqualFold(a, "UNKEYWORD"))
+	case "BCC", "CC", "FROM", "TO", "SUBJECT":
+		return header(titleCase(a))
+	case "HEADER":
+		if err := d.SP(); err != nil {
+			return err
+		}
+		name, err := d.AString()
+		if err != nil {
+			return err
+		}
+		// Matched against the field as written, addresses not parsed
+		// (Dovecot's HEADER), unlike FROM/TO/CC/BCC.
+		return header(rawHeaderKey + name)
+	case "BODY", "TEXT":
+		v, err := arg()
+		if err != nil {
+			return err
+		}
+		if strings.EqualFold(a, "BODY") {
+			c.Body = append(c.Body, v)
+		} else {
+			c.Text = append(c.Text, v)
+		}
+	case "BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE":
+		t, err := date()
+		if err != nil {
+			return err
+		}
+		var sub imap.SearchCriteria
+		switch strings.ToUpper(a) {
+		case "BEFORE":
+			sub.Before = t
+		case "ON":
+			sub.Since, sub.Before = t, t.AddDate(0, 0, 1)
+		case "SINCE":
+			sub.Since = t
+		case "SENTBEFORE":
+			sub.SentBefore = t
+		case "SENTON":
+			sub.SentSince, sub.SentBefore = t, t.AddDate(0, 0, 1)
+		case "SENTSINCE":
+			sub.SentSince = t
+		}
+		c.And(&sub)
+	case "LARGER", "SMALLER":
+		n, err := num()
+		if err != nil {
+			return err
+		}
+		var sub imap.SearchCriteria
+		if strings.EqualFold(a, "LARGER") {
+			sub.Larger = n
+		} else if n == 0 {
+			// Nothing is smaller than 0 bytes; Smaller 0 means "no
+			// limit" to SearchCriteria.
+			sub.Not = []imap.SearchCriteria{{}}
+		} else {
+			sub.Smaller = n
+		}
+		c.And(&sub)
+	case "UID":
+		if err := d.SP(); err != nil {
+			return err
+		}
+		set, err := d.NumSet(true)
+		if err != nil {
+			return err
+		}
+		c.UID = append(c.UID, set.(imap.UIDSet))
+	case "NOT":
+		leave, err := d.Nest()
+		if err != nil {
+			return err
+		}
+		defer leave()
+		if err := d.SP(); err != nil {
+			return err
+		}
+		var sub imap.SearchCriteria
+		if err := p.key(&sub); err != nil {
+			return err
+		}
+		c.Not = append(c.Not, sub)
+	case "OR":
+		leave, err := d.Nest()
+		if err != nil {
+			return err
+		}
+		defer leave()
+		var pair [2]imap.SearchCriteria
+		for i := range pair {
+			if err := d.SP(); err != nil {
+				return err
+			}
+			if err := p.key(&pair[i]); err != nil {
+				return err
+			}
+		}
+		c.Or = append(c.Or, pair)
+	default:
+		return bad("Unknown search key " + truncate(a))
+	}
+	return nil
+}
+
+// titleCase makes "ANSWERED" "Answered".
+func titleCase(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + strings.ToLower(s[1:])
+}
+
+// searchReturn is the RETURN options of an extended SEARCH (ESEARCH).
+type searchReturn struct {
+	extended             bool // RETURN was given: answer with ESEARCH
+	min, max, all, count bool
+	save                 bool
+}
+
+// cmdSearch is SEARCH and UID SEARCH. The matching itself is searchUIDs
 // (search.go, with "$" standing for the saved result); this builds the
 // response in sequence numbers or UIDs, with the ESEARCH return options,
 // and saves the result for SEARCHRES.
-//
-// imapserver turns RETURN (SAVE) alone into RETURN (SAVE ALL): the client
-// then gets an ESEARCH ALL response RFC 5182 says it should not (harmless:
-// clients ignore it, but it costs bandwidth on large results). The two
-// cannot be told apart here.
-func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, opts *imap.SearchOptions) (*imap.SearchData, error) {
+func (s *session) cmdSearch(c *cmd) error {
+	if err := c.d.SP(); err != nil {
+		return err
+	}
+	var ret searchReturn
+	p := &searchParser{d: c.d, uid: c.uid}
+	if a, ok := peekWord(c.d, "RETURN"); ok {
+		_ = a
+		ret.extended = true
+		if err := c.d.SP(); err != nil {
+			return err
+		}
+		err := c.d.List(func() error {
+			o, err := c.d.Atom()
+			if err != nil {
+				return err
+			}
+			switch strings.ToUpper(o) {
+			case "MIN":
+				ret.min = true
+			case "MAX":
+				ret.max = true
+			case "ALL":
+				ret.all = true
+			case "COUNT":
+				ret.count = true
+			case "SAVE":
+				ret.save = true
+			default:
+				return bad("Unknown SEARCH return option " + truncate(o))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if !ret.min && !ret.max && !ret.count && !ret.save {
+			ret.all = true // RETURN () is RETURN (ALL)
+		}
+		if err := c.d.SP(); err != nil {
+			return err
+		}
+	}
+	if _, ok := peekWord(c.d, "CHARSET"); ok {
+		if err := c.d.SP(); err != nil {
+			return err
+		}
+		cs, err := c.d.AString()
+		if err != nil {
+			return err
+		}
+		if !strings.EqualFold(cs, "UTF-8") && !strings.EqualFold(cs, "US-ASCII") {
+			return no("BADCHARSET", "Unsupported charset; use UTF-8")
+		}
+		if err := c.d.SP(); err != nil {
+			return err
+		}
+	}
+	var criteria imap.SearchCriteria
+	if err := p.criteria(&criteria, false); err != nil {
+		return err
+	}
+	if err := c.end(); err != nil {
+		return err
+	}
 	if err := s.begin(); err != nil {
-		return nil, err
+		return err
 	}
-	sel, err := s.selectedView()
-	if err != nil {
-		return nil, err
-	}
+	sel := s.sel
 	view := sel.snapshot()
-	uids, err := searchUIDsSaved(s.ctx, s.srv.st, s.accountID(), s.mailbox.ID, view, criteria, s.searchRes)
+	s.recentCriteria(&criteria)
+	uids, err := searchUIDsSaved(s.ctx, s.srv.st, s.accountID(), s.mailbox.ID, view, &criteria, s.searchRes)
 	if err != nil {
-		if opts.ReturnSave {
+		if ret.save {
 			s.searchRes = nil // RFC 5182 §2.1: a failed SAVE leaves "$" empty
 		}
-		return nil, storeError(err, "SEARCH")
+		return storeError(err, "SEARCH")
 	}
 	// Only messages of the client's view, whatever the matcher returned.
 	uids = slices.DeleteFunc(uids, func(u uint32) bool {
 		_, ok := slices.BinarySearch(view, u)
 		return !ok
 	})
-	if opts.ReturnSave {
-		s.searchRes = savedResult(uids, opts)
-	}
-	data := &imap.SearchData{Count: uint32(len(uids))}
-	if kind == imapserver.NumKindUID {
-		set := imap.UIDSet{}
-		for _, u := range uids {
-			set.AddNum(imap.UID(u))
+	if ret.save {
+		s.searchRes = savedResult(uids, ret)
+		if !ret.min && !ret.max && !ret.count && !ret.all {
+			return nil // RETURN (SAVE) alone: no ESEARCH response
 		}
-		data.All = set
-		if len(uids) > 0 {
-			data.Min, data.Max = uids[0], uids[len(uids)-1]
-		}
-		return data, nil
 	}
-	set := imap.SeqSet{}
-	for _, u := range uids {
-		i, _ := slices.BinarySearch(view, u)
-		seq := uint32(i + 1)
-		set.AddNum(seq)
-		if data.Min == 0 {
-			data.Min = seq
+	nums := uids
+	if !c.uid {
+		nums = make([]uint32, len(uids))
+		for i, u := range uids {
+			j, _ := slices.BinarySearch(view, u)
+			nums[i] = uint32(j + 1)
 		}
-		data.Max = seq
 	}
-	data.All = set
-	return data, nil
+	e := s.enc
+	if s.rev2 && !ret.extended {
+		// IMAP4rev2 has no SEARCH response: ESEARCH ALL.
+		ret.extended, ret.all = true, true
+	}
+	if !ret.extended {
+		e.Star().Raw("SEARCH")
+		for _, n := range nums {
+			e.SP().Num(n)
+		}
+		e.CRLF()
+		return nil
+	}
+	e.Star().Raw("ESEARCH (TAG ").Quoted(c.tag).Raw(")")
+	if c.uid {
+		e.Raw(" UID")
+	}
+	if len(nums) > 0 {
+		if ret.all {
+			e.Raw(" ALL ")
+			writeSet(e, nums)
+		}
+		if ret.min {
+			e.Raw(" MIN ").Num(nums[0])
+		}
+		if ret.max {
+			e.Raw(" MAX ").Num(nums[len(nums)-1])
+		}
+	}
+	if ret.count {
+		e.Raw(" COUNT ").Num(uint32(len(nums)))
+	}
+	e.CRLF()
+	return nil
+}
+
+// peekWord consumes word (case-insensitive) if the next atom is it.
+func peekWord(d *imapwire.Decoder, word string) (string, bool) {
+	b, err := d.Peek()
+	if err != nil || (b|0x20) != (word[0]|0x20) {
+		return "", false
+	}
+	// Search keys starting with R/C (RECENT, CC) must not be eaten: only
+	// the whole word counts. Peek far enough to tell.
+	if !d.PeekWord(word) {
+		return "", false
+	}
+	a, _ := d.Atom()
+	return a, true
+}
+
+// writeSet writes ascending numbers as a compact sequence set.
+func writeSet(e *imapwire.Encoder, nums []uint32) {
+	for i := 0; i < len(nums); {
+		j := i
+		for j+1 < len(nums) && nums[j+1] == nums[j]+1 {
+			j++
+		}
+		if i > 0 {
+			e.Byte(',')
+		}
+		e.Num(nums[i])
+		if j > i {
+			e.Byte(':').Num(nums[j])
+		}
+		i = j + 1
+	}
 }
 
 // savedResult is what SEARCH RETURN (SAVE ...) remembers (RFC 5182 §2.4):
 // with MIN and/or MAX but neither ALL nor COUNT, only the messages those
 // report; otherwise the whole result.
-func savedResult(uids []uint32, opts *imap.SearchOptions) []uint32 {
-	if opts.ReturnAll || opts.ReturnCount || !opts.ReturnMin && !opts.ReturnMax {
+func savedResult(uids []uint32, ret searchReturn) []uint32 {
+	if ret.all || ret.count || !ret.min && !ret.max {
 		return uids
 	}
 	saved := []uint32{}
 	if len(uids) == 0 {
 		return saved
 	}
-	if opts.ReturnMin {
+	if ret.min {
 		saved = append(saved, uids[0])
 	}
-	if opts.ReturnMax && (len(saved) == 0 || saved[0] != uids[len(uids)-1]) {
+	if ret.max && (len(saved) == 0 || saved[0] != uids[len(uids)-1]) {
 		saved = append(saved, uids[len(uids)-1])
 	}
 	return saved
+}
+
+// recentCriteria replaces \Recent in flag criteria by the session's
+// recent UIDs: \Recent is per session, not stored with the message.
+func (s *session) recentCriteria(c *imap.SearchCriteria) {
+	recent := s.sel.recentSet()
+	c.Flag = slices.DeleteFunc(c.Flag, func(f imap.Flag) bool {
+		if strings.EqualFold(string(f), `\Recent`) {
+			c.UID = append(c.UID, recent)
+			return true
+		}
+		return false
+	})
+	c.NotFlag = slices.DeleteFunc(c.NotFlag, func(f imap.Flag) bool {
+		if strings.EqualFold(string(f), `\Recent`) {
+			c.Not = append(c.Not, imap.SearchCriteria{UID: []imap.UIDSet{recent}})
+			return true
+		}
+		return false
+	})
+	for i := range c.Not {
+		s.recentCriteria(&c.Not[i])
+	}
+	for i := range c.Or {
+		s.recentCriteria(&c.Or[i][0])
+		s.recentCriteria(&c.Or[i][1])
+	}
 }

@@ -1,22 +1,21 @@
-// Package imapd is mailstack's IMAP server: a go-imap/v2 imapserver backend
-// over the PostgreSQL store. Sessions keep their own sequence-number view of
-// the selected mailbox; a process-local change feed (fed by the store's
-// LISTEN connection and by local writes) brings every view up to date.
+// Package imapd is mailstack's IMAP server over the PostgreSQL store. It
+// owns its protocol layer (imapd/imapwire parses commands and encodes
+// responses; one file per command family here), keeping go-imap/v2's
+// public types where they help. Sessions keep their own sequence-number
+// view of the selected mailbox; a process-local change feed (fed by the
+// store's LISTEN connection and by local writes) brings every view up to
+// date. ARCHITECTURE.md describes the design.
 package imapd
 
 import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"sync"
 	"time"
-
-	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
 
 	"github.com/mailstack/mailstack/internal/metrics"
 	"github.com/mailstack/mailstack/store"
@@ -43,6 +42,8 @@ type Options struct {
 	// DebugWriter, if set, receives the raw protocol traffic (including
 	// credentials): for tests and debugging only.
 	DebugWriter io.Writer
+	// Version is the server version ID reports (default "dev").
+	Version string
 }
 
 // Server serves IMAP over one store. Create it with New; it is safe for
@@ -51,22 +52,20 @@ type Server struct {
 	st   *store.Store
 	opts Options
 	log  *slog.Logger
-	imap *imapserver.Server // STARTTLS connections (ServeStartTLS)
-	// imapTLS serves implicit-TLS connections (Serve). imapserver sees
-	// them through a coalescing layer above TLS, so not as *tls.Conn:
-	// InsecureAuth only tells it that they are secure (Serve makes every
-	// one of them TLS) and TLSConfig is unset, so it offers no STARTTLS.
-	imapTLS *imapserver.Server
-	feed    *feed
+	feed *feed
+	caps capabilities
 
 	cancel    context.CancelFunc
 	ctx       context.Context
-	listening sync.WaitGroup
+	listening sync.WaitGroup // the feed's Listen goroutine
 	closeOnce sync.Once
-	closeErr  error
 
-	mu    sync.Mutex
-	conns map[int64]int // authenticated connections per account
+	mu        sync.Mutex
+	conns     map[int64]int // authenticated connections per account
+	listeners map[net.Listener]struct{}
+	sessions  map[*session]struct{}
+	serving   sync.WaitGroup // connection goroutines
+	closed    bool
 
 	idleRecheck time.Duration // how often IDLE re-checks credentials
 }
@@ -80,6 +79,9 @@ func New(st *store.Store, opts Options) *Server {
 	if opts.MaxMessageSize > 1<<32-1 {
 		opts.MaxMessageSize = 1<<32 - 1 // APPENDLIMIT is a uint32
 	}
+	if opts.Version == "" {
+		opts.Version = "dev"
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
@@ -87,31 +89,19 @@ func New(st *store.Store, opts Options) *Server {
 	log = log.With("service", "imap")
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		st:     st,
-		opts:   opts,
-		log:    log,
-		ctx:    ctx,
-		cancel: cancel,
-		conns:  map[int64]int{},
+		st:        st,
+		opts:      opts,
+		log:       log,
+		ctx:       ctx,
+		cancel:    cancel,
+		conns:     map[int64]int{},
+		listeners: map[net.Listener]struct{}{},
+		sessions:  map[*session]struct{}{},
+		caps:      newCapabilities(opts.MaxMessageSize),
 
 		idleRecheck: idleRecheck,
 	}
 	s.feed = newFeed(ctx, st, log)
-	s.imap = imapserver.New(&imapserver.Options{
-		NewSession:   s.newSession,
-		Caps:         capabilities(),
-		Logger:       printfLogger{log},
-		TLSConfig:    opts.TLSConfig,
-		InsecureAuth: false, // LOGINDISABLED until STARTTLS
-		DebugWriter:  opts.DebugWriter,
-	})
-	s.imapTLS = imapserver.New(&imapserver.Options{
-		NewSession:   s.newSession,
-		Caps:         capabilities(),
-		Logger:       printfLogger{log},
-		InsecureAuth: true, // every connection is TLS: see Server.imapTLS
-		DebugWriter:  opts.DebugWriter,
-	})
 	s.listening.Add(1)
 	go func() {
 		defer s.listening.Done()
@@ -127,53 +117,103 @@ func New(st *store.Store, opts Options) *Server {
 	return s
 }
 
-// capabilities lists what the sessions implement; imapserver adds IDLE,
-// UNSELECT, ENABLE, SASL-IR, LITERAL-, STARTTLS/LOGINDISABLED and
-// APPENDLIMIT itself. LITERAL+ is left out on purpose: imapserver cannot
-// swallow a refused non-synchronising APPEND literal (e.g. over the size
-// limit), which would then be parsed as commands.
-func capabilities() imap.CapSet {
-	caps := imap.CapSet{}
-	for _, c := range []imap.Cap{
-		imap.CapIMAP4rev1, imap.CapIMAP4rev2,
-		imap.CapNamespace, imap.CapUIDPlus, imap.CapESearch, imap.CapSearchRes,
-		imap.CapListExtended, imap.CapListStatus, imap.CapMove, imap.CapStatusSize,
-		imap.CapBinary, imap.CapChildren, imap.CapSpecialUse, imap.CapCreateSpecialUse,
-	} {
-		caps[c] = struct{}{}
-	}
-	return caps
-}
-
 // Serve accepts implicit-TLS connections (port 993) on ln until Close.
-// Small writes are gathered above TLS, into full TLS records: a FETCH of
-// 100,000 messages is then about 300 records rather than 100,000.
 func (s *Server) Serve(ln net.Listener) error {
 	if s.opts.TLSConfig == nil {
 		return errors.New("imapd: Serve needs Options.TLSConfig")
 	}
-	return s.imapTLS.Serve(coalescingListener{tls.NewListener(ln, s.opts.TLSConfig)})
+	return s.serve(ln, true)
 }
 
 // ServeStartTLS accepts cleartext connections (port 143) on ln until Close.
 // Clients must issue STARTTLS before they may log in (LOGINDISABLED).
 func (s *Server) ServeStartTLS(ln net.Listener) error {
-	return s.imap.Serve(coalescingListener{ln})
+	return s.serve(ln, false)
 }
 
-// Close stops the listeners, ends every connection at once and stops the
-// change feed. It is safe to call more than once.
+func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return net.ErrClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed || errors.Is(err, net.ErrClosed) {
+				return net.ErrClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Out of file descriptors and the like: back off, as
+				// net/http does.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept", "err", err, "retry_in", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		sess := s.newSession(c, implicitTLS)
+		if sess == nil {
+			c.Close()
+			continue
+		}
+		go sess.serve()
+	}
+}
+
+// closeGrace is how long Close lets sessions finish their command and say
+// BYE before it cuts their connections.
+const closeGrace = 5 * time.Second
+
+// Close stops the listeners, ends every session (with BYE where it is
+// waiting for the client; a command under way is cut after closeGrace)
+// and stops the change feed. It is safe to call more than once.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
-		for _, srv := range []*imapserver.Server{s.imap, s.imapTLS} {
-			if err := srv.Close(); err != nil && !errors.Is(err, net.ErrClosed) && s.closeErr == nil {
-				s.closeErr = err
-			}
+		s.mu.Lock()
+		s.closed = true
+		for ln := range s.listeners {
+			ln.Close()
 		}
+		s.mu.Unlock()
 		s.cancel()
+		s.mu.Lock()
+		for sess := range s.sessions {
+			// Wakes a session waiting for a command or for DONE: it says
+			// BYE and ends.
+			sess.nc.SetReadDeadline(time.Now()) //nolint:errcheck // closed below if need be
+		}
+		s.mu.Unlock()
+		done := make(chan struct{})
+		go func() { s.serving.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(closeGrace):
+			s.mu.Lock()
+			for sess := range s.sessions {
+				sess.nc.Close()
+			}
+			s.mu.Unlock()
+			<-done
+		}
 		s.listening.Wait()
 	})
-	return s.closeErr
+	return nil
 }
 
 // acquireConn counts an authenticated connection of the account, refusing
@@ -194,11 +234,4 @@ func (s *Server) releaseConn(accountID int64) {
 	if s.conns[accountID]--; s.conns[accountID] <= 0 {
 		delete(s.conns, accountID)
 	}
-}
-
-// printfLogger adapts slog to imapserver's Printf logger.
-type printfLogger struct{ log *slog.Logger }
-
-func (l printfLogger) Printf(format string, args ...any) {
-	l.log.Warn(fmt.Sprintf(format, args...))
 }

@@ -181,7 +181,8 @@ func (v *wireView) line(line string) {
 			m.uid = uint32(uid)
 		}
 		if fl := flagsRe.FindStringSubmatch(f[2]); fl != nil {
-			m.flags = sortedFlags(strings.Fields(fl[1]))
+			// \Recent is the session's, not the message's.
+			m.flags = sortedFlags(slices.DeleteFunc(strings.Fields(fl[1]), func(f string) bool { return f == `\Recent` }))
 		}
 	}
 }

@@ -4,10 +4,10 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
 
 	"github.com/mailstack/mailstack/store"
 )
@@ -20,8 +20,6 @@ import (
 // mailbox larger than that, changed wholesale) it drops them altogether
 // and resyncs from the database at its next poll that may report
 // EXPUNGE, in pages of at most limit changes (feed.resyncView).
-// imapserver's SessionTracker queue has no bound and no hook for one,
-// hence this type (the bounded-memory rule of issue 4).
 type selected struct {
 	w        *watched
 	readOnly bool
@@ -43,6 +41,15 @@ type selected struct {
 	// cursor only: merges leave changes to higher UIDs to its later pages.
 	resyncing bool
 	cursor    uint32
+
+	// keywords are those the client has been told of in FLAGS, in order.
+	keywords []string
+	known    map[string]bool
+	// recent are the UIDs this session was the first to be told of
+	// (\Recent, RFC 3501), ascending ranges; recentUpTo is the highest
+	// UID it tried to claim.
+	recent     []store.UIDRange
+	recentUpTo uint32
 }
 
 // pendingFlags is the newest flag state of one message not yet told to the
@@ -379,25 +386,6 @@ func (v *selected) takeLocked(allowExpunge bool) []update {
 	return out
 }
 
-// write sends updates taken from the view.
-func writeUpdates(w *imapserver.UpdateWriter, ups []update) error {
-	for _, u := range ups {
-		var err error
-		switch {
-		case u.expunge != 0:
-			err = w.WriteExpunge(u.expunge)
-		case u.exists != 0:
-			err = w.WriteNumMessages(u.exists)
-		default:
-			err = w.WriteMessageFlags(u.seq, imap.UID(u.uid), toIMAPFlags(u.flags))
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // count is the number of messages the client knows of.
 func (v *selected) count() int {
 	v.mu.Lock()
@@ -430,7 +418,7 @@ func (v *selected) resolve(set imap.NumSet, searchRes []uint32) ([]store.UIDRang
 		for _, r := range seqs {
 			if r.Start > n || r.Stop > n {
 				if n > 0 || (r.Start != 1 || r.Stop != 0) {
-					return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Text: "Invalid message sequence number"}
+					return nil, bad("Invalid message sequence number")
 				}
 			}
 		}
@@ -510,14 +498,6 @@ func (v *selected) snapshot() []uint32 {
 	return slices.Clone(v.uids)
 }
 
-func toIMAPFlags(fs []string) []imap.Flag {
-	out := make([]imap.Flag, len(fs))
-	for i, f := range fs {
-		out[i] = imap.Flag(f)
-	}
-	return out
-}
-
 func fromIMAPFlags(fs []imap.Flag) []string {
 	out := make([]string, 0, len(fs))
 	for _, f := range fs {
@@ -546,4 +526,112 @@ func (v *selected) uidRanges(uids []uint32) []store.UIDRange {
 		prev = i
 	}
 	return out
+}
+
+// setKeywords sets the keywords SELECT announced.
+func (v *selected) setKeywords(kws []string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.keywords = slices.Clone(kws)
+	v.known = make(map[string]bool, len(kws))
+	for _, k := range kws {
+		v.known[strings.ToLower(k)] = true
+	}
+}
+
+// keywordList returns the keywords announced so far.
+func (v *selected) keywordList() []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return slices.Clone(v.keywords)
+}
+
+// learnKeywords adds the keywords among flags that were not announced yet
+// and reports whether there were any (a new FLAGS response is due).
+func (v *selected) learnKeywords(flags []string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	added := false
+	for _, f := range flags {
+		if strings.HasPrefix(f, `\`) {
+			continue
+		}
+		if k := strings.ToLower(f); !v.known[k] {
+			if v.known == nil {
+				v.known = map[string]bool{}
+			}
+			v.known[k] = true
+			v.keywords = append(v.keywords, f)
+			added = true
+		}
+	}
+	return added
+}
+
+// addRecent records that the session claimed UIDs [first, upTo] as recent.
+func (v *selected) addRecent(first, upTo uint32) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if first != 0 && first <= upTo {
+		v.recent = append(v.recent, store.UIDRange{Start: first, Stop: upTo})
+	}
+	v.recentUpTo = max(v.recentUpTo, upTo)
+}
+
+// isRecent reports whether uid is \Recent for this session.
+func (v *selected) isRecent(uid uint32) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	i, _ := slices.BinarySearchFunc(v.recent, uid, func(r store.UIDRange, u uint32) int {
+		switch {
+		case r.Stop < u:
+			return -1
+		case r.Start > u:
+			return 1
+		}
+		return 0
+	})
+	return i < len(v.recent) && v.recent[i].Start <= uid && uid <= v.recent[i].Stop
+}
+
+// recentCount counts the messages of the view that are \Recent.
+func (v *selected) recentCount() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	n := 0
+	for _, r := range v.recent {
+		i, _ := slices.BinarySearch(v.uids, r.Start)
+		j, found := slices.BinarySearch(v.uids, r.Stop)
+		if found {
+			j++
+		}
+		n += j - i
+	}
+	return n
+}
+
+// maxAdded is the highest UID the view knows of, told or pending.
+func (v *selected) maxAdded() uint32 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.maxKnown()
+}
+
+// recentSet returns the session's \Recent UIDs as a UID set (empty, not
+// nil-like, when there are none: it then matches nothing).
+func (v *selected) recentSet() imap.UIDSet {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	set := imap.UIDSet{}
+	for _, r := range v.recent {
+		set = append(set, imap.UIDRange{Start: imap.UID(r.Start), Stop: imap.UID(r.Stop)})
+	}
+	return set
+}
+
+// recentClaimedUpTo is the highest UID the session tried to claim.
+func (v *selected) recentClaimedUpTo() uint32 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.recentUpTo
 }

@@ -2,122 +2,345 @@ package imapd
 
 import (
 	"errors"
+	"fmt"
 	"io"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
 
+	"github.com/mailstack/mailstack/imapd/imapwire"
+	"github.com/mailstack/mailstack/internal/mimeindex"
 	"github.com/mailstack/mailstack/store"
 )
 
 // The write commands below write nothing the poll would repeat: after its
-// commit each asks the feed to catch the mailbox up, and the poll that
-// imapserver runs before the tagged OK reports EXISTS/EXPUNGE/FETCH to
-// this session like to any other. Only what the protocol puts in the
-// command's own flow is written here (FETCH for a non-silent STORE,
-// COPYUID for MOVE).
+// commit each asks the feed to catch the mailbox up, and the poll before
+// the tagged OK reports EXISTS/EXPUNGE/FETCH to this session like to any
+// other. Only what the protocol puts in the command's own flow is written
+// here (FETCH for a non-silent STORE, COPYUID for MOVE).
 
-// Append implements imapserver.Session. The literal streams into the
-// store's spool; nothing is committed unless the whole message arrived.
-func (s *session) Append(name string, r imap.LiteralReader, opts *imap.AppendOptions) (*imap.AppendData, error) {
-	if err := s.begin(); err != nil {
-		return nil, err
+// flagListArg reads a flag list "(\Seen $Work)" or, with bare, flags
+// separated by spaces without parentheses (STORE allows both).
+func flagListArg(d *imapwire.Decoder, bare bool) ([]string, error) {
+	var flags []string
+	item := func() error {
+		f, err := flagArg(d)
+		flags = append(flags, f)
+		return err
 	}
-	if r.Size() > s.srv.opts.MaxMessageSize {
-		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTooBig, Text: "Message too big"}
+	if !bare || d.PeekIs('(') {
+		return flags, d.List(item)
 	}
-	mb, err := s.srv.st.MailboxByName(s.ctx, s.accountID(), name)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTryCreate, Text: "APPEND: no such mailbox"}
+	for {
+		if err := item(); err != nil {
+			return nil, err
+		}
+		if !d.PeekIs(' ') {
+			return flags, nil
+		}
+		d.SP() //nolint:errcheck // peeked
 	}
-	if err != nil {
-		return nil, storeError(err, "APPEND")
-	}
-	if mb.NoSelect {
-		return nil, storeError(store.ErrNoSelect, "APPEND")
-	}
-	body := &fullReader{r: r, left: r.Size()}
-	res, err := s.srv.st.Append(s.ctx, s.accountID(), mb.ID, body, s.srv.opts.MaxMessageSize, fromIMAPFlags(opts.Flags), opts.Time)
-	if err != nil {
-		return nil, storeError(err, "APPEND")
-	}
-	s.srv.feed.catchUpWith(s.ctx, store.ChangeEvent{MailboxID: mb.ID, ModSeq: res.ModSeq, UIDValidity: res.UIDValidity, Changes: &store.Changes{
-		Updated: []store.MessageFlags{{UID: res.UID, Flags: res.Flags, ModSeq: res.ModSeq}}}})
-	return &imap.AppendData{UID: imap.UID(res.UID), UIDValidity: res.UIDValidity}, nil
 }
 
-// Store implements imapserver.Session.
-func (s *session) Store(w *imapserver.FetchWriter, set imap.NumSet, flags *imap.StoreFlags, _ *imap.StoreOptions) error {
-	if err := s.begin(); err != nil {
+// flagArg reads one flag: \System or a keyword atom.
+func flagArg(d *imapwire.Decoder) (string, error) {
+	sys, err := d.Consume('\\')
+	if err != nil {
+		return "", err
+	}
+	a, err := d.Atom()
+	if err != nil {
+		return "", err
+	}
+	if sys {
+		return `\` + a, nil
+	}
+	return a, nil
+}
+
+// dateTimeArg parses an IMAP date-time ("06-May-2024 07:08:09 +0000"; the
+// day may be space-padded).
+func dateTimeArg(d *imapwire.Decoder) (time.Time, error) {
+	s, err := d.Quoted()
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, layout := range []string{"02-Jan-2006 15:04:05 -0700", "_2-Jan-2006 15:04:05 -0700"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, bad("Invalid date-time " + truncate(s))
+}
+
+// cmdAppend streams the literal into the store's spool; nothing is
+// committed unless the whole message and the end of the command arrived.
+func (s *session) cmdAppend(c *cmd) error {
+	if err := c.d.SP(); err != nil {
 		return err
 	}
-	sel, err := s.selectedView()
+	name, _, err := s.mailboxArg(c.d)
 	if err != nil {
 		return err
 	}
+	if err := c.d.SP(); err != nil {
+		return err
+	}
+	var flags []string
+	if c.d.PeekIs('(') {
+		if flags, err = flagListArg(c.d, false); err != nil {
+			return err
+		}
+		if err := c.d.SP(); err != nil {
+			return err
+		}
+	}
+	var date time.Time
+	if c.d.PeekIs('"') {
+		if date, err = dateTimeArg(c.d); err != nil {
+			return err
+		}
+		if err := c.d.SP(); err != nil {
+			return err
+		}
+	}
+	lit, err := c.d.LiteralHeader(true)
+	if err != nil {
+		return err
+	}
+	if lit.Size > s.srv.opts.MaxMessageSize {
+		return s.refuseLiteral(c, lit, "TOOBIG", fmt.Sprintf("Message too big (at most %d bytes)", s.srv.opts.MaxMessageSize))
+	}
+	flags = slices.DeleteFunc(flags, func(f string) bool { return strings.EqualFold(f, `\Recent`) })
+	if err := s.begin(); err != nil {
+		return err
+	}
+	mb, err := s.srv.st.MailboxByName(s.ctx, s.accountID(), name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return s.refuseLiteral(c, lit, "TRYCREATE", "APPEND: no such mailbox")
+	case err != nil:
+		return s.refuseLiteral(c, lit, "UNAVAILABLE", "APPEND: temporary failure; try again")
+	case mb.NoSelect:
+		return s.refuseLiteral(c, lit, "CANNOT", "APPEND: mailbox cannot be selected")
+	}
+	if err := c.d.Accept(lit); err != nil {
+		return err
+	}
+	body := &appendBody{r: c.d.LiteralReader(lit), c: c}
+	msg, err := store.Spool(body, s.srv.opts.MaxMessageSize)
+	if body.err != nil {
+		// The command did not end after its literal: nothing stored.
+		return body.err
+	}
+	if err != nil {
+		if !body.done {
+			// The literal was not read to its end (a store failure, not
+			// the client's): the rest cannot be told from commands.
+			return &imapwire.Error{Text: "APPEND failed mid-literal", Fatal: true}
+		}
+		return storeError(err, "APPEND")
+	}
+	defer msg.Close()
+	if lit.Binary {
+		enc, err := encodeBinaryParts(msg)
+		if err != nil {
+			return storeError(err, "APPEND")
+		}
+		if enc != msg {
+			defer enc.Close()
+			msg = enc
+		}
+	}
+	results, err := s.srv.st.Deliver(s.ctx, msg, []store.Target{{AccountID: s.accountID(), MailboxID: mb.ID, Flags: flags, InternalDate: date}})
+	if errors.Is(err, store.ErrInvalid) {
+		return no("CANNOT", "APPEND: "+err.Error())
+	}
+	if err != nil {
+		return storeError(err, "APPEND")
+	}
+	res := results[0]
+	s.srv.feed.catchUpWith(s.ctx, store.ChangeEvent{MailboxID: mb.ID, ModSeq: res.ModSeq, UIDValidity: res.UIDValidity, Changes: &store.Changes{
+		Updated: []store.MessageFlags{{UID: res.UID, Flags: res.Flags, ModSeq: res.ModSeq}}}})
+	c.okCode = fmt.Sprintf("APPENDUID %d %d", res.UIDValidity, res.UID)
+	c.okText = "APPEND completed"
+	return nil
+}
+
+// encodeBinaryParts re-encodes in base64 the parts of a message appended
+// as a literal8 (BINARY, RFC 3516) whose content holds NUL: no IMAP literal
+// could carry them to a client that fetches BODY[] (Dovecot does the
+// same; BINARY[] still returns the original bytes). A message without such
+// parts is returned as it is.
+func encodeBinaryParts(msg *store.Spooled) (*store.Spooled, error) {
+	parts, err := mimeindex.NULParts(msg.ReaderAt(), msg.Structure)
+	if err != nil || len(parts) == 0 {
+		return msg, err
+	}
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(mimeindex.EncodeParts(msg.ReaderAt(), msg.Size, parts, pw)) }()
+	out, err := store.Spool(pr, 0)
+	pr.Close()
+	return out, err
+}
+
+// refuseLiteral answers a command whose literal the server will not take
+// with a tagged NO, keeping the connection in step: a synchronising
+// literal was never sent; a small non-synchronising one is read and
+// dropped; a larger one ends the connection after the NO.
+func (s *session) refuseLiteral(c *cmd, lit imapwire.Literal, code, text string) error {
+	err := c.d.Refuse(lit, text, code)
+	var we *imapwire.Error
+	if !errors.As(err, &we) {
+		return err
+	}
+	switch {
+	case we.Fatal:
+		s.enc.Status(c.tag, "NO", code, text)
+		return &protocolViolation{text + "; closing the connection"}
+	case !we.Ended:
+		if err := c.d.Skip(); err != nil {
+			return err
+		}
+	}
+	return no(code, text)
+}
+
+// appendBody is an APPEND literal that, at its end, also reads the end of
+// the command: the store commits only once it returned io.EOF, so a
+// message whose command was cut or malformed after the literal is not
+// stored.
+type appendBody struct {
+	r    io.Reader
+	c    *cmd
+	done bool  // the literal was read to its end
+	err  error // the command did not end properly
+}
+
+func (b *appendBody) Read(p []byte) (int, error) {
+	switch {
+	case b.err != nil:
+		return 0, b.err
+	case b.done:
+		return 0, io.EOF
+	}
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		b.done = true
+		if e := b.c.end(); e != nil {
+			if e == io.EOF {
+				e = io.ErrUnexpectedEOF // the client went away: no commit
+			}
+			b.err = e
+			return n, e
+		}
+	}
+	return n, err
+}
+
+// cmdStore is STORE and UID STORE.
+func (s *session) cmdStore(c *cmd) error {
+	if err := c.d.SP(); err != nil {
+		return err
+	}
+	set, err := c.d.NumSet(c.uid)
+	if err != nil {
+		return err
+	}
+	if err := c.d.SP(); err != nil {
+		return err
+	}
+	item, err := c.d.Atom()
+	if err != nil {
+		return err
+	}
+	op := store.FlagsReplace
+	item = strings.ToUpper(item)
+	switch {
+	case strings.HasPrefix(item, "+"):
+		op, item = store.FlagsAdd, item[1:]
+	case strings.HasPrefix(item, "-"):
+		op, item = store.FlagsRemove, item[1:]
+	}
+	silent := false
+	switch item {
+	case "FLAGS":
+	case "FLAGS.SILENT":
+		silent = true
+	default:
+		return bad("Unknown STORE data item " + truncate(item))
+	}
+	if err := c.d.SP(); err != nil {
+		return err
+	}
+	flags, err := flagListArg(c.d, true)
+	if err != nil {
+		return err
+	}
+	if err := c.end(); err != nil {
+		return err
+	}
+	// \Recent belongs to the server (RFC 3501 §2.3.2): ignored, as
+	// Dovecot does.
+	flags = slices.DeleteFunc(flags, func(f string) bool { return strings.EqualFold(f, `\Recent`) })
+	if err := s.begin(); err != nil {
+		return err
+	}
+	sel := s.sel
 	if sel.readOnly {
-		return s.readOnlyErr()
+		return readOnlyErr()
 	}
 	ranges, err := sel.resolve(set, s.searchRes)
 	if err != nil || len(ranges) == 0 {
 		return err
 	}
-	op := store.FlagsReplace
-	switch flags.Op {
-	case imap.StoreFlagsAdd:
-		op = store.FlagsAdd
-	case imap.StoreFlagsDel:
-		op = store.FlagsRemove
+	changed, err := s.srv.st.StoreFlags(s.ctx, s.accountID(), s.mailbox.ID, ranges, op, flags)
+	if errors.Is(err, store.ErrInvalid) {
+		return no("CANNOT", "STORE: "+err.Error())
 	}
-	changed, err := s.srv.st.StoreFlags(s.ctx, s.accountID(), s.mailbox.ID, ranges, op, fromIMAPFlags(flags.Flags))
 	if err != nil {
 		return storeError(err, "STORE")
 	}
 	s.srv.feed.catchUpWithFlags(s.ctx, s.mailbox, changed)
-	if flags.Silent {
+	if silent {
 		// The client knows what it set; others' concurrent changes to the
 		// same messages still come through the poll.
-		for _, c := range changed {
-			sel.reported(c.UID, c.Flags)
+		for _, ch := range changed {
+			sel.reported(ch.UID, ch.Flags)
 		}
-		s.pollChecked = true
 		return nil
 	}
-	_, byUID := set.(imap.UIDSet)
 	write := func(uid uint32, flags []string) error {
 		seq := sel.seqOf(uid)
 		if seq == 0 {
 			return nil
 		}
-		rw := w.CreateMessage(seq)
-		if byUID {
-			rw.WriteUID(imap.UID(uid))
+		s.announce(flags)
+		s.enc.Star().Num(seq).Raw(" FETCH (")
+		if c.uid {
+			s.enc.Raw("UID ").Num(uid).SP()
 		}
-		rw.WriteFlags(toIMAPFlags(flags))
-		if err := rw.Close(); err != nil {
-			return err
-		}
+		s.enc.Raw("FLAGS ")
+		s.flagList(uid, flags)
+		s.enc.Raw(")").CRLF()
 		sel.reported(uid, flags)
-		return nil
+		return s.enc.Err()
 	}
 	if all := allChanged(sel.uidsIn(ranges), changed); all != nil {
 		// Every message of the set changed: StoreFlags returned the flags
 		// of each, no need to read them again.
-		for _, c := range all {
-			if err := write(c.UID, c.Flags); err != nil {
+		for _, ch := range all {
+			if err := write(ch.UID, ch.Flags); err != nil {
 				return err
 			}
 		}
-		s.pollChecked = true
 		return nil
 	}
-	err = s.forEachMeta(sel, ranges, store.FetchOptions{}, metaBatch, func(m *store.MessageMeta) error {
+	return s.forEachMeta(sel, ranges, store.FetchOptions{}, metaBatch, func(m *store.MessageMeta) error {
 		return write(m.UID, m.Flags)
 	})
-	if err == nil {
-		s.pollChecked = true
-	}
-	return err
 }
 
 // allChanged returns the changes of the messages uids (ascending), if
@@ -140,49 +363,73 @@ func allChanged(uids []uint32, changed []store.MessageFlags) []store.MessageFlag
 	return out
 }
 
-// Copy implements imapserver.Session (COPY, UID COPY) with COPYUID.
-func (s *session) Copy(set imap.NumSet, dest string) (*imap.CopyData, error) {
+// copyArgs reads COPY's and MOVE's "set mailbox".
+func (s *session) copyArgs(c *cmd) (imap.NumSet, string, error) {
+	if err := c.d.SP(); err != nil {
+		return nil, "", err
+	}
+	set, err := c.d.NumSet(c.uid)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := c.d.SP(); err != nil {
+		return nil, "", err
+	}
+	name, _, err := s.mailboxArg(c.d)
+	if err != nil {
+		return nil, "", err
+	}
+	return set, name, c.end()
+}
+
+// cmdCopy is COPY and UID COPY, with COPYUID.
+func (s *session) cmdCopy(c *cmd) error {
+	set, name, err := s.copyArgs(c)
+	if err != nil {
+		return err
+	}
 	if err := s.begin(); err != nil {
-		return nil, err
+		return err
 	}
-	sel, err := s.selectedView()
-	if err != nil {
-		return nil, err
-	}
-	dst, err := s.destination(dest, "COPY")
-	if err != nil {
-		return nil, err
-	}
+	sel := s.sel
 	ranges, err := sel.resolve(set, s.searchRes)
+	if err != nil {
+		return err
+	}
+	dst, err := s.destination(name, "COPY")
 	if err != nil || len(ranges) == 0 {
-		return nil, err
+		return err
 	}
 	res, err := s.srv.st.Copy(s.ctx, s.accountID(), s.mailbox.ID, ranges, dst.ID)
 	if err != nil {
-		return nil, storeError(err, "COPY")
+		return storeError(err, "COPY")
 	}
 	s.srv.feed.catchUp(s.ctx, dst.ID, 0)
-	return copyData(res), nil
+	if code := copyUID(res); code != "" {
+		c.okCode = code
+	}
+	return nil
 }
 
-// Move implements imapserver.SessionMove (MOVE, UID MOVE): COPYUID first,
-// the EXPUNGEs come from the poll.
-func (s *session) Move(w *imapserver.MoveWriter, set imap.NumSet, dest string) error {
+// cmdMove is MOVE and UID MOVE (RFC 6851): COPYUID in an untagged OK
+// first, the EXPUNGEs from the poll.
+func (s *session) cmdMove(c *cmd) error {
+	set, name, err := s.copyArgs(c)
+	if err != nil {
+		return err
+	}
 	if err := s.begin(); err != nil {
 		return err
 	}
-	sel, err := s.selectedView()
-	if err != nil {
-		return err
-	}
+	sel := s.sel
 	if sel.readOnly {
-		return s.readOnlyErr()
-	}
-	dst, err := s.destination(dest, "MOVE")
-	if err != nil {
-		return err
+		return readOnlyErr()
 	}
 	ranges, err := sel.resolve(set, s.searchRes)
+	if err != nil {
+		return err
+	}
+	dst, err := s.destination(name, "MOVE")
 	if err != nil || len(ranges) == 0 {
 		return err
 	}
@@ -190,10 +437,12 @@ func (s *session) Move(w *imapserver.MoveWriter, set imap.NumSet, dest string) e
 	if err != nil {
 		return storeError(err, "MOVE")
 	}
-	s.srv.feed.catchUp(s.ctx, dst.ID, 0)
+	if dst.ID != s.mailbox.ID {
+		s.srv.feed.catchUp(s.ctx, dst.ID, 0)
+	}
 	s.srv.feed.catchUp(s.ctx, s.mailbox.ID, 0)
-	if data := copyData(res); data != nil {
-		return w.WriteCopyData(data)
+	if code := copyUID(res); code != "" {
+		s.enc.Status("*", "OK", code, "Moved")
 	}
 	return nil
 }
@@ -201,7 +450,7 @@ func (s *session) Move(w *imapserver.MoveWriter, set imap.NumSet, dest string) e
 func (s *session) destination(name, cmd string) (*store.Mailbox, error) {
 	dst, err := s.srv.st.MailboxByName(s.ctx, s.accountID(), name)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTryCreate, Text: cmd + ": no such mailbox"}
+		return nil, no("TRYCREATE", cmd+": no such mailbox")
 	}
 	if err != nil {
 		return nil, storeError(err, cmd)
@@ -212,39 +461,42 @@ func (s *session) destination(name, cmd string) (*store.Mailbox, error) {
 	return dst, nil
 }
 
-func copyData(res *store.CopyResult) *imap.CopyData {
+// copyUID is the COPYUID response code of a copy, "" if nothing was
+// copied.
+func copyUID(res *store.CopyResult) string {
 	if res == nil || len(res.SrcUIDs) == 0 {
-		return nil
+		return ""
 	}
-	d := &imap.CopyData{UIDValidity: res.UIDValidity}
+	var src, dst imap.UIDSet
 	for i := range res.SrcUIDs {
-		d.SourceUIDs.AddNum(imap.UID(res.SrcUIDs[i]))
-		d.DestUIDs.AddNum(imap.UID(res.DstUIDs[i]))
+		src.AddNum(imap.UID(res.SrcUIDs[i]))
+		dst.AddNum(imap.UID(res.DstUIDs[i]))
 	}
-	return d
+	return fmt.Sprintf("COPYUID %d %s %s", res.UIDValidity, src, dst)
 }
 
-// Expunge implements imapserver.Session: EXPUNGE, UID EXPUNGE, and the
-// silent expunge of CLOSE (whose writer is the zero ExpungeWriter).
-func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error {
+// cmdExpunge is EXPUNGE and UID EXPUNGE: only messages the client knows
+// of are expunged (a plain EXPUNGE is 1:* of the view).
+func (s *session) cmdExpunge(c *cmd) error {
+	var set imap.NumSet = allUIDs
+	if c.uid {
+		if err := c.d.SP(); err != nil {
+			return err
+		}
+		var err error
+		if set, err = c.d.NumSet(true); err != nil {
+			return err
+		}
+	}
+	if err := c.end(); err != nil {
+		return err
+	}
 	if err := s.begin(); err != nil {
 		return err
 	}
-	sel, err := s.selectedView()
-	if err != nil {
-		return err
-	}
-	isClose := *w == (imapserver.ExpungeWriter{})
+	sel := s.sel
 	if sel.readOnly {
-		if isClose {
-			return nil // CLOSE after EXAMINE expunges nothing
-		}
-		return s.readOnlyErr()
-	}
-	// Only messages the client knows of: a plain EXPUNGE is 1:* of the view.
-	set := imap.UIDSet{{Start: 1, Stop: 0}}
-	if uids != nil {
-		set = *uids
+		return readOnlyErr()
 	}
 	ranges, err := sel.resolve(set, s.searchRes)
 	if err != nil || len(ranges) == 0 {
@@ -258,30 +510,4 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 		s.srv.feed.catchUp(s.ctx, s.mailbox.ID, 0)
 	}
 	return nil
-}
-
-// fullReader turns an early end of the literal (the client went away: the
-// literal reader reports a plain io.EOF) into io.ErrUnexpectedEOF, so the
-// store never commits a truncated message.
-type fullReader struct {
-	r    io.Reader
-	left int64
-}
-
-func (f *fullReader) Read(p []byte) (int, error) {
-	if f.left <= 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > f.left {
-		p = p[:f.left]
-	}
-	n, err := f.r.Read(p)
-	f.left -= int64(n)
-	if err == io.EOF && f.left > 0 {
-		err = io.ErrUnexpectedEOF
-	}
-	if err == io.EOF {
-		err = nil
-	}
-	return n, err
 }

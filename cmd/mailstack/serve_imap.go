@@ -53,8 +53,8 @@ func (s *server) imapListeners() []listener {
 			var once sync.Once
 			var closeErr error
 			shutdown := func(context.Context) error {
-				// imapserver has no graceful drain: Close ends sessions at
-				// once (clients reconnect, nothing acknowledged is lost).
+				// Close says BYE to every session within a few seconds
+				// (clients reconnect, nothing acknowledged is lost).
 				once.Do(func() {
 					ln.Close()
 					closeErr = stop()
