@@ -114,7 +114,7 @@ func (c *cli) doctor(ctx context.Context, args []string) error {
 		}
 		chk := &dnscheck.Checker{}
 		if *dnsServer != "" {
-			chk.Resolver = dnscheck.ResolverFor(*dnsServer)
+			chk.Resolver, chk.Server = dnscheck.ResolverFor(*dnsServer), *dnsServer
 		}
 		recs := chk.CheckRecords(ctx, dnscheck.Expected(p))
 		rev := chk.CheckReverse(ctx, p.Hostname)
