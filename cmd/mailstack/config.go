@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/term"
 
@@ -92,6 +93,56 @@ func (e *envDefaults) int64(name string, def int64) int64 {
 	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 	if err != nil {
 		e.fail(name, v, "want a whole number")
+		return def
+	}
+	return n
+}
+
+// parseSize reads a size in bytes: a whole number, optionally followed by
+// a unit K, M, G or T (powers of 1024; KB, KiB, MB, MiB... mean the same),
+// as in -quota 1G.
+func parseSize(s string) (int64, error) {
+	v := strings.ToUpper(strings.TrimSpace(s))
+	v = strings.TrimSuffix(strings.TrimSuffix(v, "B"), "I")
+	mult := int64(1)
+	if i := strings.IndexAny(v, "KMGT"); i >= 0 && i == len(v)-1 {
+		mult = 1 << (10 * (strings.IndexByte("KMGT", v[i]) + 1))
+		v = strings.TrimSpace(v[:i])
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size: want bytes, or a number with K, M, G or T (e.g. 500M, 1G)", s)
+	}
+	return n * mult, nil
+}
+
+// sizeFlag is a byte-count flag that takes parseSize's units.
+type sizeFlag int64
+
+func (f *sizeFlag) String() string {
+	if f == nil {
+		return "0"
+	}
+	return strconv.FormatInt(int64(*f), 10)
+}
+
+func (f *sizeFlag) Set(s string) error {
+	n, err := parseSize(s)
+	if err != nil {
+		return errors.New("want bytes, or a number with K, M, G or T (e.g. 500M, 1G)")
+	}
+	*f = sizeFlag(n)
+	return nil
+}
+
+func (e *envDefaults) size(name string, def int64) int64 {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
+	}
+	n, err := parseSize(v)
+	if err != nil {
+		e.fail(name, v, "want bytes, or a number with K, M, G or T (e.g. 50M)")
 		return def
 	}
 	return n
@@ -185,9 +236,23 @@ func (d *dbFlags) openStore(ctx context.Context, log *slog.Logger, opts store.Op
 	return st, func() { st.Close(); release() }, nil
 }
 
-// readPassword asks for a password on a terminal (twice, without echo) or
-// reads the first line of stdin when it is not a terminal.
+// minMainPassword is the shortest main password accepted, in characters
+// (NIST SP 800-63B's minimum). Devices use generated app passwords; the
+// main one is typed by a person and guarded by throttling.
+const minMainPassword = 8
+
+// readPassword asks for a main password on a terminal (twice, without
+// echo) or reads the first line of stdin when it is not a terminal, and
+// checks its length.
 func (c *cli) readPassword(prompt string) (string, error) {
+	pw, err := c.readPasswordText(prompt)
+	if err == nil && utf8.RuneCountInString(pw) < minMainPassword {
+		err = fmt.Errorf("the main password is too short: use at least %d characters", minMainPassword)
+	}
+	return pw, err
+}
+
+func (c *cli) readPasswordText(prompt string) (string, error) {
 	if f, ok := c.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		fmt.Fprint(c.stderr, prompt)
 		p1, err := term.ReadPassword(int(f.Fd()))
@@ -215,4 +280,16 @@ func (c *cli) readPassword(prompt string) (string, error) {
 		return "", errors.New("empty password")
 	}
 	return pw, nil
+}
+
+// confirm asks on a terminal, or reads the first line of stdin, and
+// reports whether the answer is yes or the word given (e.g. the address
+// about to be deleted).
+func (c *cli) confirm(prompt, word string) bool {
+	if f, ok := c.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprint(c.stderr, prompt)
+	}
+	line, _ := bufio.NewReader(c.stdin).ReadString('\n')
+	answer := strings.TrimSpace(line)
+	return strings.EqualFold(answer, "yes") || strings.EqualFold(answer, word)
 }

@@ -140,21 +140,10 @@ func (c *cli) mobileconfig(ctx context.Context, args []string) error {
 	pub.register(a.fs)
 	out := a.fs.String("o", "", "write the profile to this file (mode 0600: it holds a password); empty or -: standard output")
 	label := a.fs.String("label", "", `label of the new app password (default "Apple profile DATE")`)
-	// Accept flags after the address too (mailstack mobileconfig ADDRESS -o FILE).
-	if err := parseFlags(a.fs, args, c.stdout, a.printUsage); err != nil {
+	if err := a.parse(args, 1, 1); err != nil {
 		return err
 	}
-	rest := a.fs.Args()
-	if len(rest) > 1 {
-		if err := parseFlags(a.fs, rest[1:], c.stdout, a.printUsage); err != nil {
-			return err
-		}
-		rest = append(rest[:1:1], a.fs.Args()...)
-	}
-	if len(rest) != 1 {
-		return fmt.Errorf("usage: mailstack mobileconfig [flags] ADDRESS; see 'mailstack mobileconfig -h'")
-	}
-	address, err := store.NormalizeAddress(rest[0])
+	address, err := store.NormalizeAddress(a.args[0])
 	if err != nil {
 		return err
 	}
@@ -201,9 +190,13 @@ func (c *cli) mobileconfig(ctx context.Context, args []string) error {
 		if where == "" || where == "-" {
 			where = "standard output"
 		}
+		n, err := appPasswordNumber(ctx, st, acc.ID, ap.ID)
+		if err != nil {
+			return err
+		}
 		fmt.Fprintf(c.stderr, "Wrote the profile for %s to %s with new app password %d (%s).\n"+
 			"It contains the password: send it to the device privately (AirDrop, a cable), open it there and install it in Settings.\n"+
-			"Revoke with: mailstack app-password revoke %s %d\n", acc.Address, where, ap.ID, ap.Label, acc.Address, ap.ID)
+			"Revoke with: mailstack app-password revoke %s %d\n", acc.Address, where, n, ap.Label, acc.Address, n)
 		return nil
 	})
 }

@@ -536,7 +536,7 @@ func TestPostmaster(t *testing.T) {
 		"nobody@example.org":            "",
 	})
 	for _, u := range []string{"carol@example.net", "dave@example.net"} {
-		if out, err := mailstack(t, "pw\n", "user", "add", db, u); err != nil {
+		if out, err := mailstack(t, "password-of-"+u+"\n", "user", "add", db, u); err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
 	}

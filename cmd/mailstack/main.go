@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -30,6 +31,7 @@ Usage: mailstack COMMAND [flags] [args]
 Service:
   serve                         run the mail service (see 'mailstack serve -h')
   migrate                       apply database migrations and exit
+  version                       print the version (module version, commit, build date)
 
 Deployment:
   dns DOMAIN                    print every DNS record DOMAIN needs (zone-file syntax)
@@ -43,11 +45,12 @@ Domains:
   domain del DOMAIN
 
 Accounts:
-  user add ADDRESS              create an account (asks for the main password, prints a first app password)
+  user add ADDRESS [-quota 1G]  create an account (asks for the main password, at least 8
+                                characters; prints a first app password)
   user list [DOMAIN]
   user passwd ADDRESS           change the main password
   user disable|enable ADDRESS
-  user del ADDRESS              delete the account and all its mail
+  user del ADDRESS [-yes]       delete the account and all its mail (asks first)
 
 Aliases:
   alias add ALIAS ADDRESS       deliver ALIAS (user@domain, or @domain for a catch-all) to ADDRESS
@@ -70,7 +73,8 @@ Every command takes the database flags (-database-url, -data-dir) or their
 MAILSTACK_* environment variables; with no database URL the managed local
 PostgreSQL in the data directory is used: a running 'mailstack serve' runs
 it and other commands use that, or start it just for themselves.
-Run 'mailstack COMMAND -h' for a command's flags. A failure prints one
+Run 'mailstack COMMAND -h' for a command's flags; flags may also follow the
+arguments (user add bob@example.org -quota 1G). A failure prints one
 sentence and exits with status 1.
 `
 
@@ -117,6 +121,31 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return err
 }
 
+// version describes this build from the information Go embeds: the
+// module version (set by go install MODULE@VERSION) and, for a build from
+// a git checkout, the commit, its time and whether the tree was modified.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "mailstack (no build information)"
+	}
+	v := "mailstack " + bi.Main.Version
+	settings := map[string]string{}
+	for _, s := range bi.Settings {
+		settings[s.Key] = s.Value
+	}
+	if rev := settings["vcs.revision"]; rev != "" {
+		v += " commit " + rev
+		if t := settings["vcs.time"]; t != "" {
+			v += " (" + t + ")"
+		}
+		if settings["vcs.modified"] == "true" {
+			v += " with local changes"
+		}
+	}
+	return v + ", " + bi.GoVersion
+}
+
 func (c *cli) run(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		fmt.Fprint(c.stderr, usage)
@@ -126,6 +155,9 @@ func (c *cli) run(ctx context.Context, args []string) error {
 	switch cmd {
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(c.stdout, usage)
+		return nil
+	case "version", "-version", "--version":
+		fmt.Fprintln(c.stdout, version())
 		return nil
 	case "serve":
 		return c.serve(ctx, rest)

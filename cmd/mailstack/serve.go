@@ -65,7 +65,8 @@ func (cfg *serveConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&cfg.mxAddr, "mx-addr", envOr("MAILSTACK_MX_ADDR", ":25"), "inbound MX listen address; empty: off (env MAILSTACK_MX_ADDR)")
 	fs.StringVar(&cfg.relay, "relay", envOr("MAILSTACK_RELAY", ""), "smarthost for all outbound mail, smtp://user:pass@host:587 (STARTTLS) or smtps://user:pass@host:465; empty: deliver to MX hosts directly (env MAILSTACK_RELAY)")
 	fs.StringVar(&cfg.dnsServer, "dns-server", envOr("MAILSTACK_DNS_SERVER", ""), "DNS resolver (host:port) for MX lookups and SPF/DKIM/DMARC checks, e.g. a local validating resolver; empty: the system resolver (env MAILSTACK_DNS_SERVER)")
-	fs.Int64Var(&cfg.maxMessageSize, "max-message-size", cfg.env.int64("MAILSTACK_MAX_MESSAGE_SIZE", 50<<20), "largest message accepted, in bytes (env MAILSTACK_MAX_MESSAGE_SIZE)")
+	cfg.maxMessageSize = cfg.env.size("MAILSTACK_MAX_MESSAGE_SIZE", 50<<20)
+	fs.Var((*sizeFlag)(&cfg.maxMessageSize), "max-message-size", "largest message accepted: bytes, or with K, M or G (50M) (env MAILSTACK_MAX_MESSAGE_SIZE)")
 	cfg.requireAppPasswords = cfg.env.boolean("MAILSTACK_REQUIRE_APP_PASSWORDS", true)
 	fs.Var((*boolFlag)(&cfg.requireAppPasswords), "require-app-passwords", "IMAP and SMTP accept only app passwords, never the main password: true or false (also 1/0, yes/no, on/off) (env MAILSTACK_REQUIRE_APP_PASSWORDS)")
 	fs.Int64Var(&cfg.maxConnsPerAccount, "max-connections-per-account", cfg.env.int64("MAILSTACK_MAX_CONNECTIONS_PER_ACCOUNT", 50), "concurrent IMAP connections per account (env MAILSTACK_MAX_CONNECTIONS_PER_ACCOUNT)")
@@ -123,11 +124,12 @@ func (c *cli) parseServe(args []string) (*serveConfig, error) {
 		printFlags(fs, w)
 	}
 	fs.Usage = func() { usage(c.stderr) }
-	if err := parseFlags(fs, args, c.stdout, usage); err != nil {
+	rest, err := parseFlags(fs, args, c.stdout, usage)
+	if err != nil {
 		return nil, err
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("serve takes flags only, not %q; see 'mailstack serve -h'", fs.Arg(0))
+	if len(rest) > 0 {
+		return nil, fmt.Errorf("serve takes flags only, not %q; see 'mailstack serve -h'", rest[0])
 	}
 	if cfg.env.err != nil {
 		return nil, cfg.env.err
