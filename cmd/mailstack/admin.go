@@ -35,6 +35,7 @@ func (c *cli) newAdmin(name, argsUsage string) *adminCmd {
 	a.fs.Usage = func() { a.printUsage(c.stderr) }
 	// Admin commands are quiet unless something is wrong.
 	a.db.register(a.fs, "warn")
+	a.fs.BoolVar(&a.db.dev, "dev", false, "use the database of 'mailstack serve --dev' (its own data directory)")
 	return a
 }
 
@@ -59,10 +60,20 @@ func (a *adminCmd) parse(args []string, min, max int) error {
 	if a.args, err = parseFlags(a.fs, args, a.c.stdout, a.printUsage); err != nil {
 		return err
 	}
+	if a.db.dev {
+		a.db.applyDev(a.explicit())
+	}
 	if len(a.args) < min || len(a.args) > max {
 		return fmt.Errorf("usage: mailstack %s [flags] %s; see 'mailstack %s -h'", a.name, strings.TrimSpace(a.argsUsage), a.name)
 	}
 	return nil
+}
+
+// explicit returns the flags given on the command line.
+func (a *adminCmd) explicit() devSetter {
+	set := devSetter{}
+	a.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
 }
 
 // parseFlags parses args into fs without the flag package's own printing:

@@ -154,14 +154,23 @@ func defaultDataDir() string {
 	if os.Geteuid() == 0 {
 		return "/var/lib/mailstack"
 	}
+	return filepath.Join(userDataHome(), "mailstack")
+}
+
+// devDataDir is serve --dev's data directory: never the production one,
+// so a later real serve does not inherit dev@localhost and its passwords.
+func devDataDir() string { return filepath.Join(userDataHome(), "mailstack-dev") }
+
+// userDataHome is $XDG_DATA_HOME, else ~/.local/share.
+func userDataHome() string {
 	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
-		return filepath.Join(d, "mailstack")
+		return d
 	}
 	home, err := os.UserHomeDir()
 	if err != nil {
-		return "mailstack-data"
+		return "."
 	}
-	return filepath.Join(home, ".local", "share", "mailstack")
+	return filepath.Join(home, ".local", "share")
 }
 
 // dbFlags are the database settings every command takes.
@@ -169,6 +178,17 @@ type dbFlags struct {
 	url      string
 	dataDir  string
 	logLevel string
+	// dev selects serve --dev's database: the managed cluster in
+	// devDataDir, whatever MAILSTACK_DATABASE_URL and MAILSTACK_DATA_DIR
+	// (production settings) say; -database-url and -data-dir still win.
+	dev bool
+}
+
+// applyDev switches to serve --dev's database unless the command line set
+// -database-url or -data-dir (set says which flags it set).
+func (d *dbFlags) applyDev(set devSetter) {
+	set.str("database-url", &d.url, "")
+	set.str("data-dir", &d.dataDir, devDataDir())
 }
 
 // register adds the flags; defaultLevel is the command's log level unless
@@ -177,7 +197,7 @@ func (d *dbFlags) register(fs *flag.FlagSet, defaultLevel string) {
 	fs.StringVar(&d.url, "database-url", envOr("MAILSTACK_DATABASE_URL", ""),
 		"PostgreSQL URL (env MAILSTACK_DATABASE_URL); empty: run a managed local PostgreSQL in <data-dir>/postgres")
 	fs.StringVar(&d.dataDir, "data-dir", envOr("MAILSTACK_DATA_DIR", defaultDataDir()),
-		"directory for the managed PostgreSQL cluster and generated certificates; default /var/lib/mailstack as root, else $XDG_DATA_HOME/mailstack or ~/.local/share/mailstack (env MAILSTACK_DATA_DIR)")
+		"directory for the managed PostgreSQL cluster and generated certificates; default /var/lib/mailstack as root, else $XDG_DATA_HOME/mailstack or ~/.local/share/mailstack; with -dev, $XDG_DATA_HOME/mailstack-dev or ~/.local/share/mailstack-dev, and the variable is not read (env MAILSTACK_DATA_DIR)")
 	fs.StringVar(&d.logLevel, "log-level", envOr("MAILSTACK_LOG_LEVEL", defaultLevel), "debug, info, warn or error (env MAILSTACK_LOG_LEVEL)")
 }
 

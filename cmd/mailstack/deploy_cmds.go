@@ -26,6 +26,17 @@ type publicFlags struct {
 	hostname    string
 	mtaSTSMode  string
 	clientHosts string
+	// dev describes serve --dev's listeners instead of the MAILSTACK_*
+	// ones.
+	dev bool
+}
+
+// applyDev describes serve --dev (host localhost, its loopback ports)
+// except where flags given on the command line (set) say otherwise.
+func (p *publicFlags) applyDev(set devSetter) {
+	p.dev = true
+	set.str("hostname", &p.hostname, "localhost")
+	set.str("client-hosts", &p.clientHosts, string(clientconf.Hostname))
 }
 
 func (p *publicFlags) register(fs *flag.FlagSet) {
@@ -41,13 +52,19 @@ func (p *publicFlags) clients() (clientconf.Config, error) {
 	if err != nil {
 		return clientconf.Config{}, err
 	}
+	port := func(env, def, dev string) int {
+		if p.dev {
+			return clientconf.PortOf(dev)
+		}
+		return clientconf.PortOf(envOr(env, def))
+	}
 	return clientconf.Config{
 		Hostname:         strings.ToLower(p.hostname),
 		Hosts:            style,
-		IMAPPort:         clientconf.PortOf(envOr("MAILSTACK_IMAP_ADDR", ":993")),
-		IMAPStartTLSPort: clientconf.PortOf(envOr("MAILSTACK_IMAP_STARTTLS_ADDR", ":143")),
-		SubmissionsPort:  clientconf.PortOf(envOr("MAILSTACK_SUBMISSIONS_ADDR", ":465")),
-		SubmissionPort:   clientconf.PortOf(envOr("MAILSTACK_SUBMISSION_ADDR", ":587")),
+		IMAPPort:         port("MAILSTACK_IMAP_ADDR", ":993", devIMAPAddr),
+		IMAPStartTLSPort: port("MAILSTACK_IMAP_STARTTLS_ADDR", ":143", devIMAPStartTLSAddr),
+		SubmissionsPort:  port("MAILSTACK_SUBMISSIONS_ADDR", ":465", devSubmissionsAddr),
+		SubmissionPort:   port("MAILSTACK_SUBMISSION_ADDR", ":587", devSubmissionAddr),
 	}, nil
 }
 
@@ -142,6 +159,9 @@ func (c *cli) mobileconfig(ctx context.Context, args []string) error {
 	label := a.fs.String("label", "", `label of the new app password (default "Apple profile DATE")`)
 	if err := a.parse(args, 1, 1); err != nil {
 		return err
+	}
+	if a.db.dev {
+		pub.applyDev(a.explicit())
 	}
 	address, err := store.NormalizeAddress(a.args[0])
 	if err != nil {

@@ -365,7 +365,7 @@ func TestServeManagedPostgres(t *testing.T) {
 		t.Fatalf("no cluster in the data dir: %v", err)
 	}
 	out := r.out.String()
-	if !regexp.MustCompile(`user dev@localhost and app password [a-z]{4}-[a-z]{4}-[a-z]{4}-[a-z]{4}`).MatchString(out) {
+	if !regexp.MustCompile(`User name +dev@localhost\nPassword +[a-z]{4}-[a-z]{4}-[a-z]{4}-[a-z]{4} `).MatchString(out) {
 		t.Fatalf("dev banner lacks credentials:\n%s", out)
 	}
 	// Explicit flags win over -dev's fixed ports: tests bind random ports only.

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/crypto/acme/autocert"
 
+	"github.com/mailstack/mailstack/httpd"
 	"github.com/mailstack/mailstack/internal/dkimkey"
 	"github.com/mailstack/mailstack/internal/metrics"
 	"github.com/mailstack/mailstack/internal/tlsconfig"
@@ -53,7 +54,7 @@ type serveConfig struct {
 func (cfg *serveConfig) register(fs *flag.FlagSet) {
 	host, _ := os.Hostname()
 	cfg.db.register(fs, "info")
-	fs.BoolVar(&cfg.dev, "dev", false, "development mode: loopback listeners on ports 1993/1143/1587/1465/1025 and web 1080/1443/19090, host name localhost, domain localhost, -client-hosts=hostname, a self-signed certificate for localhost and a ready dev@localhost account; flags given explicitly win (no environment equivalent)")
+	fs.BoolVar(&cfg.dev, "dev", false, "development mode: loopback listeners on ports 1993/1143/1587/1465/1025 and web 1080/1443/19090, host name localhost, domain localhost, -client-hosts=hostname, a self-signed certificate for localhost, a ready dev@localhost account, and its own data directory (MAILSTACK_DATABASE_URL and MAILSTACK_DATA_DIR are not read); flags given explicitly win (no environment equivalent)")
 	fs.StringVar(&cfg.hostname, "hostname", envOr("MAILSTACK_HOSTNAME", host), "this server's public host name, used in greetings and certificates (env MAILSTACK_HOSTNAME)")
 	fs.StringVar(&cfg.domains, "domains", envOr("MAILSTACK_DOMAINS", ""), "comma-separated mail domains to serve, added at start if missing (env MAILSTACK_DOMAINS)")
 	fs.StringVar(&cfg.tlsCert, "tls-cert", envOr("MAILSTACK_TLS_CERT", ""), "TLS certificate chain file (PEM), exclusive with -acme-email; empty and no ACME: a self-signed certificate (with a loud warning), kept in <data-dir>/tls (env MAILSTACK_TLS_CERT)")
@@ -83,14 +84,26 @@ func (set devSetter) str(flag string, p *string, v string) {
 	}
 }
 
-// applyDev switches listeners to loopback development ports.
+// serve --dev's listeners; mobileconfig -dev describes them.
+const (
+	devIMAPAddr         = "127.0.0.1:1993"
+	devIMAPStartTLSAddr = "127.0.0.1:1143"
+	devSubmissionAddr   = "127.0.0.1:1587"
+	devSubmissionsAddr  = "127.0.0.1:1465"
+	devMXAddr           = "127.0.0.1:1025"
+)
+
+// applyDev switches listeners to loopback development ports and the data
+// to the development data directory.
 func (cfg *serveConfig) applyDev(set devSetter) {
+	cfg.db.dev = true
+	cfg.db.applyDev(set)
 	set.str("hostname", &cfg.hostname, "localhost")
-	set.str("imap-addr", &cfg.imapAddr, "127.0.0.1:1993")
-	set.str("imap-starttls-addr", &cfg.imapStartTLSAddr, "127.0.0.1:1143")
-	set.str("submission-addr", &cfg.submissionAddr, "127.0.0.1:1587")
-	set.str("submissions-addr", &cfg.submissionsAddr, "127.0.0.1:1465")
-	set.str("mx-addr", &cfg.mxAddr, "127.0.0.1:1025")
+	set.str("imap-addr", &cfg.imapAddr, devIMAPAddr)
+	set.str("imap-starttls-addr", &cfg.imapStartTLSAddr, devIMAPStartTLSAddr)
+	set.str("submission-addr", &cfg.submissionAddr, devSubmissionAddr)
+	set.str("submissions-addr", &cfg.submissionsAddr, devSubmissionsAddr)
+	set.str("mx-addr", &cfg.mxAddr, devMXAddr)
 	// The dev@localhost account needs its domain, whatever else is served.
 	if !slices.Contains(strings.Split(strings.ReplaceAll(cfg.domains, " ", ""), ","), "localhost") {
 		cfg.domains = strings.Trim(cfg.domains+",localhost", ",")
@@ -163,6 +176,8 @@ type server struct {
 	tls     *tls.Config
 	devUser string
 	devPass string
+	// certFile is the self-signed certificate's file, if one is used.
+	certFile string
 	// metrics are incremented by the protocol servers, served on -admin-addr.
 	metrics *metrics.Mailstack
 	// acme is set when certificates come from ACME (-acme-email).
@@ -295,13 +310,21 @@ func (s *server) loadTLS() (*tls.Config, error) {
 	if s.cfg.dev {
 		hosts = append(hosts, "127.0.0.1", "::1")
 	}
-	s.log.Warn("NO TLS CERTIFICATE CONFIGURED: using a self-signed certificate. Mail clients will warn; set MAILSTACK_TLS_CERT and MAILSTACK_TLS_KEY for real use.",
-		"hosts", hosts)
-	return tlsconfig.SelfSigned(filepath.Join(s.cfg.db.dataDir, "tls"), hosts)
+	dir := filepath.Join(s.cfg.db.dataDir, "tls")
+	s.certFile = filepath.Join(dir, "selfsigned-cert.pem")
+	if !s.cfg.dev { // the dev banner says it plainly
+		s.log.Warn("NO TLS CERTIFICATE CONFIGURED: using a self-signed certificate. Mail clients will warn; set MAILSTACK_TLS_CERT and MAILSTACK_TLS_KEY for real use.",
+			"hosts", hosts, "certificate", s.certFile)
+	}
+	return tlsconfig.SelfSigned(dir, hosts)
 }
 
+// devAppPasswordLabel starts the label of serve --dev's app passwords.
+const devAppPasswordLabel = "dev "
+
 // devAccount makes sure dev@localhost exists with a fresh app password for
-// the banner.
+// the banner, revoking those of earlier starts: only one is ever active
+// (its secret cannot be shown again, so each start makes a new one).
 func (s *server) devAccount(ctx context.Context) error {
 	const addr = "dev@localhost"
 	acc, err := s.st.AccountByAddress(ctx, addr)
@@ -311,7 +334,18 @@ func (s *server) devAccount(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	secret, _, err := s.st.CreateAppPassword(ctx, acc.ID, "dev "+time.Now().Format(time.DateTime))
+	old, err := s.st.AppPasswords(ctx, acc.ID)
+	if err != nil {
+		return err
+	}
+	for _, ap := range old {
+		if ap.RevokedAt == nil && strings.HasPrefix(ap.Label, devAppPasswordLabel) {
+			if err := s.st.RevokeAppPassword(ctx, acc.ID, ap.ID); err != nil {
+				return err
+			}
+		}
+	}
+	secret, _, err := s.st.CreateAppPassword(ctx, acc.ID, devAppPasswordLabel+time.Now().Format(time.DateTime))
 	if err != nil {
 		return err
 	}
@@ -329,11 +363,53 @@ func (c *cli) banner(s *server) {
 		fmt.Fprintf(w, "  %-12s %s\n", name, s.addrs[name])
 	}
 	if s.devUser != "" {
-		fmt.Fprintf(w, "\nDevelopment mode. Log in with user %s and app password %s\n", s.devUser, s.devPass)
-		fmt.Fprintln(w, "(self-signed certificate for localhost: accept it in your client).")
+		s.devBanner(w)
 	}
 	fmt.Fprintln(w, "Stop with Ctrl-C.")
 	fmt.Fprintln(w, "===============================================================")
+}
+
+// devBanner tells a developer everything a mail client needs.
+func (s *server) devBanner(w io.Writer) {
+	a := s.addrs
+	fmt.Fprintf(w, "\nDevelopment mode (data in %s; a real serve uses its own).\n", s.cfg.db.dataDir)
+	fmt.Fprintf(w, "User name     %s\n", s.devUser)
+	fmt.Fprintf(w, "Password      %s  (an app password; each start revokes the previous one)\n", s.devPass)
+	pair := func(proto, ssl, starttls string) {
+		var ways []string
+		if a[ssl] != "" {
+			ways = append(ways, a[ssl]+" SSL/TLS")
+		}
+		if a[starttls] != "" {
+			ways = append(ways, a[starttls]+" STARTTLS")
+		}
+		if len(ways) > 0 {
+			fmt.Fprintf(w, "%-13s %s\n", proto, strings.Join(ways, ", or "))
+		}
+	}
+	pair("IMAP", "imaps", "imap")
+	pair("SMTP", "submissions", "submission")
+	if a["mx"] != "" {
+		fmt.Fprintf(w, "Inbound MX    %s (plain SMTP, no login)\n", a["mx"])
+	}
+	if s.certFile != "" {
+		fmt.Fprintf(w, "Certificate   self-signed for localhost, 127.0.0.1 and ::1; have your client trust it (as a CA):\n              %s\n", s.certFile)
+	}
+	if a["http"] != "" {
+		fmt.Fprintf(w, "Autoconfig    http://%s%s?emailaddress=%s\n", a["http"], httpd.AutoconfigPath, s.devUser)
+	}
+	fmt.Fprintf(w, "Apple devices mailstack mobileconfig -dev %s > dev.mobileconfig\n", s.devUser)
+	if a["imaps"] != "" && s.certFile != "" {
+		fmt.Fprintf(w, "Try it        curl --cacert %s --user '%s:%s' imaps://%s/\n", shellQuote(s.certFile), s.devUser, s.devPass, a["imaps"])
+	}
+}
+
+// shellQuote quotes s for sh when it needs it.
+func shellQuote(s string) string {
+	if strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:@=+,%") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // maintenance periodically removes message contents nothing references and
