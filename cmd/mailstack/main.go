@@ -79,7 +79,15 @@ sentence and exits with status 1.
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// A closed stdout or stderr (serve --dev | tee log, and Ctrl-C, which
+	// ends tee first) must not kill the process with SIGPIPE half-way
+	// through stopping its PostgreSQL: with SIGPIPE caught, such writes
+	// just fail. (Caught, not ignored, so child processes get the default.)
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	// SIGHUP (the terminal closed) stops the service like SIGINT and
+	// SIGTERM; signals after the first are absorbed while it shuts down,
+	// so the managed PostgreSQL is always stopped cleanly.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	code := runMain(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)

@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -29,7 +30,31 @@ import (
 	"github.com/mailstack/mailstack/store/storetest"
 )
 
-func TestMain(m *testing.M) { storetest.Main(m) }
+// asMainEnv makes the test binary run mailstack's main instead of the
+// tests, so tests can run mailstack as a process of its own (signals,
+// pipes, other users) with exactly the code under test.
+const asMainEnv = "MAILSTACK_TEST_AS_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asMainEnv) == "1" {
+		main()
+		return
+	}
+	storetest.Main(m)
+}
+
+// mailstackCommand returns a command running mailstack (this test binary
+// as main) with args.
+func mailstackCommand(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), asMainEnv+"=1")
+	return cmd
+}
 
 // syncBuffer is a bytes.Buffer safe for a writer and a polling reader.
 type syncBuffer struct {
