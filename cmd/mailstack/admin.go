@@ -54,7 +54,9 @@ func printFlags(fs *flag.FlagSet, w io.Writer) {
 
 // parse parses args and checks the count of positional arguments is within
 // [min, max]. -h prints the usage on stdout (errHelp); a mistake is one
-// sentence pointing at -h.
+// sentence pointing at -h. Run by root on a data directory that belongs to
+// another user (the service's), it runs the whole command as that user
+// and returns its exit status as an exitCode.
 func (a *adminCmd) parse(args []string, min, max int) error {
 	var err error
 	if a.args, err = parseFlags(a.fs, args, a.c.stdout, a.printUsage); err != nil {
@@ -62,6 +64,15 @@ func (a *adminCmd) parse(args []string, min, max int) error {
 	}
 	if a.db.dev {
 		a.db.applyDev(a.explicit())
+	}
+	if uid, gid, ok := a.db.needsOwner(); ok {
+		// Before the command reads its input (a password) or does
+		// anything: the owner's process does all of it. Its exit status
+		// is this command's (exitCode, 0 included).
+		if err := a.c.asDataDirOwner(&a.db, uid, gid); err != nil {
+			return err
+		}
+		return exitCode(0)
 	}
 	if len(a.args) < min || len(a.args) > max {
 		return fmt.Errorf("usage: mailstack %s [flags] %s; see 'mailstack %s -h'", a.name, strings.TrimSpace(a.argsUsage), a.name)

@@ -106,11 +106,14 @@ var (
 func runMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr}
 	err := c.run(ctx, args)
+	var code exitCode
 	switch {
 	case err == nil, errors.Is(err, errHelp):
 		return 0
 	case errors.Is(err, errUsage):
 		return 2
+	case errors.As(err, &code):
+		return int(code)
 	}
 	if c.log != nil {
 		c.log.Debug("command failed", "err", err.Error())
@@ -123,7 +126,7 @@ func runMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 // main without the process globals, so tests can call it.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	err := (&cli{stdin: stdin, stdout: stdout, stderr: stderr}).run(ctx, args)
-	if errors.Is(err, errHelp) {
+	if errors.Is(err, errHelp) || errors.Is(err, exitCode(0)) {
 		return nil
 	}
 	return err
@@ -155,6 +158,7 @@ func version() string {
 }
 
 func (c *cli) run(ctx context.Context, args []string) error {
+	c.args = args
 	if len(args) == 0 {
 		fmt.Fprint(c.stderr, usage)
 		return errUsage
@@ -196,6 +200,8 @@ func (c *cli) run(ctx context.Context, args []string) error {
 type cli struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	// args is the command line (without the program name).
+	args []string
 	// log is the command's logger once its flags are parsed (for the debug
 	// record of a failure).
 	log *slog.Logger
@@ -208,6 +214,7 @@ type cli struct {
 func errorSentence(err error) string {
 	var (
 		obj   *store.ObjectError
+		owner *pglocal.OwnerError
 		pgl   *pglocal.Error
 		parse *pgconn.ParseConfigError
 		conn  *pgconn.ConnectError
@@ -225,6 +232,8 @@ func errorSentence(err error) string {
 			msg = msg[i+len(store.ErrInvalid.Error())+2:]
 		}
 		return sentence(msg)
+	case errors.As(err, &owner):
+		return ownerSentence(owner)
 	case errors.As(err, &pgl):
 		switch {
 		case errors.Is(err, pglocal.ErrOwned):

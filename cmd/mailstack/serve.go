@@ -165,6 +165,13 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	c.log = log
+	if uid, _, ok := cfg.db.needsOwner(); ok {
+		// As root it would run the service user's cluster as root's
+		// process, whose files the service then cannot use.
+		name := pglocal.UserName(uid)
+		return fmt.Errorf("the data directory %s belongs to user %s: run serve as that user (systemctl start mailstack, or runuser -u %s -- mailstack serve)",
+			cfg.db.dataDir, name, name)
+	}
 	return runServer(ctx, cfg, log, func(s *server) { c.banner(s) })
 }
 

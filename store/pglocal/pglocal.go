@@ -166,11 +166,14 @@ func startCluster(ctx context.Context, dataDir string, opts Options) (*Cluster, 
 	if err != nil {
 		return nil, err
 	}
-	cred, err := runAs()
+	cred, err := runAsFor(dataDir)
 	if err != nil {
 		return nil, err
 	}
 	if err := prepareDir(dataDir, cred); err != nil {
+		return nil, err
+	}
+	if err := checkOwner(dataDir); err != nil {
 		return nil, err
 	}
 
@@ -507,6 +510,68 @@ func versionOf(binDir string) float64 {
 	return f
 }
 
+// ErrNotOwner is returned when the cluster belongs to another OS user than
+// the one this process runs as (and that is not root): PostgreSQL only
+// runs as its data directory's owner.
+var ErrNotOwner = errors.New("the cluster belongs to another user")
+
+// OwnerError says who owns a cluster that this process may not run.
+type OwnerError struct {
+	Dir   string
+	Owner string // user name, or uid when it has none
+}
+
+func (e *OwnerError) Error() string {
+	return fmt.Sprintf("%s belongs to user %s, not to the user running this command", e.Dir, e.Owner)
+}
+
+// Unwrap makes errors.Is(err, ErrNotOwner) true.
+func (e *OwnerError) Unwrap() error { return ErrNotOwner }
+
+// checkOwner refuses a cluster owned by another user, unless we are root
+// (which runs it as its owner, see runAsFor): postgres would fail on it
+// with "permission denied", saying nothing of why.
+func checkOwner(dataDir string) error {
+	uid := os.Geteuid()
+	fi, err := os.Stat(dataDir)
+	if err != nil || uid == 0 {
+		return nil
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != uid {
+		return &OwnerError{Dir: dataDir, Owner: UserName(st.Uid)}
+	}
+	return nil
+}
+
+// UserName returns the name of the OS user uid, or the number when it has
+// none.
+func UserName(uid uint32) string {
+	id := strconv.FormatUint(uint64(uid), 10)
+	if u, err := user.LookupId(id); err == nil {
+		return u.Username
+	}
+	return id
+}
+
+// runAsFor returns the credentials to run initdb and postgres with for the
+// cluster in dataDir: nil (our own) unless we are root, which PostgreSQL
+// refuses. Then an existing cluster runs as its owner, whose it stays
+// (mailstack serve under systemd runs it as the service user; a root
+// command must not take it away), and a new one as the "postgres" user.
+func runAsFor(dataDir string) (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "PG_VERSION")); err == nil {
+		if fi, err := os.Stat(dataDir); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
+				return &syscall.Credential{Uid: st.Uid, Gid: st.Gid}, nil
+			}
+		}
+	}
+	return runAs()
+}
+
 // runAs returns the credentials to run initdb and postgres with: nil (our
 // own) unless we are root, which PostgreSQL refuses, in which case the
 // "postgres" OS user's.
@@ -531,7 +596,8 @@ func runAs() (*syscall.Credential, error) {
 }
 
 // prepareDir creates dir (mode 0700) and, when postgres runs as another
-// user, hands it over and makes its ancestors traversable by that user.
+// user, hands it over (unless it is theirs already) and makes its
+// ancestors traversable by that user.
 func prepareDir(dir string, cred *syscall.Credential) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -539,8 +605,14 @@ func prepareDir(dir string, cred *syscall.Credential) error {
 	if cred == nil {
 		return nil
 	}
-	if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+	fi, err := os.Stat(dir)
+	if err != nil {
 		return err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || st.Uid != cred.Uid {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return err
+		}
 	}
 	// postgres must be able to reach dir: temp dirs (os.MkdirTemp,
 	// t.TempDir) are 0700 root. Grant only search (x) to others, and only
