@@ -15,11 +15,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/acme/autocert"
 
 	"github.com/mailstack/mailstack/httpd"
+	"github.com/mailstack/mailstack/internal/clientconf"
 	"github.com/mailstack/mailstack/internal/dkimkey"
 	"github.com/mailstack/mailstack/internal/metrics"
 	"github.com/mailstack/mailstack/internal/tlsconfig"
@@ -33,6 +35,7 @@ type serveConfig struct {
 	env                 envDefaults
 	dev                 bool
 	hostname            string
+	hostnameSet         bool // by flag or environment, not the machine's name
 	domains             string
 	tlsCert, tlsKey     string
 	imapAddr            string
@@ -147,9 +150,11 @@ func (c *cli) parseServe(args []string) (*serveConfig, error) {
 	if cfg.env.err != nil {
 		return nil, cfg.env.err
 	}
+	set := devSetter{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	_, hostEnv := os.LookupEnv("MAILSTACK_HOSTNAME")
+	cfg.hostnameSet = set["hostname"] || hostEnv
 	if cfg.dev {
-		set := devSetter{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		cfg.applyDev(set)
 	}
 	return cfg, nil
@@ -165,6 +170,7 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	c.log = log
+	cfg.warnSettings(log)
 	if uid, _, ok := cfg.db.needsOwner(); ok {
 		// As root it would run the service user's cluster as root's
 		// process, whose files the service then cannot use.
@@ -230,7 +236,7 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, ready fu
 			for _, sd := range shutdowns {
 				sd(context.Background())
 			}
-			return fmt.Errorf("start %s listener on %s: %w", l.name, l.addr, err)
+			return listenError(l.name, l.addr, err)
 		}
 		s.addrs[l.name] = addr
 		shutdowns = append(shutdowns, shutdown)
@@ -266,6 +272,58 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, ready fu
 	}
 	wg.Wait()
 	return runErr
+}
+
+// listenError reports a listener that cannot start; for a port below 1024
+// refused to a user without the privilege it says what to do.
+func listenError(name, addr string, err error) error {
+	if errors.Is(err, syscall.EACCES) {
+		if port := clientconf.PortOf(addr); port > 0 && port < 1024 {
+			return fmt.Errorf("cannot listen on %s (%s): ports below 1024 need root or the CAP_NET_BIND_SERVICE capability; "+
+				"deploy/mailstack.service grants it, or run: setcap cap_net_bind_service=+ep $(command -v mailstack); "+
+				"to try mailstack as yourself, use 'mailstack serve --dev' (ports 1993, 1587, ...): %w", addr, name, err)
+		}
+	}
+	return fmt.Errorf("start %s listener on %s: %w", name, addr, err)
+}
+
+// placeholderDomains are names reserved for examples (RFC 2606, RFC 6761):
+// a host name or domain under one of them is a setting left unedited.
+var placeholderDomains = []string{"example", "example.com", "example.net", "example.org", "test", "invalid"}
+
+func isPlaceholder(name string) bool {
+	name = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(name), "."))
+	for _, p := range placeholderDomains {
+		if name == p || strings.HasSuffix(name, "."+p) {
+			return true
+		}
+	}
+	return false
+}
+
+// warnSettings warns about settings that start but cannot be what the
+// operator meant: the example file's placeholders, or the machine's own
+// name where the public one belongs. (Not in --dev, whose names are local.)
+func (cfg *serveConfig) warnSettings(log *slog.Logger) {
+	if cfg.dev {
+		return
+	}
+	switch {
+	case isPlaceholder(cfg.hostname):
+		log.Warn("the host name is an example placeholder: set MAILSTACK_HOSTNAME (or -hostname) to this server's public DNS name", "hostname", cfg.hostname)
+	case !cfg.hostnameSet:
+		log.Warn("no host name set: using the machine's name, which other servers and clients cannot reach by; set MAILSTACK_HOSTNAME (or -hostname) to this server's public DNS name (the MX target)", "hostname", cfg.hostname)
+	case !strings.Contains(cfg.hostname, "."):
+		log.Warn("the host name is not a public DNS name: set MAILSTACK_HOSTNAME (or -hostname) to one such as mail.yourdomain.org", "hostname", cfg.hostname)
+	}
+	for _, d := range strings.Split(cfg.domains, ",") {
+		if d = strings.TrimSpace(d); d != "" && isPlaceholder(d) {
+			log.Warn("a served domain is an example placeholder: set MAILSTACK_DOMAINS (or -domains) to your own domains", "domain", d)
+		}
+	}
+	if os.Getenv("PGPASSWORD") == "change-me-to-something-long-and-random" {
+		log.Warn("the database password is the example file's placeholder: set POSTGRES_PASSWORD in .env to a long random string")
+	}
 }
 
 // listener is one protocol listener; start binds it and returns a blocking

@@ -40,8 +40,9 @@ type Options struct {
 	// MaxConnections is postgres' max_connections (default 200, headroom for
 	// tests and servers that open many pools).
 	MaxConnections int
-	// Logger receives postgres' log output (debug for routine lines, info
-	// for warnings and errors). Default: slog.Default().
+	// Logger receives postgres' log output (see lineLevel: debug for
+	// routine lines, info for warnings and errors). Default:
+	// slog.Default().
 	Logger *slog.Logger
 	// Wait bounds how long Use waits for another process's private
 	// server to stop (default 2 minutes).
@@ -700,18 +701,38 @@ func (w *logWriter) flush() {
 }
 
 func (w *logWriter) line(s string) {
-	level := slog.LevelDebug
-	for _, sev := range []string{"WARNING:", "ERROR:", "FATAL:", "PANIC:"} {
-		if strings.Contains(s, sev) {
-			level = slog.LevelInfo
-			break
-		}
-	}
-	w.log.Log(context.Background(), level, s)
+	w.log.Log(context.Background(), lineLevel(s), s)
 	w.lines = append(w.lines, s)
 	if len(w.lines) > tailLines {
 		w.lines = w.lines[len(w.lines)-tailLines:]
 	}
+}
+
+// routineFatal are FATAL lines that are no failure: our own readiness
+// probes while the server starts, and connections ended by a shutdown.
+var routineFatal = []string{
+	"the database system is starting up",
+	"the database system is shutting down",
+	"terminating connection due to administrator command",
+}
+
+// lineLevel is the log level of one line of postgres' output: WARNING,
+// ERROR, FATAL and PANIC are info (what they break is reported by the
+// caller, in one sentence), except the routine FATAL lines of every start
+// and stop, which are debug; everything else is debug.
+func lineLevel(s string) slog.Level {
+	for _, sev := range []string{"WARNING:", "ERROR:", "FATAL:", "PANIC:"} {
+		if !strings.Contains(s, sev) {
+			continue
+		}
+		for _, r := range routineFatal {
+			if strings.Contains(s, r) {
+				return slog.LevelDebug
+			}
+		}
+		return slog.LevelInfo
+	}
+	return slog.LevelDebug
 }
 
 func (w *logWriter) tail() string {
