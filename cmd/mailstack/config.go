@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/term"
 
 	"github.com/mailstack/mailstack/store"
@@ -243,7 +244,13 @@ func (d *dbFlags) openStore(ctx context.Context, log *slog.Logger, opts store.Op
 		}
 		url = cluster.URL("mailstack")
 	}
-	st, err := store.Open(ctx, url, opts)
+	openDB := store.Open
+	if d.url != "" && role == pglocal.Owner {
+		openDB = func(ctx context.Context, url string, opts store.Options) (*store.Store, error) {
+			return openWaiting(ctx, log, url, opts, dbWait)
+		}
+	}
+	st, err := openDB(ctx, url, opts)
 	if err != nil {
 		release()
 		return nil, nil, err
@@ -260,6 +267,47 @@ func (d *dbFlags) openStore(ctx context.Context, log *slog.Logger, opts store.Op
 // (NIST SP 800-63B's minimum). Devices use generated app passwords; the
 // main one is typed by a person and guarded by throttling.
 const minMainPassword = 8
+
+// dbWait is how long serve waits for a database server that is not up
+// yet: compose starts both at once, and podman-compose does not wait for
+// PostgreSQL's health check.
+const dbWait = 2 * time.Minute
+
+// openWaiting opens the store at url, retrying for up to wait while the
+// server cannot be reached or is still starting; any other failure (a
+// wrong password, a missing database) is returned at once.
+func openWaiting(ctx context.Context, log *slog.Logger, url string, opts store.Options, wait time.Duration) (*store.Store, error) {
+	deadline := time.Now().Add(wait)
+	for delay, logged := 250*time.Millisecond, false; ; delay = min(2*delay, 5*time.Second) {
+		st, err := store.Open(ctx, url, opts)
+		if err == nil || !notUpYet(err) || time.Now().Add(delay).After(deadline) {
+			return st, err
+		}
+		if !logged {
+			log.Warn("PostgreSQL is not reachable yet; waiting for it", "for_at_most", wait, "err", innermost(err))
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+// notUpYet reports whether err means the database server is not (yet)
+// accepting connections, rather than refusing this client.
+func notUpYet(err error) bool {
+	var conn *pgconn.ConnectError
+	if !errors.As(err, &conn) {
+		return false
+	}
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return pg.Code == "57P03" // cannot_connect_now: starting up
+	}
+	return true // refused, unreachable, or its name not resolvable yet
+}
 
 // readPassword asks for a main password on a terminal (twice, without
 // echo) or reads the first line of stdin when it is not a terminal, and

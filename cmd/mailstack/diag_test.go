@@ -2,12 +2,19 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/mailstack/mailstack/store/storetest"
 )
 
 // TestServeWarnings: settings that start but cannot be what the operator
@@ -70,4 +77,49 @@ func TestListenError(t *testing.T) {
 	if got := errorSentence(listenError("imaps", ":993", inUse)); strings.Contains(got, "CAP_NET_BIND_SERVICE") {
 		t.Errorf("a port in use is not a privilege problem: %q", got)
 	}
+}
+
+// TestServeWaitsForDatabase: serve started before its PostgreSQL (compose
+// starts both at once; podman-compose ignores service_healthy) waits for
+// it instead of exiting, and comes up once the database answers. The
+// database's TCP port is a proxy to the test cluster's unix socket that
+// starts listening only after serve said it waits.
+func TestServeWaitsForDatabase(t *testing.T) {
+	url := storetest.NewURL(t)
+	cfg, err := pgconn.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	socket := filepath.Join(cfg.Host, fmt.Sprintf(".s.PGSQL.%d", cfg.Port))
+	addr := freeAddr(t) // nothing listens there yet
+	tcpURL := fmt.Sprintf("postgres://%s@%s/%s?sslmode=disable", cfg.User, addr, cfg.Database)
+	r := launch(t, "--database-url="+tcpURL, "--data-dir="+t.TempDir(), "--hostname=mail.example.net",
+		"--imap-addr=", "--imap-starttls-addr=", "--submission-addr=", "--submissions-addr=", "--mx-addr=",
+		"--http-addr=", "--https-addr=", "--admin-addr=127.0.0.1:0")
+	r.waitOutput(t, "PostgreSQL is not reachable yet; waiting for it")
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("unix", socket)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go io.Copy(u, c) //nolint:errcheck
+				io.Copy(c, u)    //nolint:errcheck
+			}()
+		}
+	}()
+	r.ready(t)
+	r.healthy(t)
 }
