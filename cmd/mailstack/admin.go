@@ -25,6 +25,9 @@ type adminCmd struct {
 	fs        *flag.FlagSet
 	db        dbFlags
 	args      []string
+	// switchLater: the command itself switches to the data directory's
+	// owner when it needs the database (see parse), after work of its own.
+	switchLater bool
 }
 
 func (c *cli) newAdmin(name, argsUsage string) *adminCmd {
@@ -65,7 +68,7 @@ func (a *adminCmd) parse(args []string, min, max int) error {
 	if a.db.dev {
 		a.db.applyDev(a.explicit())
 	}
-	if uid, gid, ok := a.db.needsOwner(); ok {
+	if uid, gid, ok := a.db.needsOwner(); ok && !a.switchLater {
 		// Before the command reads its input (a password) or does
 		// anything: the owner's process does all of it. Its exit status
 		// is this command's (exitCode, 0 included).

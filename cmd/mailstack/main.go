@@ -34,6 +34,8 @@ Service:
   version                       print the version (module version, commit, build date)
 
 Deployment:
+  quickstart DOMAIN             first set-up: check this host, write the settings file, create the
+                                domain and first account, print DNS records and client settings
   dns DOMAIN                    print every DNS record DOMAIN needs (zone-file syntax)
   doctor DOMAIN                 check DOMAIN's DNS records, certificates and ports from outside
   mobileconfig ADDRESS [-o FILE]
@@ -191,6 +193,8 @@ func (c *cli) run(ctx context.Context, args []string) error {
 		return c.doctor(ctx, rest)
 	case "mobileconfig":
 		return c.mobileconfig(ctx, rest)
+	case "quickstart":
+		return c.quickstart(ctx, rest)
 	case "queue":
 		return c.queue(ctx, rest)
 	}

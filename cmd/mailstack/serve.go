@@ -343,25 +343,32 @@ func (s *server) listeners() []listener {
 
 func (s *server) ensureDomains(ctx context.Context) error {
 	for _, d := range strings.Split(s.cfg.domains, ",") {
-		d = strings.TrimSpace(d)
-		if d == "" {
-			continue
+		if d = strings.TrimSpace(d); d != "" {
+			if _, err := ensureDomain(ctx, s.st, s.log, d); err != nil {
+				return err
+			}
 		}
-		if _, err := s.st.DomainByName(ctx, d); err == nil {
-			continue
-		} else if !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-		key, err := dkimkey.Generate()
-		if err != nil {
-			return err
-		}
-		if _, err := s.st.CreateDomain(ctx, d, "mailstack", key); err != nil && !errors.Is(err, store.ErrExists) {
-			return err
-		}
-		s.log.Info("domain added", "domain", d)
 	}
 	return nil
+}
+
+// ensureDomain returns the served domain name, creating it (with a DKIM
+// key) if it is not served yet.
+func ensureDomain(ctx context.Context, st *store.Store, log *slog.Logger, name string) (*store.Domain, error) {
+	if d, err := st.DomainByName(ctx, name); err == nil {
+		return d, nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	key, err := dkimkey.Generate()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := st.CreateDomain(ctx, name, "mailstack", key); err != nil && !errors.Is(err, store.ErrExists) {
+		return nil, err
+	}
+	log.Info("domain added", "domain", name)
+	return st.DomainByName(ctx, name)
 }
 
 func (s *server) loadTLS() (*tls.Config, error) {

@@ -39,9 +39,9 @@ type Checker struct {
 	Server string
 }
 
-// named puts the checker's DNS server into every DNS error in err's chain
+// Named puts the checker's DNS server into every DNS error in err's chain
 // and returns err.
-func (c *Checker) named(err error) error {
+func (c *Checker) Named(err error) error {
 	var de *net.DNSError
 	if c.Server != "" && errors.As(err, &de) {
 		de.Server = c.Server
@@ -87,7 +87,7 @@ func (c *Checker) lookupErr(r Record, err error) Result {
 	if notFound(err) {
 		return Result{Record: r, Status: Missing}
 	}
-	return Result{Record: r, Status: Failed, Detail: c.named(err).Error()}
+	return Result{Record: r, Status: Failed, Detail: c.Named(err).Error()}
 }
 
 func (c *Checker) check(ctx context.Context, r Record) Result {

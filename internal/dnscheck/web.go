@@ -72,7 +72,7 @@ func (c *Checker) CheckDocuments(ctx context.Context, docs []Document, o ProbeOp
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			conn, err := d.DialContext(ctx, network, addr)
-			return conn, c.named(err)
+			return conn, c.Named(err)
 		},
 		TLSClientConfig: &tls.Config{RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12},
 	}
