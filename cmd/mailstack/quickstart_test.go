@@ -58,7 +58,7 @@ func TestQuickstart(t *testing.T) {
 	tests := []struct {
 		name    string
 		args    []string
-		busy    bool   // one listen address is taken
+		busy    bool     // one listen address is taken
 		want    []string // regexps the output must match
 		account bool
 	}{
