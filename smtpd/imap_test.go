@@ -3,7 +3,6 @@ package smtpd_test
 import (
 	"strings"
 	"testing"
-
 )
 
 // TestSubmitVisibleOverIMAP: a message submitted on 587 is in the
