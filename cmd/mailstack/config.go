@@ -160,7 +160,14 @@ func defaultDataDir() string {
 
 // devDataDir is serve --dev's data directory: never the production one,
 // so a later real serve does not inherit dev@localhost and its passwords.
-func devDataDir() string { return filepath.Join(userDataHome(), "mailstack-dev") }
+// Root's is under /var/lib, as its production one, unless XDG_DATA_HOME
+// says otherwise: under /root the postgres user could not reach it.
+func devDataDir() string {
+	if os.Geteuid() == 0 && os.Getenv("XDG_DATA_HOME") == "" {
+		return "/var/lib/mailstack-dev"
+	}
+	return filepath.Join(userDataHome(), "mailstack-dev")
+}
 
 // userDataHome is $XDG_DATA_HOME, else ~/.local/share.
 func userDataHome() string {
@@ -198,7 +205,7 @@ func (d *dbFlags) register(fs *flag.FlagSet, defaultLevel string) {
 	fs.StringVar(&d.url, "database-url", envOr("MAILSTACK_DATABASE_URL", ""),
 		"PostgreSQL URL (env MAILSTACK_DATABASE_URL); empty: run a managed local PostgreSQL in <data-dir>/postgres")
 	fs.StringVar(&d.dataDir, "data-dir", envOr("MAILSTACK_DATA_DIR", defaultDataDir()),
-		"directory for the managed PostgreSQL cluster and generated certificates; default /var/lib/mailstack as root, else $XDG_DATA_HOME/mailstack or ~/.local/share/mailstack; with -dev, $XDG_DATA_HOME/mailstack-dev or ~/.local/share/mailstack-dev, and the variable is not read (env MAILSTACK_DATA_DIR)")
+		"directory for the managed PostgreSQL cluster and generated certificates; default /var/lib/mailstack as root, else $XDG_DATA_HOME/mailstack or ~/.local/share/mailstack; with -dev, $XDG_DATA_HOME/mailstack-dev, else /var/lib/mailstack-dev as root or ~/.local/share/mailstack-dev, and the variable is not read (env MAILSTACK_DATA_DIR)")
 	fs.StringVar(&d.logLevel, "log-level", envOr("MAILSTACK_LOG_LEVEL", defaultLevel), "debug, info, warn or error (env MAILSTACK_LOG_LEVEL)")
 }
 

@@ -72,9 +72,11 @@ Outbound queue (mail to other servers not yet delivered):
   queue delete ID               give up without sending a bounce
 
 Every command takes the database flags (-database-url, -data-dir) or their
-MAILSTACK_* environment variables; with no database URL the managed local
-PostgreSQL in the data directory is used: a running 'mailstack serve' runs
-it and other commands use that, or start it just for themselves.
+MAILSTACK_* environment variables, and -dev for the database of 'serve
+--dev'; with no database URL the managed local PostgreSQL in the data
+directory is used: a running 'mailstack serve' runs it and other commands
+use that, or start it just for themselves. Run by root on a data directory
+that belongs to another user (the service's), a command runs as that user.
 Run 'mailstack COMMAND -h' for a command's flags; flags may also follow the
 arguments (user add bob@example.org -quota 1G). A failure prints one
 sentence and exits with status 1.

@@ -239,6 +239,14 @@ func startCluster(ctx context.Context, dataDir string, opts Options) (*Cluster, 
 		if err == nil {
 			return c, nil
 		}
+		if ctx.Err() != nil {
+			// Interrupted while it starts (Ctrl-C): a fast shutdown, not
+			// an immediate one, so the next start needs no crash recovery.
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			c.Stop(sctx) //nolint:errcheck // reporting the interruption
+			cancel()
+			return nil, err
+		}
 		c.kill()
 		// After a crash (postmaster SIGKILLed), its backends may outlive it
 		// for a moment, still attached to the old shared memory, and
