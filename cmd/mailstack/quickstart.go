@@ -172,7 +172,7 @@ func nextSteps(target, domain, address string) string {
 	switch {
 	case target == "compose" && address != "":
 		steps = append(steps, "docker compose up -d",
-			"docker compose exec mailstack mailstack quickstart -env= -address "+address+" "+domain+" (creates the account)")
+			"docker compose exec mailstack mailstack quickstart -for compose -env= -checks=false -address "+address+" "+domain+" (creates the account)")
 	case target == "compose":
 		steps = append(steps, "docker compose up -d (if it is not up yet)")
 	default:

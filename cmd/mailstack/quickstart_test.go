@@ -87,7 +87,7 @@ func TestQuickstart(t *testing.T) {
 				`PROBLEM +outgoing port 25 +blocked`,
 				`PROBLEM +port 127\.0\.0\.1:\d+ +in use by another program \(IMAP SSL/TLS\)`,
 				`4 problem\(s\)`,
-				`Next: docker compose up -d; then docker compose exec mailstack mailstack quickstart -env= -address you@example\.net example\.net`,
+				`Next: docker compose up -d; then docker compose exec mailstack mailstack quickstart -for compose -env= -checks=false -address you@example\.net example\.net`,
 			}},
 		{name: "loopback host", args: []string{"-hostname=loop.example.com", "-address=you@example.com", "-port25-probe=" + smtpProbe.Addr().String(), "-no-account", "example.com"},
 			want: []string{`PROBLEM +address of loop\.example\.com +127\.0\.0\.1 is not a public address`, `1 problem\(s\)`}},
