@@ -20,6 +20,8 @@ import (
 	"github.com/compose-spec/compose-go/v2/dotenv"
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"go.yaml.in/yaml/v3"
 )
 
 // loadCompose loads docker-compose.yml the way `docker compose up` would
@@ -57,8 +59,8 @@ func TestCompose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pg.Image != "postgres:15" {
-		t.Errorf("postgres image %q: want a pinned major version, postgres:15", pg.Image)
+	if pg.Image != "docker.io/library/postgres:15" {
+		t.Errorf("postgres image %q: want a pinned major version, fully qualified: docker.io/library/postgres:15", pg.Image)
 	}
 	if pg.HealthCheck == nil || !slices.Contains(pg.HealthCheck.Test, "pg_isready -U mailstack -d mailstack") {
 		t.Errorf("postgres healthcheck: %+v", pg.HealthCheck)
@@ -129,6 +131,76 @@ func TestCompose(t *testing.T) {
 	}
 	if ms.Sysctls["net.ipv4.ip_unprivileged_port_start"] != "0" {
 		t.Errorf("sysctls: %v", ms.Sysctls)
+	}
+}
+
+// TestComposeOtherTools checks docker-compose.yml against what the other
+// tools of Debian 12 need: docker-compose 1.29's schema (its
+// compose_spec.json, in testdata: no top-level name, no keys it does not
+// know) and podman-compose 1.0's habits: podman resolves only fully
+// qualified image names, in the Dockerfile too, and podman-compose passes
+// each sysctls entry as it is, so they must be KEY=VALUE list items.
+func TestComposeOtherTools(t *testing.T) {
+	raw, err := os.ReadFile("../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc any
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	schemaFile, err := os.Open(filepath.Join("testdata", "compose_spec-1.29.2.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer schemaFile.Close()
+	schemaDoc, err := jsonschema.UnmarshalJSON(schemaFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	if err := c.AddResource("compose_spec.json", schemaDoc); err != nil {
+		t.Fatal(err)
+	}
+	schema, err := c.Compile("compose_spec.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := schema.Validate(doc); err != nil {
+		t.Errorf("docker-compose 1.29 would refuse docker-compose.yml: %v", err)
+	}
+	// The schema check is a real one: 1.29 refused the top-level name.
+	if err := schema.Validate(map[string]any{"name": "mailstack", "services": map[string]any{}}); err == nil {
+		t.Error("the 1.29 schema accepts a top-level name")
+	}
+
+	services := doc.(map[string]any)["services"].(map[string]any)
+	qualified := regexp.MustCompile(`^(localhost|[a-z0-9-]+(\.[a-z0-9-]+)+(:[0-9]+)?)/`)
+	for name, svc := range services {
+		svc := svc.(map[string]any)
+		if img, _ := svc["image"].(string); !qualified.MatchString(img) {
+			t.Errorf("service %s: image %q is not fully qualified (podman)", name, img)
+		}
+		if sysctls, ok := svc["sysctls"]; ok {
+			list, isList := sysctls.([]any)
+			if !isList {
+				t.Errorf("service %s: sysctls must be a list of KEY=VALUE for podman-compose: %v", name, sysctls)
+			}
+			for _, item := range list {
+				if s, _ := item.(string); !strings.Contains(s, "=") {
+					t.Errorf("service %s: sysctl %v is not KEY=VALUE", name, item)
+				}
+			}
+		}
+	}
+	dockerfile, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`(?m)^FROM\s+(\S+)`).FindAllStringSubmatch(string(dockerfile), -1) {
+		if !qualified.MatchString(m[1]) {
+			t.Errorf("Dockerfile: FROM %s is not fully qualified (podman)", m[1])
+		}
 	}
 }
 
@@ -233,7 +305,7 @@ func TestDockerfile(t *testing.T) {
 		t.Fatalf("want a multi-stage build, have %d stage(s)", len(stages))
 	}
 	build, final := stages[0], stages[len(stages)-1]
-	if !strings.HasPrefix(build.from, "golang:") || build.name == "" {
+	if !strings.HasPrefix(build.from, "docker.io/library/golang:") || build.name == "" {
 		t.Errorf("build stage: %+v", build)
 	}
 	joined := strings.Join(build.lines, "\n")
@@ -412,7 +484,7 @@ func TestAdminCommandExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`(?m)^#\s+(sudo -u mailstack sh -c '(.*)')$`).FindSubmatch(unit)
+	m := regexp.MustCompile(`(?m)^#\s+(runuser -u mailstack -- sh -c '(.*)')$`).FindSubmatch(unit)
 	if m == nil {
 		t.Fatal("no admin-command example in mailstack.service")
 	}

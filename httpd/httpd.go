@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/mailstack/mailstack/internal/clientconf"
@@ -34,6 +35,9 @@ type Config struct {
 	Health func(ctx context.Context) error
 	// Log receives request errors; nil means slog.Default().
 	Log *slog.Logger
+	// HTTPSPort is where the HTTP listener redirects to; 0 means 443 (no
+	// port in the URL). serve --dev's HTTPS listener is on 1443.
+	HTTPSPort int
 }
 
 // Paths served.
@@ -77,17 +81,21 @@ func (c *Config) HTTPHandler() http.Handler {
 	mux.HandleFunc("GET "+AutoconfigPath, c.autoconfig)
 	mux.HandleFunc("GET "+WellKnownAutoconfigPath, c.autoconfig)
 	mux.HandleFunc("GET "+HealthPath, c.healthz)
-	mux.HandleFunc("/", redirectHTTPS)
+	mux.HandleFunc("/", c.redirectHTTPS)
 	return mux
 }
 
-func redirectHTTPS(w http.ResponseWriter, r *http.Request) {
+func (c *Config) redirectHTTPS(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, ACMEChallengePrefix) {
 		// Reached only without ACME: nothing to answer.
 		http.NotFound(w, r)
 		return
 	}
-	target := "https://" + hostOnly(r.Host) + r.URL.RequestURI()
+	host := hostOnly(r.Host)
+	if c.HTTPSPort != 0 && c.HTTPSPort != 443 {
+		host = net.JoinHostPort(host, strconv.Itoa(c.HTTPSPort))
+	}
+	target := "https://" + host + r.URL.RequestURI()
 	// 308 keeps the method, so a POST to autodiscover survives.
 	http.Redirect(w, r, target, http.StatusPermanentRedirect)
 }

@@ -227,6 +227,7 @@ func TestMTASTSAndRedirects(t *testing.T) {
 		{"policy over http redirects", cfg.HTTPHandler(), "GET", "http://mta-sts.example.org/.well-known/mta-sts.txt", 308, "",
 			"https://mta-sts.example.org/.well-known/mta-sts.txt"},
 		{"anything over http redirects, query kept", cfg.HTTPHandler(), "GET", "http://mail.example.net:80/x?y=1", 308, "", "https://mail.example.net/x?y=1"},
+		{"redirect keeps a non-default HTTPS port", (&httpd.Config{HTTPSPort: 1443}).HTTPHandler(), "GET", "http://localhost:1080/x", 308, "", "https://localhost:1443/x"},
 		{"autodiscover POST over http keeps its method", cfg.HTTPHandler(), "POST", "http://autodiscover.example.org/autodiscover/autodiscover.xml", 308, "",
 			"https://autodiscover.example.org/autodiscover/autodiscover.xml"},
 		{"acme challenge without ACME", cfg.HTTPHandler(), "GET", "http://mail.example.net/.well-known/acme-challenge/abc", 404, "", ""},

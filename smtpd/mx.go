@@ -162,6 +162,13 @@ func (s *mxSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 }
 
 func (s *mxSession) rcpt(to string) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	to, err := bareRecipient(ctx, s.m.cfg, to)
+	if err != nil {
+		s.m.cfg.Log.Error("mx rcpt", "err", err)
+		return errTempFailure
+	}
 	addr := strings.ToLower(strings.TrimSpace(to))
 	at := strings.LastIndexByte(addr, '@')
 	if at <= 0 || at == len(addr)-1 {
@@ -174,8 +181,6 @@ func (s *mxSession) rcpt(to string) error {
 	if strings.ContainsAny(local, "@%!:,;\"\\ \t\r\n<>[]()") || domain == "" || strings.ContainsAny(domain, "[]:@%!") {
 		return errRelayDenied
 	}
-	ctx, cancel := s.ctx()
-	defer cancel()
 	isLocal, known := s.localDomain[domain]
 	if !known {
 		var err error
@@ -360,6 +365,9 @@ func (s *mxSession) dataError(what string, err error) error {
 		return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Header block too large"}
 	case errors.As(err, &smtpErr):
 		return smtpErr
+	case errors.Is(err, smtp.ErrTooLongLine):
+		// More than twice the size limit without a reply (dataConn).
+		return errTooBig
 	}
 	s.m.cfg.Log.Warn("mx data", "step", what, "err", err, "ip", s.ip)
 	return errTempFailure

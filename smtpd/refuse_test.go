@@ -70,11 +70,11 @@ func TestRefused(t *testing.T) {
 		wantEnh   smtp.EnhancedCode
 		wantInMsg string
 	}{
-		{name: "wrong password", user: "alice@example.org", pass: "aaaa-bbbb-cccc-dddd", wantCode: 535},
-		{name: "wrong password LOGIN", user: "alice@example.org", pass: "aaaa-bbbb-cccc-dddd", login: true, wantCode: 535},
-		{name: "revoked app password", user: "alice@example.org", pass: revokedPass, wantCode: 535},
-		{name: "main password", user: "alice@example.org", pass: "main-password-alice@example.org", wantCode: 535},
-		{name: "unknown user", user: "zed@example.org", pass: e.alicePass, wantCode: 535},
+		{name: "wrong password", user: "alice@example.org", pass: "aaaa-bbbb-cccc-dddd", wantCode: 535, wantEnh: smtp.EnhancedCode{5, 7, 8}, wantInMsg: "not the account's main password"},
+		{name: "wrong password LOGIN", user: "alice@example.org", pass: "aaaa-bbbb-cccc-dddd", login: true, wantCode: 535, wantEnh: smtp.EnhancedCode{5, 7, 8}, wantInMsg: "not the account's main password"},
+		{name: "revoked app password", user: "alice@example.org", pass: revokedPass, wantCode: 535, wantEnh: smtp.EnhancedCode{5, 7, 8}, wantInMsg: "not the account's main password"},
+		{name: "main password", user: "alice@example.org", pass: "main-password-alice@example.org", wantCode: 535, wantEnh: smtp.EnhancedCode{5, 7, 8}, wantInMsg: "not the account's main password"},
+		{name: "unknown user", user: "zed@example.org", pass: e.alicePass, wantCode: 535, wantEnh: smtp.EnhancedCode{5, 7, 8}, wantInMsg: "not the account's main password"},
 		{name: "MAIL before AUTH", from: "alice@example.org", rcpt: []string{"bob@example.org"}, msg: good,
 			wantCode: 530, wantEnh: smtp.EnhancedCode{5, 7, 0}},
 		{name: "envelope sender not owned", user: "alice@example.org", pass: e.alicePass, from: "bob@example.org",

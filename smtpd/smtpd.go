@@ -12,6 +12,7 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -35,9 +36,12 @@ const (
 	// before login; more are answered 421 4.7.0 and closed. A household or
 	// office behind one NAT address stays well below it.
 	DefaultSubmissionMaxConnsPerIP = 50
-	// maxLineLength is go-smtp's default (twice RFC 5321's 1000), stated
-	// here so the limit is visible.
-	maxLineLength = 2000
+	// maxCommandBytes bounds what a client may send between two replies
+	// outside a message (a command line, or a pipelined group of them),
+	// so an endless command line cannot fill memory. go-smtp's own line
+	// limit is off (it also applied inside DATA, where it refused every
+	// message with a line over 2,000 bytes: common in HTML mail).
+	maxCommandBytes = 1 << 20
 )
 
 // Config configures an SMTP server.
@@ -106,7 +110,9 @@ func newServer(cfg Config, be smtp.Backend, implicitTLS bool) *Server {
 	s.TLSConfig = cfg.TLS
 	s.MaxMessageBytes = cfg.MaxMessageSize
 	s.MaxRecipients = cfg.MaxRecipients
-	s.MaxLineLength = maxLineLength
+	// Lines of any length inside a message are accepted and stored as
+	// they are, as Postfix does; dataConn bounds command input instead.
+	s.MaxLineLength = 0
 	s.ReadTimeout = cfg.ReadTimeout
 	s.WriteTimeout = cfg.WriteTimeout
 	// Passwords never travel in clear text: AUTH is neither advertised nor
@@ -122,7 +128,7 @@ func (s *Server) Serve(l net.Listener) error {
 	if s.wrap != nil {
 		l = s.wrap(l)
 	}
-	l = dataListener{l}
+	l = dataListener{Listener: l, dataLimit: 2*s.srv.MaxMessageBytes + maxCommandBytes}
 	if s.implicitTLS {
 		l = tls.NewListener(l, s.tls)
 	}
@@ -158,29 +164,56 @@ func (w slogWriter) Write(p []byte) (int, error) {
 // DATA reader fills a whole buffer per Read, so the deadline must move
 // here, at each network read. (With BDAT, go-smtp reads the next BDAT
 // commands while the message is being received, under this deadline too.)
+//
+// It also bounds the bytes read since the server last wrote: at most
+// maxCommandBytes between commands, and dataLimit while a message is
+// received. Below TLS the bytes are not readable, but every command gets
+// a reply, so this bounds a command line without knowing where it ends.
+// Past the bound, reads fail with smtp.ErrTooLongLine, which go-smtp
+// answers "500 5.4.0 Too long line" before closing.
 type dataConn struct {
 	net.Conn
-	extend atomic.Int64 // a time.Duration; 0: off
+	extend    atomic.Int64 // a time.Duration; 0: off
+	dataLimit int64
+	unreplied atomic.Int64 // bytes read since the last write
 }
 
 func (c *dataConn) Read(p []byte) (int, error) {
-	if d := time.Duration(c.extend.Load()); d > 0 {
+	d := time.Duration(c.extend.Load())
+	if d > 0 {
 		if err := c.Conn.SetReadDeadline(time.Now().Add(d)); err != nil {
 			return 0, fmt.Errorf("set data deadline: %w", err)
 		}
 	}
-	return c.Conn.Read(p)
+	limit := int64(maxCommandBytes)
+	if d > 0 {
+		limit = c.dataLimit
+	}
+	if c.unreplied.Load() >= limit {
+		return 0, smtp.ErrTooLongLine
+	}
+	n, err := c.Conn.Read(p)
+	c.unreplied.Add(int64(n))
+	return n, err
+}
+
+func (c *dataConn) Write(p []byte) (int, error) {
+	c.unreplied.Store(0)
+	return c.Conn.Write(p)
 }
 
 // dataListener wraps accepted connections in dataConn.
-type dataListener struct{ net.Listener }
+type dataListener struct {
+	net.Listener
+	dataLimit int64
+}
 
 func (l dataListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return &dataConn{Conn: c}, nil
+	return &dataConn{Conn: c, dataLimit: l.dataLimit}, nil
 }
 
 // extendReads makes every read on c (a connection of Server.Serve, maybe
@@ -240,4 +273,33 @@ func rcptQuota(ctx context.Context, cfg Config, acc *store.Account, addr string,
 		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2}, Message: fmt.Sprintf("Mailbox full: <%s>", addr)}
 	}
 	return nil
+}
+
+// bareRecipient turns RCPT TO:<postmaster> without a domain, which every
+// SMTP server must accept (RFC 5321 §4.5.1), into postmaster@ the served
+// domain the host name belongs to (mail.example.org: example.org), else
+// the first served domain; the store delivers postmaster@ any served
+// domain. Any other address comes back unchanged.
+func bareRecipient(ctx context.Context, cfg Config, to string) (string, error) {
+	if !strings.EqualFold(strings.TrimSpace(to), "postmaster") {
+		return to, nil
+	}
+	ds, err := cfg.Store.Domains(ctx)
+	if err != nil {
+		return "", err
+	}
+	host := strings.ToLower(strings.TrimSuffix(cfg.Hostname, "."))
+	best := ""
+	for _, d := range ds {
+		if (host == d.Name || strings.HasSuffix(host, "."+d.Name)) && len(d.Name) > len(best) {
+			best = d.Name
+		}
+	}
+	if best == "" && len(ds) > 0 {
+		best = ds[0].Name
+	}
+	if best == "" {
+		return to, nil // no domain served: refused as unknown
+	}
+	return "postmaster@" + best, nil
 }

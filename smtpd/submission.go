@@ -27,6 +27,13 @@ const commitTimeout = 2 * time.Minute
 
 // Replies used by submission sessions.
 var (
+	// errAuthFailed is the one reply to every failed login, whatever the
+	// reason (wrong or revoked password, unknown user, the main password
+	// where app passwords are required), so it reveals nothing; it names
+	// app passwords because a client given the main password is the most
+	// common mistake. (IMAP is to say the same.)
+	errAuthFailed = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8},
+		Message: authFailedText}
 	errAuthRequired = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
 	errSessionGone  = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8},
 		Message: "Login no longer valid: the app password was revoked or the account disabled"}
@@ -36,6 +43,10 @@ var (
 		Message: "Temporary server error; try again later"}
 	errTooBig = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Message exceeds the size limit"}
 )
+
+// authFailedText is the text of every failed SMTP login (IMAP says the
+// same after its NO [AUTHENTICATIONFAILED]).
+const authFailedText = "Authentication failed: log in with the full address and an app password, not the account's main password"
 
 // Submission is the backend of the submission listeners (587 STARTTLS,
 // 465 implicit TLS): authenticated users send mail as addresses they own.
@@ -115,7 +126,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	case sasl.Plain:
 		return sasl.NewPlainServer(func(identity, username, password string) error {
 			if identity != "" && !strings.EqualFold(identity, username) {
-				return smtp.ErrAuthFailed // no acting as another user
+				return errAuthFailed // no acting as another user
 			}
 			return s.authenticate(username, password)
 		}), nil
@@ -133,7 +144,7 @@ func (s *session) authenticate(username, password string) error {
 	})
 	switch {
 	case errors.Is(err, store.ErrAuthFailed):
-		return smtp.ErrAuthFailed
+		return errAuthFailed
 	case errors.Is(err, store.ErrThrottled):
 		return errThrottled
 	case err != nil:
@@ -213,12 +224,17 @@ func (s *session) rcpt(to string) error {
 	if s.login == nil {
 		return errAuthRequired
 	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	to, err := bareRecipient(ctx, s.b.cfg, to)
+	if err != nil {
+		s.b.cfg.Log.Error("smtp rcpt", "err", err)
+		return errTempFailure
+	}
 	addr, err := store.NormalizeAddress(to)
 	if err != nil {
 		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
 	}
-	ctx, cancel := s.ctx()
-	defer cancel()
 	_, domain, _ := strings.Cut(addr, "@")
 	local, known := s.localDomain[domain]
 	if !known {
@@ -410,6 +426,9 @@ func (s *session) dataError(what string, err error) error {
 		return smtpErr
 	case errors.Is(err, errMalformedHeader):
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Malformed message header"}
+	case errors.Is(err, smtp.ErrTooLongLine):
+		// More than twice the size limit without a reply (dataConn).
+		return errTooBig
 	}
 	s.b.cfg.Log.Warn("smtp data", "step", what, "err", err, "ip", s.ip)
 	return errTempFailure

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mailstack/mailstack/internal/dkimkey"
+	"github.com/mailstack/mailstack/internal/dnscheck"
 	"github.com/mailstack/mailstack/store"
 	"github.com/mailstack/mailstack/store/pglocal"
 )
@@ -24,6 +25,9 @@ type adminCmd struct {
 	fs        *flag.FlagSet
 	db        dbFlags
 	args      []string
+	// switchLater: the command itself switches to the data directory's
+	// owner when it needs the database (see parse), after work of its own.
+	switchLater bool
 }
 
 func (c *cli) newAdmin(name, argsUsage string) *adminCmd {
@@ -34,6 +38,7 @@ func (c *cli) newAdmin(name, argsUsage string) *adminCmd {
 	a.fs.Usage = func() { a.printUsage(c.stderr) }
 	// Admin commands are quiet unless something is wrong.
 	a.db.register(a.fs, "warn")
+	a.fs.BoolVar(&a.db.dev, "dev", false, "use the database of 'mailstack serve --dev' (its own data directory)")
 	return a
 }
 
@@ -52,33 +57,67 @@ func printFlags(fs *flag.FlagSet, w io.Writer) {
 
 // parse parses args and checks the count of positional arguments is within
 // [min, max]. -h prints the usage on stdout (errHelp); a mistake is one
-// sentence pointing at -h.
+// sentence pointing at -h. Run by root on a data directory that belongs to
+// another user (the service's), it runs the whole command as that user
+// and returns its exit status as an exitCode.
 func (a *adminCmd) parse(args []string, min, max int) error {
-	if err := parseFlags(a.fs, args, a.c.stdout, a.printUsage); err != nil {
+	var err error
+	if a.args, err = parseFlags(a.fs, args, a.c.stdout, a.printUsage); err != nil {
 		return err
 	}
-	a.args = a.fs.Args()
+	if a.db.dev {
+		a.db.applyDev(a.explicit())
+	}
+	if uid, gid, ok := a.db.needsOwner(); ok && !a.switchLater {
+		// Before the command reads its input (a password) or does
+		// anything: the owner's process does all of it. Its exit status
+		// is this command's (exitCode, 0 included).
+		if err := a.c.asDataDirOwner(&a.db, uid, gid); err != nil {
+			return err
+		}
+		return exitCode(0)
+	}
 	if len(a.args) < min || len(a.args) > max {
 		return fmt.Errorf("usage: mailstack %s [flags] %s; see 'mailstack %s -h'", a.name, strings.TrimSpace(a.argsUsage), a.name)
 	}
 	return nil
 }
 
+// explicit returns the flags given on the command line.
+func (a *adminCmd) explicit() devSetter {
+	set := devSetter{}
+	a.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
+}
+
 // parseFlags parses args into fs without the flag package's own printing:
-// -h prints usage on stdout, and an error comes back as one sentence.
-func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer, usage func(io.Writer)) error {
+// -h prints usage on stdout, and an error comes back as one sentence. Flags
+// may come before, between or after the positional arguments, as people
+// type them (user add bob@example.org -quota 1G); after "--" everything is
+// positional. It returns the positional arguments.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer, usage func(io.Writer)) ([]string, error) {
 	saved := fs.Usage
 	fs.Usage = func() {}
-	err := fs.Parse(args)
-	fs.Usage = saved
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, flag.ErrHelp):
-		usage(stdout)
-		return errHelp
+	defer func() { fs.Usage = saved }()
+	var positional []string
+	for {
+		err := fs.Parse(args)
+		switch {
+		case errors.Is(err, flag.ErrHelp):
+			usage(stdout)
+			return nil, errHelp
+		case err != nil:
+			return nil, fmt.Errorf("bad command line for %s: %v; see '%s -h'", fs.Name(), err, fs.Name())
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, nil
+		}
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		positional, args = append(positional, rest[0]), rest[1:]
 	}
-	return fmt.Errorf("bad command line for %s: %v; see '%s -h'", fs.Name(), err, fs.Name())
 }
 
 func (a *adminCmd) with(ctx context.Context, fn func(st *store.Store) error) error {
@@ -153,8 +192,11 @@ func (c *cli) domain(ctx context.Context, args []string) error {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(c.stdout, "Domain %s added. Publish its DKIM key as a TXT record:\n  %s._domainkey.%s  TXT  %q\n",
-				d.Name, d.DKIMSelector, d.Name, rec)
+			// Split into 255-byte strings as 'mailstack dns' prints it: one
+			// string that long is not valid in a zone file.
+			txt := dnscheck.Record{Type: dnscheck.TXT, Value: rec}.RData()
+			fmt.Fprintf(c.stdout, "Domain %s added. Publish its DKIM key as a TXT record:\n  %s._domainkey.%s.  TXT  %s\n",
+				d.Name, d.DKIMSelector, d.Name, txt)
 			fmt.Fprintf(c.stdout, "Mail to postmaster@%s (DMARC and TLS reports, RFC 5321) goes to the domain's first account, or the server's first\n"+
 				"while it has none; to choose: mailstack alias add postmaster@%s ADDRESS\n", d.Name, d.Name)
 			return nil
@@ -199,7 +241,8 @@ func (c *cli) user(ctx context.Context, args []string) error {
 	switch sub {
 	case "add":
 		a := c.newAdmin("user add", "ADDRESS")
-		quota := a.fs.Int64("quota", 0, "storage quota in bytes (0: unlimited)")
+		var quota sizeFlag
+		a.fs.Var(&quota, "quota", "storage quota: bytes, or with K, M, G or T (500M, 1G); 0: unlimited")
 		allowMain := a.fs.Bool("allow-main-password", false,
 			"let IMAP/SMTP accept the main password too (only if the server runs with MAILSTACK_REQUIRE_APP_PASSWORDS=false)")
 		if err := a.parse(rest, 1, 1); err != nil {
@@ -213,7 +256,7 @@ func (c *cli) user(ctx context.Context, args []string) error {
 			return err
 		}
 		return a.with(ctx, func(st *store.Store) error {
-			acc, err := st.CreateAccount(ctx, a.args[0], pw, store.AccountOptions{QuotaBytes: *quota, AllowMainPassword: *allowMain})
+			acc, err := st.CreateAccount(ctx, a.args[0], pw, store.AccountOptions{QuotaBytes: int64(quota), AllowMainPassword: *allowMain})
 			if err != nil {
 				return err
 			}
@@ -281,8 +324,12 @@ func (c *cli) user(ctx context.Context, args []string) error {
 		})
 	default:
 		a := c.newAdmin("user del", "ADDRESS")
+		yes := a.fs.Bool("yes", false, "delete without asking")
 		if err := a.parse(rest, 1, 1); err != nil {
 			return err
+		}
+		if !*yes && !c.confirm(fmt.Sprintf("Delete %s and all its mail? This cannot be undone. Type the address to confirm: ", a.args[0]), a.args[0]) {
+			return fmt.Errorf("%s not deleted: confirm by typing the address, or give -yes", a.args[0])
 		}
 		return a.with(ctx, func(st *store.Store) error {
 			if err := st.DeleteAccount(ctx, a.args[0]); err != nil {
@@ -366,7 +413,11 @@ func (c *cli) appPassword(ctx context.Context, args []string) error {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(c.stdout, "App password %d (%s) for %s, shown only now:\n\n    %s\n\n", ap.ID, ap.Label, acc.Address, secret)
+			n, err := appPasswordNumber(ctx, st, acc.ID, ap.ID)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "App password %d (%s) for %s, shown only now:\n\n    %s\n\n", n, ap.Label, acc.Address, secret)
 			return nil
 		case "list":
 			aps, err := st.AppPasswords(ctx, acc.ID)
@@ -375,7 +426,7 @@ func (c *cli) appPassword(ctx context.Context, args []string) error {
 			}
 			tw := a.table()
 			fmt.Fprintln(tw, "ID\tLABEL\tCREATED\tLAST USED\tFROM\tCLIENT\tSTATE")
-			for _, ap := range aps {
+			for i, ap := range aps {
 				state, last := "active", "never"
 				if ap.RevokedAt != nil {
 					state = "revoked " + ap.RevokedAt.Format(time.DateOnly)
@@ -383,22 +434,46 @@ func (c *cli) appPassword(ctx context.Context, args []string) error {
 				if ap.LastUsedAt != nil {
 					last = ap.LastUsedAt.Format(time.DateTime)
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", ap.ID, ap.Label, ap.CreatedAt.Format(time.DateOnly), last,
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", i+1, ap.Label, ap.CreatedAt.Format(time.DateOnly), last,
 					orDash(ap.LastUsedIP), orDash(ap.LastClient), state)
 			}
 			return tw.Flush()
 		default:
-			id, err := strconv.ParseInt(a.args[1], 10, 64)
+			n, err := strconv.Atoi(a.args[1])
 			if err != nil {
 				return fmt.Errorf("app password ID %q is not a number; see 'mailstack app-password list %s'", a.args[1], acc.Address)
 			}
-			if err := st.RevokeAppPassword(ctx, acc.ID, id); err != nil {
+			aps, err := st.AppPasswords(ctx, acc.ID)
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(c.stdout, "App password %d of %s revoked; devices using it are logged out at their next command.\n", id, acc.Address)
+			if n < 1 || n > len(aps) {
+				return &store.ObjectError{Kind: "app password", Name: a.args[1], Err: store.ErrNotFound}
+			}
+			if err := st.RevokeAppPassword(ctx, acc.ID, aps[n-1].ID); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "App password %d of %s revoked; devices using it are logged out at their next command.\n", n, acc.Address)
 			return nil
 		}
 	})
+}
+
+// appPasswordNumber returns the number the CLI shows for app password id:
+// its place among the account's app passwords, oldest first, so each
+// account's count from 1 (the store's ids are shared by all accounts).
+// Revoked ones keep their place, so numbers never change.
+func appPasswordNumber(ctx context.Context, st *store.Store, accountID, id int64) (int, error) {
+	aps, err := st.AppPasswords(ctx, accountID)
+	if err != nil {
+		return 0, err
+	}
+	for i, ap := range aps {
+		if ap.ID == id {
+			return i + 1, nil
+		}
+	}
+	return 0, &store.ObjectError{Kind: "app password", Name: strconv.FormatInt(id, 10), Err: store.ErrNotFound}
 }
 
 func (c *cli) activity(ctx context.Context, args []string) error {

@@ -13,7 +13,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/term"
 
 	"github.com/mailstack/mailstack/store"
@@ -97,20 +99,86 @@ func (e *envDefaults) int64(name string, def int64) int64 {
 	return n
 }
 
+// parseSize reads a size in bytes: a whole number, optionally followed by
+// a unit K, M, G or T (powers of 1024; KB, KiB, MB, MiB... mean the same),
+// as in -quota 1G.
+func parseSize(s string) (int64, error) {
+	v := strings.ToUpper(strings.TrimSpace(s))
+	v = strings.TrimSuffix(strings.TrimSuffix(v, "B"), "I")
+	mult := int64(1)
+	if i := strings.IndexAny(v, "KMGT"); i >= 0 && i == len(v)-1 {
+		mult = 1 << (10 * (strings.IndexByte("KMGT", v[i]) + 1))
+		v = strings.TrimSpace(v[:i])
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size: want bytes, or a number with K, M, G or T (e.g. 500M, 1G)", s)
+	}
+	return n * mult, nil
+}
+
+// sizeFlag is a byte-count flag that takes parseSize's units.
+type sizeFlag int64
+
+func (f *sizeFlag) String() string {
+	if f == nil {
+		return "0"
+	}
+	return strconv.FormatInt(int64(*f), 10)
+}
+
+func (f *sizeFlag) Set(s string) error {
+	n, err := parseSize(s)
+	if err != nil {
+		return errors.New("want bytes, or a number with K, M, G or T (e.g. 500M, 1G)")
+	}
+	*f = sizeFlag(n)
+	return nil
+}
+
+func (e *envDefaults) size(name string, def int64) int64 {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
+	}
+	n, err := parseSize(v)
+	if err != nil {
+		e.fail(name, v, "want bytes, or a number with K, M, G or T (e.g. 50M)")
+		return def
+	}
+	return n
+}
+
 // defaultDataDir is where the managed PostgreSQL and generated certificates
 // live unless -data-dir says otherwise (see the -data-dir help text).
 func defaultDataDir() string {
 	if os.Geteuid() == 0 {
 		return "/var/lib/mailstack"
 	}
+	return filepath.Join(userDataHome(), "mailstack")
+}
+
+// devDataDir is serve --dev's data directory: never the production one,
+// so a later real serve does not inherit dev@localhost and its passwords.
+// Root's is under /var/lib, as its production one, unless XDG_DATA_HOME
+// says otherwise: under /root the postgres user could not reach it.
+func devDataDir() string {
+	if os.Geteuid() == 0 && os.Getenv("XDG_DATA_HOME") == "" {
+		return "/var/lib/mailstack-dev"
+	}
+	return filepath.Join(userDataHome(), "mailstack-dev")
+}
+
+// userDataHome is $XDG_DATA_HOME, else ~/.local/share.
+func userDataHome() string {
 	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
-		return filepath.Join(d, "mailstack")
+		return d
 	}
 	home, err := os.UserHomeDir()
 	if err != nil {
-		return "mailstack-data"
+		return "."
 	}
-	return filepath.Join(home, ".local", "share", "mailstack")
+	return filepath.Join(home, ".local", "share")
 }
 
 // dbFlags are the database settings every command takes.
@@ -118,6 +186,17 @@ type dbFlags struct {
 	url      string
 	dataDir  string
 	logLevel string
+	// dev selects serve --dev's database: the managed cluster in
+	// devDataDir, whatever MAILSTACK_DATABASE_URL and MAILSTACK_DATA_DIR
+	// (production settings) say; -database-url and -data-dir still win.
+	dev bool
+}
+
+// applyDev switches to serve --dev's database unless the command line set
+// -database-url or -data-dir (set says which flags it set).
+func (d *dbFlags) applyDev(set devSetter) {
+	set.str("database-url", &d.url, "")
+	set.str("data-dir", &d.dataDir, devDataDir())
 }
 
 // register adds the flags; defaultLevel is the command's log level unless
@@ -126,7 +205,7 @@ func (d *dbFlags) register(fs *flag.FlagSet, defaultLevel string) {
 	fs.StringVar(&d.url, "database-url", envOr("MAILSTACK_DATABASE_URL", ""),
 		"PostgreSQL URL (env MAILSTACK_DATABASE_URL); empty: run a managed local PostgreSQL in <data-dir>/postgres")
 	fs.StringVar(&d.dataDir, "data-dir", envOr("MAILSTACK_DATA_DIR", defaultDataDir()),
-		"directory for the managed PostgreSQL cluster and generated certificates; default /var/lib/mailstack as root, else $XDG_DATA_HOME/mailstack or ~/.local/share/mailstack (env MAILSTACK_DATA_DIR)")
+		"directory for the managed PostgreSQL cluster and generated certificates; default /var/lib/mailstack as root, else $XDG_DATA_HOME/mailstack or ~/.local/share/mailstack; with -dev, $XDG_DATA_HOME/mailstack-dev, else /var/lib/mailstack-dev as root or ~/.local/share/mailstack-dev, and the variable is not read (env MAILSTACK_DATA_DIR)")
 	fs.StringVar(&d.logLevel, "log-level", envOr("MAILSTACK_LOG_LEVEL", defaultLevel), "debug, info, warn or error (env MAILSTACK_LOG_LEVEL)")
 }
 
@@ -172,7 +251,13 @@ func (d *dbFlags) openStore(ctx context.Context, log *slog.Logger, opts store.Op
 		}
 		url = cluster.URL("mailstack")
 	}
-	st, err := store.Open(ctx, url, opts)
+	openDB := store.Open
+	if d.url != "" && role == pglocal.Owner {
+		openDB = func(ctx context.Context, url string, opts store.Options) (*store.Store, error) {
+			return openWaiting(ctx, log, url, opts, dbWait)
+		}
+	}
+	st, err := openDB(ctx, url, opts)
 	if err != nil {
 		release()
 		return nil, nil, err
@@ -185,9 +270,64 @@ func (d *dbFlags) openStore(ctx context.Context, log *slog.Logger, opts store.Op
 	return st, func() { st.Close(); release() }, nil
 }
 
-// readPassword asks for a password on a terminal (twice, without echo) or
-// reads the first line of stdin when it is not a terminal.
+// minMainPassword is the shortest main password accepted, in characters
+// (NIST SP 800-63B's minimum). Devices use generated app passwords; the
+// main one is typed by a person and guarded by throttling.
+const minMainPassword = 8
+
+// dbWait is how long serve waits for a database server that is not up
+// yet: compose starts both at once, and podman-compose does not wait for
+// PostgreSQL's health check.
+const dbWait = 2 * time.Minute
+
+// openWaiting opens the store at url, retrying for up to wait while the
+// server cannot be reached or is still starting; any other failure (a
+// wrong password, a missing database) is returned at once.
+func openWaiting(ctx context.Context, log *slog.Logger, url string, opts store.Options, wait time.Duration) (*store.Store, error) {
+	deadline := time.Now().Add(wait)
+	for delay, logged := 250*time.Millisecond, false; ; delay = min(2*delay, 5*time.Second) {
+		st, err := store.Open(ctx, url, opts)
+		if err == nil || !notUpYet(err) || time.Now().Add(delay).After(deadline) {
+			return st, err
+		}
+		if !logged {
+			log.Warn("PostgreSQL is not reachable yet; waiting for it", "for_at_most", wait, "err", innermost(err))
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+// notUpYet reports whether err means the database server is not (yet)
+// accepting connections, rather than refusing this client.
+func notUpYet(err error) bool {
+	var conn *pgconn.ConnectError
+	if !errors.As(err, &conn) {
+		return false
+	}
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return pg.Code == "57P03" // cannot_connect_now: starting up
+	}
+	return true // refused, unreachable, or its name not resolvable yet
+}
+
+// readPassword asks for a main password on a terminal (twice, without
+// echo) or reads the first line of stdin when it is not a terminal, and
+// checks its length.
 func (c *cli) readPassword(prompt string) (string, error) {
+	pw, err := c.readPasswordText(prompt)
+	if err == nil && utf8.RuneCountInString(pw) < minMainPassword {
+		err = fmt.Errorf("the main password is too short: use at least %d characters", minMainPassword)
+	}
+	return pw, err
+}
+
+func (c *cli) readPasswordText(prompt string) (string, error) {
 	if f, ok := c.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		fmt.Fprint(c.stderr, prompt)
 		p1, err := term.ReadPassword(int(f.Fd()))
@@ -215,4 +355,16 @@ func (c *cli) readPassword(prompt string) (string, error) {
 		return "", errors.New("empty password")
 	}
 	return pw, nil
+}
+
+// confirm asks on a terminal, or reads the first line of stdin, and
+// reports whether the answer is yes or the word given (e.g. the address
+// about to be deleted).
+func (c *cli) confirm(prompt, word string) bool {
+	if f, ok := c.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprint(c.stderr, prompt)
+	}
+	line, _ := bufio.NewReader(c.stdin).ReadString('\n')
+	answer := strings.TrimSpace(line)
+	return strings.EqualFold(answer, "yes") || strings.EqualFold(answer, word)
 }

@@ -26,6 +26,17 @@ type publicFlags struct {
 	hostname    string
 	mtaSTSMode  string
 	clientHosts string
+	// dev describes serve --dev's listeners instead of the MAILSTACK_*
+	// ones.
+	dev bool
+}
+
+// applyDev describes serve --dev (host localhost, its loopback ports)
+// except where flags given on the command line (set) say otherwise.
+func (p *publicFlags) applyDev(set devSetter) {
+	p.dev = true
+	set.str("hostname", &p.hostname, "localhost")
+	set.str("client-hosts", &p.clientHosts, string(clientconf.Hostname))
 }
 
 func (p *publicFlags) register(fs *flag.FlagSet) {
@@ -41,13 +52,19 @@ func (p *publicFlags) clients() (clientconf.Config, error) {
 	if err != nil {
 		return clientconf.Config{}, err
 	}
+	port := func(env, def, dev string) int {
+		if p.dev {
+			return clientconf.PortOf(dev)
+		}
+		return clientconf.PortOf(envOr(env, def))
+	}
 	return clientconf.Config{
 		Hostname:         strings.ToLower(p.hostname),
 		Hosts:            style,
-		IMAPPort:         clientconf.PortOf(envOr("MAILSTACK_IMAP_ADDR", ":993")),
-		IMAPStartTLSPort: clientconf.PortOf(envOr("MAILSTACK_IMAP_STARTTLS_ADDR", ":143")),
-		SubmissionsPort:  clientconf.PortOf(envOr("MAILSTACK_SUBMISSIONS_ADDR", ":465")),
-		SubmissionPort:   clientconf.PortOf(envOr("MAILSTACK_SUBMISSION_ADDR", ":587")),
+		IMAPPort:         port("MAILSTACK_IMAP_ADDR", ":993", devIMAPAddr),
+		IMAPStartTLSPort: port("MAILSTACK_IMAP_STARTTLS_ADDR", ":143", devIMAPStartTLSAddr),
+		SubmissionsPort:  port("MAILSTACK_SUBMISSIONS_ADDR", ":465", devSubmissionsAddr),
+		SubmissionPort:   port("MAILSTACK_SUBMISSION_ADDR", ":587", devSubmissionAddr),
 	}, nil
 }
 
@@ -114,7 +131,7 @@ func (c *cli) doctor(ctx context.Context, args []string) error {
 		}
 		chk := &dnscheck.Checker{}
 		if *dnsServer != "" {
-			chk.Resolver = dnscheck.ResolverFor(*dnsServer)
+			chk.Resolver, chk.Server = dnscheck.ResolverFor(*dnsServer), *dnsServer
 		}
 		recs := chk.CheckRecords(ctx, dnscheck.Expected(p))
 		rev := chk.CheckReverse(ctx, p.Hostname)
@@ -140,21 +157,13 @@ func (c *cli) mobileconfig(ctx context.Context, args []string) error {
 	pub.register(a.fs)
 	out := a.fs.String("o", "", "write the profile to this file (mode 0600: it holds a password); empty or -: standard output")
 	label := a.fs.String("label", "", `label of the new app password (default "Apple profile DATE")`)
-	// Accept flags after the address too (mailstack mobileconfig ADDRESS -o FILE).
-	if err := parseFlags(a.fs, args, c.stdout, a.printUsage); err != nil {
+	if err := a.parse(args, 1, 1); err != nil {
 		return err
 	}
-	rest := a.fs.Args()
-	if len(rest) > 1 {
-		if err := parseFlags(a.fs, rest[1:], c.stdout, a.printUsage); err != nil {
-			return err
-		}
-		rest = append(rest[:1:1], a.fs.Args()...)
+	if a.db.dev {
+		pub.applyDev(a.explicit())
 	}
-	if len(rest) != 1 {
-		return fmt.Errorf("usage: mailstack mobileconfig [flags] ADDRESS; see 'mailstack mobileconfig -h'")
-	}
-	address, err := store.NormalizeAddress(rest[0])
+	address, err := store.NormalizeAddress(a.args[0])
 	if err != nil {
 		return err
 	}
@@ -201,9 +210,13 @@ func (c *cli) mobileconfig(ctx context.Context, args []string) error {
 		if where == "" || where == "-" {
 			where = "standard output"
 		}
+		n, err := appPasswordNumber(ctx, st, acc.ID, ap.ID)
+		if err != nil {
+			return err
+		}
 		fmt.Fprintf(c.stderr, "Wrote the profile for %s to %s with new app password %d (%s).\n"+
 			"It contains the password: send it to the device privately (AirDrop, a cable), open it there and install it in Settings.\n"+
-			"Revoke with: mailstack app-password revoke %s %d\n", acc.Address, where, ap.ID, ap.Label, acc.Address, ap.ID)
+			"Revoke with: mailstack app-password revoke %s %d\n", acc.Address, where, n, ap.Label, acc.Address, n)
 		return nil
 	})
 }

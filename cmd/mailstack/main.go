@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -30,8 +31,11 @@ Usage: mailstack COMMAND [flags] [args]
 Service:
   serve                         run the mail service (see 'mailstack serve -h')
   migrate                       apply database migrations and exit
+  version                       print the version (module version, commit, build date)
 
 Deployment:
+  quickstart DOMAIN             first set-up: check this host, write the settings file, create the
+                                domain and first account, print DNS records and client settings
   dns DOMAIN                    print every DNS record DOMAIN needs (zone-file syntax)
   doctor DOMAIN                 check DOMAIN's DNS records, certificates and ports from outside
   mobileconfig ADDRESS [-o FILE]
@@ -43,11 +47,12 @@ Domains:
   domain del DOMAIN
 
 Accounts:
-  user add ADDRESS              create an account (asks for the main password, prints a first app password)
+  user add ADDRESS [-quota 1G]  create an account (asks for the main password, at least 8
+                                characters; prints a first app password)
   user list [DOMAIN]
   user passwd ADDRESS           change the main password
   user disable|enable ADDRESS
-  user del ADDRESS              delete the account and all its mail
+  user del ADDRESS [-yes]       delete the account and all its mail (asks first)
 
 Aliases:
   alias add ALIAS ADDRESS       deliver ALIAS (user@domain, or @domain for a catch-all) to ADDRESS
@@ -67,15 +72,26 @@ Outbound queue (mail to other servers not yet delivered):
   queue delete ID               give up without sending a bounce
 
 Every command takes the database flags (-database-url, -data-dir) or their
-MAILSTACK_* environment variables; with no database URL the managed local
-PostgreSQL in the data directory is used: a running 'mailstack serve' runs
-it and other commands use that, or start it just for themselves.
-Run 'mailstack COMMAND -h' for a command's flags. A failure prints one
+MAILSTACK_* environment variables, and -dev for the database of 'serve
+--dev'; with no database URL the managed local PostgreSQL in the data
+directory is used: a running 'mailstack serve' runs it and other commands
+use that, or start it just for themselves. Run by root on a data directory
+that belongs to another user (the service's), a command runs as that user.
+Run 'mailstack COMMAND -h' for a command's flags; flags may also follow the
+arguments (user add bob@example.org -quota 1G). A failure prints one
 sentence and exits with status 1.
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// A closed stdout or stderr (serve --dev | tee log, and Ctrl-C, which
+	// ends tee first) must not kill the process with SIGPIPE half-way
+	// through stopping its PostgreSQL: with SIGPIPE caught, such writes
+	// just fail. (Caught, not ignored, so child processes get the default.)
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	// SIGHUP (the terminal closed) stops the service like SIGINT and
+	// SIGTERM; signals after the first are absorbed while it shuts down,
+	// so the managed PostgreSQL is always stopped cleanly.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	code := runMain(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
@@ -94,11 +110,14 @@ var (
 func runMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr}
 	err := c.run(ctx, args)
+	var code exitCode
 	switch {
 	case err == nil, errors.Is(err, errHelp):
 		return 0
 	case errors.Is(err, errUsage):
 		return 2
+	case errors.As(err, &code):
+		return int(code)
 	}
 	if c.log != nil {
 		c.log.Debug("command failed", "err", err.Error())
@@ -111,13 +130,39 @@ func runMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 // main without the process globals, so tests can call it.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	err := (&cli{stdin: stdin, stdout: stdout, stderr: stderr}).run(ctx, args)
-	if errors.Is(err, errHelp) {
+	if errors.Is(err, errHelp) || errors.Is(err, exitCode(0)) {
 		return nil
 	}
 	return err
 }
 
+// version describes this build from the information Go embeds: the
+// module version (set by go install MODULE@VERSION) and, for a build from
+// a git checkout, the commit, its time and whether the tree was modified.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "mailstack (no build information)"
+	}
+	v := "mailstack " + bi.Main.Version
+	settings := map[string]string{}
+	for _, s := range bi.Settings {
+		settings[s.Key] = s.Value
+	}
+	if rev := settings["vcs.revision"]; rev != "" {
+		v += " commit " + rev
+		if t := settings["vcs.time"]; t != "" {
+			v += " (" + t + ")"
+		}
+		if settings["vcs.modified"] == "true" {
+			v += " with local changes"
+		}
+	}
+	return v + ", " + bi.GoVersion
+}
+
 func (c *cli) run(ctx context.Context, args []string) error {
+	c.args = args
 	if len(args) == 0 {
 		fmt.Fprint(c.stderr, usage)
 		return errUsage
@@ -126,6 +171,9 @@ func (c *cli) run(ctx context.Context, args []string) error {
 	switch cmd {
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(c.stdout, usage)
+		return nil
+	case "version", "-version", "--version":
+		fmt.Fprintln(c.stdout, version())
 		return nil
 	case "serve":
 		return c.serve(ctx, rest)
@@ -147,6 +195,8 @@ func (c *cli) run(ctx context.Context, args []string) error {
 		return c.doctor(ctx, rest)
 	case "mobileconfig":
 		return c.mobileconfig(ctx, rest)
+	case "quickstart":
+		return c.quickstart(ctx, rest)
 	case "queue":
 		return c.queue(ctx, rest)
 	}
@@ -156,6 +206,8 @@ func (c *cli) run(ctx context.Context, args []string) error {
 type cli struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	// args is the command line (without the program name).
+	args []string
 	// log is the command's logger once its flags are parsed (for the debug
 	// record of a failure).
 	log *slog.Logger
@@ -168,6 +220,7 @@ type cli struct {
 func errorSentence(err error) string {
 	var (
 		obj   *store.ObjectError
+		owner *pglocal.OwnerError
 		pgl   *pglocal.Error
 		parse *pgconn.ParseConfigError
 		conn  *pgconn.ConnectError
@@ -185,6 +238,8 @@ func errorSentence(err error) string {
 			msg = msg[i+len(store.ErrInvalid.Error())+2:]
 		}
 		return sentence(msg)
+	case errors.As(err, &owner):
+		return ownerSentence(owner)
 	case errors.As(err, &pgl):
 		switch {
 		case errors.Is(err, pglocal.ErrOwned):

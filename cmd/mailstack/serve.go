@@ -15,10 +15,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/acme/autocert"
 
+	"github.com/mailstack/mailstack/httpd"
+	"github.com/mailstack/mailstack/internal/clientconf"
 	"github.com/mailstack/mailstack/internal/dkimkey"
 	"github.com/mailstack/mailstack/internal/metrics"
 	"github.com/mailstack/mailstack/internal/tlsconfig"
@@ -32,6 +35,7 @@ type serveConfig struct {
 	env                 envDefaults
 	dev                 bool
 	hostname            string
+	hostnameSet         bool // by flag or environment, not the machine's name
 	domains             string
 	tlsCert, tlsKey     string
 	imapAddr            string
@@ -53,7 +57,7 @@ type serveConfig struct {
 func (cfg *serveConfig) register(fs *flag.FlagSet) {
 	host, _ := os.Hostname()
 	cfg.db.register(fs, "info")
-	fs.BoolVar(&cfg.dev, "dev", false, "development mode: loopback listeners on ports 1993/1143/1587/1465/1025 and web 1080/1443/19090, host name localhost, domain localhost, -client-hosts=hostname, a self-signed certificate for localhost and a ready dev@localhost account; flags given explicitly win (no environment equivalent)")
+	fs.BoolVar(&cfg.dev, "dev", false, "development mode: loopback listeners on ports 1993/1143/1587/1465/1025 and web 1080/1443/19090, host name localhost, domain localhost, -client-hosts=hostname, a self-signed certificate for localhost, a ready dev@localhost account, and its own data directory (MAILSTACK_DATABASE_URL and MAILSTACK_DATA_DIR are not read); flags given explicitly win (no environment equivalent)")
 	fs.StringVar(&cfg.hostname, "hostname", envOr("MAILSTACK_HOSTNAME", host), "this server's public host name, used in greetings and certificates (env MAILSTACK_HOSTNAME)")
 	fs.StringVar(&cfg.domains, "domains", envOr("MAILSTACK_DOMAINS", ""), "comma-separated mail domains to serve, added at start if missing (env MAILSTACK_DOMAINS)")
 	fs.StringVar(&cfg.tlsCert, "tls-cert", envOr("MAILSTACK_TLS_CERT", ""), "TLS certificate chain file (PEM), exclusive with -acme-email; empty and no ACME: a self-signed certificate (with a loud warning), kept in <data-dir>/tls (env MAILSTACK_TLS_CERT)")
@@ -65,7 +69,8 @@ func (cfg *serveConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&cfg.mxAddr, "mx-addr", envOr("MAILSTACK_MX_ADDR", ":25"), "inbound MX listen address; empty: off (env MAILSTACK_MX_ADDR)")
 	fs.StringVar(&cfg.relay, "relay", envOr("MAILSTACK_RELAY", ""), "smarthost for all outbound mail, smtp://user:pass@host:587 (STARTTLS) or smtps://user:pass@host:465; empty: deliver to MX hosts directly (env MAILSTACK_RELAY)")
 	fs.StringVar(&cfg.dnsServer, "dns-server", envOr("MAILSTACK_DNS_SERVER", ""), "DNS resolver (host:port) for MX lookups and SPF/DKIM/DMARC checks, e.g. a local validating resolver; empty: the system resolver (env MAILSTACK_DNS_SERVER)")
-	fs.Int64Var(&cfg.maxMessageSize, "max-message-size", cfg.env.int64("MAILSTACK_MAX_MESSAGE_SIZE", 50<<20), "largest message accepted, in bytes (env MAILSTACK_MAX_MESSAGE_SIZE)")
+	cfg.maxMessageSize = cfg.env.size("MAILSTACK_MAX_MESSAGE_SIZE", 50<<20)
+	fs.Var((*sizeFlag)(&cfg.maxMessageSize), "max-message-size", "largest message accepted: bytes, or with K, M or G (50M) (env MAILSTACK_MAX_MESSAGE_SIZE)")
 	cfg.requireAppPasswords = cfg.env.boolean("MAILSTACK_REQUIRE_APP_PASSWORDS", true)
 	fs.Var((*boolFlag)(&cfg.requireAppPasswords), "require-app-passwords", "IMAP and SMTP accept only app passwords, never the main password: true or false (also 1/0, yes/no, on/off) (env MAILSTACK_REQUIRE_APP_PASSWORDS)")
 	fs.Int64Var(&cfg.maxConnsPerAccount, "max-connections-per-account", cfg.env.int64("MAILSTACK_MAX_CONNECTIONS_PER_ACCOUNT", 50), "concurrent IMAP connections per account (env MAILSTACK_MAX_CONNECTIONS_PER_ACCOUNT)")
@@ -82,14 +87,26 @@ func (set devSetter) str(flag string, p *string, v string) {
 	}
 }
 
-// applyDev switches listeners to loopback development ports.
+// serve --dev's listeners; mobileconfig -dev describes them.
+const (
+	devIMAPAddr         = "127.0.0.1:1993"
+	devIMAPStartTLSAddr = "127.0.0.1:1143"
+	devSubmissionAddr   = "127.0.0.1:1587"
+	devSubmissionsAddr  = "127.0.0.1:1465"
+	devMXAddr           = "127.0.0.1:1025"
+)
+
+// applyDev switches listeners to loopback development ports and the data
+// to the development data directory.
 func (cfg *serveConfig) applyDev(set devSetter) {
+	cfg.db.dev = true
+	cfg.db.applyDev(set)
 	set.str("hostname", &cfg.hostname, "localhost")
-	set.str("imap-addr", &cfg.imapAddr, "127.0.0.1:1993")
-	set.str("imap-starttls-addr", &cfg.imapStartTLSAddr, "127.0.0.1:1143")
-	set.str("submission-addr", &cfg.submissionAddr, "127.0.0.1:1587")
-	set.str("submissions-addr", &cfg.submissionsAddr, "127.0.0.1:1465")
-	set.str("mx-addr", &cfg.mxAddr, "127.0.0.1:1025")
+	set.str("imap-addr", &cfg.imapAddr, devIMAPAddr)
+	set.str("imap-starttls-addr", &cfg.imapStartTLSAddr, devIMAPStartTLSAddr)
+	set.str("submission-addr", &cfg.submissionAddr, devSubmissionAddr)
+	set.str("submissions-addr", &cfg.submissionsAddr, devSubmissionsAddr)
+	set.str("mx-addr", &cfg.mxAddr, devMXAddr)
 	// The dev@localhost account needs its domain, whatever else is served.
 	if !slices.Contains(strings.Split(strings.ReplaceAll(cfg.domains, " ", ""), ","), "localhost") {
 		cfg.domains = strings.Trim(cfg.domains+",localhost", ",")
@@ -123,18 +140,21 @@ func (c *cli) parseServe(args []string) (*serveConfig, error) {
 		printFlags(fs, w)
 	}
 	fs.Usage = func() { usage(c.stderr) }
-	if err := parseFlags(fs, args, c.stdout, usage); err != nil {
+	rest, err := parseFlags(fs, args, c.stdout, usage)
+	if err != nil {
 		return nil, err
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("serve takes flags only, not %q; see 'mailstack serve -h'", fs.Arg(0))
+	if len(rest) > 0 {
+		return nil, fmt.Errorf("serve takes flags only, not %q; see 'mailstack serve -h'", rest[0])
 	}
 	if cfg.env.err != nil {
 		return nil, cfg.env.err
 	}
+	set := devSetter{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	_, hostEnv := os.LookupEnv("MAILSTACK_HOSTNAME")
+	cfg.hostnameSet = set["hostname"] || hostEnv
 	if cfg.dev {
-		set := devSetter{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		cfg.applyDev(set)
 	}
 	return cfg, nil
@@ -150,6 +170,14 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	c.log = log
+	cfg.warnSettings(log)
+	if uid, _, ok := cfg.db.needsOwner(); ok {
+		// As root it would run the service user's cluster as root's
+		// process, whose files the service then cannot use.
+		name := pglocal.UserName(uid)
+		return fmt.Errorf("the data directory %s belongs to user %s: run serve as that user (systemctl start mailstack, or runuser -u %s -- mailstack serve)",
+			cfg.db.dataDir, name, name)
+	}
 	return runServer(ctx, cfg, log, func(s *server) { c.banner(s) })
 }
 
@@ -161,6 +189,8 @@ type server struct {
 	tls     *tls.Config
 	devUser string
 	devPass string
+	// certFile is the self-signed certificate's file, if one is used.
+	certFile string
 	// metrics are incremented by the protocol servers, served on -admin-addr.
 	metrics *metrics.Mailstack
 	// acme is set when certificates come from ACME (-acme-email).
@@ -206,7 +236,7 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, ready fu
 			for _, sd := range shutdowns {
 				sd(context.Background())
 			}
-			return fmt.Errorf("start %s listener on %s: %w", l.name, l.addr, err)
+			return listenError(l.name, l.addr, err)
 		}
 		s.addrs[l.name] = addr
 		shutdowns = append(shutdowns, shutdown)
@@ -244,6 +274,58 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, ready fu
 	return runErr
 }
 
+// listenError reports a listener that cannot start; for a port below 1024
+// refused to a user without the privilege it says what to do.
+func listenError(name, addr string, err error) error {
+	if errors.Is(err, syscall.EACCES) {
+		if port := clientconf.PortOf(addr); port > 0 && port < 1024 {
+			return fmt.Errorf("cannot listen on %s (%s): ports below 1024 need root or the CAP_NET_BIND_SERVICE capability; "+
+				"deploy/mailstack.service grants it, or run: setcap cap_net_bind_service=+ep $(command -v mailstack); "+
+				"to try mailstack as yourself, use 'mailstack serve --dev' (ports 1993, 1587, ...): %w", addr, name, err)
+		}
+	}
+	return fmt.Errorf("start %s listener on %s: %w", name, addr, err)
+}
+
+// placeholderDomains are names reserved for examples (RFC 2606, RFC 6761):
+// a host name or domain under one of them is a setting left unedited.
+var placeholderDomains = []string{"example", "example.com", "example.net", "example.org", "test", "invalid"}
+
+func isPlaceholder(name string) bool {
+	name = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(name), "."))
+	for _, p := range placeholderDomains {
+		if name == p || strings.HasSuffix(name, "."+p) {
+			return true
+		}
+	}
+	return false
+}
+
+// warnSettings warns about settings that start but cannot be what the
+// operator meant: the example file's placeholders, or the machine's own
+// name where the public one belongs. (Not in --dev, whose names are local.)
+func (cfg *serveConfig) warnSettings(log *slog.Logger) {
+	if cfg.dev {
+		return
+	}
+	switch {
+	case isPlaceholder(cfg.hostname):
+		log.Warn("the host name is an example placeholder: set MAILSTACK_HOSTNAME (or -hostname) to this server's public DNS name", "hostname", cfg.hostname)
+	case !cfg.hostnameSet:
+		log.Warn("no host name set: using the machine's name, which other servers and clients cannot reach by; set MAILSTACK_HOSTNAME (or -hostname) to this server's public DNS name (the MX target)", "hostname", cfg.hostname)
+	case !strings.Contains(cfg.hostname, "."):
+		log.Warn("the host name is not a public DNS name: set MAILSTACK_HOSTNAME (or -hostname) to one such as mail.yourdomain.org", "hostname", cfg.hostname)
+	}
+	for _, d := range strings.Split(cfg.domains, ",") {
+		if d = strings.TrimSpace(d); d != "" && isPlaceholder(d) {
+			log.Warn("a served domain is an example placeholder: set MAILSTACK_DOMAINS (or -domains) to your own domains", "domain", d)
+		}
+	}
+	if os.Getenv("PGPASSWORD") == "change-me-to-something-long-and-random" {
+		log.Warn("the database password is the example file's placeholder: set POSTGRES_PASSWORD in .env to a long random string")
+	}
+}
+
 // listener is one protocol listener; start binds it and returns a blocking
 // run function, a graceful shutdown and the bound address.
 type listener struct {
@@ -261,25 +343,32 @@ func (s *server) listeners() []listener {
 
 func (s *server) ensureDomains(ctx context.Context) error {
 	for _, d := range strings.Split(s.cfg.domains, ",") {
-		d = strings.TrimSpace(d)
-		if d == "" {
-			continue
+		if d = strings.TrimSpace(d); d != "" {
+			if _, err := ensureDomain(ctx, s.st, s.log, d); err != nil {
+				return err
+			}
 		}
-		if _, err := s.st.DomainByName(ctx, d); err == nil {
-			continue
-		} else if !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-		key, err := dkimkey.Generate()
-		if err != nil {
-			return err
-		}
-		if _, err := s.st.CreateDomain(ctx, d, "mailstack", key); err != nil && !errors.Is(err, store.ErrExists) {
-			return err
-		}
-		s.log.Info("domain added", "domain", d)
 	}
 	return nil
+}
+
+// ensureDomain returns the served domain name, creating it (with a DKIM
+// key) if it is not served yet.
+func ensureDomain(ctx context.Context, st *store.Store, log *slog.Logger, name string) (*store.Domain, error) {
+	if d, err := st.DomainByName(ctx, name); err == nil {
+		return d, nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	key, err := dkimkey.Generate()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := st.CreateDomain(ctx, name, "mailstack", key); err != nil && !errors.Is(err, store.ErrExists) {
+		return nil, err
+	}
+	log.Info("domain added", "domain", name)
+	return st.DomainByName(ctx, name)
 }
 
 func (s *server) loadTLS() (*tls.Config, error) {
@@ -293,13 +382,21 @@ func (s *server) loadTLS() (*tls.Config, error) {
 	if s.cfg.dev {
 		hosts = append(hosts, "127.0.0.1", "::1")
 	}
-	s.log.Warn("NO TLS CERTIFICATE CONFIGURED: using a self-signed certificate. Mail clients will warn; set MAILSTACK_TLS_CERT and MAILSTACK_TLS_KEY for real use.",
-		"hosts", hosts)
-	return tlsconfig.SelfSigned(filepath.Join(s.cfg.db.dataDir, "tls"), hosts)
+	dir := filepath.Join(s.cfg.db.dataDir, "tls")
+	s.certFile = filepath.Join(dir, "selfsigned-cert.pem")
+	if !s.cfg.dev { // the dev banner says it plainly
+		s.log.Warn("NO TLS CERTIFICATE CONFIGURED: using a self-signed certificate. Mail clients will warn; set MAILSTACK_TLS_CERT and MAILSTACK_TLS_KEY for real use.",
+			"hosts", hosts, "certificate", s.certFile)
+	}
+	return tlsconfig.SelfSigned(dir, hosts)
 }
 
+// devAppPasswordLabel starts the label of serve --dev's app passwords.
+const devAppPasswordLabel = "dev "
+
 // devAccount makes sure dev@localhost exists with a fresh app password for
-// the banner.
+// the banner, revoking those of earlier starts: only one is ever active
+// (its secret cannot be shown again, so each start makes a new one).
 func (s *server) devAccount(ctx context.Context) error {
 	const addr = "dev@localhost"
 	acc, err := s.st.AccountByAddress(ctx, addr)
@@ -309,7 +406,18 @@ func (s *server) devAccount(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	secret, _, err := s.st.CreateAppPassword(ctx, acc.ID, "dev "+time.Now().Format(time.DateTime))
+	old, err := s.st.AppPasswords(ctx, acc.ID)
+	if err != nil {
+		return err
+	}
+	for _, ap := range old {
+		if ap.RevokedAt == nil && strings.HasPrefix(ap.Label, devAppPasswordLabel) {
+			if err := s.st.RevokeAppPassword(ctx, acc.ID, ap.ID); err != nil {
+				return err
+			}
+		}
+	}
+	secret, _, err := s.st.CreateAppPassword(ctx, acc.ID, devAppPasswordLabel+time.Now().Format(time.DateTime))
 	if err != nil {
 		return err
 	}
@@ -327,11 +435,53 @@ func (c *cli) banner(s *server) {
 		fmt.Fprintf(w, "  %-12s %s\n", name, s.addrs[name])
 	}
 	if s.devUser != "" {
-		fmt.Fprintf(w, "\nDevelopment mode. Log in with user %s and app password %s\n", s.devUser, s.devPass)
-		fmt.Fprintln(w, "(self-signed certificate for localhost: accept it in your client).")
+		s.devBanner(w)
 	}
 	fmt.Fprintln(w, "Stop with Ctrl-C.")
 	fmt.Fprintln(w, "===============================================================")
+}
+
+// devBanner tells a developer everything a mail client needs.
+func (s *server) devBanner(w io.Writer) {
+	a := s.addrs
+	fmt.Fprintf(w, "\nDevelopment mode (data in %s; a real serve uses its own).\n", s.cfg.db.dataDir)
+	fmt.Fprintf(w, "User name     %s\n", s.devUser)
+	fmt.Fprintf(w, "Password      %s  (an app password; each start revokes the previous one)\n", s.devPass)
+	pair := func(proto, ssl, starttls string) {
+		var ways []string
+		if a[ssl] != "" {
+			ways = append(ways, a[ssl]+" SSL/TLS")
+		}
+		if a[starttls] != "" {
+			ways = append(ways, a[starttls]+" STARTTLS")
+		}
+		if len(ways) > 0 {
+			fmt.Fprintf(w, "%-13s %s\n", proto, strings.Join(ways, ", or "))
+		}
+	}
+	pair("IMAP", "imaps", "imap")
+	pair("SMTP", "submissions", "submission")
+	if a["mx"] != "" {
+		fmt.Fprintf(w, "Inbound MX    %s (plain SMTP, no login)\n", a["mx"])
+	}
+	if s.certFile != "" {
+		fmt.Fprintf(w, "Certificate   self-signed for localhost, 127.0.0.1 and ::1; have your client trust it (as a CA):\n              %s\n", s.certFile)
+	}
+	if a["http"] != "" {
+		fmt.Fprintf(w, "Autoconfig    http://%s%s?emailaddress=%s\n", a["http"], httpd.AutoconfigPath, s.devUser)
+	}
+	fmt.Fprintf(w, "Apple devices mailstack mobileconfig -dev %s > dev.mobileconfig\n", s.devUser)
+	if a["imaps"] != "" && s.certFile != "" {
+		fmt.Fprintf(w, "Try it        curl --cacert %s --user '%s:%s' imaps://%s/\n", shellQuote(s.certFile), s.devUser, s.devPass, a["imaps"])
+	}
+}
+
+// shellQuote quotes s for sh when it needs it.
+func shellQuote(s string) string {
+	if strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:@=+,%") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // maintenance periodically removes message contents nothing references and

@@ -109,7 +109,8 @@ func (s *server) webHandlers() (*httpd.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &httpd.Config{Clients: cc, MTASTS: mode, Domains: s.st, Health: s.st.Ping, Log: s.log}, nil
+	return &httpd.Config{Clients: cc, MTASTS: mode, Domains: s.st, Health: s.st.Ping, Log: s.log,
+		HTTPSPort: clientconf.PortOf(s.cfg.web.httpsAddr)}, nil
 }
 
 // newHTTPServer applies timeouts that keep slow or idle clients from

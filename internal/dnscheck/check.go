@@ -33,6 +33,20 @@ type Checker struct {
 	// Resolver answers the lookups; nil means net.DefaultResolver. Tests
 	// and `doctor -dns-server` use a resolver that dials a chosen server.
 	Resolver *net.Resolver
+	// Server is the DNS server Resolver asks (host:port), if not the
+	// system's: Go's resolver names the system's in its errors whatever
+	// server it dialled, so reports put this one in their place.
+	Server string
+}
+
+// Named puts the checker's DNS server into every DNS error in err's chain
+// and returns err.
+func (c *Checker) Named(err error) error {
+	var de *net.DNSError
+	if c.Server != "" && errors.As(err, &de) {
+		de.Server = c.Server
+	}
+	return err
 }
 
 func (c *Checker) resolver() *net.Resolver {
@@ -69,11 +83,11 @@ func notFound(err error) bool {
 }
 
 // lookupErr turns a lookup error into a result.
-func lookupErr(r Record, err error) Result {
+func (c *Checker) lookupErr(r Record, err error) Result {
 	if notFound(err) {
 		return Result{Record: r, Status: Missing}
 	}
-	return Result{Record: r, Status: Failed, Detail: err.Error()}
+	return Result{Record: r, Status: Failed, Detail: c.Named(err).Error()}
 }
 
 func (c *Checker) check(ctx context.Context, r Record) Result {
@@ -82,13 +96,13 @@ func (c *Checker) check(ctx context.Context, r Record) Result {
 	case A:
 		addrs, err := res.LookupHost(ctx, r.Name)
 		if err != nil {
-			return lookupErr(r, err)
+			return c.lookupErr(r, err)
 		}
 		return Result{Record: r, Status: OK, Found: addrs}
 	case MX:
 		mxs, err := res.LookupMX(ctx, r.Name)
 		if err != nil {
-			return lookupErr(r, err)
+			return c.lookupErr(r, err)
 		}
 		var found []string
 		ok := false
@@ -103,7 +117,7 @@ func (c *Checker) check(ctx context.Context, r Record) Result {
 	case SRV:
 		_, srvs, err := res.LookupSRV(ctx, "", "", r.Name)
 		if err != nil {
-			return lookupErr(r, err)
+			return c.lookupErr(r, err)
 		}
 		var found []string
 		ok := false
@@ -128,7 +142,7 @@ func (c *Checker) check(ctx context.Context, r Record) Result {
 	case TXT:
 		txts, err := res.LookupTXT(ctx, r.Name)
 		if err != nil {
-			return lookupErr(r, err)
+			return c.lookupErr(r, err)
 		}
 		var mine []string
 		for _, t := range txts {
@@ -159,7 +173,7 @@ func (c *Checker) checkAlias(ctx context.Context, r Record) Result {
 	res := c.resolver()
 	addrs, err := res.LookupHost(ctx, r.Name)
 	if err != nil {
-		return lookupErr(r, err)
+		return c.lookupErr(r, err)
 	}
 	if cname, err := res.LookupCNAME(ctx, r.Name); err == nil && lower(cname) == r.Value {
 		return Result{Record: r, Status: OK, Found: []string{cname}}
@@ -188,7 +202,7 @@ func (c *Checker) CheckReverse(ctx context.Context, hostname string) []Result {
 		r := Record{Name: a, Type: "PTR", Value: lower(hostname), Why: "reverse DNS of " + a}
 		names, err := res.LookupAddr(ctx, a)
 		if err != nil {
-			out = append(out, lookupErr(r, err))
+			out = append(out, c.lookupErr(r, err))
 			continue
 		}
 		st := Different

@@ -91,6 +91,7 @@ func (c *Checker) CheckEndpoints(ctx context.Context, eps []Endpoint, o ProbeOpt
 	for i, ep := range eps {
 		go func() {
 			out[i] = c.probe(ctx, ep, o)
+			c.Named(out[i].Err)
 			done <- struct{}{}
 		}()
 	}

@@ -3,6 +3,8 @@ package dnscheck
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,11 +19,11 @@ const CertWarnBefore = 14 * 24 * time.Hour
 // problems (anything not ok).
 func WriteReport(w io.Writer, domain string, recs, reverse []Result, eps []EndpointResult, docs []DocumentResult, now time.Time) (problems int, err error) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	// counts by status, for the summary line
+	counts := map[string]int{}
 	fmt.Fprintf(tw, "DNS records for %s\n", domain)
 	for _, r := range append(recs, reverse...) {
-		if r.Status != OK {
-			problems++
-		}
+		counts[string(r.Status)]++
 		name := r.Record.Name
 		if r.Record.Kind != "" {
 			name += " (" + string(r.Record.Kind) + ")"
@@ -48,27 +50,36 @@ func WriteReport(w io.Writer, domain string, recs, reverse []Result, eps []Endpo
 				status = "expiring"
 			}
 		}
-		if status != "ok" {
-			problems++
-		}
+		counts[status]++
 		fmt.Fprintf(tw, "  %s\t%s\t%s:%d\t%s\n", status, e.Service, e.Host, e.Port, what)
 	}
 	if len(docs) > 0 {
 		fmt.Fprintf(tw, "\nWeb documents\n")
 	}
 	for _, d := range docs {
-		if d.Status != OK {
-			problems++
-		}
+		counts[string(d.Status)]++
 		where, _, _ := strings.Cut(d.URL, "?")
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", d.Status, d.Name, where, d.Detail)
 	}
-	if problems == 0 {
-		fmt.Fprintf(tw, "\nEverything looks right.\n")
-	} else {
-		fmt.Fprintf(tw, "\n%d problem(s). 'mailstack dns %s' prints the records to publish.\n", problems, domain)
+	if err := tw.Flush(); err != nil {
+		return 0, err
 	}
-	return problems, tw.Flush()
+	// One summary line: every status with its count, ok first.
+	parts := []string{fmt.Sprintf("%d ok", counts["ok"])}
+	for _, st := range slices.Sorted(maps.Keys(counts)) {
+		if st != "ok" {
+			problems += counts[st]
+			parts = append(parts, fmt.Sprintf("%d %s", counts[st], st))
+		}
+	}
+	summary := "Summary: " + strings.Join(parts, ", ")
+	if problems == 0 {
+		summary += ". Everything looks right."
+	} else {
+		summary += fmt.Sprintf(": %d problem(s). 'mailstack dns %s' prints the records to publish.", problems, domain)
+	}
+	_, err = fmt.Fprintf(w, "\n%s\n", summary)
+	return problems, err
 }
 
 func describe(r Result) string {

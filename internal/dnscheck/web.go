@@ -70,7 +70,10 @@ func (c *Checker) CheckDocuments(ctx context.Context, docs []Document, o ProbeOp
 	}
 	d := &net.Dialer{Resolver: c.resolver()}
 	tr := &http.Transport{
-		DialContext:     d.DialContext,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := d.DialContext(ctx, network, addr)
+			return conn, c.Named(err)
+		},
 		TLSClientConfig: &tls.Config{RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12},
 	}
 	defer tr.CloseIdleConnections()

@@ -40,8 +40,9 @@ type Options struct {
 	// MaxConnections is postgres' max_connections (default 200, headroom for
 	// tests and servers that open many pools).
 	MaxConnections int
-	// Logger receives postgres' log output (debug for routine lines, info
-	// for warnings and errors). Default: slog.Default().
+	// Logger receives postgres' log output (see lineLevel: debug for
+	// routine lines, info for warnings and errors). Default:
+	// slog.Default().
 	Logger *slog.Logger
 	// Wait bounds how long Use waits for another process's private
 	// server to stop (default 2 minutes).
@@ -166,11 +167,14 @@ func startCluster(ctx context.Context, dataDir string, opts Options) (*Cluster, 
 	if err != nil {
 		return nil, err
 	}
-	cred, err := runAs()
+	cred, err := runAsFor(dataDir)
 	if err != nil {
 		return nil, err
 	}
 	if err := prepareDir(dataDir, cred); err != nil {
+		return nil, err
+	}
+	if err := checkOwner(dataDir); err != nil {
 		return nil, err
 	}
 
@@ -234,6 +238,14 @@ func startCluster(ctx context.Context, dataDir string, opts Options) (*Cluster, 
 		err := c.waitReady(ctx)
 		if err == nil {
 			return c, nil
+		}
+		if ctx.Err() != nil {
+			// Interrupted while it starts (Ctrl-C): a fast shutdown, not
+			// an immediate one, so the next start needs no crash recovery.
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			c.Stop(sctx) //nolint:errcheck // reporting the interruption
+			cancel()
+			return nil, err
 		}
 		c.kill()
 		// After a crash (postmaster SIGKILLed), its backends may outlive it
@@ -507,6 +519,68 @@ func versionOf(binDir string) float64 {
 	return f
 }
 
+// ErrNotOwner is returned when the cluster belongs to another OS user than
+// the one this process runs as (and that is not root): PostgreSQL only
+// runs as its data directory's owner.
+var ErrNotOwner = errors.New("the cluster belongs to another user")
+
+// OwnerError says who owns a cluster that this process may not run.
+type OwnerError struct {
+	Dir   string
+	Owner string // user name, or uid when it has none
+}
+
+func (e *OwnerError) Error() string {
+	return fmt.Sprintf("%s belongs to user %s, not to the user running this command", e.Dir, e.Owner)
+}
+
+// Unwrap makes errors.Is(err, ErrNotOwner) true.
+func (e *OwnerError) Unwrap() error { return ErrNotOwner }
+
+// checkOwner refuses a cluster owned by another user, unless we are root
+// (which runs it as its owner, see runAsFor): postgres would fail on it
+// with "permission denied", saying nothing of why.
+func checkOwner(dataDir string) error {
+	uid := os.Geteuid()
+	fi, err := os.Stat(dataDir)
+	if err != nil || uid == 0 {
+		return nil
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != uid {
+		return &OwnerError{Dir: dataDir, Owner: UserName(st.Uid)}
+	}
+	return nil
+}
+
+// UserName returns the name of the OS user uid, or the number when it has
+// none.
+func UserName(uid uint32) string {
+	id := strconv.FormatUint(uint64(uid), 10)
+	if u, err := user.LookupId(id); err == nil {
+		return u.Username
+	}
+	return id
+}
+
+// runAsFor returns the credentials to run initdb and postgres with for the
+// cluster in dataDir: nil (our own) unless we are root, which PostgreSQL
+// refuses. Then an existing cluster runs as its owner, whose it stays
+// (mailstack serve under systemd runs it as the service user; a root
+// command must not take it away), and a new one as the "postgres" user.
+func runAsFor(dataDir string) (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "PG_VERSION")); err == nil {
+		if fi, err := os.Stat(dataDir); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
+				return &syscall.Credential{Uid: st.Uid, Gid: st.Gid}, nil
+			}
+		}
+	}
+	return runAs()
+}
+
 // runAs returns the credentials to run initdb and postgres with: nil (our
 // own) unless we are root, which PostgreSQL refuses, in which case the
 // "postgres" OS user's.
@@ -531,7 +605,8 @@ func runAs() (*syscall.Credential, error) {
 }
 
 // prepareDir creates dir (mode 0700) and, when postgres runs as another
-// user, hands it over and makes its ancestors traversable by that user.
+// user, hands it over (unless it is theirs already) and makes its
+// ancestors traversable by that user.
 func prepareDir(dir string, cred *syscall.Credential) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -539,8 +614,14 @@ func prepareDir(dir string, cred *syscall.Credential) error {
 	if cred == nil {
 		return nil
 	}
-	if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+	fi, err := os.Stat(dir)
+	if err != nil {
 		return err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || st.Uid != cred.Uid {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return err
+		}
 	}
 	// postgres must be able to reach dir: temp dirs (os.MkdirTemp,
 	// t.TempDir) are 0700 root. Grant only search (x) to others, and only
@@ -628,18 +709,38 @@ func (w *logWriter) flush() {
 }
 
 func (w *logWriter) line(s string) {
-	level := slog.LevelDebug
-	for _, sev := range []string{"WARNING:", "ERROR:", "FATAL:", "PANIC:"} {
-		if strings.Contains(s, sev) {
-			level = slog.LevelInfo
-			break
-		}
-	}
-	w.log.Log(context.Background(), level, s)
+	w.log.Log(context.Background(), lineLevel(s), s)
 	w.lines = append(w.lines, s)
 	if len(w.lines) > tailLines {
 		w.lines = w.lines[len(w.lines)-tailLines:]
 	}
+}
+
+// routineFatal are FATAL lines that are no failure: our own readiness
+// probes while the server starts, and connections ended by a shutdown.
+var routineFatal = []string{
+	"the database system is starting up",
+	"the database system is shutting down",
+	"terminating connection due to administrator command",
+}
+
+// lineLevel is the log level of one line of postgres' output: WARNING,
+// ERROR, FATAL and PANIC are info (what they break is reported by the
+// caller, in one sentence), except the routine FATAL lines of every start
+// and stop, which are debug; everything else is debug.
+func lineLevel(s string) slog.Level {
+	for _, sev := range []string{"WARNING:", "ERROR:", "FATAL:", "PANIC:"} {
+		if !strings.Contains(s, sev) {
+			continue
+		}
+		for _, r := range routineFatal {
+			if strings.Contains(s, r) {
+				return slog.LevelDebug
+			}
+		}
+		return slog.LevelInfo
+	}
+	return slog.LevelDebug
 }
 
 func (w *logWriter) tail() string {

@@ -598,3 +598,27 @@ func TestUnprivileged(t *testing.T) {
 	}
 	t.Logf("re-run as %s: %s", nobody.Username, regexp.MustCompile(`unprivileged start ok as uid \d+`).Find(out))
 }
+
+// TestLineLevel checks how postgres' output is logged: the FATAL lines of
+// every start (our readiness probes) and stop are debug; a real FATAL is
+// shown at info.
+func TestLineLevel(t *testing.T) {
+	tests := []struct {
+		line string
+		want slog.Level
+	}{
+		{"2026-12-05 18:00:00.000 UTC [7] LOG:  database system is ready to accept connections", slog.LevelDebug},
+		{"2026-12-05 18:00:00.000 UTC [8] FATAL:  the database system is starting up", slog.LevelDebug},
+		{"2026-12-05 18:00:00.000 UTC [8] FATAL:  the database system is shutting down", slog.LevelDebug},
+		{"2026-12-05 18:00:00.000 UTC [9] FATAL:  terminating connection due to administrator command", slog.LevelDebug},
+		{`2026-12-05 18:00:00.000 UTC [9] FATAL:  could not open file "global/pg_filenode.map": Permission denied`, slog.LevelInfo},
+		{"2026-12-05 18:00:00.000 UTC [9] PANIC:  could not write to file", slog.LevelInfo},
+		{"2026-12-05 18:00:00.000 UTC [9] ERROR:  duplicate key value violates unique constraint", slog.LevelInfo},
+		{"2026-12-05 18:00:00.000 UTC [9] WARNING:  there is no transaction in progress", slog.LevelInfo},
+	}
+	for _, tt := range tests {
+		if got := lineLevel(tt.line); got != tt.want {
+			t.Errorf("%s: level %v, want %v", tt.line, got, tt.want)
+		}
+	}
+}

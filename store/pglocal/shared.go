@@ -109,6 +109,9 @@ func use(ctx context.Context, dir string, role Role, opts Options) (_ *Shared, e
 		return nil, err
 	}
 	sh := &Shared{role: role, dataDir: dir, guestWait: opts.GuestWait, log: opts.Logger}
+	if role == Owner {
+		sh.repairLocks()
+	}
 	defer func() {
 		if err != nil {
 			sh.unlock()
@@ -310,10 +313,45 @@ func (sh *Shared) unlock() {
 	}
 }
 
+// lockSuffixes name the lock files beside a data directory.
+var lockSuffixes = []string{".lock", ".owner.lock", ".guests.lock"}
+
+// repairLocks replaces lock files this process cannot open, such as those
+// a root command once left (mode 0600, owned by root) in the service
+// user's directory: every process would wait on them, or fail. The owner
+// may remove them because the directory is its own.
+func (sh *Shared) repairLocks() {
+	for _, suffix := range lockSuffixes {
+		path := sh.dataDir + suffix
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err == nil {
+			f.Close()
+			continue
+		}
+		if !errors.Is(err, os.ErrPermission) {
+			continue
+		}
+		if err := os.Remove(path); err != nil {
+			sh.log.Warn("a lock file of the managed PostgreSQL is not ours and cannot be replaced", "file", path, "err", err)
+			continue
+		}
+		sh.log.Warn("replaced a lock file of the managed PostgreSQL that another user had left", "file", path)
+	}
+}
+
+// openLock opens (creating) a lock file. Root creates it for the owner of
+// its directory (the service user), whose processes must open it too.
 func openLock(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock file: %w", err)
+	}
+	if os.Geteuid() == 0 {
+		if fi, err := os.Stat(filepath.Dir(path)); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
+				f.Chown(int(st.Uid), int(st.Gid)) //nolint:errcheck // best effort; the owner repairs it otherwise
+			}
+		}
 	}
 	return f, nil
 }
