@@ -12,6 +12,9 @@ import (
 	"github.com/mailstack/mailstack/store"
 )
 
+// authFailedText answers every failed login.
+const authFailedText = "Authentication failed: log in with the full address and an app password, not the account's main password"
+
 // errAnswered says the handler wrote its tagged response itself.
 var errAnswered = errors.New("answered")
 
@@ -162,7 +165,9 @@ func (s *session) authenticate(c *cmd, user, pass string) error {
 	})
 	switch {
 	case errors.Is(err, store.ErrAuthFailed):
-		return no("AUTHENTICATIONFAILED", "Authentication failed")
+		// The same words whatever the reason (as SMTP's): they reveal
+		// nothing, and tell those who typed the main password what to do.
+		return no("AUTHENTICATIONFAILED", authFailedText)
 	case errors.Is(err, store.ErrThrottled):
 		return no("UNAVAILABLE", "Too many failed login attempts; try again later")
 	case err != nil:
