@@ -178,7 +178,8 @@ func (s *session) authenticate(c *cmd, user, pass string) error {
 		s.log.Info("login refused: too many connections", "account", login.Address)
 		return no("LIMIT", fmt.Sprintf("Too many connections for this account (maximum %d)", s.srv.opts.MaxConnsPerAccount))
 	}
-	s.login, s.counted = login, true
+	s.setLogin(login)
+	s.counted = true
 	s.log = s.log.With("account", login.Address)
 	s.log.Debug("login")
 	c.okCode, c.okText = "CAPABILITY "+s.capabilities(), "Logged in"

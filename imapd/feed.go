@@ -461,6 +461,15 @@ func (f *feed) catchUpWithFlags(ctx context.Context, mb *store.Mailbox, changed 
 	}
 }
 
+// catchUpWithExpunged is catchUpWith for a session's EXPUNGE: the UIDs it
+// removed, at one modseq (none: nothing to tell).
+func (f *feed) catchUpWithExpunged(ctx context.Context, mailboxID int64, gone *store.Expunged) {
+	if len(gone.UIDs) > 0 {
+		f.catchUpWith(ctx, store.ChangeEvent{MailboxID: mailboxID, ModSeq: gone.ModSeq, UIDValidity: gone.UIDValidity,
+			Changes: &store.Changes{Expunged: gone.UIDs}})
+	}
+}
+
 // catchUpWatched handles events of the mailbox in commit order. An event
 // with its changes that follows on from the views (the next modseq, the
 // views' UIDVALIDITY, past readAhead) is applied as it is; one the views

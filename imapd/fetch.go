@@ -417,6 +417,8 @@ func (s *session) cmdFetch(c *cmd) error {
 			}
 		}
 	}
+	// Small messages come whole with their metadata: no read per body.
+	fo.Body = bodies
 	f := &fetcher{s: s, sel: sel, req: req, seen: seen, structure: fo.Structure}
 	batch := metaBatch
 	switch {
@@ -601,10 +603,7 @@ func (f *fetcher) stream(m *store.MessageMeta, src source, binary bool) error {
 	if src.encoding == "" {
 		length = src.size
 	}
-	body, err := f.s.srv.st.OpenBody(f.s.ctx, f.s.accountID(), m.MessageID, src.start, length)
-	if err != nil {
-		return err
-	}
+	body := f.s.open(m, src.start, length)
 	if src.encoding != "" {
 		body = mimeindex.NewDecoder(src.encoding, body)
 		if src.skip > 0 {
@@ -614,6 +613,16 @@ func (f *fetcher) stream(m *store.MessageMeta, src source, binary bool) error {
 		}
 	}
 	return e.Literal(src.size, io.LimitReader(body, src.size), binary)
+}
+
+// open reads length bytes of a message from offset: from memory when
+// FetchMeta brought the whole message (MessageMeta.Body), else from the
+// store's chunks.
+func (s *session) open(m *store.MessageMeta, offset, length int64) io.Reader {
+	if m.Body != nil && offset+length <= int64(len(m.Body)) {
+		return bytes.NewReader(m.Body[offset : offset+length])
+	}
+	return s.srv.st.OpenRange(s.ctx, s.accountID(), m.MessageID, offset, length)
 }
 
 // window cuts the partial window <offset.size> out of a content of the
@@ -688,11 +697,7 @@ func (f *fetcher) bodySection(m *store.MessageMeta, sec *imap.FetchItemBodySecti
 		return rawRange(inner.HeaderStart, inner.BodyStart, sec.Partial), nil
 	}
 	n := min(inner.BodyStart-inner.HeaderStart, maxPartHeader)
-	r, err := f.s.srv.st.OpenBody(f.s.ctx, f.s.accountID(), m.MessageID, inner.HeaderStart, n)
-	if err != nil {
-		return source{}, fmt.Errorf("fetch: header of part %v of message %d: %w", sec.Part, m.MessageID, err)
-	}
-	hdr, err := io.ReadAll(r)
+	hdr, err := io.ReadAll(f.s.open(m, inner.HeaderStart, n))
 	if err != nil {
 		return source{}, fmt.Errorf("fetch: header of part %v of message %d: %w", sec.Part, m.MessageID, err)
 	}

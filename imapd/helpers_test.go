@@ -334,3 +334,26 @@ func (r *raw) fetchLiteral(c string) (string, []byte) {
 	}
 	return name, data
 }
+
+// waitLoginNotice waits until the server has heard (store.LoginChannel)
+// that a login of the account may have changed: sessions check their
+// login when told so, not at every command.
+func (e *env) waitLoginNotice(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		e.srv.mu.Lock()
+		told := false
+		for s := range e.srv.sessions {
+			if l := s.loginNow(); l != nil && l.AccountID == e.acc.ID && s.recheck.Load() {
+				told = true
+			}
+		}
+		e.srv.mu.Unlock()
+		if told {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Fatal("the server did not hear of the login change")
+}

@@ -47,7 +47,12 @@ func (s *session) cmdIdle(c *cmd) error {
 		}
 		select {
 		case <-wake:
+		case <-s.wake:
+			if err := s.begin(); err != nil {
+				return err
+			}
 		case <-recheck.C:
+			s.recheck.Store(true)
 			if err := s.begin(); err != nil {
 				return err
 			}

@@ -168,9 +168,7 @@ func (s *session) cmdClose(c *cmd) error {
 				return storeError(err, "CLOSE")
 			}
 			s.unselect()
-			if len(gone) > 0 {
-				s.srv.feed.catchUp(s.ctx, mb.ID, 0)
-			}
+			s.srv.feed.catchUpWithExpunged(s.ctx, mb.ID, gone)
 		}
 	}
 	s.unselect()

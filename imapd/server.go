@@ -106,6 +106,12 @@ func New(st *store.Store, opts Options) *Server {
 	go func() {
 		defer s.listening.Done()
 		if err := st.Listen(ctx, func(ev store.ChangeEvent) {
+			if ev.Logins != nil || ev.Resync {
+				s.loginsChanged(ev.Logins)
+			}
+			if ev.Logins != nil {
+				return
+			}
 			s.feed.notifySafely(ev)
 			if !ev.At.IsZero() {
 				s.opts.Metrics.ObserveNotifyLag(time.Since(ev.At).Seconds())
@@ -214,6 +220,25 @@ func (s *Server) Close() error {
 		s.listening.Wait()
 	})
 	return nil
+}
+
+// loginsChanged makes the sessions whose login c may have invalidated (all
+// of them when c is nil: notifications may have been lost) check their
+// login before their next command, and wakes those in IDLE to check now.
+// Between such notifications a session runs its commands without
+// checking: the notification comes in the transaction that revokes.
+func (s *Server) loginsChanged(c *store.LoginChange) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for sess := range s.sessions {
+		if l := sess.loginNow(); l != nil && (c == nil || c.Affects(l)) {
+			sess.recheck.Store(true)
+			select {
+			case sess.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
 }
 
 // acquireConn counts an authenticated connection of the account, refusing

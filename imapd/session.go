@@ -14,6 +14,8 @@ import (
 	"net"
 	"runtime/debug"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailstack/mailstack/imapd/imapwire"
@@ -45,6 +47,14 @@ type session struct {
 
 	login   *store.Login
 	counted bool // holds one of the account's connection slots
+	// loginMu guards login against Server.loginsChanged, which reads it
+	// from the feed's goroutine; the session's own goroutine writes it.
+	loginMu sync.Mutex
+	// recheck says that a notification (or the lack of them) may have
+	// made the login invalid: begin checks it in the database.
+	recheck atomic.Bool
+	// wake tells an IDLE session to check its login now.
+	wake chan struct{}
 
 	sel       *selected
 	mailbox   *store.Mailbox // the selected mailbox as of SELECT
@@ -90,7 +100,8 @@ func (s *Server) newSession(nc net.Conn, implicitTLS bool) *session {
 	id := newConnID()
 	sess := &session{
 		srv: s, nc: nc, conn: nc, ctx: ctx, cancel: cancel, id: id, remote: ip,
-		log: s.log.With("conn", id, "remote", ip),
+		log:  s.log.With("conn", id, "remote", ip),
+		wake: make(chan struct{}, 1),
 	}
 	if implicitTLS {
 		sess.conn, sess.tls = tls.Server(nc, s.opts.TLSConfig), true
@@ -454,15 +465,42 @@ func (s *session) pollAfter(c *cmd) error {
 // UID forms may.
 var noExpungeCommands = map[string]bool{"FETCH": true, "STORE": true, "SEARCH": true}
 
+// loginNow returns the session's login, from any goroutine.
+func (s *session) loginNow() *store.Login {
+	s.loginMu.Lock()
+	defer s.loginMu.Unlock()
+	return s.login
+}
+
+// setLogin records a successful login.
+func (s *session) setLogin(l *store.Login) {
+	s.loginMu.Lock()
+	s.login = l
+	s.loginMu.Unlock()
+	// Any revocation committed between the check of the credentials and
+	// this registration would have found no session to tell.
+	s.recheck.Store(true)
+}
+
 // begin runs at the start of every command of an authenticated session: a
-// revoked app password or disabled account ends the session here, so that
-// revocation takes effect at the next command.
+// revoked app password or disabled account ends the session here. The
+// database is asked only when a notification on store.LoginChannel said
+// the login may have changed (or notifications may have been lost), so
+// revocation takes effect as soon as the server hears of it, at the
+// latest at the session's next command after that, without a round trip
+// for every command.
 func (s *session) begin() error {
 	if s.login == nil {
 		return nil
 	}
 	s.checked = true
+	if !s.recheck.Swap(false) {
+		return nil
+	}
 	err := s.srv.st.CheckSession(s.ctx, s.login)
+	if err != nil && !errors.Is(err, store.ErrAccountGone) {
+		s.recheck.Store(true) // not known: ask again next time
+	}
 	if errors.Is(err, store.ErrAccountGone) {
 		s.log.Info("session ended: credentials revoked", "account", s.login.Address)
 		s.bye("Session ended: this app password was revoked or the account was disabled")

@@ -229,6 +229,7 @@ func TestRevokedAppPasswordEndsSession(t *testing.T) {
 	if err := e.st.RevokeAppPassword(context.Background(), e.acc.ID, e.appID); err != nil {
 		t.Fatal(err)
 	}
+	e.waitLoginNotice(t)
 	if err := c.Noop().Wait(); err == nil {
 		t.Fatal("NOOP after revocation succeeded")
 	}
@@ -274,6 +275,7 @@ func TestDisabledAccountEndsSession(t *testing.T) {
 	if err := e.st.SetDisabled(context.Background(), e.user, true); err != nil {
 		t.Fatal(err)
 	}
+	e.waitLoginNotice(t)
 	if _, err := c.List("", "*", nil).Collect(); err == nil {
 		t.Fatal("LIST after disabling the account succeeded")
 	}

@@ -117,14 +117,21 @@ func (s *session) cmdAppend(c *cmd) error {
 	if err := s.begin(); err != nil {
 		return err
 	}
-	mb, err := s.srv.st.MailboxByName(s.ctx, s.accountID(), name)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return s.refuseLiteral(c, lit, "TRYCREATE", "APPEND: no such mailbox")
-	case err != nil:
-		return s.refuseLiteral(c, lit, "UNAVAILABLE", "APPEND: temporary failure; try again")
-	case mb.NoSelect:
-		return s.refuseLiteral(c, lit, "CANNOT", "APPEND: mailbox cannot be selected")
+	// Where the message goes: the selected mailbox by its id (and name,
+	// which must still be its own), claiming \Recent for it; another by
+	// name, resolved by the statement that stores it. A client that waits
+	// for the continuation is told TRYCREATE before it uploads, which
+	// costs a look-up first; one that does not (LITERAL+) has sent the
+	// message already.
+	target := store.Target{AccountID: s.accountID(), Flags: flags, InternalDate: date}
+	target.MailboxName, _ = store.NormalizeMailboxName(name)
+	if s.sel != nil && !s.sel.readOnly && target.MailboxName == s.mailbox.Name {
+		target.MailboxID, target.ClaimRecent = s.mailbox.ID, true
+	}
+	if !lit.NonSync && target.MailboxID == 0 {
+		if code, text := s.appendTarget(&target); code != "" {
+			return s.refuseLiteral(c, lit, code, text)
+		}
 	}
 	if err := c.d.Accept(lit); err != nil {
 		return err
@@ -154,7 +161,16 @@ func (s *session) cmdAppend(c *cmd) error {
 			msg = enc
 		}
 	}
-	results, err := s.srv.st.Deliver(s.ctx, msg, []store.Target{{AccountID: s.accountID(), MailboxID: mb.ID, Flags: flags, InternalDate: date}})
+	results, err := s.srv.st.Deliver(s.ctx, msg, []store.Target{target})
+	if errors.Is(err, store.ErrNotFound) {
+		// The name names no mailbox, or no longer the selected one:
+		// look it up to say why, or to store the message where the name
+		// now points.
+		if code, text := s.appendTarget(&target); code != "" {
+			return no(code, text)
+		}
+		results, err = s.srv.st.Deliver(s.ctx, msg, []store.Target{target})
+	}
 	if errors.Is(err, store.ErrInvalid) {
 		return no("CANNOT", "APPEND: "+err.Error())
 	}
@@ -162,11 +178,32 @@ func (s *session) cmdAppend(c *cmd) error {
 		return storeError(err, "APPEND")
 	}
 	res := results[0]
-	s.srv.feed.catchUpWith(s.ctx, store.ChangeEvent{MailboxID: mb.ID, ModSeq: res.ModSeq, UIDValidity: res.UIDValidity, Changes: &store.Changes{
+	if res.Recent && s.sel != nil && res.MailboxID == s.mailbox.ID {
+		s.sel.addRecent(res.UID, res.UID)
+		s.sel.w.claimed(res.UID)
+	}
+	s.srv.feed.catchUpWith(s.ctx, store.ChangeEvent{MailboxID: res.MailboxID, ModSeq: res.ModSeq, UIDValidity: res.UIDValidity, Changes: &store.Changes{
 		Updated: []store.MessageFlags{{UID: res.UID, Flags: res.Flags, ModSeq: res.ModSeq}}}})
 	c.okCode = fmt.Sprintf("APPENDUID %d %d", res.UIDValidity, res.UID)
 	c.okText = "APPEND completed"
 	return nil
+}
+
+// appendTarget resolves an APPEND's mailbox by name into t (by id, no
+// \Recent claim), or says why it cannot take messages.
+func (s *session) appendTarget(t *store.Target) (code, text string) {
+	mb, err := s.srv.st.MailboxByName(s.ctx, s.accountID(), t.MailboxName)
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
+		return "TRYCREATE", "APPEND: no such mailbox"
+	case err != nil:
+		s.log.Error("append: mailbox look-up", "err", err)
+		return "UNAVAILABLE", "APPEND: temporary failure; try again"
+	case mb.NoSelect:
+		return "CANNOT", "APPEND: mailbox cannot be selected"
+	}
+	t.MailboxID, t.MailboxName, t.ClaimRecent = mb.ID, mb.Name, false
+	return "", ""
 }
 
 // encodeBinaryParts re-encodes in base64 the parts of a message appended
@@ -506,8 +543,6 @@ func (s *session) cmdExpunge(c *cmd) error {
 	if err != nil {
 		return storeError(err, "EXPUNGE")
 	}
-	if len(gone) > 0 {
-		s.srv.feed.catchUp(s.ctx, s.mailbox.ID, 0)
-	}
+	s.srv.feed.catchUpWithExpunged(s.ctx, s.mailbox.ID, gone)
 	return nil
 }

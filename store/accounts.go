@@ -258,10 +258,12 @@ func (s *Store) SetPassword(ctx context.Context, address, password string) error
 }
 
 // SetDisabled disables or re-enables an account. A disabled account cannot
-// log in, and its open sessions end at their next command.
+// log in; disabling is announced on LoginChannel in the same statement, so
+// its open sessions end as soon as their servers hear of it.
 func (s *Store) SetDisabled(ctx context.Context, address string, disabled bool) error {
-	return s.execOne(ctx, "disable account", address, `UPDATE accounts SET disabled = $2 WHERE address = $1`,
-		strings.ToLower(address), disabled)
+	return s.execOne(ctx, "disable account", address, `WITH u AS (UPDATE accounts SET disabled = $2 WHERE address = $1 RETURNING id),
+		n AS (SELECT pg_notify($3, id::text || ' 0') FROM u WHERE $2)
+		SELECT id FROM u WHERE (SELECT count(*) FROM n) >= 0`, strings.ToLower(address), disabled, LoginChannel)
 }
 
 // DeleteAccount removes an account with all its mailboxes, messages and
@@ -270,8 +272,9 @@ func (s *Store) SetDisabled(ctx context.Context, address string, disabled bool) 
 // next command.
 func (s *Store) DeleteAccount(ctx context.Context, address string) error {
 	return s.execOne(ctx, "delete account", address, `WITH d AS (DELETE FROM accounts WHERE address = $1 RETURNING id),
-		n AS (SELECT pg_notify($2, m.id::text || ' 0'`+notifyStamp+`) FROM mailboxes m JOIN d ON m.account_id = d.id)
-		SELECT d.id FROM d WHERE (SELECT count(*) FROM n) >= 0`, strings.ToLower(address), MailboxChannel)
+		n AS (SELECT pg_notify($2, m.id::text || ' 0'`+notifyStamp+`) FROM mailboxes m JOIN d ON m.account_id = d.id),
+		l AS (SELECT pg_notify($3, id::text || ' 0') FROM d)
+		SELECT d.id FROM d WHERE (SELECT count(*) FROM n) + (SELECT count(*) FROM l) >= 0`, strings.ToLower(address), MailboxChannel, LoginChannel)
 }
 
 // CreateAlias makes alias (an address, or "@domain" for a catch-all) deliver

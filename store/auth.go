@@ -160,11 +160,15 @@ func (s *Store) AppPasswords(ctx context.Context, accountID int64) ([]AppPasswor
 	return pgx.CollectRows(rows, pgx.RowToStructByPos[AppPassword])
 }
 
-// RevokeAppPassword revokes one of the account's app passwords. Sessions
-// logged in with it end at their next command (see CheckSession).
+// RevokeAppPassword revokes one of the account's app passwords. The
+// revocation is announced on LoginChannel in the same statement: sessions
+// logged in with it end as soon as their servers hear of it (see
+// CheckSession).
 func (s *Store) RevokeAppPassword(ctx context.Context, accountID, id int64) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE app_passwords SET revoked_at = coalesce(revoked_at, now())
-		WHERE id = $1 AND account_id = $2`, id, accountID)
+	tag, err := s.pool.Exec(ctx, `WITH u AS (UPDATE app_passwords SET revoked_at = coalesce(revoked_at, now())
+			WHERE id = $1 AND account_id = $2 RETURNING id),
+		n AS (SELECT pg_notify($3, $2::bigint::text || ' ' || id::text) FROM u)
+		SELECT id FROM u WHERE (SELECT count(*) FROM n) >= 0`, id, accountID, LoginChannel)
 	if err != nil {
 		return fmt.Errorf("revoke app password: %w", err)
 	}

@@ -34,6 +34,43 @@ type ChangeEvent struct {
 	// Without it, the event is a wake-up only.
 	Changes     *Changes
 	UIDValidity uint32
+	// Logins, if set, says instead that logins of an account may have
+	// become invalid (an app password revoked, the account disabled or
+	// deleted): announced on LoginChannel.
+	Logins *LoginChange
+}
+
+// LoginChannel is the NOTIFY channel on which writers announce that logins
+// of an account may no longer be valid, as "<account id> <app password id>"
+// (0: every login of the account), in the transaction that made it so:
+// protocol servers end such sessions without checking each command.
+const LoginChannel = "mailstack_login"
+
+// LoginChange is a notification on LoginChannel.
+type LoginChange struct {
+	AccountID     int64
+	AppPasswordID int64 // 0: every login of the account
+}
+
+// Affects reports whether the change may invalidate login l.
+func (c *LoginChange) Affects(l *Login) bool {
+	return c.AccountID == l.AccountID && (c.AppPasswordID == 0 || c.AppPasswordID == l.AppPasswordID)
+}
+
+func parseLoginChange(payload string) (*LoginChange, error) {
+	a, b, ok := strings.Cut(payload, " ")
+	if !ok {
+		return nil, errors.New("want account id and app password id")
+	}
+	var c LoginChange
+	var err error
+	if c.AccountID, err = strconv.ParseInt(a, 10, 64); err != nil {
+		return nil, err
+	}
+	if c.AppPasswordID, err = strconv.ParseInt(b, 10, 64); err != nil {
+		return nil, err
+	}
+	return &c, nil
 }
 
 // notifyStamp appends the database's current time (µs since the epoch) to
@@ -41,13 +78,22 @@ type ChangeEvent struct {
 const notifyStamp = ` || ' ' || (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text`
 
 // Listen holds one dedicated connection (not from the pool) listening on
-// MailboxChannel and calls fn for every notification, in order, from a
-// single goroutine. After every successful LISTEN (the first, and each
-// reconnection with backoff after the connection dropped) it calls fn with a
-// Resync event: notifications sent before it took effect are lost. It
-// returns when ctx is done.
+// MailboxChannel and LoginChannel and calls fn for every notification, in
+// order, from a single goroutine. After every successful LISTEN (the first,
+// and each reconnection with backoff after the connection dropped) it
+// calls fn with a Resync event: notifications sent before it took effect
+// are lost. It returns when ctx is done.
 func (s *Store) Listen(ctx context.Context, fn func(ChangeEvent)) error {
-	return s.listen(ctx, MailboxChannel, func(payload string) {
+	return s.listen(ctx, []string{MailboxChannel, LoginChannel}, func(channel, payload string) {
+		if channel == LoginChannel {
+			c, err := parseLoginChange(payload)
+			if err != nil {
+				s.log.Warn("bad login notification", "payload", payload, "err", err)
+				return
+			}
+			fn(ChangeEvent{Logins: c})
+			return
+		}
 		ev, err := parseChange(payload)
 		if err != nil {
 			s.log.Warn("bad change notification", "payload", payload, "err", err)
@@ -220,9 +266,10 @@ func (s *Store) listenConfig() (*pgx.ConnConfig, error) {
 	return cfg, nil
 }
 
-// listen runs a LISTEN loop on channel with reconnection. onReconnect runs
+// listen runs a LISTEN loop on channels with reconnection. onReconnect runs
 // after every successful LISTEN, the first included.
-func (s *Store) listen(ctx context.Context, channel string, onNotify func(string), onReconnect func()) error {
+func (s *Store) listen(ctx context.Context, channels []string, onNotify func(channel, payload string), onReconnect func()) error {
+	channel := strings.Join(channels, ",")
 	cfg, err := s.listenConfig()
 	if err != nil {
 		return err
@@ -242,8 +289,10 @@ func (s *Store) listen(ctx context.Context, channel string, onNotify func(string
 			hook(ctx)
 		}
 		conn, err := pgx.ConnectConfig(ctx, cfg)
-		if err == nil {
-			_, err = conn.Exec(ctx, "LISTEN "+pgx.Identifier{channel}.Sanitize())
+		for _, ch := range channels {
+			if err == nil {
+				_, err = conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize())
+			}
 		}
 		if err == nil {
 			backoff = 50 * time.Millisecond
@@ -278,13 +327,13 @@ func (s *Store) listen(ctx context.Context, channel string, onNotify func(string
 
 // waitLoop hands on notifications until the connection fails. After check
 // without one it makes sure the connection still answers within ping.
-func waitLoop(ctx context.Context, conn *pgx.Conn, check, ping time.Duration, onNotify func(string)) error {
+func waitLoop(ctx context.Context, conn *pgx.Conn, check, ping time.Duration, onNotify func(channel, payload string)) error {
 	for {
 		wctx, cancel := context.WithTimeout(ctx, check)
 		n, err := conn.WaitForNotification(wctx)
 		cancel()
 		if n != nil {
-			onNotify(n.Payload)
+			onNotify(n.Channel, n.Payload)
 		}
 		switch {
 		case err == nil:

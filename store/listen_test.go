@@ -284,9 +284,17 @@ func TestDeleteAccountNotifies(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := map[int64]bool{}
-	for len(got) < len(want) {
+	logins := 0
+	for len(got) < len(want) || logins == 0 {
 		select {
 		case ev := <-events:
+			if ev.Logins != nil {
+				if *ev.Logins != (store.LoginChange{AccountID: f.b.ID}) {
+					t.Fatalf("login event %+v", ev.Logins)
+				}
+				logins++
+				continue
+			}
 			if !want[ev.MailboxID] || ev.ModSeq != 0 {
 				t.Fatalf("event %+v; bob's mailboxes %v", ev, want)
 			}
@@ -297,6 +305,69 @@ func TestDeleteAccountNotifies(t *testing.T) {
 	}
 	if err := f.st.DeleteAccount(ctx, "bob@example.org"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("deleting again: %v, want ErrNotFound", err)
+	}
+	cancel()
+	<-done
+}
+
+// TestLoginChangesNotified: revoking an app password, disabling and
+// deleting an account announce it on LoginChannel in the same statement;
+// re-enabling and refused changes announce nothing.
+func TestLoginChangesNotified(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := make(chan store.ChangeEvent, 64)
+	done := make(chan error, 1)
+	go func() { done <- f.st.Listen(ctx, func(ev store.ChangeEvent) { events <- ev }) }()
+	next := func() *store.LoginChange {
+		t.Helper()
+		for {
+			select {
+			case ev := <-events:
+				if ev.Logins != nil {
+					return ev.Logins
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("no login event")
+			}
+		}
+	}
+	select {
+	case ev := <-events:
+		if !ev.Resync {
+			t.Fatalf("first event %+v", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no LISTEN")
+	}
+	_, ap, err := f.st.CreateAppPassword(ctx, f.b.ID, "phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.RevokeAppPassword(ctx, f.a.ID, ap.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("revoking another account's app password: %v", err)
+	}
+	if err := f.st.RevokeAppPassword(ctx, f.b.ID, ap.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(); *got != (store.LoginChange{AccountID: f.b.ID, AppPasswordID: ap.ID}) {
+		t.Fatalf("revoke: %+v", got)
+	}
+	if err := f.st.SetDisabled(ctx, "bob@example.org", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.SetDisabled(ctx, "bob@example.org", true); err != nil {
+		t.Fatal(err)
+	}
+	// Re-enabling announced nothing: the next event is the disable.
+	if got := next(); *got != (store.LoginChange{AccountID: f.b.ID}) {
+		t.Fatalf("disable: %+v", got)
+	}
+	l := &store.Login{AccountID: f.b.ID, AppPasswordID: 7}
+	if !(&store.LoginChange{AccountID: f.b.ID}).Affects(l) || (&store.LoginChange{AccountID: f.b.ID, AppPasswordID: 8}).Affects(l) ||
+		(&store.LoginChange{AccountID: f.a.ID}).Affects(l) {
+		t.Fatal("LoginChange.Affects")
 	}
 	cancel()
 	<-done
@@ -390,7 +461,7 @@ func TestNotificationsCarryChanges(t *testing.T) {
 				t.Fatal(err)
 			}
 			return mb.HighestModSeq
-		}, false},
+		}, true},
 		{"move within the mailbox: one notification", func(t *testing.T) uint64 {
 			if _, err := f.st.Move(ctx, f.a.ID, inbox.ID, []store.UIDRange{{Start: 1, Stop: 1}}, inbox.ID); err != nil {
 				t.Fatal(err)

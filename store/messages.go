@@ -52,10 +52,19 @@ func normalizeRanges(rs []UIDRange) (lo, hi []int64) {
 
 // Target is one mailbox a message is delivered to.
 type Target struct {
-	AccountID    int64
-	MailboxID    int64
+	AccountID int64
+	MailboxID int64
+	// MailboxName, with MailboxID 0, names the mailbox instead: the
+	// statement that delivers resolves it. With MailboxID, it must be that
+	// mailbox's name (it may have been renamed since the caller looked).
+	// A missing or \Noselect mailbox fails the delivery with ErrNotFound.
+	MailboxName  string
 	Flags        []string
 	InternalDate time.Time // zero: now
+	// ClaimRecent claims \Recent for the new message (IMAP APPEND into a
+	// mailbox the session has selected) when no earlier message of the
+	// mailbox is unclaimed (AppendResult.Recent says whether it was).
+	ClaimRecent bool
 }
 
 // AppendResult says where a delivered message landed.
@@ -67,6 +76,8 @@ type AppendResult struct {
 	// Flags are the message's flags as stored (canonical spelling, sorted
 	// keywords, no \Recent).
 	Flags []string
+	// Recent says the delivery claimed \Recent for it (Target.ClaimRecent).
+	Recent bool
 }
 
 // storedFlags is how flags that parseFlags accepted are stored and read back.
@@ -130,19 +141,19 @@ func (s *Store) DeliverTx(ctx context.Context, tx pgx.Tx, msg *Spooled, targets 
 		if err != nil {
 			return nil, err
 		}
-		var uidvalidity, uid, modseq int64
-		err = tx.QueryRow(ctx, deliverSQL("$6", false, kw), args...).Scan(&uidvalidity, &uid, &modseq, nil)
+		var r AppendResult
+		err = tx.QueryRow(ctx, deliverSQL("$6", false, kw), args...).Scan(r.scan()...)
 		if errors.Is(err, pgx.ErrNoRows) {
 			if err := checkQuota(ctx, tx, t.AccountID, msg.Size); err != nil {
 				return nil, err
 			}
-			return nil, fmt.Errorf("mailbox %d: %w", t.MailboxID, ErrNotFound)
+			return nil, fmt.Errorf("mailbox %d %q: %w", t.MailboxID, t.MailboxName, ErrNotFound)
 		}
 		if err != nil {
 			return nil, err
 		}
-		results[i] = AppendResult{MailboxID: t.MailboxID, UIDValidity: uint32(uidvalidity), UID: uint32(uid), ModSeq: uint64(modseq),
-			Flags: storedFlags(t.Flags)}
+		r.Flags = storedFlags(t.Flags)
+		results[i] = r
 	}
 	return results, nil
 }
@@ -172,7 +183,14 @@ func deliverArgs(t Target, size int64, msgID any) (args []any, hasKeywords bool,
 	if date.IsZero() {
 		date = time.Now()
 	}
-	return []any{t.MailboxID, t.AccountID, c.unseen, c.deleted, c.size, msgID, date, bits, keywords, MailboxChannel}, len(keywords) > 0, nil
+	return []any{t.MailboxID, t.AccountID, c.unseen, c.deleted, c.size, msgID, date, bits, keywords, MailboxChannel,
+		t.ClaimRecent, t.MailboxName}, len(keywords) > 0, nil
+}
+
+// scan is where a row of deliverSQL goes: uidvalidity, uid, modseq, the
+// notification, recent, mailbox id.
+func (r *AppendResult) scan() []any {
+	return []any{&r.UIDValidity, &r.UID, &r.ModSeq, nil, &r.Recent, &r.MailboxID}
 }
 
 // deliverSQL is the statement that adds a message to one target mailbox:
@@ -193,22 +211,27 @@ func deliverSQL(msgID string, mustMatch bool, keywords bool) string {
 	if keywords {
 		merge = mergeKeywords("$9")
 	}
+	// The mailbox is $1 (named $12 unless that is empty), or the one named
+	// $12 when $1 is 0. With $11,
+	// \Recent is claimed for the new UID (the old uidnext) if it is the
+	// first unclaimed one; then first_recent_uid equals the new uidnext.
 	return `WITH mb AS (
 			UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1,
 				messages = messages + 1, unseen = unseen + $3, deleted = deleted + $4, size = size + $5,
-				keywords = ` + merge + `
-			WHERE id = $1 AND account_id = $2 AND NOT noselect
+				keywords = ` + merge + `,
+				first_recent_uid = CASE WHEN $11 AND first_recent_uid = uidnext THEN uidnext + 1 ELSE first_recent_uid END
+			WHERE (id = $1 AND ($12 = '' OR name = $12) OR $1 = 0 AND name = $12) AND account_id = $2 AND NOT noselect
 			  AND (SELECT a.quota_bytes = 0 OR coalesce((SELECT sum(m.size) FROM mailboxes m WHERE m.account_id = a.id), 0) + $5 <= a.quota_bytes
 			       FROM accounts a WHERE a.id = $2)
-			RETURNING uidvalidity, uidnext - 1 AS uid, highestmodseq
+			RETURNING id, uidvalidity, uidnext - 1 AS uid, highestmodseq, $11 AND first_recent_uid = uidnext AS recent
 		), ins AS (
 			INSERT INTO mailbox_messages (mailbox_id, uid, message_id, account_id, internal_date, size, flags, keywords, modseq)
-			SELECT $1, mb.uid, ` + msgID + `, $2, $7, $5, $8, $9, mb.highestmodseq FROM ` + from + `
+			SELECT mb.id, mb.uid, ` + msgID + `, $2, $7, $5, $8, $9, mb.highestmodseq FROM ` + from + `
 		)
-		SELECT uidvalidity, uid, highestmodseq, pg_notify($10, $1::bigint::text || ' ' || highestmodseq::text` + notifyStamp + ` ||
+		SELECT uidvalidity, uid, highestmodseq, pg_notify($10, id::text || ' ' || highestmodseq::text` + notifyStamp + ` ||
 			CASE WHEN octet_length(array_to_string($9::text[], ' ')) <= ` + strconv.Itoa(maxInline) + `
 			THEN ' ` + inlineMarker + ` ' || uidvalidity::text || ' u ' || uid::text || ' ' || $8::int::text || ' ' || coalesce(cardinality($9::text[]), 0)::text || ' ' || coalesce(array_to_string($9::text[], ' '), '')
-			ELSE '' END) FROM mb`
+			ELSE '' END), recent, id FROM mb`
 }
 
 func checkQuota(ctx context.Context, tx pgx.Tx, accountID, size int64) error {
@@ -530,44 +553,84 @@ func removeMessages(ctx context.Context, tx pgx.Tx, accountID, mailboxID, modseq
 	return c, err
 }
 
+// Expunged is what an expunge did to a mailbox of UIDVALIDITY UIDValidity:
+// the UIDs it removed, ascending, at ModSeq (0 when it removed nothing).
+type Expunged struct {
+	UIDs        []uint32
+	ModSeq      uint64
+	UIDValidity uint32
+}
+
 // Expunge permanently removes the messages flagged \Deleted, all of them or
-// (uids != nil, UID EXPUNGE) only those in uids, and returns their UIDs in
-// ascending order.
-func (s *Store) Expunge(ctx context.Context, accountID, mailboxID int64, uids []UIDRange) ([]uint32, error) {
-	var out []uint32
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		uidnext, modseq, err := lockMailbox(ctx, tx, accountID, mailboxID)
-		if err != nil {
-			return err
-		}
-		if uids == nil {
-			uids = []UIDRange{{1, 0}}
-		}
-		lo, hi := normalizeRanges(uids)
-		rows, err := tx.Query(ctx, `SELECT mm.uid FROM mailbox_messages mm
-			JOIN unnest($3::bigint[], $4::bigint[]) r(lo, hi) ON mm.uid BETWEEN r.lo AND r.hi
-			WHERE mm.mailbox_id = $1 AND mm.account_id = $2 AND mm.flags & $5 <> 0 ORDER BY mm.uid`,
-			mailboxID, accountID, lo, hi, flagDeleted)
-		if err != nil {
-			return err
-		}
-		list, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-		if err != nil || len(list) == 0 {
-			return err
-		}
-		if _, err := expungeTx(ctx, tx, accountID, mailboxID, uidnext, modseq, list); err != nil {
-			return err
-		}
-		out = make([]uint32, len(list))
-		for i, u := range list {
-			out[i] = uint32(u)
-		}
-		return nil
-	})
+// (uids != nil, UID EXPUNGE) only those in uids. One statement, its own
+// transaction: it locks the mailbox row (lk), deletes the flagged messages
+// of the set (a message whose flags changed while lk waited is judged by
+// its latest version), leaves tombstones, updates the mailbox's modseq and
+// counts and announces the change with the expunged UIDs inline (see
+// ChangeEvent.Changes), unless nothing was removed. The rows: kind 0, the
+// mailbox was found; 1, an expunged UID; 2, the new modseq.
+func (s *Store) Expunge(ctx context.Context, accountID, mailboxID int64, uids []UIDRange) (*Expunged, error) {
+	if uids == nil {
+		uids = []UIDRange{{1, 0}}
+	}
+	lo, hi := normalizeRanges(uids)
+	rows, err := s.pool.Query(ctx, `WITH lk AS MATERIALIZED (
+			SELECT highestmodseq + 1 AS ms, uidvalidity FROM mailboxes
+			WHERE id = $1 AND account_id = $2 AND NOT noselect FOR UPDATE
+		), del AS (
+			-- (SELECT ... FROM lk) is evaluated, and the lock taken, before
+			-- any row is deleted.
+			DELETE FROM mailbox_messages mm USING unnest($3::bigint[], $4::bigint[]) r(lo, hi)
+			WHERE (SELECT true FROM lk) AND mm.mailbox_id = $1 AND mm.account_id = $2
+				AND mm.uid BETWEEN r.lo AND r.hi AND mm.flags & $5 <> 0
+			RETURNING mm.uid, mm.flags, mm.size
+		), tomb AS (
+			INSERT INTO expunged (mailbox_id, uid, modseq) SELECT $1, del.uid, lk.ms FROM del, lk
+			ON CONFLICT (mailbox_id, uid) DO UPDATE SET modseq = EXCLUDED.modseq
+		), mb AS (
+			UPDATE mailboxes m SET highestmodseq = lk.ms, messages = m.messages - d.n, unseen = m.unseen - d.u,
+				deleted = m.deleted - d.d, size = m.size - d.sz
+			FROM lk, (SELECT count(*) AS n, count(*) FILTER (WHERE flags & $6 = 0) AS u,
+					count(*) FILTER (WHERE flags & $5 <> 0) AS d, coalesce(sum(size), 0) AS sz FROM del) d
+			WHERE m.id = $1 AND m.account_id = $2 AND d.n > 0
+			RETURNING m.highestmodseq
+		), inl AS (
+			SELECT CASE WHEN (SELECT count(*) FROM del) <= `+strconv.Itoa(maxInlineMessages)+` THEN
+				' `+inlineMarker+` ' || (SELECT uidvalidity FROM lk)::text || (SELECT string_agg(' x ' || uid::text, '') FROM del) END AS s
+		)
+		SELECT 0 AS kind, 0::bigint, uidvalidity::bigint, NULL::text FROM lk
+		UNION ALL
+		SELECT 1, uid, 0, NULL FROM del
+		UNION ALL
+		SELECT 2, highestmodseq, 0, pg_notify($7, $1::bigint::text || ' ' || highestmodseq::text`+notifyStamp+` ||
+			CASE WHEN octet_length(inl.s) <= `+strconv.Itoa(maxInline)+` THEN inl.s ELSE '' END)::text FROM mb, inl`,
+		mailboxID, accountID, lo, hi, flagDeleted, flagSeen, MailboxChannel)
 	if err != nil {
 		return nil, fmt.Errorf("expunge: %w", err)
 	}
-	return out, nil
+	res := &Expunged{}
+	found := false
+	var kind int
+	var a, b int64
+	_, err = pgx.ForEachRow(rows, []any{&kind, &a, &b, nil}, func() error {
+		switch kind {
+		case 0:
+			found, res.UIDValidity = true, uint32(b)
+		case 1:
+			res.UIDs = append(res.UIDs, uint32(a))
+		case 2:
+			res.ModSeq = uint64(a)
+		}
+		return nil
+	})
+	if err == nil && !found {
+		err = fmt.Errorf("mailbox %d: %w", mailboxID, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("expunge: %w", err)
+	}
+	slices.Sort(res.UIDs)
+	return res, nil
 }
 
 // FlagOp says how StoreFlags combines the given flags with a message's.

@@ -232,7 +232,7 @@ func TestHighestModSeqPerChange(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					if !slices.Equal(got, gone) {
+					if !slices.Equal(got.UIDs, gone) {
 						t.Fatalf("expunged %v, want %v", got, gone)
 					}
 				}
@@ -399,8 +399,8 @@ func TestChangesSinceConcurrentWriters(t *testing.T) {
 						errs <- err
 						return
 					}
-					if len(gone) > 0 {
-						record(0) // Expunge does not say its modseq
+					if len(gone.UIDs) > 0 {
+						record(gone.ModSeq)
 					}
 				}
 			}

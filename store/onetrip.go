@@ -68,12 +68,11 @@ func (s *Store) storeInOneTrip(ctx context.Context, login *Login, msg *Spooled, 
 			return err
 		}
 		for _, i := range order {
-			var uidvalidity, uid, modseq int64
-			if err := br.QueryRow().Scan(&uidvalidity, &uid, &modseq, nil); err != nil {
+			r := &results[i]
+			if err := br.QueryRow().Scan(r.scan()...); err != nil {
 				return err
 			}
-			results[i] = AppendResult{MailboxID: targets[i].MailboxID, UIDValidity: uint32(uidvalidity), UID: uint32(uid), ModSeq: uint64(modseq),
-				Flags: storedFlags(targets[i].Flags)}
+			r.Flags = storedFlags(targets[i].Flags)
 		}
 		if len(remote) > 0 {
 			if _, err := br.Exec(); err != nil {

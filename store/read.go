@@ -82,12 +82,21 @@ type MessageMeta struct {
 	// HeaderSize is its real size (where the body starts).
 	Header     []byte
 	HeaderSize int64
+	// Body is the whole message when FetchOptions.Body asked for it and
+	// the message is at most InlineBodySize bytes; nil otherwise.
+	Body []byte
 }
+
+// InlineBodySize is the largest message FetchMeta returns whole (with
+// FetchOptions.Body): reading a small body with its metadata saves a
+// round trip per message.
+const InlineBodySize = 64 << 10
 
 // FetchOptions says which optional columns FetchMeta reads.
 type FetchOptions struct {
 	Structure bool // envelope, body structure and part offsets
 	Header    bool // the raw top-level header block
+	Body      bool // the whole message, when small (MessageMeta.Body)
 }
 
 // FetchMeta calls fn for each message of the mailbox whose UID is in uids,
@@ -102,12 +111,17 @@ func (s *Store) FetchMeta(ctx context.Context, accountID, mailboxID int64, uids 
 	if opts.Header {
 		header = "m.header, (m.structure->'root'->>'bs')::bigint"
 	}
+	body := "NULL::bytea"
+	if opts.Body {
+		body = `CASE WHEN mm.size <= ` + strconv.Itoa(InlineBodySize) +
+			` THEN (SELECT c.data FROM message_chunks c WHERE c.message_id = mm.message_id AND c.seq = 0) END`
+	}
 	join := ""
 	if opts.Structure || opts.Header {
 		join = "JOIN messages m ON m.id = mm.message_id"
 	}
 	rows, err := s.pool.Query(ctx, `SELECT mm.uid, mm.message_id, mm.flags, mm.keywords, mm.modseq, mm.internal_date, mm.size, `+
-		structure+`, `+header+` FROM mailbox_messages mm `+join+`
+		structure+`, `+header+`, `+body+` FROM mailbox_messages mm `+join+`
 		JOIN unnest($3::bigint[], $4::bigint[]) r(lo, hi) ON mm.uid BETWEEN r.lo AND r.hi
 		WHERE mm.mailbox_id = $1 AND mm.account_id = $2 ORDER BY mm.uid`, mailboxID, accountID, lo, hi)
 	if err != nil {
@@ -123,11 +137,14 @@ func (s *Store) FetchMeta(ctx context.Context, accountID, mailboxID int64, uids 
 	)
 	for rows.Next() {
 		structureJSON = structureJSON[:0]
-		m.Header = nil
-		if err := rows.Scan(&uid, &m.MessageID, &bits, &keywords, &modseq, &m.InternalDate, &m.Size, &structureJSON, &m.Header, &m.HeaderSize); err != nil {
+		m.Header, m.Body = nil, nil
+		if err := rows.Scan(&uid, &m.MessageID, &bits, &keywords, &modseq, &m.InternalDate, &m.Size, &structureJSON, &m.Header, &m.HeaderSize, &m.Body); err != nil {
 			return fmt.Errorf("fetch: %w", err)
 		}
 		m.UID, m.ModSeq, m.Flags = uint32(uid), uint64(modseq), flagStrings(bits, keywords)
+		if m.Body != nil && int64(len(m.Body)) != m.Size {
+			m.Body = nil // a short first chunk: read it the long way
+		}
 		m.Structure = nil
 		if opts.Structure {
 			m.Structure = new(mimeindex.Message)
@@ -164,13 +181,22 @@ func (s *Store) OpenBody(ctx context.Context, accountID, messageID, offset, leng
 	if length < 0 || offset+length > size {
 		length = size - offset
 	}
-	return &bodyReader{ctx: ctx, s: s, id: messageID, off: offset, end: offset + length}, nil
+	return s.OpenRange(ctx, accountID, messageID, offset, length), nil
+}
+
+// OpenRange is OpenBody for a range the caller knows lies within the
+// message (from its MessageMeta): no read of its size first. Each chunk
+// query checks that the message is the account's; a message that is not
+// (or a range past its end) fails the read with ErrNotFound.
+func (s *Store) OpenRange(ctx context.Context, accountID, messageID, offset, length int64) io.Reader {
+	return &bodyReader{ctx: ctx, s: s, id: messageID, account: accountID, off: offset, end: offset + length}
 }
 
 type bodyReader struct {
 	ctx      context.Context
 	s        *Store
 	id       int64
+	account  int64 // whose mailbox the message must be in; 0: no check
 	off, end int64
 	buf      []byte
 }
@@ -185,8 +211,15 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 		n := min(ChunkSize-start, r.end-r.off)
 		// substring is 1-based; fetch only the bytes needed.
 		var data []byte
+		// account 0: the caller proved the message is the account's, or
+		// it is in no mailbox (the outbound queue's).
 		err := r.s.pool.QueryRow(r.ctx, `SELECT substring(data FROM $3 FOR $4) FROM message_chunks
-			WHERE message_id = $1 AND seq = $2`, r.id, seq, start+1, n).Scan(&data)
+			WHERE message_id = $1 AND seq = $2
+				AND ($5 = 0 OR EXISTS (SELECT 1 FROM mailbox_messages mm WHERE mm.message_id = $1 AND mm.account_id = $5))`,
+			r.id, seq, start+1, n, r.account).Scan(&data)
+		if errors.Is(err, pgx.ErrNoRows) {
+			err = ErrNotFound
+		}
 		if err != nil {
 			return 0, fmt.Errorf("read body of message %d: %w", r.id, err)
 		}

@@ -607,7 +607,7 @@ func TestFlagsCopyMoveExpunge(t *testing.T) {
 		t.Fatalf("copy result %+v", cp)
 	}
 	exp, err := f.st.Expunge(ctx, f.a.ID, inbox.ID, nil)
-	if err != nil || !slices.Equal(exp, []uint32{2, 3}) {
+	if err != nil || !slices.Equal(exp.UIDs, []uint32{2, 3}) || exp.ModSeq == 0 || exp.UIDValidity != inbox.UIDValidity {
 		t.Fatalf("expunge: %v %v", exp, err)
 	}
 	mv, err := f.st.Move(ctx, f.a.ID, inbox.ID, []store.UIDRange{{4, 5}}, archive.ID)
