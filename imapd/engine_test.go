@@ -473,3 +473,37 @@ func largeMessage(n int) []byte {
 	}
 	return b.Bytes()
 }
+
+// TestFetchOfExpungedBody: a message still in the session's view whose
+// body another session (on another server, not heard of yet) has expunged
+// is answered NO [EXPUNGEISSUED] before any of its response is written,
+// never cut off in the middle of a literal; the session goes on.
+func TestFetchOfExpungedBody(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.deliver("INBOX", string(largeMessage(200<<10)))
+	inbox := mailboxID(t, e, "INBOX")
+	a := e.raw()
+	a.cmd("SELECT INBOX")
+	a.cmd("FETCH 1 (FLAGS RFC822.SIZE)") // the row is cached now
+	stall := stallFeed(t, e.srv, inbox)
+	e2 := newEnv(t, envOptions{st: e.st})
+	b := e2.login(nil)
+	if _, err := b.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Expunge().Collect(); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(a.c, "f1 FETCH 1 BODY.PEEK[]\r\n")
+	lines, status, closed := a.readUntilTagged("f1")
+	if closed || len(lines) != 0 || !strings.HasPrefix(status, "NO [EXPUNGEISSUED]") {
+		t.Fatalf("FETCH of an expunged body: %q %q closed=%v, want NO [EXPUNGEISSUED] alone", lines, status, closed)
+	}
+	stall.open()
+	if !a.alive() {
+		t.Fatal("session ended")
+	}
+}

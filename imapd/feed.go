@@ -79,6 +79,9 @@ type watched struct {
 	gen         uint64 // bumped by every apply and registration
 	views       map[*selected]struct{}
 	gone        atomic.Bool // set under mu; read by open under feed.mu alone
+	// rows caches the rows of messages read recently (cache.go); every
+	// change applied to the views is applied to it too.
+	rows rowCache
 	// recentUpTo is the highest UID a session of this process claimed
 	// \Recent up to (recent.go): the others need not ask.
 	recentUpTo atomic.Uint32
@@ -461,6 +464,23 @@ func (f *feed) catchUpWithFlags(ctx context.Context, mb *store.Mailbox, changed 
 	}
 }
 
+// cacheRow adds the row of a message a session of this process just
+// stored at meta.ModSeq to its mailbox's row cache, if the feed has
+// applied exactly up to that change (so the row is current).
+func (f *feed) cacheRow(mailboxID int64, meta store.MessageMeta) {
+	f.mu.Lock()
+	w := f.boxes[mailboxID]
+	f.mu.Unlock()
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.modseq == meta.ModSeq && !w.gone.Load() {
+		w.rows.put(w.rows.generation(), []store.MessageMeta{meta})
+	}
+}
+
 // catchUpWithExpunged is catchUpWith for a session's EXPUNGE: the UIDs it
 // removed, at one modseq (none: nothing to tell).
 func (f *feed) catchUpWithExpunged(ctx context.Context, mailboxID int64, gone *store.Expunged) {
@@ -537,6 +557,7 @@ func (f *feed) applyLocked(w *watched, ch *store.Changes) {
 	case ch.Mailbox.UIDValidity != w.uidvalidity:
 		f.goneLocked(w, byeRecreated)
 	default:
+		w.rows.apply(ch)
 		for sel := range w.views {
 			f.applySafely(sel, ch)
 		}
@@ -548,6 +569,7 @@ func (f *feed) applyLocked(w *watched, ch *store.Changes) {
 // goneLocked ends every view of w; w.mu is held.
 func (f *feed) goneLocked(w *watched, why string) {
 	w.gone.Store(true)
+	w.rows.clear()
 	for sel := range w.views {
 		sel.markGone(why)
 	}

@@ -2,6 +2,7 @@ package imapd
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -427,7 +428,14 @@ func (s *session) cmdFetch(c *cmd) error {
 	case fo.Structure:
 		batch = structureBatch
 	}
-	return s.forEachMeta(sel, ranges, fo, batch, f.write)
+	if err := s.forEachMeta(sel, ranges, fo, batch, f.write); err != nil {
+		return err
+	}
+	if f.expunged {
+		// Dovecot's words, which clients (and imaptest) know.
+		return no("EXPUNGEISSUED", "Some of the requested messages no longer exist")
+	}
+	return nil
 }
 
 // setsSeen reports whether the FETCH reads a body without .PEEK.
@@ -457,14 +465,9 @@ const (
 // inside fn can take one of its own).
 func (s *session) forEachMeta(sel *selected, ranges []store.UIDRange, fo store.FetchOptions, n int, fn func(*store.MessageMeta) error) error {
 	uids := sel.uidsIn(ranges)
-	batch := make([]store.MessageMeta, 0, min(len(uids), n))
 	for len(uids) > 0 {
 		k := min(len(uids), n)
-		batch = batch[:0]
-		err := s.srv.st.FetchMeta(s.ctx, s.accountID(), s.mailbox.ID, sel.uidRanges(uids[:k]), fo, func(m *store.MessageMeta) error {
-			batch = append(batch, *m)
-			return nil
-		})
+		batch, err := s.fetchMeta(s.ctx, sel, uids[:k], fo)
 		if err != nil {
 			return err
 		}
@@ -485,6 +488,10 @@ type fetcher struct {
 	seen map[uint32]bool // \Seen set by this FETCH: FLAGS are included
 
 	structure bool // the MIME index is needed
+	// expunged says a message of the view was gone from the store when
+	// its body was read (expunged by another session, not yet told):
+	// its response was left out.
+	expunged bool
 }
 
 // write writes the FETCH response of one message.
@@ -508,6 +515,15 @@ func (f *fetcher) write(m *store.MessageMeta) error {
 			sources[i], err = binarySection(m, it.part, it.partial)
 		case fetchBinarySize:
 			sources[i], err = binarySection(m, it.part, nil)
+		}
+		if err == nil && it.kind != fetchBinarySize {
+			err = f.open(m, &sources[i])
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			// Gone since the view was told of it: no response for it
+			// rather than one cut off (tagged NO [EXPUNGEISSUED]).
+			f.expunged = true
+			return nil
 		}
 		if err != nil {
 			return err
@@ -590,6 +606,43 @@ type source struct {
 	encoding   string // BINARY: transfer encoding to decode
 	skip       int64  // decoded bytes to skip (BINARY partial)
 	size       int64  // bytes written
+	r          io.Reader
+}
+
+// prefetchSize is how much of a body read from the store is read before
+// its response starts.
+const prefetchSize = 64 << 10
+
+// open prepares a section read from the store, reading its first bytes
+// now: a content gone since the view was told of the message (expunged,
+// and collected) is then found before anything of its response is
+// written (store.ErrNotFound), never in the middle of a literal.
+func (f *fetcher) open(m *store.MessageMeta, src *source) error {
+	if src.data != nil || src.size == 0 {
+		return nil
+	}
+	length := src.end - src.start
+	if src.encoding == "" {
+		length = src.size
+	}
+	body := f.s.open(m, src.start, length)
+	if m.Body == nil {
+		buf := make([]byte, min(length, prefetchSize))
+		if _, err := io.ReadFull(body, buf); err != nil {
+			return err
+		}
+		body = io.MultiReader(bytes.NewReader(buf), body)
+	}
+	if src.encoding != "" {
+		body = mimeindex.NewDecoder(src.encoding, body)
+		if src.skip > 0 {
+			if _, err := io.CopyN(io.Discard, body, src.skip); err != nil {
+				return err
+			}
+		}
+	}
+	src.r = io.LimitReader(body, src.size)
+	return nil
 }
 
 // stream writes a section's literal: a literal8 for BINARY, whose content
@@ -599,20 +652,7 @@ func (f *fetcher) stream(m *store.MessageMeta, src source, binary bool) error {
 	if src.data != nil || src.size == 0 {
 		return e.Literal(src.size, bytes.NewReader(src.data[:src.size]), binary && src.size > 0)
 	}
-	length := src.end - src.start
-	if src.encoding == "" {
-		length = src.size
-	}
-	body := f.s.open(m, src.start, length)
-	if src.encoding != "" {
-		body = mimeindex.NewDecoder(src.encoding, body)
-		if src.skip > 0 {
-			if _, err := io.CopyN(io.Discard, body, src.skip); err != nil {
-				return err
-			}
-		}
-	}
-	return e.Literal(src.size, io.LimitReader(body, src.size), binary)
+	return e.Literal(src.size, src.r, binary)
 }
 
 // open reads length bytes of a message from offset: from memory when

@@ -54,6 +54,11 @@ type Server struct {
 	log  *slog.Logger
 	feed *feed
 	caps capabilities
+	// contents caches what never changes of messages read recently
+	// (cache.go), for every session.
+	contents *contentCache
+	// buffers lends the sessions' response encoders their buffers.
+	buffers sync.Pool
 
 	cancel    context.CancelFunc
 	ctx       context.Context
@@ -98,6 +103,7 @@ func New(st *store.Store, opts Options) *Server {
 		listeners: map[net.Listener]struct{}{},
 		sessions:  map[*session]struct{}{},
 		caps:      newCapabilities(opts.MaxMessageSize),
+		contents:  newContentCache(contentCacheMax),
 
 		idleRecheck: idleRecheck,
 	}

@@ -135,6 +135,7 @@ func (s *session) setTransport(c net.Conn) {
 			return s.enc.Flush()
 		}
 		s.enc = imapwire.NewEncoder(w)
+		s.enc.Buffers = &s.srv.buffers
 		return
 	}
 	s.br.Reset(r)

@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"regexp"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -1058,9 +1057,9 @@ func TestThousandIdle(t *testing.T) {
 	t.Logf("%d sessions logged in, selected and idle in %v", len(cr.sessions), time.Since(start).Round(time.Millisecond))
 	n := backends(t, url)
 	t.Logf("database backends with %d idle sessions: %d", len(cr.sessions), n)
-	// Two pools of at most max(4, NumCPU) each, two LISTEN connections,
-	// the count query's own: idle sessions hold none.
-	if max := 2*max(4, runtime.NumCPU()) + 3; n > max {
+	// Two pools of at most store.DefaultMaxConns each, two LISTEN
+	// connections, the count query's own: idle sessions hold none.
+	if max := 2*store.DefaultMaxConns + 3; n > max {
 		t.Errorf("%d database backends with idle sessions, want at most %d", n, max)
 	}
 

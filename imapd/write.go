@@ -184,6 +184,12 @@ func (s *session) cmdAppend(c *cmd) error {
 	}
 	s.srv.feed.catchUpWith(s.ctx, store.ChangeEvent{MailboxID: res.MailboxID, ModSeq: res.ModSeq, UIDValidity: res.UIDValidity, Changes: &store.Changes{
 		Updated: []store.MessageFlags{{UID: res.UID, Flags: res.Flags, ModSeq: res.ModSeq}}}})
+	// The client (or another of the account's) fetches what it appended
+	// soon: what the session knows of it is cached now.
+	meta := store.MessageMeta{UID: res.UID, MessageID: res.MessageID, Flags: res.Flags, ModSeq: res.ModSeq,
+		InternalDate: res.InternalDate, Size: msg.Size}
+	s.srv.feed.cacheRow(res.MailboxID, meta)
+	s.srv.contents.putSpooled(res.MessageID, msg)
 	c.okCode = fmt.Sprintf("APPENDUID %d %d", res.UIDValidity, res.UID)
 	c.okText = "APPEND completed"
 	return nil

@@ -78,6 +78,9 @@ type AppendResult struct {
 	Flags []string
 	// Recent says the delivery claimed \Recent for it (Target.ClaimRecent).
 	Recent bool
+	// MessageID is the content's id, InternalDate the date it got.
+	MessageID    int64
+	InternalDate time.Time
 }
 
 // storedFlags is how flags that parseFlags accepted are stored and read back.
@@ -188,9 +191,9 @@ func deliverArgs(t Target, size int64, msgID any) (args []any, hasKeywords bool,
 }
 
 // scan is where a row of deliverSQL goes: uidvalidity, uid, modseq, the
-// notification, recent, mailbox id.
+// notification, recent, mailbox id, content id, internal date.
 func (r *AppendResult) scan() []any {
-	return []any{&r.UIDValidity, &r.UID, &r.ModSeq, nil, &r.Recent, &r.MailboxID}
+	return []any{&r.UIDValidity, &r.UID, &r.ModSeq, nil, &r.Recent, &r.MailboxID, &r.MessageID, &r.InternalDate}
 }
 
 // deliverSQL is the statement that adds a message to one target mailbox:
@@ -227,11 +230,12 @@ func deliverSQL(msgID string, mustMatch bool, keywords bool) string {
 		), ins AS (
 			INSERT INTO mailbox_messages (mailbox_id, uid, message_id, account_id, internal_date, size, flags, keywords, modseq)
 			SELECT mb.id, mb.uid, ` + msgID + `, $2, $7, $5, $8, $9, mb.highestmodseq FROM ` + from + `
+			RETURNING message_id, internal_date
 		)
 		SELECT uidvalidity, uid, highestmodseq, pg_notify($10, id::text || ' ' || highestmodseq::text` + notifyStamp + ` ||
 			CASE WHEN octet_length(array_to_string($9::text[], ' ')) <= ` + strconv.Itoa(maxInline) + `
 			THEN ' ` + inlineMarker + ` ' || uidvalidity::text || ' u ' || uid::text || ' ' || $8::int::text || ' ' || coalesce(cardinality($9::text[]), 0)::text || ' ' || coalesce(array_to_string($9::text[], ' '), '')
-			ELSE '' END), recent, id FROM mb`
+			ELSE '' END), recent, id, ins.message_id, ins.internal_date FROM mb, ins`
 }
 
 func checkQuota(ctx context.Context, tx pgx.Tx, accountID, size int64) error {
@@ -683,9 +687,11 @@ func (s *Store) StoreFlags(ctx context.Context, accountID, mailboxID int64, uids
 		), new AS (
 			SELECT uid, ms, flags AS oflags,
 				CASE $5::int WHEN 0 THEN flags | $6 WHEN 1 THEN flags & ~$6::int ELSE $6 END AS nflags,
-				CASE $5::int
-					WHEN 0 THEN ARRAY(SELECT DISTINCT k FROM unnest(keywords || $7::text[]) k ORDER BY k)
-					WHEN 1 THEN ARRAY(SELECT k FROM unnest(keywords) k WHERE k <> ALL($7::text[]) ORDER BY k)
+				-- Most changes are of system flags only: no work on
+				-- keywords then (CASE evaluates only what it picks).
+				CASE WHEN $5::int <> 2 AND cardinality($7::text[]) = 0 THEN keywords
+					WHEN $5::int = 0 THEN ARRAY(SELECT DISTINCT k FROM unnest(keywords || $7::text[]) k ORDER BY k)
+					WHEN $5::int = 1 THEN ARRAY(SELECT k FROM unnest(keywords) k WHERE k <> ALL($7::text[]) ORDER BY k)
 					ELSE $7::text[] END AS nkeywords,
 				keywords AS okeywords
 			FROM old

@@ -226,6 +226,10 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 		if len(data) == 0 {
 			return 0, fmt.Errorf("read body of message %d: chunk %d is short", r.id, seq)
 		}
+		// The account was entitled to the message when its read began:
+		// the rest follows even if it is expunged meanwhile (contents do
+		// not change), so a response under way is not cut off.
+		r.account = 0
 		r.buf = data
 	}
 	n := copy(p, r.buf)

@@ -64,7 +64,8 @@ type Store struct {
 
 // Options tune a Store. The zero value is usable.
 type Options struct {
-	// MaxConns caps the connection pool (default: pgxpool's default).
+	// MaxConns caps the connection pool (default: the URL's
+	// pool_max_conns, else DefaultMaxConns).
 	MaxConns int32
 	// AllowMainPassword lets IMAP and SMTP accept the main password of an
 	// account whose require_app_passwords flag is off. When false (the
@@ -82,14 +83,23 @@ type Options struct {
 	Listen ListenOptions
 }
 
+// DefaultMaxConns is the pool's size unless set: pgxpool's own default
+// (the number of CPUs, at least 4) makes a short query wait behind long
+// ones on a small machine, each session's command holding a connection
+// for one statement. The URL's pool_max_conns sets another.
+const DefaultMaxConns = 20
+
 // Open connects to the database at url. It does not migrate; call Migrate.
 func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse database URL: %w", err)
 	}
-	if opts.MaxConns > 0 {
+	switch {
+	case opts.MaxConns > 0:
 		cfg.MaxConns = opts.MaxConns
+	case !strings.Contains(url, "pool_max_conns"):
+		cfg.MaxConns = DefaultMaxConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -20,6 +21,9 @@ type Encoder struct {
 	w   io.Writer
 	buf []byte
 	err error
+	// Buffers, if set, lends and takes back the encoder's buffers (of
+	// *[]byte), so that sessions do not allocate one per command.
+	Buffers *sync.Pool
 	// UTF8 says that mailbox names and strings go out as UTF-8 (IMAP4rev2
 	// or UTF8=ACCEPT enabled); otherwise names are modified UTF-7 and
 	// 8-bit strings literals.
@@ -57,10 +61,15 @@ func (e *Encoder) Flush() error {
 	return e.err
 }
 
-// Release flushes and lets the buffer go: the connection goes quiet.
+// Release flushes and lets the buffer go (back to Buffers): the
+// connection goes quiet.
 func (e *Encoder) Release() error {
 	err := e.Flush()
-	if cap(e.buf) > 4<<10 {
+	if e.buf != nil {
+		if e.Buffers != nil && cap(e.buf) == flushAt {
+			b := e.buf[:0]
+			e.Buffers.Put(&b)
+		}
 		e.buf = nil
 	}
 	return err
@@ -68,6 +77,14 @@ func (e *Encoder) Release() error {
 
 func (e *Encoder) grow() {
 	if e.buf == nil {
+		if e.Buffers != nil {
+			if b, ok := e.Buffers.Get().(*[]byte); ok {
+				e.buf = (*b)[:0]
+				return
+			}
+			e.buf = make([]byte, 0, flushAt)
+			return
+		}
 		e.buf = make([]byte, 0, 16<<10)
 	}
 }
