@@ -15,7 +15,7 @@ import (
 	"github.com/mailstack/mailstack/store"
 )
 
-// feed is the process-local change feed (DESIGN.md "Change feed and
+// feed is the process-local change feed (ARCHITECTURE.md "Change feed and
 // IDLE"). For every mailbox that some local session has selected it keeps
 // the modseq applied so far and the selected views; a catch-up reads what
 // changed since that modseq (one ChangesSince query) and hands the same

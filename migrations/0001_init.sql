@@ -1,4 +1,4 @@
--- mailstack schema, version 1. See DESIGN.md "Data model" and "Invariants".
+-- mailstack schema, version 1. See ARCHITECTURE.md "Data model" and "Invariants".
 -- Every foreign key has an index under it (mailbox DELETE must not scan).
 
 CREATE TABLE domains (

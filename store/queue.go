@@ -57,7 +57,7 @@ type QueuedMessage struct {
 // Submit stores a submitted message once, adds it to the local target
 // mailboxes and queues it for the remote recipients, all in one
 // transaction, so that an acknowledged message is both delivered and queued
-// or neither (DESIGN.md invariant 3). If login is not nil (a submission
+// or neither (ARCHITECTURE.md invariant 3). If login is not nil (a submission
 // session's), the transaction first checks it as CheckSession does: a
 // login no longer valid stores and queues nothing (ErrAccountGone), and
 // the check costs no round trip of its own.

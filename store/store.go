@@ -2,7 +2,7 @@
 // credentials, mailboxes, messages and their bodies, the outbound queue and
 // the change feed. It is the only package that speaks SQL; callers get Go
 // types. Every query that touches account data is scoped by account id in SQL
-// (DESIGN.md invariant 4).
+// (ARCHITECTURE.md invariant 4).
 package store
 
 import (

@@ -984,7 +984,7 @@ func TestHierarchyVersusMessageWrites(t *testing.T) {
 }
 
 // TestMainPasswordPolicy checks when IMAP/SMTP accept the main password
-// (DESIGN.md: only if the server allows it and the account does not
+// (ARCHITECTURE.md: only if the server allows it and the account does not
 // require app passwords), that a refusal looks exactly like a wrong
 // password to the client, and that the activity log tells them apart.
 func TestMainPasswordPolicy(t *testing.T) {
