@@ -244,7 +244,7 @@ func (ct *content) fill(m *store.MessageMeta) {
 // fetchMeta reads the metadata of the view's messages uids (ascending),
 // from the caches where they have it, else from the database (one query,
 // which also fills the caches).
-func (s *session) fetchMeta(ctx context.Context, sel *selected, uids []uint32, fo store.FetchOptions) ([]store.MessageMeta, error) {
+func (s *session) fetchMeta(ctx context.Context, sel *view, uids []uint32, fo store.FetchOptions) ([]store.MessageMeta, error) {
 	rc, cc := &sel.w.rows, s.srv.contents
 	rows, gen := rc.get(uids)
 	if rows != nil {

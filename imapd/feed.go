@@ -21,7 +21,7 @@ import (
 // changed since that modseq (one ChangesSince query) and hands the same
 // changes, in the same order, to every view of the mailbox. Wake-ups come
 // from the store's LISTEN connection (notify) and, right after their
-// commit, from local writes (catchUp), so a writing session finds its own
+// commit, from local writes (readChanges, applyOwn), so a writing session finds its own
 // updates queued when the session polls after the command.
 //
 // A per-session queue of changes would grow with every change a session
@@ -37,7 +37,7 @@ import (
 // nor other mailboxes. Every read has a timeout; a failed one is retried
 // by the runner.
 //
-// Lock order: feed.mu, then watched.mu, then selected.mu; watched.kick is
+// Lock order: feed.mu, then watched.mu, then view.mu; watched.kick is
 // a leaf. No lock is held while writing to a client.
 type feed struct {
 	ctx context.Context // the server's: runners stop when it ends
@@ -45,7 +45,7 @@ type feed struct {
 	log *slog.Logger
 	// Tunables (tests lower them; atomic because the LISTEN goroutine
 	// runs already when they do).
-	maxPending atomic.Int64 // cap on a view's pending entries; see selected.merge
+	maxPending atomic.Int64 // cap on a view's pending entries; see view.merge
 	retry      atomic.Int64 // pause (a time.Duration) before a failed catch-up is retried
 	// beforeCatchUp, if set, runs before every catch-up that is not a
 	// local write's (the runners' and the resync's): tests stall the
@@ -53,7 +53,7 @@ type feed struct {
 	beforeCatchUp atomic.Pointer[func(mailboxID int64)]
 	// beforeResyncPage, if set, runs before each page of a view's resync
 	// (tests change the mailbox between pages with it).
-	beforeResyncPage atomic.Pointer[func(sel *selected, page int)]
+	beforeResyncPage atomic.Pointer[func(sel *view, page int)]
 
 	mu          sync.Mutex
 	boxes       map[int64]*watched
@@ -77,7 +77,7 @@ type watched struct {
 	readAhead   uint64
 	uidvalidity uint32 // of the mailbox the views selected
 	gen         uint64 // bumped by every apply and registration
-	views       map[*selected]struct{}
+	views       map[*view]struct{}
 	gone        atomic.Bool // set under mu; read by open under feed.mu alone
 	// rows caches the rows of messages read recently (cache.go); every
 	// change applied to the views is applied to it too.
@@ -138,7 +138,7 @@ func newFeed(ctx context.Context, st *store.Store, log *slog.Logger) *feed {
 // the feed, so that reading a large mailbox holds up no catch-up of its
 // other views; then it registers a view that will receive every later
 // change, brought level with the other views (register).
-func (f *feed) open(ctx context.Context, accountID int64, name string, readOnly bool) (*selected, *store.MailboxSnapshot, error) {
+func (f *feed) open(ctx context.Context, accountID int64, name string, readOnly bool) (*view, *store.MailboxSnapshot, error) {
 	for attempt := 0; ; attempt++ {
 		snap, err := f.st.SelectMailboxByName(ctx, accountID, name)
 		if err != nil {
@@ -186,7 +186,7 @@ func (f *feed) entry(accountID, mailboxID int64) *watched {
 		// A gone entry was deleted (or made \Noselect, or re-created)
 		// while selected: its views end with BYE; new views need an
 		// entry that catch-ups do not skip.
-		nw := &watched{accountID: accountID, mailboxID: mailboxID, views: map[*selected]struct{}{}}
+		nw := &watched{accountID: accountID, mailboxID: mailboxID, views: map[*view]struct{}{}}
 		if w == nil || w.accountID == accountID {
 			f.boxes[mailboxID] = nw
 		}
@@ -205,7 +205,7 @@ func (f *feed) entry(accountID, mailboxID int64) *watched {
 // the first view it says nothing (a catch-up skips an entry without views,
 // so changes announced since the read may be lost), and one row read under
 // w.mu says where the mailbox is now.
-func (f *feed) register(ctx context.Context, w *watched, snap *store.MailboxSnapshot, readOnly bool, limit int) (*selected, bool, error) {
+func (f *feed) register(ctx context.Context, w *watched, snap *store.MailboxSnapshot, readOnly bool, limit int) (*view, bool, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	// Checked under w.mu, where gone is set: a view added to a gone
@@ -273,7 +273,7 @@ func (f *feed) register(ctx context.Context, w *watched, snap *store.MailboxSnap
 	// and up to the snapshot no change is applied from its notification
 	// (readAhead), which would be a state older than the snapshot's.
 	w.readAhead = max(w.readAhead, mb.HighestModSeq)
-	sel := newSelected(w, snap.UIDs, readOnly)
+	sel := newView(w, snap.UIDs, readOnly)
 	sel.limit = int(f.maxPending.Load())
 	sel.told, sel.merged = mb.HighestModSeq, mb.HighestModSeq
 	w.views[sel] = struct{}{}
@@ -302,7 +302,7 @@ func keywordsAfter(list []string, ch *store.Changes) []string {
 }
 
 // close unregisters a view.
-func (f *feed) close(sel *selected) {
+func (f *feed) close(sel *view) {
 	w := sel.w
 	w.mu.Lock()
 	delete(w.views, sel)
@@ -388,7 +388,7 @@ func (f *feed) run(w *watched) {
 		if overflow {
 			events = []store.ChangeEvent{{MailboxID: w.mailboxID}} // a read
 		}
-		err := f.catchUpSafely(w, events)
+		err := f.handleSafely(w, events)
 		if err == nil {
 			retry = time.Duration(f.retry.Load())
 			continue
@@ -411,9 +411,9 @@ func (f *feed) run(w *watched) {
 	}
 }
 
-// catchUpSafely is catchUpWatched for the runners: a panic is logged and
+// handleSafely is handle for the runners: a panic is logged and
 // counts as a failure (retried), never allowed to end the process.
-func (f *feed) catchUpSafely(w *watched, events []store.ChangeEvent) (err error) {
+func (f *feed) handleSafely(w *watched, events []store.ChangeEvent) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			f.log.Error("change feed: panic catching up", "mailbox", w.mailboxID, "panic", v, "stack", string(debug.Stack()))
@@ -425,22 +425,23 @@ func (f *feed) catchUpSafely(w *watched, events []store.ChangeEvent) (err error)
 	}
 	ctx, cancel := context.WithTimeout(f.ctx, catchUpTimeout)
 	defer cancel()
-	return f.catchUpWatched(ctx, w, events)
+	return f.handle(ctx, w, events)
 }
 
-// catchUp brings every view of the mailbox up to date with the database,
-// unless modseq (when not 0) has been applied already; local writes call
-// it right after their commit. It is a no-op for a mailbox no local
-// session has selected. A failure is left to the mailbox's runner.
-func (f *feed) catchUp(ctx context.Context, mailboxID int64, modseq uint64) {
-	f.catchUpWith(ctx, store.ChangeEvent{MailboxID: mailboxID, ModSeq: modseq}) // a wake-up: a read
+// readChanges brings every view of the mailbox up to date with the
+// database: a local write that does not know all it changed calls it
+// right after its commit (COPY, MOVE, DELETE, RENAME). It is a no-op for a
+// mailbox no local session has selected. A failure is left to the
+// mailbox's runner.
+func (f *feed) readChanges(ctx context.Context, mailboxID int64) {
+	f.applyOwn(ctx, store.ChangeEvent{MailboxID: mailboxID}) // a wake-up: a read
 }
 
-// catchUpWith is catchUp for a local write that knows everything it did to
+// applyOwn is readChanges for a local write that knows everything it did to
 // the mailbox (ev.Changes, at ev.ModSeq, of ev.UIDValidity): applied as it
 // is when the views are at ev.ModSeq-1, which saves the read. Without
-// Changes it is catchUp.
-func (f *feed) catchUpWith(ctx context.Context, ev store.ChangeEvent) {
+// Changes it is readChanges.
+func (f *feed) applyOwn(ctx context.Context, ev store.ChangeEvent) {
 	f.mu.Lock()
 	w := f.boxes[ev.MailboxID]
 	f.mu.Unlock()
@@ -449,17 +450,17 @@ func (f *feed) catchUpWith(ctx context.Context, ev store.ChangeEvent) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
 	defer cancel()
-	if err := f.catchUpWatched(ctx, w, []store.ChangeEvent{ev}); err != nil {
+	if err := f.handle(ctx, w, []store.ChangeEvent{ev}); err != nil {
 		f.kick(w, 0)
 	}
 }
 
-// catchUpWithFlags is catchUpWith for a session's flag change in its
+// applyOwnFlags is applyOwn for a session's flag change in its
 // selected mailbox: changed is every message StoreFlags changed (all at
 // one modseq), none if nothing changed.
-func (f *feed) catchUpWithFlags(ctx context.Context, mb *store.Mailbox, changed []store.MessageFlags) {
+func (f *feed) applyOwnFlags(ctx context.Context, mb *store.Mailbox, changed []store.MessageFlags) {
 	if len(changed) > 0 {
-		f.catchUpWith(ctx, store.ChangeEvent{MailboxID: mb.ID, ModSeq: changed[0].ModSeq, UIDValidity: mb.UIDValidity,
+		f.applyOwn(ctx, store.ChangeEvent{MailboxID: mb.ID, ModSeq: changed[0].ModSeq, UIDValidity: mb.UIDValidity,
 			Changes: &store.Changes{Updated: changed}})
 	}
 }
@@ -481,16 +482,16 @@ func (f *feed) cacheRow(mailboxID int64, meta store.MessageMeta) {
 	}
 }
 
-// catchUpWithExpunged is catchUpWith for a session's EXPUNGE: the UIDs it
+// applyOwnExpunge is applyOwn for a session's EXPUNGE: the UIDs it
 // removed, at one modseq (none: nothing to tell).
-func (f *feed) catchUpWithExpunged(ctx context.Context, mailboxID int64, gone *store.Expunged) {
+func (f *feed) applyOwnExpunge(ctx context.Context, mailboxID int64, gone *store.Expunged) {
 	if len(gone.UIDs) > 0 {
-		f.catchUpWith(ctx, store.ChangeEvent{MailboxID: mailboxID, ModSeq: gone.ModSeq, UIDValidity: gone.UIDValidity,
+		f.applyOwn(ctx, store.ChangeEvent{MailboxID: mailboxID, ModSeq: gone.ModSeq, UIDValidity: gone.UIDValidity,
 			Changes: &store.Changes{Expunged: gone.UIDs}})
 	}
 }
 
-// catchUpWatched handles events of the mailbox in commit order. An event
+// handle handles events of the mailbox in commit order. An event
 // with its changes that follows on from the views (the next modseq, the
 // views' UIDVALIDITY, past readAhead) is applied as it is; one the views
 // have already is
@@ -498,7 +499,7 @@ func (f *feed) catchUpWithExpunged(ctx context.Context, mailboxID int64, gone *s
 // announced without its changes, or before the views' first read) makes
 // it read the mailbox's changes, which covers every later event too, since
 // each committed before it was handed over.
-func (f *feed) catchUpWatched(ctx context.Context, w *watched, events []store.ChangeEvent) error {
+func (f *feed) handle(ctx context.Context, w *watched, events []store.ChangeEvent) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, ev := range events {
@@ -578,7 +579,7 @@ func (f *feed) goneLocked(w *watched, why string) {
 // applySafely hands changes to one view. A panic (a bug in the view
 // machinery) must not take down the process or the other sessions: that
 // view is marked gone, so its session alone ends with BYE at its next poll.
-func (f *feed) applySafely(sel *selected, ch *store.Changes) {
+func (f *feed) applySafely(sel *view, ch *store.Changes) {
 	defer func() {
 		if v := recover(); v != nil {
 			f.log.Error("change feed: panic applying changes; ending that session", "mailbox", sel.w.mailboxID, "panic", v,
@@ -712,7 +713,7 @@ func (f *feed) resyncBatch(ws []*watched) {
 // then its session ends with BYE, and the client's reconnect reads the
 // mailbox afresh in one SELECT. Errors from write are returned as they
 // are.
-func (f *feed) resyncView(ctx context.Context, sel *selected, write func([]update) error) error {
+func (f *feed) resyncView(ctx context.Context, sel *view, write func([]update) error) error {
 	w := sel.w
 	limit := sel.limit
 	if limit <= 0 {
@@ -759,7 +760,7 @@ func (f *feed) resyncView(ctx context.Context, sel *selected, write func([]updat
 }
 
 // resyncPage reads one page of a view's resync under w.mu and merges it.
-func (f *feed) resyncPage(ctx context.Context, sel *selected, base uint64, after uint32, limit int) ([]update, uint32, resyncStep, error) {
+func (f *feed) resyncPage(ctx context.Context, sel *view, base uint64, after uint32, limit int) ([]update, uint32, resyncStep, error) {
 	w := sel.w
 	ctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
 	defer cancel()

@@ -393,7 +393,7 @@ func (s *session) cmdFetch(c *cmd) error {
 		for _, ch := range changed {
 			seen[ch.UID] = true
 		}
-		s.srv.feed.catchUpWithFlags(s.ctx, s.mailbox, changed)
+		s.srv.feed.applyOwnFlags(s.ctx, s.mailbox, changed)
 	}
 	fo := store.FetchOptions{}
 	bodies := false
@@ -463,7 +463,7 @@ const (
 // pool connection released before fn writes to the client, so a slow or
 // stalled client never holds a database connection (and reading a body
 // inside fn can take one of its own).
-func (s *session) forEachMeta(sel *selected, ranges []store.UIDRange, fo store.FetchOptions, n int, fn func(*store.MessageMeta) error) error {
+func (s *session) forEachMeta(sel *view, ranges []store.UIDRange, fo store.FetchOptions, n int, fn func(*store.MessageMeta) error) error {
 	uids := sel.uidsIn(ranges)
 	for len(uids) > 0 {
 		k := min(len(uids), n)
@@ -483,7 +483,7 @@ func (s *session) forEachMeta(sel *selected, ranges []store.UIDRange, fo store.F
 
 type fetcher struct {
 	s    *session
-	sel  *selected
+	sel  *view
 	req  *fetchRequest
 	seen map[uint32]bool // \Seen set by this FETCH: FLAGS are included
 

@@ -623,7 +623,7 @@ func TestSelectedView(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			v := newSelected(nil, slices.Clone(tc.view), false)
+			v := newView(nil, slices.Clone(tc.view), false)
 			for i := range tc.changes {
 				v.applySince(&tc.changes[i], 0, false)
 			}
@@ -644,9 +644,9 @@ func TestSelectedView(t *testing.T) {
 // A panic while applying changes (a bug) ends only that view's session.
 func TestFeedPanicEndsOnlyThatView(t *testing.T) {
 	f := newFeed(context.Background(), nil, testLogger(t))
-	w := &watched{mailboxID: 1, views: map[*selected]struct{}{}}
-	good := newSelected(w, []uint32{1, 2}, false)
-	bad := newSelected(w, []uint32{1, 2}, false)
+	w := &watched{mailboxID: 1, views: map[*view]struct{}{}}
+	good := newView(w, []uint32{1, 2}, false)
+	bad := newView(w, []uint32{1, 2}, false)
 	bad.expunged = nil // writing to it panics
 	ch := &store.Changes{Expunged: []uint32{2}}
 	f.applySafely(bad, ch)

@@ -138,7 +138,7 @@ func (s *session) cmdDelete(c *cmd) error {
 		// next poll could report that).
 		s.unselect()
 	}
-	s.srv.feed.catchUp(s.ctx, mb.ID, 0)
+	s.srv.feed.readChanges(s.ctx, mb.ID)
 	return nil
 }
 
@@ -177,7 +177,7 @@ func (s *session) cmdRename(c *cmd) error {
 	}
 	// A renamed mailbox keeps its id, UIDs and UIDVALIDITY: sessions that
 	// have it selected carry on. Renaming INBOX expunges its messages.
-	s.srv.feed.catchUp(s.ctx, mb.ID, 0)
+	s.srv.feed.readChanges(s.ctx, mb.ID)
 	return nil
 }
 

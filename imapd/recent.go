@@ -12,7 +12,7 @@ import "github.com/mailstack/mailstack/store"
 // initRecent gives a newly selected view its \Recent messages: SELECT
 // claims those no session has seen (a statement only when there are
 // any); EXAMINE shows them without claiming (RFC 3501 §6.3.2).
-func (s *session) initRecent(sel *selected, mb *store.Mailbox) error {
+func (s *session) initRecent(sel *view, mb *store.Mailbox) error {
 	top := sel.maxAdded()
 	if top == 0 || mb.FirstRecentUID == 0 || top < mb.FirstRecentUID {
 		sel.addRecent(0, top)
@@ -33,7 +33,7 @@ func (s *session) initRecent(sel *selected, mb *store.Mailbox) error {
 
 // claimRecent claims \Recent for the messages the view is about to
 // report. A failure costs only the flag: it is logged, not returned.
-func (s *session) claimRecent(sel *selected) error {
+func (s *session) claimRecent(sel *view) error {
 	if sel.readOnly {
 		return nil
 	}

@@ -102,7 +102,7 @@ func (s *session) cmdSelect(c *cmd) error {
 }
 
 // writeFlags writes FLAGS and PERMANENTFLAGS with the view's keywords.
-func (s *session) writeFlags(sel *selected) {
+func (s *session) writeFlags(sel *view) {
 	kws := sel.keywordList()
 	s.enc.Star().Raw("FLAGS (").Raw(strings.Join(systemFlags, " "))
 	for _, k := range kws {
@@ -168,7 +168,7 @@ func (s *session) cmdClose(c *cmd) error {
 				return storeError(err, "CLOSE")
 			}
 			s.unselect()
-			s.srv.feed.catchUpWithExpunged(s.ctx, mb.ID, gone)
+			s.srv.feed.applyOwnExpunge(s.ctx, mb.ID, gone)
 		}
 	}
 	s.unselect()
@@ -185,7 +185,7 @@ func (s *session) unselect() {
 // poll writes the pending updates of sel: the only place unsolicited
 // updates come from. It takes the view as an argument because IDLE
 // polls it after the session may have moved on.
-func (s *session) poll(sel *selected, allowExpunge bool) (err error) {
+func (s *session) poll(sel *view, allowExpunge bool) (err error) {
 	if sel == nil {
 		return nil
 	}
@@ -235,7 +235,7 @@ func (s *session) poll(sel *selected, allowExpunge bool) (err error) {
 }
 
 // writeUpdates sends updates taken from the view.
-func (s *session) writeUpdates(sel *selected, ups []update) error {
+func (s *session) writeUpdates(sel *view, ups []update) error {
 	for _, u := range ups {
 		switch {
 		case u.expunge != 0:

@@ -50,7 +50,7 @@ func TestSelectSnapshotReconciled(t *testing.T) {
 			flag(t, s.e, s.inbox, 1, 1, "$New")
 			// The notifications came while the entry had no view: a
 			// catch-up then does nothing.
-			s.e.srv.feed.catchUp(ctx, s.inbox, 0)
+			s.e.srv.feed.readChanges(ctx, s.inbox)
 		}, uids: []uint32{1, 2, 3}, keywords: []string{"$New"}},
 		{name: "other views, changes in between", others: true, between: func(t *testing.T, s state) {
 			s.e.deliver("INBOX", crlf(simpleMsg))
@@ -62,14 +62,14 @@ func TestSelectSnapshotReconciled(t *testing.T) {
 			if _, err := s.e.st.Expunge(ctx, s.e.acc.ID, s.inbox, nil); err != nil {
 				t.Fatal(err)
 			}
-			s.e.srv.feed.catchUp(ctx, s.inbox, 0) // the other views are ahead now
+			s.e.srv.feed.readChanges(ctx, s.inbox) // the other views are ahead now
 		}, uids: []uint32{2, 3}, keywords: []string{"$Other"}},
 		{name: "other views, more changes than a registration reads", maxPending: 2, others: true, between: func(t *testing.T, s state) {
 			for range 3 {
 				s.e.deliver("INBOX", crlf(simpleMsg))
 			}
 			flag(t, s.e, s.inbox, 1, 0, "$Bulk")
-			s.e.srv.feed.catchUp(ctx, s.inbox, 0)
+			s.e.srv.feed.readChanges(ctx, s.inbox)
 		}, err: errSnapshotBehind},
 	}
 	for _, tc := range tests {
@@ -122,7 +122,7 @@ func TestSelectSnapshotReconciled(t *testing.T) {
 			}
 			// Later changes reach the view.
 			res := e.deliver("INBOX", crlf(simpleMsg))
-			f.catchUp(ctx, s.inbox, 0)
+			f.readChanges(ctx, s.inbox)
 			if got := sel.maxKnown(); got != res.UID {
 				t.Fatalf("after a later delivery the view knows up to UID %d, want %d", got, res.UID)
 			}

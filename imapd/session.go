@@ -56,7 +56,7 @@ type session struct {
 	// wake tells an IDLE session to check its login now.
 	wake chan struct{}
 
-	sel       *selected
+	sel       *view
 	mailbox   *store.Mailbox // the selected mailbox as of SELECT
 	searchRes []uint32       // saved SEARCH result (SEARCHRES "$")
 	// toldRecent is the RECENT count last sent.

@@ -1158,7 +1158,7 @@ func TestThousandIdle(t *testing.T) {
 // ---- bounded memory ----
 
 // pendingSize is the size of a view's pending state (test hook).
-func (v *selected) pendingSize() (expunged, added, flags int) {
+func (v *view) pendingSize() (expunged, added, flags int) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return len(v.expunged), len(v.added), len(v.flags)
@@ -1182,7 +1182,7 @@ func TestNeverPollingSessionBounded(t *testing.T) {
 	}
 	w := watchedEntry(e.srv, inbox)
 	w.mu.Lock()
-	var sel *selected
+	var sel *view
 	for s := range w.views {
 		sel = s
 	}
@@ -1605,7 +1605,7 @@ func TestPendingCapResync(t *testing.T) {
 		return rec, c
 	}
 	quietRec, quiet := open()
-	var sel *selected // quiet's: the only view so far
+	var sel *view // quiet's: the only view so far
 	w := watchedEntry(e.srv, inbox)
 	w.mu.Lock()
 	for s := range w.views {
@@ -1718,7 +1718,7 @@ func TestResyncInPages(t *testing.T) {
 	c := rec.login(t, e)
 	rec.selectInbox(t, c)
 	w := watchedEntry(e.srv, inbox)
-	var sel *selected
+	var sel *view
 	w.mu.Lock()
 	for s := range w.views {
 		sel = s
@@ -1735,7 +1735,7 @@ func TestResyncInPages(t *testing.T) {
 
 	// The bulk change, caught up with as a local write is.
 	storeFlags(all, "$Big")
-	e.srv.feed.catchUp(ctx, inbox, 0)
+	e.srv.feed.readChanges(ctx, inbox)
 	if x, a, f := sel.pendingSize(); x+a+f != 0 || !sel.needsResync() {
 		t.Fatalf("after a change past the cap: pending %d/%d/%d, resync %v", x, a, f, sel.needsResync())
 	}
@@ -1748,7 +1748,7 @@ func TestResyncInPages(t *testing.T) {
 	}
 
 	pages := 0
-	hook := func(s *selected, page int) {
+	hook := func(s *view, page int) {
 		if s != sel {
 			return
 		}
@@ -1772,7 +1772,7 @@ func TestResyncInPages(t *testing.T) {
 		if _, err := e.st.Append(ctx, e.acc.ID, inbox, strings.NewReader(crlf(simpleMsg)), 0, nil, time.Time{}); err != nil {
 			t.Error(err)
 		}
-		e.srv.feed.catchUp(ctx, inbox, 0)
+		e.srv.feed.readChanges(ctx, inbox)
 		if x, a, f := sel.pendingSize(); x != 1 || a != 0 || f != 1 {
 			t.Errorf("merged between pages: pending %d/%d/%d, want UID 2's expunge and UID 1's flags only", x, a, f)
 		}
@@ -1790,7 +1790,7 @@ func TestResyncInPages(t *testing.T) {
 	}
 	// Afterwards changes flow as before.
 	storeFlags(one(3), `\Flagged`)
-	e.srv.feed.catchUp(ctx, inbox, 0)
+	e.srv.feed.readChanges(ctx, inbox)
 	if err := c.Noop().Wait(); err != nil {
 		t.Fatal(err)
 	}
@@ -1801,17 +1801,17 @@ func TestResyncInPages(t *testing.T) {
 	// themselves (the rest are left to later pages), whether the feed
 	// reads them or has them inline from the notification.
 	passes := 0
-	storm := func(s *selected, page int) {
+	storm := func(s *view, page int) {
 		if s != sel || page != 2 {
 			return
 		}
 		passes++
 		storeFlags(all, fmt.Sprintf("$Storm%d", passes))
-		e.srv.feed.catchUp(ctx, inbox, 0)
+		e.srv.feed.readChanges(ctx, inbox)
 	}
 	e.srv.feed.beforeResyncPage.Store(&storm)
 	storeFlags(all, "$Start")
-	e.srv.feed.catchUp(ctx, inbox, 0)
+	e.srv.feed.readChanges(ctx, inbox)
 	c.Noop().Wait() //nolint:errcheck // the server ends the session
 	waitClosed(t, c, "a session overflowing on every pass of its resync")
 	if !rec.sawLine("* BYE " + byeTooManyChanges) {
@@ -1863,7 +1863,7 @@ func TestInlineChanges(t *testing.T) {
 	}
 	handle := func(evs ...store.ChangeEvent) {
 		t.Helper()
-		if err := f.catchUpWatched(ctx, w, evs); err != nil {
+		if err := f.handle(ctx, w, evs); err != nil {
 			t.Fatal(err)
 		}
 		noop()

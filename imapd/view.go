@@ -12,7 +12,7 @@ import (
 	"github.com/mailstack/mailstack/store"
 )
 
-// selected is one session's view of its selected mailbox: the UIDs in the
+// view is one session's view of its selected mailbox: the UIDs in the
 // order the client numbers them, plus the changes not yet told to the
 // client. Pending changes are merged per UID rather than queued, so a
 // session that never polls holds at most one entry per message of the
@@ -20,7 +20,7 @@ import (
 // mailbox larger than that, changed wholesale) it drops them altogether
 // and resyncs from the database at its next poll that may report
 // EXPUNGE, in pages of at most limit changes (feed.resyncView).
-type selected struct {
+type view struct {
 	w        *watched
 	readOnly bool
 	wake     chan struct{} // IDLE wake-up, capacity 1
@@ -63,8 +63,8 @@ type pendingFlags struct {
 	sole  bool
 }
 
-func newSelected(w *watched, uids []uint32, readOnly bool) *selected {
-	return &selected{
+func newView(w *watched, uids []uint32, readOnly bool) *view {
+	return &view{
 		w:        w,
 		readOnly: readOnly,
 		wake:     make(chan struct{}, 1),
@@ -92,11 +92,11 @@ func applyToList(uids []uint32, ch *store.Changes) []uint32 {
 	return uids
 }
 
-func (v *selected) index(uid uint32) (int, bool) {
+func (v *view) index(uid uint32) (int, bool) {
 	return slices.BinarySearch(v.uids, uid)
 }
 
-func (v *selected) maxKnown() uint32 {
+func (v *view) maxKnown() uint32 {
 	if n := len(v.added); n > 0 {
 		return v.added[n-1]
 	}
@@ -112,20 +112,20 @@ func (v *selected) maxKnown() uint32 {
 // report. Every transaction raises a mailbox's modseq by exactly one, so
 // changes up to base+1 are the work of one transaction; without a known
 // base no flag change counts as sole (see pendingFlags).
-func (v *selected) applySince(ch *store.Changes, base uint64, baseKnown bool) {
+func (v *view) applySince(ch *store.Changes, base uint64, baseKnown bool) {
 	one := baseKnown && ch.Mailbox != nil && ch.Mailbox.HighestModSeq == base+1
 	if v.merge(ch, one) {
 		v.signal()
 	}
 }
 
-func (v *selected) merge(ch *store.Changes, oneTx bool) (changed bool) {
+func (v *view) merge(ch *store.Changes, oneTx bool) (changed bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.mergeLocked(ch, oneTx, v.limit)
 }
 
-func (v *selected) mergeLocked(ch *store.Changes, oneTx bool, limit int) (changed bool) {
+func (v *view) mergeLocked(ch *store.Changes, oneTx bool, limit int) (changed bool) {
 	if v.overflow {
 		// Everything after told is read again at the resync.
 		return false
@@ -207,21 +207,21 @@ func (v *selected) mergeLocked(ch *store.Changes, oneTx bool, limit int) (change
 }
 
 // dropPending drops the pending changes, for a resync from told.
-func (v *selected) dropPending() {
+func (v *view) dropPending() {
 	v.expunged, v.added, v.flags = map[uint32]struct{}{}, nil, map[uint32]pendingFlags{}
 	v.overflow = true
 }
 
 // settle records that the client knows everything up to merged once no
 // change is pending (and no resync is half done).
-func (v *selected) settle() {
+func (v *view) settle() {
 	if !v.overflow && !v.resyncing && len(v.expunged) == 0 && len(v.added) == 0 && len(v.flags) == 0 {
 		v.told = v.merged
 	}
 }
 
 // needsResync reports whether the view dropped its pending changes.
-func (v *selected) needsResync() bool {
+func (v *view) needsResync() bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.overflow
@@ -233,7 +233,7 @@ func (v *selected) needsResync() bool {
 // changes after: told, the last one the client was told everything of.
 // Starting over from there after some pages repeats only flags: the
 // expunges told are out of the view, the new messages told are in it.
-func (v *selected) beginResync(at uint64) (base uint64) {
+func (v *view) beginResync(at uint64) (base uint64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.overflow, v.resyncing, v.cursor = false, true, 0
@@ -259,7 +259,7 @@ const (
 // client, as take(true) does, with whatever catch-ups merged meanwhile for
 // the UIDs already re-read, and the UID the next page starts after. The
 // last page (not Truncated) ends the resync.
-func (v *selected) resyncPage(ch *store.Changes) ([]update, uint32, resyncStep) {
+func (v *view) resyncPage(ch *store.Changes) ([]update, uint32, resyncStep) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.overflow || !v.resyncing {
@@ -287,7 +287,7 @@ func (v *selected) resyncPage(ch *store.Changes) ([]update, uint32, resyncStep) 
 
 // markGone ends the view: its session is told why with BYE at its next
 // poll.
-func (v *selected) markGone(why string) {
+func (v *view) markGone(why string) {
 	v.mu.Lock()
 	if v.gone == "" {
 		v.gone = why
@@ -296,18 +296,18 @@ func (v *selected) markGone(why string) {
 	v.signal()
 }
 
-func (v *selected) isGone() bool {
+func (v *view) isGone() bool {
 	_, gone := v.goneReason()
 	return gone
 }
 
-func (v *selected) goneReason() (string, bool) {
+func (v *view) goneReason() (string, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.gone, v.gone != ""
 }
 
-func (v *selected) signal() {
+func (v *view) signal() {
 	select {
 	case v.wake <- struct{}{}:
 	default:
@@ -323,7 +323,7 @@ func (v *selected) signal() {
 // committed just before this session's +FLAGS.SILENT \Seen) that the
 // client was never told, and dropping it would leave the client's flags
 // wrong for good. Reporting a state the client already knows is harmless.
-func (v *selected) reported(uid uint32, flags []string) {
+func (v *view) reported(uid uint32, flags []string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if p, ok := v.flags[uid]; ok && p.sole && slices.Equal(p.flags, flags) {
@@ -344,13 +344,13 @@ type update struct {
 // highest first, then EXISTS, then FETCH FLAGS. Without allowExpunge
 // (during FETCH, STORE, SEARCH; RFC 9051 §7.5.1) expunged messages stay in
 // the view, still numbered, until a command that allows them.
-func (v *selected) take(allowExpunge bool) []update {
+func (v *view) take(allowExpunge bool) []update {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.takeLocked(allowExpunge)
 }
 
-func (v *selected) takeLocked(allowExpunge bool) []update {
+func (v *view) takeLocked(allowExpunge bool) []update {
 	var out []update
 	if allowExpunge && len(v.expunged) > 0 {
 		kept := v.uids[:0:0]
@@ -387,14 +387,14 @@ func (v *selected) takeLocked(allowExpunge bool) []update {
 }
 
 // count is the number of messages the client knows of.
-func (v *selected) count() int {
+func (v *view) count() int {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return len(v.uids)
 }
 
 // seqOf returns the client's sequence number of uid, or 0.
-func (v *selected) seqOf(uid uint32) uint32 {
+func (v *view) seqOf(uid uint32) uint32 {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if i, ok := v.index(uid); ok {
@@ -408,7 +408,7 @@ func (v *selected) seqOf(uid uint32) uint32 {
 // clipped to the highest UID the client knows, so that no command touches
 // a message the client has not been told about. searchRes is the saved
 // SEARCH result, for "$".
-func (v *selected) resolve(set imap.NumSet, searchRes []uint32) ([]store.UIDRange, error) {
+func (v *view) resolve(set imap.NumSet, searchRes []uint32) ([]store.UIDRange, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	n := uint32(len(v.uids))
@@ -477,7 +477,7 @@ func (v *selected) resolve(set imap.NumSet, searchRes []uint32) ([]store.UIDRang
 }
 
 // uidsIn lists the view's UIDs inside ranges, ascending.
-func (v *selected) uidsIn(ranges []store.UIDRange) []uint32 {
+func (v *view) uidsIn(ranges []store.UIDRange) []uint32 {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	var out []uint32
@@ -492,7 +492,7 @@ func (v *selected) uidsIn(ranges []store.UIDRange) []uint32 {
 }
 
 // snapshot copies the client's view (for SEARCH).
-func (v *selected) snapshot() []uint32 {
+func (v *view) snapshot() []uint32 {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return slices.Clone(v.uids)
@@ -508,7 +508,7 @@ func fromIMAPFlags(fs []imap.Flag) []string {
 
 // uidRanges compresses ascending UIDs into ranges that contain no other UID
 // of the view (consecutive in the view).
-func (v *selected) uidRanges(uids []uint32) []store.UIDRange {
+func (v *view) uidRanges(uids []uint32) []store.UIDRange {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	var out []store.UIDRange
@@ -529,7 +529,7 @@ func (v *selected) uidRanges(uids []uint32) []store.UIDRange {
 }
 
 // setKeywords sets the keywords SELECT announced.
-func (v *selected) setKeywords(kws []string) {
+func (v *view) setKeywords(kws []string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.keywords = slices.Clone(kws)
@@ -540,7 +540,7 @@ func (v *selected) setKeywords(kws []string) {
 }
 
 // keywordList returns the keywords announced so far.
-func (v *selected) keywordList() []string {
+func (v *view) keywordList() []string {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return slices.Clone(v.keywords)
@@ -548,7 +548,7 @@ func (v *selected) keywordList() []string {
 
 // learnKeywords adds the keywords among flags that were not announced yet
 // and reports whether there were any (a new FLAGS response is due).
-func (v *selected) learnKeywords(flags []string) bool {
+func (v *view) learnKeywords(flags []string) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	added := false
@@ -569,7 +569,7 @@ func (v *selected) learnKeywords(flags []string) bool {
 }
 
 // addRecent records that the session claimed UIDs [first, upTo] as recent.
-func (v *selected) addRecent(first, upTo uint32) {
+func (v *view) addRecent(first, upTo uint32) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if first != 0 && first <= upTo {
@@ -579,7 +579,7 @@ func (v *selected) addRecent(first, upTo uint32) {
 }
 
 // isRecent reports whether uid is \Recent for this session.
-func (v *selected) isRecent(uid uint32) bool {
+func (v *view) isRecent(uid uint32) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	i, _ := slices.BinarySearchFunc(v.recent, uid, func(r store.UIDRange, u uint32) int {
@@ -595,7 +595,7 @@ func (v *selected) isRecent(uid uint32) bool {
 }
 
 // recentCount counts the messages of the view that are \Recent.
-func (v *selected) recentCount() int {
+func (v *view) recentCount() int {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	n := 0
@@ -611,7 +611,7 @@ func (v *selected) recentCount() int {
 }
 
 // maxAdded is the highest UID the view knows of, told or pending.
-func (v *selected) maxAdded() uint32 {
+func (v *view) maxAdded() uint32 {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.maxKnown()
@@ -619,7 +619,7 @@ func (v *selected) maxAdded() uint32 {
 
 // recentSet returns the session's \Recent UIDs as a UID set (empty, not
 // nil-like, when there are none: it then matches nothing).
-func (v *selected) recentSet() imap.UIDSet {
+func (v *view) recentSet() imap.UIDSet {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	set := imap.UIDSet{}
@@ -630,7 +630,7 @@ func (v *selected) recentSet() imap.UIDSet {
 }
 
 // recentClaimedUpTo is the highest UID the session tried to claim.
-func (v *selected) recentClaimedUpTo() uint32 {
+func (v *view) recentClaimedUpTo() uint32 {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.recentUpTo

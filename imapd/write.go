@@ -182,7 +182,7 @@ func (s *session) cmdAppend(c *cmd) error {
 		s.sel.addRecent(res.UID, res.UID)
 		s.sel.w.claimed(res.UID)
 	}
-	s.srv.feed.catchUpWith(s.ctx, store.ChangeEvent{MailboxID: res.MailboxID, ModSeq: res.ModSeq, UIDValidity: res.UIDValidity, Changes: &store.Changes{
+	s.srv.feed.applyOwn(s.ctx, store.ChangeEvent{MailboxID: res.MailboxID, ModSeq: res.ModSeq, UIDValidity: res.UIDValidity, Changes: &store.Changes{
 		Updated: []store.MessageFlags{{UID: res.UID, Flags: res.Flags, ModSeq: res.ModSeq}}}})
 	// The client (or another of the account's) fetches what it appended
 	// soon: what the session knows of it is cached now.
@@ -346,7 +346,7 @@ func (s *session) cmdStore(c *cmd) error {
 	if err != nil {
 		return storeError(err, "STORE")
 	}
-	s.srv.feed.catchUpWithFlags(s.ctx, s.mailbox, changed)
+	s.srv.feed.applyOwnFlags(s.ctx, s.mailbox, changed)
 	if silent {
 		// The client knows what it set; others' concurrent changes to the
 		// same messages still come through the poll.
@@ -447,7 +447,7 @@ func (s *session) cmdCopy(c *cmd) error {
 	if err != nil {
 		return storeError(err, "COPY")
 	}
-	s.srv.feed.catchUp(s.ctx, dst.ID, 0)
+	s.srv.feed.readChanges(s.ctx, dst.ID)
 	if code := copyUID(res); code != "" {
 		c.okCode = code
 	}
@@ -481,9 +481,9 @@ func (s *session) cmdMove(c *cmd) error {
 		return storeError(err, "MOVE")
 	}
 	if dst.ID != s.mailbox.ID {
-		s.srv.feed.catchUp(s.ctx, dst.ID, 0)
+		s.srv.feed.readChanges(s.ctx, dst.ID)
 	}
-	s.srv.feed.catchUp(s.ctx, s.mailbox.ID, 0)
+	s.srv.feed.readChanges(s.ctx, s.mailbox.ID)
 	if code := copyUID(res); code != "" {
 		s.enc.Status("*", "OK", code, "Moved")
 	}
@@ -549,6 +549,6 @@ func (s *session) cmdExpunge(c *cmd) error {
 	if err != nil {
 		return storeError(err, "EXPUNGE")
 	}
-	s.srv.feed.catchUpWithExpunged(s.ctx, s.mailbox.ID, gone)
+	s.srv.feed.applyOwnExpunge(s.ctx, s.mailbox.ID, gone)
 	return nil
 }
