@@ -38,14 +38,14 @@ type rowCache struct {
 	rows map[uint32]*store.MessageMeta
 }
 
-// get returns the cached rows of uids (ascending), or nil if any is
+// get returns the cached rows of refs (ascending), or nil if any is
 // missing, and the generation they were read at.
-func (c *rowCache) get(uids []uint32) ([]store.MessageMeta, uint64) {
+func (c *rowCache) get(refs []msgRef) ([]store.MessageMeta, uint64) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	out := make([]store.MessageMeta, len(uids))
-	for i, u := range uids {
-		r := c.rows[u]
+	out := make([]store.MessageMeta, len(refs))
+	for i, ref := range refs {
+		r := c.rows[ref.uid]
 		if r == nil {
 			return nil, c.gen
 		}
@@ -241,12 +241,13 @@ func (ct *content) fill(m *store.MessageMeta) {
 	}
 }
 
-// fetchMeta reads the metadata of the view's messages uids (ascending),
+// fetchMeta reads the metadata of the view's messages refs (ascending),
 // from the caches where they have it, else from the database (one query,
-// which also fills the caches).
-func (s *session) fetchMeta(ctx context.Context, sel *view, uids []uint32, fo store.FetchOptions) ([]store.MessageMeta, error) {
+// which also fills the caches). Messages gone from the database are left
+// out.
+func (s *session) fetchMeta(ctx context.Context, sel *view, refs []msgRef, fo store.FetchOptions) ([]store.MessageMeta, error) {
 	rc, cc := &sel.w.rows, s.srv.contents
-	rows, gen := rc.get(uids)
+	rows, gen := rc.get(refs)
 	if rows != nil {
 		missing := false
 		for i := range rows {
@@ -264,8 +265,8 @@ func (s *session) fetchMeta(ctx context.Context, sel *view, uids []uint32, fo st
 			return rows, nil
 		}
 	}
-	out := make([]store.MessageMeta, 0, len(uids))
-	err := s.srv.st.FetchMeta(ctx, s.accountID(), s.mailbox.ID, sel.uidRanges(uids), fo, func(m *store.MessageMeta) error {
+	out := make([]store.MessageMeta, 0, len(refs))
+	err := s.srv.st.FetchMeta(ctx, s.accountID(), s.mailbox.ID, refRanges(refs), fo, func(m *store.MessageMeta) error {
 		out = append(out, *m)
 		return nil
 	})

@@ -378,15 +378,15 @@ func (s *session) cmdFetch(c *cmd) error {
 		return err
 	}
 	sel := s.sel
-	ranges, err := sel.resolve(set, s.searchRes)
-	if err != nil || len(ranges) == 0 {
+	refs, err := sel.refs(set, s.searchRes)
+	if err != nil || len(refs) == 0 {
 		return err
 	}
 	// Implicit \Seen (RFC 9051 §6.4.5), before reading, so that the FLAGS
 	// written below already include it.
 	seen := map[uint32]bool{}
 	if !sel.readOnly && req.setsSeen() {
-		changed, err := s.srv.st.StoreFlags(s.ctx, s.accountID(), s.mailbox.ID, ranges, store.FlagsAdd, []string{store.FlagSeen})
+		changed, err := s.srv.st.StoreFlags(s.ctx, s.accountID(), s.mailbox.ID, refRanges(refs), store.FlagsAdd, []string{store.FlagSeen})
 		if err != nil {
 			return storeError(err, "FETCH")
 		}
@@ -428,7 +428,7 @@ func (s *session) cmdFetch(c *cmd) error {
 	case fo.Structure:
 		batch = structureBatch
 	}
-	if err := s.forEachMeta(sel, ranges, fo, batch, f.write); err != nil {
+	if err := s.forEachMeta(sel, refs, fo, batch, f.write); err != nil {
 		return err
 	}
 	if f.expunged {
@@ -458,25 +458,33 @@ const (
 	metaBatch      = 5000
 )
 
-// forEachMeta calls fn for the messages of the view in ranges, reading
-// their metadata n messages at a time. Each batch is read whole and its
-// pool connection released before fn writes to the client, so a slow or
-// stalled client never holds a database connection (and reading a body
-// inside fn can take one of its own).
-func (s *session) forEachMeta(sel *view, ranges []store.UIDRange, fo store.FetchOptions, n int, fn func(*store.MessageMeta) error) error {
-	uids := sel.uidsIn(ranges)
-	for len(uids) > 0 {
-		k := min(len(uids), n)
-		batch, err := s.fetchMeta(s.ctx, sel, uids[:k], fo)
+// forEachMeta calls fn for the messages refs of the view (with their
+// sequence numbers), reading their metadata n messages at a time. Each
+// batch is read whole and its pool connection released before fn writes to
+// the client, so a slow or stalled client never holds a database
+// connection (and reading a body inside fn can take one of its own).
+// Messages gone from the database meanwhile are skipped.
+func (s *session) forEachMeta(sel *view, refs []msgRef, fo store.FetchOptions, n int, fn func(seq uint32, m *store.MessageMeta) error) error {
+	for len(refs) > 0 {
+		k := min(len(refs), n)
+		batch, err := s.fetchMeta(s.ctx, sel, refs[:k], fo)
 		if err != nil {
 			return err
 		}
+		// Both ascending by UID: pair each row with its sequence number.
+		j := 0
 		for i := range batch {
-			if err := fn(&batch[i]); err != nil {
+			for j < k && refs[j].uid < batch[i].UID {
+				j++
+			}
+			if j == k || refs[j].uid != batch[i].UID {
+				continue
+			}
+			if err := fn(refs[j].seq, &batch[i]); err != nil {
 				return err
 			}
 		}
-		uids = uids[k:]
+		refs = refs[k:]
 	}
 	return nil
 }
@@ -495,11 +503,7 @@ type fetcher struct {
 }
 
 // write writes the FETCH response of one message.
-func (f *fetcher) write(m *store.MessageMeta) error {
-	seq := f.sel.seqOf(m.UID)
-	if seq == 0 {
-		return nil
-	}
+func (f *fetcher) write(seq uint32, m *store.MessageMeta) error {
 	if f.structure && (m.Structure == nil || m.Structure.Root == nil) {
 		return fmt.Errorf("message %d has no stored structure", m.MessageID)
 	}

@@ -411,6 +411,10 @@ func (v *view) seqOf(uid uint32) uint32 {
 func (v *view) resolve(set imap.NumSet, searchRes []uint32) ([]store.UIDRange, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	return v.resolveLocked(set, searchRes)
+}
+
+func (v *view) resolveLocked(set imap.NumSet, searchRes []uint32) ([]store.UIDRange, error) {
 	n := uint32(len(v.uids))
 	if seqs, ok := set.(imap.SeqSet); ok {
 		// RFC 3501 §6.4.8 / Dovecot: a sequence number beyond the
@@ -634,4 +638,49 @@ func (v *view) recentClaimedUpTo() uint32 {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.recentUpTo
+}
+
+// msgRef is a message of the view a command addresses: its UID and the
+// sequence number the client knows it by.
+type msgRef struct{ uid, seq uint32 }
+
+// refs resolves a client's message set against the view (resolve's rules)
+// in one pass under its lock: the messages it addresses, ascending. The
+// sequence numbers stay valid for the command: the view changes only at
+// the poll after it.
+func (v *view) refs(set imap.NumSet, searchRes []uint32) ([]msgRef, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	ranges, err := v.resolveLocked(set, searchRes)
+	if err != nil || len(ranges) == 0 {
+		return nil, err
+	}
+	var out []msgRef
+	for _, r := range ranges {
+		i, _ := slices.BinarySearch(v.uids, r.Start)
+		for ; i < len(v.uids) && v.uids[i] <= r.Stop; i++ {
+			out = append(out, msgRef{uid: v.uids[i], seq: uint32(i + 1)})
+		}
+	}
+	if len(ranges) > 1 {
+		// Ranges of a set may come in any order and overlap.
+		slices.SortFunc(out, func(a, b msgRef) int { return int(a.seq) - int(b.seq) })
+		out = slices.CompactFunc(out, func(a, b msgRef) bool { return a.seq == b.seq })
+	}
+	return out, nil
+}
+
+// refRanges turns refs (ascending) into UID ranges for SQL: a run of
+// consecutive sequence numbers is one range, which holds no other message
+// of the view.
+func refRanges(refs []msgRef) []store.UIDRange {
+	var out []store.UIDRange
+	for i, r := range refs {
+		if n := len(out); n > 0 && refs[i-1].seq+1 == r.seq {
+			out[n-1].Stop = r.uid
+			continue
+		}
+		out = append(out, store.UIDRange{Start: r.uid, Stop: r.uid})
+	}
+	return out
 }

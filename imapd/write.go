@@ -335,11 +335,11 @@ func (s *session) cmdStore(c *cmd) error {
 	if sel.readOnly {
 		return readOnlyErr()
 	}
-	ranges, err := sel.resolve(set, s.searchRes)
-	if err != nil || len(ranges) == 0 {
+	refs, err := sel.refs(set, s.searchRes)
+	if err != nil || len(refs) == 0 {
 		return err
 	}
-	changed, err := s.srv.st.StoreFlags(s.ctx, s.accountID(), s.mailbox.ID, ranges, op, flags)
+	changed, err := s.srv.st.StoreFlags(s.ctx, s.accountID(), s.mailbox.ID, refRanges(refs), op, flags)
 	if errors.Is(err, store.ErrInvalid) {
 		return no("CANNOT", "STORE: "+err.Error())
 	}
@@ -355,11 +355,7 @@ func (s *session) cmdStore(c *cmd) error {
 		}
 		return nil
 	}
-	write := func(uid uint32, flags []string) error {
-		seq := sel.seqOf(uid)
-		if seq == 0 {
-			return nil
-		}
+	write := func(seq, uid uint32, flags []string) error {
 		s.announce(flags)
 		s.enc.Star().Num(seq).Raw(" FETCH (")
 		if c.uid {
@@ -371,34 +367,34 @@ func (s *session) cmdStore(c *cmd) error {
 		sel.reported(uid, flags)
 		return s.enc.Err()
 	}
-	if all := allChanged(sel.uidsIn(ranges), changed); all != nil {
+	if all := allChanged(refs, changed); all != nil {
 		// Every message of the set changed: StoreFlags returned the flags
 		// of each, no need to read them again.
-		for _, ch := range all {
-			if err := write(ch.UID, ch.Flags); err != nil {
+		for i, ch := range all {
+			if err := write(refs[i].seq, ch.UID, ch.Flags); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	return s.forEachMeta(sel, ranges, store.FetchOptions{}, metaBatch, func(m *store.MessageMeta) error {
-		return write(m.UID, m.Flags)
+	return s.forEachMeta(sel, refs, store.FetchOptions{}, metaBatch, func(seq uint32, m *store.MessageMeta) error {
+		return write(seq, m.UID, m.Flags)
 	})
 }
 
-// allChanged returns the changes of the messages uids (ascending), if
+// allChanged returns the changes of the messages refs (ascending), if
 // changed (ascending) has one for each of them; else nil.
-func allChanged(uids []uint32, changed []store.MessageFlags) []store.MessageFlags {
-	if len(uids) == 0 || len(changed) < len(uids) {
+func allChanged(refs []msgRef, changed []store.MessageFlags) []store.MessageFlags {
+	if len(refs) == 0 || len(changed) < len(refs) {
 		return nil
 	}
-	out := make([]store.MessageFlags, 0, len(uids))
+	out := make([]store.MessageFlags, 0, len(refs))
 	j := 0
-	for _, u := range uids {
-		for j < len(changed) && changed[j].UID < u {
+	for _, r := range refs {
+		for j < len(changed) && changed[j].UID < r.uid {
 			j++
 		}
-		if j == len(changed) || changed[j].UID != u {
+		if j == len(changed) || changed[j].UID != r.uid {
 			return nil
 		}
 		out = append(out, changed[j])
