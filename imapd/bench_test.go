@@ -30,7 +30,8 @@ import (
 //	go test -run '^$' -bench . -benchtime 5x ./imapd/
 //
 // The mailbox is seeded once per BenchmarkIMAP run (the sub-benchmarks
-// share it); plain `go test` never seeds it.
+// share it); plain `go test` never seeds it. Benchmarks that need no
+// large mailbox (bodies fetched and appended) are in bodies_bench_test.go.
 
 const (
 	benchMessages   = 100_000
@@ -246,6 +247,24 @@ func benchText(r *rand.Rand, size int) string {
 
 // benchMessage returns a realistic message of about 2–4 KB.
 func benchMessage(r *rand.Rand, i int, date time.Time) string {
+	h := benchHeader(r, i, date)
+	size := 1200 + r.IntN(2000)
+	if r.IntN(5) == 0 {
+		boundary := fmt.Sprintf("b%08x", r.Uint32())
+		fmt.Fprintf(h, "Content-Type: multipart/alternative; boundary=%q\r\n\r\n", boundary)
+		text := benchText(r, size/2)
+		fmt.Fprintf(h, "--%s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s--%s\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<html><body><p>%s</p></body></html>\r\n--%s--\r\n",
+			boundary, text, boundary, text, boundary)
+		return h.String()
+	}
+	h.WriteString("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\n")
+	h.WriteString(benchText(r, size))
+	return h.String()
+}
+
+// benchHeader returns a realistic header block up to MIME-Version, for
+// the caller to add Content-Type and a body.
+func benchHeader(r *rand.Rand, i int, date time.Time) *strings.Builder {
 	fromName, from := benchAddr(r)
 	_, to := benchAddr(r)
 	subject := benchSubjects[r.IntN(len(benchSubjects))] + strings.Join([]string{
@@ -273,18 +292,7 @@ func benchMessage(r *rand.Rand, i int, date time.Time) string {
 		fmt.Fprintf(&h, "In-Reply-To: <%d.0@example.com>\r\nReferences: <%d.0@example.com>\r\n", i-1, i-1)
 	}
 	h.WriteString("MIME-Version: 1.0\r\n")
-	size := 1200 + r.IntN(2000)
-	if r.IntN(5) == 0 {
-		boundary := fmt.Sprintf("b%08x", r.Uint32())
-		fmt.Fprintf(&h, "Content-Type: multipart/alternative; boundary=%q\r\n\r\n", boundary)
-		text := benchText(r, size/2)
-		fmt.Fprintf(&h, "--%s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s--%s\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<html><body><p>%s</p></body></html>\r\n--%s--\r\n",
-			boundary, text, boundary, text, boundary)
-		return h.String()
-	}
-	h.WriteString("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\n")
-	h.WriteString(benchText(r, size))
-	return h.String()
+	return &h
 }
 
 // bigMessage returns a reader of a message of about size bytes (a base64

@@ -81,6 +81,12 @@ type Options struct {
 	Throttle ThrottlePolicy
 	// Listen configures the change feed's LISTEN connection.
 	Listen ListenOptions
+	// Tracer, if set, is installed on every connection of the pool (and
+	// on the LISTEN connection, which copies the pool's configuration):
+	// for tests and benchmarks, e.g. to count database round trips. It
+	// may also implement the other pgx tracer interfaces (pgx.BatchTracer,
+	// pgx.PrepareTracer, pgx.CopyFromTracer, pgx.ConnectTracer).
+	Tracer pgx.QueryTracer
 }
 
 // DefaultMaxConns is the pool's size unless set: pgxpool's own default
@@ -100,6 +106,9 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		cfg.MaxConns = opts.MaxConns
 	case !strings.Contains(url, "pool_max_conns"):
 		cfg.MaxConns = DefaultMaxConns
+	}
+	if opts.Tracer != nil {
+		cfg.ConnConfig.Tracer = opts.Tracer
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
