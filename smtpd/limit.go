@@ -68,24 +68,27 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		ip := limitKey(hostOf(c.RemoteAddr()))
-		if !l.perIP.acquire(ip) {
-			l.refuse(c, tooManyConnsFromIP, "too many connections from one address", ip)
+		remote := hostOf(c.RemoteAddr())
+		key := limitKey(remote)
+		if !l.perIP.acquire(key) {
+			l.refuse(c, tooManyConnsFromIP, "too many connections from one address", remote)
 			continue
 		}
 		select {
 		case l.total <- struct{}{}:
 		default:
-			l.perIP.release(ip)
-			l.refuse(c, tooManyConns, "too many connections in total", ip)
+			l.perIP.release(key)
+			l.refuse(c, tooManyConns, "too many connections in total", remote)
 			continue
 		}
-		return &limitedConn{Conn: c, release: func() { <-l.total; l.perIP.release(ip) }}, nil
+		return &limitedConn{Conn: c, release: func() { <-l.total; l.perIP.release(key) }}, nil
 	}
 }
 
-func (l *limitListener) refuse(c net.Conn, reply, why, ip string) {
-	l.log.Warn("smtp: connection refused: "+why, "ip", ip)
+// refuse answers c with reply and closes it. Its log line has remote as a
+// session's lines do, but no conn: no session exists.
+func (l *limitListener) refuse(c net.Conn, reply, why, remote string) {
+	l.log.Warn("smtp: connection refused: "+why, "remote", remote)
 	go func() {
 		// A goroutine, so a slow reader cannot stall Accept.
 		c.SetWriteDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck // best effort

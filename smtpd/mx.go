@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
@@ -91,7 +92,8 @@ func (m *MX) Server() *Server {
 
 // NewSession implements smtp.Backend.
 func (m *MX) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	s := &mxSession{m: m, conn: c, ip: hostOf(c.Conn().RemoteAddr()),
+	log, ip := sessionLog(m.cfg.Log, c)
+	s := &mxSession{m: m, conn: c, ip: ip, log: log,
 		localDomain: map[string]bool{}, mailbox: map[mailboxKey]int64{}}
 	s.Reset()
 	return s, nil
@@ -108,6 +110,7 @@ type mxSession struct {
 	m    *MX
 	conn *smtp.Conn
 	ip   string
+	log  *slog.Logger // with conn and remote
 	// Per-session caches: a sending server often delivers several
 	// messages to the same domain and people on one connection.
 	localDomain map[string]bool
@@ -158,7 +161,7 @@ func (s *mxSession) Mail(from string, opts *smtp.MailOptions) error {
 // part, so a quoted "u@other"@ours arrives as u@other@ours. After
 // maxRcptErrors refusals the connection is closed.
 func (s *mxSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	return countRcptError(s.conn, &s.rcptErrors, s.rcpt(to), s.m.cfg.Log)
+	return countRcptError(s.conn, &s.rcptErrors, s.rcpt(to), s.log)
 }
 
 func (s *mxSession) rcpt(to string) error {
@@ -166,7 +169,7 @@ func (s *mxSession) rcpt(to string) error {
 	defer cancel()
 	to, err := bareRecipient(ctx, s.m.cfg, to)
 	if err != nil {
-		s.m.cfg.Log.Error("mx rcpt", "err", err)
+		s.log.Error("mx rcpt", "err", err)
 		return errTempFailure
 	}
 	addr := strings.ToLower(strings.TrimSpace(to))
@@ -185,7 +188,7 @@ func (s *mxSession) rcpt(to string) error {
 	if !known {
 		var err error
 		if isLocal, err = s.m.cfg.Store.IsLocalDomain(ctx, domain); err != nil {
-			s.m.cfg.Log.Error("mx rcpt", "err", err)
+			s.log.Error("mx rcpt", "err", err)
 			return errTempFailure
 		}
 		s.localDomain[domain] = isLocal
@@ -199,14 +202,14 @@ func (s *mxSession) rcpt(to string) error {
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: fmt.Sprintf("No such user here: <%s>", addr)}
 	}
 	if err != nil {
-		s.m.cfg.Log.Error("mx rcpt", "err", err)
+		s.log.Error("mx rcpt", "err", err)
 		return errTempFailure
 	}
 	if acc.Disabled {
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 2, 1}, Message: fmt.Sprintf("Mailbox disabled: <%s>", addr)}
 	}
 	if !s.seen[acc.ID] {
-		if err := rcptQuota(ctx, s.m.cfg, acc, addr, s.size); err != nil {
+		if err := rcptQuota(ctx, s.m.cfg.Store, s.log, acc, addr, s.size); err != nil {
 			return err
 		}
 	}
@@ -229,7 +232,7 @@ func (s *mxSession) Data(r io.Reader) error {
 		// Mail is never refused for being ugly: it is kept byte for byte,
 		// and checked against the From fields a lenient reading finds (a
 		// message with none fails DMARC).
-		s.m.cfg.Log.Info("mx: malformed header, read leniently", "ip", s.ip, "err", err)
+		s.log.Info("mx: malformed header, read leniently", "err", err)
 	} else if err != nil {
 		return s.dataError("read header", err)
 	}
@@ -251,7 +254,7 @@ func (s *mxSession) Data(r io.Reader) error {
 	}, msg.Reader())
 	ccancel()
 	if err != nil {
-		s.m.cfg.Log.Error("mx checks", "err", err)
+		s.log.Error("mx checks", "err", err)
 		return errTempFailure
 	}
 	if v.Action == inboundauth.Deliver && !v.Aligned {
@@ -267,7 +270,7 @@ func (s *mxSession) Data(r io.Reader) error {
 			}
 		}
 	}
-	log := s.m.cfg.Log.With("ip", s.ip, "helo", s.conn.Hostname(), "from", s.from, "rcpts", len(s.rcptAddr),
+	log := s.log.With("helo", s.conn.Hostname(), "from", s.from, "rcpts", len(s.rcptAddr),
 		"spf", v.SPF.Value, "dmarc", v.DMARC.Value, "action", v.Action.String(), "why", v.Why)
 	switch v.Action {
 	case inboundauth.Reject:
@@ -298,7 +301,7 @@ func (s *mxSession) Data(r io.Reader) error {
 	for _, acc := range s.accounts {
 		mb, err := s.mailboxFor(ctx, acc, junk)
 		if err != nil {
-			log.Error("mx mailbox", "err", err, "account", acc)
+			log.Error("mx mailbox", "err", err, "rcpt_account", acc)
 			return errTempFailure
 		}
 		targets = append(targets, store.Target{AccountID: acc, MailboxID: mb})
@@ -324,7 +327,7 @@ func (s *mxSession) isLocalDomain(ctx context.Context, d string) (bool, error) {
 	}
 	v, err := s.m.cfg.Store.IsLocalDomain(ctx, d)
 	if err != nil {
-		s.m.cfg.Log.Error("mx local domain", "err", err)
+		s.log.Error("mx local domain", "err", err)
 		return false, err
 	}
 	s.localDomain[d] = v
@@ -369,7 +372,7 @@ func (s *mxSession) dataError(what string, err error) error {
 		// More than twice the size limit without a reply (dataConn).
 		return errTooBig
 	}
-	s.m.cfg.Log.Warn("mx data", "step", what, "err", err, "ip", s.ip)
+	s.log.Warn("mx data", "step", what, "err", err)
 	return errTempFailure
 }
 

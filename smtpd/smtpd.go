@@ -6,10 +6,11 @@ package smtpd
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"fmt"
 	"io"
-	"log"
 	"log/slog"
 	"net"
 	"strings"
@@ -64,7 +65,11 @@ type Config struct {
 	MaxConnsPerIP int
 	// ReadTimeout and WriteTimeout bound each network read and write.
 	ReadTimeout, WriteTimeout time.Duration
-	Log                       *slog.Logger
+	// Log receives the server's logs (default slog.Default()). Every line
+	// about a session adds conn (an id per TCP connection), remote (the
+	// client's IP) and, once a submission session has logged in, account
+	// (its address): the keys imapd uses.
+	Log *slog.Logger
 	// Metrics, if set, counts accepted messages.
 	Metrics *metrics.Mailstack
 }
@@ -99,6 +104,7 @@ type Server struct {
 	srv         *smtp.Server
 	implicitTLS bool
 	tls         *tls.Config
+	log         *slog.Logger
 	// wrap, if set, wraps the listener given to Serve (used to limit
 	// connections, in total and per remote IP, before go-smtp sees them).
 	wrap func(net.Listener) net.Listener
@@ -118,8 +124,8 @@ func newServer(cfg Config, be smtp.Backend, implicitTLS bool) *Server {
 	// Passwords never travel in clear text: AUTH is neither advertised nor
 	// accepted before TLS.
 	s.AllowInsecureAuth = false
-	s.ErrorLog = log.New(slogWriter{cfg.Log}, "", 0)
-	return &Server{srv: s, implicitTLS: implicitTLS, tls: cfg.TLS}
+	s.ErrorLog = errorLog{cfg.Log}
+	return &Server{srv: s, implicitTLS: implicitTLS, tls: cfg.TLS, log: cfg.Log}
 }
 
 // Serve accepts connections on l until Shutdown. For an implicit-TLS
@@ -128,7 +134,7 @@ func (s *Server) Serve(l net.Listener) error {
 	if s.wrap != nil {
 		l = s.wrap(l)
 	}
-	l = dataListener{Listener: l, dataLimit: 2*s.srv.MaxMessageBytes + maxCommandBytes}
+	l = dataListener{Listener: l, dataLimit: 2*s.srv.MaxMessageBytes + maxCommandBytes, log: s.log}
 	if s.implicitTLS {
 		l = tls.NewListener(l, s.tls)
 	}
@@ -148,12 +154,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-// slogWriter adapts go-smtp's log.Logger-style error log to slog.
-type slogWriter struct{ log *slog.Logger }
+// errorLog adapts go-smtp's error log to slog. Its lines about one
+// connection (a failed TLS handshake or read, a panic) name the remote
+// address, a connAddr, so they get the connection's keys.
+type errorLog struct{ log *slog.Logger }
 
-func (w slogWriter) Write(p []byte) (int, error) {
-	w.log.Error("smtp server", "msg", string(p))
-	return len(p), nil
+func (l errorLog) Printf(format string, v ...any) { l.write(fmt.Sprintf(format, v...), v) }
+func (l errorLog) Println(v ...any)               { l.write(fmt.Sprintln(v...), v) }
+
+func (l errorLog) write(msg string, v []any) {
+	log := l.log
+	for _, a := range v {
+		if ca, ok := a.(connAddr); ok {
+			log = log.With(connKeys(ca)...)
+			break
+		}
+	}
+	log.Error("smtp server", "err", strings.TrimSuffix(msg, "\n"))
 }
 
 // dataConn is every accepted connection, below TLS. While extending is
@@ -171,8 +188,11 @@ func (w slogWriter) Write(p []byte) (int, error) {
 // a reply, so this bounds a command line without knowing where it ends.
 // Past the bound, reads fail with smtp.ErrTooLongLine, which go-smtp
 // answers "500 5.4.0 Too long line" before closing.
+//
+// It also holds the connection's log id (see connAddr).
 type dataConn struct {
 	net.Conn
+	id        string       // conn in log lines
 	extend    atomic.Int64 // a time.Duration; 0: off
 	dataLimit int64
 	unreplied atomic.Int64 // bytes read since the last write
@@ -206,6 +226,7 @@ func (c *dataConn) Write(p []byte) (int, error) {
 type dataListener struct {
 	net.Listener
 	dataLimit int64
+	log       *slog.Logger
 }
 
 func (l dataListener) Accept() (net.Conn, error) {
@@ -213,7 +234,9 @@ func (l dataListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &dataConn{Conn: c, dataLimit: l.dataLimit}, nil
+	dc := &dataConn{Conn: c, id: newConnID(), dataLimit: l.dataLimit}
+	l.log.Debug("connect", connKeys(dc.RemoteAddr())...)
+	return dc, nil
 }
 
 // extendReads makes every read on c (a connection of Server.Serve, maybe
@@ -225,6 +248,42 @@ func extendReads(c net.Conn, d time.Duration) {
 	if dc, ok := c.(*dataConn); ok {
 		dc.extend.Store(int64(d))
 	}
+}
+
+// RemoteAddr returns the peer's address with the connection's log id.
+func (c *dataConn) RemoteAddr() net.Addr { return connAddr{c.Conn.RemoteAddr(), c.id} }
+
+// connAddr is the remote address of a dataConn, carrying its log id.
+// The id travels with the address because the address is what reaches
+// every place that logs: a session (go-smtp makes a new one after
+// STARTTLS, and the id must stay the TCP connection's) and go-smtp's
+// error log, which names only the address.
+type connAddr struct {
+	net.Addr
+	id string
+}
+
+// newConnID returns a random connection id of 12 hex digits, as imapd's.
+func newConnID() string {
+	var b [6]byte
+	rand.Read(b[:]) //nolint:errcheck // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
+}
+
+// connKeys returns the log keys of every line about the connection from
+// a: conn (when a is a connAddr) and remote.
+func connKeys(a net.Addr) []any {
+	if ca, ok := a.(connAddr); ok {
+		return []any{"conn", ca.id, "remote", hostOf(ca)}
+	}
+	return []any{"remote", hostOf(a)}
+}
+
+// sessionLog returns base with the keys of every line about c's session,
+// and the client's IP.
+func sessionLog(base *slog.Logger, c *smtp.Conn) (*slog.Logger, string) {
+	a := c.Conn().RemoteAddr()
+	return base.With(connKeys(a)...), hostOf(a)
 }
 
 // maxRcptErrors is how many refused RCPT commands one session may have:
@@ -239,7 +298,7 @@ const tooManyErrors = "421 4.7.0 Too many errors; closing the connection\r\n"
 // countRcptError counts a RCPT refusal (err != nil) in *n and returns err.
 // At maxRcptErrors it writes 421 itself and closes the connection: go-smtp
 // cannot end a session from a command handler, and its reply to this RCPT
-// then goes nowhere.
+// then goes nowhere. log is the session's.
 func countRcptError(c *smtp.Conn, n *int, err error, log *slog.Logger) error {
 	if err == nil {
 		return nil
@@ -247,7 +306,7 @@ func countRcptError(c *smtp.Conn, n *int, err error, log *slog.Logger) error {
 	if *n++; *n < maxRcptErrors {
 		return err
 	}
-	log.Warn("smtp: too many refused recipients, disconnecting", "ip", hostOf(c.Conn().RemoteAddr()), "refused", *n)
+	log.Warn("smtp: too many refused recipients, disconnecting", "refused", *n)
 	conn := c.Conn()
 	conn.SetWriteDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck // best effort
 	io.WriteString(conn, tooManyErrors)                     //nolint:errcheck // best effort
@@ -259,14 +318,15 @@ func countRcptError(c *smtp.Conn, n *int, err error, log *slog.Logger) error {
 // when it has a quota and cannot take size more bytes (0, undeclared,
 // counts as 1): a full mailbox defers its own recipient, not the whole
 // message, as Postfix with Dovecot's quota service does. The sender
-// retries; the user may make room. Delivery checks again.
-func rcptQuota(ctx context.Context, cfg Config, acc *store.Account, addr string, size int64) error {
+// retries; the user may make room. Delivery checks again. log is the
+// session's.
+func rcptQuota(ctx context.Context, st *store.Store, log *slog.Logger, acc *store.Account, addr string, size int64) error {
 	if acc.QuotaBytes <= 0 {
 		return nil
 	}
-	full, err := cfg.Store.QuotaFull(ctx, acc.ID, max(size, 1))
+	full, err := st.QuotaFull(ctx, acc.ID, max(size, 1))
 	if err != nil {
-		cfg.Log.Error("smtp rcpt quota", "err", err, "account", acc.ID)
+		log.Error("smtp rcpt quota", "err", err, "rcpt_account", acc.ID)
 		return errTempFailure
 	}
 	if full {

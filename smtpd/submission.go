@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -77,11 +77,8 @@ func (b *Submission) Server(implicitTLS bool) *Server {
 
 // NewSession implements smtp.Backend.
 func (b *Submission) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	ip := c.Conn().RemoteAddr().String()
-	if host, _, err := net.SplitHostPort(ip); err == nil {
-		ip = host
-	}
-	s := &session{b: b, conn: c, ip: ip, owned: map[string]bool{}, localDomain: map[string]bool{}, inboxOf: map[int64]int64{}}
+	log, ip := sessionLog(b.cfg.Log, c)
+	s := &session{b: b, conn: c, ip: ip, log: log, owned: map[string]bool{}, localDomain: map[string]bool{}, inboxOf: map[int64]int64{}}
 	s.Reset()
 	return s, nil
 }
@@ -91,6 +88,7 @@ type session struct {
 	b     *Submission
 	conn  *smtp.Conn
 	ip    string
+	log   *slog.Logger // with conn, remote and, after AUTH, account
 	login *store.Login
 	owned map[string]bool // addresses already found to be the account's
 	// Per-session caches of answers that do not change in practice while a
@@ -148,10 +146,12 @@ func (s *session) authenticate(username, password string) error {
 	case errors.Is(err, store.ErrThrottled):
 		return errThrottled
 	case err != nil:
-		s.b.cfg.Log.Error("smtp auth", "err", err, "ip", s.ip)
+		s.log.Error("smtp auth", "err", err)
 		return errTempFailure
 	}
 	s.login = l
+	s.log = s.log.With("account", l.Address)
+	s.log.Debug("login")
 	return nil
 }
 
@@ -166,7 +166,8 @@ func (s *session) authenticate(username, password string) error {
 
 // loginGone ends the session's login after the store found it revoked.
 func (s *session) loginGone() error {
-	s.b.cfg.Log.Info("smtp session ended: credentials revoked", "account", s.login.Address, "ip", s.ip)
+	// s.log keeps account: later lines are still that login's client.
+	s.log.Info("smtp session ended: credentials revoked")
 	s.login = nil
 	return errSessionGone
 }
@@ -200,7 +201,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.Reset()
 	ok, err := s.owns(ctx, from)
 	if err != nil {
-		s.b.cfg.Log.Error("smtp mail from", "err", err)
+		s.log.Error("smtp mail from", "err", err)
 		return errTempFailure
 	}
 	if !ok {
@@ -217,7 +218,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 // unknown one (or a full mailbox) is refused here rather than bounced
 // later. After maxRcptErrors refusals the connection is closed.
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
-	return countRcptError(s.conn, &s.rcptErrors, s.rcpt(to), s.b.cfg.Log)
+	return countRcptError(s.conn, &s.rcptErrors, s.rcpt(to), s.log)
 }
 
 func (s *session) rcpt(to string) error {
@@ -228,7 +229,7 @@ func (s *session) rcpt(to string) error {
 	defer cancel()
 	to, err := bareRecipient(ctx, s.b.cfg, to)
 	if err != nil {
-		s.b.cfg.Log.Error("smtp rcpt", "err", err)
+		s.log.Error("smtp rcpt", "err", err)
 		return errTempFailure
 	}
 	addr, err := store.NormalizeAddress(to)
@@ -239,7 +240,7 @@ func (s *session) rcpt(to string) error {
 	local, known := s.localDomain[domain]
 	if !known {
 		if local, err = s.b.cfg.Store.IsLocalDomain(ctx, domain); err != nil {
-			s.b.cfg.Log.Error("smtp rcpt", "err", err)
+			s.log.Error("smtp rcpt", "err", err)
 			return errTempFailure
 		}
 		s.localDomain[domain] = local
@@ -263,7 +264,7 @@ func (s *session) rcpt(to string) error {
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: fmt.Sprintf("No such user here: <%s>", addr)}
 	}
 	if err != nil {
-		s.b.cfg.Log.Error("smtp rcpt", "err", err)
+		s.log.Error("smtp rcpt", "err", err)
 		return errTempFailure
 	}
 	if acc.Disabled {
@@ -272,14 +273,14 @@ func (s *session) rcpt(to string) error {
 	if s.localSeen[acc.ID] {
 		return nil // an alias of an account already listed: one copy
 	}
-	if err := rcptQuota(ctx, s.b.cfg, acc, addr, s.size); err != nil {
+	if err := rcptQuota(ctx, s.b.cfg.Store, s.log, acc, addr, s.size); err != nil {
 		return err
 	}
 	inbox, ok := s.inboxOf[acc.ID]
 	if !ok {
 		mb, err := s.b.cfg.Store.MailboxByName(ctx, acc.ID, "INBOX")
 		if err != nil {
-			s.b.cfg.Log.Error("smtp rcpt inbox", "err", err, "account", acc.ID)
+			s.log.Error("smtp rcpt inbox", "err", err, "rcpt_account", acc.ID)
 			return errTempFailure
 		}
 		inbox = mb.ID
@@ -331,12 +332,12 @@ func (s *session) Data(r io.Reader) error {
 		_, domain, _ := strings.Cut(strings.ToLower(froms[0].Address), "@")
 		d, err := s.b.cfg.Store.DomainByName(ctx, domain)
 		if err != nil {
-			s.b.cfg.Log.Error("smtp dkim domain", "err", err, "domain", domain)
+			s.log.Error("smtp dkim domain", "err", err, "domain", domain)
 			return errTempFailure
 		}
 		sig, err := dkimSign(d, in.header, msg.Reader())
 		if err != nil {
-			s.b.cfg.Log.Error("smtp dkim sign", "err", err, "domain", domain)
+			s.log.Error("smtp dkim sign", "err", err, "domain", domain)
 			return errTempFailure
 		}
 		// Local recipients get the signed copy too: one stored content.
@@ -357,12 +358,12 @@ func (s *session) Data(r io.Reader) error {
 		if errors.Is(err, store.ErrOverQuota) {
 			return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 2, 2}, Message: "A recipient's mailbox is full"}
 		}
-		s.b.cfg.Log.Error("smtp submit", "err", err)
+		s.log.Error("smtp submit", "err", err)
 		return errTempFailure
 	}
 	s.b.cfg.Metrics.MessageIn("submission")
-	s.b.cfg.Log.Debug("submitted", "id", t.id, "account", s.login.Address, "from", s.from,
-		"local", len(s.local), "remote", len(s.remote), "size", msg.Size)
+	s.log.Debug("submitted", "id", t.id, "from", s.from,
+		"local_rcpts", len(s.local), "remote_rcpts", len(s.remote), "size", msg.Size)
 	return nil
 }
 
@@ -404,7 +405,7 @@ func (s *session) checkAuthors(in *incoming) ([]*mail.Address, error) {
 	for _, a := range authors {
 		ok, err := s.owns(ctx, a.Address)
 		if err != nil {
-			s.b.cfg.Log.Error("smtp from header", "err", err)
+			s.log.Error("smtp from header", "err", err)
 			return nil, errTempFailure
 		}
 		if !ok {
@@ -430,7 +431,7 @@ func (s *session) dataError(what string, err error) error {
 		// More than twice the size limit without a reply (dataConn).
 		return errTooBig
 	}
-	s.b.cfg.Log.Warn("smtp data", "step", what, "err", err, "ip", s.ip)
+	s.log.Warn("smtp data", "step", what, "err", err)
 	return errTempFailure
 }
 
