@@ -379,7 +379,7 @@ func (w *Worker) record(ctx context.Context, rows []store.QueuedMessage, results
 		o.ID = r.ID
 		log := w.cfg.Log.With("queue_id", r.ID, "from", r.MailFrom, "to", r.RcptTo, "attempt", r.Attempts)
 		if res.err == nil {
-			log.Info("delivered", "remote", res.remote)
+			log.Info("delivered", "mx_host", res.remote) // remote is a client's address in session logs
 			w.cfg.Metrics.MessageOut("delivered")
 			o.Kind = store.OutcomeDelivered
 			continue
