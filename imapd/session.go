@@ -420,7 +420,7 @@ func (s *session) finish(c *cmd, err error) error {
 	case isDisconnect(err) || s.ctx.Err() != nil:
 		return err
 	default:
-		s.log.Error("command failed", "command", c.name, "account", s.account(), "err", err)
+		s.log.Error("command failed", "command", c.name, "err", err)
 		s.enc.Status(tag, "NO", "SERVERBUG", "Internal server error; please try again")
 	}
 	return s.enc.Err()
@@ -438,13 +438,6 @@ func (s *session) skip(c *cmd) error {
 	return err
 }
 
-// account names the session's account in logs.
-func (s *session) account() string {
-	if s.login == nil {
-		return ""
-	}
-	return s.login.Address
-}
 
 // pollAfter writes the pending updates before a command's tagged response,
 // unless the command wrote them itself or the session was not checked.

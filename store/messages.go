@@ -578,9 +578,15 @@ func (s *Store) Expunge(ctx context.Context, accountID, mailboxID int64, uids []
 		uids = []UIDRange{{1, 0}}
 	}
 	lo, hi := normalizeRanges(uids)
-	rows, err := s.pool.Query(ctx, `WITH lk AS MATERIALIZED (
+	rows, err := s.pool.Query(ctx, `WITH mb0 AS MATERIALIZED (
+			SELECT uidvalidity, deleted FROM mailboxes WHERE id = $1 AND account_id = $2 AND NOT noselect
+		), lk AS MATERIALIZED (
+			-- Nothing to remove (the cached count says no message has
+			-- \Deleted, as it does after most EXPUNGEs): no lock, no
+			-- write, no WAL flush. A message flagged meanwhile is judged
+			-- by the next EXPUNGE, as if this one came first.
 			SELECT highestmodseq + 1 AS ms, uidvalidity FROM mailboxes
-			WHERE id = $1 AND account_id = $2 AND NOT noselect FOR UPDATE
+			WHERE id = $1 AND account_id = $2 AND NOT noselect AND (SELECT deleted FROM mb0) > 0 FOR UPDATE
 		), del AS (
 			-- (SELECT ... FROM lk) is evaluated, and the lock taken, before
 			-- any row is deleted.
@@ -602,7 +608,7 @@ func (s *Store) Expunge(ctx context.Context, accountID, mailboxID int64, uids []
 			SELECT CASE WHEN (SELECT count(*) FROM del) <= `+strconv.Itoa(maxInlineMessages)+` THEN
 				' `+inlineMarker+` ' || (SELECT uidvalidity FROM lk)::text || (SELECT string_agg(' x ' || uid::text, '') FROM del) END AS s
 		)
-		SELECT 0 AS kind, 0::bigint, uidvalidity::bigint, NULL::text FROM lk
+		SELECT 0 AS kind, 0::bigint, uidvalidity::bigint, set_config('synchronous_commit', 'off', true) FROM mb0
 		UNION ALL
 		SELECT 1, uid, 0, NULL FROM del
 		UNION ALL
@@ -668,22 +674,26 @@ func (s *Store) StoreFlags(ctx context.Context, accountID, mailboxID int64, uids
 	if op != FlagsRemove {
 		added = keywords
 	}
-	// One statement, its own transaction: lock the mailbox row (lk), then
-	// the messages of the set (old: FOR UPDATE returns their latest
-	// version, even if it committed after the statement's snapshot, while
-	// lk waited), update those whose flags change with the next modseq,
-	// and only if any did, give the mailbox that modseq and the new
-	// counts and announce it. The rows: kind 0, the mailbox was found; 1,
-	// a changed message; 2, the notification.
+	// One round trip, one transaction: a pipelined batch of two
+	// statements that PostgreSQL runs up to its one Sync as one implicit
+	// transaction. The first locks the mailbox row (every writer of the
+	// mailbox does, first); the second, whose snapshot is taken after the
+	// lock was granted, so it sees every change committed before it,
+	// reads the messages of the set without locking them one by one,
+	// updates those whose flags change with the next modseq, and only if
+	// any did, gives the mailbox that modseq and the new counts and
+	// announces it. Its rows: kind 0, the mailbox was found; 1, a changed
+	// message; 2, the notification.
 	lo, hi := normalizeRanges(uids)
-	rows, err := s.pool.Query(ctx, `WITH lk AS MATERIALIZED (
+	b := &pgx.Batch{}
+	b.Queue(`SELECT 1`+asyncCommit+` FROM mailboxes WHERE id = $1 AND account_id = $2 AND NOT noselect FOR UPDATE`, mailboxID, accountID)
+	b.Queue(`WITH lk AS MATERIALIZED (
 			SELECT highestmodseq + 1 AS ms, uidvalidity FROM mailboxes
-			WHERE id = $1 AND account_id = $2 AND NOT noselect FOR UPDATE
+			WHERE id = $1 AND account_id = $2 AND NOT noselect
 		), old AS MATERIALIZED (
 			SELECT mm.uid, mm.flags, mm.keywords, lk.ms FROM lk, mailbox_messages mm
 			JOIN unnest($3::bigint[], $4::bigint[]) r(lo, hi) ON mm.uid BETWEEN r.lo AND r.hi
 			WHERE mm.mailbox_id = $1 AND mm.account_id = $2
-			FOR UPDATE OF mm
 		), new AS (
 			SELECT uid, ms, flags AS oflags,
 				CASE $5::int WHEN 0 THEN flags | $6 WHEN 1 THEN flags & ~$6::int ELSE $6 END AS nflags,
@@ -723,8 +733,35 @@ func (s *Store) StoreFlags(ctx context.Context, accountID, mailboxID int64, uids
 			pg_notify($11, $1::bigint::text || ' ' || highestmodseq::text`+notifyStamp+` ||
 				CASE WHEN octet_length(inl.s) <= `+strconv.Itoa(maxInline)+` THEN inl.s ELSE '' END)::text FROM mb, inl`,
 		mailboxID, accountID, lo, hi, int(op), bits, keywords, added, flagSeen, flagDeleted, MailboxChannel)
+	br := s.pool.SendBatch(ctx, b)
+	out, err := readStoreFlags(br, mailboxID)
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store flags: %w", err)
+	}
+	return out, nil
+}
+
+// asyncCommit, added to the columns of a SELECT of a transaction, lets it commit without
+// waiting for its WAL to reach the disk (synchronous_commit off, for that
+// transaction only). Flag changes and expunges use it, as Dovecot's
+// default does not fsync them either: a crash of PostgreSQL or of the
+// machine may lose the last fraction of a second of them (a message shows
+// unread again, or comes back), never a message; deliveries, APPEND,
+// COPY and MOVE still wait for the disk. PostgreSQL keeps the database
+// consistent either way. (ARCHITECTURE.md, invariant 3.)
+const asyncCommit = `, set_config('synchronous_commit', 'off', true)`
+
+// readStoreFlags reads StoreFlags' batch: the lock, then the changes.
+func readStoreFlags(br pgx.BatchResults, mailboxID int64) ([]MessageFlags, error) {
+	if _, err := br.Exec(); err != nil {
+		return nil, err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, err
 	}
 	var out []MessageFlags
 	found := false
@@ -744,8 +781,5 @@ func (s *Store) StoreFlags(ctx context.Context, accountID, mailboxID int64, uids
 		err = fmt.Errorf("mailbox %d: %w", mailboxID, ErrNotFound)
 	}
 	slices.SortFunc(out, func(a, b MessageFlags) int { return int(a.UID) - int(b.UID) })
-	if err != nil {
-		return nil, fmt.Errorf("store flags: %w", err)
-	}
-	return out, nil
+	return out, err
 }
