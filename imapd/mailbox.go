@@ -12,6 +12,22 @@ import (
 	"github.com/mailstack/mailstack/store"
 )
 
+// mailboxCommand reads the one argument of a command on a mailbox (SP name
+// CRLF) and checks the session: DELETE, SUBSCRIBE, UNSUBSCRIBE.
+func (s *session) mailboxCommand(c *cmd) (string, error) {
+	if err := c.d.SP(); err != nil {
+		return "", err
+	}
+	name, _, err := s.mailboxArg(c.d)
+	if err != nil {
+		return "", err
+	}
+	if err := c.end(); err != nil {
+		return "", err
+	}
+	return name, s.begin()
+}
+
 // mailboxArg reads a mailbox name argument and decodes it: UTF-8 in UTF-8
 // mode, else modified UTF-7. A name that is not valid modified UTF-7 is
 // kept as sent (it names no mailbox; CREATE refuses it), except that an
@@ -110,17 +126,8 @@ func canonicalSpecialUse(a string) string {
 // cmdDelete deletes a mailbox. INBOX cannot be deleted; a mailbox with
 // children becomes \Noselect (done by the store).
 func (s *session) cmdDelete(c *cmd) error {
-	if err := c.d.SP(); err != nil {
-		return err
-	}
-	name, _, err := s.mailboxArg(c.d)
+	name, err := s.mailboxCommand(c)
 	if err != nil {
-		return err
-	}
-	if err := c.end(); err != nil {
-		return err
-	}
-	if err := s.begin(); err != nil {
 		return err
 	}
 	mb, err := s.srv.st.MailboxByName(s.ctx, s.accountID(), name)
@@ -183,17 +190,8 @@ func (s *session) cmdRename(c *cmd) error {
 
 // cmdSubscribe is SUBSCRIBE and UNSUBSCRIBE.
 func (s *session) cmdSubscribe(c *cmd) error {
-	if err := c.d.SP(); err != nil {
-		return err
-	}
-	name, _, err := s.mailboxArg(c.d)
+	name, err := s.mailboxCommand(c)
 	if err != nil {
-		return err
-	}
-	if err := c.end(); err != nil {
-		return err
-	}
-	if err := s.begin(); err != nil {
 		return err
 	}
 	err = s.srv.st.SetSubscribed(s.ctx, s.accountID(), name, c.name == "SUBSCRIBE")

@@ -438,7 +438,6 @@ func (s *session) skip(c *cmd) error {
 	return err
 }
 
-
 // pollAfter writes the pending updates before a command's tagged response,
 // unless the command wrote them itself or the session was not checked.
 func (s *session) pollAfter(c *cmd) error {

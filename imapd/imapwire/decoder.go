@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -469,36 +470,33 @@ func (d *Decoder) literal(binary bool) ([]byte, error) {
 }
 
 // String reads a quoted string or a literal.
-func (d *Decoder) String() (string, error) {
-	b, err := d.Peek()
-	if err != nil {
-		return "", err
-	}
-	switch b {
-	case '"':
-		return d.Quoted()
-	case '{':
-		buf, err := d.literal(false)
-		return string(buf), err
-	}
-	return "", syntaxErr("Expected string, got %s", describe(b))
-}
+func (d *Decoder) String() (string, error) { return d.stringOr(nil, "string") }
 
 // AString reads an atom-like string (ASTRING-CHARs), a quoted string or a
 // literal.
-func (d *Decoder) AString() (string, error) {
+func (d *Decoder) AString() (string, error) { return d.stringOr(isAStringChar, "string") }
+
+// ListMailbox reads a LIST pattern: list-char atoms (with % and *), a
+// quoted string or a literal.
+func (d *Decoder) ListMailbox() (string, error) { return d.stringOr(isListChar, "mailbox pattern") }
+
+// stringOr reads a quoted string, a literal or, if atom is set, a run of
+// the bytes it accepts.
+func (d *Decoder) stringOr(atom func(byte) bool, what string) (string, error) {
 	b, err := d.Peek()
 	if err != nil {
 		return "", err
 	}
-	switch b {
-	case '"':
+	switch {
+	case b == '"':
 		return d.Quoted()
-	case '{':
+	case b == '{':
 		buf, err := d.literal(false)
 		return string(buf), err
+	case atom == nil:
+		return "", syntaxErr("Expected %s, got %s", what, describe(b))
 	}
-	return d.readWhile(isAStringChar, "string")
+	return d.readWhile(atom, what)
 }
 
 // NString reads a string or NIL; nil says NIL.
@@ -512,30 +510,13 @@ func (d *Decoder) NString() (*string, error) {
 		if err != nil {
 			return nil, err
 		}
-		if a != "NIL" && a != "nil" && a != "Nil" {
+		if !strings.EqualFold(a, "NIL") {
 			return nil, syntaxErr("Expected NIL or string, got %s", truncate(a))
 		}
 		return nil, nil
 	}
 	s, err := d.String()
 	return &s, err
-}
-
-// ListMailbox reads a LIST pattern: list-char atoms (with % and *), a
-// quoted string or a literal.
-func (d *Decoder) ListMailbox() (string, error) {
-	b, err := d.Peek()
-	if err != nil {
-		return "", err
-	}
-	switch b {
-	case '"':
-		return d.Quoted()
-	case '{':
-		buf, err := d.literal(false)
-		return string(buf), err
-	}
-	return d.readWhile(isListChar, "mailbox pattern")
 }
 
 // List reads a parenthesised list, calling item for each element (none for
