@@ -161,6 +161,24 @@ func version() string {
 	return v + ", " + bi.GoVersion
 }
 
+// shortVersion is what the servers tell clients (IMAP ID): the module
+// version, or for a build from a checkout its commit's first 12 digits.
+func shortVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			return s.Value[:12]
+		}
+	}
+	return "dev"
+}
+
 func (c *cli) run(ctx context.Context, args []string) error {
 	c.args = args
 	if len(args) == 0 {

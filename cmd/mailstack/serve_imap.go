@@ -28,6 +28,7 @@ func (s *server) imapListeners() []listener {
 				MaxConnsPerAccount: int(s.cfg.maxConnsPerAccount),
 				Logger:             s.log,
 				Metrics:            s.metrics,
+				Version:            shortVersion(),
 			})
 		}
 		running++
