@@ -90,7 +90,7 @@ type MessageMeta struct {
 // InlineBodySize is the largest message FetchMeta returns whole (with
 // FetchOptions.Body): reading a small body with its metadata saves a
 // round trip per message.
-const InlineBodySize = 64 << 10
+const InlineBodySize = ChunkSize
 
 // FetchOptions says which optional columns FetchMeta reads.
 type FetchOptions struct {
