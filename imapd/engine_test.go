@@ -477,14 +477,23 @@ func largeMessage(n int) []byte {
 // TestFetchOfExpungedBody: a message still in the session's view whose
 // body another session (on another server, not heard of yet) has expunged
 // is answered NO [EXPUNGEISSUED] before any of its response is written,
-// never cut off in the middle of a literal; the session goes on.
+// never cut off in the middle of a literal; the session goes on. Both
+// ways: the row read from the database (it is gone), and the row cached
+// but a body too large to cache read by chunk (its content is no longer
+// the account's).
 func TestFetchOfExpungedBody(t *testing.T) {
+	for _, size := range []int{10 << 10, 600 << 10} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) { fetchOfExpungedBody(t, size) })
+	}
+}
+
+func fetchOfExpungedBody(t *testing.T, size int) {
 	e := newEnv(t, envOptions{})
-	e.deliver("INBOX", string(largeMessage(200<<10)))
+	e.deliver("INBOX", string(largeMessage(size)))
 	inbox := mailboxID(t, e, "INBOX")
 	a := e.raw()
 	a.cmd("SELECT INBOX")
-	a.cmd("FETCH 1 (FLAGS RFC822.SIZE)") // the row is cached now
+	a.cmd("FETCH 1 (FLAGS RFC822.SIZE)") // the row is cached now, not the body
 	stall := stallFeed(t, e.srv, inbox)
 	e2 := newEnv(t, envOptions{st: e.st})
 	b := e2.login(nil)

@@ -428,10 +428,11 @@ func (s *session) cmdFetch(c *cmd) error {
 	case fo.Structure:
 		batch = structureBatch
 	}
-	if err := s.forEachMeta(sel, refs, fo, batch, f.write); err != nil {
+	missing, err := s.forEachMeta(sel, refs, fo, batch, f.write)
+	if err != nil {
 		return err
 	}
-	if f.expunged {
+	if f.expunged || missing {
 		// Dovecot's words, which clients (and imaptest) know.
 		return no("EXPUNGEISSUED", "Some of the requested messages no longer exist")
 	}
@@ -463,14 +464,16 @@ const (
 // batch is read whole and its pool connection released before fn writes to
 // the client, so a slow or stalled client never holds a database
 // connection (and reading a body inside fn can take one of its own).
-// Messages gone from the database meanwhile are skipped.
-func (s *session) forEachMeta(sel *view, refs []msgRef, fo store.FetchOptions, n int, fn func(seq uint32, m *store.MessageMeta) error) error {
+// Messages gone from the database meanwhile (expunged by a session the
+// feed has not heard of yet) are skipped, and missing says so.
+func (s *session) forEachMeta(sel *view, refs []msgRef, fo store.FetchOptions, n int, fn func(seq uint32, m *store.MessageMeta) error) (missing bool, err error) {
 	for len(refs) > 0 {
 		k := min(len(refs), n)
 		batch, err := s.fetchMeta(s.ctx, sel, refs[:k], fo)
 		if err != nil {
-			return err
+			return missing, err
 		}
+		missing = missing || len(batch) < k
 		// Both ascending by UID: pair each row with its sequence number.
 		j := 0
 		for i := range batch {
@@ -481,12 +484,12 @@ func (s *session) forEachMeta(sel *view, refs []msgRef, fo store.FetchOptions, n
 				continue
 			}
 			if err := fn(refs[j].seq, &batch[i]); err != nil {
-				return err
+				return missing, err
 			}
 		}
 		refs = refs[k:]
 	}
-	return nil
+	return missing, nil
 }
 
 type fetcher struct {

@@ -377,9 +377,10 @@ func (s *session) cmdStore(c *cmd) error {
 		}
 		return nil
 	}
-	return s.forEachMeta(sel, refs, store.FetchOptions{}, metaBatch, func(seq uint32, m *store.MessageMeta) error {
+	_, err = s.forEachMeta(sel, refs, store.FetchOptions{}, metaBatch, func(seq uint32, m *store.MessageMeta) error {
 		return write(seq, m.UID, m.Flags)
 	})
+	return err
 }
 
 // allChanged returns the changes of the messages refs (ascending), if
