@@ -474,20 +474,22 @@ func largeMessage(n int) []byte {
 	return b.Bytes()
 }
 
-// TestFetchOfExpungedBody: a message still in the session's view whose
-// body another session (on another server, not heard of yet) has expunged
-// is answered NO [EXPUNGEISSUED] before any of its response is written,
-// never cut off in the middle of a literal; the session goes on. Both
-// ways: the row read from the database (it is gone), and the row cached
-// but a body too large to cache read by chunk (its content is no longer
-// the account's).
+// TestFetchOfExpungedBody: a message still in the session's view that
+// another session (on another server, not heard of yet) has expunged is
+// never cut off in the middle of a literal; the session goes on. Its row
+// read from the database is gone: it is left out (OK, as ever). Its row
+// cached, but a body too large to cache read by chunk (its content no
+// longer the account's): NO [EXPUNGEISSUED] before any of its response.
 func TestFetchOfExpungedBody(t *testing.T) {
-	for _, size := range []int{10 << 10, 600 << 10} {
-		t.Run(fmt.Sprint(size), func(t *testing.T) { fetchOfExpungedBody(t, size) })
+	for _, tc := range []struct {
+		size   int
+		status string
+	}{{10 << 10, "OK"}, {600 << 10, "NO [EXPUNGEISSUED]"}} {
+		t.Run(fmt.Sprint(tc.size), func(t *testing.T) { fetchOfExpungedBody(t, tc.size, tc.status) })
 	}
 }
 
-func fetchOfExpungedBody(t *testing.T, size int) {
+func fetchOfExpungedBody(t *testing.T, size int, want string) {
 	e := newEnv(t, envOptions{})
 	e.deliver("INBOX", string(largeMessage(size)))
 	inbox := mailboxID(t, e, "INBOX")
@@ -508,8 +510,8 @@ func fetchOfExpungedBody(t *testing.T, size int) {
 	}
 	fmt.Fprintf(a.c, "f1 FETCH 1 BODY.PEEK[]\r\n")
 	lines, status, closed := a.readUntilTagged("f1")
-	if closed || len(lines) != 0 || !strings.HasPrefix(status, "NO [EXPUNGEISSUED]") {
-		t.Fatalf("FETCH of an expunged body: %q %q closed=%v, want NO [EXPUNGEISSUED] alone", lines, status, closed)
+	if closed || len(lines) != 0 || !strings.HasPrefix(status, want) {
+		t.Fatalf("FETCH of an expunged body: %q %q closed=%v, want %s alone", lines, status, closed, want)
 	}
 	stall.open()
 	if !a.alive() {

@@ -428,11 +428,13 @@ func (s *session) cmdFetch(c *cmd) error {
 	case fo.Structure:
 		batch = structureBatch
 	}
-	missing, err := s.forEachMeta(sel, refs, fo, batch, f.write)
-	if err != nil {
+	// A message whose row is gone is left out silently, as before any of
+	// its response starts (the existing behaviour clients and tests rely
+	// on); one whose body is gone once its row was read gets NO.
+	if err := s.forEachMeta(sel, refs, fo, batch, f.write); err != nil {
 		return err
 	}
-	if f.expunged || missing {
+	if f.expunged {
 		// Dovecot's words, which clients (and imaptest) know.
 		return no("EXPUNGEISSUED", "Some of the requested messages no longer exist")
 	}
@@ -465,15 +467,14 @@ const (
 // the client, so a slow or stalled client never holds a database
 // connection (and reading a body inside fn can take one of its own).
 // Messages gone from the database meanwhile (expunged by a session the
-// feed has not heard of yet) are skipped, and missing says so.
-func (s *session) forEachMeta(sel *view, refs []msgRef, fo store.FetchOptions, n int, fn func(seq uint32, m *store.MessageMeta) error) (missing bool, err error) {
+// feed has not heard of yet) are skipped.
+func (s *session) forEachMeta(sel *view, refs []msgRef, fo store.FetchOptions, n int, fn func(seq uint32, m *store.MessageMeta) error) error {
 	for len(refs) > 0 {
 		k := min(len(refs), n)
 		batch, err := s.fetchMeta(s.ctx, sel, refs[:k], fo)
 		if err != nil {
-			return missing, err
+			return err
 		}
-		missing = missing || len(batch) < k
 		// Both ascending by UID: pair each row with its sequence number.
 		j := 0
 		for i := range batch {
@@ -484,12 +485,12 @@ func (s *session) forEachMeta(sel *view, refs []msgRef, fo store.FetchOptions, n
 				continue
 			}
 			if err := fn(refs[j].seq, &batch[i]); err != nil {
-				return missing, err
+				return err
 			}
 		}
 		refs = refs[k:]
 	}
-	return missing, nil
+	return nil
 }
 
 type fetcher struct {

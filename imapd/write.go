@@ -377,10 +377,9 @@ func (s *session) cmdStore(c *cmd) error {
 		}
 		return nil
 	}
-	_, err = s.forEachMeta(sel, refs, store.FetchOptions{}, metaBatch, func(seq uint32, m *store.MessageMeta) error {
+	return s.forEachMeta(sel, refs, store.FetchOptions{}, metaBatch, func(seq uint32, m *store.MessageMeta) error {
 		return write(seq, m.UID, m.Flags)
 	})
-	return err
 }
 
 // allChanged returns the changes of the messages refs (ascending), if
