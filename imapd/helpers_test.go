@@ -45,6 +45,7 @@ type envOptions struct {
 	st             *store.Store  // share a database: a second account is not created
 	maxPending     int           // the feed's cap on a view's pending entries (0: default)
 	retry          time.Duration // the feed's pause before retrying a catch-up (0: default)
+	tlsConfig      *tls.Config   // the server's (default: a fresh self-signed one)
 }
 
 func testTLS(t testing.TB) *tls.Config {
@@ -106,8 +107,12 @@ func (e *env) start(o envOptions) {
 	if os.Getenv("IMAPD_TEST_WIRE") != "" {
 		debug = testWriter{t}
 	}
+	tlsConfig := o.tlsConfig
+	if tlsConfig == nil {
+		tlsConfig = testTLS(t)
+	}
 	e.srv = New(e.st, Options{
-		TLSConfig:          testTLS(t),
+		TLSConfig:          tlsConfig,
 		MaxMessageSize:     o.maxMessageSize,
 		MaxConnsPerAccount: o.maxConns,
 		Logger:             testLogger(t),
