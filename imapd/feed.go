@@ -59,6 +59,7 @@ type feed struct {
 	boxes       map[int64]*watched
 	resyncing   bool // a resync goroutine runs
 	resyncAgain bool // and must run once more when done
+	resyncs     int  // resyncs done (tests wait for the first)
 }
 
 // watched is one mailbox selected by at least one local session.
@@ -608,6 +609,7 @@ func (f *feed) resync() {
 			f.mu.Lock()
 			again := f.resyncAgain && f.ctx.Err() == nil
 			f.resyncAgain, f.resyncing = false, again
+			f.resyncs++
 			f.mu.Unlock()
 			if !again {
 				return

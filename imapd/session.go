@@ -190,6 +190,11 @@ func (s *session) serve() {
 			s.bye("Server shutting down; please reconnect")
 			return
 		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			s.bye("Autologout; idle for too long")
+			return
+		}
 		if !isDisconnect(err) {
 			s.log.Debug("connection ended", "err", err)
 		}

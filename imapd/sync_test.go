@@ -54,6 +54,15 @@ func twoServersWith(tb testing.TB, o envOptions, so1, so2 store.Options) (url st
 	e1 = newEnv(tb, o)
 	o.st = open(so2)
 	e2 = newEnv(tb, o)
+	// Each feed re-reads its mailboxes once its LISTEN connection is up;
+	// tests that stall or count catch-ups start after that.
+	for _, e := range []*env{e1, e2} {
+		waitFor(tb, "the change feed to listen", func() bool {
+			e.srv.feed.mu.Lock()
+			defer e.srv.feed.mu.Unlock()
+			return e.srv.feed.resyncs > 0 && !e.srv.feed.resyncing
+		})
+	}
 	return url, e1, e2
 }
 

@@ -480,20 +480,6 @@ func (v *view) resolveLocked(set imap.NumSet, searchRes []uint32) ([]store.UIDRa
 	return out, nil
 }
 
-// uidsIn lists the view's UIDs inside ranges, ascending.
-func (v *view) uidsIn(ranges []store.UIDRange) []uint32 {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	var out []uint32
-	for _, r := range ranges {
-		i, _ := slices.BinarySearch(v.uids, r.Start)
-		for ; i < len(v.uids) && v.uids[i] <= r.Stop; i++ {
-			out = append(out, v.uids[i])
-		}
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
-}
 
 // snapshot copies the client's view (for SEARCH).
 func (v *view) snapshot() []uint32 {
@@ -510,27 +496,6 @@ func fromIMAPFlags(fs []imap.Flag) []string {
 	return out
 }
 
-// uidRanges compresses ascending UIDs into ranges that contain no other UID
-// of the view (consecutive in the view).
-func (v *view) uidRanges(uids []uint32) []store.UIDRange {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	var out []store.UIDRange
-	prev := -2
-	for _, u := range uids {
-		i, ok := v.index(u)
-		if !ok {
-			continue
-		}
-		if n := len(out); n > 0 && i == prev+1 {
-			out[n-1].Stop = u
-		} else {
-			out = append(out, store.UIDRange{Start: u, Stop: u})
-		}
-		prev = i
-	}
-	return out
-}
 
 // setKeywords sets the keywords SELECT announced.
 func (v *view) setKeywords(kws []string) {

@@ -218,7 +218,7 @@ func TestAppend(t *testing.T) {
 
 // waitFor polls cond until it holds, failing the test after a generous
 // deadline.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {
