@@ -480,7 +480,6 @@ func (v *view) resolveLocked(set imap.NumSet, searchRes []uint32) ([]store.UIDRa
 	return out, nil
 }
 
-
 // snapshot copies the client's view (for SEARCH).
 func (v *view) snapshot() []uint32 {
 	v.mu.Lock()
@@ -495,7 +494,6 @@ func fromIMAPFlags(fs []imap.Flag) []string {
 	}
 	return out
 }
-
 
 // setKeywords sets the keywords SELECT announced.
 func (v *view) setKeywords(kws []string) {
