@@ -142,6 +142,38 @@ func TestMalformedInput(t *testing.T) {
 	}
 }
 
+// TestSearchKeyLikeOption: a search key that starts like RETURN or
+// CHARSET, on a line shorter than those words, is answered at once. The
+// server must not wait for bytes past the end of the line, which a client
+// waiting for the answer never sends.
+func TestSearchKeyLikeOption(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.deliver("INBOX", crlf(simpleMsg))
+	tests := []struct {
+		input  string
+		status string
+	}{
+		{"SEARCH CC a", "OK"},
+		{"UID SEARCH CC a", "OK"},
+		{`SEARCH CC ""`, "OK"},
+		{"SEARCH RE", "BAD"},
+		{"SEARCH C", "BAD"},
+		{"SEARCH RECENT", "OK"},
+		{"SEARCH RETURN () ALL", "OK"},
+		{"SEARCH CHARSET UTF-8 ALL", "OK"},
+	}
+	r := e.raw()
+	r.cmd("SELECT INBOX")
+	for i, tc := range tests {
+		tag := fmt.Sprintf("k%d", i)
+		fmt.Fprintf(r.c, "%s %s\r\n", tag, tc.input)
+		lines, status, closed := r.readUntilTagged(tag)
+		if closed || !strings.HasPrefix(status, tc.status) {
+			t.Fatalf("%s: %q %q closed=%v, want %s", tc.input, lines, status, closed, tc.status)
+		}
+	}
+}
+
 // TestNoCommandInjection: after any refused command, nothing of its line
 // runs, wherever the line is cut: a search string long enough to pass the
 // old 50 KiB limit, with a CREATE hidden after it, at every length around

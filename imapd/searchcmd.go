@@ -267,8 +267,7 @@ func (s *session) cmdSearch(c *cmd) error {
 	}
 	var ret searchReturn
 	p := &searchParser{d: c.d, uid: c.uid}
-	if a, ok := peekWord(c.d, "RETURN"); ok {
-		_ = a
+	if peekWord(c.d, "RETURN") {
 		ret.extended = true
 		if err := c.d.SP(); err != nil {
 			return err
@@ -304,7 +303,7 @@ func (s *session) cmdSearch(c *cmd) error {
 			return err
 		}
 	}
-	if _, ok := peekWord(c.d, "CHARSET"); ok {
+	if peekWord(c.d, "CHARSET") {
 		if err := c.d.SP(); err != nil {
 			return err
 		}
@@ -395,18 +394,14 @@ func (s *session) cmdSearch(c *cmd) error {
 }
 
 // peekWord consumes word (case-insensitive) if the next atom is it.
-func peekWord(d *imapwire.Decoder, word string) (string, bool) {
-	b, err := d.Peek()
-	if err != nil || (b|0x20) != (word[0]|0x20) {
-		return "", false
-	}
-	// Search keys starting with R/C (RECENT, CC) must not be eaten: only
-	// the whole word counts. Peek far enough to tell.
+// Search keys starting with R or C (RECENT, CC) are not eaten: only the
+// whole word counts.
+func peekWord(d *imapwire.Decoder, word string) bool {
 	if !d.PeekWord(word) {
-		return "", false
+		return false
 	}
-	a, _ := d.Atom()
-	return a, true
+	_, err := d.Atom()
+	return err == nil
 }
 
 // writeSet writes ascending numbers as a compact sequence set.

@@ -670,19 +670,21 @@ func ValidUTF8(s string) bool { return utf8.ValidString(s) }
 
 // PeekWord reports whether the next bytes are word (case-insensitive)
 // followed by a space or the end of the line, without consuming them.
+// word must be letters. It peeks one byte further only after a byte that
+// matched, so it never waits for bytes past the end of the line, which a
+// client waiting for the answer will not send.
 func (d *Decoder) PeekWord(word string) bool {
-	b, err := d.r.Peek(len(word) + 1)
-	if err != nil || len(b) < len(word)+1 {
-		return false
-	}
-	for i := 0; i < len(word); i++ {
+	for i := 0; i <= len(word); i++ {
+		b, err := d.r.Peek(i + 1)
+		if err != nil {
+			return false
+		}
+		if i == len(word) {
+			return b[i] == ' ' || b[i] == '\r' || b[i] == '\n'
+		}
 		if b[i]|0x20 != word[i]|0x20 {
 			return false
 		}
-	}
-	switch b[len(word)] {
-	case ' ', '\r', '\n':
-		return true
 	}
 	return false
 }
