@@ -371,10 +371,7 @@ func (s *session) cmdFetch(c *cmd) error {
 	if err != nil {
 		return err
 	}
-	if err := c.end(); err != nil {
-		return err
-	}
-	if err := s.begin(); err != nil {
+	if err := s.ready(c); err != nil {
 		return err
 	}
 	sel := s.sel

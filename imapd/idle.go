@@ -9,10 +9,7 @@ import (
 // DONE is read on a goroutine of its own while this one writes; nothing
 // else reads or writes meanwhile.
 func (s *session) cmdIdle(c *cmd) error {
-	if err := c.end(); err != nil {
-		return err
-	}
-	if err := s.begin(); err != nil {
+	if err := s.ready(c); err != nil {
 		return err
 	}
 	s.enc.Raw("+ idling").CRLF()

@@ -22,10 +22,7 @@ func (s *session) mailboxCommand(c *cmd) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := c.end(); err != nil {
-		return "", err
-	}
-	return name, s.begin()
+	return name, s.ready(c)
 }
 
 // mailboxArg reads a mailbox name argument and decodes it: UTF-8 in UTF-8
@@ -206,11 +203,7 @@ type statusItems []string
 
 func (s *session) statusItemsArg(d *imapwire.Decoder) (statusItems, error) {
 	var items statusItems
-	err := d.List(func() error {
-		a, err := d.Atom()
-		if err != nil {
-			return err
-		}
+	err := d.AtomList(func(a string) error {
 		a = strings.ToUpper(a)
 		switch a {
 		case "MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT", "APPENDLIMIT":
@@ -242,10 +235,7 @@ func (s *session) cmdStatus(c *cmd) error {
 	if err != nil {
 		return err
 	}
-	if err := c.end(); err != nil {
-		return err
-	}
-	if err := s.begin(); err != nil {
+	if err := s.ready(c); err != nil {
 		return err
 	}
 	mb, err := s.srv.st.MailboxByName(s.ctx, s.accountID(), name)
@@ -315,11 +305,7 @@ func (s *session) cmdList(c *cmd) error {
 		return err
 	}
 	if !lsub && c.d.PeekIs('(') {
-		err := c.d.List(func() error {
-			a, err := c.d.Atom()
-			if err != nil {
-				return err
-			}
+		err := c.d.AtomList(func(a string) error {
 			switch strings.ToUpper(a) {
 			case "SUBSCRIBED":
 				opts.selectSubscribed = true
@@ -380,11 +366,7 @@ func (s *session) cmdList(c *cmd) error {
 		if err := c.d.SP(); err != nil {
 			return err
 		}
-		err = c.d.List(func() error {
-			a, err := c.d.Atom()
-			if err != nil {
-				return err
-			}
+		err = c.d.AtomList(func(a string) error {
 			switch strings.ToUpper(a) {
 			case "SUBSCRIBED":
 				opts.returnSubscribed = true
@@ -396,6 +378,7 @@ func (s *session) cmdList(c *cmd) error {
 				if err := c.d.SP(); err != nil {
 					return err
 				}
+				var err error
 				opts.returnStatus, err = s.statusItemsArg(c.d)
 				return err
 			default:
@@ -407,10 +390,7 @@ func (s *session) cmdList(c *cmd) error {
 			return err
 		}
 	}
-	if err := c.end(); err != nil {
-		return err
-	}
-	if err := s.begin(); err != nil {
+	if err := s.ready(c); err != nil {
 		return err
 	}
 	if len(patterns) == 1 && patterns[0] == "" && !opts.selectSubscribed {

@@ -272,11 +272,7 @@ func (s *session) cmdSearch(c *cmd) error {
 		if err := c.d.SP(); err != nil {
 			return err
 		}
-		err := c.d.List(func() error {
-			o, err := c.d.Atom()
-			if err != nil {
-				return err
-			}
+		err := c.d.AtomList(func(o string) error {
 			switch strings.ToUpper(o) {
 			case "MIN":
 				ret.min = true
@@ -322,10 +318,7 @@ func (s *session) cmdSearch(c *cmd) error {
 	if err := p.criteria(&criteria, false); err != nil {
 		return err
 	}
-	if err := c.end(); err != nil {
-		return err
-	}
-	if err := s.begin(); err != nil {
+	if err := s.ready(c); err != nil {
 		return err
 	}
 	sel := s.sel

@@ -34,21 +34,14 @@ func (s *session) cmdSelect(c *cmd) error {
 	}
 	if c.d.PeekIs(' ') {
 		c.d.SP() //nolint:errcheck // peeked
-		err := c.d.List(func() error {
-			a, err := c.d.Atom()
-			if err == nil {
-				err = bad("Unknown " + c.name + " parameter " + truncate(a))
-			}
-			return err
+		err := c.d.AtomList(func(a string) error {
+			return bad("Unknown " + c.name + " parameter " + truncate(a))
 		})
 		if err != nil {
 			return err
 		}
 	}
-	if err := c.end(); err != nil {
-		return err
-	}
-	if err := s.begin(); err != nil {
+	if err := s.ready(c); err != nil {
 		return err
 	}
 	wasSelected := s.sel != nil
@@ -150,10 +143,7 @@ func (s *session) flagList(uid uint32, flags []string) {
 // cmdClose is CLOSE (which expunges \Deleted messages silently, unless
 // the mailbox is read-only) and UNSELECT.
 func (s *session) cmdClose(c *cmd) error {
-	if err := c.end(); err != nil {
-		return err
-	}
-	if err := s.begin(); err != nil {
+	if err := s.ready(c); err != nil {
 		return err
 	}
 	sel, mb := s.sel, s.mailbox

@@ -253,6 +253,15 @@ type cmd struct {
 // arguments are read and before it changes anything.
 func (c *cmd) end() error { return c.d.CRLF() }
 
+// ready ends c's arguments and checks the session: what a command of an
+// authenticated session does before it acts.
+func (s *session) ready(c *cmd) error {
+	if err := c.end(); err != nil {
+		return err
+	}
+	return s.begin()
+}
+
 // respError is a tagged NO or BAD.
 type respError struct {
 	typ  string // "NO" or "BAD"

@@ -322,15 +322,12 @@ func (s *session) cmdStore(c *cmd) error {
 	if err != nil {
 		return err
 	}
-	if err := c.end(); err != nil {
+	if err := s.ready(c); err != nil {
 		return err
 	}
 	// \Recent belongs to the server (RFC 3501 §2.3.2): ignored, as
 	// Dovecot does.
 	flags = slices.DeleteFunc(flags, func(f string) bool { return strings.EqualFold(f, `\Recent`) })
-	if err := s.begin(); err != nil {
-		return err
-	}
 	sel := s.sel
 	if sel.readOnly {
 		return readOnlyErr()
@@ -402,7 +399,7 @@ func allChanged(refs []msgRef, changed []store.MessageFlags) []store.MessageFlag
 	return out
 }
 
-// copyArgs reads COPY's and MOVE's "set mailbox".
+// copyArgs reads COPY's and MOVE's "set mailbox" and checks the session.
 func (s *session) copyArgs(c *cmd) (imap.NumSet, string, error) {
 	if err := c.d.SP(); err != nil {
 		return nil, "", err
@@ -418,16 +415,13 @@ func (s *session) copyArgs(c *cmd) (imap.NumSet, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	return set, name, c.end()
+	return set, name, s.ready(c)
 }
 
 // cmdCopy is COPY and UID COPY, with COPYUID.
 func (s *session) cmdCopy(c *cmd) error {
 	set, name, err := s.copyArgs(c)
 	if err != nil {
-		return err
-	}
-	if err := s.begin(); err != nil {
 		return err
 	}
 	sel := s.sel
@@ -455,9 +449,6 @@ func (s *session) cmdCopy(c *cmd) error {
 func (s *session) cmdMove(c *cmd) error {
 	set, name, err := s.copyArgs(c)
 	if err != nil {
-		return err
-	}
-	if err := s.begin(); err != nil {
 		return err
 	}
 	sel := s.sel
@@ -527,10 +518,7 @@ func (s *session) cmdExpunge(c *cmd) error {
 			return err
 		}
 	}
-	if err := c.end(); err != nil {
-		return err
-	}
-	if err := s.begin(); err != nil {
+	if err := s.ready(c); err != nil {
 		return err
 	}
 	sel := s.sel

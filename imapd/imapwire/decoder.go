@@ -528,6 +528,18 @@ func (d *Decoder) List(item func() error) error {
 	return d.ListRest(item)
 }
 
+// AtomList reads a parenthesised list of atoms, such as a command's
+// options, calling item with each one.
+func (d *Decoder) AtomList(item func(atom string) error) error {
+	return d.List(func() error {
+		a, err := d.Atom()
+		if err != nil {
+			return err
+		}
+		return item(a)
+	})
+}
+
 // ListRest is List after its "(".
 func (d *Decoder) ListRest(item func() error) error {
 	if d.depth++; d.lim.MaxDepth > 0 && d.depth > d.lim.MaxDepth {
