@@ -484,7 +484,7 @@ const sessionGoneCode = "MS001"
 // AuthEvents returns the account's most recent login attempts, newest first.
 func (s *Store) AuthEvents(ctx context.Context, accountID int64, limit int) ([]AuthEvent, error) {
 	rows, err := s.pool.Query(ctx, `SELECT e.at, e.username, e.protocol, e.remote_ip, coalesce(p.label, ''), e.success, e.reason, e.client
-		FROM auth_events e LEFT JOIN app_passwords p ON p.id = e.app_password_id
+		FROM auth_events e LEFT JOIN app_passwords p ON p.id = e.app_password_id AND p.account_id = e.account_id
 		WHERE e.account_id = $1 ORDER BY e.at DESC, e.id DESC LIMIT $2`, accountID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list activity: %w", err)

@@ -585,7 +585,7 @@ func (s *Store) Expunge(ctx context.Context, accountID, mailboxID int64, uids []
 			-- \Deleted, as it does after most EXPUNGEs): no lock, no
 			-- write, no WAL flush. A message flagged meanwhile is judged
 			-- by the next EXPUNGE, as if this one came first.
-			SELECT highestmodseq + 1 AS ms, uidvalidity FROM mailboxes
+			SELECT highestmodseq + 1 AS ms FROM mailboxes
 			WHERE id = $1 AND account_id = $2 AND NOT noselect AND (SELECT deleted FROM mb0) > 0 FOR UPDATE
 		), del AS (
 			-- (SELECT ... FROM lk) is evaluated, and the lock taken, before
@@ -599,16 +599,16 @@ func (s *Store) Expunge(ctx context.Context, accountID, mailboxID int64, uids []
 			ON CONFLICT (mailbox_id, uid) DO UPDATE SET modseq = EXCLUDED.modseq
 		), mb AS (
 			UPDATE mailboxes m SET highestmodseq = lk.ms, messages = m.messages - d.n, unseen = m.unseen - d.u,
-				deleted = m.deleted - d.d, size = m.size - d.sz
+				deleted = m.deleted - d.n, size = m.size - d.sz
 			FROM lk, (SELECT count(*) AS n, count(*) FILTER (WHERE flags & $6 = 0) AS u,
-					count(*) FILTER (WHERE flags & $5 <> 0) AS d, coalesce(sum(size), 0) AS sz FROM del) d
+					coalesce(sum(size), 0) AS sz FROM del) d
 			WHERE m.id = $1 AND m.account_id = $2 AND d.n > 0
 			RETURNING m.highestmodseq
 		), inl AS (
 			SELECT CASE WHEN (SELECT count(*) FROM del) <= `+strconv.Itoa(maxInlineMessages)+` THEN
-				' `+inlineMarker+` ' || (SELECT uidvalidity FROM lk)::text || (SELECT string_agg(' x ' || uid::text, '') FROM del) END AS s
+				' `+inlineMarker+` ' || (SELECT uidvalidity FROM mb0)::text || (SELECT string_agg(' x ' || uid::text, '') FROM del) END AS s
 		)
-		SELECT 0 AS kind, 0::bigint, uidvalidity::bigint, set_config('synchronous_commit', 'off', true) FROM mb0
+		SELECT 0 AS kind, 0::bigint, uidvalidity::bigint`+asyncCommit+` FROM mb0
 		UNION ALL
 		SELECT 1, uid, 0, NULL FROM del
 		UNION ALL

@@ -181,7 +181,8 @@ func (s *Store) OpenBody(ctx context.Context, accountID, messageID, offset, leng
 	if length < 0 || offset+length > size {
 		length = size - offset
 	}
-	return s.OpenRange(ctx, accountID, messageID, offset, length), nil
+	// Checked above: the reader need not check again.
+	return &bodyReader{ctx: ctx, s: s, id: messageID, off: offset, end: offset + length}, nil
 }
 
 // OpenRange is OpenBody for a range the caller knows lies within the

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"slices"
 	"strconv"
 	"strings"
@@ -572,7 +571,7 @@ func (r *searchRow) sentDay() int {
 	}
 	var t time.Time
 	if r.dateHeader != nil {
-		t = (&mimeindex.Envelope{Date: *r.dateHeader}).IMAP().Date
+		t = mimeindex.ParseDate(*r.dateHeader)
 	}
 	if t.IsZero() {
 		t = r.internalDate.UTC()
@@ -852,7 +851,7 @@ type headerField struct {
 
 func (f *headerField) value() string {
 	if !f.done {
-		f.folded, f.done = foldString(decodeHeaderWords(strings.TrimSpace(latin1Fallback(f.raw)))), true
+		f.folded, f.done = foldString(mimeindex.DecodeWords(strings.TrimSpace(latin1Fallback(f.raw)))), true
 	}
 	return f.folded
 }
@@ -863,23 +862,10 @@ func (f *headerField) value() string {
 func (f *headerField) addresses() string {
 	if !f.addrDone {
 		l := mimeindex.ParseAddressList(latin1Fallback(f.raw))
-		f.addrs, f.addrDone = foldString(decodeHeaderWords(mimeindex.FormatAddressList(l))), true
+		f.addrs, f.addrDone = foldString(mimeindex.DecodeWords(mimeindex.FormatAddressList(l))), true
 	}
 	return f.addrs
 }
-
-// decodeHeaderWords decodes RFC 2047 encoded-words; on failure (e.g. an
-// unknown charset) v is returned unchanged.
-func decodeHeaderWords(v string) string {
-	if strings.Contains(v, "=?") {
-		if d, err := searchWordDecoder.DecodeHeader(v); err == nil {
-			return d
-		}
-	}
-	return v
-}
-
-var searchWordDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
 
 // parseHeaderFields splits a raw header block into fields. It is lenient:
 // lines without a colon are skipped, 8-bit bytes that are not UTF-8 are

@@ -23,15 +23,8 @@ func (e exitCode) Error() string { return "exit status " + strconv.Itoa(int(e)) 
 // dataDirOwner returns the owner of dir when dir exists and belongs to
 // someone other than root.
 func dataDirOwner(dir string) (uid, gid uint32, ok bool) {
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return 0, 0, false
-	}
-	st, isStat := fi.Sys().(*syscall.Stat_t)
-	if !isStat || st.Uid == 0 {
-		return 0, 0, false
-	}
-	return st.Uid, st.Gid, true
+	uid, gid, ok = pglocal.DirOwner(dir)
+	return uid, gid, ok && uid != 0
 }
 
 // needsOwner reports whether this command, run by root on the managed

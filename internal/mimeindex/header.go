@@ -295,7 +295,7 @@ func assembleParams(raw []rawParam) map[string]string {
 	out := make(map[string]string, len(params))
 	for k, v := range params {
 		if k != "boundary" {
-			v = decodeWords(v)
+			v = DecodeWords(v)
 		}
 		out[clean(k)] = clean(v)
 	}
@@ -335,9 +335,9 @@ func toUTF8(cs string, b []byte) string {
 
 var wordDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
 
-// decodeWords decodes RFC 2047 encoded-words; on failure (e.g. unknown
+// DecodeWords decodes RFC 2047 encoded-words; on failure (e.g. unknown
 // charset) s is returned unchanged.
-func decodeWords(s string) string {
+func DecodeWords(s string) string {
 	if !strings.Contains(s, "=?") {
 		return s
 	}

@@ -65,7 +65,7 @@ func (e *Envelope) Decoded() DecodedEnvelope {
 	}
 	d := DecodedEnvelope{
 		Date:      e.Date,
-		Subject:   forHumans(decodeWords(e.Subject)),
+		Subject:   forHumans(DecodeWords(e.Subject)),
 		From:      decodeAddresses(e.From),
 		Sender:    decodeAddresses(e.Sender),
 		ReplyTo:   decodeAddresses(e.ReplyTo),
@@ -96,7 +96,7 @@ func decodeAddresses(l []Address) []DecodedAddress {
 	for i, a := range l {
 		switch {
 		case a.Host != "":
-			out[i] = DecodedAddress{Name: forHumans(decodeWords(a.Name)), Route: a.Route, Mailbox: a.Mailbox, Host: a.Host}
+			out[i] = DecodedAddress{Name: forHumans(DecodeWords(a.Name)), Route: a.Route, Mailbox: a.Mailbox, Host: a.Host}
 		case inGroup:
 			out[i] = DecodedAddress{GroupEnd: true}
 			inGroup = false
@@ -129,7 +129,7 @@ func forHumans(s string) string {
 func (e *Envelope) IMAP() *imap.Envelope {
 	d := e.Decoded()
 	env := &imap.Envelope{
-		Date:      parseDate(d.Date),
+		Date:      ParseDate(d.Date),
 		Subject:   d.Subject,
 		From:      imapAddresses(d.From),
 		Sender:    imapAddresses(d.Sender),
@@ -200,10 +200,10 @@ var dateLayouts = []string{
 	time.RFC3339,
 }
 
-// parseDate parses an RFC 5322 date, then tries common malformed variants
+// ParseDate parses an RFC 5322 date, then tries common malformed variants
 // (comments, missing zone, two-digit years, asctime). It returns the zero
 // time if nothing fits.
-func parseDate(s string) time.Time {
+func ParseDate(s string) time.Time {
 	if s == "" {
 		return time.Time{}
 	}

@@ -117,16 +117,16 @@ func TestParseDate(t *testing.T) {
 		{"yesterday", ""},
 		{"", ""},
 	} {
-		got := parseDate(tc.in)
+		got := ParseDate(tc.in)
 		if tc.want == "" {
 			if !got.IsZero() {
-				t.Errorf("parseDate(%q) = %v, want zero", tc.in, got)
+				t.Errorf("ParseDate(%q) = %v, want zero", tc.in, got)
 			}
 			continue
 		}
 		want, _ := time.Parse(time.RFC3339, tc.want)
 		if !got.Equal(want) {
-			t.Errorf("parseDate(%q) = %v, want %v", tc.in, got, want)
+			t.Errorf("ParseDate(%q) = %v, want %v", tc.in, got, want)
 		}
 	}
 }

@@ -519,12 +519,9 @@ func versionOf(binDir string) float64 {
 	return f
 }
 
-// ErrNotOwner is returned when the cluster belongs to another OS user than
+// OwnerError is returned when the cluster belongs to another OS user than
 // the one this process runs as (and that is not root): PostgreSQL only
-// runs as its data directory's owner.
-var ErrNotOwner = errors.New("the cluster belongs to another user")
-
-// OwnerError says who owns a cluster that this process may not run.
+// runs as its data directory's owner. It says who owns it.
 type OwnerError struct {
 	Dir   string
 	Owner string // user name, or uid when it has none
@@ -534,20 +531,29 @@ func (e *OwnerError) Error() string {
 	return fmt.Sprintf("%s belongs to user %s, not to the user running this command", e.Dir, e.Owner)
 }
 
-// Unwrap makes errors.Is(err, ErrNotOwner) true.
-func (e *OwnerError) Unwrap() error { return ErrNotOwner }
+// DirOwner returns the owner and group of the existing file or directory
+// path; ok is false if it cannot be read.
+func DirOwner(path string) (uid, gid uint32, ok bool) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, 0, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, 0, false
+	}
+	return st.Uid, st.Gid, true
+}
 
 // checkOwner refuses a cluster owned by another user, unless we are root
 // (which runs it as its owner, see runAsFor): postgres would fail on it
 // with "permission denied", saying nothing of why.
 func checkOwner(dataDir string) error {
-	uid := os.Geteuid()
-	fi, err := os.Stat(dataDir)
-	if err != nil || uid == 0 {
+	if os.Geteuid() == 0 {
 		return nil
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != uid {
-		return &OwnerError{Dir: dataDir, Owner: UserName(st.Uid)}
+	if owner, _, ok := DirOwner(dataDir); ok && int(owner) != os.Geteuid() {
+		return &OwnerError{Dir: dataDir, Owner: UserName(owner)}
 	}
 	return nil
 }
@@ -572,10 +578,8 @@ func runAsFor(dataDir string) (*syscall.Credential, error) {
 		return nil, nil
 	}
 	if _, err := os.Stat(filepath.Join(dataDir, "PG_VERSION")); err == nil {
-		if fi, err := os.Stat(dataDir); err == nil {
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
-				return &syscall.Credential{Uid: st.Uid, Gid: st.Gid}, nil
-			}
+		if uid, gid, ok := DirOwner(dataDir); ok && uid != 0 {
+			return &syscall.Credential{Uid: uid, Gid: gid}, nil
 		}
 	}
 	return runAs()
@@ -614,11 +618,7 @@ func prepareDir(dir string, cred *syscall.Credential) error {
 	if cred == nil {
 		return nil
 	}
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return err
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || st.Uid != cred.Uid {
+	if owner, _, ok := DirOwner(dir); !ok || owner != cred.Uid {
 		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
 			return err
 		}

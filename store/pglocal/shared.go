@@ -347,10 +347,8 @@ func openLock(path string) (*os.File, error) {
 		return nil, fmt.Errorf("lock file: %w", err)
 	}
 	if os.Geteuid() == 0 {
-		if fi, err := os.Stat(filepath.Dir(path)); err == nil {
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
-				f.Chown(int(st.Uid), int(st.Gid)) //nolint:errcheck // best effort; the owner repairs it otherwise
-			}
+		if uid, gid, ok := DirOwner(filepath.Dir(path)); ok && uid != 0 {
+			f.Chown(int(uid), int(gid)) //nolint:errcheck // best effort; the owner repairs it otherwise
 		}
 	}
 	return f, nil
