@@ -104,6 +104,7 @@ func TestMalformedInput(t *testing.T) {
 		{"bare LF ending", "NOOP\n", "OK"},
 		{"control character in an atom", "SEL\x01ECT INBOX\r\n", "BAD"},
 		{"8-bit in an atom", "SELECT INB\xc3\x96X\r\n", "BAD"},
+		{"bare LF in a quoted string", "STATUS \"INBOX\n", "BAD"},
 	}
 	before := dbView(t, e.st, e.acc.ID, "INBOX")
 	for _, tc := range tests {
@@ -224,6 +225,39 @@ func TestNoCommandInjection(t *testing.T) {
 		}
 		if _, err := e2.st.MailboxByName(context.Background(), e2.acc.ID, "after"); err == nil {
 			t.Errorf("cut at %d: mailbox created after an over-long line", n)
+		}
+	}
+}
+
+// TestNoInjectionAfterNO: a command refused with NO before its end (an
+// unknown charset, a database error) has the rest of its line dropped as
+// one refused with BAD does: nothing of it runs.
+func TestNoInjectionAfterNO(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	r := e.raw()
+	r.cmd("SELECT INBOX")
+	for i, input := range []string{
+		`SEARCH CHARSET "X-NONE"Z CREATE injected1`,
+		`SEARCH CHARSET X-NONE Z CREATE injected2`,
+		`UID SEARCH CHARSET X-NONE ALL Z CREATE {9+}` + "\r\ninjected3",
+	} {
+		tag := fmt.Sprintf("n%d", i)
+		fmt.Fprintf(r.c, "%s %s\r\n", tag, input)
+		lines, status, closed := r.readUntilTagged(tag)
+		if closed || !strings.HasPrefix(status, "NO [BADCHARSET") {
+			t.Fatalf("%s: %q %q closed=%v, want NO [BADCHARSET]", input, lines, status, closed)
+		}
+		if !r.alive() {
+			t.Fatalf("%s: session unusable afterwards", input)
+		}
+	}
+	mbs, err := e.st.Mailboxes(context.Background(), e.acc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mb := range mbs {
+		if strings.HasPrefix(mb.Name, "injected") {
+			t.Errorf("mailbox %q created by the rest of a refused line", mb.Name)
 		}
 	}
 }

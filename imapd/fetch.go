@@ -371,7 +371,7 @@ func (s *session) cmdFetch(c *cmd) error {
 	if err != nil {
 		return err
 	}
-	if err := s.ready(c); err != nil {
+	if err := c.end(); err != nil {
 		return err
 	}
 	sel := s.sel

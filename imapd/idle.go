@@ -1,6 +1,7 @@
 package imapd
 
 import (
+	"errors"
 	"strings"
 	"time"
 )
@@ -9,7 +10,7 @@ import (
 // DONE is read on a goroutine of its own while this one writes; nothing
 // else reads or writes meanwhile.
 func (s *session) cmdIdle(c *cmd) error {
-	if err := s.ready(c); err != nil {
+	if err := c.end(); err != nil {
 		return err
 	}
 	s.enc.Raw("+ idling").CRLF()
@@ -25,33 +26,41 @@ func (s *session) cmdIdle(c *cmd) error {
 		}
 		done <- err
 	}()
+	// Leaving other than by DONE, the reader still owns the input: stop
+	// it, and end the session, since where the next command starts is
+	// unknown.
+	stop := func(err error) error {
+		s.conn.SetReadDeadline(time.Now()) //nolint:errcheck // the read fails either way
+		<-done
+		if errors.Is(err, errSessionEnded) {
+			return err
+		}
+		if !isDisconnect(err) {
+			s.log.Error("idle failed", "err", err)
+			s.bye("Temporary server failure; please reconnect")
+		}
+		return errSessionEnded
+	}
 	sel := s.sel
 	var wake <-chan struct{}
 	if sel != nil {
 		wake = sel.wake
 		defer s.srv.opts.Metrics.IdleStarted()()
 	}
-	// IDLE is one long command: re-check the credentials now and then, so
-	// that a revoked app password also ends sessions that only listen.
-	recheck := time.NewTicker(s.srv.idleRecheck)
-	defer recheck.Stop()
 	for {
 		if err := s.poll(sel, true); err != nil {
-			return err
+			return stop(err)
 		}
 		if err := s.enc.Release(); err != nil {
-			return err
+			return stop(err)
 		}
 		select {
 		case <-wake:
 		case <-s.wake:
+			// A login change (store.LoginChannel) or a reconnected
+			// LISTEN: IDLE is one long command, so check here.
 			if err := s.begin(); err != nil {
-				return err
-			}
-		case <-recheck.C:
-			s.recheck.Store(true)
-			if err := s.begin(); err != nil {
-				return err
+				return stop(err)
 			}
 		case err := <-done:
 			if err == nil {
@@ -64,7 +73,7 @@ func (s *session) cmdIdle(c *cmd) error {
 			if s.srv.ctx.Err() != nil {
 				s.bye("Server shutting down; please reconnect")
 			}
-			return errSessionEnded
+			return stop(errSessionEnded)
 		}
 	}
 }

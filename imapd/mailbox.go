@@ -13,7 +13,7 @@ import (
 )
 
 // mailboxCommand reads the one argument of a command on a mailbox (SP name
-// CRLF) and checks the session: DELETE, SUBSCRIBE, UNSUBSCRIBE.
+// CRLF): DELETE, SUBSCRIBE, UNSUBSCRIBE.
 func (s *session) mailboxCommand(c *cmd) (string, error) {
 	if err := c.d.SP(); err != nil {
 		return "", err
@@ -22,7 +22,7 @@ func (s *session) mailboxCommand(c *cmd) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return name, s.ready(c)
+	return name, c.end()
 }
 
 // mailboxArg reads a mailbox name argument and decodes it: UTF-8 in UTF-8
@@ -169,9 +169,6 @@ func (s *session) cmdRename(c *cmd) error {
 	if !valid {
 		return no("CANNOT", "Mailbox name is not valid modified UTF-7")
 	}
-	if err := s.begin(); err != nil {
-		return err
-	}
 	mb, err := s.srv.st.MailboxByName(s.ctx, s.accountID(), oldName)
 	if err != nil {
 		return storeError(err, "RENAME")
@@ -235,7 +232,7 @@ func (s *session) cmdStatus(c *cmd) error {
 	if err != nil {
 		return err
 	}
-	if err := s.ready(c); err != nil {
+	if err := c.end(); err != nil {
 		return err
 	}
 	mb, err := s.srv.st.MailboxByName(s.ctx, s.accountID(), name)
@@ -390,7 +387,7 @@ func (s *session) cmdList(c *cmd) error {
 			return err
 		}
 	}
-	if err := s.ready(c); err != nil {
+	if err := c.end(); err != nil {
 		return err
 	}
 	if len(patterns) == 1 && patterns[0] == "" && !opts.selectSubscribed {

@@ -318,7 +318,7 @@ func (s *session) cmdSearch(c *cmd) error {
 	if err := p.criteria(&criteria, false); err != nil {
 		return err
 	}
-	if err := s.ready(c); err != nil {
+	if err := c.end(); err != nil {
 		return err
 	}
 	sel := s.sel

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"runtime/debug"
 	"strings"
-	"time"
 
 	"github.com/emersion/go-imap/v2"
 )
@@ -41,7 +40,7 @@ func (s *session) cmdSelect(c *cmd) error {
 			return err
 		}
 	}
-	if err := s.ready(c); err != nil {
+	if err := c.end(); err != nil {
 		return err
 	}
 	wasSelected := s.sel != nil
@@ -143,7 +142,7 @@ func (s *session) flagList(uid uint32, flags []string) {
 // cmdClose is CLOSE (which expunges \Deleted messages silently, unless
 // the mailbox is read-only) and UNSELECT.
 func (s *session) cmdClose(c *cmd) error {
-	if err := s.ready(c); err != nil {
+	if err := c.end(); err != nil {
 		return err
 	}
 	sel, mb := s.sel, s.mailbox
@@ -247,9 +246,6 @@ func (s *session) writeUpdates(sel *view, ups []update) error {
 	}
 	return s.enc.Err()
 }
-
-// idleRecheck is how often an IDLE session's credentials are re-checked.
-const idleRecheck = time.Minute
 
 // readOnlyErr answers a write to a mailbox opened with EXAMINE.
 func readOnlyErr() error { return no("CANNOT", "Mailbox is read-only (EXAMINE)") }

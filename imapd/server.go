@@ -71,8 +71,6 @@ type Server struct {
 	sessions  map[*session]struct{}
 	serving   sync.WaitGroup // connection goroutines
 	closed    bool
-
-	idleRecheck time.Duration // how often IDLE re-checks credentials
 }
 
 // New returns a server for st and starts its change feed (the store's
@@ -104,8 +102,6 @@ func New(st *store.Store, opts Options) *Server {
 		sessions:  map[*session]struct{}{},
 		caps:      newCapabilities(opts.MaxMessageSize),
 		contents:  newContentCache(contentCacheMax),
-
-		idleRecheck: idleRecheck,
 	}
 	s.feed = newFeed(ctx, st, log)
 	s.listening.Add(1)

@@ -253,15 +253,6 @@ type cmd struct {
 // arguments are read and before it changes anything.
 func (c *cmd) end() error { return c.d.CRLF() }
 
-// ready ends c's arguments and checks the session: what a command of an
-// authenticated session does before it acts.
-func (s *session) ready(c *cmd) error {
-	if err := c.end(); err != nil {
-		return err
-	}
-	return s.begin()
-}
-
 // respError is a tagged NO or BAD.
 type respError struct {
 	typ  string // "NO" or "BAD"
@@ -326,6 +317,13 @@ func (s *session) command() error {
 		return s.finish(c, err)
 	}
 	s.checked = false
+	if def.state == authenticated || def.state == selectedState {
+		// Every command of a logged-in session checks it first, so that
+		// none acts for a revoked login (see begin).
+		if err := s.begin(); err != nil {
+			return s.finish(c, err)
+		}
+	}
 	return s.finish(c, s.run(def, c))
 }
 
@@ -414,7 +412,9 @@ func (s *session) finish(c *cmd, err error) error {
 		}
 		s.enc.Status(tag, "BAD", code, we.Text)
 	case errors.As(err, &re):
-		if re.typ == "BAD" && !s.dec.Ended() {
+		// A command refused before its end (NO as well as BAD) has the
+		// rest of its input dropped, or that would run as commands.
+		if !s.dec.Ended() {
 			if serr := s.skip(c); serr != nil {
 				return serr
 			}
@@ -435,6 +435,11 @@ func (s *session) finish(c *cmd, err error) error {
 		return err
 	default:
 		s.log.Error("command failed", "command", c.name, "err", err)
+		if !s.dec.Ended() {
+			if serr := s.skip(c); serr != nil {
+				return serr
+			}
+		}
 		s.enc.Status(tag, "NO", "SERVERBUG", "Internal server error; please try again")
 	}
 	return s.enc.Err()

@@ -249,7 +249,6 @@ func TestRevokedAppPasswordEndsSession(t *testing.T) {
 // still ends soon after its app password is revoked.
 func TestRevokedAppPasswordEndsIdle(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	e.srv.idleRecheck = 100 * time.Millisecond
 	c := e.login(nil)
 	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
 		t.Fatal(err)
@@ -278,6 +277,23 @@ func TestDisabledAccountEndsSession(t *testing.T) {
 	e.waitLoginNotice(t)
 	if _, err := c.List("", "*", nil).Collect(); err == nil {
 		t.Fatal("LIST after disabling the account succeeded")
+	}
+}
+
+// TestDisabledAccountCreatesNothing: every command of a logged-in
+// session checks its login first, CREATE included.
+func TestDisabledAccountCreatesNothing(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.login(nil)
+	if err := e.st.SetDisabled(context.Background(), e.user, true); err != nil {
+		t.Fatal(err)
+	}
+	e.waitLoginNotice(t)
+	if err := c.Create("afterdisable", nil).Wait(); err == nil {
+		t.Fatal("CREATE after disabling the account succeeded")
+	}
+	if _, err := e.st.MailboxByName(context.Background(), e.acc.ID, "afterdisable"); err == nil {
+		t.Fatal("mailbox created after the account was disabled")
 	}
 }
 

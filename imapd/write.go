@@ -114,9 +114,6 @@ func (s *session) cmdAppend(c *cmd) error {
 		return s.refuseLiteral(c, lit, "TOOBIG", fmt.Sprintf("Message too big (at most %d bytes)", s.srv.opts.MaxMessageSize))
 	}
 	flags = slices.DeleteFunc(flags, func(f string) bool { return strings.EqualFold(f, `\Recent`) })
-	if err := s.begin(); err != nil {
-		return err
-	}
 	// Where the message goes: the selected mailbox by its id (and name,
 	// which must still be its own), claiming \Recent for it; another by
 	// name, resolved by the statement that stores it. A client that waits
@@ -322,7 +319,7 @@ func (s *session) cmdStore(c *cmd) error {
 	if err != nil {
 		return err
 	}
-	if err := s.ready(c); err != nil {
+	if err := c.end(); err != nil {
 		return err
 	}
 	// \Recent belongs to the server (RFC 3501 §2.3.2): ignored, as
@@ -399,7 +396,7 @@ func allChanged(refs []msgRef, changed []store.MessageFlags) []store.MessageFlag
 	return out
 }
 
-// copyArgs reads COPY's and MOVE's "set mailbox" and checks the session.
+// copyArgs reads COPY's and MOVE's "set mailbox".
 func (s *session) copyArgs(c *cmd) (imap.NumSet, string, error) {
 	if err := c.d.SP(); err != nil {
 		return nil, "", err
@@ -415,7 +412,7 @@ func (s *session) copyArgs(c *cmd) (imap.NumSet, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	return set, name, s.ready(c)
+	return set, name, c.end()
 }
 
 // cmdCopy is COPY and UID COPY, with COPYUID.
@@ -518,7 +515,7 @@ func (s *session) cmdExpunge(c *cmd) error {
 			return err
 		}
 	}
-	if err := s.ready(c); err != nil {
+	if err := c.end(); err != nil {
 		return err
 	}
 	sel := s.sel

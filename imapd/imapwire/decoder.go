@@ -127,7 +127,9 @@ func (d *Decoder) count(n int) error {
 	return nil
 }
 
-// readByte reads one byte of the current line.
+// readByte reads one byte of the current line. An LF ends the line,
+// wherever it is read (a bare LF in a quoted string too), so that Skip
+// does not drop the next line.
 func (d *Decoder) readByte() (byte, error) {
 	b, err := d.r.ReadByte()
 	if err != nil {
@@ -135,6 +137,9 @@ func (d *Decoder) readByte() (byte, error) {
 	}
 	if err := d.count(1); err != nil {
 		return 0, err
+	}
+	if b == '\n' {
+		d.line, d.ended = 0, true
 	}
 	return b, nil
 }
@@ -397,6 +402,8 @@ func (d *Decoder) Accept(lit Literal) error {
 func (d *Decoder) Refuse(lit Literal, text, code string) error {
 	d.pending = nil
 	if !lit.NonSync {
+		// The client sends nothing more of this command.
+		d.ended = true
 		return &Error{Text: text, Code: code, Ended: true}
 	}
 	if lit.Size <= d.lim.MaxLiteral {
@@ -609,6 +616,7 @@ func (d *Decoder) Skip() error {
 	if lit := d.pending; lit != nil {
 		d.pending = nil
 		if !lit.NonSync {
+			d.ended = true
 			return nil
 		}
 		if lit.Size > d.lim.MaxLiteral {
