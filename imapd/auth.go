@@ -213,6 +213,17 @@ func (s *session) cmdEnable(c *cmd) error {
 				s.enc.UTF8 = true
 				enabled = append(enabled, "IMAP4rev2")
 			}
+		case "CONDSTORE":
+			if !s.condstore {
+				s.enableCondstore()
+				enabled = append(enabled, "CONDSTORE")
+			}
+		case "QRESYNC":
+			if !s.qresync {
+				s.qresync = true
+				s.enableCondstore()
+				enabled = append(enabled, "QRESYNC")
+			}
 		}
 	}
 	s.enc.Star().Raw("ENABLED")

@@ -21,7 +21,7 @@ var baseCaps = []string{
 	"IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE",
 	"NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN",
 	"LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE",
-	"ESEARCH", "SEARCHRES", "BINARY", "STATUS=SIZE",
+	"ESEARCH", "SEARCHRES", "BINARY", "STATUS=SIZE", "CONDSTORE", "QRESYNC",
 }
 
 func newCapabilities(appendLimit int64) capabilities {

@@ -33,6 +33,7 @@ const (
 	fetchSection       // BODY[...], BODY.PEEK[...], RFC822, RFC822.HEADER, RFC822.TEXT
 	fetchBinary        // BINARY[...], BINARY.PEEK[...]
 	fetchBinarySize    // BINARY.SIZE[...]
+	fetchModSeq        // MODSEQ (RFC 7162)
 )
 
 // fetchItem is one data item of a FETCH, with the name its response
@@ -50,6 +51,12 @@ type fetchItem struct {
 type fetchRequest struct {
 	items []fetchItem
 	uid   bool
+	// changedSince (with hasChangedSince): only messages changed after
+	// it (CHANGEDSINCE); vanished: also VANISHED (EARLIER) for those
+	// expunged after it (QRESYNC's UID FETCH modifier).
+	changedSince    uint64
+	hasChangedSince bool
+	vanished        bool
 }
 
 // parseFetch reads FETCH's arguments after the sequence set.
@@ -124,6 +131,8 @@ func (r *fetchRequest) named(d *imapwire.Decoder, a string) error {
 		r.add(fetchEnvelope, "ENVELOPE")
 	case "BODYSTRUCTURE":
 		r.add(fetchBodyStructure, "BODYSTRUCTURE")
+	case "MODSEQ":
+		r.add(fetchModSeq, "MODSEQ")
 	case "RFC822":
 		r.items = append(r.items, fetchItem{kind: fetchSection, name: up, section: &imap.FetchItemBodySection{}})
 	case "RFC822.PEEK": // obsolete, sent by Outlook
@@ -371,13 +380,33 @@ func (s *session) cmdFetch(c *cmd) error {
 	if err != nil {
 		return err
 	}
+	if c.d.PeekIs(' ') {
+		c.d.SP() //nolint:errcheck // peeked
+		if err := req.modifiers(c.d); err != nil {
+			return err
+		}
+	}
 	if err := c.end(); err != nil {
 		return err
 	}
+	if req.vanished && (!c.uid || !s.qresync) {
+		return bad("VANISHED needs UID FETCH with QRESYNC enabled")
+	}
+	if req.has(fetchModSeq) {
+		s.enableCondstore()
+	}
 	sel := s.sel
 	refs, err := sel.refs(set, s.searchRes)
-	if err != nil || len(refs) == 0 {
+	if err != nil {
 		return err
+	}
+	if req.hasChangedSince {
+		if refs, err = s.changedSince(sel, set, refs, req); err != nil {
+			return err
+		}
+	}
+	if len(refs) == 0 {
+		return nil
 	}
 	// Implicit \Seen (RFC 9051 §6.4.5), before reading, so that the FLAGS
 	// written below already include it.
@@ -573,6 +602,9 @@ func (f *fetcher) write(seq uint32, m *store.MessageMeta) error {
 		case fetchBinarySize:
 			sp()
 			e.Raw(it.name).SP().Num64(uint64(min(sources[i].size, 1<<32-1)))
+		case fetchModSeq:
+			sp()
+			e.Raw("MODSEQ (").Num64(m.ModSeq).Byte(')')
 		case fetchSection, fetchBinary:
 			sp()
 			e.Raw(it.name).SP()
@@ -585,6 +617,10 @@ func (f *fetcher) write(seq uint32, m *store.MessageMeta) error {
 		sp()
 		e.Raw("FLAGS ")
 		f.s.flagList(m.UID, m.Flags)
+	}
+	if flags && f.s.condstore && !f.req.has(fetchModSeq) {
+		// The flags changed: a CONDSTORE client learns their modseq.
+		writeModSeq(e, m.ModSeq)
 	}
 	e.Raw(")").CRLF()
 	if flags {

@@ -602,7 +602,7 @@ func TestSelectedView(t *testing.T) {
 	}{
 		{"expunges highest first, then EXISTS, then FETCH", []uint32{1, 2, 3, 4},
 			[]store.Changes{{Expunged: []uint32{2, 4}, Updated: []store.MessageFlags{mf(1, `\Seen`), mf(5)}}}, true,
-			[]update{{expunge: 4}, {expunge: 2}, {exists: 3}, {seq: 1, uid: 1, flags: []string{`\Seen`}}}, []uint32{1, 3, 5}},
+			[]update{{expunge: 4, uid: 4}, {expunge: 2, uid: 2}, {exists: 3}, {seq: 1, uid: 1, flags: []string{`\Seen`}}}, []uint32{1, 3, 5}},
 		{"created and expunged unseen: never shown", []uint32{1},
 			[]store.Changes{{Updated: []store.MessageFlags{mf(2)}}, {Expunged: []uint32{2}}}, true,
 			nil, []uint32{1}},
@@ -610,7 +610,7 @@ func TestSelectedView(t *testing.T) {
 			[]store.Changes{{Expunged: []uint32{7}}}, true, nil, []uint32{1}},
 		{"flags of an expunged message not reported", []uint32{1, 2},
 			[]store.Changes{{Updated: []store.MessageFlags{mf(2, `\Deleted`)}}, {Expunged: []uint32{2}}}, true,
-			[]update{{expunge: 2}}, []uint32{1}},
+			[]update{{expunge: 2, uid: 2}}, []uint32{1}},
 		{"no EXPUNGE when not allowed; numbers kept", []uint32{1, 2, 3},
 			[]store.Changes{{Expunged: []uint32{2}, Updated: []store.MessageFlags{mf(3, `\Flagged`), mf(4)}}}, false,
 			[]update{{exists: 4}, {seq: 3, uid: 3, flags: []string{`\Flagged`}}}, []uint32{1, 2, 3, 4}},

@@ -204,6 +204,8 @@ func (s *session) statusItemsArg(d *imapwire.Decoder) (statusItems, error) {
 		a = strings.ToUpper(a)
 		switch a {
 		case "MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT", "APPENDLIMIT":
+		case "HIGHESTMODSEQ":
+			s.enableCondstore()
 		default:
 			return bad("Unknown STATUS item " + truncate(a))
 		}
@@ -271,6 +273,8 @@ func (s *session) writeStatus(mb *store.Mailbox, items statusItems) error {
 			s.enc.Num64(uint64(mb.Deleted))
 		case "SIZE":
 			s.enc.Num64(uint64(mb.Size))
+		case "HIGHESTMODSEQ":
+			s.enc.Num64(mb.HighestModSeq)
 		case "APPENDLIMIT":
 			s.enc.Num64(uint64(s.srv.opts.MaxMessageSize))
 		case "RECENT":

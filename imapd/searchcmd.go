@@ -2,6 +2,7 @@ package imapd
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,9 +17,9 @@ const maxSearchKeys = 1000
 
 // searchParser reads search keys into go-imap's SearchCriteria.
 type searchParser struct {
-	d    *imapwire.Decoder
-	uid  bool
-	keys int
+	d      *imapwire.Decoder
+	keys   int
+	modseq bool // a MODSEQ key was read: the answer carries a modseq
 }
 
 // criteria reads search keys up to the end of the command (top level) or
@@ -206,6 +207,38 @@ func (p *searchParser) key(c *imap.SearchCriteria) error {
 			return err
 		}
 		c.UID = append(c.UID, set.(imap.UIDSet))
+	case "MODSEQ":
+		// RFC 7162 §3.1.5. A per-flag entry name is accepted and
+		// answered with the message's modseq, which is never lower.
+		if err := d.SP(); err != nil {
+			return err
+		}
+		if b, err := d.Peek(); err == nil && (b < '0' || b > '9') {
+			if _, err := d.AString(); err != nil {
+				return err
+			}
+			if err := d.SP(); err != nil {
+				return err
+			}
+			t, err := d.Atom()
+			if err != nil {
+				return err
+			}
+			if t = strings.ToLower(t); t != "priv" && t != "shared" && t != "all" {
+				return bad("Invalid MODSEQ entry type")
+			}
+			if err := d.SP(); err != nil {
+				return err
+			}
+		}
+		ms, err := modseqArg(d)
+		if err != nil {
+			return err
+		}
+		p.modseq = true
+		if c.ModSeq == nil || ms > c.ModSeq.ModSeq { // And leaves ModSeq out
+			c.ModSeq = &imap.SearchCriteriaModSeq{ModSeq: ms}
+		}
 	case "NOT":
 		leave, err := d.Nest()
 		if err != nil {
@@ -266,7 +299,7 @@ func (s *session) cmdSearch(c *cmd) error {
 		return err
 	}
 	var ret searchReturn
-	p := &searchParser{d: c.d, uid: c.uid}
+	p := &searchParser{d: c.d}
 	if peekWord(c.d, "RETURN") {
 		ret.extended = true
 		if err := c.d.SP(); err != nil {
@@ -321,6 +354,9 @@ func (s *session) cmdSearch(c *cmd) error {
 	if err := c.end(); err != nil {
 		return err
 	}
+	if p.modseq {
+		s.enableCondstore()
+	}
 	sel := s.sel
 	view := sel.snapshot()
 	s.recentCriteria(&criteria)
@@ -331,11 +367,6 @@ func (s *session) cmdSearch(c *cmd) error {
 		}
 		return storeError(err, "SEARCH")
 	}
-	// Only messages of the client's view, whatever the matcher returned.
-	uids = slices.DeleteFunc(uids, func(u uint32) bool {
-		_, ok := slices.BinarySearch(view, u)
-		return !ok
-	})
 	if ret.save {
 		s.searchRes = savedResult(uids, ret)
 		if !ret.min && !ret.max && !ret.count && !ret.all {
@@ -355,10 +386,25 @@ func (s *session) cmdSearch(c *cmd) error {
 		// IMAP4rev2 has no SEARCH response: ESEARCH ALL.
 		ret.extended, ret.all = true, true
 	}
+	// With a MODSEQ key, the highest modseq of what is returned (RFC 7162
+	// §3.1.5): of every match, or of the MIN and MAX messages only.
+	var modseq uint64
+	if p.modseq && len(uids) > 0 {
+		of := uids
+		if ret.extended && !ret.all && !ret.count {
+			of = savedResult(uids, ret)
+		}
+		if modseq, err = s.srv.st.MaxModSeq(s.ctx, s.accountID(), s.mailbox.ID, of); err != nil {
+			return storeError(err, "SEARCH")
+		}
+	}
 	if !ret.extended {
 		e.Star().Raw("SEARCH")
 		for _, n := range nums {
 			e.SP().Num(n)
+		}
+		if modseq > 0 {
+			e.Raw(" (MODSEQ ").Num64(modseq).Byte(')')
 		}
 		e.CRLF()
 		return nil
@@ -382,6 +428,9 @@ func (s *session) cmdSearch(c *cmd) error {
 	if ret.count {
 		e.Raw(" COUNT ").Num(uint32(len(nums)))
 	}
+	if modseq > 0 {
+		e.Raw(" MODSEQ ").Num64(modseq)
+	}
 	e.CRLF()
 	return nil
 }
@@ -399,20 +448,28 @@ func peekWord(d *imapwire.Decoder, word string) bool {
 
 // writeSet writes ascending numbers as a compact sequence set.
 func writeSet(e *imapwire.Encoder, nums []uint32) {
+	e.Raw(string(appendSet(nil, nums)))
+}
+
+// appendSet appends ascending numbers to b as a compact sequence set
+// ("1:3,7").
+func appendSet(b []byte, nums []uint32) []byte {
 	for i := 0; i < len(nums); {
 		j := i
 		for j+1 < len(nums) && nums[j+1] == nums[j]+1 {
 			j++
 		}
 		if i > 0 {
-			e.Byte(',')
+			b = append(b, ',')
 		}
-		e.Num(nums[i])
+		b = strconv.AppendUint(b, uint64(nums[i]), 10)
 		if j > i {
-			e.Byte(':').Num(nums[j])
+			b = append(b, ':')
+			b = strconv.AppendUint(b, uint64(nums[j]), 10)
 		}
 		i = j + 1
 	}
+	return b
 }
 
 // savedResult is what SEARCH RETURN (SAVE ...) remembers (RFC 5182 §2.4):

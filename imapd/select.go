@@ -3,6 +3,7 @@ package imapd
 import (
 	"errors"
 	"runtime/debug"
+	"slices"
 	"strings"
 
 	"github.com/emersion/go-imap/v2"
@@ -31,10 +32,31 @@ func (s *session) cmdSelect(c *cmd) error {
 	if err != nil {
 		return err
 	}
+	var condstore bool
+	var qr *qresyncParams
 	if c.d.PeekIs(' ') {
 		c.d.SP() //nolint:errcheck // peeked
-		err := c.d.AtomList(func(a string) error {
-			return bad("Unknown " + c.name + " parameter " + truncate(a))
+		err := c.d.List(func() error {
+			a, err := c.d.Atom()
+			if err != nil {
+				return err
+			}
+			switch strings.ToUpper(a) {
+			case "CONDSTORE":
+				condstore = true
+			case "QRESYNC":
+				if !s.qresync {
+					return bad("QRESYNC is not enabled")
+				}
+				if err := c.d.SP(); err != nil {
+					return err
+				}
+				qr, err = parseQresync(c.d)
+				return err
+			default:
+				return bad("Unknown " + c.name + " parameter " + truncate(a))
+			}
+			return nil
 		})
 		if err != nil {
 			return err
@@ -45,8 +67,12 @@ func (s *session) cmdSelect(c *cmd) error {
 	}
 	wasSelected := s.sel != nil
 	s.unselect()
-	if wasSelected && s.rev2 {
+	if wasSelected && (s.rev2 || s.qresync) {
+		// RFC 7162 §3.2.11 as well as IMAP4rev2.
 		s.enc.Status("*", "OK", "CLOSED", "Previous mailbox closed.")
+	}
+	if condstore {
+		s.enableCondstore() // nothing selected now: no HIGHESTMODSEQ of its own
 	}
 	sel, snap, err := s.srv.feed.open(s.ctx, s.accountID(), name, readOnly)
 	if err != nil {
@@ -72,6 +98,9 @@ func (s *session) cmdSelect(c *cmd) error {
 	}
 	s.enc.Star().Raw("OK [UIDVALIDITY ").Num(mb.UIDValidity).Raw("] UIDs valid").CRLF()
 	s.enc.Star().Raw("OK [UIDNEXT ").Num(mb.UIDNext).Raw("] Predicted next UID").CRLF()
+	// Every SELECT (RFC 7162 §3.1.2.1): a client that never enables
+	// CONDSTORE ignores it.
+	s.enc.Star().Raw("OK [HIGHESTMODSEQ ").Num64(mb.HighestModSeq).Raw("] Highest").CRLF()
 	if s.rev2 {
 		// RFC 9051 §6.3.2: the LIST response of the mailbox, whose name
 		// may differ from the one asked for (INBOX in another case).
@@ -85,6 +114,13 @@ func (s *session) cmdSelect(c *cmd) error {
 			s.enc.SP().Raw(mb.SpecialUse)
 		}
 		s.enc.Raw(`) "/" `).Mailbox(mb.Name).CRLF()
+	}
+	if qr != nil && qr.uidValidity == mb.UIDValidity {
+		// Another UIDVALIDITY: the client starts over, told nothing more.
+		if err := s.resyncSince(sel, qr); err != nil {
+			s.unselect()
+			return err
+		}
 	}
 	c.okCode, c.okText = "READ-WRITE", c.name+" completed"
 	if readOnly {
@@ -225,8 +261,18 @@ func (s *session) poll(sel *view, allowExpunge bool) (err error) {
 
 // writeUpdates sends updates taken from the view.
 func (s *session) writeUpdates(sel *view, ups []update) error {
-	for _, u := range ups {
+	var vanished []uint32
+	for i, u := range ups {
 		switch {
+		case u.expunge != 0 && s.qresync:
+			// VANISHED instead of EXPUNGE (RFC 7162 §3.2.10): the run of
+			// expunges (highest first) in one response, UIDs ascending.
+			vanished = append(vanished, u.uid)
+			if i+1 == len(ups) || ups[i+1].expunge == 0 {
+				slices.Reverse(vanished)
+				writeVanished(s.enc, false, vanished)
+				vanished = vanished[:0]
+			}
 		case u.expunge != 0:
 			s.enc.Star().Num(u.expunge).Raw(" EXPUNGE").CRLF()
 		case u.exists != 0:
@@ -241,6 +287,9 @@ func (s *session) writeUpdates(sel *view, ups []update) error {
 			s.announce(u.flags)
 			s.enc.Star().Num(u.seq).Raw(" FETCH (UID ").Num(u.uid).Raw(" FLAGS ")
 			s.flagList(u.uid, u.flags)
+			if s.condstore {
+				writeModSeq(s.enc, u.modseq)
+			}
 			s.enc.Raw(")").CRLF()
 		}
 	}

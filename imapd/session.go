@@ -40,10 +40,13 @@ type session struct {
 	dec *imapwire.Decoder
 	enc *imapwire.Encoder
 
-	tls    bool // conn is TLS (implicit, or after STARTTLS)
-	rev2   bool // ENABLE IMAP4rev2
-	utf8   bool // ENABLE UTF8=ACCEPT (or IMAP4rev2)
-	client string
+	tls  bool // conn is TLS (implicit, or after STARTTLS)
+	rev2 bool // ENABLE IMAP4rev2
+	utf8 bool // ENABLE UTF8=ACCEPT (or IMAP4rev2)
+	// condstore: a CONDSTORE-enabling command ran (RFC 7162 §3.1);
+	// qresync: ENABLE QRESYNC (which implies condstore).
+	condstore, qresync bool
+	client             string
 
 	login   *store.Login
 	counted bool // holds one of the account's connection slots

@@ -59,8 +59,9 @@ type view struct {
 // the client can work it out itself. Merged from several transactions, it
 // may carry another session's change the client knows nothing of.
 type pendingFlags struct {
-	flags []string
-	sole  bool
+	flags  []string
+	modseq uint64 // the modseq of that state (CONDSTORE's MODSEQ)
+	sole   bool
 }
 
 func newView(w *watched, uids []uint32, readOnly bool) *view {
@@ -189,7 +190,7 @@ func (v *view) mergeLocked(ch *store.Changes, oneTx bool, limit int) (changed bo
 		if _, ok := v.index(m.UID); ok {
 			if _, exp := v.expunged[m.UID]; !exp {
 				_, had := v.flags[m.UID]
-				v.flags[m.UID] = pendingFlags{flags: m.Flags, sole: oneTx && !had}
+				v.flags[m.UID] = pendingFlags{flags: m.Flags, modseq: m.ModSeq, sole: oneTx && !had}
 				if !had {
 					pending++
 				}
@@ -332,11 +333,12 @@ func (v *view) reported(uid uint32, flags []string) {
 }
 
 type update struct {
-	expunge uint32 // sequence number, or
+	expunge uint32 // sequence number (of uid), or
 	exists  uint32 // message count, or
 	seq     uint32 // FETCH FLAGS of seq/uid
 	uid     uint32
 	flags   []string
+	modseq  uint64 // of the flags
 }
 
 // take moves the pending changes into the client's view and returns the
@@ -356,7 +358,7 @@ func (v *view) takeLocked(allowExpunge bool) []update {
 		kept := v.uids[:0:0]
 		for i := len(v.uids) - 1; i >= 0; i-- {
 			if _, ok := v.expunged[v.uids[i]]; ok {
-				out = append(out, update{expunge: uint32(i + 1)})
+				out = append(out, update{expunge: uint32(i + 1), uid: v.uids[i]})
 			}
 		}
 		for _, u := range v.uids {
@@ -376,7 +378,7 @@ func (v *view) takeLocked(allowExpunge bool) []update {
 		start := len(out)
 		for uid, p := range v.flags {
 			if i, ok := v.index(uid); ok {
-				out = append(out, update{seq: uint32(i + 1), uid: uid, flags: p.flags})
+				out = append(out, update{seq: uint32(i + 1), uid: uid, flags: p.flags, modseq: p.modseq})
 			}
 		}
 		sort.Slice(out[start:], func(a, b int) bool { return out[start+a].seq < out[start+b].seq })
@@ -646,4 +648,20 @@ func refRanges(refs []msgRef) []store.UIDRange {
 		out = append(out, store.UIDRange{Start: r.uid, Stop: r.uid})
 	}
 	return out
+}
+
+// toldModSeq is the modseq the client has been told everything of: what
+// HIGHESTMODSEQ may say without making it miss a change.
+func (v *view) toldModSeq() uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.told
+}
+
+// has reports whether uid is in the client's view.
+func (v *view) has(uid uint32) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	_, ok := v.index(uid)
+	return ok
 }

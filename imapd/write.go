@@ -292,6 +292,30 @@ func (s *session) cmdStore(c *cmd) error {
 	if err := c.d.SP(); err != nil {
 		return err
 	}
+	var unchangedSince *uint64
+	if c.d.PeekIs('(') {
+		err := c.d.List(func() error {
+			a, err := c.d.Atom()
+			if err != nil {
+				return err
+			}
+			if !strings.EqualFold(a, "UNCHANGEDSINCE") || unchangedSince != nil {
+				return bad("Unknown STORE modifier " + truncate(a))
+			}
+			if err := c.d.SP(); err != nil {
+				return err
+			}
+			ms, err := modseqArg(c.d)
+			unchangedSince = &ms
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if err := c.d.SP(); err != nil {
+			return err
+		}
+	}
 	item, err := c.d.Atom()
 	if err != nil {
 		return err
@@ -326,6 +350,9 @@ func (s *session) cmdStore(c *cmd) error {
 	// Dovecot does.
 	flags = slices.DeleteFunc(flags, func(f string) bool { return strings.EqualFold(f, `\Recent`) })
 	sel := s.sel
+	if unchangedSince != nil {
+		s.enableCondstore()
+	}
 	if sel.readOnly {
 		return readOnlyErr()
 	}
@@ -333,23 +360,53 @@ func (s *session) cmdStore(c *cmd) error {
 	if err != nil || len(refs) == 0 {
 		return err
 	}
-	changed, err := s.srv.st.StoreFlags(s.ctx, s.accountID(), s.mailbox.ID, refRanges(refs), op, flags)
-	if errors.Is(err, store.ErrInvalid) {
-		return no("CANNOT", "STORE: "+err.Error())
+	var changed []store.MessageFlags
+	var modified []uint32
+	if unchangedSince != nil {
+		changed, modified, err = s.srv.st.StoreFlagsUnchangedSince(s.ctx, s.accountID(), s.mailbox.ID, refRanges(refs), op, flags, *unchangedSince)
+	} else {
+		changed, err = s.srv.st.StoreFlags(s.ctx, s.accountID(), s.mailbox.ID, refRanges(refs), op, flags)
 	}
 	if err != nil {
 		return storeError(err, "STORE")
 	}
 	s.srv.feed.applyOwnFlags(s.ctx, s.mailbox, changed)
+	if len(modified) > 0 {
+		// RFC 7162 §3.1.3: the messages that failed UNCHANGEDSINCE, in
+		// the numbers of the command; no FETCH for them.
+		nums := modified
+		if !c.uid {
+			nums = make([]uint32, 0, len(modified))
+			for _, r := range refs {
+				if _, ok := slices.BinarySearch(modified, r.uid); ok {
+					nums = append(nums, r.seq)
+				}
+			}
+		}
+		refs = slices.DeleteFunc(refs, func(r msgRef) bool {
+			_, ok := slices.BinarySearch(modified, r.uid)
+			return ok
+		})
+		c.okCode, c.okText = "MODIFIED "+string(appendSet(nil, nums)), "Conditional STORE failed for some messages"
+	}
 	if silent {
 		// The client knows what it set; others' concurrent changes to the
-		// same messages still come through the poll.
-		for _, ch := range changed {
+		// same messages still come through the poll. A CONDSTORE client
+		// still learns the new modseqs (RFC 7162 §3.1.3).
+		for i, ch := range changed {
 			sel.reported(ch.UID, ch.Flags)
+			if s.condstore {
+				seq := sel.seqOf(ch.UID)
+				s.enc.Star().Num(seq).Raw(" FETCH (")
+				if c.uid {
+					s.enc.Raw("UID ").Num(ch.UID).SP()
+				}
+				s.enc.Raw("MODSEQ (").Num64(changed[i].ModSeq).Raw("))").CRLF()
+			}
 		}
-		return nil
+		return s.enc.Err()
 	}
-	write := func(seq, uid uint32, flags []string) error {
+	write := func(seq, uid uint32, flags []string, modseq uint64) error {
 		s.announce(flags)
 		s.enc.Star().Num(seq).Raw(" FETCH (")
 		if c.uid {
@@ -357,6 +414,9 @@ func (s *session) cmdStore(c *cmd) error {
 		}
 		s.enc.Raw("FLAGS ")
 		s.flagList(uid, flags)
+		if s.condstore {
+			writeModSeq(s.enc, modseq)
+		}
 		s.enc.Raw(")").CRLF()
 		sel.reported(uid, flags)
 		return s.enc.Err()
@@ -365,14 +425,14 @@ func (s *session) cmdStore(c *cmd) error {
 		// Every message of the set changed: StoreFlags returned the flags
 		// of each, no need to read them again.
 		for i, ch := range all {
-			if err := write(refs[i].seq, ch.UID, ch.Flags); err != nil {
+			if err := write(refs[i].seq, ch.UID, ch.Flags, ch.ModSeq); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
 	return s.forEachMeta(sel, refs, store.FetchOptions{}, metaBatch, func(seq uint32, m *store.MessageMeta) error {
-		return write(seq, m.UID, m.Flags)
+		return write(seq, m.UID, m.Flags, m.ModSeq)
 	})
 }
 

@@ -209,3 +209,67 @@ func (s *Store) ChangesPage(ctx context.Context, accountID, mailboxID int64, mod
 	}
 	return ch, nil
 }
+
+// ChangedSince returns the UIDs, among uids, of the mailbox's messages
+// changed (stored, or their flags set) after modseq, ascending: what a
+// FETCH with CHANGEDSINCE (RFC 7162 §3.1.4) answers for. The index on
+// (mailbox_id, modseq) finds them without reading the others.
+func (s *Store) ChangedSince(ctx context.Context, accountID, mailboxID int64, uids []UIDRange, modseq uint64) ([]uint32, error) {
+	return s.uidsSince(ctx, "changed since", `SELECT mm.uid FROM mailbox_messages mm
+		WHERE mm.mailbox_id = $1 AND mm.account_id = $2 AND mm.modseq > $3
+		  AND EXISTS (SELECT 1 FROM unnest($4::bigint[], $5::bigint[]) r(lo, hi) WHERE mm.uid BETWEEN r.lo AND r.hi)
+		ORDER BY mm.uid`, accountID, mailboxID, uids, modseq)
+}
+
+// ExpungedSince returns the UIDs, among uids, of the mailbox's messages
+// expunged after modseq, ascending (QRESYNC's VANISHED (EARLIER)). Every
+// tombstone is kept as long as its mailbox (ARCHITECTURE.md, "CONDSTORE
+// and QRESYNC"), so the answer is exact for any modseq.
+func (s *Store) ExpungedSince(ctx context.Context, accountID, mailboxID int64, uids []UIDRange, modseq uint64) ([]uint32, error) {
+	return s.uidsSince(ctx, "expunged since", `SELECT e.uid FROM expunged e
+		JOIN mailboxes m ON m.id = e.mailbox_id AND m.account_id = $2
+		WHERE e.mailbox_id = $1 AND e.modseq > $3
+		  AND EXISTS (SELECT 1 FROM unnest($4::bigint[], $5::bigint[]) r(lo, hi) WHERE e.uid BETWEEN r.lo AND r.hi)
+		ORDER BY e.uid`, accountID, mailboxID, uids, modseq)
+}
+
+// uidsSince runs query, which reads UIDs with the parameters mailbox,
+// account, modseq and the UID ranges' bounds.
+func (s *Store) uidsSince(ctx context.Context, what, query string, accountID, mailboxID int64, uids []UIDRange, modseq uint64) ([]uint32, error) {
+	lo, hi := normalizeRanges(uids)
+	rows, err := s.pool.Query(ctx, query, mailboxID, accountID, int64(min(modseq, 1<<63-1)), lo, hi)
+	if err == nil {
+		var out []uint32
+		if out, err = scanUIDs(rows); err == nil {
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("%s: %w", what, err)
+}
+
+// MaxModSeq returns the highest modseq of the mailbox's messages with the
+// given UIDs (0 if none is left): what SEARCH answers with MODSEQ.
+func (s *Store) MaxModSeq(ctx context.Context, accountID, mailboxID int64, uids []uint32) (uint64, error) {
+	u := make([]int64, len(uids))
+	for i, x := range uids {
+		u[i] = int64(x)
+	}
+	var ms int64
+	err := s.pool.QueryRow(ctx, `SELECT coalesce(max(modseq), 0) FROM mailbox_messages
+		WHERE mailbox_id = $1 AND account_id = $2 AND uid = ANY($3::bigint[])`, mailboxID, accountID, u).Scan(&ms)
+	if err != nil {
+		return 0, fmt.Errorf("max modseq: %w", err)
+	}
+	return uint64(ms), nil
+}
+
+// scanUIDs reads rows of one UID column.
+func scanUIDs(rows pgx.Rows) ([]uint32, error) {
+	var out []uint32
+	var uid int64
+	_, err := pgx.ForEachRow(rows, []any{&uid}, func() error {
+		out = append(out, uint32(uid))
+		return nil
+	})
+	return out, err
+}

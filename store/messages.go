@@ -664,9 +664,23 @@ type MessageFlags struct {
 // returns the new state of each message that actually changed, in UID
 // order. Messages whose flags already matched keep their modseq.
 func (s *Store) StoreFlags(ctx context.Context, accountID, mailboxID int64, uids []UIDRange, op FlagOp, flags []string) ([]MessageFlags, error) {
+	changed, _, err := s.storeFlags(ctx, accountID, mailboxID, uids, op, flags, nil)
+	return changed, err
+}
+
+// StoreFlagsUnchangedSince is StoreFlags for the messages whose modseq is
+// at most unchangedSince only (RFC 7162 §3.1.3, STORE UNCHANGEDSINCE),
+// tested and changed atomically under the mailbox lock. It also returns
+// the UIDs of the messages of the set that failed the test, ascending.
+func (s *Store) StoreFlagsUnchangedSince(ctx context.Context, accountID, mailboxID int64, uids []UIDRange, op FlagOp, flags []string, unchangedSince uint64) (changed []MessageFlags, modified []uint32, err error) {
+	ms := int64(min(unchangedSince, 1<<63-1))
+	return s.storeFlags(ctx, accountID, mailboxID, uids, op, flags, &ms)
+}
+
+func (s *Store) storeFlags(ctx context.Context, accountID, mailboxID int64, uids []UIDRange, op FlagOp, flags []string, unchangedSince *int64) ([]MessageFlags, []uint32, error) {
 	bits, keywords, err := parseFlags(flags)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Only adding and replacing give messages keywords; the mailbox's
 	// list keeps removed ones (it only grows).
@@ -691,7 +705,7 @@ func (s *Store) StoreFlags(ctx context.Context, accountID, mailboxID int64, uids
 			SELECT highestmodseq + 1 AS ms, uidvalidity FROM mailboxes
 			WHERE id = $1 AND account_id = $2 AND NOT noselect
 		), old AS MATERIALIZED (
-			SELECT mm.uid, mm.flags, mm.keywords, lk.ms FROM lk, mailbox_messages mm
+			SELECT mm.uid, mm.flags, mm.keywords, mm.modseq AS oms, lk.ms FROM lk, mailbox_messages mm
 			JOIN unnest($3::bigint[], $4::bigint[]) r(lo, hi) ON mm.uid BETWEEN r.lo AND r.hi
 			WHERE mm.mailbox_id = $1 AND mm.account_id = $2
 		), new AS (
@@ -704,7 +718,7 @@ func (s *Store) StoreFlags(ctx context.Context, accountID, mailboxID int64, uids
 					WHEN $5::int = 1 THEN ARRAY(SELECT k FROM unnest(keywords) k WHERE k <> ALL($7::text[]) ORDER BY k)
 					ELSE $7::text[] END AS nkeywords,
 				keywords AS okeywords
-			FROM old
+			FROM old WHERE $12::bigint IS NULL OR oms <= $12
 		), upd AS (
 			UPDATE mailbox_messages mm SET flags = new.nflags, keywords = new.nkeywords, modseq = new.ms
 			FROM new WHERE mm.mailbox_id = $1 AND mm.account_id = $2 AND mm.uid = new.uid
@@ -729,19 +743,21 @@ func (s *Store) StoreFlags(ctx context.Context, accountID, mailboxID int64, uids
 		UNION ALL
 		SELECT 1, uid, flags, keywords, modseq, NULL FROM upd
 		UNION ALL
+		SELECT 3, uid, 0, NULL, oms, NULL FROM old WHERE oms > $12
+		UNION ALL
 		SELECT 2, 0, 0, NULL, highestmodseq,
 			pg_notify($11, $1::bigint::text || ' ' || highestmodseq::text`+notifyStamp+` ||
 				CASE WHEN octet_length(inl.s) <= `+strconv.Itoa(maxInline)+` THEN inl.s ELSE '' END)::text FROM mb, inl`,
-		mailboxID, accountID, lo, hi, int(op), bits, keywords, added, flagSeen, flagDeleted, MailboxChannel)
+		mailboxID, accountID, lo, hi, int(op), bits, keywords, added, flagSeen, flagDeleted, MailboxChannel, unchangedSince)
 	br := s.pool.SendBatch(ctx, b)
-	out, err := readStoreFlags(br, mailboxID)
+	out, modified, err := readStoreFlags(br, mailboxID)
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return nil, fmt.Errorf("store flags: %w", err)
+		return nil, nil, fmt.Errorf("store flags: %w", err)
 	}
-	return out, nil
+	return out, modified, nil
 }
 
 // asyncCommit, added to the columns of a SELECT of a transaction, lets it commit without
@@ -755,15 +771,16 @@ func (s *Store) StoreFlags(ctx context.Context, accountID, mailboxID int64, uids
 const asyncCommit = `, set_config('synchronous_commit', 'off', true)`
 
 // readStoreFlags reads StoreFlags' batch: the lock, then the changes.
-func readStoreFlags(br pgx.BatchResults, mailboxID int64) ([]MessageFlags, error) {
+func readStoreFlags(br pgx.BatchResults, mailboxID int64) ([]MessageFlags, []uint32, error) {
 	if _, err := br.Exec(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rows, err := br.Query()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out []MessageFlags
+	var modified []uint32
 	found := false
 	var kind, nflags int
 	var uid, modseq int64
@@ -774,6 +791,8 @@ func readStoreFlags(br pgx.BatchResults, mailboxID int64) ([]MessageFlags, error
 			found = true
 		case 1:
 			out = append(out, MessageFlags{UID: uint32(uid), Flags: flagStrings(nflags, kw), ModSeq: uint64(modseq)})
+		case 3:
+			modified = append(modified, uint32(uid))
 		}
 		return nil
 	})
@@ -781,5 +800,6 @@ func readStoreFlags(br pgx.BatchResults, mailboxID int64) ([]MessageFlags, error
 		err = fmt.Errorf("mailbox %d: %w", mailboxID, ErrNotFound)
 	}
 	slices.SortFunc(out, func(a, b MessageFlags) int { return int(a.UID) - int(b.UID) })
-	return out, err
+	slices.Sort(modified)
+	return out, modified, err
 }

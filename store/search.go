@@ -132,13 +132,7 @@ func (s *Store) searchSQL(ctx context.Context, accountID, mailboxID int64, c *Se
 	if err != nil {
 		return nil, err
 	}
-	var out []uint32
-	var uid int64
-	_, err = pgx.ForEachRow(rows, []any{&uid}, func() error {
-		out = append(out, uint32(uid))
-		return nil
-	})
-	return out, err
+	return scanUIDs(rows)
 }
 
 // hasContent reports whether c (or a nested criterion) needs Go-side
