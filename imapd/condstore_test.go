@@ -314,3 +314,33 @@ func TestUnchangedSinceRace(t *testing.T) {
 		b.c.Close()
 	}
 }
+
+// TestViewNeverTellsOlderFlags: a session told a message's flags by its
+// own STORE at modseq 6 must not be told the state of modseq 5 when the
+// feed applies another session's earlier commit after it (imaptest's
+// "MODSEQ dropped" with CONDSTORE), nor repeat modseq 6.
+func TestViewNeverTellsOlderFlags(t *testing.T) {
+	ch := func(ms uint64, flags ...string) *store.Changes {
+		return &store.Changes{Mailbox: &store.Mailbox{HighestModSeq: ms},
+			Updated: []store.MessageFlags{{UID: 1, Flags: flags, ModSeq: ms}}}
+	}
+	v := newView(nil, []uint32{1, 2}, false)
+	v.applySince(ch(4), 0, false)
+	v.take(true)
+	v.reported(1, []string{`\Seen`, `\Flagged`}, 6) // own STORE, ahead of the feed
+	v.applySince(ch(5, `\Flagged`), 4, true)        // another session's, committed before
+	if got := v.take(true); len(got) != 0 {
+		t.Fatalf("older state told: %v", got)
+	}
+	v.applySince(ch(6, `\Seen`, `\Flagged`), 5, true)
+	if got := v.take(true); len(got) != 0 {
+		t.Fatalf("own state told again: %v", got)
+	}
+	if len(v.ahead) != 0 {
+		t.Fatalf("ahead not pruned: %v", v.ahead)
+	}
+	v.applySince(ch(7, `\Seen`), 6, true) // a later change is news
+	if got := v.take(true); len(got) != 1 || got[0].modseq != 7 {
+		t.Fatalf("later change: %v", got)
+	}
+}

@@ -395,6 +395,10 @@ func (s *session) cmdFetch(c *cmd) error {
 	if req.has(fetchModSeq) {
 		s.enableCondstore()
 	}
+	if s.qresync && !req.has(fetchUID) {
+		// RFC 7162 §3.2.4: every FETCH response carries the UID then.
+		req.items = append([]fetchItem{{kind: fetchUID, name: "UID"}}, req.items...)
+	}
 	sel := s.sel
 	refs, err := sel.refs(set, s.searchRes)
 	if err != nil {
@@ -624,7 +628,7 @@ func (f *fetcher) write(seq uint32, m *store.MessageMeta) error {
 	}
 	e.Raw(")").CRLF()
 	if flags {
-		f.sel.reported(m.UID, m.Flags)
+		f.sel.reported(m.UID, m.Flags, m.ModSeq)
 	}
 	return e.Err()
 }

@@ -293,6 +293,14 @@ func (s *session) writeUpdates(sel *view, ups []update) error {
 			s.enc.Raw(")").CRLF()
 		}
 	}
+	if len(ups) > 0 && ups[0].expunge != 0 && !s.rev2 {
+		// Expunged \Recent messages lower the count, which EXISTS did
+		// not tell if none came (Dovecot sends it too).
+		if n := sel.recentCount(); n != s.toldRecent {
+			s.toldRecent = n
+			s.enc.Star().Num(uint32(n)).Raw(" RECENT").CRLF()
+		}
+	}
 	return s.enc.Err()
 }
 

@@ -1,6 +1,7 @@
 package imapd
 
 import (
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -37,6 +38,13 @@ type view struct {
 	// change left then). Changes after told are all the client may miss.
 	merged, told uint64
 	overflow     bool // pending changes dropped past limit: resync at the next poll
+	// ahead holds the modseqs of flag states the client was told by its
+	// own commands (STORE, FETCH setting \Seen) before the feed merged
+	// them: a change at or below that modseq reaching the view later
+	// (another session's earlier commit, applied after) is not news and
+	// must not be told, or flags and MODSEQ would go backwards. Entries
+	// go once merged has passed them.
+	ahead map[uint32]uint64
 	// resyncing says a resync has told the client afresh of UIDs up to
 	// cursor only: merges leave changes to higher UIDs to its later pages.
 	resyncing bool
@@ -178,6 +186,9 @@ func (v *view) mergeLocked(ch *store.Changes, oneTx bool, limit int) (changed bo
 		if later(m.UID) {
 			continue
 		}
+		if ms, ok := v.ahead[m.UID]; ok && m.ModSeq <= ms {
+			continue
+		}
 		if m.UID > v.maxKnown() {
 			v.added = append(v.added, m.UID)
 			pending++
@@ -202,6 +213,9 @@ func (v *view) mergeLocked(ch *store.Changes, oneTx bool, limit int) (changed bo
 		}
 		// Otherwise: not yet reported (the client fetches its flags), or
 		// already expunged in this view.
+	}
+	if len(v.ahead) > 0 {
+		maps.DeleteFunc(v.ahead, func(_ uint32, ms uint64) bool { return ms <= v.merged })
 	}
 	v.settle()
 	return changed
@@ -324,13 +338,27 @@ func (v *view) signal() {
 // committed just before this session's +FLAGS.SILENT \Seen) that the
 // client was never told, and dropping it would leave the client's flags
 // wrong for good. Reporting a state the client already knows is harmless.
-func (v *view) reported(uid uint32, flags []string) {
+//
+// modseq is that of the state told: a pending change older than it is
+// dropped, and one merged later is ignored (see ahead).
+func (v *view) reported(uid uint32, flags []string, modseq uint64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if p, ok := v.flags[uid]; ok && p.sole && slices.Equal(p.flags, flags) {
+	if p, ok := v.flags[uid]; ok && (p.sole && slices.Equal(p.flags, flags) || p.modseq < modseq) {
 		delete(v.flags, uid)
 	}
+	if modseq > v.merged && len(v.ahead) < maxAhead {
+		if v.ahead == nil {
+			v.ahead = map[uint32]uint64{}
+		}
+		v.ahead[uid] = max(v.ahead[uid], modseq)
+	}
 }
+
+// maxAhead bounds view.ahead; past it a late change may be told again
+// (flags briefly going back), which only a bulk STORE racing the feed
+// could cause.
+const maxAhead = 10_000
 
 type update struct {
 	expunge uint32 // sequence number (of uid), or

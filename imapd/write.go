@@ -394,11 +394,11 @@ func (s *session) cmdStore(c *cmd) error {
 		// same messages still come through the poll. A CONDSTORE client
 		// still learns the new modseqs (RFC 7162 §3.1.3).
 		for i, ch := range changed {
-			sel.reported(ch.UID, ch.Flags)
+			sel.reported(ch.UID, ch.Flags, ch.ModSeq)
 			if s.condstore {
 				seq := sel.seqOf(ch.UID)
 				s.enc.Star().Num(seq).Raw(" FETCH (")
-				if c.uid {
+				if c.uid || s.qresync {
 					s.enc.Raw("UID ").Num(ch.UID).SP()
 				}
 				s.enc.Raw("MODSEQ (").Num64(changed[i].ModSeq).Raw("))").CRLF()
@@ -409,7 +409,7 @@ func (s *session) cmdStore(c *cmd) error {
 	write := func(seq, uid uint32, flags []string, modseq uint64) error {
 		s.announce(flags)
 		s.enc.Star().Num(seq).Raw(" FETCH (")
-		if c.uid {
+		if c.uid || s.qresync { // RFC 7162 §3.2.4: always the UID then
 			s.enc.Raw("UID ").Num(uid).SP()
 		}
 		s.enc.Raw("FLAGS ")
@@ -418,7 +418,7 @@ func (s *session) cmdStore(c *cmd) error {
 			writeModSeq(s.enc, modseq)
 		}
 		s.enc.Raw(")").CRLF()
-		sel.reported(uid, flags)
+		sel.reported(uid, flags, modseq)
 		return s.enc.Err()
 	}
 	if all := allChanged(refs, changed); all != nil {
