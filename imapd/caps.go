@@ -22,6 +22,8 @@ var baseCaps = []string{
 	"NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN",
 	"LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE",
 	"ESEARCH", "SEARCHRES", "BINARY", "STATUS=SIZE",
+	// quota.go, metadata.go
+	"QUOTA", "QUOTA=RES-STORAGE", "METADATA",
 }
 
 func newCapabilities(appendLimit int64) capabilities {
