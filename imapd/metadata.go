@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/mailstack/mailstack/imapd/imapwire"
 	"github.com/mailstack/mailstack/store"
 )
 
@@ -116,10 +117,11 @@ func readOnlyEntry(mailbox bool, name string) bool {
 	return name == "/shared/admin"
 }
 
-// metadataOptions reads GETMETADATA's options: (MAXSIZE n DEPTH d).
+// metadataOptions reads GETMETADATA's options, "MAXSIZE n DEPTH d)" after
+// the "(".
 func metadataOptions(c *cmd, q *store.MetadataQuery) error {
 	var maxSet, depthSet bool
-	return c.d.List(func() error {
+	return c.d.ListRest(func() error {
 		opt, err := c.d.Atom()
 		if err != nil {
 			return err
@@ -164,11 +166,18 @@ func (s *session) cmdGetMetadata(c *cmd) error {
 		return err
 	}
 	q := store.MetadataQuery{MaxSize: -1}
-	if c.d.PeekIs('(') {
+	// The options come before the mailbox in RFC 5464's syntax and after
+	// it in its examples (and in go-imap's client): both are taken.
+	options := func() error {
 		if err := metadataOptions(c, &q); err != nil {
 			return err
 		}
-		if err := c.d.SP(); err != nil {
+		return c.d.SP()
+	}
+	optionsSeen := c.d.PeekIs('(')
+	if optionsSeen {
+		c.d.Expect('(', "(") //nolint:errcheck // peeked
+		if err := options(); err != nil {
 			return err
 		}
 	}
@@ -189,9 +198,17 @@ func (s *session) cmdGetMetadata(c *cmd) error {
 		}
 		return err
 	}
-	if c.d.PeekIs('(') {
-		err = c.d.List(entry)
-	} else {
+	list, err := c.d.Consume('(')
+	if err == nil && list && !optionsSeen && (c.d.PeekWord("MAXSIZE") || c.d.PeekWord("DEPTH")) {
+		if err = options(); err == nil {
+			list, err = c.d.Consume('(')
+		}
+	}
+	switch {
+	case err != nil:
+	case list:
+		err = c.d.ListRest(entry)
+	default:
 		err = entry()
 	}
 	if err != nil {
@@ -258,7 +275,8 @@ func (s *session) cmdGetMetadata(c *cmd) error {
 			if i > 0 {
 				s.enc.SP()
 			}
-			s.enc.String(e.Name).SP()
+			writeAString(s, e.Name)
+			s.enc.SP()
 			writeMetadataValue(s, e)
 		}
 		s.enc.Byte(')').CRLF()
@@ -418,4 +436,20 @@ func (s *session) metadataValue(c *cmd, total int64) ([]byte, error) {
 		return nil, bad("NUL in a literal; send it as a literal8 (~{n})")
 	}
 	return v, nil
+}
+
+// writeAString writes s as an atom when it can be one (entry names
+// usually can, as Dovecot sends them), else as a string.
+func writeAString(s *session, str string) {
+	for i := 0; i < len(str); i++ {
+		if !imapwire.IsAtomChar(str[i]) {
+			s.enc.String(str)
+			return
+		}
+	}
+	if str == "" || strings.EqualFold(str, "NIL") {
+		s.enc.String(str)
+		return
+	}
+	s.enc.Raw(str)
 }
