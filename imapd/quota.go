@@ -66,6 +66,11 @@ func (s *session) writeQuota(q store.QuotaUsage) {
 		Num64(uint64(kib(q.UsedBytes))).SP().Num64(uint64(kib(q.LimitBytes))).Byte(')').CRLF()
 }
 
+// quotaPrecheck is the size of a synchronising APPEND literal from which
+// the quota is checked before the client is told to send it: one more
+// round trip, worth it only to spare the upload of a large message.
+const quotaPrecheck = 256 << 10
+
 // kib is n octets in KiB, rounded up.
 func kib(n int64) int64 { return (n + 1023) / 1024 }
 

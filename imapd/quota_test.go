@@ -148,6 +148,10 @@ func TestQuota(t *testing.T) {
 			t.Errorf("%s: %q, want %q", c.cmd, got, c.want)
 		}
 	}
+	// A large APPEND is refused before it is sent.
+	if got := r.exchange("APPEND INBOX {300000}\r\n"); !slices.Equal(got, []string{"NO [OVERQUOTA] APPEND: quota exceeded"}) {
+		t.Errorf("large APPEND over quota: %q", got)
+	}
 	r.cmd("EXPUNGE")
 	appendMsg(t, c, "INBOX", quotaMsg(10, 500)) // room again
 
