@@ -183,3 +183,42 @@ func mustAppPassword(t *testing.T, e *env, address string) string {
 	}
 	return secret
 }
+
+// BenchmarkQuotaMetadata measures the commands a phone sends on every
+// connection (Delta Chat: GETQUOTAROOT, GETMETADATA of its settings;
+// iOS: GETQUOTAROOT) over TLS, on an account of 50 mailboxes holding
+// 1,000 messages and 200 metadata entries: each is one query.
+//
+//	go test -run '^$' -bench QuotaMetadata ./imapd/
+func BenchmarkQuotaMetadata(b *testing.B) {
+	e := newEnv(b, envOptions{})
+	ctx := context.Background()
+	for i := range 50 {
+		if _, err := e.st.CreateMailbox(ctx, e.acc.ID, fmt.Sprintf("Folder %d", i), ""); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := range 1000 {
+		e.deliver("INBOX", quotaMsg(i, 2000))
+	}
+	var entries []store.MetadataEntry
+	for i := range 200 {
+		entries = append(entries, store.MetadataEntry{Name: fmt.Sprintf("/private/vendor/app/%d", i), Value: []byte("some setting")})
+	}
+	if err := e.st.SetMetadata(ctx, e.acc.ID, 0, entries); err != nil {
+		b.Fatal(err)
+	}
+	r := e.raw()
+	for _, bc := range []struct{ name, cmd string }{
+		{"getquotaroot", "GETQUOTAROOT INBOX"},
+		{"getmetadata-2", `GETMETADATA "" (/private/devicetoken /private/vendor/app/7)`},
+		{"getmetadata-all", `GETMETADATA (DEPTH infinity) "" /private`},
+		{"setmetadata", `SETMETADATA "" (/private/devicetoken "abcdef0123456789")`},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for range b.N {
+				r.cmd(bc.cmd)
+			}
+		})
+	}
+}
