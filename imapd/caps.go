@@ -21,7 +21,9 @@ var baseCaps = []string{
 	"IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE",
 	"NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN",
 	"LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE",
-	"ESEARCH", "SEARCHRES", "BINARY", "STATUS=SIZE", "CONDSTORE", "QRESYNC",
+	"ESEARCH", "SEARCHRES", "BINARY", "STATUS=SIZE",
+	"CONDSTORE", "QRESYNC", // condstore.go
+	"QUOTA", "QUOTA=RES-STORAGE", "METADATA", // quota.go, metadata.go
 }
 
 func newCapabilities(appendLimit int64) capabilities {

@@ -54,6 +54,12 @@ func init() {
 		"STORE":        {selectedState, (*session).cmdStore},
 		"COPY":         {selectedState, (*session).cmdCopy},
 		"MOVE":         {selectedState, (*session).cmdMove},
+		// quota.go, metadata.go
+		"GETQUOTAROOT": {authenticated, (*session).cmdGetQuotaRoot},
+		"GETQUOTA":     {authenticated, (*session).cmdGetQuota},
+		"SETQUOTA":     {authenticated, (*session).cmdSetQuota},
+		"GETMETADATA":  {authenticated, (*session).cmdGetMetadata},
+		"SETMETADATA":  {authenticated, (*session).cmdSetMetadata},
 	}
 }
 

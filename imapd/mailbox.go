@@ -203,7 +203,8 @@ func (s *session) statusItemsArg(d *imapwire.Decoder) (statusItems, error) {
 	err := d.AtomList(func(a string) error {
 		a = strings.ToUpper(a)
 		switch a {
-		case "MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT", "APPENDLIMIT":
+		case "MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT", "APPENDLIMIT",
+			"DELETED-STORAGE":
 		case "HIGHESTMODSEQ":
 			s.enableCondstore()
 		default:
@@ -277,6 +278,12 @@ func (s *session) writeStatus(mb *store.Mailbox, items statusItems) error {
 			s.enc.Num64(mb.HighestModSeq)
 		case "APPENDLIMIT":
 			s.enc.Num64(uint64(s.srv.opts.MaxMessageSize))
+		case "DELETED-STORAGE":
+			n, err := s.statusDeletedStorage(mb)
+			if err != nil {
+				return err
+			}
+			s.enc.Num64(uint64(n))
 		case "RECENT":
 			n, err := s.recentCount(mb)
 			if err != nil {

@@ -8,11 +8,13 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"github.com/mailstack/mailstack/imapd/imapwire"
+	"github.com/mailstack/mailstack/store"
 )
 
 // FuzzCommandArgs runs the argument parsers of FETCH, SEARCH, STORE's
-// flag list and APPEND's date on arbitrary input: they must return a
-// result or an error (a BAD), never panic, whatever the nesting.
+// flag list, APPEND's date and METADATA's entry names and options on
+// arbitrary input: they must return a result or an error (a BAD), never
+// panic, whatever the nesting.
 func FuzzCommandArgs(f *testing.F) {
 	for _, s := range []string{
 		"(FLAGS UID BODY.PEEK[1.2.HEADER.FIELDS.NOT (Received \"X y\")]<10.20> BINARY[3]<0.5> BINARY.SIZE[1])",
@@ -21,6 +23,7 @@ func FuzzCommandArgs(f *testing.F) {
 		"RETURN (MIN MAX SAVE) CHARSET UTF-8 TEXT \"x\"",
 		"(\\Seen $Work)", "\\Answered \\Flagged", "\" 6-May-2024 07:08:09 +0000\"",
 		"NOT NOT NOT NOT NOT NOT ALL", "((((((((((((((((((((ALL))))))))))))))))))))",
+		"/private/vendor/x/Y", "\"/shared/a b\"", "MAXSIZE 1024 DEPTH infinity)",
 	} {
 		f.Add([]byte(s + "\r\n"))
 	}
@@ -33,9 +36,11 @@ func FuzzCommandArgs(f *testing.F) {
 		}
 		parseFetch(dec(), true) //nolint:errcheck // only panics matter
 		var c imap.SearchCriteria
-		(&searchParser{d: dec()}).criteria(&c, false) //nolint:errcheck
-		flagListArg(dec(), true)                      //nolint:errcheck
-		dateTimeArg(dec())                            //nolint:errcheck
-		dec().NumSet(false)                           //nolint:errcheck
+		(&searchParser{d: dec()}).criteria(&c, false)           //nolint:errcheck
+		flagListArg(dec(), true)                                //nolint:errcheck
+		dateTimeArg(dec())                                      //nolint:errcheck
+		dec().NumSet(false)                                     //nolint:errcheck
+		entryNameArg(&cmd{d: dec()})                            //nolint:errcheck
+		metadataOptions(&cmd{d: dec()}, &store.MetadataQuery{}) //nolint:errcheck
 	})
 }

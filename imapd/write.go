@@ -113,6 +113,13 @@ func (s *session) cmdAppend(c *cmd) error {
 	if lit.Size > s.srv.opts.MaxMessageSize {
 		return s.refuseLiteral(c, lit, "TOOBIG", fmt.Sprintf("Message too big (at most %d bytes)", s.srv.opts.MaxMessageSize))
 	}
+	if !lit.NonSync && lit.Size > quotaPrecheck {
+		// A large upload the account has no room for is refused before
+		// the client sends it (quota.go); delivery checks again.
+		if full, err := s.srv.st.QuotaFull(s.ctx, s.accountID(), lit.Size); err == nil && full {
+			return s.refuseLiteral(c, lit, "OVERQUOTA", "APPEND: quota exceeded")
+		}
+	}
 	flags = slices.DeleteFunc(flags, func(f string) bool { return strings.EqualFold(f, `\Recent`) })
 	// Where the message goes: the selected mailbox by its id (and name,
 	// which must still be its own), claiming \Recent for it; another by

@@ -380,6 +380,11 @@ func (s *Store) DeleteMailbox(ctx context.Context, accountID int64, name string)
 			if _, err := tx.Exec(ctx, `DELETE FROM expunged WHERE mailbox_id = (SELECT id FROM mailboxes WHERE id = $1 AND account_id = $2)`, id, accountID); err != nil {
 				return err
 			}
+			// Its METADATA goes too, as with the mailbox (a re-created one
+			// starts without).
+			if _, err := tx.Exec(ctx, `DELETE FROM metadata WHERE mailbox_id = $1 AND account_id = $2`, id, accountID); err != nil {
+				return err
+			}
 			_, err = tx.Exec(ctx, `UPDATE mailboxes SET noselect = true, special_use = '', messages = 0, unseen = 0,
 				deleted = 0, size = 0, keywords = '{}', highestmodseq = highestmodseq + 1 WHERE id = $1 AND account_id = $2`, id, accountID)
 		} else {
