@@ -94,9 +94,13 @@ func (s *Store) SelectMailboxByName(ctx context.Context, accountID int64, name s
 	var uids []uint32
 	var unseen *int64
 	// The first-unseen probe spells the predicate of the partial index
-	// mailbox_messages_unseen, as FirstUnseenUID does.
+	// mailbox_messages_unseen, as FirstUnseenUID does. The UIDs are
+	// those of the account's mailbox row m (invariant 4 holds through
+	// it): without a filter on account_id, which the primary key does
+	// not hold, they come from an index-only scan, not 100,000 heap
+	// reads.
 	snap.Mailbox, err = scanMailbox(s.pool.QueryRow(ctx, `SELECT `+mailboxColumns+`, keywords,
-			ARRAY(SELECT mm.uid FROM mailbox_messages mm WHERE mm.mailbox_id = m.id AND mm.account_id = $1 ORDER BY mm.uid),
+			ARRAY(SELECT mm.uid FROM mailbox_messages mm WHERE mm.mailbox_id = m.id ORDER BY mm.uid),
 			(SELECT min(mm.uid) FROM mailbox_messages mm WHERE mm.mailbox_id = m.id AND mm.account_id = $1
 				AND mm.flags & `+strconv.Itoa(flagSeen)+` = 0),
 			EXISTS (SELECT 1 FROM mailboxes c WHERE c.account_id = $1 AND starts_with(c.name, m.name || '/'))
