@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/mailstack/mailstack/internal/mimeindex"
 	"github.com/mailstack/mailstack/store"
@@ -28,14 +29,21 @@ import (
 //     it was read (a generation check): the read might be older than it.
 
 // rowCacheMax caps a mailbox's cached rows: a FETCH 1:* of a huge mailbox
-// fills it and the rest is read as before.
-const rowCacheMax = 10000
+// fills it and the rest is read as before. processRowMax caps the rows
+// of all mailboxes of the process (about 250 bytes each: ~50 MB), so that
+// thousands of sessions on large mailboxes cannot grow memory past it.
+const (
+	rowCacheMax   = 10000
+	processRowMax = 200_000
+)
 
 // rowCache is a watched mailbox's cache of message rows.
 type rowCache struct {
-	mu   sync.RWMutex
-	gen  uint64 // bumped by every change applied
-	rows map[uint32]*store.MessageMeta
+	mu    sync.RWMutex
+	gen   uint64 // bumped by every change applied
+	rows  map[uint32]*store.MessageMeta
+	total *atomic.Int64 // rows cached by the whole process (feed.rowsCached)
+	limit int64         // of total: processRowMax
 }
 
 // get returns the cached rows of refs (ascending), or nil if any is
@@ -77,9 +85,32 @@ func (c *rowCache) put(gen uint64, rows []store.MessageMeta) {
 			return
 		}
 		r := rows[i]
+		if c.rows[r.UID] == nil && !c.count(1) {
+			return
+		}
 		r.Structure, r.Header, r.Body = nil, nil, nil
 		c.rows[r.UID] = &r
 	}
+}
+
+// dropAll empties the cache, giving its rows back to the process's count
+// (c.mu held).
+func (c *rowCache) dropAll() {
+	c.count(-len(c.rows))
+	c.rows = nil
+}
+
+// count adds n rows to the process's count, unless that would pass
+// processRowMax.
+func (c *rowCache) count(n int) bool {
+	if c.total == nil { // a cache of its own (tests)
+		return true
+	}
+	if c.total.Add(int64(n)) > c.limit && n > 0 {
+		c.total.Add(-int64(n))
+		return false
+	}
+	return true
 }
 
 // apply brings the cache up to a change (watched.mu held): new flags for
@@ -89,7 +120,7 @@ func (c *rowCache) apply(ch *store.Changes) {
 	defer c.mu.Unlock()
 	c.gen++
 	if ch.Truncated {
-		c.rows = nil
+		c.dropAll()
 		return
 	}
 	for _, m := range ch.Updated {
@@ -101,7 +132,10 @@ func (c *rowCache) apply(ch *store.Changes) {
 		}
 	}
 	for _, u := range ch.Expunged {
-		delete(c.rows, u)
+		if c.rows[u] != nil {
+			delete(c.rows, u)
+			c.count(-1)
+		}
 	}
 }
 
@@ -110,7 +144,7 @@ func (c *rowCache) clear() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
-	c.rows = nil
+	c.dropAll()
 }
 
 // contentCacheMax is the byte budget of the contents cache.

@@ -46,6 +46,7 @@ type feed struct {
 	// Tunables (tests lower them; atomic because the LISTEN goroutine
 	// runs already when they do).
 	maxPending atomic.Int64 // cap on a view's pending entries; see view.merge
+	rowsCached atomic.Int64 // rows in the watched mailboxes' caches (processRowMax)
 	retry      atomic.Int64 // pause (a time.Duration) before a failed catch-up is retried
 	// beforeCatchUp, if set, runs before every catch-up that is not a
 	// local write's (the runners' and the resync's): tests stall the
@@ -188,6 +189,7 @@ func (f *feed) entry(accountID, mailboxID int64) *watched {
 		// while selected: its views end with BYE; new views need an
 		// entry that catch-ups do not skip.
 		nw := &watched{accountID: accountID, mailboxID: mailboxID, views: map[*view]struct{}{}}
+		nw.rows.total, nw.rows.limit = &f.rowsCached, processRowMax
 		if w == nil || w.accountID == accountID {
 			f.boxes[mailboxID] = nw
 		}
@@ -316,6 +318,7 @@ func (f *feed) release(w *watched) {
 	defer f.mu.Unlock()
 	if w.refs--; w.refs == 0 && f.boxes[w.mailboxID] == w {
 		delete(f.boxes, w.mailboxID)
+		w.rows.clear() // its rows no longer count against the process's
 	}
 }
 

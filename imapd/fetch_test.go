@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/emersion/go-imap/v2"
@@ -408,5 +409,35 @@ func TestFetchSinglePartSections(t *testing.T) {
 	bm := fetchOne(t, c, uid, &imap.FetchOptions{BinarySection: []*imap.FetchItemBinarySection{{Part: []int{1}, Peek: true}}})
 	if len(bm.BinarySection) != 1 || string(bm.BinarySection[0].Bytes) != body {
 		t.Errorf("BINARY[1] = %+v, want %q", bm.BinarySection, body)
+	}
+}
+
+// TestRowCacheProcessBound: the mailboxes' row caches share one budget,
+// and a cache emptied gives its rows back.
+func TestRowCacheProcessBound(t *testing.T) {
+	var total atomic.Int64
+	a := &rowCache{total: &total, limit: 5}
+	b := &rowCache{total: &total, limit: 5}
+	rows := func(uids ...uint32) []store.MessageMeta {
+		var out []store.MessageMeta
+		for _, u := range uids {
+			out = append(out, store.MessageMeta{UID: u})
+		}
+		return out
+	}
+	a.put(a.generation(), rows(1, 2, 3, 4))
+	b.put(b.generation(), rows(1, 2, 3, 4))
+	if len(a.rows) != 4 || len(b.rows) != 1 || total.Load() != 5 {
+		t.Fatalf("cached %d + %d, total %d; want 4 + 1, 5", len(a.rows), len(b.rows), total.Load())
+	}
+	a.put(a.generation(), rows(1, 2)) // already cached: no more budget used
+	a.apply(&store.Changes{Expunged: []uint32{1, 9}})
+	if total.Load() != 4 {
+		t.Fatalf("after an expunge: total %d, want 4", total.Load())
+	}
+	a.clear()
+	b.put(b.generation(), rows(5, 6, 7, 8, 9))
+	if len(b.rows) != 5 || total.Load() != 5 {
+		t.Fatalf("after clear: b has %d, total %d; want 5, 5", len(b.rows), total.Load())
 	}
 }
