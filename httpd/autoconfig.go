@@ -8,58 +8,6 @@ import (
 	"github.com/mailstack/mailstack/internal/clientconf"
 )
 
-// ClientConfig is Thunderbird's autoconfig document, version 1.1
-// (https://wiki.mozilla.org/Thunderbird:Autoconfiguration:ConfigFileFormat).
-type ClientConfig struct {
-	XMLName  xml.Name      `xml:"clientConfig"`
-	Version  string        `xml:"version,attr"`
-	Provider EmailProvider `xml:"emailProvider"`
-}
-
-// EmailProvider is the provider element of ClientConfig.
-type EmailProvider struct {
-	ID               string             `xml:"id,attr"`
-	Domains          []string           `xml:"domain"`
-	DisplayName      string             `xml:"displayName"`
-	DisplayShortName string             `xml:"displayShortName"`
-	Incoming         []AutoconfigServer `xml:"incomingServer"`
-	Outgoing         []AutoconfigServer `xml:"outgoingServer"`
-}
-
-// AutoconfigServer is an incomingServer or outgoingServer element.
-type AutoconfigServer struct {
-	Type           string `xml:"type,attr"`
-	Hostname       string `xml:"hostname"`
-	Port           int    `xml:"port"`
-	SocketType     string `xml:"socketType"`
-	Authentication string `xml:"authentication"`
-	Username       string `xml:"username"`
-}
-
-// Autoconfig returns the autoconfig document for a domain.
-func Autoconfig(cc clientconf.Config, domain string) ClientConfig {
-	conv := func(servers []clientconf.Server) []AutoconfigServer {
-		var out []AutoconfigServer
-		for _, s := range servers {
-			out = append(out, AutoconfigServer{
-				Type: s.Protocol, Hostname: s.Host, Port: s.Port, SocketType: string(s.Security),
-				// Over TLS only, so cleartext passwords are what every client
-				// can do; the user name is always the full address.
-				Authentication: "password-cleartext", Username: "%EMAILADDRESS%",
-			})
-		}
-		return out
-	}
-	return ClientConfig{
-		Version: "1.1",
-		Provider: EmailProvider{
-			ID: domain, Domains: []string{domain},
-			DisplayName: domain + " mail", DisplayShortName: domain,
-			Incoming: conv(cc.IMAP(domain)), Outgoing: conv(cc.SMTP(domain)),
-		},
-	}
-}
-
 // autoconfig answers Thunderbird. The domain comes from ?emailaddress= when
 // given, else from the host name (autoconfig.<domain> or <domain>).
 func (c *Config) autoconfig(w http.ResponseWriter, r *http.Request) {
@@ -70,7 +18,7 @@ func (c *Config) autoconfig(w http.ResponseWriter, r *http.Request) {
 	if !c.served(w, r, domain) {
 		return
 	}
-	body, err := xml.MarshalIndent(Autoconfig(c.Clients, domain), "", "  ")
+	body, err := xml.MarshalIndent(clientconf.Autoconfig(c.Clients, domain), "", "  ")
 	if err != nil {
 		c.log().Error("autoconfig", "err", err)
 		http.Error(w, "internal error", http.StatusInternalServerError)

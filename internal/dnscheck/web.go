@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mailstack/mailstack/httpd"
+	"github.com/mailstack/mailstack/internal/clientconf"
 	"github.com/mailstack/mailstack/internal/mtasts"
 )
 
@@ -179,7 +179,7 @@ func listOrNone(v []string) string {
 // compareAutoconfig checks that the served file offers exactly the
 // servers the configuration does.
 func compareAutoconfig(p Params, body []byte) (Status, string) {
-	var f httpd.ClientConfig
+	var f clientconf.ClientConfig
 	if err := xml.Unmarshal(body, &f); err != nil {
 		return Different, "not an autoconfig file: " + err.Error()
 	}
