@@ -22,10 +22,12 @@ var baseCaps = []string{
 	"NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN",
 	"LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE",
 	"ESEARCH", "SEARCHRES", "BINARY", "STATUS=SIZE", "CONDSTORE", "QRESYNC",
+	"PARTIAL", "UIDONLY", "UIDBATCHES",
 }
 
-func newCapabilities(appendLimit int64) capabilities {
-	all := strings.Join(baseCaps, " ") + " APPENDLIMIT=" + strconv.FormatInt(appendLimit, 10)
+func newCapabilities(appendLimit int64, messageLimit int) capabilities {
+	all := strings.Join(baseCaps, " ") + " APPENDLIMIT=" + strconv.FormatInt(appendLimit, 10) +
+		" MESSAGELIMIT=" + strconv.Itoa(messageLimit)
 	return capabilities{
 		authenticated: all,
 		tls:           all + " AUTH=PLAIN",

@@ -54,6 +54,7 @@ func init() {
 		"STORE":        {selectedState, (*session).cmdStore},
 		"COPY":         {selectedState, (*session).cmdCopy},
 		"MOVE":         {selectedState, (*session).cmdMove},
+		"UIDBATCHES":   {selectedState, (*session).cmdUIDBatches},
 	}
 }
 
