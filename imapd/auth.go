@@ -224,6 +224,11 @@ func (s *session) cmdEnable(c *cmd) error {
 				s.enableCondstore()
 				enabled = append(enabled, "QRESYNC")
 			}
+		case "UIDONLY":
+			if !s.uidonly {
+				s.uidonly = true
+				enabled = append(enabled, "UIDONLY")
+			}
 		}
 	}
 	s.enc.Star().Raw("ENABLED")

@@ -52,6 +52,7 @@ func BenchmarkIMAP(b *testing.B) {
 	b.Run("UIDSearchSubject", env.benchSearchSubject)
 	b.Run("FetchEnvelopeLast500", env.benchFetchEnvelopes)
 	b.Run("StreamBody50MB", env.benchStreamBig)
+	b.Run("UIDBatches", env.benchUIDBatches)
 }
 
 type benchEnv struct {

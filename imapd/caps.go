@@ -24,10 +24,12 @@ var baseCaps = []string{
 	"ESEARCH", "SEARCHRES", "BINARY", "STATUS=SIZE",
 	"CONDSTORE", "QRESYNC", // condstore.go
 	"QUOTA", "QUOTA=RES-STORAGE", "METADATA", // quota.go, metadata.go
+	"PARTIAL", "UIDONLY", "UIDBATCHES", // partial.go, uidonly.go, uidbatches.go
 }
 
-func newCapabilities(appendLimit int64) capabilities {
-	all := strings.Join(baseCaps, " ") + " APPENDLIMIT=" + strconv.FormatInt(appendLimit, 10)
+func newCapabilities(appendLimit int64, messageLimit int) capabilities {
+	all := strings.Join(baseCaps, " ") + " APPENDLIMIT=" + strconv.FormatInt(appendLimit, 10) +
+		" MESSAGELIMIT=" + strconv.Itoa(messageLimit)
 	return capabilities{
 		authenticated: all,
 		tls:           all + " AUTH=PLAIN",

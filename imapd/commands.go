@@ -60,6 +60,7 @@ func init() {
 		"SETQUOTA":     {authenticated, (*session).cmdSetQuota},
 		"GETMETADATA":  {authenticated, (*session).cmdGetMetadata},
 		"SETMETADATA":  {authenticated, (*session).cmdSetMetadata},
+		"UIDBATCHES":   {selectedState, (*session).cmdUIDBatches},
 	}
 }
 

@@ -62,6 +62,7 @@ type qresyncParams struct {
 	uidValidity uint32
 	modseq      uint64
 	known       []store.UIDRange // known-uids; nil: all
+	seqMatch    bool             // seq-match-data was given
 }
 
 // knows reports whether uid is among the client's known UIDs.
@@ -114,6 +115,7 @@ func parseQresync(d *imapwire.Decoder) (*qresyncParams, error) {
 		}
 		if d.PeekIs('(') {
 			d.Consume('(') //nolint:errcheck // peeked
+			q.seqMatch = true
 			if _, err := d.NumSet(false); err != nil {
 				return nil, err
 			}
@@ -188,7 +190,9 @@ func (s *session) resyncSince(sel *view, q *qresyncParams) error {
 				continue
 			}
 			s.announce(m.Flags)
-			s.enc.Star().Num(seq).Raw(" FETCH (UID ").Num(m.UID).Raw(" FLAGS ")
+			s.fetchHead(seq, m.UID)
+			s.uidItem(m.UID)
+			s.enc.Raw("FLAGS ")
 			s.flagList(m.UID, m.Flags)
 			writeModSeq(s.enc, m.ModSeq)
 			s.enc.Raw(")").CRLF()
@@ -199,9 +203,9 @@ func (s *session) resyncSince(sel *view, q *qresyncParams) error {
 	}
 }
 
-// modifiers reads FETCH's modifiers (RFC 7162 §3.1.4, §3.2.6):
-// "(CHANGEDSINCE n [VANISHED])" in any order. CHANGEDSINCE implies the
-// MODSEQ item.
+// modifiers reads FETCH's modifiers (RFC 7162 §3.1.4, §3.2.6; RFC 9394
+// §3.2): "(CHANGEDSINCE n [VANISHED] [PARTIAL range])" in any order.
+// CHANGEDSINCE implies the MODSEQ item.
 func (r *fetchRequest) modifiers(d *imapwire.Decoder) error {
 	err := d.List(func() error {
 		a, err := d.Atom()
@@ -218,6 +222,12 @@ func (r *fetchRequest) modifiers(d *imapwire.Decoder) error {
 			return err
 		case "VANISHED":
 			r.vanished = true
+		case "PARTIAL":
+			if err := d.SP(); err != nil {
+				return err
+			}
+			r.partial, err = parsePartialRange(d)
+			return err
 		default:
 			return bad("Unknown FETCH modifier " + truncate(a))
 		}

@@ -57,6 +57,11 @@ type fetchRequest struct {
 	changedSince    uint64
 	hasChangedSince bool
 	vanished        bool
+	// autoUID: the UID item was added for UID FETCH, not asked for (a
+	// UIDFETCH response leaves it out, RFC 9586 §3.3).
+	autoUID bool
+	// partial: only these of the messages (PARTIAL modifier, RFC 9394).
+	partial *partialRange
 }
 
 // parseFetch reads FETCH's arguments after the sequence set.
@@ -90,6 +95,7 @@ func parseFetch(d *imapwire.Decoder, uid bool) (*fetchRequest, error) {
 	}
 	if uid && !req.has(fetchUID) {
 		req.items = append([]fetchItem{{kind: fetchUID, name: "UID"}}, req.items...)
+		req.autoUID = true
 	}
 	return req, nil
 }
@@ -395,7 +401,9 @@ func (s *session) cmdFetch(c *cmd) error {
 	if req.has(fetchModSeq) {
 		s.enableCondstore()
 	}
-	if s.qresync && !req.has(fetchUID) {
+	if s.uidonly && req.autoUID {
+		req.items = req.items[1:] // UIDFETCH carries it
+	} else if s.qresync && !req.has(fetchUID) {
 		// RFC 7162 §3.2.4: every FETCH response carries the UID then.
 		req.items = append([]fetchItem{{kind: fetchUID, name: "UID"}}, req.items...)
 	}
@@ -409,6 +417,8 @@ func (s *session) cmdFetch(c *cmd) error {
 			return err
 		}
 	}
+	refs = req.partial.refs(refs)
+	refs = s.limitFetch(c, refs)
 	if len(refs) == 0 {
 		return nil
 	}
@@ -572,7 +582,7 @@ func (f *fetcher) write(seq uint32, m *store.MessageMeta) error {
 		f.s.announce(m.Flags)
 	}
 	e := f.s.enc
-	e.Star().Num(seq).Raw(" FETCH (")
+	f.s.fetchHead(seq, m.UID)
 	n := 0
 	sp := func() {
 		if n > 0 {

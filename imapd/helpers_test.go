@@ -46,6 +46,7 @@ type envOptions struct {
 	maxPending     int           // the feed's cap on a view's pending entries (0: default)
 	retry          time.Duration // the feed's pause before retrying a catch-up (0: default)
 	tlsConfig      *tls.Config   // the server's (default: a fresh self-signed one)
+	messageLimit   int           // MESSAGELIMIT (0: default)
 }
 
 func testTLS(t testing.TB) *tls.Config {
@@ -115,6 +116,7 @@ func (e *env) start(o envOptions) {
 		TLSConfig:          tlsConfig,
 		MaxMessageSize:     o.maxMessageSize,
 		MaxConnsPerAccount: o.maxConns,
+		MessageLimit:       o.messageLimit,
 		Logger:             testLogger(t),
 		DebugWriter:        debug,
 	})

@@ -288,6 +288,7 @@ type searchReturn struct {
 	extended             bool // RETURN was given: answer with ESEARCH
 	min, max, all, count bool
 	save                 bool
+	partial              *partialRange // PARTIAL (RFC 9394)
 }
 
 // cmdSearch is SEARCH and UID SEARCH. The matching itself is searchUIDs
@@ -305,8 +306,20 @@ func (s *session) cmdSearch(c *cmd) error {
 		if err := c.d.SP(); err != nil {
 			return err
 		}
+		wantRange := false
 		err := c.d.AtomList(func(o string) error {
+			if wantRange {
+				wantRange = false
+				var err error
+				ret.partial, err = partialRangeOf(o)
+				return err
+			}
 			switch strings.ToUpper(o) {
+			case "PARTIAL":
+				if ret.partial != nil {
+					return bad("PARTIAL given twice")
+				}
+				wantRange = true
 			case "MIN":
 				ret.min = true
 			case "MAX":
@@ -322,10 +335,16 @@ func (s *session) cmdSearch(c *cmd) error {
 			}
 			return nil
 		})
+		if err == nil && wantRange {
+			err = bad("PARTIAL needs a range")
+		}
 		if err != nil {
 			return err
 		}
-		if !ret.min && !ret.max && !ret.count && !ret.save {
+		if ret.all && ret.partial != nil {
+			return bad("ALL and PARTIAL cannot be combined") // RFC 9394 §3.1
+		}
+		if !ret.min && !ret.max && !ret.count && !ret.save && ret.partial == nil {
 			ret.all = true // RETURN () is RETURN (ALL)
 		}
 		if err := c.d.SP(); err != nil {
@@ -354,6 +373,9 @@ func (s *session) cmdSearch(c *cmd) error {
 	if err := c.end(); err != nil {
 		return err
 	}
+	if s.uidonly && hasSeqNums(&criteria) {
+		return errUIDRequired("SEARCH")
+	}
 	if p.modseq {
 		s.enableCondstore()
 	}
@@ -369,7 +391,7 @@ func (s *session) cmdSearch(c *cmd) error {
 	}
 	if ret.save {
 		s.searchRes = savedResult(uids, ret)
-		if !ret.min && !ret.max && !ret.count && !ret.all {
+		if !ret.min && !ret.max && !ret.count && !ret.all && ret.partial == nil {
 			return nil // RETURN (SAVE) alone: no ESEARCH response
 		}
 	}
@@ -428,6 +450,9 @@ func (s *session) cmdSearch(c *cmd) error {
 	if ret.count {
 		e.Raw(" COUNT ").Num(uint32(len(nums)))
 	}
+	if ret.partial != nil {
+		writePartial(e, ret.partial, partialOf(ret.partial, nums))
+	}
 	if modseq > 0 {
 		e.Raw(" MODSEQ ").Num64(modseq)
 	}
@@ -472,22 +497,27 @@ func appendSet(b []byte, nums []uint32) []byte {
 	return b
 }
 
-// savedResult is what SEARCH RETURN (SAVE ...) remembers (RFC 5182 §2.4):
-// with MIN and/or MAX but neither ALL nor COUNT, only the messages those
-// report; otherwise the whole result.
+// savedResult is what SEARCH RETURN (SAVE ...) remembers (RFC 5182 §2.4,
+// RFC 9394 §3.1): with MIN, MAX and/or PARTIAL but neither ALL nor COUNT,
+// only the messages those report, ascending; otherwise the whole result.
 func savedResult(uids []uint32, ret searchReturn) []uint32 {
-	if ret.all || ret.count || !ret.min && !ret.max {
+	if ret.all || ret.count || !ret.min && !ret.max && ret.partial == nil {
 		return uids
 	}
 	saved := []uint32{}
 	if len(uids) == 0 {
 		return saved
 	}
-	if ret.min {
+	window := partialOf(ret.partial, uids)
+	if ret.partial == nil {
+		window = nil
+	}
+	if ret.min && (len(window) == 0 || window[0] != uids[0]) {
 		saved = append(saved, uids[0])
 	}
-	if ret.max && (len(saved) == 0 || saved[0] != uids[len(uids)-1]) {
-		saved = append(saved, uids[len(uids)-1])
+	saved = append(saved, window...)
+	if last := uids[len(uids)-1]; ret.max && (len(saved) == 0 || saved[len(saved)-1] != last) {
+		saved = append(saved, last)
 	}
 	return saved
 }

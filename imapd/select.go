@@ -51,7 +51,9 @@ func (s *session) cmdSelect(c *cmd) error {
 				if err := c.d.SP(); err != nil {
 					return err
 				}
-				qr, err = parseQresync(c.d)
+				if qr, err = parseQresync(c.d); err == nil && qr.seqMatch && s.uidonly {
+					err = errUIDRequired("QRESYNC sequence match data")
+				}
 				return err
 			default:
 				return bad("Unknown " + c.name + " parameter " + truncate(a))
@@ -92,7 +94,7 @@ func (s *session) cmdSelect(c *cmd) error {
 		s.enc.Star().Num(uint32(s.toldRecent)).Raw(" RECENT").CRLF()
 		// [UNSEEN n], numbered in this session's view (nothing when the
 		// view does not have it: then no message of the view is unseen).
-		if n := sel.seqOf(snap.FirstUnseen); snap.FirstUnseen != 0 && n != 0 {
+		if n := sel.seqOf(snap.FirstUnseen); snap.FirstUnseen != 0 && n != 0 && !s.uidonly {
 			s.enc.Star().Raw("OK [UNSEEN ").Num(n).Raw("] First unseen message").CRLF()
 		}
 	}
@@ -264,8 +266,8 @@ func (s *session) writeUpdates(sel *view, ups []update) error {
 	var vanished []uint32
 	for i, u := range ups {
 		switch {
-		case u.expunge != 0 && s.qresync:
-			// VANISHED instead of EXPUNGE (RFC 7162 §3.2.10): the run of
+		case u.expunge != 0 && s.vanishes():
+			// VANISHED instead of EXPUNGE (RFC 7162 §3.2.10, RFC 9586): the run of
 			// expunges (highest first) in one response, UIDs ascending.
 			vanished = append(vanished, u.uid)
 			if i+1 == len(ups) || ups[i+1].expunge == 0 {
@@ -285,7 +287,9 @@ func (s *session) writeUpdates(sel *view, ups []update) error {
 			}
 		default:
 			s.announce(u.flags)
-			s.enc.Star().Num(u.seq).Raw(" FETCH (UID ").Num(u.uid).Raw(" FLAGS ")
+			s.fetchHead(u.seq, u.uid)
+			s.uidItem(u.uid)
+			s.enc.Raw("FLAGS ")
 			s.flagList(u.uid, u.flags)
 			if s.condstore {
 				writeModSeq(s.enc, u.modseq)

@@ -35,6 +35,10 @@ type Options struct {
 	// MaxConnsPerAccount caps the concurrent authenticated connections of
 	// one account in this process; 0 means no limit.
 	MaxConnsPerAccount int
+	// MessageLimit is the most messages one FETCH, STORE, COPY, MOVE or
+	// UID EXPUNGE processes (advertised as MESSAGELIMIT, RFC 9738). 0
+	// means DefaultMessageLimit.
+	MessageLimit int
 	// Logger receives the server's logs (default slog.Default()).
 	Logger *slog.Logger
 	// Metrics, if set, counts IDLE sessions and change-notification lag.
@@ -100,7 +104,7 @@ func New(st *store.Store, opts Options) *Server {
 		conns:     map[int64]int{},
 		listeners: map[net.Listener]struct{}{},
 		sessions:  map[*session]struct{}{},
-		caps:      newCapabilities(opts.MaxMessageSize),
+		caps:      newCapabilities(opts.MaxMessageSize, opts.messageLimit()),
 		contents:  newContentCache(contentCacheMax),
 	}
 	s.feed = newFeed(ctx, st, log)

@@ -46,7 +46,9 @@ type session struct {
 	// condstore: a CONDSTORE-enabling command ran (RFC 7162 §3.1);
 	// qresync: ENABLE QRESYNC (which implies condstore).
 	condstore, qresync bool
-	client             string
+	// uidonly: ENABLE UIDONLY (RFC 9586, uidonly.go).
+	uidonly bool
+	client  string
 
 	login   *store.Login
 	counted bool // holds one of the account's connection slots
@@ -317,6 +319,9 @@ func (s *session) command() error {
 		return s.finish(c, bad("Unknown command "+truncate(name)))
 	}
 	if err := s.allowed(def.state); err != nil {
+		return s.finish(c, err)
+	}
+	if err := s.uidRequired(c); err != nil {
 		return s.finish(c, err)
 	}
 	s.checked = false

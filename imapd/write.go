@@ -367,6 +367,9 @@ func (s *session) cmdStore(c *cmd) error {
 	if err != nil || len(refs) == 0 {
 		return err
 	}
+	if err := s.checkLimit("STORE", len(refs)); err != nil {
+		return err
+	}
 	var changed []store.MessageFlags
 	var modified []uint32
 	if unchangedSince != nil {
@@ -403,10 +406,9 @@ func (s *session) cmdStore(c *cmd) error {
 		for i, ch := range changed {
 			sel.reported(ch.UID, ch.Flags, ch.ModSeq)
 			if s.condstore {
-				seq := sel.seqOf(ch.UID)
-				s.enc.Star().Num(seq).Raw(" FETCH (")
+				s.fetchHead(sel.seqOf(ch.UID), ch.UID)
 				if c.uid || s.qresync {
-					s.enc.Raw("UID ").Num(ch.UID).SP()
+					s.uidItem(ch.UID)
 				}
 				s.enc.Raw("MODSEQ (").Num64(changed[i].ModSeq).Raw("))").CRLF()
 			}
@@ -415,9 +417,9 @@ func (s *session) cmdStore(c *cmd) error {
 	}
 	write := func(seq, uid uint32, flags []string, modseq uint64) error {
 		s.announce(flags)
-		s.enc.Star().Num(seq).Raw(" FETCH (")
+		s.fetchHead(seq, uid)
 		if c.uid || s.qresync { // RFC 7162 §3.2.4: always the UID then
-			s.enc.Raw("UID ").Num(uid).SP()
+			s.uidItem(uid)
 		}
 		s.enc.Raw("FLAGS ")
 		s.flagList(uid, flags)
@@ -493,6 +495,9 @@ func (s *session) cmdCopy(c *cmd) error {
 	if err != nil {
 		return err
 	}
+	if err := s.checkLimit("COPY", sel.countIn(ranges)); err != nil {
+		return err
+	}
 	dst, err := s.destination(name, "COPY")
 	if err != nil || len(ranges) == 0 {
 		return err
@@ -521,6 +526,9 @@ func (s *session) cmdMove(c *cmd) error {
 	}
 	ranges, err := sel.resolve(set, s.searchRes)
 	if err != nil {
+		return err
+	}
+	if err := s.checkLimit("MOVE", sel.countIn(ranges)); err != nil {
 		return err
 	}
 	dst, err := s.destination(name, "MOVE")
@@ -592,6 +600,11 @@ func (s *session) cmdExpunge(c *cmd) error {
 	ranges, err := sel.resolve(set, s.searchRes)
 	if err != nil || len(ranges) == 0 {
 		return err
+	}
+	if c.uid {
+		if err := s.checkLimit("UID EXPUNGE", sel.countIn(ranges)); err != nil {
+			return err
+		}
 	}
 	gone, err := s.srv.st.Expunge(s.ctx, s.accountID(), s.mailbox.ID, ranges)
 	if err != nil {
