@@ -76,16 +76,16 @@ func TestUIDOnly(t *testing.T) {
 		t.Fatalf("unsolicited updates: %q", got)
 	}
 	e.deliver("INBOX", crlf(simpleMsg)) // UID 9
-	if got := noopUntil(t, r, `EXISTS`); !slices.Equal(got, []string{"* 8 EXISTS"}) {
+	if got := noopUntil(t, r, `EXISTS`); len(got) == 0 || got[0] != "* 8 EXISTS" || len(grep(got, `FETCH|VANISHED`)) != 0 {
 		t.Fatalf("new message: %q", got)
 	}
 
 	// Its own expunges are VANISHED too.
 	r.cmd(`UID STORE 6:7 +FLAGS.SILENT (\Deleted)`)
-	if got := r.cmd("UID EXPUNGE 6"); !slices.Equal(got, []string{"* VANISHED 6"}) {
+	if got := r.cmd("UID EXPUNGE 6"); len(got) == 0 || got[0] != "* VANISHED 6" || len(grep(got, `EXPUNGE|FETCH`)) != 0 {
 		t.Fatalf("UID EXPUNGE: %q", got)
 	}
-	if got := r.cmd("EXPUNGE"); !slices.Equal(got, []string{"* VANISHED 7"}) {
+	if got := r.cmd("EXPUNGE"); len(got) == 0 || got[0] != "* VANISHED 7" || len(grep(got, `EXPUNGE|FETCH`)) != 0 {
 		t.Fatalf("EXPUNGE: %q", got)
 	}
 	if got := r.cmd("UID MOVE 8 Trash"); len(grep(got, `^\* VANISHED 8$`)) != 1 || len(grep(got, `EXPUNGE`)) != 0 {
