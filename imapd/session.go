@@ -44,6 +44,8 @@ type session struct {
 	rev2   bool // ENABLE IMAP4rev2
 	utf8   bool // ENABLE UTF8=ACCEPT (or IMAP4rev2)
 	client string
+	// compressed says COMPRESS=DEFLATE is on (compress.go).
+	compressed bool
 
 	login   *store.Login
 	counted bool // holds one of the account's connection slots
