@@ -18,15 +18,18 @@ import (
 // DEFLATE (RFC 1951) streams inside TLS.
 //
 // Reading: a client ends each command with a flush, which ends a DEFLATE
-// block. zlib's Z_SYNC_FLUSH follows it with an empty stored block;
-// Z_PARTIAL_FLUSH (and a block that simply ends) does not. Go's
-// compress/flate hands over what a Huffman block decoded only when the
-// window fills, at the end of the stream or at an empty stored block: a
-// command sent with a partial flush stays inside the decompressor while it
-// waits for the next block header, and IDLE/DONE or a NOOP stall
-// (golang/go#31514 and PR 68130 say as much of IMAP). klauspost's flate
-// with WithPartialBlock hands over every block's output as soon as the
-// block ends, and reads its input byte by byte as needed, never ahead.
+// block, and then waits for the answer. zlib's Z_SYNC_FLUSH follows the
+// block with an empty stored block; Z_PARTIAL_FLUSH with an empty fixed
+// block of 10 bits, of which up to 7 stay in the client until it sends
+// more. Go's compress/flate hands over what a Huffman block decoded only
+// when its window fills or at an empty stored block, so a command sent
+// with a partial flush stays inside it while it waits for the next block
+// (golang/go#31514 and PR 68130 name IMAP); klauspost's flate, even with
+// WithPartialBlock, wants 10 bits past the end of a dynamic block before
+// it decodes its last symbol. Either stalls IDLE/DONE or a NOOP, as
+// TestInflateHandsOverEveryBlock and TestCompressPython show. inflate.go
+// therefore has a decompressor of its own that hands over everything it
+// decoded before it would wait for input.
 //
 // Writing: responses go out whenever the encoder flushes (64 KiB filled,
 // or the session waits for the client), each as one sync-flushed piece,
@@ -37,7 +40,7 @@ import (
 // each command's responses start without the previous ones as dictionary.
 // The decompressor cannot be given back (the client's compressor may refer
 // to anything in the last 32 KiB it sent): an idle compressed session
-// holds about 37 KB for it and the 8 KiB buffer of decompressed input.
+// holds about 46 KB for it and the 4 KiB buffer of decompressed input.
 
 // compressLevel is Dovecot's default (imap_compress_deflate_level).
 // klauspost's level 6 compresses a 100,000-message FLAGS fetch about 8×
@@ -130,8 +133,7 @@ type inflateReader struct{ r io.Reader }
 
 func (r inflateReader) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
-	var ce flate.CorruptInputError
-	if errors.As(err, &ce) {
+	if errors.Is(err, errCorrupt) {
 		err = &imapwire.Error{Text: "Invalid DEFLATE data", Code: "CLIENTBUG", Fatal: true}
 	}
 	return n, err
@@ -139,7 +141,7 @@ func (r inflateReader) Read(p []byte) (int, error) {
 
 // inflateBuffer is the size of the buffer of decompressed input the
 // decoder reads from.
-const inflateBuffer = 8 << 10
+const inflateBuffer = 4 << 10
 
 // cmdCompress is COMPRESS (RFC 4978 §3). A second COMPRESS is refused as
 // Dovecot refuses it, NO [COMPRESSIONACTIVE]; an unknown mechanism is BAD.
@@ -177,9 +179,7 @@ func (s *session) startDeflate() {
 	buffered, _ := s.br.Peek(s.br.Buffered())
 	pending := bytes.Clone(buffered)
 	s.br.Reset(io.MultiReader(bytes.NewReader(pending), s.conn))
-	// s.br is an io.ByteReader: flate reads it byte by byte, no buffer
-	// of its own in between.
-	var in io.Reader = inflateReader{flate.NewReaderOpts(s.br, flate.WithPartialBlock())}
+	var in io.Reader = inflateReader{newInflater(s.br)}
 	w := &deflateWriter{pool: &s.srv.deflate.pool, dst: deadlineWriter{s.conn}}
 	if d := s.srv.opts.DebugWriter; d != nil {
 		in = io.TeeReader(in, d)

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -248,70 +249,107 @@ func TestCompressPython(t *testing.T) {
 	}
 }
 
-// TestInflateHandsOverEveryBlock: the decompressor the server uses
-// returns every byte a flush ended without reading further, for each of
-// zlib's flushes, with the input arriving through a pipe that blocks
-// after each piece (as a socket does). It also logs whether Go's own
-// compress/flate would have stalled, which is why it is not used.
+// TestInflateHandsOverEveryBlock: the server's decompressor returns
+// every byte a flush ended without reading further, for each of zlib's
+// flushes, with the input arriving through a pipe that blocks after each
+// piece (as a socket does). The pieces are short commands (fixed-Huffman
+// blocks), longer varied text (dynamic blocks), random bytes (stored
+// blocks) and more than a window's worth. It also logs where Go's
+// compress/flate and klauspost's flate stall, which is why neither is
+// used.
 func TestInflateHandsOverEveryBlock(t *testing.T) {
 	py, err := exec.LookPath("python3")
 	if err != nil {
 		t.Fatalf("python3 is required for this test: %v", err)
 	}
-	pieces := []string{"a NOOP\r\n", "b IDLE\r\n", "DONE\r\n", "c LOGOUT\r\n"}
+	pieces := []string{"a NOOP\r\n", "b IDLE\r\n", "DONE\r\n",
+		"c SEARCH TEXT \"" + benchText(rand.New(rand.NewPCG(1, 1)), 300) + "\"\r\n",
+		"d SEARCH TEXT \"" + benchText(rand.New(rand.NewPCG(2, 1)), 3000) + "\"\r\n",
+		strings.Repeat("e NOOP\r\n", 1000),
+		string(randomBytes(70_000)),
+		benchText(rand.New(rand.NewPCG(3, 1)), 100_000),
+		"f LOGOUT\r\n"}
 	for _, mode := range []string{"Z_SYNC_FLUSH", "Z_PARTIAL_FLUSH", "Z_FULL_FLUSH"} {
 		t.Run(mode, func(t *testing.T) {
-			// Python writes each piece compressed and flushed, as a
-			// length-prefixed chunk.
-			script := `import sys, zlib
-c = zlib.compressobj(6, zlib.DEFLATED, -15)
-for p in sys.argv[2:]:
-    d = c.compress(p.encode()) + c.flush(getattr(zlib, sys.argv[1]))
-    sys.stdout.buffer.write(b"%d\n" % len(d) + d)
-`
-			out, err := exec.Command(py, append([]string{"-c", script, mode}, pieces...)...).Output()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var chunks [][]byte
-			for br := bufio.NewReader(bytes.NewReader(out)); ; {
-				var n int
-				if _, err := fmt.Fscanf(br, "%d\n", &n); err != nil {
-					break
-				}
-				chunk := make([]byte, n)
-				io.ReadFull(br, chunk) //nolint:errcheck // checked by decoding
-				chunks = append(chunks, chunk)
-			}
-			if len(chunks) != len(pieces) {
-				t.Fatalf("%d chunks from python", len(chunks))
-			}
+			chunks := zlibPieces(t, py, mode, pieces)
 			readers := []struct {
 				name string
-				new  func(io.Reader) io.Reader
+				new  func(*bufio.Reader) io.Reader
 			}{
-				{"server (klauspost, partial blocks)", func(r io.Reader) io.Reader {
+				{"inflater", func(r *bufio.Reader) io.Reader { return newInflater(r) }},
+				{"compress/flate", func(r *bufio.Reader) io.Reader { return flate.NewReader(r) }},
+				{"klauspost flate, partial blocks", func(r *bufio.Reader) io.Reader {
 					return kflate.NewReaderOpts(r, kflate.WithPartialBlock())
 				}},
-				{"compress/flate", func(r io.Reader) io.Reader { return flate.NewReader(r) }},
 			}
 			for _, rd := range readers {
 				stalled := handsOver(rd.new, chunks, pieces)
 				switch {
-				case rd.name == "compress/flate":
+				case rd.name != "inflater":
 					t.Logf("%s with %s: stalls at piece %d (-1: never)", rd.name, mode, stalled)
 				case stalled >= 0:
-					t.Errorf("%s with %s: piece %d (%q) not handed over without more input", rd.name, mode, stalled, pieces[stalled])
+					t.Errorf("%s with %s: piece %d (%.20q) not handed over without more input", rd.name, mode, stalled, pieces[stalled])
 				}
 			}
 		})
 	}
 }
 
+// zlibPieces has Python's zlib compress each piece in turn into one raw
+// DEFLATE stream, each ended by the given flush, and returns the
+// compressed pieces.
+func zlibPieces(t *testing.T, py, flush string, pieces []string) [][]byte {
+	t.Helper()
+	script := `import sys, zlib
+c = zlib.compressobj(6, zlib.DEFLATED, -15)
+while True:
+    n = sys.stdin.buffer.readline()
+    if not n:
+        break
+    d = c.compress(sys.stdin.buffer.read(int(n))) + c.flush(getattr(zlib, sys.argv[1]))
+    sys.stdout.buffer.write(b"%d\n" % len(d) + d)
+`
+	var in bytes.Buffer
+	for _, p := range pieces {
+		fmt.Fprintf(&in, "%d\n%s", len(p), p)
+	}
+	cmd := exec.Command(py, "-c", script, flush)
+	cmd.Stdin = &in
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chunks [][]byte
+	for br := bufio.NewReader(bytes.NewReader(out)); ; {
+		var n int
+		if _, err := fmt.Fscanf(br, "%d\n", &n); err != nil {
+			break
+		}
+		chunk := make([]byte, n)
+		if _, err := io.ReadFull(br, chunk); err != nil {
+			t.Fatal(err)
+		}
+		chunks = append(chunks, chunk)
+	}
+	if len(chunks) != len(pieces) {
+		t.Fatalf("%d chunks from python, want %d", len(chunks), len(pieces))
+	}
+	return chunks
+}
+
+func randomBytes(n int) []byte {
+	r := rand.New(rand.NewPCG(uint64(n), 7))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
 // handsOver feeds chunks one at a time through a pipe into a reader made
 // by newReader (over a bufio.Reader, as the session's) and returns the
 // index of the first piece not handed over within a second, or -1.
-func handsOver(newReader func(io.Reader) io.Reader, chunks [][]byte, pieces []string) int {
+func handsOver(newReader func(*bufio.Reader) io.Reader, chunks [][]byte, pieces []string) int {
 	pr, pw := io.Pipe()
 	defer pw.Close()
 	zr := bufio.NewReader(newReader(bufio.NewReader(pr)))
@@ -450,4 +488,241 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n.Add(int64(n))
 	return n, err
+}
+
+// BenchmarkCompressFetchFlags: `UID FETCH 1:* (FLAGS)` of the
+// 100,000-message INBOX (bench_test.go's), with and without COMPRESS, by
+// a client that only scans lines. It reports the bytes on the wire (TCP,
+// TLS included) per fetch. Run with
+//
+//	go test -run '^$' -bench CompressFetchFlags -benchtime 10x ./imapd/
+func BenchmarkCompressFetchFlags(b *testing.B) {
+	env := newBenchEnv(b)
+	wire := map[bool]float64{}
+	for _, compressed := range []bool{false, true} {
+		name := "Plain"
+		if compressed {
+			name = "Deflate"
+		}
+		b.Run(name, func(b *testing.B) {
+			var n atomic.Int64
+			tcp, err := net.Dial("tcp", env.addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			conn := tls.Client(&countingConn{Conn: tcp, n: &n}, &tls.Config{InsecureSkipVerify: true})
+			b.Cleanup(func() { conn.Close() })
+			r := &raw{t: b, c: conn, r: bufio.NewReaderSize(conn, 64<<10)}
+			r.line() // greeting
+			r.cmd("LOGIN " + env.user + " " + env.pass)
+			if compressed {
+				r.compress()
+			}
+			r.cmd("SELECT INBOX")
+			var bytes int64
+			for b.Loop() {
+				start := n.Load()
+				fmt.Fprintf(r.c, "f UID FETCH 1:* (FLAGS)\r\n")
+				count := 0
+				for {
+					line, err := r.r.ReadSlice('\n')
+					if err != nil {
+						b.Fatal(err)
+					}
+					if line[0] == '*' {
+						count++
+						continue
+					}
+					if !strings.HasPrefix(string(line), "f OK") {
+						b.Fatalf("UID FETCH: %q", line)
+					}
+					break
+				}
+				if count != benchMessages {
+					b.Fatalf("UID FETCH 1:*: %d responses, want %d", count, benchMessages)
+				}
+				bytes += n.Load() - start
+			}
+			wire[compressed] = float64(bytes) / float64(b.N)
+			b.ReportMetric(wire[compressed]/1e3, "wire-KB/op")
+		})
+	}
+	if wire[true] > 0 && wire[false] > 0 {
+		b.Logf("COMPRESS shrinks the fetch %.1f× (%.0f KB → %.0f KB on the wire)", wire[false]/wire[true], wire[false]/1e3, wire[true]/1e3)
+	}
+}
+
+// countingConn counts the bytes read from a connection.
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	k, err := c.Conn.Read(p)
+	c.n.Add(int64(k))
+	return k, err
+}
+
+// BenchmarkCompressIdleSessions measures what an idle session costs the
+// server with and without COMPRESS: b.N sessions log in (and turn
+// COMPRESS on), run one NOOP and wait; the heap in use after a GC grows
+// by the reported KB/session. The client side holds only its TLS
+// connection: its NOOP is compressed once and sent as is by every session
+// (each stream starts there), and it reads the answer without
+// decompressing it. Run with
+//
+//	go test -run '^$' -bench CompressIdleSessions -benchtime 500x ./imapd/
+func BenchmarkCompressIdleSessions(b *testing.B) {
+	var noop bytes.Buffer
+	zw, err := flate.NewWriter(&noop, flate.DefaultCompression)
+	if err != nil {
+		b.Fatal(err)
+	}
+	io.WriteString(zw, "n1 NOOP\r\n") //nolint:errcheck // a bytes.Buffer
+	zw.Flush()                        //nolint:errcheck // a bytes.Buffer
+	for _, compressed := range []bool{false, true} {
+		name := "Plain"
+		if compressed {
+			name = "Deflate"
+		}
+		b.Run(name, func(b *testing.B) {
+			e := newEnv(b, envOptions{})
+			heap := func() uint64 {
+				runtime.GC()
+				runtime.GC() // and the pools' victim caches
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				return ms.HeapInuse
+			}
+			base := heap()
+			var conns []net.Conn
+			for b.Loop() {
+				r := e.raw()
+				if !compressed {
+					r.cmd("NOOP")
+				} else {
+					r.cmd("COMPRESS DEFLATE")
+					if _, err := r.c.Write(noop.Bytes()); err != nil {
+						b.Fatal(err)
+					}
+					// The answer ends with the sync flush's empty stored
+					// block.
+					var got []byte
+					for !bytes.HasSuffix(got, []byte{0, 0, 0xff, 0xff}) {
+						c, err := r.r.ReadByte()
+						if err != nil {
+							b.Fatal(err)
+						}
+						got = append(got, c)
+					}
+				}
+				conns = append(conns, r.c)
+			}
+			used := heap()
+			b.ReportMetric(float64(int64(used)-int64(base))/float64(b.N)/1e3, "KB/session")
+			for _, c := range conns {
+				c.Close()
+			}
+		})
+	}
+}
+
+// TestInflateRoundTrip: what Go's compress/flate and klauspost's flate
+// write at every level, flushed at random points, the inflater reads back
+// exactly (text, repetitive and random data; single bytes to more than a
+// window).
+func TestInflateRoundTrip(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	inputs := map[string][]byte{
+		"empty":    nil,
+		"one byte": {'x'},
+		"text":     []byte(benchText(r, 200_000)),
+		"repeats":  bytes.Repeat([]byte("* 1 FETCH (UID 1 FLAGS (\\Seen))\r\n"), 5000),
+		"random":   randomBytes(100_000),
+		"mixed":    append(append([]byte(benchText(r, 50_000)), randomBytes(40_000)...), bytes.Repeat([]byte{0}, 70_000)...),
+	}
+	type writer interface {
+		io.Writer
+		Flush() error
+		Close() error
+	}
+	for name, in := range inputs {
+		for level := -2; level <= 9; level++ {
+			for _, lib := range []string{"compress/flate", "klauspost"} {
+				var buf bytes.Buffer
+				var w writer
+				var err error
+				if lib == "klauspost" {
+					w, err = kflate.NewWriter(&buf, level)
+				} else {
+					w, err = flate.NewWriter(&buf, level)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				for rest := in; len(rest) > 0; {
+					n := min(len(rest), 1+r.IntN(40_000))
+					w.Write(rest[:n]) //nolint:errcheck // a bytes.Buffer
+					if r.IntN(2) == 0 {
+						w.Flush() //nolint:errcheck // a bytes.Buffer
+					}
+					rest = rest[n:]
+				}
+				w.Close() //nolint:errcheck // a bytes.Buffer
+				out, err := io.ReadAll(newInflater(bufio.NewReader(&buf)))
+				if err != nil || !bytes.Equal(out, in) {
+					t.Errorf("%s, %s level %d: %d bytes back of %d, %v", name, lib, level, len(out), len(in), err)
+				}
+			}
+		}
+	}
+}
+
+// FuzzInflate: whatever the input, the inflater neither panics nor loops,
+// and what compress/flate decodes whole it decodes the same.
+func FuzzInflate(f *testing.F) {
+	for _, level := range []int{flate.HuffmanOnly, flate.NoCompression, flate.BestSpeed, flate.BestCompression} {
+		var buf bytes.Buffer
+		w, _ := flate.NewWriter(&buf, level)
+		io.WriteString(w, "a NOOP\r\nb LOGIN user pass\r\nb LOGIN user pass\r\n") //nolint:errcheck // a bytes.Buffer
+		w.Close()                                                                 //nolint:errcheck // a bytes.Buffer
+		f.Add(buf.Bytes())
+	}
+	f.Add([]byte{0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, err := io.ReadAll(io.LimitReader(newInflater(bufio.NewReader(bytes.NewReader(data))), 1<<24))
+		want, werr := io.ReadAll(flate.NewReader(bytes.NewReader(data)))
+		if werr == nil && (err != nil || !bytes.Equal(got, want)) {
+			t.Fatalf("compress/flate reads %d bytes, the inflater %d (%v)", len(want), len(got), err)
+		}
+	})
+}
+
+// BenchmarkInflate: the inflater's speed on text, next to compress/flate's.
+//
+//	go test -run '^$' -bench Inflate ./imapd/
+func BenchmarkInflate(b *testing.B) {
+	text := []byte(benchText(rand.New(rand.NewPCG(9, 9)), 4<<20))
+	var buf bytes.Buffer
+	w, _ := flate.NewWriter(&buf, flate.DefaultCompression)
+	w.Write(text) //nolint:errcheck // a bytes.Buffer
+	w.Close()     //nolint:errcheck // a bytes.Buffer
+	for _, rd := range []struct {
+		name string
+		new  func(*bufio.Reader) io.Reader
+	}{
+		{"inflater", func(r *bufio.Reader) io.Reader { return newInflater(r) }},
+		{"compress-flate", func(r *bufio.Reader) io.Reader { return flate.NewReader(r) }},
+	} {
+		b.Run(rd.name, func(b *testing.B) {
+			b.SetBytes(int64(len(text)))
+			for b.Loop() {
+				n, err := io.Copy(io.Discard, rd.new(bufio.NewReader(bytes.NewReader(buf.Bytes()))))
+				if err != nil || n != int64(len(text)) {
+					b.Fatal(n, err)
+				}
+			}
+		})
+	}
 }

@@ -10,6 +10,7 @@ Prints IDLING when in IDLE, then waits for the test to deliver a message
 (which must arrive while idle). Exits non-zero on the first unexpected
 answer."""
 
+import random
 import socket
 import ssl
 import sys
@@ -127,6 +128,15 @@ c.until("e", "OK", "NOOP in two pieces")
 c.send(b"f1 NOOP\r\nf2 NOOP\r\n")
 c.until("f1", "OK", "pipelined NOOP")
 c.until("f2", "OK", "pipelined NOOP")
+
+# A longer command of varied text: zlib sends it as a dynamic-Huffman
+# block, whose end a partial flush leaves only partly sent.
+rnd = random.Random(1)
+words = "the quick brown fox jumps over lazy dog meeting report invoice project update".split()
+text = " ".join(rnd.choice(words) for _ in range(120))
+data = c.cmd("k", 'UID SEARCH TEXT "%s"' % text)
+if data != ["* SEARCH"]:
+    fail("SEARCH: %r" % data)
 
 # IDLE: the delivery must arrive while idle; DONE must be answered at once.
 c.send(b"g IDLE\r\n")
