@@ -38,6 +38,8 @@ type inflater struct {
 	lit   *huffman
 	dist  *huffman
 	err   error
+	// noWait makes bits fail rather than wait for input.
+	noWait bool
 	// The dynamic block's tables.
 	dynLit, dynDist, codeLen huffman
 }
@@ -110,9 +112,13 @@ func (z *inflater) fill() {
 	}
 }
 
-// bits returns the next n bits (n ≤ 32), waiting for input if need be.
+// bits returns the next n bits (n ≤ 32), waiting for input if need be
+// (unless noWait).
 func (z *inflater) bits(n uint) (uint32, error) {
 	for z.nb < n {
+		if z.noWait {
+			return 0, errWouldWait
+		}
 		c, err := z.br.ReadByte()
 		if err != nil {
 			return 0, noEOF(err)
@@ -214,7 +220,7 @@ var (
 )
 
 // huffmanBlock decodes symbols until the block ends, the window is full,
-// or the next symbol may need input that has not arrived while there is
+// or the next symbol needs input that has not arrived while there is
 // output to hand over.
 func (z *inflater) huffmanBlock() error {
 	for {
@@ -223,56 +229,78 @@ func (z *inflater) huffmanBlock() error {
 		}
 		if z.nb < symbolBits {
 			z.fill()
-			if z.nb < symbolBits && z.rpos < z.wpos {
-				return nil
-			}
 		}
-		sym, err := z.decode(z.lit)
-		if err != nil {
-			return err
-		}
+		// With output pending, decode only from the bits at hand: a
+		// symbol that needs more is left for after the hand-over.
+		z.noWait = z.nb < symbolBits && z.rpos < z.wpos
+		b, nb := z.b, z.nb
+		end, err := z.symbol()
+		z.noWait = false
 		switch {
-		case sym < 256:
-			z.win[z.wpos] = byte(sym)
-			z.wpos++
-			continue
-		case sym == 256:
+		case err == errWouldWait:
+			z.b, z.nb = b, nb
+			return nil
+		case err != nil:
+			return err
+		case end:
 			z.state = atHeader
 			return nil
-		case sym > 285:
-			return errCorrupt
 		}
-		sym -= 257
-		extra, err := z.bits(uint(lengthExtra[sym]))
-		if err != nil {
-			return err
-		}
-		length := int(lengthBase[sym]) + int(extra)
-		dsym, err := z.decode(z.dist)
-		if err != nil {
-			return err
-		}
-		if dsym > 29 {
-			return errCorrupt
-		}
-		if extra, err = z.bits(uint(distExtra[dsym])); err != nil {
-			return err
-		}
-		dist := int(distBase[dsym]) + int(extra)
-		if dist > z.wpos {
-			return errCorrupt // before the start of the stream
-		}
-		// Overlapping copies repeat the last dist bytes, as they must.
-		src := z.wpos - dist
-		if dist >= length {
-			copy(z.win[z.wpos:z.wpos+length], z.win[src:src+length])
-		} else {
-			for i := range length {
-				z.win[z.wpos+i] = z.win[src+i]
-			}
-		}
-		z.wpos += length
 	}
+}
+
+// errWouldWait says that a symbol needs bits that have not arrived, when
+// noWait is set.
+var errWouldWait = errors.New("inflate: input needed")
+
+// symbol decodes one literal, length-distance pair or end of block, and
+// writes its output only once all its bits are read.
+func (z *inflater) symbol() (end bool, err error) {
+	sym, err := z.decode(z.lit)
+	if err != nil {
+		return false, err
+	}
+	switch {
+	case sym < 256:
+		z.win[z.wpos] = byte(sym)
+		z.wpos++
+		return false, nil
+	case sym == 256:
+		return true, nil
+	case sym > 285:
+		return false, errCorrupt
+	}
+	sym -= 257
+	extra, err := z.bits(uint(lengthExtra[sym]))
+	if err != nil {
+		return false, err
+	}
+	length := int(lengthBase[sym]) + int(extra)
+	dsym, err := z.decode(z.dist)
+	if err != nil {
+		return false, err
+	}
+	if dsym > 29 {
+		return false, errCorrupt
+	}
+	if extra, err = z.bits(uint(distExtra[dsym])); err != nil {
+		return false, err
+	}
+	dist := int(distBase[dsym]) + int(extra)
+	if dist > z.wpos {
+		return false, errCorrupt // before the start of the stream
+	}
+	// Overlapping copies repeat the last dist bytes, as they must.
+	src := z.wpos - dist
+	if dist >= length {
+		copy(z.win[z.wpos:z.wpos+length], z.win[src:src+length])
+	} else {
+		for i := range length {
+			z.win[z.wpos+i] = z.win[src+i]
+		}
+	}
+	z.wpos += length
+	return false, nil
 }
 
 // huffman is a canonical code (RFC 1951 §3.2.2): the number of codes of
