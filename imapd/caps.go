@@ -30,9 +30,11 @@ var baseCaps = []string{
 func newCapabilities(appendLimit int64, messageLimit int) capabilities {
 	all := strings.Join(baseCaps, " ") + " APPENDLIMIT=" + strconv.FormatInt(appendLimit, 10) +
 		" MESSAGELIMIT=" + strconv.Itoa(messageLimit)
+	// COMPRESS=DEFLATE needs a login, which needs TLS: offered where
+	// logging in is allowed, as Dovecot does.
 	return capabilities{
-		authenticated: all,
-		tls:           all + " AUTH=PLAIN",
+		authenticated: all + " COMPRESS=DEFLATE",
+		tls:           all + " COMPRESS=DEFLATE AUTH=PLAIN",
 		plain:         all + " STARTTLS LOGINDISABLED",
 	}
 }

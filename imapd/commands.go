@@ -19,7 +19,7 @@ type command struct {
 // commands maps command names to their handlers, one file per family:
 // session.go and auth.go (connection, login), mailbox.go (mailboxes,
 // LIST, STATUS), select.go, fetch.go, write.go (APPEND, STORE, COPY,
-// MOVE, EXPUNGE), searchcmd.go, idle.go.
+// MOVE, EXPUNGE), searchcmd.go, idle.go, compress.go.
 var commands map[string]command
 
 func init() {
@@ -45,6 +45,7 @@ func init() {
 		"STATUS":       {authenticated, (*session).cmdStatus},
 		"APPEND":       {authenticated, (*session).cmdAppend},
 		"IDLE":         {authenticated, (*session).cmdIdle},
+		"COMPRESS":     {authenticated, (*session).cmdCompress},
 		"CHECK":        {selectedState, (*session).cmdNoop},
 		"CLOSE":        {selectedState, (*session).cmdClose},
 		"UNSELECT":     {selectedState, (*session).cmdClose},

@@ -22,58 +22,18 @@ import (
 // local flags and a local deletion reach the server, a flag set on the
 // server reaches the Maildir.
 func TestMbsync(t *testing.T) {
-	mbsync, err := exec.LookPath("mbsync")
-	if err != nil {
-		t.Fatalf("mbsync (isync) is required for this test: %v", err)
-	}
-	dir := t.TempDir()
-	// A certificate mbsync can verify: the server's own, trusted as a CA.
-	cfg, err := tlsconfig.SelfSigned(filepath.Join(dir, "tls"), []string{"localhost", "127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := newEnv(t, envOptions{tlsConfig: cfg})
-	for i := range 3 {
-		e.deliver("INBOX", crlf(fmt.Sprintf("From: bob@example.test\nTo: alice@example.test\nSubject: m%d\nMessage-ID: <m%d@example.test>\n\nbody %d\n", i, i, i)))
-	}
-	certs, err := filepath.Glob(filepath.Join(dir, "tls", "*cert*.pem"))
-	if err != nil || len(certs) != 1 {
-		t.Fatalf("certificate: %v %v", certs, err)
-	}
-	host, port, _ := strings.Cut(e.addr, ":")
-	local := filepath.Join(dir, "local")
-	if err := os.Mkdir(local, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	rc := filepath.Join(dir, "mbsyncrc")
-	conf := fmt.Sprintf(`IMAPAccount a
-Host %s
-Port %s
-User %s
-Pass %s
-SSLType IMAPS
-CertificateFile %s
-SystemCertificates no
-
-IMAPStore remote
-Account a
-
-MaildirStore local
-Path %s/
-Inbox %s/INBOX
-SubFolders Verbatim
-
-Channel all
+	e, mbsync, rc, local := newMbsyncEnv(t, `Channel all
 Far :remote:
 Near :local:
 Patterns *
 Create Both
 Expunge Both
 SyncState *
-`, host, port, e.user, e.pass, certs[0], local, local)
-	if err := os.WriteFile(rc, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, func(e *env) {
+		for i := range 3 {
+			e.deliver("INBOX", crlf(fmt.Sprintf("From: bob@example.test\nTo: alice@example.test\nSubject: m%d\nMessage-ID: <m%d@example.test>\n\nbody %d\n", i, i, i)))
+		}
+	})
 	sync := func() {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -169,4 +129,56 @@ SyncState *
 	if answered != 1 {
 		t.Fatalf("answered messages in the Maildir: %d, want 1 (%v)", answered, maildir("INBOX"))
 	}
+}
+
+// newMbsyncEnv starts a server whose certificate mbsync can verify (its
+// own, trusted as a CA), lets fill seed it, and writes an mbsyncrc with
+// an IMAP store "remote" for the account, a Maildir store "local" and the
+// given channel section. It returns the mbsync binary and the paths of
+// the configuration and of the Maildir root.
+func newMbsyncEnv(t *testing.T, channel string, fill func(*env)) (e *env, mbsync, rc, local string) {
+	t.Helper()
+	mbsync, err := exec.LookPath("mbsync")
+	if err != nil {
+		t.Fatalf("mbsync (isync) is required for this test: %v", err)
+	}
+	dir := t.TempDir()
+	cfg, err := tlsconfig.SelfSigned(filepath.Join(dir, "tls"), []string{"localhost", "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e = newEnv(t, envOptions{tlsConfig: cfg})
+	fill(e)
+	certs, err := filepath.Glob(filepath.Join(dir, "tls", "*cert*.pem"))
+	if err != nil || len(certs) != 1 {
+		t.Fatalf("certificate: %v %v", certs, err)
+	}
+	host, port, _ := strings.Cut(e.addr, ":")
+	local = filepath.Join(dir, "local")
+	if err := os.Mkdir(local, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	rc = filepath.Join(dir, "mbsyncrc")
+	conf := fmt.Sprintf(`IMAPAccount a
+Host %s
+Port %s
+User %s
+Pass %s
+SSLType IMAPS
+CertificateFile %s
+SystemCertificates no
+
+IMAPStore remote
+Account a
+
+MaildirStore local
+Path %s/
+Inbox %s/INBOX
+SubFolders Verbatim
+
+%s`, host, port, e.user, e.pass, certs[0], local, local, channel)
+	if err := os.WriteFile(rc, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return e, mbsync, rc, local
 }

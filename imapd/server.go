@@ -63,6 +63,8 @@ type Server struct {
 	contents *contentCache
 	// buffers lends the sessions' response encoders their buffers.
 	buffers sync.Pool
+	// deflate lends compressing sessions their compressors (compress.go).
+	deflate deflaters
 
 	cancel    context.CancelFunc
 	ctx       context.Context

@@ -49,6 +49,8 @@ type session struct {
 	// uidonly: ENABLE UIDONLY (RFC 9586, uidonly.go).
 	uidonly bool
 	client  string
+	// compressed says COMPRESS=DEFLATE is on (compress.go).
+	compressed bool
 
 	login   *store.Login
 	counted bool // holds one of the account's connection slots

@@ -62,7 +62,8 @@ func (e *Encoder) Flush() error {
 }
 
 // Release flushes and lets the buffer go (back to Buffers): the
-// connection goes quiet.
+// connection goes quiet. A writer with a Release method (a compressor
+// lent from a pool) is told so too.
 func (e *Encoder) Release() error {
 	err := e.Flush()
 	if e.buf != nil {
@@ -71,6 +72,9 @@ func (e *Encoder) Release() error {
 			e.Buffers.Put(&b)
 		}
 		e.buf = nil
+	}
+	if r, ok := e.w.(interface{ Release() }); ok {
+		r.Release()
 	}
 	return err
 }
