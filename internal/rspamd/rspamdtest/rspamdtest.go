@@ -37,6 +37,9 @@ type Server struct {
 	URL, ControllerURL string
 	// RedisAddr is redis-server's host:port.
 	RedisAddr string
+	// DNSAddr is the DNS server rspamd asks (host:port, UDP and TCP),
+	// for the other parts of a test to ask too.
+	DNSAddr string
 
 	dir        string
 	normalPort int
@@ -61,7 +64,7 @@ func Start(t testing.TB) *Server {
 		}
 	}
 	s.RedisAddr = startRedis(t, dir)
-	dnsAddr := startDNS(t)
+	s.DNSAddr = startDNS(t)
 	s.normalPort, s.ctrlPort = freePort(t), freePort(t)
 	s.URL = fmt.Sprintf("http://127.0.0.1:%d", s.normalPort)
 	s.ControllerURL = fmt.Sprintf("http://127.0.0.1:%d", s.ctrlPort)
@@ -74,7 +77,7 @@ func Start(t testing.TB) *Server {
 		"local.d/options.inc": fmt.Sprintf(`enable_test_patterns = true;
 hs_cache_dir = %q;
 dns { nameserver = ["%s"]; timeout = 1s; retransmits = 2; }
-`, cache, dnsAddr),
+`, cache, s.DNSAddr),
 		"local.d/redis.conf":            fmt.Sprintf("servers = %q;\n", s.RedisAddr),
 		"local.d/classifier-bayes.conf": "per_user = true;\n",
 		"local.d/logging.inc":           "level = \"info\";\n",
@@ -90,7 +93,8 @@ dns { nameserver = ["%s"]; timeout = 1s; retransmits = 2; }
 }
 
 // mainConf replaces Debian's /etc/rspamd/rspamd.conf: the same includes,
-// but only a scanner and a controller, on the given ports.
+// but only a scanner (one process per CPU, rspamd's default) and a
+// controller, on the given ports.
 const mainConf = `.include "$CONFDIR/common.conf"
 options {
     pidfile = "$RUNDIR/rspamd.pid";
@@ -106,7 +110,6 @@ logging {
 worker "normal" {
     bind_socket = "127.0.0.1:%d";
     .include "$CONFDIR/worker-normal.inc"
-    count = 1;
 }
 worker "controller" {
     bind_socket = "127.0.0.1:%d";
