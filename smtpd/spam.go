@@ -31,8 +31,12 @@ const maxSymbolsField = 900
 // saying it was not scanned, or deferred with 451 if so configured.
 func (s *mxSession) scan(ctx context.Context, log *slog.Logger, id, pre string, msg *store.Spooled) (fields string, junk bool, err error) {
 	env := rspamd.Envelope{IP: s.ip, Helo: s.conn.Hostname(), MailFrom: s.from, Rcpts: s.rcptAddr, QueueID: id}
-	if len(s.accountAddr) == 1 {
-		env.User = s.accountAddr[0] // per-user Bayes: the statistics learning feeds
+	if len(s.accountAddr) > 0 {
+		// Per-user Bayes: the statistics the learner feeds, keyed by the
+		// account's own address (a recipient may be an alias). With
+		// several accounts, the first one's, as rspamd would pick the
+		// first recipient.
+		env.User = s.accountAddr[0]
 	}
 	res, err := s.m.opts.Rspamd.Check(ctx, env, io.MultiReader(strings.NewReader(pre), msg.Reader()), int64(len(pre))+msg.Size)
 	if err != nil {
@@ -45,7 +49,11 @@ func (s *mxSession) scan(ctx context.Context, log *slog.Logger, id, pre string, 
 		return "X-Spam-Status: not scanned (rspamd unavailable)\r\n", false, nil
 	}
 	s.m.cfg.Metrics.RspamdScan(res.Action)
-	log.Info("mx rspamd", "spam_action", res.Action, "spam_score", res.Score)
+	level := slog.LevelInfo
+	if res.Action == rspamd.ActionNoAction {
+		level = slog.LevelDebug // the delivery's own line follows
+	}
+	log.Log(ctx, level, "mx rspamd", "spam_action", res.Action, "spam_score", res.Score, "symbols", strings.Join(res.SymbolNames(), " "))
 	switch res.Action {
 	case rspamd.ActionReject:
 		return "", false, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
