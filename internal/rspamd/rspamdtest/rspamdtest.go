@@ -65,15 +65,11 @@ func Start(t testing.TB) *Server {
 	}
 	s.RedisAddr = startRedis(t, dir)
 	s.DNSAddr = startDNS(t)
-	s.normalPort, s.ctrlPort = freePort(t), freePort(t)
-	s.URL = fmt.Sprintf("http://127.0.0.1:%d", s.normalPort)
-	s.ControllerURL = fmt.Sprintf("http://127.0.0.1:%d", s.ctrlPort)
 	cache := filepath.Join(os.TempDir(), fmt.Sprintf("mailstack-rspamd-hs-%d", os.Getuid()))
 	if err := os.MkdirAll(cache, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	files := map[string]string{
-		"rspamd.conf": fmt.Sprintf(mainConf, s.normalPort, s.ctrlPort),
 		"local.d/options.inc": fmt.Sprintf(`enable_test_patterns = true;
 hs_cache_dir = %q;
 dns { nameserver = ["%s"]; timeout = 1s; retransmits = 2; }
@@ -87,9 +83,25 @@ dns { nameserver = ["%s"]; timeout = 1s; retransmits = 2; }
 			t.Fatal(err)
 		}
 	}
-	s.Start(t)
 	t.Cleanup(func() { s.Stop(t) })
-	return s
+	// A port found free may be taken before rspamd binds it: then rspamd
+	// exits, and it gets others.
+	for try := 1; ; try++ {
+		s.normalPort, s.ctrlPort = freePort(t), freePort(t)
+		s.URL = fmt.Sprintf("http://127.0.0.1:%d", s.normalPort)
+		s.ControllerURL = fmt.Sprintf("http://127.0.0.1:%d", s.ctrlPort)
+		conf := fmt.Sprintf(mainConf, s.normalPort, s.ctrlPort)
+		if err := os.WriteFile(filepath.Join(dir, "rspamd.conf"), []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		err := s.launch(t)
+		if err == nil {
+			return s
+		}
+		if try == 3 {
+			t.Fatal(err)
+		}
+	}
 }
 
 // mainConf replaces Debian's /etc/rspamd/rspamd.conf: the same includes,
@@ -118,13 +130,23 @@ worker "controller" {
 }
 `
 
-// Start starts rspamd (again, after Stop) and waits until both workers
-// answer.
+// Start starts rspamd again after Stop, on the same ports, and waits until
+// both workers answer.
 func (s *Server) Start(t testing.TB) {
 	t.Helper()
 	if s.rspamd != nil {
 		t.Fatal("rspamdtest: rspamd already running")
 	}
+	if err := s.launch(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// launch starts rspamd and waits until both workers answer. It fails the
+// test if they do not answer in time, and returns an error if rspamd
+// exited at start.
+func (s *Server) launch(t testing.TB) error {
+	t.Helper()
 	cmd := exec.Command("rspamd", "-f", "-i", "-c", filepath.Join(s.dir, "rspamd.conf"),
 		"--var=LOCAL_CONFDIR="+s.dir, "--var=DBDIR="+filepath.Join(s.dir, "db"),
 		"--var=RUNDIR="+filepath.Join(s.dir, "run"), "--var=LOGDIR="+filepath.Join(s.dir, "log"))
@@ -142,7 +164,7 @@ func (s *Server) Start(t testing.TB) {
 			select {
 			case <-s.rspamdDone:
 				s.rspamd = nil
-				t.Fatalf("rspamdtest: rspamd exited at start:\n%s\n%s", out.String(), s.logTail())
+				return fmt.Errorf("rspamdtest: rspamd exited at start:\n%s\n%s", out.String(), s.logTail())
 			case <-time.After(100 * time.Millisecond):
 			}
 			if time.Now().After(deadline) {
@@ -151,6 +173,7 @@ func (s *Server) Start(t testing.TB) {
 			}
 		}
 	}
+	return nil
 }
 
 // Stop stops rspamd (redis-server keeps running); the scanner's port is
@@ -251,6 +274,21 @@ func ping(u string) bool {
 // persistence, until the test ends.
 func startRedis(t testing.TB, dir string) string {
 	t.Helper()
+	for try := 1; ; try++ {
+		addr, err := tryRedis(t, dir)
+		if err == nil {
+			return addr
+		}
+		if try == 3 {
+			t.Fatal(err)
+		}
+	}
+}
+
+// tryRedis starts redis-server on a port found free; it returns an error
+// if redis-server exited at start (the port was taken meanwhile).
+func tryRedis(t testing.TB, dir string) (string, error) {
+	t.Helper()
 	port := freePort(t)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
@@ -274,11 +312,11 @@ func startRedis(t testing.TB, dir string) string {
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
-			return addr
+			return addr, nil
 		}
 		select {
 		case <-done:
-			t.Fatalf("rspamdtest: redis-server exited at start:\n%s", out.String())
+			return "", fmt.Errorf("rspamdtest: redis-server exited at start:\n%s", out.String())
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -294,14 +332,20 @@ func startRedis(t testing.TB, dir string) string {
 // blocklists') does not exist.
 func startDNS(t testing.TB) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
-		t.Fatal(err)
+	// The UDP port's number may be taken for TCP: try others.
+	var pc net.PacketConn
+	var ln net.Listener
+	for try := 0; ln == nil; try++ {
+		var err error
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err != nil {
+			pc.Close()
+			if try == 20 {
+				t.Fatal(err)
+			}
+		}
 	}
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
 		w.WriteMsg(answer(q)) //nolint:errcheck // the resolver retries
