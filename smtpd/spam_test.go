@@ -20,11 +20,12 @@ import (
 	"github.com/mailstack/mailstack/store"
 )
 
-// rspamd's GTUBE and the variant it answers "add header" for (with
-// enable_test_patterns, as rspamdtest configures).
+// rspamd's GTUBE and the variants it answers "add header" and "rewrite
+// subject" for (with enable_test_patterns, as rspamdtest configures).
 const (
 	gtube          = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 	gtubeAddHeader = "YJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+	gtubeRewrite   = "ZJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 )
 
 // prose is an ordinary message body, long enough for rspamd's Bayes
@@ -59,7 +60,7 @@ func spamMessage(marker, fields, body string) string {
 }
 
 // TestMXRspamd: with rspamd scanning at the MX, GTUBE is refused with 550,
-// an ordinary message goes to INBOX, one rspamd marks "add header" to Junk,
+// a soft reject deferred with 451, an ordinary message goes to INBOX, one rspamd marks "add header" to Junk,
 // each with our X-Spam fields (forged ones removed); with rspamd stopped,
 // mail is still delivered, marked as not scanned, and counted.
 func TestMXRspamd(t *testing.T) {
@@ -80,8 +81,10 @@ func TestMXRspamd(t *testing.T) {
 		wantField string // a header field line the stored message has
 	}{
 		{name: "gtube", body: "Buy now.\n" + gtube, wantCode: 550},
+		{name: "soft reject", fields: "X-Mailstack-Test: soft-reject\n", body: prose, wantCode: 451},
 		{name: "clean", body: prose, wantBox: "INBOX", wantField: "X-Spam-Flag: NO"},
 		{name: "add header", body: "Special offer.\n" + gtubeAddHeader, wantBox: "Junk", wantField: "X-Spam-Flag: YES"},
+		{name: "rewrite subject", body: "Special offer.\n" + gtubeRewrite, wantBox: "Junk", wantField: "X-Spam-Flag: YES"},
 		{name: "forged flag removed", fields: "X-Spam-Flag: NO\nX-Spam-Score: -100\n", body: "Special offer.\n" + gtubeAddHeader,
 			wantBox: "Junk", wantField: "X-Spam-Flag: YES"},
 	} {
@@ -96,11 +99,12 @@ func TestMXRspamd(t *testing.T) {
 			box, stored := e.find(t, e.bob.ID, marker)
 			if tc.wantCode != 0 {
 				var se *smtp.SMTPError
-				if !errorsAs(err, &se) || se.Code != tc.wantCode || se.EnhancedCode != (smtp.EnhancedCode{5, 7, 1}) || box != "" {
-					t.Fatalf("got %v, stored in %q; want %d 5.7.1 and nothing stored", err, box, tc.wantCode)
+				wantEnh := smtp.EnhancedCode{tc.wantCode / 100, 7, 1}
+				if !errorsAs(err, &se) || se.Code != tc.wantCode || se.EnhancedCode != wantEnh || box != "" {
+					t.Fatalf("got %v, stored in %q; want %d %v and nothing stored", err, box, tc.wantCode, wantEnh)
 				}
-				if !strings.Contains(se.Message, "Gtube pattern") {
-					t.Errorf("reply %q does not carry rspamd's message", se.Message)
+				if want := map[int]string{550: "Gtube pattern", 451: "Try again later (test)"}[tc.wantCode]; !strings.Contains(se.Message, want) {
+					t.Errorf("reply %q does not carry rspamd's message %q", se.Message, want)
 				}
 				if after, _ := e.st.CountMessageContents(ctx); after != before {
 					t.Errorf("refused message left %d content rows", after-before)

@@ -1,8 +1,10 @@
 // Package rspamdtest runs a real rspamd (with the redis-server its Bayes
 // statistics live in) from the machine's Debian packages for tests: both
 // bound to 127.0.0.1 on random ports, configured in a temporary directory,
-// with a DNS server of its own that answers every query "no such name", so
-// rspamd's network rules finish at once and nothing leaves the machine.
+// with a DNS server of its own (see startDNS), so rspamd's network rules
+// finish at once and nothing leaves the machine. Besides Debian's rules,
+// rspamd knows GTUBE and its test variants, and answers "soft reject" to a
+// message with the header field "X-Mailstack-Test: soft-reject".
 // A missing program fails the test (deploy/install-deps installs them).
 package rspamdtest
 
@@ -77,6 +79,18 @@ dns { nameserver = ["%s"]; timeout = 1s; retransmits = 2; }
 		"local.d/redis.conf":            fmt.Sprintf("servers = %q;\n", s.RedisAddr),
 		"local.d/classifier-bayes.conf": "per_user = true;\n",
 		"local.d/logging.inc":           "level = \"info\";\n",
+		// A message with the header field "X-Mailstack-Test:
+		// soft-reject" gets rspamd's soft reject (as greylisting would).
+		"local.d/multimap.conf": fmt.Sprintf(`MAILSTACK_TEST_SOFT_REJECT {
+    type = "header";
+    header = "X-Mailstack-Test";
+    map = %q;
+    prefilter = true;
+    action = "soft reject";
+    message = "Try again later (test)";
+}
+`, filepath.Join(dir, "soft-reject.map")),
+		"soft-reject.map": "soft-reject\n",
 	}
 	for name, body := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
