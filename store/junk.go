@@ -39,7 +39,7 @@ func queueLearnTx(ctx context.Context, tx pgx.Tx, accountID int64, messageIDs []
 	}
 	_, err := tx.Exec(ctx, `WITH ins AS (
 			INSERT INTO junk_learn (account_id, message_id, spam)
-			SELECT DISTINCT $1::bigint, m, $3::boolean FROM unnest($2::bigint[]) m
+			SELECT DISTINCT $1::bigint, m, $3::boolean FROM unnest($2::bigint[]) m ORDER BY m -- one lock order
 			ON CONFLICT (account_id, message_id) DO UPDATE SET spam = EXCLUDED.spam,
 				queued_at = now(), next_attempt = now(), attempts = 0, lease = NULL, last_error = '',
 				done_at = CASE WHEN junk_learn.learned = EXCLUDED.spam THEN now() END
