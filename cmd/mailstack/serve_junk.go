@@ -65,6 +65,12 @@ func (s *server) startLearner(ctx context.Context, _ string) (func() error, func
 			n, err := s.st.LearnBacklog(ctx)
 			return float64(n), err
 		})
+	go func() {
+		// Only a warning: rspamd (in compose) may start after mailstack.
+		if err := cl.Ping(ctx); err != nil {
+			s.log.Warn("rspamd does not answer yet: inbound mail is delivered unscanned until it does", "url", cl.URL(), "err", err)
+		}
+	}()
 	l := rspamd.NewLearner(rspamd.LearnerConfig{Store: s.st, Client: cl, Log: s.log.With("service", "junk-learner"), Metrics: s.metrics})
 	run, shutdown := background(ctx, l.Run)
 	return run, shutdown, "rspamd " + cl.URL(), nil
