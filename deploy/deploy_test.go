@@ -52,7 +52,7 @@ func loadCompose(t *testing.T) *types.Project {
 
 func TestCompose(t *testing.T) {
 	p := loadCompose(t)
-	if len(p.Services) != 2 {
+	if len(p.Services) != 4 {
 		t.Fatalf("services: %v", p.ServiceNames())
 	}
 	pg, err := p.GetService("postgres")
@@ -105,10 +105,24 @@ func TestCompose(t *testing.T) {
 	if !hasVolume(ms, "mailstack-data", "/var/lib/mailstack") {
 		t.Errorf("mailstack volumes: %+v", ms.Volumes)
 	}
-	for _, v := range []string{"pgdata", "mailstack-data"} {
+	for _, v := range []string{"pgdata", "mailstack-data", "redis-data", "rspamd-data"} {
 		if _, ok := p.Volumes[v]; !ok {
 			t.Errorf("volume %s not declared", v)
 		}
+	}
+	// rspamd and its redis: pinned, checked, never published; mailstack
+	// does not wait for them (it delivers unscanned meanwhile).
+	for name, image := range map[string]string{"rspamd": "docker.io/rspamd/rspamd:3.11.1", "redis": "docker.io/valkey/valkey:8"} {
+		svc, err := p.GetService(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if svc.Image != image || svc.HealthCheck == nil || len(svc.HealthCheck.Test) == 0 || len(svc.Ports) != 0 || svc.Restart != "unless-stopped" {
+			t.Errorf("%s: image %q (want %s), healthcheck %+v, ports %+v, restart %q", name, svc.Image, image, svc.HealthCheck, svc.Ports, svc.Restart)
+		}
+	}
+	if dep, ok := ms.DependsOn["rspamd"]; !ok || dep.Condition != types.ServiceConditionStarted {
+		t.Errorf("mailstack depends_on rspamd: %+v", ms.DependsOn)
 	}
 	env := ms.Environment
 	get := func(k string) string {
@@ -121,6 +135,9 @@ func TestCompose(t *testing.T) {
 	// .env travels separately in PGPASSWORD (TestComposePassword).
 	if got := get("MAILSTACK_DATABASE_URL"); got != "postgres://mailstack@postgres:5432/mailstack?sslmode=disable" {
 		t.Errorf("MAILSTACK_DATABASE_URL = %q", got)
+	}
+	if got := get("MAILSTACK_RSPAMD_URL"); got != "http://rspamd:11333" {
+		t.Errorf("MAILSTACK_RSPAMD_URL = %q", got)
 	}
 	if got := *pg.Environment["POSTGRES_PASSWORD"]; got != "change-me-to-something-long-and-random" || get("PGPASSWORD") != got {
 		t.Errorf("POSTGRES_PASSWORD = %q, mailstack's PGPASSWORD = %q", got, get("PGPASSWORD"))

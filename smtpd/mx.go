@@ -14,6 +14,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mailstack/mailstack/internal/rspamd"
 	"github.com/mailstack/mailstack/smtpd/inboundauth"
 	"github.com/mailstack/mailstack/store"
 )
@@ -48,6 +49,12 @@ type MXOptions struct {
 	DataTimeout time.Duration
 	// CheckTimeout bounds the authentication checks of one message.
 	CheckTimeout time.Duration
+	// Rspamd, if set, scores every message's content after the checks
+	// (see scan); nil: no content scanning.
+	Rspamd *rspamd.Client
+	// RspamdTempFail answers 451 when rspamd gives no verdict, instead of
+	// delivering the message marked as not scanned.
+	RspamdTempFail bool
 }
 
 // MX is the inbound mail exchanger backend (port 25): it accepts mail from
@@ -125,6 +132,9 @@ type mxSession struct {
 	rcptAddr []string       // accepted recipients (for logs and Received)
 	accounts []int64        // distinct recipient accounts, in RCPT order
 	seen     map[int64]bool // accounts already in accounts
+
+	// accountAddr holds the accounts' own addresses, in the same order.
+	accountAddr []string
 }
 
 func (s *mxSession) ctx() (context.Context, context.CancelFunc) {
@@ -136,7 +146,7 @@ func (s *mxSession) ctx() (context.Context, context.CancelFunc) {
 func (s *mxSession) Reset() {
 	extendReads(s.conn.Conn(), 0)
 	s.from, s.size = "", 0
-	s.rcptAddr, s.accounts = nil, nil
+	s.rcptAddr, s.accounts, s.accountAddr = nil, nil, nil
 	s.seen = map[int64]bool{}
 }
 
@@ -217,6 +227,7 @@ func (s *mxSession) rcpt(to string) error {
 	if !s.seen[acc.ID] { // an alias of an account already listed: one copy
 		s.seen[acc.ID] = true
 		s.accounts = append(s.accounts, acc.ID)
+		s.accountAddr = append(s.accountAddr, acc.Address)
 	}
 	return nil
 }
@@ -238,6 +249,9 @@ func (s *mxSession) Data(r io.Reader) error {
 	}
 	// Results claiming to be ours can only be forgeries (RFC 8601 §5).
 	raw := stripAuthResults(in.raw, s.m.cfg.Hostname)
+	if s.m.opts.Rspamd != nil {
+		raw = stripFields(raw, func(name, _ string) bool { return isSpamField(name) })
+	}
 	msg, err := store.Spool(io.MultiReader(bytes.NewReader(raw), in.rest), s.m.cfg.MaxMessageSize)
 	if err != nil {
 		return s.dataError("spool", err)
@@ -245,7 +259,11 @@ func (s *mxSession) Data(r io.Reader) error {
 	defer msg.Close()
 
 	// The clock for checks and delivery starts once the data is in.
-	ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.CheckTimeout+opTimeout)
+	limit := s.m.opts.CheckTimeout + opTimeout
+	if s.m.opts.Rspamd != nil {
+		limit += s.m.opts.Rspamd.Timeout()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	fromDomains := headerDomains(in, "From")
 	cctx, ccancel := context.WithTimeout(ctx, s.m.opts.CheckTimeout)
@@ -290,13 +308,20 @@ func (s *mxSession) Data(r io.Reader) error {
 		rcpt = s.rcptAddr[0] // named only when alone, so copies reveal no one else (as Postfix)
 	}
 	pre := mxReceived(t, rcpt) + v.Header(s.m.cfg.Hostname)
+	junk := v.Action == inboundauth.Junk
+	if s.m.opts.Rspamd != nil {
+		fields, spam, err := s.scan(ctx, log.With("id", t.id), t.id, pre, msg)
+		if err != nil {
+			return err
+		}
+		pre, junk = fields+pre, junk || spam
+	}
 	final, err := store.Spool(io.MultiReader(strings.NewReader(pre), msg.Reader()), 0)
 	if err != nil {
 		return s.dataError("spool", err)
 	}
 	defer final.Close()
 
-	junk := v.Action == inboundauth.Junk
 	targets := make([]store.Target, 0, len(s.accounts))
 	for _, acc := range s.accounts {
 		mb, err := s.mailboxFor(ctx, acc, junk)
@@ -442,10 +467,17 @@ func headerDomains(in *incoming, key string) []string {
 // Authentication-Results field whose authserv-id is ours, keeping every
 // other byte as received.
 func stripAuthResults(raw []byte, authservID string) []byte {
-	const name = "authentication-results:"
-	if !bytes.Contains(bytes.ToLower(raw), []byte(name)) {
+	if !bytes.Contains(bytes.ToLower(raw), []byte("authentication-results:")) {
 		return raw
 	}
+	return stripFields(raw, func(name, value string) bool {
+		return strings.EqualFold(name, "Authentication-Results") && strings.EqualFold(authservIDOf(value), authservID)
+	})
+}
+
+// stripFields removes from a raw header block every field drop says to
+// (given its name and value), keeping every other byte as received.
+func stripFields(raw []byte, drop func(name, value string) bool) []byte {
 	var out []byte
 	rest := raw
 	for len(rest) > 0 {
@@ -464,8 +496,7 @@ func stripAuthResults(raw []byte, authservID string) []byte {
 		}
 		field := rest[:end]
 		rest = rest[end:]
-		if len(field) > len(name) && strings.EqualFold(string(field[:len(name)]), name) &&
-			strings.EqualFold(authservIDOf(string(field[len(name):])), authservID) {
+		if name, value, ok := strings.Cut(string(field), ":"); ok && drop(name, value) {
 			continue
 		}
 		out = append(out, field...)

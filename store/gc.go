@@ -7,8 +7,8 @@ import (
 )
 
 // CollectGarbage deletes message contents (and their chunks) that no
-// mailbox and no queued delivery references any more, in batches, and
-// returns how many it deleted. Contents younger than grace are kept: a
+// mailbox, no queued delivery and no pending junk learning references any
+// more, in batches, and returns how many it deleted. Contents younger than grace are kept: a
 // delivery may be about to reference them. Rows a concurrent delivery has
 // locked are skipped, so it is safe to run in every process.
 func (s *Store) CollectGarbage(ctx context.Context, grace time.Duration) (int64, error) {
@@ -19,6 +19,7 @@ func (s *Store) CollectGarbage(ctx context.Context, grace time.Duration) (int64,
 			WHERE m.created_at < now() - $1::interval
 			  AND NOT EXISTS (SELECT 1 FROM mailbox_messages mm WHERE mm.message_id = m.id)
 			  AND NOT EXISTS (SELECT 1 FROM outbound_queue q WHERE q.message_id = m.id)
+			  AND NOT EXISTS (SELECT 1 FROM junk_learn j WHERE j.message_id = m.id AND j.done_at IS NULL)
 			LIMIT 500 FOR UPDATE SKIP LOCKED)`, grace)
 		if err != nil {
 			return total, fmt.Errorf("collect garbage: %w", err)

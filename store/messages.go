@@ -399,7 +399,7 @@ func (s *Store) Copy(ctx context.Context, accountID, srcID int64, uids []UIDRang
 	var res *CopyResult
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
-		res, err = copyTx(ctx, tx, accountID, srcID, uids, dstID, false)
+		res, err = copyTx(ctx, tx, accountID, srcID, uids, dstID, false, s.opts.LearnJunk)
 		return err
 	})
 	if err != nil {
@@ -418,7 +418,7 @@ func (s *Store) Move(ctx context.Context, accountID, srcID int64, uids []UIDRang
 	var res *CopyResult
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
-		res, err = copyTx(ctx, tx, accountID, srcID, uids, dstID, true)
+		res, err = copyTx(ctx, tx, accountID, srcID, uids, dstID, true, s.opts.LearnJunk)
 		return err
 	})
 	if err != nil {
@@ -428,10 +428,13 @@ func (s *Store) Move(ctx context.Context, accountID, srcID int64, uids []UIDRang
 }
 
 func moveAll(ctx context.Context, tx pgx.Tx, accountID, srcID, dstID int64) (*CopyResult, error) {
-	return copyTx(ctx, tx, accountID, srcID, []UIDRange{{1, 0}}, dstID, true)
+	return copyTx(ctx, tx, accountID, srcID, []UIDRange{{1, 0}}, dstID, true, false)
 }
 
-func copyTx(ctx context.Context, tx pgx.Tx, accountID, srcID int64, uids []UIDRange, dstID int64, move bool) (*CopyResult, error) {
+// copyTx copies (or moves) messages between two mailboxes of the account.
+// With learn, a copy into or out of \Junk also queues the messages for
+// rspamd's learning (junk.go), in the same transaction.
+func copyTx(ctx context.Context, tx pgx.Tx, accountID, srcID int64, uids []UIDRange, dstID int64, move, learn bool) (*CopyResult, error) {
 	// Lock both mailboxes in id order (deadlock freedom).
 	first, second := srcID, dstID
 	if first > second {
@@ -449,9 +452,13 @@ func copyTx(ctx context.Context, tx pgx.Tx, accountID, srcID int64, uids []UIDRa
 		locked[id] = [2]int64{uidnext, modseq}
 	}
 	var uidvalidity int64
-	if err := tx.QueryRow(ctx, `SELECT uidvalidity FROM mailboxes WHERE id = $1 AND account_id = $2`, dstID, accountID).Scan(&uidvalidity); err != nil {
+	var srcUse, dstUse string
+	if err := tx.QueryRow(ctx, `SELECT uidvalidity, special_use,
+			(SELECT special_use FROM mailboxes WHERE id = $3 AND account_id = $2)
+		FROM mailboxes WHERE id = $1 AND account_id = $2`, dstID, accountID, srcID).Scan(&uidvalidity, &dstUse, &srcUse); err != nil {
 		return nil, err
 	}
+	spam, learn := learnDirection(srcUse, dstUse, learn)
 	dstNext, dstModseq := locked[dstID][0], locked[dstID][1]+1
 	lo, hi := normalizeRanges(uids)
 	rows, err := tx.Query(ctx, `WITH src AS (
@@ -464,7 +471,7 @@ func copyTx(ctx context.Context, tx pgx.Tx, accountID, srcID int64, uids []UIDRa
 			SELECT $5, $6 + src.n, src.message_id, $2, src.internal_date, src.size, src.flags, src.keywords, $7 FROM src
 			RETURNING uid
 		)
-		SELECT src.uid, ins.uid, src.flags, src.size, src.keywords FROM ins JOIN src ON ins.uid = $6 + src.n ORDER BY src.uid`,
+		SELECT src.uid, ins.uid, src.flags, src.size, src.keywords, src.message_id FROM ins JOIN src ON ins.uid = $6 + src.n ORDER BY src.uid`,
 		srcID, accountID, lo, hi, dstID, dstNext, dstModseq)
 	if err != nil {
 		return nil, err
@@ -473,11 +480,15 @@ func copyTx(ctx context.Context, tx pgx.Tx, accountID, srcID int64, uids []UIDRa
 	var c counts
 	keywords := keywordSet{}
 	var kw []string
+	var learnIDs []int64
 	for rows.Next() {
-		var su, du, size int64
+		var su, du, size, msgID int64
 		var bits int
-		if err := rows.Scan(&su, &du, &bits, &size, &kw); err != nil {
+		if err := rows.Scan(&su, &du, &bits, &size, &kw, &msgID); err != nil {
 			return nil, err
+		}
+		if learn {
+			learnIDs = append(learnIDs, msgID)
 		}
 		res.SrcUIDs = append(res.SrcUIDs, uint32(su))
 		res.DstUIDs = append(res.DstUIDs, uint32(du))
@@ -516,6 +527,11 @@ func copyTx(ctx context.Context, tx pgx.Tx, accountID, srcID int64, uids []UIDRa
 	}
 	if move && srcID != dstID {
 		if _, err := expungeTx(ctx, tx, accountID, srcID, locked[srcID][0], locked[srcID][1], srcUIDs); err != nil {
+			return nil, err
+		}
+	}
+	if learn {
+		if err := queueLearnTx(ctx, tx, accountID, learnIDs, spam); err != nil {
 			return nil, err
 		}
 	}

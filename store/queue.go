@@ -433,6 +433,11 @@ func (s *Store) OpenQueued(ctx context.Context, id int64) (body io.Reader, heade
 // sends a wake-up after each reconnect because notifications sent while it
 // was away are lost.
 func (s *Store) ListenQueue(ctx context.Context, wake chan<- struct{}) {
+	s.listenChannel(ctx, QueueChannel, wake)
+}
+
+// listenChannel is ListenQueue for any NOTIFY channel.
+func (s *Store) listenChannel(ctx context.Context, channel string, wake chan<- struct{}) {
 	signal := func() {
 		select {
 		case wake <- struct{}{}:
@@ -441,11 +446,11 @@ func (s *Store) ListenQueue(ctx context.Context, wake chan<- struct{}) {
 	}
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := s.listenOnce(ctx, signal, func() { backoff = 100 * time.Millisecond })
+		err := s.listenOnce(ctx, channel, signal, func() { backoff = 100 * time.Millisecond })
 		if ctx.Err() != nil {
 			return
 		}
-		s.log.Warn("queue listener lost its connection; reconnecting", "err", err, "in", backoff)
+		s.log.Warn("listener lost its connection; reconnecting", "channel", channel, "err", err, "in", backoff)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
@@ -455,13 +460,13 @@ func (s *Store) ListenQueue(ctx context.Context, wake chan<- struct{}) {
 	}
 }
 
-func (s *Store) listenOnce(ctx context.Context, signal, connected func()) error {
+func (s *Store) listenOnce(ctx context.Context, channel string, signal, connected func()) error {
 	conn, err := pgx.ConnectConfig(ctx, s.ConnConfig())
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{QueueChannel}.Sanitize()); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{channel}.Sanitize()); err != nil {
 		return err
 	}
 	connected()

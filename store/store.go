@@ -72,6 +72,10 @@ type Options struct {
 	// default, MAILSTACK_REQUIRE_APP_PASSWORDS=true) only app passwords
 	// work on the wire, as with iCloud.
 	AllowMainPassword bool
+	// LearnJunk makes MOVE and COPY into and out of the \Junk mailbox
+	// queue the messages for rspamd's learning (ClaimLearn); set
+	// it when a junk learner runs, else the queue would only grow.
+	LearnJunk bool
 	// Logger receives the store's own logs (default slog.Default()).
 	Logger *slog.Logger
 	// OnLogin, if set, is called after every recorded login attempt (for

@@ -24,6 +24,7 @@ import (
 	"github.com/mailstack/mailstack/internal/clientconf"
 	"github.com/mailstack/mailstack/internal/dkimkey"
 	"github.com/mailstack/mailstack/internal/metrics"
+	"github.com/mailstack/mailstack/internal/rspamd"
 	"github.com/mailstack/mailstack/internal/tlsconfig"
 	"github.com/mailstack/mailstack/store"
 	"github.com/mailstack/mailstack/store/pglocal"
@@ -48,7 +49,8 @@ type serveConfig struct {
 	maxMessageSize      int64
 	requireAppPasswords bool
 	maxConnsPerAccount  int64
-	web                 webConfig // HTTP, ACME, client settings: serve_http.go
+	web                 webConfig    // HTTP, ACME, client settings: serve_http.go
+	rspamd              rspamdConfig // junk filtering: serve_junk.go
 }
 
 // register defines serve's flags. Every flag but -dev takes its default
@@ -75,6 +77,7 @@ func (cfg *serveConfig) register(fs *flag.FlagSet) {
 	fs.Var((*boolFlag)(&cfg.requireAppPasswords), "require-app-passwords", "IMAP and SMTP accept only app passwords, never the main password: true or false (also 1/0, yes/no, on/off) (env MAILSTACK_REQUIRE_APP_PASSWORDS)")
 	fs.Int64Var(&cfg.maxConnsPerAccount, "max-connections-per-account", cfg.env.int64("MAILSTACK_MAX_CONNECTIONS_PER_ACCOUNT", 50), "concurrent IMAP connections per account (env MAILSTACK_MAX_CONNECTIONS_PER_ACCOUNT)")
 	cfg.web.register(fs)
+	cfg.rspamd.register(fs, &cfg.env)
 }
 
 // devSetter assigns a development default unless the flag was given on the
@@ -197,6 +200,8 @@ type server struct {
 	acme *autocert.Manager
 	// listeners that are up, name → address
 	addrs map[string]string
+	// rspamd is the junk filter's client (serve_junk.go), made once.
+	rspamd *rspamd.Client
 }
 
 // runServer starts everything, calls ready, and blocks until ctx is done,
@@ -204,7 +209,7 @@ type server struct {
 func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, ready func(*server)) error {
 	var st *store.Store
 	m := metrics.New(func(ctx context.Context) (int64, error) { return st.QueueDepth(ctx) })
-	st, closeStore, err := cfg.db.openStore(ctx, log, store.Options{AllowMainPassword: !cfg.requireAppPasswords, OnLogin: m.Login}, pglocal.Owner)
+	st, closeStore, err := cfg.db.openStore(ctx, log, store.Options{AllowMainPassword: !cfg.requireAppPasswords, OnLogin: m.Login, LearnJunk: cfg.rspamd.url != ""}, pglocal.Owner)
 	if err != nil {
 		return err
 	}

@@ -39,6 +39,7 @@ func (s *server) smtpListeners() []listener {
 		{name: "submissions", addr: s.cfg.submissionsAddr, start: start(true)},
 		{name: "mx", addr: s.cfg.mxAddr, start: s.startMX},
 		{name: "outbound", addr: "queue", start: s.startOutbound},
+		{name: "junk-learner", addr: s.cfg.rspamd.url, start: s.startLearner},
 	}
 }
 
@@ -54,6 +55,10 @@ func (s *server) resolver() *net.Resolver {
 // startMX starts the inbound MX: STARTTLS offered with the same
 // certificate, no AUTH, SPF/DKIM/DMARC through resolver.
 func (s *server) startMX(ctx context.Context, addr string) (func() error, func(context.Context) error, string, error) {
+	spam, err := s.rspamdClient()
+	if err != nil {
+		return nil, nil, "", err
+	}
 	mx := smtpd.NewMX(smtpd.Config{
 		Store:          s.st,
 		Hostname:       s.cfg.hostname,
@@ -61,7 +66,7 @@ func (s *server) startMX(ctx context.Context, addr string) (func() error, func(c
 		MaxMessageSize: s.cfg.maxMessageSize,
 		Log:            s.log.With("service", "mx"),
 		Metrics:        s.metrics,
-	}, smtpd.MXOptions{Resolver: s.resolver()})
+	}, smtpd.MXOptions{Resolver: s.resolver(), Rspamd: spam, RspamdTempFail: s.cfg.rspamd.tempFail})
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
@@ -85,22 +90,6 @@ func (s *server) startOutbound(ctx context.Context, _ string) (func() error, fun
 		}
 		cfg.Relay, where = r, "via relay "+r.String()
 	}
-	w := outbound.New(cfg)
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	run := func() error {
-		defer close(done)
-		w.Run(ctx)
-		return nil
-	}
-	shutdown := func(sctx context.Context) error {
-		cancel()
-		select {
-		case <-done:
-			return nil
-		case <-sctx.Done():
-			return sctx.Err()
-		}
-	}
+	run, shutdown := background(ctx, outbound.New(cfg).Run)
 	return run, shutdown, where, nil
 }

@@ -27,6 +27,13 @@ type Mailstack struct {
 	// NotifyLag observes seconds from a change's commit to this process
 	// applying it to its watched mailboxes.
 	NotifyLag *Histogram
+	// RspamdScans counts the MX's rspamd scans per result: rspamd's
+	// action ("no action", "add header", "reject", ...) or "error" (rspamd
+	// down, slow or unreadable: the message was not scanned).
+	RspamdScans *CounterVec // result
+	// JunkLearned counts messages taught to rspamd per class (spam, ham)
+	// and result (ok, retry, failed).
+	JunkLearned *CounterVec // class, result
 }
 
 // New registers mailstack's metrics in a fresh registry. queueDepth, when
@@ -44,6 +51,8 @@ func New(queueDepth func(ctx context.Context) (int64, error)) *Mailstack {
 		IdleSessions:    r.NewGaugeVec("mailstack_imap_idle_sessions", "IMAP sessions in IDLE now.").With(),
 		NotifyLag: r.NewHistogram("mailstack_notify_lag_seconds", "Seconds from a mailbox change's commit to this process applying it.",
 			0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+		RspamdScans: r.NewCounterVec("mailstack_rspamd_scans_total", "Inbound messages scanned by rspamd, per result (its action, or error: not scanned).", "result"),
+		JunkLearned: r.NewCounterVec("mailstack_junk_learned_total", "Messages taught to rspamd from the Junk folder, per class (spam, ham) and result (ok, retry, failed).", "class", "result"),
 	}
 	if queueDepth != nil {
 		r.NewGaugeFunc("mailstack_queue_depth", "Outbound messages waiting in the queue (all processes).", func(ctx context.Context) (float64, error) {
@@ -109,5 +118,23 @@ func (m *Mailstack) IdleStarted() (done func()) {
 func (m *Mailstack) ObserveNotifyLag(seconds float64) {
 	if m != nil {
 		m.NotifyLag.Observe(seconds)
+	}
+}
+
+// RspamdScan counts one rspamd scan's result (its action, or "error").
+func (m *Mailstack) RspamdScan(result string) {
+	if m != nil {
+		m.RspamdScans.With(result).Inc()
+	}
+}
+
+// JunkLearn counts one attempt at teaching rspamd a message.
+func (m *Mailstack) JunkLearn(spam bool, result string) {
+	if m != nil {
+		class := "ham"
+		if spam {
+			class = "spam"
+		}
+		m.JunkLearned.With(class, result).Inc()
 	}
 }
