@@ -2,9 +2,11 @@ package imapd
 
 import (
 	"bufio"
+	"compress/flate"
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"regexp"
 	"strconv"
@@ -28,6 +30,9 @@ import (
 //   - ChangedSince: SELECT (CONDSTORE), then UID FETCH 1:* (FLAGS)
 //     (CHANGEDSINCE h), which finds flag changes and new messages only;
 //   - Qresync: ENABLE QRESYNC, SELECT INBOX (QRESYNC (uidvalidity h)).
+//
+// each without and with COMPRESS=DEFLATE (turned on after login, outside
+// the measurement).
 //
 // The time is that of the catch-up commands (login excluded); wire-B/op
 // counts the bytes both ways on the TCP connection, TLS included. Run
@@ -133,43 +138,52 @@ func BenchmarkResync(b *testing.B) {
 	}
 	hmsRe := regexp.MustCompile(`HIGHESTMODSEQ (\d+)`)
 	uidvRe := regexp.MustCompile(`UIDVALIDITY (\d+)`)
-	for _, m := range modes {
-		b.Run(m.name, func(b *testing.B) {
-			// The phone's state as of its last sync.
-			c := login(addr1)
-			sel := c.cmd("s SELECT INBOX")
-			c.conn.Close()
-			var uidv string
-			var h uint64
-			for _, l := range sel {
-				if s := uidvRe.FindStringSubmatch(l); s != nil {
-					uidv = s[1]
-				}
-				if s := hmsRe.FindStringSubmatch(l); s != nil {
-					h, _ = strconv.ParseUint(s[1], 10, 64)
-				}
+	for _, compressed := range []bool{false, true} {
+		for _, m := range modes {
+			name := m.name
+			if compressed {
+				name += "Deflate"
 			}
-			var bytes int64
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				b.StopTimer()
-				change()
+			b.Run(name, func(b *testing.B) {
+				// The phone's state as of its last sync.
 				c := login(addr1)
-				before := c.count()
-				b.StartTimer()
-				sel := m.sync(c, uidv, h)
-				b.StopTimer()
-				bytes += c.count() - before
+				sel := c.cmd("s SELECT INBOX")
 				c.conn.Close()
+				var uidv string
+				var h uint64
 				for _, l := range sel {
+					if s := uidvRe.FindStringSubmatch(l); s != nil {
+						uidv = s[1]
+					}
 					if s := hmsRe.FindStringSubmatch(l); s != nil {
 						h, _ = strconv.ParseUint(s[1], 10, 64)
 					}
 				}
-				b.StartTimer()
-			}
-			b.ReportMetric(float64(bytes)/float64(b.N), "wire-B/op")
-		})
+				var bytes int64
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					change()
+					c := login(addr1)
+					if compressed {
+						c.compress()
+					}
+					before := c.count()
+					b.StartTimer()
+					sel := m.sync(c, uidv, h)
+					b.StopTimer()
+					bytes += c.count() - before
+					c.conn.Close()
+					for _, l := range sel {
+						if s := hmsRe.FindStringSubmatch(l); s != nil {
+							h, _ = strconv.ParseUint(s[1], 10, 64)
+						}
+					}
+					b.StartTimer()
+				}
+				b.ReportMetric(float64(bytes)/float64(b.N), "wire-B/op")
+			})
+		}
 	}
 }
 
@@ -178,6 +192,7 @@ func BenchmarkResync(b *testing.B) {
 type resyncConn struct {
 	b    *testing.B
 	conn net.Conn
+	w    io.Writer // conn, or a compressor over it
 	tcp  *countConn
 	r    *bufio.Reader
 }
@@ -206,7 +221,7 @@ func dialResync(b *testing.B, addr string) *resyncConn {
 	}
 	cc := &countConn{Conn: nc}
 	tc := tls.Client(cc, &tls.Config{InsecureSkipVerify: true})
-	c := &resyncConn{b: b, conn: tc, tcp: cc, r: bufio.NewReaderSize(tc, 64<<10)}
+	c := &resyncConn{b: b, conn: tc, w: tc, tcp: cc, r: bufio.NewReaderSize(tc, 64<<10)}
 	if _, err := c.r.ReadSlice('\n'); err != nil {
 		b.Fatal(err)
 	}
@@ -215,11 +230,23 @@ func dialResync(b *testing.B, addr string) *resyncConn {
 
 func (c *resyncConn) count() int64 { return c.tcp.n.Load() }
 
+// compress turns COMPRESS=DEFLATE on, with the standard library's flate
+// on the client side (a sync flush per command, as clients do).
+func (c *resyncConn) compress() {
+	c.cmd("z COMPRESS DEFLATE")
+	zw, err := flate.NewWriter(c.conn, flate.DefaultCompression)
+	if err != nil {
+		c.b.Fatal(err)
+	}
+	c.w = &deflateConn{Conn: c.conn, zw: zw}
+	c.r = bufio.NewReaderSize(flate.NewReader(c.r), 64<<10)
+}
+
 // cmd sends a tagged command line and reads up to its tagged OK,
 // returning the untagged lines other than FETCH (counted only).
 func (c *resyncConn) cmd(line string) []string {
 	tag, _, _ := strings.Cut(line, " ")
-	if _, err := fmt.Fprintf(c.conn, "%s\r\n", line); err != nil {
+	if _, err := fmt.Fprintf(c.w, "%s\r\n", line); err != nil {
 		c.b.Fatal(err)
 	}
 	var out []string
