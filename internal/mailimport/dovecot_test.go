@@ -1,0 +1,251 @@
+package mailimport
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+)
+
+// dovecot is a Dovecot IMAP server (Debian's dovecot-imapd) run by a test
+// on a loopback port, with one account whose mail is a Maildir (LAYOUT=fs,
+// "/" as the delimiter, as iCloud and Gmail have it) in a temporary
+// directory.
+type dovecot struct {
+	t          testing.TB
+	dir        string
+	addr       string
+	user, pass string
+	maildir    string // the account's Maildir
+	uid, gid   int    // owner of the mail files (-1: this process's)
+}
+
+// Folders with special-use attributes announced, as Gmail does; iCloud's
+// "Sent Messages" and "Deleted Messages" are left to the name mapping.
+const dovecotNamespace = `namespace inbox {
+  inbox = yes
+  separator = /
+  mailbox "[Gmail]/All Mail" {
+    special_use = \All
+  }
+  mailbox "[Gmail]/Sent Mail" {
+    special_use = \Sent
+  }
+  mailbox "[Gmail]/Starred" {
+    special_use = \Flagged
+  }
+  mailbox "[Gmail]/Spam" {
+    special_use = \Junk
+  }
+}
+`
+
+// startDovecot starts Dovecot; populate, if not nil, fills the Maildir
+// before it starts (with files, as a mail program would).
+func startDovecot(t testing.TB, populate func(maildir string)) *dovecot {
+	t.Helper()
+	bin, err := exec.LookPath("dovecot")
+	if err != nil {
+		for _, p := range []string{"/usr/sbin/dovecot", "/usr/local/sbin/dovecot"} {
+			if _, e := os.Stat(p); e == nil {
+				bin, err = p, nil
+			}
+		}
+	}
+	if err != nil {
+		t.Fatalf("dovecot (Debian's dovecot-imapd, installed by deploy/install-deps) is required for this test: %v", err)
+	}
+	d := &dovecot{t: t, dir: t.TempDir(), user: "src@example.test", pass: "source-password", uid: -1, gid: -1}
+	// Dovecot's processes must reach the directory: as root it runs the
+	// mail processes as its own user.
+	if err := os.Chmod(d.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for p := filepath.Dir(d.dir); p != "/" && p != "."; p = filepath.Dir(p) {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().Perm()&0o005 != 0o005 {
+			os.Chmod(p, fi.Mode().Perm()|0o005) //nolint:errcheck // best effort; Dovecot says if it cannot
+		}
+	}
+	internal, login, userdb := "", "", ""
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if os.Getuid() == 0 {
+		du, err := user.Lookup("dovecot")
+		if err != nil {
+			t.Fatalf("user dovecot (made by Debian's dovecot-core) is missing: %v", err)
+		}
+		d.uid, _ = strconv.Atoi(du.Uid)
+		d.gid, _ = strconv.Atoi(du.Gid)
+		internal, login = "dovecot", "dovenull"
+		userdb = fmt.Sprintf("uid=%d gid=%d ", d.uid, d.gid)
+	} else {
+		internal, login = me.Username, me.Username
+	}
+	d.maildir = filepath.Join(d.dir, "mail", d.user, "Maildir")
+	if err := os.MkdirAll(d.maildir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if populate != nil {
+		populate(d.maildir)
+	}
+	if d.uid >= 0 {
+		if err := filepath.Walk(filepath.Join(d.dir, "mail"), func(p string, _ os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Lchown(p, d.uid, d.gid)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(d.dir, "passwd"), []byte(d.user+":{PLAIN}"+d.pass+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A free port: taken from the kernel and released just before
+	// Dovecot binds it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	d.addr = fmt.Sprintf("127.0.0.1:%d", port)
+	conf := fmt.Sprintf(`base_dir = %[1]s/run
+state_dir = %[1]s/state
+instance_name = mailstack-test-%[2]d
+log_path = %[1]s/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_internal_user = %[3]s
+default_internal_group = %[3]s
+default_login_user = %[4]s
+first_valid_uid = 1
+mail_location = maildir:~/Maildir:LAYOUT=fs
+mail_max_userip_connections = 50
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN %[1]s/passwd
+}
+userdb {
+  driver = static
+  args = %[5]shome=%[1]s/mail/%%u
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = %[6]d
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service stats {
+  unix_listener stats-writer {
+    mode = 0666
+  }
+}
+%[7]s`, d.dir, port, internal, login, userdb, port, dovecotNamespace)
+	if os.Getuid() != 0 {
+		conf = strings.Replace(conf, "default_internal_group = "+internal+"\n", "", 1)
+	}
+	confPath := filepath.Join(d.dir, "dovecot.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// In the foreground, as this process's child: it ends with the test.
+	logf, err := os.Create(filepath.Join(d.dir, "dovecot.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-F", "-c", confPath)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start dovecot: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait(); logf.Close() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM) //nolint:errcheck // gone already is fine
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill() //nolint:errcheck
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("dovecot log:\n%s", d.log())
+		}
+	})
+	// Wait until it accepts connections.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", d.addr, time.Second)
+		if err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("dovecot exited: %v\n%s", err, d.log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dovecot does not listen on %s: %v\n%s", d.addr, err, d.log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return d
+}
+
+func (d *dovecot) log() string {
+	b, _ := os.ReadFile(filepath.Join(d.dir, "dovecot.log"))
+	o, _ := os.ReadFile(filepath.Join(d.dir, "dovecot.out"))
+	return string(b) + string(o)
+}
+
+// url is the source URL of the account.
+func (d *dovecot) url() string { return "imap://" + d.user + "@" + d.addr }
+
+// client logs in to the account.
+func (d *dovecot) client() *imapclient.Client {
+	d.t.Helper()
+	c, err := imapclient.DialInsecure(d.addr, nil)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	if err := c.Login(d.user, d.pass).Wait(); err != nil {
+		d.t.Fatalf("log in to dovecot: %v\n%s", err, d.log())
+	}
+	d.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// appendMsg appends one message with flags and an internal date.
+func appendMsg(t testing.TB, c *imapclient.Client, folder string, body []byte, date time.Time, flags ...imap.Flag) {
+	t.Helper()
+	cmd := c.Append(folder, int64(len(body)), &imap.AppendOptions{Flags: flags, Time: date})
+	if _, err := cmd.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cmd.Wait(); err != nil {
+		t.Fatalf("append to %s: %v", folder, err)
+	}
+}
