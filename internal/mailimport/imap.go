@@ -193,26 +193,10 @@ func mapFolders(list []*imap.ListData, prefix string) (folders []sourceFolder, s
 		if prefix != "" && !strings.EqualFold(name, "INBOX") && strings.HasPrefix(name, prefix) {
 			rel = name[len(prefix):]
 		}
-		if use == "" {
-			use = wellKnown[strings.ToLower(strings.ReplaceAll(rel, string(l.Delim), "/"))]
-		}
-		f := sourceFolder{name: name}
-		switch {
-		case strings.EqualFold(name, "INBOX"):
-			f.target = "INBOX"
-		case use == useFlagged || use == useImportant:
-			// Views of messages kept elsewhere (Gmail's Starred and
-			// Important): their messages come with their folders, with
-			// \Flagged set.
-			skipped = append(skipped, name+": a view of messages in other folders")
+		f, skip := mapFolder(name, rel, l.Delim, use)
+		if skip != "" {
+			skipped = append(skipped, name+": "+skip)
 			continue
-		case targetOf[use] != "":
-			f.target, f.specialUse, f.all = targetOf[use], use, use == useAll
-			if use == useAll {
-				f.specialUse = useArchive
-			}
-		default:
-			f.target = targetName(rel, l.Delim)
 		}
 		folders = append(folders, f)
 	}
@@ -227,6 +211,37 @@ func mapFolders(list []*imap.ListData, prefix string) (folders []sourceFolder, s
 		return 1
 	})
 	return folders, skipped
+}
+
+// mapFolder decides where source folder name (rel without the personal
+// namespace's prefix, levels split by delim; use its special use if the
+// source said) goes, or why it is left out.
+func mapFolder(name, rel string, delim rune, use string) (f sourceFolder, skip string) {
+	if use == "" {
+		n := rel
+		if delim != 0 {
+			n = strings.ReplaceAll(rel, string(delim), "/")
+		}
+		use = wellKnown[strings.ToLower(n)]
+	}
+	f = sourceFolder{name: name}
+	switch {
+	case strings.EqualFold(rel, "INBOX"):
+		f.target = "INBOX"
+	case use == useFlagged || use == useImportant:
+		// Views of messages kept elsewhere (Gmail's Starred and
+		// Important): their messages come with their folders, with
+		// \Flagged set.
+		return f, "a view of messages in other folders"
+	case targetOf[use] != "":
+		f.target, f.specialUse, f.all = targetOf[use], use, use == useAll
+		if use == useAll {
+			f.specialUse = useArchive
+		}
+	default:
+		f.target = targetName(rel, delim)
+	}
+	return f, ""
 }
 
 // targetName turns a source name into a mailbox name: levels joined by
