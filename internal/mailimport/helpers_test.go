@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -18,7 +19,12 @@ import (
 	"github.com/mailstack/mailstack/store/storetest"
 )
 
-func TestMain(m *testing.M) { storetest.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) != "" {
+		os.Exit(helperImport()) // a child of TestImportIMAPKilled
+	}
+	storetest.Main(m)
+}
 
 // newAccount creates an account (and its domain) in st.
 func newAccount(t testing.TB, st *store.Store, address string) *store.Account {

@@ -48,6 +48,9 @@ type Importer struct {
 	// default.
 	MaxMessageSize int64
 
+	// afterCommit, if set, runs after each batch commits (tests).
+	afterCommit func()
+
 	mu        sync.Mutex
 	mailboxes map[string]*store.Mailbox // by target name
 	summary   Summary
@@ -259,5 +262,8 @@ func (im *Importer) commit(ctx context.Context, folder string, mb *store.Mailbox
 	im.summary.Bytes += bytes
 	im.mu.Unlock()
 	im.Progress.add(folder, int64(len(msgs)), all)
+	if im.afterCommit != nil {
+		im.afterCommit()
+	}
 	return nil
 }
