@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -174,4 +175,19 @@ func sortedStrings(s []string) []string {
 	s = slices.Clone(s)
 	slices.Sort(s)
 	return s
+}
+
+// appendMsg appends one message with flags and an internal date.
+func appendMsg(t testing.TB, c *imapclient.Client, folder string, body []byte, date time.Time, flags ...imap.Flag) {
+	t.Helper()
+	cmd := c.Append(folder, int64(len(body)), &imap.AppendOptions{Flags: flags, Time: date})
+	if _, err := cmd.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cmd.Wait(); err != nil {
+		t.Fatalf("append to %s: %v", folder, err)
+	}
 }

@@ -437,6 +437,7 @@ func (w *imapWorker) folder(ctx context.Context, f sourceFolder, mark store.Impo
 					return err
 				}
 				mark, try = next, 0
+				w.im.Progress.add(f.name, 1, 0)
 			}
 		}
 		if try >= w.s.Retries {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
+	"github.com/mailstack/mailstack/internal/mailimport/dovecottest"
 	"github.com/mailstack/mailstack/store"
 	"github.com/mailstack/mailstack/store/storetest"
 )
@@ -51,16 +52,18 @@ var (
 
 // fixture is the source account and what each target mailbox must hold.
 type fixture struct {
-	d      *dovecot
-	expect map[string][]rec // target mailbox -> messages
+	d       *dovecottest.Server
+	expect  map[string][]rec  // target mailbox -> messages
+	targets map[string]string // source folder -> target mailbox (All Mail, Starred and Broken aside)
+	broken  string            // the file made unreadable
 }
 
 // fillSource fills Dovecot's account with iCloud- and Gmail-like folders
 // and reads back what it holds, as the expectation. One message of
 // "Broken" is made unreadable for Dovecot: it must be reported, the rest
 // imported.
-func fillSource(t *testing.T, d *dovecot) *fixture {
-	c := d.client()
+func fillSource(t *testing.T, d *dovecottest.Server) *fixture {
+	c := d.Client()
 	for _, f := range []string{"Sent Messages", "Deleted Messages", "Work", "Work/Projects", "Big", "Broken",
 		"[Gmail]/All Mail", "[Gmail]/Sent Mail", "[Gmail]/Starred", "[Gmail]/Spam"} {
 		if err := c.Create(f, nil).Wait(); err != nil {
@@ -94,9 +97,11 @@ func fillSource(t *testing.T, d *dovecot) *fixture {
 	appendMsg(t, c, "[Gmail]/Starred", inbox[1], old2005, imap.FlagFlagged)
 	appendMsg(t, c, "[Gmail]/Spam", textMsg("spam", "buy"), old2005)
 
-	f := &fixture{d: d, expect: map[string][]rec{}}
 	targets := map[string]string{"INBOX": "INBOX", "Sent Messages": "Sent", "[Gmail]/Sent Mail": "Sent", "Deleted Messages": "Trash",
-		"[Gmail]/Spam": "Junk", "Work": "Work", "Work/Projects": "Work/Projects", "Big": "Big", "Broken": "Broken"}
+		"[Gmail]/Spam": "Junk", "Work": "Work", "Work/Projects": "Work/Projects", "Big": "Big"}
+	f := &fixture{d: d, expect: map[string][]rec{}, targets: targets}
+	targets["Broken"] = "Broken"
+	defer delete(targets, "Broken")
 	held := map[[32]byte]int{}
 	for src, dst := range targets {
 		rs := sourceRecs(t, c, src)
@@ -124,13 +129,14 @@ func fillSource(t *testing.T, d *dovecot) *fixture {
 		t.Fatalf("fixture: All Mail should add 2 messages, adds %d", len(f.expect["Archive"]))
 	}
 	// Make "broken 1" unreadable for Dovecot's mail process.
-	files, _ := filepath.Glob(filepath.Join(d.maildir, "Broken", "*", "*"))
+	files, _ := filepath.Glob(filepath.Join(d.Maildir, "Broken", "*", "*"))
 	n := 0
 	for _, file := range files {
 		if b, err := os.ReadFile(file); err == nil && bytes.Contains(b, []byte("Subject: broken 1")) {
 			if err := os.Chmod(file, 0); err != nil {
 				t.Fatal(err)
 			}
+			f.broken = file
 			n++
 		}
 	}
@@ -170,16 +176,16 @@ func (f *fixture) messages() int64 {
 // later is all a third run copies.
 func TestImportIMAP(t *testing.T) {
 	ctx := context.Background()
-	d := startDovecot(t, nil)
+	d := dovecottest.Start(t, nil)
 	f := fillSource(t, d)
 	st := storetest.New(t)
 	acc := newAccount(t, st, "alice@example.org")
 
 	var out bytes.Buffer
 	im := &Importer{Store: st, Account: acc, Log: testLog(t), Progress: NewProgress(&out, false)}
-	src := IMAPSource{URL: d.url(), Password: d.pass, Connections: 3, RetryWait: 10 * time.Millisecond}
+	src := IMAPSource{URL: d.URL(), Password: d.Pass, Connections: 3, RetryWait: 10 * time.Millisecond}
 	if err := im.ImportIMAP(ctx, src); err != nil {
-		t.Fatalf("import: %v\n%s", err, d.log())
+		t.Fatalf("import: %v\n%s", err, d.Log())
 	}
 	im.Progress.Finish()
 	t.Logf("progress:\n%s", out.String())
@@ -194,6 +200,7 @@ func TestImportIMAP(t *testing.T) {
 		t.Errorf("skipped folders: %v, want [Gmail]/Starred", sum.Skipped)
 	}
 	f.check(t, st, acc)
+	f.compareMbsync(t, st, acc)
 
 	// Again: nothing new.
 	im2 := &Importer{Store: st, Account: acc, Log: testLog(t)}
@@ -206,7 +213,7 @@ func TestImportIMAP(t *testing.T) {
 	f.check(t, st, acc)
 
 	// A week later: one new message.
-	c := d.client()
+	c := d.Client()
 	late := textMsg("a week later", "new")
 	appendMsg(t, c, "Work/Projects", late, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), imap.FlagSeen)
 	f.expect["Work/Projects"] = sourceRecs(t, c, "Work/Projects")
@@ -218,4 +225,43 @@ func TestImportIMAP(t *testing.T) {
 		t.Errorf("third run: %+v, want 1 copied", s)
 	}
 	f.check(t, st, acc)
+}
+
+// compareMbsync mirrors the source and the imported account with mbsync
+// and compares them folder by folder as the import maps them: the same
+// messages (as mbsync stores them) with the same flags.
+func (f *fixture) compareMbsync(t *testing.T, st *store.Store, acc *store.Account) {
+	t.Helper()
+	// mbsync would stop at the message Dovecot cannot send.
+	if err := os.Chmod(f.broken, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	source := mbsyncMirror(t, fmt.Sprintf("Host 127.0.0.1\nPort %s\nUser %s\nPass %s\nSSLType None\nAuthMechs LOGIN",
+		f.d.Addr[strings.LastIndexByte(f.d.Addr, ':')+1:], f.d.User, f.d.Pass))
+	imported := mbsyncMirror(t, serveIMAP(t, st, acc))
+	want := map[string][]string{}
+	held := map[string]int{}
+	for src, dst := range f.targets {
+		want[dst] = append(want[dst], source[src]...)
+		for _, m := range source[src] {
+			sum, _, _ := strings.Cut(m, "/")
+			held[sum]++
+		}
+	}
+	for _, m := range source["[Gmail]/All Mail"] {
+		sum, _, _ := strings.Cut(m, "/")
+		if held[sum] > 0 {
+			held[sum]--
+			continue
+		}
+		want["Archive"] = append(want["Archive"], m)
+	}
+	for dst, msgs := range want {
+		if got, w := imported[dst], sortedStrings(msgs); strings.Join(got, " ") != strings.Join(w, " ") {
+			t.Errorf("mbsync of %s: imported %v, source %v", dst, got, w)
+		}
+	}
+	if len(imported["INBOX"]) != 6 || len(imported["Archive"]) != 2 {
+		t.Errorf("mbsync of the imported account: %d in INBOX, %d in Archive; want 6 and 2", len(imported["INBOX"]), len(imported["Archive"]))
+	}
 }

@@ -6,53 +6,17 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mailstack/mailstack/internal/mailimport/dovecottest"
 	"github.com/mailstack/mailstack/store"
 	"github.com/mailstack/mailstack/store/storetest"
 )
 
 // helperEnv makes the test binary run helperImport instead of the tests.
 const helperEnv = "MAILIMPORT_TEST_HELPER"
-
-// writeMaildir writes n messages into a folder of a Dovecot Maildir
-// (LAYOUT=fs: INBOX is the root), as a mail program would, every third
-// one seen; returns their total size.
-func writeMaildir(t testing.TB, maildir, folder string, n, size int) int64 {
-	t.Helper()
-	dir := maildir
-	if folder != "INBOX" {
-		dir = filepath.Join(maildir, filepath.FromSlash(folder))
-	}
-	for _, sub := range []string{"cur", "new", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pad := strings.Repeat("lorem ipsum dolor sit amet, consectetur adipiscing elit\r\n", max(size/58, 1))
-	var total int64
-	for i := range n {
-		body := fmt.Sprintf("From: sender%d@example.test\r\nTo: src@example.test\r\nSubject: %s message %d\r\nMessage-ID: <%s.%d@example.test>\r\n\r\n%s",
-			i%97, folder, i, strings.ReplaceAll(folder, "/", "."), i, pad)
-		info := ""
-		if i%3 == 0 {
-			info = "S"
-		}
-		p := filepath.Join(dir, "cur", fmt.Sprintf("%d.M%dP1.test,S=%d:2,%s", 1500000000+i, i, len(body), info))
-		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		date := time.Unix(int64(1500000000+i*60), 0)
-		if err := os.Chtimes(p, date, date); err != nil {
-			t.Fatal(err)
-		}
-		total += int64(len(body))
-	}
-	return total
-}
 
 // helperImport runs one import (arguments in the environment), printing
 // "committed" after each batch, until it is killed.
@@ -83,10 +47,10 @@ func helperImport() int {
 // its batches have committed, runs the import again, and finds every
 // message of the source exactly once.
 func TestImportIMAPKilled(t *testing.T) {
-	d := startDovecot(t, func(maildir string) {
-		writeMaildir(t, maildir, "INBOX", 150, 500)
-		writeMaildir(t, maildir, "Sent Messages", 60, 300)
-		writeMaildir(t, maildir, "Work/Projects", 40, 2000)
+	d := dovecottest.Start(t, func(maildir string) {
+		dovecottest.WriteMaildir(t, maildir, "INBOX", 150, 500)
+		dovecottest.WriteMaildir(t, maildir, "Sent Messages", 60, 300)
+		dovecottest.WriteMaildir(t, maildir, "Work/Projects", 40, 2000)
 	})
 	url := storetest.NewURL(t)
 	ctx := context.Background()
@@ -103,7 +67,7 @@ func TestImportIMAPKilled(t *testing.T) {
 	}
 	cmd := exec.Command(self)
 	cmd.Env = append(os.Environ(), helperEnv+"=1", "HELPER_DB="+url, "HELPER_ACCOUNT="+acc.Address,
-		"HELPER_URL="+d.url(), "HELPER_PASSWORD="+d.pass)
+		"HELPER_URL="+d.URL(), "HELPER_PASSWORD="+d.Pass)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -139,10 +103,10 @@ func TestImportIMAPKilled(t *testing.T) {
 	t.Logf("killed after %d batches, %d messages stored", commits, counts())
 
 	im := &Importer{Store: st, Account: acc, Log: testLog(t)}
-	if err := im.ImportIMAP(ctx, IMAPSource{URL: d.url(), Password: d.pass}); err != nil {
+	if err := im.ImportIMAP(ctx, IMAPSource{URL: d.URL(), Password: d.Pass}); err != nil {
 		t.Fatal(err)
 	}
-	c := d.client()
+	c := d.Client()
 	for src, dst := range map[string]string{"INBOX": "INBOX", "Sent Messages": "Sent", "Work/Projects": "Work/Projects"} {
 		equalRecs(t, dst, storedFolder(t, st, acc, dst), sourceRecs(t, c, src))
 	}

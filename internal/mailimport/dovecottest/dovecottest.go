@@ -1,4 +1,8 @@
-package mailimport
+// Package dovecottest runs a Dovecot IMAP server for tests: Debian's
+// dovecot-imapd on a loopback port, configured from a generated
+// dovecot.conf in the test's temporary directory, with one account whose
+// mail is a Maildir the test may fill before it starts.
+package dovecottest
 
 import (
 	"fmt"
@@ -13,20 +17,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 )
 
-// dovecot is a Dovecot IMAP server (Debian's dovecot-imapd) run by a test
+// Server is a Dovecot IMAP server (Debian's dovecot-imapd) run by a test
 // on a loopback port, with one account whose mail is a Maildir (LAYOUT=fs,
 // "/" as the delimiter, as iCloud and Gmail have it) in a temporary
 // directory.
-type dovecot struct {
+type Server struct {
 	t          testing.TB
 	dir        string
-	addr       string
-	user, pass string
-	maildir    string // the account's Maildir
+	Addr       string // host:port
+	User, Pass string // of the account
+	Maildir    string // the account's Maildir
 	uid, gid   int    // owner of the mail files (-1: this process's)
 }
 
@@ -50,9 +53,9 @@ const dovecotNamespace = `namespace inbox {
 }
 `
 
-// startDovecot starts Dovecot; populate, if not nil, fills the Maildir
+// Start starts Dovecot; populate, if not nil, fills the Maildir
 // before it starts (with files, as a mail program would).
-func startDovecot(t testing.TB, populate func(maildir string)) *dovecot {
+func Start(t testing.TB, populate func(maildir string)) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("dovecot")
 	if err != nil {
@@ -65,7 +68,7 @@ func startDovecot(t testing.TB, populate func(maildir string)) *dovecot {
 	if err != nil {
 		t.Fatalf("dovecot (Debian's dovecot-imapd, installed by deploy/install-deps) is required for this test: %v", err)
 	}
-	d := &dovecot{t: t, dir: t.TempDir(), user: "src@example.test", pass: "source-password", uid: -1, gid: -1}
+	d := &Server{t: t, dir: t.TempDir(), User: "src@example.test", Pass: "source-password", uid: -1, gid: -1}
 	// Dovecot's processes must reach the directory: as root it runs the
 	// mail processes as its own user.
 	if err := os.Chmod(d.dir, 0o755); err != nil {
@@ -93,12 +96,12 @@ func startDovecot(t testing.TB, populate func(maildir string)) *dovecot {
 	} else {
 		internal, login = me.Username, me.Username
 	}
-	d.maildir = filepath.Join(d.dir, "mail", d.user, "Maildir")
-	if err := os.MkdirAll(d.maildir, 0o700); err != nil {
+	d.Maildir = filepath.Join(d.dir, "mail", d.User, "Maildir")
+	if err := os.MkdirAll(d.Maildir, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	if populate != nil {
-		populate(d.maildir)
+		populate(d.Maildir)
 	}
 	if d.uid >= 0 {
 		if err := filepath.Walk(filepath.Join(d.dir, "mail"), func(p string, _ os.FileInfo, err error) error {
@@ -110,7 +113,7 @@ func startDovecot(t testing.TB, populate func(maildir string)) *dovecot {
 			t.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(d.dir, "passwd"), []byte(d.user+":{PLAIN}"+d.pass+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(d.dir, "passwd"), []byte(d.User+":{PLAIN}"+d.Pass+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// A free port: taken from the kernel and released just before
@@ -121,7 +124,7 @@ func startDovecot(t testing.TB, populate func(maildir string)) *dovecot {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	d.addr = fmt.Sprintf("127.0.0.1:%d", port)
+	d.Addr = fmt.Sprintf("127.0.0.1:%d", port)
 	conf := fmt.Sprintf(`base_dir = %[1]s/run
 state_dir = %[1]s/state
 instance_name = mailstack-test-%[2]d
@@ -188,64 +191,86 @@ service stats {
 			<-exited
 		}
 		if t.Failed() {
-			t.Logf("dovecot log:\n%s", d.log())
+			t.Logf("dovecot log:\n%s", d.Log())
 		}
 	})
 	// Wait until it accepts connections.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", d.addr, time.Second)
+		c, err := net.DialTimeout("tcp", d.Addr, time.Second)
 		if err == nil {
 			c.Close()
 			break
 		}
 		select {
 		case err := <-exited:
-			t.Fatalf("dovecot exited: %v\n%s", err, d.log())
+			t.Fatalf("dovecot exited: %v\n%s", err, d.Log())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("dovecot does not listen on %s: %v\n%s", d.addr, err, d.log())
+			t.Fatalf("dovecot does not listen on %s: %v\n%s", d.Addr, err, d.Log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	return d
 }
 
-func (d *dovecot) log() string {
+// Log returns Dovecot's log.
+func (d *Server) Log() string {
 	b, _ := os.ReadFile(filepath.Join(d.dir, "dovecot.log"))
 	o, _ := os.ReadFile(filepath.Join(d.dir, "dovecot.out"))
 	return string(b) + string(o)
 }
 
-// url is the source URL of the account.
-func (d *dovecot) url() string { return "imap://" + d.user + "@" + d.addr }
+// URL is the account's address for an importer.
+func (d *Server) URL() string { return "imap://" + d.User + "@" + d.Addr }
 
-// client logs in to the account.
-func (d *dovecot) client() *imapclient.Client {
+// Client logs in to the account.
+func (d *Server) Client() *imapclient.Client {
 	d.t.Helper()
-	c, err := imapclient.DialInsecure(d.addr, nil)
+	c, err := imapclient.DialInsecure(d.Addr, nil)
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	if err := c.Login(d.user, d.pass).Wait(); err != nil {
-		d.t.Fatalf("log in to dovecot: %v\n%s", err, d.log())
+	if err := c.Login(d.User, d.Pass).Wait(); err != nil {
+		d.t.Fatalf("log in to dovecot: %v\n%s", err, d.Log())
 	}
 	d.t.Cleanup(func() { c.Close() })
 	return c
 }
 
-// appendMsg appends one message with flags and an internal date.
-func appendMsg(t testing.TB, c *imapclient.Client, folder string, body []byte, date time.Time, flags ...imap.Flag) {
+// WriteMaildir writes n messages into a folder of a Dovecot Maildir
+// (LAYOUT=fs: INBOX is the root), as a mail program would, every third
+// one seen; returns their total size.
+func WriteMaildir(t testing.TB, maildir, folder string, n, size int) int64 {
 	t.Helper()
-	cmd := c.Append(folder, int64(len(body)), &imap.AppendOptions{Flags: flags, Time: date})
-	if _, err := cmd.Write(body); err != nil {
-		t.Fatal(err)
+	dir := maildir
+	if folder != "INBOX" {
+		dir = filepath.Join(maildir, filepath.FromSlash(folder))
 	}
-	if err := cmd.Close(); err != nil {
-		t.Fatal(err)
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if _, err := cmd.Wait(); err != nil {
-		t.Fatalf("append to %s: %v", folder, err)
+	pad := strings.Repeat("lorem ipsum dolor sit amet, consectetur adipiscing elit\r\n", max(size/58, 1))
+	var total int64
+	for i := range n {
+		body := fmt.Sprintf("From: sender%d@example.test\r\nTo: src@example.test\r\nSubject: %s message %d\r\nMessage-ID: <%s.%d@example.test>\r\n\r\n%s",
+			i%97, folder, i, strings.ReplaceAll(folder, "/", "."), i, pad)
+		info := ""
+		if i%3 == 0 {
+			info = "S"
+		}
+		p := filepath.Join(dir, "cur", fmt.Sprintf("%d.M%dP1.test,S=%d:2,%s", 1500000000+i, i, len(body), info))
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		date := time.Unix(int64(1500000000+i*60), 0)
+		if err := os.Chtimes(p, date, date); err != nil {
+			t.Fatal(err)
+		}
+		total += int64(len(body))
 	}
+	return total
 }
