@@ -34,6 +34,9 @@ func (c *cli) importMail(ctx context.Context, args []string) error {
 		if *from == "" {
 			return errors.New("import imap needs -from imaps://user@host; see 'mailstack import imap -h'")
 		}
+		if err := (mailimport.IMAPSource{URL: *from}).Check(); err != nil {
+			return err
+		}
 	} else {
 		a = c.newAdmin("import "+sub, "ADDRESS PATH")
 		if err := a.parse(rest, 2, 2); err != nil {

@@ -38,6 +38,13 @@ type IMAPSource struct {
 	RetryWait time.Duration
 }
 
+// Check reports a mistake in the source's URL (before a password is
+// asked for).
+func (src IMAPSource) Check() error {
+	_, err := parseSource(src)
+	return err
+}
+
 // imapSource is a parsed IMAPSource.
 type imapSource struct {
 	IMAPSource

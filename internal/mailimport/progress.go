@@ -124,5 +124,7 @@ func (p *Progress) Finish() {
 		fmt.Fprintln(p.w)
 		return
 	}
-	p.line()
+	if p.msgs > 0 {
+		p.line()
+	}
 }
