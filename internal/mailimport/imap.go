@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -339,12 +340,20 @@ func (im *Importer) importFolders(ctx context.Context, s *imapSource, folders []
 	defer cancel(nil)
 	jobs := make(chan sourceFolder)
 	var wg sync.WaitGroup
+	var connected atomic.Int32
 	for range min(s.Connections, len(folders)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			w := &imapWorker{im: im, s: s}
 			defer w.close()
+			if err := w.connect(ctx, &connected); err != nil {
+				if errors.Is(err, errEnoughConnections) {
+					return // the others take the folders
+				}
+				cancel(err)
+				return
+			}
 			for f := range jobs {
 				if err := w.folder(ctx, f, marks[f.name]); err != nil {
 					cancel(err)
@@ -353,20 +362,67 @@ func (im *Importer) importFolders(ctx context.Context, s *imapSource, folders []
 			}
 		}()
 	}
+	gone := make(chan struct{}) // every worker has ended
+	go func() { wg.Wait(); close(gone) }()
+	fed := 0
 feed:
 	for _, f := range folders {
 		select {
 		case jobs <- f:
+			fed++
 		case <-ctx.Done():
+			break feed
+		case <-gone:
 			break feed
 		}
 	}
 	close(jobs)
-	wg.Wait()
+	<-gone
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
-	return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if fed < len(folders) {
+		return fmt.Errorf("no connection to %s could be kept", s.addr)
+	}
+	return nil
+}
+
+// errEnoughConnections: the server refused another connection while
+// others are open; this worker leaves the folders to them.
+var errEnoughConnections = errors.New("the server allows no more connections")
+
+// connect opens the worker's connection. A server that refuses it as one
+// too many (Dovecot's mail_max_userip_connections, Gmail's 15, iCloud's
+// limits: [UNAVAILABLE] or [LIMIT]) while other workers are connected
+// gets errEnoughConnections; with none connected it is asked again with
+// backoff.
+func (w *imapWorker) connect(ctx context.Context, connected *atomic.Int32) error {
+	wait := w.s.RetryWait
+	for try := 0; ; try++ {
+		c, err := w.s.dial(ctx)
+		if err == nil {
+			w.c = c
+			connected.Add(1)
+			return nil
+		}
+		var ierr *imap.Error
+		if !errors.As(err, &ierr) || !retryable(ierr) || try >= w.s.Retries {
+			return err
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if connected.Load() > 0 {
+			w.im.log().Info("import: the server allows fewer connections; going on with the others", "err", err.Error())
+			return errEnoughConnections
+		}
+		wait = min(2*wait, time.Minute)
+	}
 }
 
 // imapWorker is one connection importing folders one after the other.
@@ -407,15 +463,20 @@ func (w *imapWorker) folder(ctx context.Context, f sourceFolder, mark store.Impo
 	w.careful, w.announced = 0, 0
 	var total int64
 	for try := 0; ; try++ {
+		var err error
 		if w.c == nil {
-			c, err := w.s.dial(ctx)
-			if err != nil {
-				return err // a login refused now will be refused again
+			if w.c, err = w.s.dial(ctx); err != nil {
+				var ierr *imap.Error
+				if errors.As(err, &ierr) && !retryable(ierr) {
+					return err // a login refused now will be refused again
+				}
 			}
-			w.c = c
 		}
 		before := mark.LastUID
-		done, err := w.folderOnce(ctx, f, &mark)
+		var done int64
+		if w.c != nil {
+			done, err = w.folderOnce(ctx, f, &mark)
+		}
 		total += done
 		if err == nil {
 			w.im.Progress.folderDone(f.name, total)
@@ -452,8 +513,10 @@ func (w *imapWorker) folder(ctx context.Context, f sourceFolder, mark store.Impo
 		}
 		w.im.log().Warn("import: retrying folder", "folder", f.name, "err", err.Error(), "wait", wait)
 		// The connection may be broken or throttled: start afresh.
-		w.c.Close()
-		w.c = nil
+		if w.c != nil {
+			w.c.Close()
+			w.c = nil
+		}
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():

@@ -114,3 +114,27 @@ func TestImportIMAPKilled(t *testing.T) {
 		t.Errorf("%d messages in all, want 250", n)
 	}
 }
+
+// TestImportIMAPConnectionLimit: a server that allows two connections
+// where the importer wants six refuses the rest at login ([UNAVAILABLE]);
+// the import goes on with the two and copies everything.
+func TestImportIMAPConnectionLimit(t *testing.T) {
+	folders := []string{"INBOX", "A", "B", "C", "D", "E"}
+	d := dovecottest.StartOptions(t, dovecottest.Options{MaxUserIPConnections: 2, Populate: func(maildir string) {
+		for _, f := range folders {
+			dovecottest.WriteMaildir(t, maildir, f, 20, 200)
+		}
+	}})
+	st := storetest.New(t)
+	acc := newAccount(t, st, "alice@example.org")
+	im := &Importer{Store: st, Account: acc, Log: testLog(t)}
+	if err := im.ImportIMAP(context.Background(), IMAPSource{URL: d.URL(), Password: d.Pass, Connections: 6, RetryWait: 20 * time.Millisecond}); err != nil {
+		t.Fatalf("import: %v", err)
+	}
+	if s := im.Summary(); s.Copied != 120 || len(s.Failed) != 0 {
+		t.Errorf("summary %+v, want 120 copied", s)
+	}
+	if !strings.Contains(d.Log(), "Maximum number of connections") {
+		t.Errorf("Dovecot refused no connection: the test tests nothing")
+	}
+}

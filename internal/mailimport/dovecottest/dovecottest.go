@@ -53,10 +53,29 @@ const dovecotNamespace = `namespace inbox {
 }
 `
 
+// Options change the server Start runs.
+type Options struct {
+	// Populate, if set, fills the Maildir before Dovecot starts.
+	Populate func(maildir string)
+	// MaxUserIPConnections is Dovecot's mail_max_userip_connections
+	// (default 50).
+	MaxUserIPConnections int
+}
+
 // Start starts Dovecot; populate, if not nil, fills the Maildir
 // before it starts (with files, as a mail program would).
 func Start(t testing.TB, populate func(maildir string)) *Server {
 	t.Helper()
+	return StartOptions(t, Options{Populate: populate})
+}
+
+// StartOptions starts Dovecot as o says.
+func StartOptions(t testing.TB, o Options) *Server {
+	t.Helper()
+	populate := o.Populate
+	if o.MaxUserIPConnections <= 0 {
+		o.MaxUserIPConnections = 50
+	}
 	bin, err := exec.LookPath("dovecot")
 	if err != nil {
 		for _, p := range []string{"/usr/sbin/dovecot", "/usr/local/sbin/dovecot"} {
@@ -139,7 +158,7 @@ default_internal_group = %[3]s
 default_login_user = %[4]s
 first_valid_uid = 1
 mail_location = maildir:~/Maildir:LAYOUT=fs
-mail_max_userip_connections = 50
+mail_max_userip_connections = %[8]d
 passdb {
   driver = passwd-file
   args = scheme=PLAIN %[1]s/passwd
@@ -162,7 +181,7 @@ service stats {
     mode = 0666
   }
 }
-%[7]s`, d.dir, port, internal, login, userdb, port, dovecotNamespace)
+%[7]s`, d.dir, port, internal, login, userdb, port, dovecotNamespace, o.MaxUserIPConnections)
 	if os.Getuid() != 0 {
 		conf = strings.Replace(conf, "default_internal_group = "+internal+"\n", "", 1)
 	}
