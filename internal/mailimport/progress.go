@@ -34,6 +34,7 @@ func NewProgress(w io.Writer, terminal bool) *Progress {
 			progressbar.OptionSetWriter(w),
 			progressbar.OptionShowBytes(true),
 			progressbar.OptionShowTotalBytes(true),
+			progressbar.OptionShowCount(),
 			progressbar.OptionSetPredictTime(true),
 			progressbar.OptionSetElapsedTime(true),
 			progressbar.OptionThrottle(200*time.Millisecond),
