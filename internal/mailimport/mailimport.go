@@ -28,7 +28,7 @@ import (
 // Defaults of Importer's limits.
 const (
 	DefaultBatchMessages  = 1000
-	DefaultBatchBytes     = 32 << 20
+	DefaultBatchBytes     = 8 << 20
 	DefaultMaxMessageSize = 256 << 20
 )
 
