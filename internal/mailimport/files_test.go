@@ -217,3 +217,56 @@ func TestImportMaildirLayouts(t *testing.T) {
 		t.Errorf("summary %+v, want 5 copied", s)
 	}
 }
+
+// TestBadMessagesDoNotStop: a message over the size limit, in an mbox
+// and in a Maildir, is reported; the messages around it are imported.
+func TestBadMessagesDoNotStop(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.New(t)
+	big := strings.Repeat("x", 5000)
+	for _, tc := range []struct {
+		name   string
+		setup  func(dir string) string // returns the path to import
+		mbox   bool
+		failed []string // Failure.ID of each failure
+	}{
+		{"mbox", func(dir string) string {
+			p := filepath.Join(dir, "INBOX.mbox")
+			os.WriteFile(p, []byte("From a Thu Jan  1 10:00:00 1999\nSubject: 1\n\nok\n\nFrom b Thu Jan  1 10:00:00 1999\nSubject: 2\n\n"+big+"\n\nFrom c Thu Jan  1 10:00:00 1999\nSubject: 3\n\nok\n\n"), 0o600)
+			return p
+		}, true, []string{"message 2"}},
+		{"maildir", func(dir string) string {
+			for _, sub := range []string{"cur", "new", "tmp"} {
+				os.MkdirAll(filepath.Join(dir, sub), 0o700)
+			}
+			os.WriteFile(filepath.Join(dir, "cur", "1.a:2,S"), []byte("Subject: 1\n\nok\n"), 0o600)
+			os.WriteFile(filepath.Join(dir, "cur", "2.b:2,S"), []byte("Subject: 2\n\n"+big+"\n"), 0o600)
+			os.WriteFile(filepath.Join(dir, "cur", "3.c:2,S"), []byte("Subject: 3\n\nok\n"), 0o600)
+			return dir
+		}, false, []string{"cur/2.b:2,S"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			acc := newAccount(t, st, tc.name+"@example.org")
+			im := &Importer{Store: st, Account: acc, MaxMessageSize: 1000}
+			path := tc.setup(t.TempDir())
+			imp := im.ImportMaildir
+			if tc.mbox {
+				imp = im.ImportMbox
+			}
+			if err := imp(ctx, path); err != nil {
+				t.Fatal(err)
+			}
+			s := im.Summary()
+			var ids []string
+			for _, f := range s.Failed {
+				ids = append(ids, f.ID)
+			}
+			if s.Copied != 2 || strings.Join(ids, ",") != strings.Join(tc.failed, ",") || !strings.Contains(s.Failed[0].Reason, "larger than the limit of 1000 bytes") {
+				t.Errorf("summary %+v, want 2 copied and failures %v", s, tc.failed)
+			}
+			if got := storedFolder(t, st, acc, "INBOX"); len(got) != 2 {
+				t.Errorf("INBOX holds %d messages, want 2", len(got))
+			}
+		})
+	}
+}

@@ -770,7 +770,7 @@ func (w *imapWorker) fetchBodies(f sourceFolder, metas []meta) ([]*message, erro
 			if sp != nil {
 				sp.Close()
 			}
-			w.im.fail(f.name, "UID "+strconv.Itoa(int(uid)), spoolErr.Error())
+			w.im.fail(f.name, "UID "+strconv.Itoa(int(uid)), spoolFailure(spoolErr, w.im.maxMessageSize()))
 			got[uid] = nil
 		case sp != nil:
 			got[uid] = &message{id: "UID " + strconv.Itoa(int(uid)), msg: sp, flags: mt.flags, date: mt.date}

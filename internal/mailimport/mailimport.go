@@ -139,10 +139,18 @@ type message struct {
 func (im *Importer) spool(folder, id string, r io.Reader) *store.Spooled {
 	sp, err := store.Spool(r, im.maxMessageSize())
 	if err != nil {
-		im.fail(folder, id, err.Error())
+		im.fail(folder, id, spoolFailure(err, im.maxMessageSize()))
 		return nil
 	}
 	return sp
+}
+
+// spoolFailure says why a message could not be read.
+func spoolFailure(err error, limit int64) string {
+	if errors.Is(err, store.ErrTooBig) {
+		return fmt.Sprintf("larger than the limit of %d bytes", limit)
+	}
+	return err.Error()
 }
 
 // cleanFlags keeps the flags the store can hold: \Recent and unknown
