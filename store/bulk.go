@@ -48,7 +48,7 @@ func (s *Store) BulkAppend(ctx context.Context, accountID, mailboxID int64, msgs
 		}
 		i++
 		return m, nil
-	}, false)
+	}, false, nil)
 }
 
 // BulkAppendFunc is the streaming form of BulkAppend: it calls next until
@@ -66,10 +66,14 @@ func (s *Store) BulkAppend(ctx context.Context, accountID, mailboxID int64, msgs
 // A concurrent delivery of the same new content can make the transaction
 // fail with a unique violation; the caller may retry.
 func (s *Store) BulkAppendFunc(ctx context.Context, accountID, mailboxID int64, next func() (*BulkMessage, error)) (*BulkResult, error) {
-	return s.bulkAppend(ctx, accountID, mailboxID, next, true)
+	return s.bulkAppend(ctx, accountID, mailboxID, next, true, nil)
 }
 
-func (s *Store) bulkAppend(ctx context.Context, accountID, mailboxID int64, next func() (*BulkMessage, error), closeMsgs bool) (*BulkResult, error) {
+// bulkAppend is BulkAppend and BulkAppendFunc; after, if not nil, runs in
+// the transaction once the messages are written (also when there were
+// none), so that what it records commits with them or not at all.
+func (s *Store) bulkAppend(ctx context.Context, accountID, mailboxID int64, next func() (*BulkMessage, error), closeMsgs bool,
+	after func(tx pgx.Tx) error) (*BulkResult, error) {
 	res := &BulkResult{}
 	batch := make([]*BulkMessage, 0, bulkBatchSize)
 	release := func() {
@@ -116,6 +120,11 @@ func (s *Store) bulkAppend(ctx context.Context, accountID, mailboxID int64, next
 				if err := b.write(ctx, batch); err != nil {
 					return err
 				}
+			}
+		}
+		if after != nil {
+			if err := after(tx); err != nil {
+				return err
 			}
 		}
 		if b.c.messages == 0 {

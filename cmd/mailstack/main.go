@@ -71,6 +71,16 @@ Outbound queue (mail to other servers not yet delivered):
   queue retry ID                try again now
   queue delete ID               give up without sending a bounce
 
+Moving mail in and out:
+  import imap ADDRESS -from imaps://USER@HOST
+                                copy every folder of another IMAP server (iCloud, Gmail, ...):
+                                again later copies only what is new (password asked for, or on
+                                standard input)
+  import mbox|maildir ADDRESS PATH
+                                copy an mbox file or tree of them, or a Maildir tree
+  export ADDRESS DIR [-format maildir|mbox]
+                                write every mailbox to files
+
 Every command takes the database flags (-database-url, -data-dir) or their
 MAILSTACK_* environment variables, and -dev for the database of 'serve
 --dev'; with no database URL the managed local PostgreSQL in the data
@@ -217,6 +227,10 @@ func (c *cli) run(ctx context.Context, args []string) error {
 		return c.quickstart(ctx, rest)
 	case "queue":
 		return c.queue(ctx, rest)
+	case "import":
+		return c.importMail(ctx, rest)
+	case "export":
+		return c.exportMail(ctx, rest)
 	}
 	return fmt.Errorf("unknown command %q; run 'mailstack help' for the list", cmd)
 }
