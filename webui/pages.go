@@ -18,7 +18,7 @@ import (
 // Limits on what forms may hold.
 const (
 	maxLabel       = 100
-	minPassword    = 10
+	minPassword    = 8
 	maxPassword    = 1024
 	activityLength = 200
 )
@@ -423,7 +423,7 @@ func (s *Server) startTOTP(w http.ResponseWriter, r *http.Request, ws *store.Web
 		s.fail(w, r, err)
 		return
 	}
-	http.Redirect(w, r, "/security#2fa", http.StatusSeeOther)
+	http.Redirect(w, r, "/security#twofactor", http.StatusSeeOther)
 }
 
 // confirmTOTP turns 2FA on once the user enters a code of the secret

@@ -31,7 +31,7 @@ func text(key string) string {
 	case "err.password":
 		return "Your current password is not right."
 	case "err.new-password":
-		return "The new password must have at least 10 characters and both entries must match."
+		return "The new password must have at least 8 characters and both entries must match."
 	case "err.not-found":
 		return "Not found."
 	case "err.secret":

@@ -7,8 +7,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailstack/mailstack/httpd"
 	"github.com/mailstack/mailstack/store"
@@ -495,3 +497,58 @@ func TestRequire2FA(t *testing.T) {
 		t.Errorf("2FA turned off on a server that requires it: %q, %v", secret, err)
 	}
 }
+
+// TestAppPasswordProfile: the profile download holds the new password
+// and the server's settings; a revoked or wrong secret gets none.
+func TestAppPasswordProfile(t *testing.T) {
+	e := newEnv(t, store.ThrottlePolicy{})
+	c := e.client(t, e.web)
+	c.mustSignIn("alice@example.org", alicePassword)
+	c.get("/app-passwords")
+	_, _, body := c.post("/app-passwords", url.Values{"label": {"iPad"}})
+	secret := find(t, secretField, body)
+	id := find(t, regexp.MustCompile(`action="/app-passwords/(\d+)/profile"`), body)
+	code, _, prof := c.post("/app-passwords/"+id+"/profile", url.Values{"secret": {secret}})
+	if code != http.StatusOK || !strings.Contains(prof, "<string>"+secret+"</string>") ||
+		!strings.Contains(prof, "<string>imap.example.org</string>") || !strings.Contains(prof, "com.apple.mail.managed") {
+		t.Fatalf("profile: %d\n%s", code, prof)
+	}
+	if code, _, _ := c.post("/app-passwords/"+id+"/profile", url.Values{"secret": {"abcd-efgh-ijkl-mnop"}}); code != http.StatusNotFound {
+		t.Errorf("profile with a wrong secret: %d", code)
+	}
+	c.post("/app-passwords/"+id+"/revoke", nil)
+	if code, _, _ := c.post("/app-passwords/"+id+"/profile", url.Values{"secret": {secret}}); code != http.StatusNotFound {
+		t.Errorf("profile of a revoked password: %d", code)
+	}
+	if code, _, _ := c.post("/app-passwords", url.Values{"label": {strings.Repeat("x", 101)}}); code != http.StatusBadRequest {
+		t.Errorf("label of 101 characters: %d", code)
+	}
+}
+
+// TestOverview: storage used against the quota, per folder.
+func TestOverview(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, store.ThrottlePolicy{})
+	msg := "From: a@example.net\r\nSubject: hi\r\n\r\n" + strings.Repeat("x", 2000) + "\r\n"
+	for _, mb := range []string{"INBOX", "Archive"} {
+		box, err := e.st.MailboxByName(ctx, e.alice.ID, mb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.st.Append(ctx, e.alice.ID, box.ID, strings.NewReader(msg), int64(len(msg)), nil, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := e.client(t, e.web)
+	c.mustSignIn("alice@example.org", alicePassword)
+	_, _, body := c.get("/")
+	if want := fmt.Sprintf("%s of 10.0 MiB used (0 %%)", formatSize(2*int64(len(msg)))); !strings.Contains(body, want) {
+		t.Errorf("overview lacks %q:\n%s", want, body)
+	}
+	if !regexp.MustCompile(`<td>Archive</td><td class="num">1</td><td class="num">1</td><td class="num">2\.0 KiB</td>`).MatchString(body) {
+		t.Errorf("overview lacks Archive's row:\n%s", body)
+	}
+}
+
+// formatSize is the page's size format for sizes under 1 MiB.
+func formatSize(n int64) string { return fmt.Sprintf("%.1f KiB", float64(n)/1024) }
