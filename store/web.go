@@ -83,7 +83,7 @@ func (s *Store) CreateWebSession(ctx context.Context, accountID int64, pending2F
 	if err != nil {
 		return "", err
 	}
-	_, err = s.pool.Exec(ctx, `WITH gone AS (DELETE FROM web_sessions WHERE account_id = $1 AND `+webExpired+`)
+	_, err = s.pool.Exec(ctx, `WITH gone AS (DELETE FROM web_sessions WHERE account_id = $1 AND `+webExpiredAt(7)+`)
 		INSERT INTO web_sessions (account_id, token_hash, csrf, pending_2fa, remote_ip, user_agent)
 		VALUES ($1, $2, $3, $4, $5, $6)`,
 		accountID, hashToken(token), csrf, pending2FA, remoteIP, cleanClient(userAgent),
@@ -94,10 +94,12 @@ func (s *Store) CreateWebSession(ctx context.Context, accountID int64, pending2F
 	return token, nil
 }
 
-// webExpired is the SQL test for an expired row of web_sessions, with the
-// lifetimes in parameters $7 (idle), $8 (maximum) and $9 (pending).
-const webExpired = `(last_seen_at < now() - $7::interval OR created_at < now() - $8::interval
-	OR (pending_2fa AND created_at < now() - $9::interval))`
+// webExpiredAt is the SQL test for an expired row of web_sessions, with
+// the lifetimes (idle, maximum, pending) in the parameters from $n on.
+func webExpiredAt(n int) string {
+	return fmt.Sprintf(`(last_seen_at < now() - $%d::interval OR created_at < now() - $%d::interval
+	OR (pending_2fa AND created_at < now() - $%d::interval))`, n, n+1, n+2)
+}
 
 const webSessionColumns = `w.id, w.account_id, a.address, w.csrf, w.pending_2fa, a.totp_secret IS NOT NULL,
 	coalesce(w.totp_setup, ''), a.quota_bytes, w.created_at, w.last_seen_at, w.remote_ip, w.user_agent`
@@ -346,4 +348,15 @@ func (s *Store) AppPasswordIs(ctx context.Context, accountID, id int64, secret s
 		return false, fmt.Errorf("check app password: %w", err)
 	}
 	return ok, nil
+}
+
+// PruneWebSessions deletes expired web sessions (they are refused anyway;
+// this keeps the table small) and returns how many.
+func (s *Store) PruneWebSessions(ctx context.Context) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM web_sessions WHERE `+webExpiredAt(1),
+		WebSessionIdle, WebSessionMaxAge, WebPendingMaxAge)
+	if err != nil {
+		return 0, fmt.Errorf("prune web sessions: %w", err)
+	}
+	return tag.RowsAffected(), nil
 }

@@ -507,6 +507,9 @@ func (s *server) maintenance(ctx context.Context) {
 		} else if n > 0 {
 			s.log.Info("pruned activity log", "deleted_events", n)
 		}
+		if _, err := s.st.PruneWebSessions(ctx); err != nil {
+			s.log.Warn("prune web sessions", "err", err)
+		}
 	}
 }
 
