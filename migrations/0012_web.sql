@@ -36,3 +36,7 @@ CREATE TABLE web_sessions (
     user_agent   text NOT NULL
 );
 CREATE INDEX web_sessions_account_id ON web_sessions (account_id);
+
+-- Administrators manage domains, users, aliases and the queue on the web
+-- (`mailstack user add -admin`, `mailstack user admin ADDRESS`).
+ALTER TABLE accounts ADD COLUMN admin boolean NOT NULL DEFAULT false;

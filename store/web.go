@@ -43,6 +43,8 @@ type WebSession struct {
 	Pending2FA bool
 	// TOTPEnabled: the account has two-factor authentication on.
 	TOTPEnabled bool
+	// Admin: the account administers the server.
+	Admin bool
 	// TOTPSetup is a secret being enrolled on this session, if any.
 	TOTPSetup  string
 	QuotaBytes int64
@@ -101,12 +103,12 @@ func webExpiredAt(n int) string {
 	OR (pending_2fa AND created_at < now() - $%d::interval))`, n, n+1, n+2)
 }
 
-const webSessionColumns = `w.id, w.account_id, a.address, w.csrf, w.pending_2fa, a.totp_secret IS NOT NULL,
+const webSessionColumns = `w.id, w.account_id, a.address, w.csrf, w.pending_2fa, a.totp_secret IS NOT NULL, a.admin,
 	coalesce(w.totp_setup, ''), a.quota_bytes, w.created_at, w.last_seen_at, w.remote_ip, w.user_agent`
 
 func scanWebSession(r pgx.Row) (*WebSession, error) {
 	var w WebSession
-	err := r.Scan(&w.ID, &w.AccountID, &w.Address, &w.CSRF, &w.Pending2FA, &w.TOTPEnabled, &w.TOTPSetup,
+	err := r.Scan(&w.ID, &w.AccountID, &w.Address, &w.CSRF, &w.Pending2FA, &w.TOTPEnabled, &w.Admin, &w.TOTPSetup,
 		&w.QuotaBytes, &w.CreatedAt, &w.LastSeenAt, &w.RemoteIP, &w.UserAgent)
 	return &w, err
 }
