@@ -150,7 +150,9 @@ func (b *browser) shot(name string) {
 // again with a code, create an app password and log in over IMAP with it
 // (giving a client name by ID), find that login in Activity and the
 // client on the App passwords page, revoke the password and see the IMAP
-// session end. Every page is photographed at phone and desktop width.
+// session end; then, as an administrator, add a user, an alias and a
+// domain (its DNS records shown), and sign in as the new user. Every page
+// is photographed at phone and desktop width.
 func TestBrowser(t *testing.T) {
 	e := newEnv(t, store.ThrottlePolicy{})
 	imapAddr := startIMAP(t, e.st)
@@ -243,5 +245,34 @@ func TestBrowser(t *testing.T) {
 	b.shot("app-passwords-revoked")
 	if err := dial().Login("alice@example.org", appSecret).Wait(); err == nil {
 		t.Error("IMAP login with the revoked app password succeeded")
+	}
+
+	// An administrator adds a user, who then signs in.
+	if err := e.st.SetAdmin(context.Background(), "alice@example.org", true); err != nil {
+		t.Fatal(err)
+	}
+	b.open("/admin", "health")
+	b.shot("admin-server")
+	b.open("/admin/users", "users")
+	b.submit([][2]string{{"new-address", "carol@example.org"}, {"new-password", "carols password"}, {"new-quota", "500"}}, "add-user", "users")
+	if table := b.text("users"); !strings.Contains(table, "carol@example.org") || !strings.Contains(table, "500.0 MiB") {
+		t.Errorf("users after adding carol:\n%s", table)
+	}
+	b.shot("admin-users")
+	b.open("/admin/aliases", "aliases")
+	b.submit([][2]string{{"alias", "hello@example.org"}, {"target", "carol@example.org"}}, "add-alias", "aliases")
+	b.shot("admin-aliases")
+	b.open("/admin/domains", "domains")
+	b.submit([][2]string{{"domain", "family.example"}}, "add-domain", "zone")
+	if zone := b.text("zone"); !strings.Contains(zone, "mailstack._domainkey.family.example.") {
+		t.Errorf("records of the new domain:\n%s", zone)
+	}
+	b.shot("admin-domain-records")
+	b.open("/admin/queue", "queue")
+	b.shot("admin-queue")
+	b.submit(nil, "signout", "username")
+	b.submit([][2]string{{"username", "carol@example.org"}, {"password", "carols password"}}, "signin", "storage")
+	if got := b.text("storage"); !strings.Contains(got, "of 500.0 MiB used") {
+		t.Errorf("carol's overview: %q", got)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/pquerna/otp/totp"
 
 	"github.com/mailstack/mailstack/internal/clientconf"
+	"github.com/mailstack/mailstack/internal/mtasts"
 	"github.com/mailstack/mailstack/store"
 	"github.com/mailstack/mailstack/store/storetest"
 	"github.com/mailstack/mailstack/webui"
@@ -111,7 +112,8 @@ func (e *env) serve(t testing.TB, st *store.Store) *httptest.Server {
 // serveWith starts an account web that may require 2FA.
 func (e *env) serveWith(t testing.TB, st *store.Store, require2FA bool) *httptest.Server {
 	t.Helper()
-	w, err := webui.New(webui.Config{Store: st, Clients: clientconf.Default("mail.example.org"), Now: e.clock.now, Require2FA: require2FA,
+	w, err := webui.New(webui.Config{Store: st, Clients: clientconf.Default("mail.example.org"), MTASTS: mtasts.Testing,
+		Now: e.clock.now, Require2FA: require2FA,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -1,8 +1,12 @@
 package webui
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"time"
+
+	"github.com/mailstack/mailstack/store"
 )
 
 // text returns the English text of a message key: every sentence the
@@ -50,6 +54,34 @@ func text(key string) string {
 		return "Your password is changed. Every other browser is signed out."
 	case "msg.2fa-off":
 		return "Two-factor authentication is off."
+	case "err.quota":
+		return "Give the quota in MiB as a whole number; 0 means unlimited."
+	case "err.self":
+		return "You cannot disable or delete your own account here."
+	case "err.confirm-delete":
+		return "To delete an account, type its address in the confirmation field."
+	case "msg.user-created":
+		return "The account is created, with INBOX, Drafts, Sent, Archive, Junk and Trash."
+	case "msg.user-disabled":
+		return "The account is disabled: its sessions end now and it cannot sign in."
+	case "msg.user-enabled":
+		return "The account is enabled again."
+	case "msg.quota-set":
+		return "The quota is changed."
+	case "msg.password-reset":
+		return "The main password is reset and the account's browsers are signed out."
+	case "msg.user-deleted":
+		return "The account and all its mail are deleted."
+	case "msg.alias-added":
+		return "The alias is added."
+	case "msg.alias-deleted":
+		return "The alias is deleted."
+	case "msg.domain-added":
+		return "The domain is added. Publish these records at your DNS provider."
+	case "msg.queue-retry":
+		return "The message will be tried again now."
+	case "msg.queue-delete":
+		return "The message is deleted from the queue: it will not be delivered."
 	case "msg.2fa-required":
 		return "This server requires two-factor authentication: set it up to use your account."
 	}
@@ -93,4 +125,29 @@ func percent(used, total int64) int64 {
 		return 0
 	}
 	return min(used*100/total, 100)
+}
+
+// objectText says what went wrong with a named object.
+func objectText(e *store.ObjectError) string {
+	switch {
+	case errors.Is(e, store.ErrExists):
+		return fmt.Sprintf("The %s %s already exists.", e.Kind, e.Name)
+	case errors.Is(e, store.ErrNotFound):
+		return fmt.Sprintf("There is no %s %s.", e.Kind, e.Name)
+	case errors.Is(e, store.ErrHasChildren):
+		return fmt.Sprintf("The %s %s still has accounts: delete them first.", e.Kind, e.Name)
+	}
+	return e.Error()
+}
+
+// invalidText shows the reason of a store.ErrInvalid as a sentence.
+func invalidText(err error) string {
+	msg := err.Error()
+	if _, after, ok := strings.Cut(msg, store.ErrInvalid.Error()+": "); ok {
+		msg = after
+	}
+	if msg == "" {
+		return msg
+	}
+	return strings.ToUpper(msg[:1]) + msg[1:] + "."
 }

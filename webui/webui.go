@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/mailstack/mailstack/internal/clientconf"
+	"github.com/mailstack/mailstack/internal/mtasts"
 	"github.com/mailstack/mailstack/store"
 )
 
@@ -37,6 +38,9 @@ type Config struct {
 	Store *store.Store
 	// Clients is what app password profiles configure.
 	Clients clientconf.Config
+	// MTASTS is the MTA-STS mode the DNS records of the administrators'
+	// domain page announce.
+	MTASTS mtasts.Mode
 	// Require2FA makes two-factor authentication mandatory: an account
 	// without it can open only the Security page until it is set up.
 	Require2FA bool
@@ -153,6 +157,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /security/2fa/start", s.signedIn(s.startTOTP))
 	m.HandleFunc("POST /security/2fa/confirm", s.signedIn(s.confirmTOTP))
 	m.HandleFunc("POST /security/2fa/disable", s.signedIn(s.disableTOTP))
+	s.adminRoutes(m)
 	s.mux = m
 }
 

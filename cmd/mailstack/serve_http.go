@@ -174,7 +174,7 @@ func (s *server) startHTTPS(ctx context.Context, addr string) (func() error, fun
 		tlsCfg.NextProtos = []string{"h2", "http/1.1"}
 	}
 	// The account web answers every path the other handlers do not.
-	cfg.Account, err = webui.New(webui.Config{Store: s.st, Clients: cfg.Clients, Require2FA: s.cfg.web.require2FA, Log: s.log})
+	cfg.Account, err = webui.New(webui.Config{Store: s.st, Clients: cfg.Clients, MTASTS: cfg.MTASTS, Require2FA: s.cfg.web.require2FA, Log: s.log})
 	if err != nil {
 		return nil, nil, "", err
 	}
