@@ -40,3 +40,23 @@ CREATE INDEX web_sessions_account_id ON web_sessions (account_id);
 -- Administrators manage domains, users, aliases and the queue on the web
 -- (`mailstack user add -admin`, `mailstack user admin ADDRESS`).
 ALTER TABLE accounts ADD COLUMN admin boolean NOT NULL DEFAULT false;
+
+-- Vacation auto-reply (RFC 3834), set on the account web. starts and ends
+-- are inclusive dates (the server's time zone); NULL: open. The replies
+-- log holds when each sender was last answered, so each gets at most one
+-- reply per interval_days; changing the settings empties it.
+CREATE TABLE vacations (
+    account_id    bigint PRIMARY KEY REFERENCES accounts ON DELETE CASCADE,
+    enabled       boolean NOT NULL DEFAULT false,
+    subject       text NOT NULL DEFAULT '',
+    body          text NOT NULL DEFAULT '',
+    starts        date,
+    ends          date,
+    interval_days integer NOT NULL DEFAULT 7 CHECK (interval_days BETWEEN 1 AND 365)
+);
+CREATE TABLE vacation_replies (
+    account_id bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,
+    sender     text NOT NULL,
+    sent_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (account_id, sender)
+);
