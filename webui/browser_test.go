@@ -18,9 +18,11 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-smtp"
 
 	"github.com/mailstack/mailstack/imapd"
 	"github.com/mailstack/mailstack/internal/tlsconfig"
+	"github.com/mailstack/mailstack/smtpd"
 	"github.com/mailstack/mailstack/store"
 )
 
@@ -56,6 +58,44 @@ func startIMAP(t *testing.T, st *store.Store) string {
 	wg.Add(1)
 	go func() { defer wg.Done(); srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close(); wg.Wait() })
+	return ln.Addr().String()
+}
+
+// txtResolver answers the MX's DNS queries from a map of TXT records.
+type txtResolver map[string][]string
+
+func (r txtResolver) LookupTXT(_ context.Context, name string) ([]string, error) {
+	if txt, ok := r[strings.TrimSuffix(strings.ToLower(name), ".")]; ok {
+		return txt, nil
+	}
+	return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
+}
+
+func (r txtResolver) LookupMX(_ context.Context, name string) ([]*net.MX, error) {
+	return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
+}
+
+func (r txtResolver) LookupIPAddr(_ context.Context, host string) ([]net.IPAddr, error) {
+	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+}
+
+func (r txtResolver) LookupAddr(_ context.Context, addr string) ([]string, error) {
+	return nil, &net.DNSError{Err: "no such host", Name: addr, IsNotFound: true}
+}
+
+// startMX serves the inbound MX on st at a 127.0.0.1 port; remote.example
+// passes SPF from there.
+func startMX(t *testing.T, st *store.Store) string {
+	t.Helper()
+	mx := smtpd.NewMX(smtpd.Config{Store: st, Hostname: "mx.example.org", Log: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		smtpd.MXOptions{Resolver: txtResolver{"remote.example": {"v=spf1 ip4:127.0.0.1 -all"}}})
+	srv := mx.Server()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
 	return ln.Addr().String()
 }
 
@@ -150,7 +190,8 @@ func (b *browser) shot(name string) {
 // again with a code, create an app password and log in over IMAP with it
 // (giving a client name by ID), find that login in Activity and the
 // client on the App passwords page, revoke the password and see the IMAP
-// session end; then, as an administrator, add a user, an alias and a
+// session end; set a vacation reply and find it queued, DKIM-signed, for
+// a message sent through the MX; then, as an administrator, add a user, an alias and a
 // domain (its DNS records shown), and sign in as the new user. Every page
 // is photographed at phone and desktop width.
 func TestBrowser(t *testing.T) {
@@ -245,6 +286,44 @@ func TestBrowser(t *testing.T) {
 	b.shot("app-passwords-revoked")
 	if err := dial().Login("alice@example.org", appSecret).Wait(); err == nil {
 		t.Error("IMAP login with the revoked app password succeeded")
+	}
+
+	// A vacation reply, answering a message that comes through the MX.
+	mxAddr := startMX(t, e.st)
+	b.open("/vacation", "vacation-body")
+	b.do(chromedp.Click(chromedp.ID("vacation-enabled")))
+	b.submit([][2]string{{"vacation-subject", "Away until Monday"}, {"vacation-body", "I read mail on Monday. <b>Thanks!</b>"}},
+		"vacation-save", "vacation-body")
+	b.shot("vacation")
+	msg := "From: <carol@remote.example>\r\nTo: <alice@example.org>\r\nSubject: lunch?\r\nMessage-ID: <l1@remote.example>\r\n\r\nFriday?\r\n"
+	mc, err := smtp.Dial(mxAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mc.Hello("mail.remote.example"); err != nil {
+		t.Fatal(err)
+	}
+	if err := mc.SendMail("carol@remote.example", []string{"alice@example.org"}, strings.NewReader(msg)); err != nil {
+		t.Fatalf("send through the MX: %v", err)
+	}
+	mc.Quit()
+	q, err := e.st.QueueEntries(context.Background())
+	if err != nil || len(q) != 1 || q[0].RcptTo != "carol@remote.example" {
+		t.Fatalf("queue after the message: %+v, %v", q, err)
+	}
+	body, _, err := e.st.OpenQueued(context.Background(), q[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, err := io.ReadAll(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"DKIM-Signature: ", "d=example.org", "Auto-Submitted: auto-replied", "Subject: Away until Monday",
+		"In-Reply-To: <l1@remote.example>", "I read mail on Monday. <b>Thanks!</b>"} {
+		if !strings.Contains(string(reply), want) {
+			t.Errorf("vacation reply lacks %q:\n%s", want, reply)
+		}
 	}
 
 	// An administrator adds a user, who then signs in.

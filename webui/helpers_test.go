@@ -17,6 +17,7 @@ import (
 	"github.com/pquerna/otp/totp"
 
 	"github.com/mailstack/mailstack/internal/clientconf"
+	"github.com/mailstack/mailstack/internal/dkimkey"
 	"github.com/mailstack/mailstack/internal/mtasts"
 	"github.com/mailstack/mailstack/store"
 	"github.com/mailstack/mailstack/store/storetest"
@@ -88,10 +89,13 @@ func newEnv(t testing.TB, pol store.ThrottlePolicy) *env {
 	ctx := context.Background()
 	e := &env{url: storetest.NewURL(t), clock: &clock{t: time.Now()}}
 	e.st = openStore(t, e.url, pol)
-	if _, err := e.st.CreateDomain(ctx, "example.org", "mail", []byte("k")); err != nil {
+	key, err := dkimkey.Generate()
+	if err != nil {
 		t.Fatal(err)
 	}
-	var err error
+	if _, err := e.st.CreateDomain(ctx, "example.org", "mailstack", key); err != nil {
+		t.Fatal(err)
+	}
 	if e.alice, err = e.st.CreateAccount(ctx, "alice@example.org", alicePassword, store.AccountOptions{QuotaBytes: 10 << 20}); err != nil {
 		t.Fatal(err)
 	}

@@ -82,6 +82,10 @@ func text(key string) string {
 		return "The message will be tried again now."
 	case "msg.queue-delete":
 		return "The message is deleted from the queue: it will not be delivered."
+	case "err.vacation-form":
+		return "Give the days as dates and the interval as a number of days."
+	case "msg.vacation-saved":
+		return "Your vacation reply is saved."
 	case "msg.2fa-required":
 		return "This server requires two-factor authentication: set it up to use your account."
 	}

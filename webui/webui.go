@@ -157,6 +157,8 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /security/2fa/start", s.signedIn(s.startTOTP))
 	m.HandleFunc("POST /security/2fa/confirm", s.signedIn(s.confirmTOTP))
 	m.HandleFunc("POST /security/2fa/disable", s.signedIn(s.disableTOTP))
+	m.HandleFunc("GET /vacation", s.signedIn(s.vacation))
+	m.HandleFunc("POST /vacation", s.signedIn(s.saveVacation))
 	s.adminRoutes(m)
 	s.mux = m
 }

@@ -21,7 +21,7 @@ import (
 func TestPagesNeedSignIn(t *testing.T) {
 	e := newEnv(t, store.ThrottlePolicy{})
 	c := e.client(t, e.web)
-	for _, p := range []string{"/", "/app-passwords", "/activity", "/security", "/signin/2fa"} {
+	for _, p := range []string{"/", "/app-passwords", "/activity", "/security", "/vacation", "/signin/2fa"} {
 		code, loc, _ := c.get(p)
 		if code != http.StatusSeeOther || loc != "/signin" {
 			t.Errorf("GET %s: %d → %q, want 303 → /signin", p, code, loc)
@@ -552,3 +552,40 @@ func TestOverview(t *testing.T) {
 
 // formatSize is the page's size format for sizes under 1 MiB.
 func formatSize(n int64) string { return fmt.Sprintf("%.1f KiB", float64(n)/1024) }
+
+// TestVacationPage: the settings are saved and shown again (markup as
+// text), and bad dates, intervals and lengths are refused.
+func TestVacationPage(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, store.ThrottlePolicy{})
+	c := e.client(t, e.web)
+	c.mustSignIn("alice@example.org", alicePassword)
+	c.get("/vacation")
+	const evil = `</textarea><script>alert(1)</script>`
+	code, loc, _ := c.post("/vacation", url.Values{"enabled": {"on"}, "subject": {"Away <b>now</b>"}, "body": {"Back soon.\r\n" + evil},
+		"starts": {"2026-12-01"}, "ends": {"2026-12-31"}, "interval": {"3"}})
+	if code != http.StatusSeeOther || loc != "/vacation?msg=msg.vacation-saved" {
+		t.Fatalf("save: %d → %q", code, loc)
+	}
+	v, err := e.st.Vacation(ctx, e.alice.ID)
+	if err != nil || !v.Enabled || v.Body != "Back soon.\n"+evil || v.IntervalDays != 3 || v.Starts.Format("2006-01-02") != "2026-12-01" {
+		t.Fatalf("stored: %+v, %v", v, err)
+	}
+	_, _, body := c.get(loc)
+	if strings.Contains(body, "<script>") || strings.Contains(body, "<b>now") || !strings.Contains(body, "&lt;/textarea&gt;&lt;script&gt;") ||
+		!strings.Contains(body, `value="2026-12-31"`) || !strings.Contains(body, "checked") {
+		t.Errorf("vacation page:\n%s", body)
+	}
+	for _, f := range []url.Values{
+		{"interval": {"0"}},
+		{"interval": {"x"}},
+		{"interval": {"7"}, "starts": {"2026-12-31"}, "ends": {"2026-12-01"}},
+		{"interval": {"7"}, "starts": {"31.12.2026"}},
+		{"interval": {"7"}, "subject": {strings.Repeat("s", 201)}},
+		{"interval": {"7"}, "body": {strings.Repeat("b", 10001)}},
+	} {
+		if code, _, _ := c.post("/vacation", f); code != http.StatusBadRequest {
+			t.Errorf("%v: %d", f, code)
+		}
+	}
+}
