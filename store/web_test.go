@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -85,5 +86,102 @@ func TestWebSessionLifetime(t *testing.T) {
 	}
 	if _, err := st.WebSessionByToken(ctx, token); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("session of a disabled account: %v", err)
+	}
+}
+
+// TestWebSignInAndSecondFactor: the web takes the main password even
+// where IMAP requires app passwords, and never an app password; a TOTP
+// step and a recovery code work once; wrong codes end a pending session.
+func TestWebSignInAndSecondFactor(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.New(t)
+	if _, err := st.CreateDomain(ctx, "example.org", "mail", []byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	acc, err := st.CreateAccount(ctx, "a@example.org", "password-a", store.AccountOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, _, err := st.CreateAppPassword(ctx, acc.ID, "phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := func(pw string) error {
+		_, err := st.Authenticate(ctx, store.Credentials{Username: "a@example.org", Password: pw, Protocol: store.ProtocolWeb, RemoteIP: "192.0.2.1"})
+		return err
+	}
+	if err := web("password-a"); err != nil {
+		t.Errorf("main password on the web: %v", err)
+	}
+	if err := web(secret); !errors.Is(err, store.ErrAuthFailed) {
+		t.Errorf("app password on the web: %v", err)
+	}
+	evs, err := st.AuthEvents(ctx, acc.ID, 1)
+	if err != nil || len(evs) != 1 || evs[0].Reason != store.ReasonWrongPassword || evs[0].AppPassword != "" {
+		t.Errorf("activity of the app password's try: %+v, %v", evs, err)
+	}
+
+	token, err := st.CreateWebSession(ctx, acc.ID, false, "192.0.2.1", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := st.WebSessionByToken(ctx, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetTOTPSetup(ctx, acc.ID, ws.ID, "JBSWY3DPEHPK3PXP"); err != nil {
+		t.Fatal(err)
+	}
+	if ws, _ = st.WebSessionByToken(ctx, token); ws.TOTPSetup != "JBSWY3DPEHPK3PXP" || ws.TOTPEnabled {
+		t.Fatalf("during set-up: %+v", ws)
+	}
+	codes, err := st.EnableTOTP(ctx, acc.ID, ws.ID, "JBSWY3DPEHPK3PXP", 100)
+	if err != nil || len(codes) != store.RecoveryCodeCount {
+		t.Fatal(codes, err)
+	}
+	if ws, _ = st.WebSessionByToken(ctx, token); ws.TOTPSetup != "" || !ws.TOTPEnabled {
+		t.Fatalf("after set-up: %+v", ws)
+	}
+	for _, tc := range []struct {
+		step int64
+		ok   bool
+	}{{100, false}, {99, false}, {101, true}, {101, false}, {103, true}} {
+		if ok, err := st.UseTOTPStep(ctx, acc.ID, tc.step); err != nil || ok != tc.ok {
+			t.Errorf("step %d: %v, %v; want %v", tc.step, ok, err, tc.ok)
+		}
+	}
+	for i, want := range []bool{true, false} {
+		if ok, err := st.UseRecoveryCode(ctx, acc.ID, strings.ToUpper(codes[3])); err != nil || ok != want {
+			t.Errorf("recovery code, use %d: %v, %v", i+1, ok, err)
+		}
+	}
+	if n, err := st.RecoveryCodesLeft(ctx, acc.ID); err != nil || n != store.RecoveryCodeCount-1 {
+		t.Errorf("codes left: %d, %v", n, err)
+	}
+	pending, err := st.CreateWebSession(ctx, acc.ID, true, "192.0.2.1", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pws, err := st.WebSessionByToken(ctx, pending)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= store.WebMaxSecondFactorFailures; i++ {
+		gone, err := st.FailWebSecondFactor(ctx, acc.ID, pws.ID)
+		if err != nil || gone != (i == store.WebMaxSecondFactorFailures) {
+			t.Fatalf("failure %d: gone %v, %v", i, gone, err)
+		}
+	}
+	if _, err := st.WebSessionByToken(ctx, pending); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("pending session after the failures: %v", err)
+	}
+	if err := st.DisableTOTP(ctx, acc.ID); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := st.TOTPSecret(ctx, acc.ID); err != nil || s != "" {
+		t.Errorf("secret after disabling: %q, %v", s, err)
+	}
+	if ok, _ := st.UseRecoveryCode(ctx, acc.ID, codes[4]); ok {
+		t.Error("recovery code after disabling 2FA")
 	}
 }

@@ -1,11 +1,13 @@
 package webui
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/mailstack/mailstack/internal/dkimkey"
 	"github.com/mailstack/mailstack/internal/dnscheck"
@@ -28,6 +30,7 @@ func (s *Server) adminRoutes(m *http.ServeMux) {
 	m.HandleFunc("GET /admin/domains", s.admin(s.adminDomains))
 	m.HandleFunc("POST /admin/domains", s.admin(s.adminAddDomain))
 	m.HandleFunc("GET /admin/domains/{name}", s.admin(s.adminDomain))
+	m.HandleFunc("POST /admin/domains/{name}/doctor", s.admin(s.adminDoctor))
 	m.HandleFunc("GET /admin/queue", s.admin(s.adminQueue))
 	m.HandleFunc("POST /admin/queue/{id}/{action}", s.admin(s.adminQueueAction))
 }
@@ -278,36 +281,84 @@ func (s *Server) adminAddDomain(w http.ResponseWriter, r *http.Request, ws *stor
 }
 
 type domainData struct {
-	Name string
-	Zone string // the records to publish, as zone file lines
+	Name   string
+	Zone   string // the records to publish, as zone file lines
+	Report string // the doctor's report, once run
+}
+
+// domainParams gathers what dnscheck needs for a stored domain, as
+// `mailstack dns` and `doctor` do; a domain not served here is a 404.
+func (s *Server) domainParams(w http.ResponseWriter, r *http.Request) (dnscheck.Params, bool) {
+	d, err := s.cfg.Store.DomainByName(r.Context(), r.PathValue("name"))
+	if errors.Is(err, store.ErrNotFound) {
+		http.Error(w, text("err.not-found"), http.StatusNotFound)
+		return dnscheck.Params{}, false
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return dnscheck.Params{}, false
+	}
+	dkim, err := dkimkey.TXTRecord(d.DKIMKey)
+	if err != nil {
+		s.fail(w, r, err)
+		return dnscheck.Params{}, false
+	}
+	host := s.cfg.Clients.Hostname
+	return dnscheck.Params{Domain: d.Name, Hostname: host, DKIMSelector: d.DKIMSelector, DKIMRecord: dkim,
+		MTASTS: mtasts.New(s.cfg.MTASTS, host), Clients: s.cfg.Clients}, true
 }
 
 // adminDomain shows the DNS records a domain needs, as `mailstack dns`
 // prints them.
 func (s *Server) adminDomain(w http.ResponseWriter, r *http.Request, ws *store.WebSession) {
-	d, err := s.cfg.Store.DomainByName(r.Context(), r.PathValue("name"))
-	if errors.Is(err, store.ErrNotFound) {
-		http.Error(w, text("err.not-found"), http.StatusNotFound)
+	s.renderDomain(w, r, ws, "")
+}
+
+func (s *Server) renderDomain(w http.ResponseWriter, r *http.Request, ws *store.WebSession, report string) {
+	p, ok := s.domainParams(w, r)
+	if !ok {
 		return
 	}
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	dkim, err := dkimkey.TXTRecord(d.DKIMKey)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	host := s.cfg.Clients.Hostname
-	p := dnscheck.Params{Domain: d.Name, Hostname: host, DKIMSelector: d.DKIMSelector, DKIMRecord: dkim,
-		MTASTS: mtasts.New(s.cfg.MTASTS, host), Clients: s.cfg.Clients}
 	var zone strings.Builder
-	if err := dnscheck.WriteZone(&zone, d.Name, dnscheck.Expected(p), 3600); err != nil {
+	if err := dnscheck.WriteZone(&zone, p.Domain, dnscheck.Expected(p), 3600); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.adminPage(w, r, http.StatusOK, ws, "admindomain", "Domain "+d.Name, "", domainData{Name: d.Name, Zone: zone.String()})
+	s.adminPage(w, r, http.StatusOK, ws, "admindomain", "Domain "+p.Domain, "", domainData{Name: p.Domain, Zone: zone.String(), Report: report})
+}
+
+// Bounds of the web's doctor run: the HTTP server's WriteTimeout (30 s)
+// must not cut the page off.
+const (
+	doctorTimeout = 20 * time.Second
+	probeTimeout  = 3 * time.Second
+)
+
+// adminDoctor runs `mailstack doctor`'s checks now (DNS records, reverse
+// DNS, ports and certificates, MTA-STS policy and autoconfig from
+// outside) and shows the report with the records.
+func (s *Server) adminDoctor(w http.ResponseWriter, r *http.Request, ws *store.WebSession) {
+	p, ok := s.domainParams(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), doctorTimeout)
+	defer cancel()
+	chk := &dnscheck.Checker{}
+	if s.cfg.DNSServer != "" {
+		chk.Resolver, chk.Server = dnscheck.ResolverFor(s.cfg.DNSServer), s.cfg.DNSServer
+	}
+	probe := dnscheck.ProbeOptions{Timeout: probeTimeout}
+	recs := chk.CheckRecords(ctx, dnscheck.Expected(p))
+	rev := chk.CheckReverse(ctx, p.Hostname)
+	eps := chk.CheckEndpoints(ctx, dnscheck.Endpoints(p), probe)
+	docs := chk.CheckDocuments(ctx, dnscheck.Documents(p), probe)
+	var report strings.Builder
+	if _, err := dnscheck.WriteReport(&report, p.Domain, recs, rev, eps, docs, time.Now()); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.renderDomain(w, r, ws, report.String())
 }
 
 func (s *Server) adminQueue(w http.ResponseWriter, r *http.Request, ws *store.WebSession) {

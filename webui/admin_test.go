@@ -2,11 +2,14 @@ package webui_test
 
 import (
 	"context"
+	"html"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/mailstack/mailstack/internal/dnscheck/dnstest"
 	"github.com/mailstack/mailstack/store"
 )
 
@@ -205,4 +208,34 @@ func adminEnv(t *testing.T) (*env, *client) {
 	a := e.client(t, e.web)
 	a.mustSignIn("alice@example.org", alicePassword)
 	return e, a
+}
+
+// TestAdminDoctor: the domain page runs doctor's checks against the
+// configured DNS server and shows the report: what is published is ok,
+// what is missing says so.
+func TestAdminDoctor(t *testing.T) {
+	e, _ := adminEnv(t)
+	e.dnsServer = dnstest.Zone(t, "mail.example.org. 60 IN A 127.0.0.1", "example.org. 60 IN MX 10 mail.example.org.")
+	a := e.client(t, e.serve(t, e.st))
+	a.mustSignIn("alice@example.org", alicePassword)
+	a.get("/admin/domains/example.org")
+	code, _, body := a.post("/admin/domains/example.org/doctor", nil)
+	if code != http.StatusOK {
+		t.Fatalf("doctor: %d %s", code, body)
+	}
+	report := html.UnescapeString(find(t, regexp.MustCompile(`(?s)<pre id="doctor-report">(.*?)</pre>`), body))
+	for _, want := range []string{
+		`ok +MX +example.org +10 mail.example.org`,
+		`missing +TXT +example.org \(SPF\)`,
+		`missing +TXT +_dmarc.example.org \(DMARC\)`,
+		`lookup mta-sts.example.org on ` + regexp.QuoteMeta(e.dnsServer) + `: no such host`,
+		`(?m)^Summary: \d+ ok`,
+	} {
+		if !regexp.MustCompile(want).MatchString(report) {
+			t.Errorf("report lacks %q:\n%s", want, report)
+		}
+	}
+	if code, _, _ := a.post("/admin/domains/nope.example/doctor", nil); code != http.StatusNotFound {
+		t.Errorf("doctor of a domain not served: %d", code)
+	}
 }

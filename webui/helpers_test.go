@@ -68,6 +68,8 @@ type env struct {
 	clock *clock
 	alice *store.Account
 	bob   *store.Account
+	// dnsServer, if set, is the DNS server webs started later ask.
+	dnsServer string
 }
 
 // openStore opens a store on the env's database; the throttle's delays
@@ -117,7 +119,7 @@ func (e *env) serve(t testing.TB, st *store.Store) *httptest.Server {
 func (e *env) serveWith(t testing.TB, st *store.Store, require2FA bool) *httptest.Server {
 	t.Helper()
 	w, err := webui.New(webui.Config{Store: st, Clients: clientconf.Default("mail.example.org"), MTASTS: mtasts.Testing,
-		Now: e.clock.now, Require2FA: require2FA,
+		Now: e.clock.now, Require2FA: require2FA, DNSServer: e.dnsServer,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -41,6 +41,9 @@ type Config struct {
 	// MTASTS is the MTA-STS mode the DNS records of the administrators'
 	// domain page announce.
 	MTASTS mtasts.Mode
+	// DNSServer (host:port) answers the domain page's doctor checks;
+	// empty: the system resolver.
+	DNSServer string
 	// Require2FA makes two-factor authentication mandatory: an account
 	// without it can open only the Security page until it is set up.
 	Require2FA bool

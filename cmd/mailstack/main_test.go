@@ -739,7 +739,7 @@ func TestServeFlagsMatchREADME(t *testing.T) {
 	}
 	fs, _ := serveFlags()
 	inHelp := map[string]string{}
-	envRE := regexp.MustCompile(`\(env (MAILSTACK_[A-Z_]+)\)`)
+	envRE := regexp.MustCompile(`\(env (MAILSTACK_[A-Z0-9_]+)\)`)
 	fs.VisitAll(func(f *flag.Flag) {
 		m := envRE.FindAllStringSubmatch(f.Usage, -1)
 		switch {

@@ -38,7 +38,7 @@ func (w *webConfig) register(fs *flag.FlagSet, env *envDefaults) {
 	fs.StringVar(&w.acmeDirectory, "acme-directory", envOr("MAILSTACK_ACME_DIRECTORY", ""), "ACME directory URL; empty: Let's Encrypt production (env MAILSTACK_ACME_DIRECTORY)")
 	registerClientFlags(fs, &w.mtaSTSMode, &w.clientHosts)
 	w.require2FA = env.boolean("MAILSTACK_WEB_REQUIRE_2FA", false)
-	fs.Var((*boolFlag)(&w.require2FA), "web-require-2fa", "the account web requires two-factor authentication: an account without it can only set it up (env MAILSTACK_WEB_REQUIRE_2FA)")
+	fs.Var((*boolFlag)(&w.require2FA), "web-require-2fa", "the account web requires two-factor authentication: an account without it can only set it up; true or false (env MAILSTACK_WEB_REQUIRE_2FA)")
 }
 
 // registerClientFlags registers the settings that decide what the outside
@@ -174,7 +174,7 @@ func (s *server) startHTTPS(ctx context.Context, addr string) (func() error, fun
 		tlsCfg.NextProtos = []string{"h2", "http/1.1"}
 	}
 	// The account web answers every path the other handlers do not.
-	cfg.Account, err = webui.New(webui.Config{Store: s.st, Clients: cfg.Clients, MTASTS: cfg.MTASTS, Require2FA: s.cfg.web.require2FA, Log: s.log})
+	cfg.Account, err = webui.New(webui.Config{Store: s.st, Clients: cfg.Clients, MTASTS: cfg.MTASTS, DNSServer: s.cfg.dnsServer, Require2FA: s.cfg.web.require2FA, Log: s.log})
 	if err != nil {
 		return nil, nil, "", err
 	}
