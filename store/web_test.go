@@ -121,14 +121,7 @@ func TestWebSignInAndSecondFactor(t *testing.T) {
 		t.Errorf("activity of the app password's try: %+v, %v", evs, err)
 	}
 
-	token, err := st.CreateWebSession(ctx, acc.ID, false, "192.0.2.1", "b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ws, err := st.WebSessionByToken(ctx, token)
-	if err != nil {
-		t.Fatal(err)
-	}
+	token, ws := signIn(t, st, acc.ID, false)
 	if err := st.SetTOTPSetup(ctx, acc.ID, ws.ID, "JBSWY3DPEHPK3PXP"); err != nil {
 		t.Fatal(err)
 	}
@@ -158,14 +151,7 @@ func TestWebSignInAndSecondFactor(t *testing.T) {
 	if n, err := st.RecoveryCodesLeft(ctx, acc.ID); err != nil || n != store.RecoveryCodeCount-1 {
 		t.Errorf("codes left: %d, %v", n, err)
 	}
-	pending, err := st.CreateWebSession(ctx, acc.ID, true, "192.0.2.1", "b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pws, err := st.WebSessionByToken(ctx, pending)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pending, pws := signIn(t, st, acc.ID, true)
 	for i := 1; i <= store.WebMaxSecondFactorFailures; i++ {
 		gone, err := st.FailWebSecondFactor(ctx, acc.ID, pws.ID)
 		if err != nil || gone != (i == store.WebMaxSecondFactorFailures) {
@@ -184,4 +170,19 @@ func TestWebSignInAndSecondFactor(t *testing.T) {
 	if ok, _ := st.UseRecoveryCode(ctx, acc.ID, codes[4]); ok {
 		t.Error("recovery code after disabling 2FA")
 	}
+}
+
+// signIn starts a web session and returns its token and row.
+func signIn(t *testing.T, st *store.Store, accountID int64, pending bool) (string, *store.WebSession) {
+	t.Helper()
+	ctx := context.Background()
+	token, err := st.CreateWebSession(ctx, accountID, pending, "192.0.2.1", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := st.WebSessionByToken(ctx, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token, ws
 }

@@ -141,7 +141,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) routes() {
 	m := http.NewServeMux()
-	m.Handle("GET /static/", http.FileServerFS(assets))
+	// The one asset, named: a directory listing of static/ is no page.
+	m.Handle("GET /static/style.css", http.FileServerFS(assets))
 	m.HandleFunc("GET /signin", s.signinPage)
 	m.HandleFunc("POST /signin", s.signin)
 	m.HandleFunc("GET /signin/2fa", s.pending(s.secondFactorPage))

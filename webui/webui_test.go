@@ -31,6 +31,12 @@ func TestPagesNeedSignIn(t *testing.T) {
 	if code != http.StatusSeeOther || loc != "/signin" {
 		t.Errorf("POST without session: %d → %q", code, loc)
 	}
+	if code, _, body := c.get("/static/style.css"); code != http.StatusOK || !strings.Contains(body, "font") {
+		t.Errorf("stylesheet: %d", code)
+	}
+	if code, _, _ := c.get("/static/"); code != http.StatusNotFound {
+		t.Errorf("static directory: %d, want 404", code)
+	}
 	resp, err := c.c.Get(e.web.URL + "/signin")
 	if err != nil {
 		t.Fatal(err)
