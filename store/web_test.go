@@ -186,3 +186,27 @@ func signIn(t *testing.T, st *store.Store, accountID int64, pending bool) (strin
 	}
 	return token, ws
 }
+
+// BenchmarkWebSessionByToken: the cost every account web request pays to
+// find and touch its session (one UPDATE … RETURNING).
+func BenchmarkWebSessionByToken(b *testing.B) {
+	ctx := context.Background()
+	st := storetest.New(b)
+	if _, err := st.CreateDomain(ctx, "example.org", "mail", []byte("k")); err != nil {
+		b.Fatal(err)
+	}
+	acc, err := st.CreateAccount(ctx, "a@example.org", "password-a", store.AccountOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	token, err := st.CreateWebSession(ctx, acc.ID, false, "192.0.2.1", "b")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := st.WebSessionByToken(ctx, token); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
