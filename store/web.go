@@ -27,6 +27,10 @@ const (
 
 // Reasons recorded in the activity log for the web's second factor.
 const (
+	// ReasonSecondFactorDue marks a right main password on the web whose
+	// sign-in still needs the second factor: the activity log must not
+	// show it as a complete sign-in.
+	ReasonSecondFactorDue = "main password; two-factor code due"
 	ReasonWrong2FA     = "wrong two-factor code"
 	ReasonTOTP         = "two-factor code"
 	ReasonRecoveryCode = "recovery code"
@@ -361,4 +365,15 @@ func (s *Store) PruneWebSessions(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("prune web sessions: %w", err)
 	}
 	return tag.RowsAffected(), nil
+}
+
+// MarkSecondFactorDue notes on a web login's activity log entry that the
+// sign-in still waits for its second factor.
+func (s *Store) MarkSecondFactorDue(ctx context.Context, l *Login) error {
+	_, err := s.pool.Exec(ctx, `UPDATE auth_events SET reason = $3 WHERE id = $1 AND account_id = $2`,
+		l.EventID, l.AccountID, ReasonSecondFactorDue)
+	if err != nil {
+		return fmt.Errorf("mark second factor due: %w", err)
+	}
+	return nil
 }

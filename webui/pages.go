@@ -89,6 +89,10 @@ func (s *Server) signin(w http.ResponseWriter, r *http.Request) {
 	}
 	clearCookie(w, signinCookie)
 	if secret != "" {
+		if err := s.cfg.Store.MarkSecondFactorDue(r.Context(), login); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 		setCookie(w, sessionCookie, token, store.WebPendingMaxAge)
 		http.Redirect(w, r, "/signin/2fa", http.StatusSeeOther)
 		return

@@ -410,9 +410,11 @@ func TestTwoFactor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wrong, viaTOTP, viaRecovery int
+	var wrong, viaTOTP, viaRecovery, due int
 	for _, ev := range evs {
 		switch {
+		case ev.Success && ev.Reason == store.ReasonSecondFactorDue:
+			due++
 		case !ev.Success && ev.Reason == store.ReasonWrong2FA:
 			wrong++
 		case ev.Success && ev.Reason == store.ReasonTOTP:
@@ -421,8 +423,8 @@ func TestTwoFactor(t *testing.T) {
 			viaRecovery++
 		}
 	}
-	if wrong != 2+store.WebMaxSecondFactorFailures || viaTOTP != 1 || viaRecovery != 1 {
-		t.Errorf("activity: %d wrong codes, %d TOTP, %d recovery", wrong, viaTOTP, viaRecovery)
+	if wrong != 2+store.WebMaxSecondFactorFailures || viaTOTP != 1 || viaRecovery != 1 || due != 3 {
+		t.Errorf("activity: %d wrong codes, %d TOTP, %d recovery, %d passwords with the code due", wrong, viaTOTP, viaRecovery, due)
 	}
 	// The Security page counts the codes left.
 	c.signIn("alice@example.org", alicePassword)
