@@ -31,9 +31,9 @@ const (
 	// sign-in still needs the second factor: the activity log must not
 	// show it as a complete sign-in.
 	ReasonSecondFactorDue = "main password; two-factor code due"
-	ReasonWrong2FA     = "wrong two-factor code"
-	ReasonTOTP         = "two-factor code"
-	ReasonRecoveryCode = "recovery code"
+	ReasonWrong2FA        = "wrong two-factor code"
+	ReasonTOTP            = "two-factor code"
+	ReasonRecoveryCode    = "recovery code"
 )
 
 // WebSession is a browser signed in to the account web.
