@@ -35,6 +35,9 @@ type Config struct {
 	Health func(ctx context.Context) error
 	// Log receives request errors; nil means slog.Default().
 	Log *slog.Logger
+	// Account, if set, serves every other path on HTTPS: the account web
+	// (package webui).
+	Account http.Handler
 	// HTTPSPort is where the HTTP listener redirects to; 0 means 443 (no
 	// port in the URL). serve --dev's HTTPS listener is on 1443.
 	HTTPSPort int
@@ -68,6 +71,9 @@ func (c *Config) HTTPSHandler() http.Handler {
 	mux.HandleFunc("POST /AutoDiscover/AutoDiscover.xml", c.autodiscover)
 	mux.HandleFunc("GET "+MTASTSPath, c.mtaSTS)
 	mux.HandleFunc("GET "+HealthPath, c.healthz)
+	if c.Account != nil {
+		mux.Handle("/", c.Account)
+	}
 	return mux
 }
 

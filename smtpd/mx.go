@@ -343,6 +343,9 @@ func (s *mxSession) Data(r io.Reader) error {
 	}
 	s.m.cfg.Metrics.MessageIn("mx")
 	log.Info("mx delivered", "id", t.id, "size", final.Size, "accounts", len(targets))
+	if !junk {
+		s.vacation(ctx, log, in)
+	}
 	return nil
 }
 

@@ -75,12 +75,13 @@ func (p ThrottlePolicy) withDefaults() ThrottlePolicy {
 }
 
 // Protocols recorded in auth_events. Logins for ProtocolManage (the CLI and
-// management tools) accept the main password; the others follow the app
-// password policy.
+// management tools) and ProtocolWeb (the account web's sign-in) accept the
+// main password; the others follow the app password policy.
 const (
 	ProtocolIMAP   = "imap"
 	ProtocolSMTP   = "smtp"
 	ProtocolManage = "manage"
+	ProtocolWeb    = "web"
 )
 
 // AppPassword is a revocable device password. Its secret is shown once, at
@@ -181,7 +182,7 @@ func (s *Store) RevokeAppPassword(ctx context.Context, accountID, id int64) erro
 // Credentials is one login attempt.
 type Credentials struct {
 	Username, Password string
-	Protocol           string // ProtocolIMAP, ProtocolSMTP or ProtocolManage
+	Protocol           string // ProtocolIMAP, ProtocolSMTP, ProtocolManage or ProtocolWeb
 	RemoteIP           string
 	// Client is the client's description of itself (IMAP ID, RFC 2971),
 	// e.g. "iPhone Mail 18.2 (iOS 18.2)"; empty if unknown. It is
@@ -310,6 +311,11 @@ func (s *Store) Authenticate(ctx context.Context, c Credentials) (*Login, error)
 	if err != nil {
 		return nil, fmt.Errorf("authenticate: %w", err)
 	}
+	if c.Protocol == ProtocolWeb {
+		// The web signs in with the main password only: an app password
+		// is a device's, and must not open the account's settings.
+		appID, revoked = nil, nil
+	}
 	fail := func(reason string, appID *int64) (*Login, error) {
 		s.recordAuth(ctx, accountID, username, c.Protocol, c.RemoteIP, client, appID, false, reason) //nolint:errcheck // logged; it fails anyway
 		if reason == ReasonThrottled {
@@ -353,7 +359,7 @@ func (s *Store) Authenticate(ctx context.Context, c Credentials) (*Login, error)
 	// (argon2id costs tens of milliseconds and 19 MiB). The address's
 	// count, not the user name's, decides: a guesser trying many names
 	// from one address must not cost a hash each.
-	mainAllowed := c.Protocol == ProtocolManage || (s.opts.AllowMainPassword && (requireApp == nil || !*requireApp))
+	mainAllowed := c.Protocol == ProtocolManage || c.Protocol == ProtocolWeb || (s.opts.AllowMainPassword && (requireApp == nil || !*requireApp))
 	checkMain := mainAllowed || max(ipCount, accFailures) < pol.FreeFailures
 	switch {
 	case accountID == nil:

@@ -234,7 +234,7 @@ func (c *cli) domain(ctx context.Context, args []string) error {
 }
 
 func (c *cli) user(ctx context.Context, args []string) error {
-	sub, rest, err := c.subcommand(args, "user", "add", "list", "passwd", "disable", "enable", "del")
+	sub, rest, err := c.subcommand(args, "user", "add", "list", "passwd", "disable", "enable", "admin", "del")
 	if err != nil {
 		return err
 	}
@@ -245,6 +245,7 @@ func (c *cli) user(ctx context.Context, args []string) error {
 		a.fs.Var(&quota, "quota", "storage quota: bytes, or with K, M, G or T (500M, 1G); 0: unlimited")
 		allowMain := a.fs.Bool("allow-main-password", false,
 			"let IMAP/SMTP accept the main password too (only if the server runs with MAILSTACK_REQUIRE_APP_PASSWORDS=false)")
+		admin := a.fs.Bool("admin", false, "make the account an administrator (domains, users, aliases and the queue on the account web)")
 		if err := a.parse(rest, 1, 1); err != nil {
 			return err
 		}
@@ -259,6 +260,11 @@ func (c *cli) user(ctx context.Context, args []string) error {
 			acc, err := st.CreateAccount(ctx, a.args[0], pw, store.AccountOptions{QuotaBytes: int64(quota), AllowMainPassword: *allowMain})
 			if err != nil {
 				return err
+			}
+			if *admin {
+				if err := st.SetAdmin(ctx, acc.Address, true); err != nil {
+					return err
+				}
 			}
 			secret, _, err := st.CreateAppPassword(ctx, acc.ID, "first device")
 			if err != nil {
@@ -320,6 +326,23 @@ func (c *cli) user(ctx context.Context, args []string) error {
 				return err
 			}
 			fmt.Fprintf(c.stdout, "Account %s %sd.\n", a.args[0], sub)
+			return nil
+		})
+	case "admin":
+		a := c.newAdmin("user admin", "ADDRESS")
+		off := a.fs.Bool("off", false, "take the administrator flag away instead")
+		if err := a.parse(rest, 1, 1); err != nil {
+			return err
+		}
+		return a.with(ctx, func(st *store.Store) error {
+			if err := st.SetAdmin(ctx, a.args[0], !*off); err != nil {
+				return err
+			}
+			if *off {
+				fmt.Fprintf(c.stdout, "%s is no longer an administrator.\n", a.args[0])
+			} else {
+				fmt.Fprintf(c.stdout, "%s is an administrator: the account web shows it the Admin pages.\n", a.args[0])
+			}
 			return nil
 		})
 	default:

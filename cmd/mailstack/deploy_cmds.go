@@ -174,13 +174,6 @@ func (c *cli) mobileconfig(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	domain := clientconf.DomainOf(address)
-	// Apple's "use SSL" means implicit TLS on 993/465 and STARTTLS on
-	// 143/587, so any endpoint works; prefer IMAP 993 and SMTP 587.
-	imap, smtp := pick(cc.IMAP(domain), clientconf.SSL), pick(cc.SMTP(domain), clientconf.STARTTLS)
-	if imap == nil || smtp == nil {
-		return errors.New("IMAP or submission listeners are all turned off: nothing to configure")
-	}
 	return a.with(ctx, func(st *store.Store) error {
 		acc, err := st.AccountByAddress(ctx, address)
 		if err != nil {
@@ -190,16 +183,11 @@ func (c *cli) mobileconfig(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		prof, err := mobileconfig.New(mobileconfig.Account{
-			Address: acc.Address, Password: secret,
-			IMAPHost: imap.Host, IMAPPort: imap.Port, IMAPSSL: true,
-			SMTPHost: smtp.Host, SMTPPort: smtp.Port, SMTPSSL: true,
-			Identifier: "mailstack." + reverseDNS(domain) + "." + strings.ReplaceAll(acc.Address, "@", "."),
-		})
-		if err != nil {
-			return err
+		prof, err := mobileconfig.ForClients(cc, acc.Address, secret)
+		if err == nil {
+			err = writeProfile(c.stdout, *out, prof)
 		}
-		if err := writeProfile(c.stdout, *out, prof); err != nil {
+		if err != nil {
 			// The password was never shown: do not leave it usable.
 			if rerr := st.RevokeAppPassword(ctx, acc.ID, ap.ID); rerr != nil {
 				return errors.Join(err, rerr)
@@ -219,26 +207,6 @@ func (c *cli) mobileconfig(ctx context.Context, args []string) error {
 			"Revoke with: mailstack app-password revoke %s %d\n", acc.Address, where, n, ap.Label, acc.Address, n)
 		return nil
 	})
-}
-
-func pick(servers []clientconf.Server, prefer clientconf.Security) *clientconf.Server {
-	for i := range servers {
-		if servers[i].Security == prefer {
-			return &servers[i]
-		}
-	}
-	if len(servers) > 0 {
-		return &servers[0]
-	}
-	return nil
-}
-
-func reverseDNS(domain string) string {
-	parts := strings.Split(domain, ".")
-	for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
-		parts[i], parts[j] = parts[j], parts[i]
-	}
-	return strings.Join(parts, ".")
 }
 
 func writeProfile(stdout io.Writer, path string, prof *mobileconfig.Profile) error {

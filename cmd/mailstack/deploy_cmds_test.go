@@ -27,6 +27,7 @@ import (
 	"github.com/miekg/dns"
 	"howett.net/plist"
 
+	"github.com/mailstack/mailstack/internal/dnscheck/dnstest"
 	"github.com/mailstack/mailstack/store"
 	"github.com/mailstack/mailstack/store/storetest"
 )
@@ -654,42 +655,8 @@ func metricValue(t *testing.T, text, name string) float64 {
 	return v
 }
 
-// startZone serves records (zone-file lines) from a DNS server on
-// loopback UDP and returns its address. Names with records exist
-// (NOERROR, empty answer for other types); every other name is NXDOMAIN.
-func startZone(t *testing.T, records ...string) string {
-	t.Helper()
-	zone, names := map[string]dns.RR{}, map[string]bool{}
-	for _, s := range records {
-		rr, err := dns.NewRR(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		name := strings.ToLower(rr.Header().Name)
-		zone[name+"/"+dns.TypeToString[rr.Header().Rrtype]] = rr
-		names[name] = true
-	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		m.Authoritative = true // an empty answer is then "no such record", not a lame referral
-		q := r.Question[0]
-		name := strings.ToLower(q.Name)
-		if rr, ok := zone[name+"/"+dns.TypeToString[q.Qtype]]; ok {
-			m.Answer = append(m.Answer, rr)
-		} else if !names[name] {
-			m.Rcode = dns.RcodeNameError
-		}
-		w.WriteMsg(m)
-	})}
-	go srv.ActivateAndServe()
-	t.Cleanup(func() { srv.Shutdown() })
-	return pc.LocalAddr().String()
-}
+// startZone serves records on a loopback DNS server (dnstest.Zone).
+func startZone(t *testing.T, records ...string) string { return dnstest.Zone(t, records...) }
 
 // TestDoctorCommand runs doctor against a loopback DNS server that has
 // only the host's address and the MX: the rest must be reported missing
@@ -779,6 +746,9 @@ func TestServeHTTP(t *testing.T) {
 		{httpBase, "mta-sts.example.org", "/.well-known/mta-sts.txt", 308, ""},
 		{httpBase, "mail.example.net", "/healthz", 200, "ok"},
 		{httpsBase, "mail.example.net", "/healthz", 200, "ok"},
+		{httpsBase, "mail.example.net", "/signin", 200, `<form method="post" action="/signin"`},
+		{httpsBase, "mail.example.net", "/", 303, ""},
+		{httpBase, "mail.example.net", "/signin", 308, ""},
 		{adminBase, "127.0.0.1", "/healthz", 200, "ok"},
 		{adminBase, "127.0.0.1", "/metrics", 200, "mailstack_queue_depth 0\n"},
 		{adminBase, "127.0.0.1", "/metrics", 200, "# TYPE mailstack_logins_total counter"},

@@ -47,11 +47,13 @@ Domains:
   domain del DOMAIN
 
 Accounts:
-  user add ADDRESS [-quota 1G]  create an account (asks for the main password, at least 8
+  user add ADDRESS [-quota 1G] [-admin]
+                                create an account (asks for the main password, at least 8
                                 characters; prints a first app password)
   user list [DOMAIN]
   user passwd ADDRESS           change the main password
   user disable|enable ADDRESS
+  user admin ADDRESS [-off]     make ADDRESS an administrator on the account web (-off: no longer)
   user del ADDRESS [-yes]       delete the account and all its mail (asks first)
 
 Aliases:

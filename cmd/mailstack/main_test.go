@@ -128,6 +128,13 @@ func TestAdminCommands(t *testing.T) {
 		// Flags after the address, and a quota with a unit.
 		{stdin: "carols-password\n", args: []string{"user", "add", "carol@example.org", db, "-quota", "1G"}, want: `Account carol@example\.org created`},
 		{args: []string{"user", "list", db}, want: `(?s)alice@example\.org\s+active\s+unlimited.*carol@example\.org\s+active\s+1073741824`},
+		{stdin: "daves-password\n", args: []string{"user", "add", db, "-admin", "dave@example.org"}, want: `Account dave@example\.org created`,
+			after: func(t *testing.T, _ string) { wantAdmins(t, url, "dave@example.org") }},
+		{args: []string{"user", "admin", db, "carol@example.org"}, want: `carol@example\.org is an administrator`,
+			after: func(t *testing.T, _ string) { wantAdmins(t, url, "carol@example.org", "dave@example.org") }},
+		{args: []string{"user", "admin", db, "-off", "dave@example.org"}, want: `dave@example\.org is no longer an administrator`,
+			after: func(t *testing.T, _ string) { wantAdmins(t, url, "carol@example.org") }},
+		{args: []string{"user", "admin", db, "ghost@example.org"}, wantErr: true, want: `^No account ghost@example\.org exists\.$`},
 		{stdin: "12345678\n", args: []string{"user", "passwd", db, "carol@example.org"}, want: `changed`},
 		// App password numbers count per account: carol's first is 1.
 		{args: []string{"app-password", "list", "carol@example.org", db}, want: `(?m)^1\s+first device`},
@@ -184,18 +191,19 @@ func TestAdminCommands(t *testing.T) {
 		{stdin: "no\n", args: []string{"user", "del", db, "alice@example.org"}, wantErr: true, want: `not deleted`},
 		{stdin: "alice@example.org\n", args: []string{"user", "del", db, "alice@example.org"}, want: `deleted`},
 		{args: []string{"user", "del", db, "-yes", "carol@example.org"}, want: `deleted`},
+		{args: []string{"user", "del", db, "-yes", "dave@example.org"}, want: `deleted`},
 		{args: []string{"user", "del", db, "alice@example.org", "-yes"}, wantErr: true, want: `^No account alice@example\.org exists\.$`},
 		{args: []string{"domain", "del", db, "example.org"}, want: `deleted`},
 		{args: []string{"queue", "delete", db, "12345"}, wantErr: true, want: `^No queue entry 12345 exists\.$`},
 
 		// Command-line mistakes.
 		{args: []string{"frobnicate"}, wantErr: true, want: `^Unknown command "frobnicate"; run 'mailstack help' for the list\.$`},
-		{args: []string{"user"}, wantErr: true, want: `^The user command needs a subcommand: add, list, passwd, disable, enable, del\.$`},
+		{args: []string{"user"}, wantErr: true, want: `^The user command needs a subcommand: add, list, passwd, disable, enable, admin, del\.$`},
 		{args: []string{"user", "frob"}, wantErr: true, want: `^"frob" is not a subcommand of user; use one of: add, list`},
 		{args: []string{"user", "add", db}, wantErr: true, want: `^Usage: mailstack user add \[flags\] ADDRESS; see 'mailstack user add -h'\.$`},
 		{args: []string{"user", "add", "-bogus", "x@example.org"}, wantErr: true, want: `^Bad command line for mailstack user add: flag provided but not defined: -bogus; see 'mailstack user add -h'\.$`},
 		{args: []string{"version"}, want: `^mailstack \S+.*, go1\.`},
-		{args: []string{"user", "-h"}, want: `^Usage: mailstack user add\|list\|passwd\|disable\|enable\|del \[flags\] \[args\]\n`},
+		{args: []string{"user", "-h"}, want: `^Usage: mailstack user add\|list\|passwd\|disable\|enable\|admin\|del \[flags\] \[args\]\n`},
 		{args: []string{"user", "add", "-h"}, want: `(?s)^Usage: mailstack user add \[flags\] ADDRESS\n.*-database-url`},
 		{args: []string{"serve", "extra"}, wantErr: true, want: `^Serve takes flags only, not "extra"; see 'mailstack serve -h'\.$`},
 		{args: []string{"user", "list", db, "-log-level=loud"}, wantErr: true, want: `^Log level "loud" \(-log-level or MAILSTACK_LOG_LEVEL\) is not one of debug, info, warn or error\.$`},
@@ -731,7 +739,7 @@ func TestServeFlagsMatchREADME(t *testing.T) {
 	}
 	fs, _ := serveFlags()
 	inHelp := map[string]string{}
-	envRE := regexp.MustCompile(`\(env (MAILSTACK_[A-Z_]+)\)`)
+	envRE := regexp.MustCompile(`\(env (MAILSTACK_[A-Z0-9_]+)\)`)
 	fs.VisitAll(func(f *flag.Flag) {
 		m := envRE.FindAllStringSubmatch(f.Usage, -1)
 		switch {
@@ -760,5 +768,30 @@ func TestServeFlagsMatchREADME(t *testing.T) {
 		if _, ok := inHelp[f]; !ok {
 			t.Errorf("README lists -%s, which serve does not have", f)
 		}
+	}
+}
+
+// wantAdmins checks which accounts of the database at url are
+// administrators.
+func wantAdmins(t *testing.T, url string, want ...string) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, url, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	us, err := st.AccountUsages(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, u := range us {
+		if u.Admin {
+			got = append(got, u.Address)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("administrators %q, want %q", got, want)
 	}
 }

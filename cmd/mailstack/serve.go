@@ -76,7 +76,7 @@ func (cfg *serveConfig) register(fs *flag.FlagSet) {
 	cfg.requireAppPasswords = cfg.env.boolean("MAILSTACK_REQUIRE_APP_PASSWORDS", true)
 	fs.Var((*boolFlag)(&cfg.requireAppPasswords), "require-app-passwords", "IMAP and SMTP accept only app passwords, never the main password: true or false (also 1/0, yes/no, on/off) (env MAILSTACK_REQUIRE_APP_PASSWORDS)")
 	fs.Int64Var(&cfg.maxConnsPerAccount, "max-connections-per-account", cfg.env.int64("MAILSTACK_MAX_CONNECTIONS_PER_ACCOUNT", 50), "concurrent IMAP connections per account (env MAILSTACK_MAX_CONNECTIONS_PER_ACCOUNT)")
-	cfg.web.register(fs)
+	cfg.web.register(fs, &cfg.env)
 	cfg.rspamd.register(fs, &cfg.env)
 }
 
@@ -511,6 +511,9 @@ func (s *server) maintenance(ctx context.Context) {
 			s.log.Warn("prune activity log", "err", err)
 		} else if n > 0 {
 			s.log.Info("pruned activity log", "deleted_events", n)
+		}
+		if _, err := s.st.PruneWebSessions(ctx); err != nil {
+			s.log.Warn("prune web sessions", "err", err)
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/mailstack/mailstack/internal/clientconf"
 	"github.com/mailstack/mailstack/internal/metrics"
 	"github.com/mailstack/mailstack/internal/mtasts"
+	"github.com/mailstack/mailstack/webui"
 )
 
 // webConfig holds serve's HTTP, ACME and client-configuration settings.
@@ -26,15 +27,18 @@ type webConfig struct {
 	acmeDirectory string
 	mtaSTSMode    string
 	clientHosts   string
+	require2FA    bool
 }
 
-func (w *webConfig) register(fs *flag.FlagSet) {
+func (w *webConfig) register(fs *flag.FlagSet, env *envDefaults) {
 	fs.StringVar(&w.httpAddr, "http-addr", envOr("MAILSTACK_HTTP_ADDR", ":80"), "HTTP listen address: ACME HTTP-01, autoconfig, /healthz, redirect to HTTPS; empty: off (env MAILSTACK_HTTP_ADDR)")
-	fs.StringVar(&w.httpsAddr, "https-addr", envOr("MAILSTACK_HTTPS_ADDR", ":443"), "HTTPS listen address: autoconfig, autodiscover, MTA-STS policy, /healthz, ACME TLS-ALPN-01; empty: off (env MAILSTACK_HTTPS_ADDR)")
+	fs.StringVar(&w.httpsAddr, "https-addr", envOr("MAILSTACK_HTTPS_ADDR", ":443"), "HTTPS listen address: the account web, autoconfig, autodiscover, MTA-STS policy, /healthz, ACME TLS-ALPN-01; empty: off (env MAILSTACK_HTTPS_ADDR)")
 	fs.StringVar(&w.adminAddr, "admin-addr", envOr("MAILSTACK_ADMIN_ADDR", "127.0.0.1:9090"), "admin listen address for /metrics and /healthz; keep it private; empty: off (env MAILSTACK_ADMIN_ADDR)")
 	fs.StringVar(&w.acmeEmail, "acme-email", envOr("MAILSTACK_ACME_EMAIL", ""), "obtain certificates from Let's Encrypt (ACME) with this contact e-mail; needs ports 80 or 443 reachable (env MAILSTACK_ACME_EMAIL)")
 	fs.StringVar(&w.acmeDirectory, "acme-directory", envOr("MAILSTACK_ACME_DIRECTORY", ""), "ACME directory URL; empty: Let's Encrypt production (env MAILSTACK_ACME_DIRECTORY)")
 	registerClientFlags(fs, &w.mtaSTSMode, &w.clientHosts)
+	w.require2FA = env.boolean("MAILSTACK_WEB_REQUIRE_2FA", false)
+	fs.Var((*boolFlag)(&w.require2FA), "web-require-2fa", "the account web requires two-factor authentication: an account without it can only set it up; true or false (env MAILSTACK_WEB_REQUIRE_2FA)")
 }
 
 // registerClientFlags registers the settings that decide what the outside
@@ -168,6 +172,11 @@ func (s *server) startHTTPS(ctx context.Context, addr string) (func() error, fun
 	} else {
 		tlsCfg = s.tls.Clone()
 		tlsCfg.NextProtos = []string{"h2", "http/1.1"}
+	}
+	// The account web answers every path the other handlers do not.
+	cfg.Account, err = webui.New(webui.Config{Store: s.st, Clients: cfg.Clients, MTASTS: cfg.MTASTS, DNSServer: s.cfg.dnsServer, Require2FA: s.cfg.web.require2FA, Log: s.log})
+	if err != nil {
+		return nil, nil, "", err
 	}
 	srv := s.newHTTPServer(cfg.HTTPSHandler())
 	srv.TLSConfig = tlsCfg

@@ -10,10 +10,14 @@ package mobileconfig
 
 import (
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"howett.net/plist"
+
+	"github.com/mailstack/mailstack/internal/clientconf"
 )
 
 // Account is what goes into the profile.
@@ -139,4 +143,46 @@ func uuid() string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%X-%X-%X-%X-%X", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// ErrNoEndpoints is returned by ForClients when the IMAP or submission
+// listeners are all off.
+var ErrNoEndpoints = errors.New("IMAP or submission listeners are all turned off: nothing to configure")
+
+// ForClients builds the profile for address with an app password, with
+// the servers cc tells clients of. Apple's "use SSL" means implicit TLS on
+// 993/465 and STARTTLS on 143/587, so any endpoint works; IMAP 993 and
+// SMTP 587 are preferred.
+func ForClients(cc clientconf.Config, address, password string) (*Profile, error) {
+	domain := clientconf.DomainOf(address)
+	imap, smtp := pick(cc.IMAP(domain), clientconf.SSL), pick(cc.SMTP(domain), clientconf.STARTTLS)
+	if imap == nil || smtp == nil {
+		return nil, ErrNoEndpoints
+	}
+	return New(Account{
+		Address: address, Password: password,
+		IMAPHost: imap.Host, IMAPPort: imap.Port, IMAPSSL: true,
+		SMTPHost: smtp.Host, SMTPPort: smtp.Port, SMTPSSL: true,
+		Identifier: "mailstack." + reverseDNS(domain) + "." + strings.ReplaceAll(address, "@", "."),
+	})
+}
+
+func pick(servers []clientconf.Server, prefer clientconf.Security) *clientconf.Server {
+	for i := range servers {
+		if servers[i].Security == prefer {
+			return &servers[i]
+		}
+	}
+	if len(servers) > 0 {
+		return &servers[0]
+	}
+	return nil
+}
+
+func reverseDNS(domain string) string {
+	parts := strings.Split(domain, ".")
+	for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
+		parts[i], parts[j] = parts[j], parts[i]
+	}
+	return strings.Join(parts, ".")
 }
