@@ -161,7 +161,27 @@ func (b *browser) submit(fields [][2]string, button, waitFor string) {
 	for _, f := range fields {
 		steps = append(steps, chromedp.SendKeys(chromedp.ID(f[0]), f[1]))
 	}
-	steps = append(steps, chromedp.Click(chromedp.ID(button)), chromedp.WaitVisible(chromedp.ID(waitFor)))
+	// The page before the click may have waitFor too: mark its window and
+	// wait for the next page's, which the browser starts unmarked.
+	mark := chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := chromedp.Evaluate[bool](`window.__beforeSubmit = true`)(ctx, t)
+		return err
+	})
+	// While the browser navigates, evaluating fails: try again.
+	newPage := chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			fresh, err := chromedp.Evaluate[bool](`window.__beforeSubmit === undefined`)(ctx, t)
+			if err == nil && fresh {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("no new page after the click (%v)", err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	steps = append(steps, mark, chromedp.Click(chromedp.ID(button)), newPage, chromedp.WaitVisible(chromedp.ID(waitFor)))
 	b.do(steps...)
 }
 
