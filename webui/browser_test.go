@@ -23,6 +23,7 @@ import (
 	"github.com/mailstack/mailstack/imapd"
 	"github.com/mailstack/mailstack/internal/tlsconfig"
 	"github.com/mailstack/mailstack/smtpd"
+	"github.com/mailstack/mailstack/smtpd/outbound"
 	"github.com/mailstack/mailstack/store"
 )
 
@@ -59,6 +60,76 @@ func startIMAP(t *testing.T, st *store.Store) string {
 	go func() { defer wg.Done(); srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close(); wg.Wait() })
 	return ln.Addr().String()
+}
+
+// received is a message remote.example's MX received.
+type received struct{ from, to, data string }
+
+// remoteMX is remote.example's MX: it keeps what it is sent.
+type remoteMX struct{ got chan received }
+
+func (m remoteMX) NewSession(*smtp.Conn) (smtp.Session, error) { return &remoteSession{mx: m}, nil }
+
+type remoteSession struct {
+	mx       remoteMX
+	from, to string
+}
+
+func (s *remoteSession) Mail(from string, _ *smtp.MailOptions) error { s.from = from; return nil }
+func (s *remoteSession) Rcpt(to string, _ *smtp.RcptOptions) error   { s.to = to; return nil }
+func (s *remoteSession) Reset()                                      {}
+func (s *remoteSession) Logout() error                               { return nil }
+func (s *remoteSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err == nil {
+		s.mx.got <- received{s.from, s.to, string(b)}
+	}
+	return err
+}
+
+// remoteResolver sends remote.example's mail to 127.0.0.1.
+type remoteResolver struct{}
+
+func (remoteResolver) LookupMX(_ context.Context, name string) ([]*net.MX, error) {
+	if strings.TrimSuffix(name, ".") == "remote.example" {
+		return []*net.MX{{Host: "mx.remote.example.", Pref: 10}}, nil
+	}
+	return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
+}
+
+func (remoteResolver) LookupIPAddr(_ context.Context, host string) ([]net.IPAddr, error) {
+	if strings.TrimSuffix(host, ".") == "mx.remote.example" {
+		return []net.IPAddr{{IP: net.IPv4(127, 0, 0, 1)}}, nil
+	}
+	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+}
+
+// deliverQueued runs the outbound worker until remote.example's MX (on a
+// 127.0.0.1 port) has received one message, and returns it.
+func deliverQueued(t *testing.T, st *store.Store) received {
+	t.Helper()
+	mx := remoteMX{got: make(chan received, 4)}
+	srv := smtp.NewServer(mx)
+	srv.Domain = "mx.remote.example"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln) //nolint:errcheck // ends with Close
+	defer srv.Close()
+	w := outbound.New(outbound.Config{Store: st, Hostname: "mail.example.org", Resolver: remoteResolver{},
+		Port: ln.Addr().(*net.TCPAddr).Port, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case m := <-mx.got:
+		return m
+	case <-time.After(15 * time.Second):
+		t.Fatal("remote.example's MX received nothing in 15 s")
+	}
+	return received{}
 }
 
 // txtResolver answers the MX's DNS queries from a map of TXT records.
@@ -344,6 +415,13 @@ func TestBrowser(t *testing.T) {
 		if !strings.Contains(string(reply), want) {
 			t.Errorf("vacation reply lacks %q:\n%s", want, reply)
 		}
+	}
+	// The outbound worker delivers it to remote.example's MX, which
+	// receives it from the null sender.
+	got := deliverQueued(t, e.st)
+	if got.from != "" || got.to != "carol@remote.example" || !strings.Contains(got.data, "Subject: Away until Monday") ||
+		!strings.Contains(got.data, "DKIM-Signature: ") {
+		t.Errorf("remote.example received from <%s> to <%s>:\n%s", got.from, got.to, got.data)
 	}
 
 	// An administrator adds a user, who then signs in.
