@@ -260,8 +260,13 @@ func TestQresync(t *testing.T) {
 	}
 	// The session's own EXPUNGE is VANISHED too.
 	r.cmd(`UID STORE 1 +FLAGS.SILENT (\Deleted)`)
-	if got := r.cmd("EXPUNGE"); len(grep(got, `EXPUNGE`)) != 0 || !slices.Contains(got, "* VANISHED 1") {
+	got, status := r.try("EXPUNGE")
+	if len(grep(got, `EXPUNGE`)) != 0 || !slices.Contains(got, "* VANISHED 1") {
 		t.Fatalf("own EXPUNGE: %q", got)
+	}
+	// Its tagged OK says where the client is now (VANISHED has no modseq).
+	if hm := one(t, []string{status}, `^OK \[HIGHESTMODSEQ (\d+)\]`); num(t, hm) <= h2 {
+		t.Fatalf("EXPUNGE's OK: %s (HIGHESTMODSEQ %d before)", status, h2)
 	}
 }
 

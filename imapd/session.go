@@ -14,6 +14,7 @@ import (
 	"net"
 	"runtime/debug"
 	"strings"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -254,6 +255,10 @@ type cmd struct {
 	d    *imapwire.Decoder
 	// okCode and okText replace the tagged OK's default.
 	okCode, okText string
+	// okModSeq puts the HIGHESTMODSEQ the client has been told, once the
+	// poll before the tagged OK is done, in its code (EXPUNGE under
+	// QRESYNC: VANISHED carries no modseq; Dovecot does the same).
+	okModSeq bool
 }
 
 // end reads the end of the command line: every handler calls it once its
@@ -400,6 +405,9 @@ func (s *session) finish(c *cmd, err error) error {
 			if c.uid {
 				text = "UID " + text
 			}
+		}
+		if c.okModSeq && c.okCode == "" && s.sel != nil {
+			c.okCode = "HIGHESTMODSEQ " + strconv.FormatUint(s.sel.toldModSeq(), 10)
 		}
 		s.enc.Status(tag, "OK", c.okCode, text)
 	case errors.As(err, &we):

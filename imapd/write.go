@@ -611,5 +611,6 @@ func (s *session) cmdExpunge(c *cmd) error {
 		return storeError(err, "EXPUNGE")
 	}
 	s.srv.feed.applyOwnExpunge(s.ctx, s.mailbox.ID, gone)
+	c.okModSeq = s.qresync
 	return nil
 }
