@@ -24,6 +24,7 @@ var baseCaps = []string{
 	"ESEARCH", "SEARCHRES", "BINARY", "STATUS=SIZE",
 	"CONDSTORE", "QRESYNC", // condstore.go
 	"QUOTA", "QUOTA=RES-STORAGE", "METADATA", // quota.go, metadata.go
+	"SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", // sort.go, thread.go
 }
 
 func newCapabilities(appendLimit int64) capabilities {

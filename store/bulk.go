@@ -209,7 +209,7 @@ func (b *bulkWriter) write(ctx context.Context, batch []*BulkMessage) error {
 			b.known[m.SHA256] = ids[i]
 		}
 		i := 0
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"messages"}, []string{"id", "sha256", "size", "header", "structure"},
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"messages"}, append([]string{"id", "sha256", "size", "header", "structure"}, sortKeyColumnList...),
 			pgx.CopyFromFunc(func() ([]any, error) {
 				if i == len(fresh) {
 					return nil, nil
@@ -224,7 +224,7 @@ func (b *bulkWriter) write(ctx context.Context, batch []*BulkMessage) error {
 				if err != nil {
 					return nil, fmt.Errorf("encode structure: %w", err)
 				}
-				return []any{b.known[m.SHA256], m.SHA256[:], m.Size, header, json.RawMessage(structure)}, nil
+				return append([]any{b.known[m.SHA256], m.SHA256[:], m.Size, header, json.RawMessage(structure)}, sortKeyRow(m.Structure, header)...), nil
 			})); err != nil {
 			return fmt.Errorf("store messages: %w", err)
 		}
