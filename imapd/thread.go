@@ -336,8 +336,11 @@ func appendThreads(b []byte, roots []*threadNode, num func(*store.ThreadMessage)
 		open  bool // n starts a list of its own
 		close int  // parentheses to close after n's subtree
 	}
-	for _, r := range roots {
-		b = append(b, " ("...)
+	for i, r := range roots {
+		if i == 0 {
+			b = append(b, ' ') // thread-data = "THREAD" [SP 1*thread-list]
+		}
+		b = append(b, '(')
 		stack := []frame{{r, false, 1}}
 		for len(stack) > 0 {
 			f := stack[len(stack)-1]

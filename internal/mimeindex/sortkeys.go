@@ -298,8 +298,8 @@ func refwdLen(s string) int {
 // Casemap canonicalises s for the i;unicode-casemap collation (RFC
 // 5051): each character title-cased, then fully decomposed (NFKD), so
 // that comparing the results byte-wise (UTF-8 order is code point order)
-// compares the strings case-insensitively, characters with diacriticals
-// next to their base characters. Invalid UTF-8 bytes are kept.
+// compares the strings case-insensitively, as RFC 5051 orders them (an
+// accented letter compares as its base letter followed by the accent). Invalid UTF-8 bytes are kept.
 func Casemap(s string) string {
 	ascii := true
 	for i := 0; i < len(s); i++ {
@@ -311,7 +311,13 @@ func Casemap(s string) string {
 	if ascii {
 		return strings.ToUpper(s) // title case is upper case in ASCII
 	}
-	var b []byte
+	// Title case again after decomposing: a decomposition (the ligature
+	// "ﬁ" is "fi") may bring back lower case.
+	return titleCase(norm.NFKD.String(titleCase(s)))
+}
+
+func titleCase(s string) string {
+	b := make([]byte, 0, len(s))
 	for i := 0; i < len(s); {
 		r, size := utf8.DecodeRuneInString(s[i:])
 		if r == utf8.RuneError && size <= 1 {
@@ -322,5 +328,5 @@ func Casemap(s string) string {
 		b = utf8.AppendRune(b, unicode.ToTitle(r))
 		i += size
 	}
-	return norm.NFKD.String(string(b))
+	return string(b)
 }
