@@ -125,13 +125,22 @@ func threadOrderedSubject(msgs []store.ThreadMessage) []*threadNode {
 // threadReferences is REFERENCES (RFC 5256 §2.2, after JWZ), steps 1-6.
 func threadReferences(msgs []store.ThreadMessage) []*threadNode {
 	byID := make(map[string]*threadNode, len(msgs))
-	all := make([]*threadNode, 0, len(msgs))
+	all := make([]*threadNode, 0, 2*len(msgs))
+	slab := make([]threadNode, 0, len(msgs)) // one allocation for most nodes
+	newNode := func() *threadNode {
+		if len(slab) == cap(slab) {
+			slab = make([]threadNode, 0, 1024)
+		}
+		slab = append(slab, threadNode{seq: -1})
+		n := &slab[len(slab)-1]
+		all = append(all, n)
+		return n
+	}
 	container := func(id string) *threadNode {
 		n := byID[id]
 		if n == nil {
-			n = &threadNode{seq: -1}
+			n = newNode()
 			byID[id] = n
-			all = append(all, n)
 		}
 		return n
 	}
@@ -139,7 +148,12 @@ func threadReferences(msgs []store.ThreadMessage) []*threadNode {
 	for i := range msgs {
 		m := &msgs[i]
 		var prev *threadNode
-		for _, id := range strings.Fields(m.References) {
+		for refs := m.References; refs != ""; {
+			id, rest, _ := strings.Cut(refs, " ")
+			refs = rest
+			if id == "" {
+				continue
+			}
 			n := container(id)
 			if prev != nil && n.parent == nil && n != prev && !isAncestor(n, prev) {
 				link(prev, n)
@@ -154,8 +168,7 @@ func threadReferences(msgs []store.ThreadMessage) []*threadNode {
 		}
 		if self == nil {
 			// No or a duplicate Message-ID: a unique one.
-			self = &threadNode{}
-			all = append(all, self)
+			self = newNode()
 		}
 		self.msg, self.seq = m, i
 		if self.parent != nil {

@@ -2,26 +2,34 @@
 -- order and group messages by, computed once per content at delivery
 -- (mimeindex.Keys) like the rest of the structure.
 --
--- String keys are canonicalised for i;unicode-casemap, so ORDER BY ...
--- COLLATE "C" (byte order) is the comparator's order. sent_date is NULL
--- when the Date: field is missing or unparsable (SORT then uses the
--- internal date). thread_msgid and thread_refs are message identifiers
--- without angle brackets, thread_refs separated by spaces.
---
--- Rows stored before this version have sort_version 0: the store computes
--- their keys in Go from the stored header and structure when it migrates
--- (store.backfillSortKeys, at start and by 'mailstack migrate'), in
--- batches; the partial index finds them and costs new rows nothing.
-ALTER TABLE messages
-    ADD COLUMN sort_version  smallint NOT NULL DEFAULT 0,
-    ADD COLUMN sent_date     timestamptz,
-    ADD COLUMN sort_subject  text NOT NULL DEFAULT '',
-    ADD COLUMN subject_reply boolean NOT NULL DEFAULT false,
-    ADD COLUMN sort_from     text NOT NULL DEFAULT '',
-    ADD COLUMN sort_to       text NOT NULL DEFAULT '',
-    ADD COLUMN sort_cc       text NOT NULL DEFAULT '',
-    ADD COLUMN display_from  text NOT NULL DEFAULT '',
-    ADD COLUMN display_to    text NOT NULL DEFAULT '',
-    ADD COLUMN thread_msgid  text NOT NULL DEFAULT '',
-    ADD COLUMN thread_refs   text NOT NULL DEFAULT '';
-CREATE INDEX messages_sort_pending ON messages (id) WHERE sort_version = 0;
+-- A narrow table of its own rather than columns of messages: SORT and
+-- THREAD join it with a mailbox's rows, and messages' rows (header and
+-- structure inline) are a hundred times wider. String keys are
+-- canonicalised for i;unicode-casemap, so ORDER BY ... COLLATE "C" (byte
+-- order) is the comparator's order. sent_date is NULL when the Date:
+-- field is missing or unparsable (SORT then uses the internal date).
+-- msgid and refs are message identifiers without angle brackets, refs
+-- separated by spaces.
+CREATE TABLE message_keys (
+    message_id   bigint PRIMARY KEY REFERENCES messages ON DELETE CASCADE,
+    sent_date    timestamptz,
+    subject      text NOT NULL,
+    reply        boolean NOT NULL,
+    from_mailbox text NOT NULL,
+    to_mailbox   text NOT NULL,
+    cc_mailbox   text NOT NULL,
+    display_from text NOT NULL,
+    display_to   text NOT NULL,
+    msgid        text NOT NULL,
+    refs         text NOT NULL
+);
+
+-- Contents stored before this version get their keys from the store in Go
+-- (from their stored header and structure) when it migrates, at start and
+-- by 'mailstack migrate': ids next_id < id <= last_id, in batches; the row
+-- goes when done (store.backfillSortKeys).
+CREATE TABLE message_keys_backfill (
+    next_id bigint NOT NULL,
+    last_id bigint NOT NULL
+);
+INSERT INTO message_keys_backfill SELECT 0, max(id) FROM messages HAVING max(id) IS NOT NULL;

@@ -209,7 +209,8 @@ func (b *bulkWriter) write(ctx context.Context, batch []*BulkMessage) error {
 			b.known[m.SHA256] = ids[i]
 		}
 		i := 0
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"messages"}, append([]string{"id", "sha256", "size", "header", "structure"}, sortKeyColumnList...),
+		var keys [][]any // message_keys rows, gathered while the header is at hand
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"messages"}, []string{"id", "sha256", "size", "header", "structure"},
 			pgx.CopyFromFunc(func() ([]any, error) {
 				if i == len(fresh) {
 					return nil, nil
@@ -224,9 +225,13 @@ func (b *bulkWriter) write(ctx context.Context, batch []*BulkMessage) error {
 				if err != nil {
 					return nil, fmt.Errorf("encode structure: %w", err)
 				}
-				return append([]any{b.known[m.SHA256], m.SHA256[:], m.Size, header, json.RawMessage(structure)}, sortKeyRow(m.Structure, header)...), nil
+				keys = append(keys, sortKeyRow(b.known[m.SHA256], m.Structure, header))
+				return []any{b.known[m.SHA256], m.SHA256[:], m.Size, header, json.RawMessage(structure)}, nil
 			})); err != nil {
 			return fmt.Errorf("store messages: %w", err)
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"message_keys"}, sortKeyColumnList, pgx.CopyFromRows(keys)); err != nil {
+			return fmt.Errorf("store sort keys: %w", err)
 		}
 		if err := b.copyChunks(ctx, fresh); err != nil {
 			return fmt.Errorf("store bodies: %w", err)

@@ -331,9 +331,10 @@ func insertMessageSQL(loginCheck bool) string {
 		cond = `CASE WHEN ` + sessionValid("$9", "$10") + ` THEN true ELSE login_gone() END`
 	}
 	return `WITH m AS (
-		INSERT INTO messages (sha256, size, header, structure, ` + sortKeyColumns + `)
-		SELECT $1, $2, $3, $4, ` + sortKeyValues("$6", "$7", "$8") + ` WHERE ` + cond + `
+		INSERT INTO messages (sha256, size, header, structure) SELECT $1, $2, $3, $4 WHERE ` + cond + `
 		ON CONFLICT (sha256) DO NOTHING RETURNING id
+	), k AS (
+		` + insertSortKeys("m", "$6", "$7", "$8") + `
 	), c AS (
 		INSERT INTO message_chunks (message_id, seq, data) SELECT id, 0, $5 FROM m WHERE $2 > 0
 	)

@@ -1,8 +1,11 @@
 package store
 
 import (
+	"cmp"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,20 +38,21 @@ type SortCriterion struct {
 }
 
 // sortExpr is the SQL each key orders by, over mailbox_messages mm and
-// messages m; join says it needs m.
+// message_keys k; join says it needs k. (A content whose keys are missing,
+// which no writer leaves, sorts as if its fields were empty.)
 var sortExpr = map[SortKey]struct {
 	sql  string
 	join bool
 }{
 	SortArrival:     {"mm.internal_date", false},
-	SortCc:          {`m.sort_cc COLLATE "C"`, true},
-	SortDate:        {"coalesce(m.sent_date, mm.internal_date)", true},
-	SortFrom:        {`m.sort_from COLLATE "C"`, true},
+	SortCc:          {`coalesce(k.cc_mailbox, '') COLLATE "C"`, true},
+	SortDate:        {"coalesce(k.sent_date, mm.internal_date)", true},
+	SortFrom:        {`coalesce(k.from_mailbox, '') COLLATE "C"`, true},
 	SortSize:        {"mm.size", false},
-	SortSubject:     {`m.sort_subject COLLATE "C"`, true},
-	SortTo:          {`m.sort_to COLLATE "C"`, true},
-	SortDisplayFrom: {`m.display_from COLLATE "C"`, true},
-	SortDisplayTo:   {`m.display_to COLLATE "C"`, true},
+	SortSubject:     {`coalesce(k.subject, '') COLLATE "C"`, true},
+	SortTo:          {`coalesce(k.to_mailbox, '') COLLATE "C"`, true},
+	SortDisplayFrom: {`coalesce(k.display_from, '') COLLATE "C"`, true},
+	SortDisplayTo:   {`coalesce(k.display_to, '') COLLATE "C"`, true},
 }
 
 // Sort returns the UIDs of the messages of a mailbox matching c in the
@@ -73,43 +77,74 @@ func (s *Store) Sort(ctx context.Context, accountID, mailboxID int64, c *SearchC
 	by = append(by, "mm.uid")
 	from := "mailbox_messages mm"
 	if join {
-		from += " JOIN messages m ON m.id = mm.message_id"
+		from += " LEFT JOIN message_keys k ON k.message_id = mm.message_id"
 	}
-	uids, err := s.selectMatching(ctx, accountID, mailboxID, c, func(where string, args []any) (pgx.Rows, error) {
-		return s.pool.Query(ctx, `SELECT mm.uid FROM `+from+`
-			WHERE mm.mailbox_id = $1 AND mm.account_id = $2 AND `+where+` ORDER BY `+strings.Join(by, ", "), args...)
-	})
+	var out []uint32
+	err := s.selectMatching(ctx, accountID, mailboxID, c, `SELECT mm.uid FROM `+from+`
+		WHERE mm.mailbox_id = $1 AND mm.account_id = $2 AND %s ORDER BY `+strings.Join(by, ", "),
+		func(rows pgx.Rows) (err error) {
+			out, err = scanUIDs(rows)
+			return err
+		})
 	if err != nil {
 		return nil, fmt.Errorf("sort: %w", err)
 	}
-	return scanUIDs(uids)
+	return out, nil
 }
 
-// selectMatching runs query with a condition over mailbox_messages mm
-// selecting the messages of the mailbox that match c ($1 is the mailbox,
-// $2 the account): c itself if SQL decides it, else the UIDs Search
-// found.
-func (s *Store) selectMatching(ctx context.Context, accountID, mailboxID int64, c *SearchCriteria,
-	query func(where string, args []any) (pgx.Rows, error)) (pgx.Rows, error) {
+// sortWorkMem is the memory PostgreSQL may use for the sort of one SORT
+// (and THREAD's hash join): a mailbox of 100,000 messages sorts in memory
+// rather than in temporary files, which the default 4 MB would need.
+const sortWorkMem = "64MB"
+
+// selectMatching runs query, whose %s is replaced by a condition over
+// mailbox_messages mm selecting the messages of the mailbox that match c
+// ($1 is the mailbox, $2 the account): c itself if SQL decides it, else
+// the UIDs Search found. scan reads the rows. The query runs with
+// sortWorkMem, in the same round trip.
+func (s *Store) selectMatching(ctx context.Context, accountID, mailboxID int64, c *SearchCriteria, query string,
+	scan func(pgx.Rows) error) error {
 	if c == nil {
 		c = &SearchCriteria{}
 	}
 	if err := s.checkSearchMailbox(ctx, accountID, mailboxID); err != nil {
-		return nil, err
+		return err
 	}
 	b := &sqlBuilder{args: []any{mailboxID, accountID}}
+	var where string
 	if !hasContent(c) {
-		return query(b.conds(c, modeExact), b.args)
+		where = b.conds(c, modeExact)
+	} else {
+		uids, err := s.searchContent(ctx, accountID, mailboxID, c)
+		if err != nil {
+			return err
+		}
+		list := make([]int64, len(uids))
+		for i, u := range uids {
+			list[i] = int64(u)
+		}
+		where = "mm.uid = ANY(" + b.arg(list) + "::bigint[])"
 	}
-	uids, err := s.searchContent(ctx, accountID, mailboxID, c)
-	if err != nil {
-		return nil, err
+	// A pipelined batch is one implicit transaction: set_config's local
+	// setting holds for the query after it.
+	batch := &pgx.Batch{}
+	batch.Queue(`SELECT set_config('work_mem', '` + sortWorkMem + `', true)`)
+	batch.Queue(strings.Replace(query, "%s", where, 1), b.args...)
+	br := s.pool.SendBatch(ctx, batch)
+	err := func() error {
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		return scan(rows)
+	}()
+	if cerr := br.Close(); err == nil {
+		err = cerr
 	}
-	list := make([]int64, len(uids))
-	for i, u := range uids {
-		list[i] = int64(u)
-	}
-	return query("mm.uid = ANY("+b.arg(list)+"::bigint[])", b.args)
+	return err
 }
 
 // ThreadMessage is what THREAD (RFC 5256 §2.2, §2.3) needs of a message.
@@ -133,26 +168,68 @@ type ThreadMessage struct {
 func (s *Store) ThreadMessages(ctx context.Context, accountID, mailboxID int64, c *SearchCriteria, withRefs bool) ([]ThreadMessage, error) {
 	refs := "'', ''"
 	if withRefs {
-		refs = "m.thread_msgid, m.thread_refs"
-	}
-	rows, err := s.selectMatching(ctx, accountID, mailboxID, c, func(where string, args []any) (pgx.Rows, error) {
-		return s.pool.Query(ctx, `SELECT mm.uid, coalesce(m.sent_date, mm.internal_date), m.sort_subject, m.subject_reply, `+refs+`
-			FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id
-			WHERE mm.mailbox_id = $1 AND mm.account_id = $2 AND `+where+` ORDER BY mm.uid`, args...)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("thread: %w", err)
+		refs = "coalesce(k.msgid, ''), coalesce(k.refs, '')"
 	}
 	var out []ThreadMessage
-	var t ThreadMessage
-	var uid int64
-	_, err = pgx.ForEachRow(rows, []any{&uid, &t.Date, &t.Subject, &t.Reply, &t.MessageID, &t.References}, func() error {
-		t.UID = uint32(uid)
-		out = append(out, t)
-		return nil
-	})
+	err := s.selectMatching(ctx, accountID, mailboxID, c, `SELECT mm.uid, coalesce(k.sent_date, mm.internal_date),
+			coalesce(k.subject, ''), coalesce(k.reply, false), `+refs+`
+		FROM mailbox_messages mm LEFT JOIN message_keys k ON k.message_id = mm.message_id
+		WHERE mm.mailbox_id = $1 AND mm.account_id = $2 AND %s`,
+		func(rows pgx.Rows) (err error) {
+			out, err = scanThreadMessages(rows)
+			return err
+		})
 	if err != nil {
 		return nil, fmt.Errorf("thread: %w", err)
+	}
+	// Ordered here: in SQL the rows (identifiers and all) would be sorted
+	// again after the join, in temporary files for a large mailbox.
+	slices.SortFunc(out, func(a, b ThreadMessage) int { return cmp.Compare(a.UID, b.UID) })
+	return out, nil
+}
+
+// scanThreadMessages reads ThreadMessages' rows. A mailbox's worth of rows
+// is decoded from the binary wire format by hand, its strings sliced from
+// one arena: three allocations per row would take as long as the query.
+func scanThreadMessages(rows pgx.Rows) ([]ThreadMessage, error) {
+	defer rows.Close()
+	// Text is the same in both formats; the others must be binary.
+	for i, f := range rows.FieldDescriptions() {
+		if f.Format != pgx.BinaryFormatCode && (i < 2 || i == 3) {
+			return nil, fmt.Errorf("column %d in text format", i)
+		}
+	}
+	type span struct{ off, n int32 }
+	var out []ThreadMessage
+	var spans [][3]span
+	var arena []byte
+	add := func(b []byte) span {
+		sp := span{int32(len(arena)), int32(len(b))}
+		arena = append(arena, b...)
+		return sp
+	}
+	for rows.Next() {
+		v := rows.RawValues()
+		if len(v) != 6 || len(v[0]) != 8 || len(v[1]) != 8 || len(v[3]) != 1 {
+			return nil, fmt.Errorf("unexpected row shape")
+		}
+		out = append(out, ThreadMessage{
+			UID:   uint32(binary.BigEndian.Uint64(v[0])),
+			Date:  pgEpoch.Add(time.Duration(int64(binary.BigEndian.Uint64(v[1]))) * time.Microsecond),
+			Reply: v[3][0] != 0,
+		})
+		spans = append(spans, [3]span{add(v[2]), add(v[4]), add(v[5])})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	all := string(arena)
+	str := func(sp span) string { return all[sp.off : sp.off+sp.n] }
+	for i := range out {
+		out[i].Subject, out[i].MessageID, out[i].References = str(spans[i][0]), str(spans[i][1]), str(spans[i][2])
 	}
 	return out, nil
 }
+
+// pgEpoch is where PostgreSQL's binary timestamps count from.
+var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)

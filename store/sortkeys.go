@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -13,25 +14,25 @@ import (
 	"github.com/mailstack/mailstack/internal/mimeindex"
 )
 
-// The sort keys of a content (migration 13): columns of messages filled at
-// delivery from mimeindex.Keys, in this order.
-var sortKeyColumnList = []string{"sort_version", "sent_date", "sort_subject", "subject_reply", "sort_from", "sort_to",
-	"sort_cc", "display_from", "display_to", "thread_msgid", "thread_refs"}
+// The sort keys of a content (migration 13): a row of message_keys written
+// with the content's row, from mimeindex.Keys, in this column order.
+var sortKeyColumnList = []string{"message_id", "sent_date", "subject", "reply", "from_mailbox", "to_mailbox",
+	"cc_mailbox", "display_from", "display_to", "msgid", "refs"}
 
-var sortKeyColumns = strings.Join(sortKeyColumnList, ", ")
-
-// sortKeyValues is the SQL of the values of sortKeyColumns from the three
-// parameters sortKeyArgs gives: the strings as one text[], the sent date
-// and the reply flag (one array rather than nine parameters keeps the
-// statement's parameter list short).
-func sortKeyValues(strs, sent, reply string) string {
+// insertSortKeys is the SQL that stores the keys of the content inserted
+// by the CTE named from (its column id), from the three parameters
+// sortKeyArgs gives: the strings as one text[], the sent date and the
+// reply flag (one array rather than eight parameters keeps the statement's
+// list short).
+func insertSortKeys(from, strs, sent, reply string) string {
 	a := func(i int) string { return "(" + strs + "::text[])[" + fmt.Sprint(i) + "]" }
-	return fmt.Sprint(mimeindex.SortKeysVersion) + ", " + sent + "::timestamptz, " + a(1) + ", " + reply + "::boolean, " +
-		a(2) + ", " + a(3) + ", " + a(4) + ", " + a(5) + ", " + a(6) + ", " + a(7) + ", " + a(8)
+	return "INSERT INTO message_keys (" + strings.Join(sortKeyColumnList, ", ") + ") SELECT id, " +
+		sent + "::timestamptz, " + a(1) + ", " + reply + "::boolean, " +
+		a(2) + ", " + a(3) + ", " + a(4) + ", " + a(5) + ", " + a(6) + ", " + a(7) + ", " + a(8) + " FROM " + from
 }
 
-// sortKeyArgs returns the arguments of sortKeyValues for a spooled message
-// whose header block is header.
+// sortKeyArgs returns the arguments of insertSortKeys for a spooled
+// message whose header block is header.
 func sortKeyArgs(msg *Spooled, header []byte) [3]any {
 	k := mimeindex.Keys(msg.Structure.Envelope, header)
 	return [3]any{[]string{k.Subject, k.From, k.To, k.Cc, k.DisplayFrom, k.DisplayTo, k.MessageID, k.References},
@@ -46,66 +47,82 @@ func sentDate(k mimeindex.SortKeys) *time.Time {
 	return &t
 }
 
-// sortKeyRow returns the values of sortKeyColumnList for a COPY row.
-func sortKeyRow(structure *mimeindex.Message, header []byte) []any {
+// sortKeyRow returns a row of message_keys (sortKeyColumnList) for COPY.
+func sortKeyRow(id int64, structure *mimeindex.Message, header []byte) []any {
 	var env *mimeindex.Envelope
 	if structure != nil {
 		env = structure.Envelope
 	}
 	k := mimeindex.Keys(env, header)
-	return []any{int16(mimeindex.SortKeysVersion), sentDate(k), k.Subject, k.Reply, k.From, k.To, k.Cc,
-		k.DisplayFrom, k.DisplayTo, k.MessageID, k.References}
+	return []any{id, sentDate(k), k.Subject, k.Reply, k.From, k.To, k.Cc, k.DisplayFrom, k.DisplayTo, k.MessageID, k.References}
 }
 
 // backfillBatch is how many contents backfillSortKeys computes per
-// statement.
+// transaction.
 const backfillBatch = 1000
 
-// backfillSortKeys computes the sort keys of contents stored before
-// migration 13 (sort_version 0) from their stored header and structure, a
-// batch per statement, so that an interrupted run resumes where it
-// stopped. Migrate runs it under its lock (at start and by 'mailstack
-// migrate'); a database without such rows costs one index probe.
+// backfillSortKeys computes the keys of the contents stored before
+// migration 13 (message_keys_backfill says which ids) from their stored
+// header and structure, a batch per transaction that also records how far
+// it got, so an interrupted run resumes there. Migrate runs it under its
+// lock (at start and by 'mailstack migrate'); once done it costs one read
+// of an empty table.
 func backfillSortKeys(ctx context.Context, conn *pgxpool.Conn) error {
 	for {
-		rows, err := conn.Query(ctx, `SELECT id, header, structure FROM messages WHERE sort_version = 0 ORDER BY id LIMIT $1`, backfillBatch)
-		if err != nil {
-			return fmt.Errorf("backfill sort keys: %w", err)
-		}
-		var ids []int64
-		var sent []*time.Time
-		var reply []bool
-		cols := make([][]string, 8)
-		var id int64
-		var header, structure []byte
-		_, err = pgx.ForEachRow(rows, []any{&id, &header, &structure}, func() error {
-			var m mimeindex.Message
-			if err := json.Unmarshal(structure, &m); err != nil {
-				return fmt.Errorf("message %d: decode structure: %w", id, err)
+		done := false
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			var next, last int64
+			err := tx.QueryRow(ctx, `SELECT next_id, last_id FROM message_keys_backfill`).Scan(&next, &last)
+			if errors.Is(err, pgx.ErrNoRows) {
+				done = true
+				return nil
 			}
-			k := mimeindex.Keys(m.Envelope, header)
-			ids, sent, reply = append(ids, id), append(sent, sentDate(k)), append(reply, k.Reply)
-			for i, v := range []string{k.Subject, k.From, k.To, k.Cc, k.DisplayFrom, k.DisplayTo, k.MessageID, k.References} {
-				cols[i] = append(cols[i], v)
+			if err != nil {
+				return err
 			}
-			return nil
+			rows, err := tx.Query(ctx, `SELECT id, header, structure FROM messages WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3`,
+				next, last, backfillBatch)
+			if err != nil {
+				return err
+			}
+			var keys [][]any
+			var id int64
+			var header, structure []byte
+			_, err = pgx.ForEachRow(rows, []any{&id, &header, &structure}, func() error {
+				var m mimeindex.Message
+				if err := json.Unmarshal(structure, &m); err != nil {
+					return fmt.Errorf("message %d: decode structure: %w", id, err)
+				}
+				keys = append(keys, sortKeyRow(id, &m, header))
+				next = id
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if len(keys) < backfillBatch {
+				done = true
+				_, err = tx.Exec(ctx, `DELETE FROM message_keys_backfill`)
+			} else {
+				_, err = tx.Exec(ctx, `UPDATE message_keys_backfill SET next_id = $1`, next)
+			}
+			if err != nil {
+				return err
+			}
+			// Through a temporary table: COPY cannot skip rows that exist.
+			if _, err := tx.Exec(ctx, `CREATE TEMPORARY TABLE backfill_keys (LIKE message_keys) ON COMMIT DROP`); err != nil {
+				return err
+			}
+			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"backfill_keys"}, sortKeyColumnList, pgx.CopyFromRows(keys)); err != nil {
+				return err
+			}
+			_, err = tx.Exec(ctx, `INSERT INTO message_keys SELECT * FROM backfill_keys ON CONFLICT (message_id) DO NOTHING`)
+			return err
 		})
 		if err != nil {
 			return fmt.Errorf("backfill sort keys: %w", err)
 		}
-		if len(ids) == 0 {
-			return nil
-		}
-		if _, err := conn.Exec(ctx, `UPDATE messages m SET sort_version = $12, sent_date = u.sent, sort_subject = u.subj,
-				subject_reply = u.reply, sort_from = u.f, sort_to = u.t, sort_cc = u.c, display_from = u.df,
-				display_to = u.dt, thread_msgid = u.mid, thread_refs = u.refs
-			FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::boolean[], $5::text[], $6::text[], $7::text[],
-				$8::text[], $9::text[], $10::text[], $11::text[]) u(id, sent, subj, reply, f, t, c, df, dt, mid, refs)
-			WHERE m.id = u.id`, ids, sent, cols[0], reply, cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7],
-			int16(mimeindex.SortKeysVersion)); err != nil {
-			return fmt.Errorf("backfill sort keys: %w", err)
-		}
-		if len(ids) < backfillBatch {
+		if done {
 			return nil
 		}
 	}
