@@ -182,6 +182,11 @@ func TestESort(t *testing.T) {
 			t.Errorf("%s: %q, want %q", tc.cmd, got, want)
 		}
 	}
+	// A MODSEQ key adds the highest modseq (RFC 7162 §3.1.5).
+	// (The first CONDSTORE command also reports HIGHESTMODSEQ.)
+	if got := r.cmd("SORT (DATE) UTF-8 MODSEQ 1"); len(got) == 0 || !strings.HasPrefix(got[len(got)-1], "* SORT 3 2 1 4 5 (MODSEQ ") {
+		t.Errorf("SORT with MODSEQ: %q", got)
+	}
 	// SAVE keeps the result for "$", as SEARCH's does.
 	r.cmd("SORT RETURN (SAVE) (REVERSE DATE) UTF-8 FROM b")
 	if got := r.cmd("UID SEARCH UID $"); len(got) != 1 || got[0] != "* SEARCH 2 5" {
