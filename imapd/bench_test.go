@@ -53,6 +53,10 @@ func BenchmarkIMAP(b *testing.B) {
 	b.Run("FetchEnvelopeLast500", env.benchFetchEnvelopes)
 	b.Run("StreamBody50MB", env.benchStreamBig)
 	b.Run("UIDBatches", env.benchUIDBatches)
+	b.Run("UIDSortReverseDate", env.benchSortReverseDate) // sort_bench_test.go
+	b.Run("UIDSortSubject", env.benchSortSubject)
+	b.Run("UIDThreadReferences", env.benchThreadReferences)
+	b.Run("UIDThreadOrderedSubject", env.benchThreadOrderedSubject)
 }
 
 type benchEnv struct {
@@ -288,12 +292,22 @@ func benchHeader(r *rand.Rand, i int, date time.Time) *strings.Builder {
 	}
 	fmt.Fprintf(&h, "Subject: %s\r\n", subject)
 	fmt.Fprintf(&h, "Date: %s\r\n", date.Format(time.RFC1123Z))
-	fmt.Fprintf(&h, "Message-ID: <%d.%08x@%s>\r\n", i, r.Uint32(), from[strings.IndexByte(from, '@')+1:])
+	r.Uint32() // was the Message-ID's; the draws after it stay the same
+	fmt.Fprintf(&h, "Message-ID: %s\r\n", benchMessageID(i))
 	if i > 0 && r.IntN(3) == 0 {
-		fmt.Fprintf(&h, "In-Reply-To: <%d.0@example.com>\r\nReferences: <%d.0@example.com>\r\n", i-1, i-1)
+		// A reply to one of the last 200 messages, in a thread whose
+		// root is not in the mailbox.
+		p := i - 1 - r.IntN(min(i, 200))
+		fmt.Fprintf(&h, "In-Reply-To: %s\r\nReferences: <%d.0@example.com> %s\r\n", benchMessageID(p), p/50, benchMessageID(p))
 	}
 	h.WriteString("MIME-Version: 1.0\r\n")
 	return &h
+}
+
+// benchMessageID is the Message-ID benchHeader gives message i, so that
+// replies can refer to it.
+func benchMessageID(i int) string {
+	return fmt.Sprintf("<%d.%08x@bench.example.org>", i, uint32(i)*2654435761)
 }
 
 // bigMessage returns a reader of a message of about size bytes (a base64

@@ -25,6 +25,7 @@ var baseCaps = []string{
 	"CONDSTORE", "QRESYNC", // condstore.go
 	"QUOTA", "QUOTA=RES-STORAGE", "METADATA", // quota.go, metadata.go
 	"PARTIAL", "UIDONLY", "UIDBATCHES", // partial.go, uidonly.go, uidbatches.go
+	"SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", // sort.go, thread.go
 }
 
 func newCapabilities(appendLimit int64, messageLimit int) capabilities {

@@ -55,6 +55,8 @@ func init() {
 		"STORE":        {selectedState, (*session).cmdStore},
 		"COPY":         {selectedState, (*session).cmdCopy},
 		"MOVE":         {selectedState, (*session).cmdMove},
+		"SORT":         {selectedState, (*session).cmdSort},   // sort.go
+		"THREAD":       {selectedState, (*session).cmdThread}, // thread.go
 		// quota.go, metadata.go
 		"GETQUOTAROOT": {authenticated, (*session).cmdGetQuotaRoot},
 		"GETQUOTA":     {authenticated, (*session).cmdGetQuota},
@@ -66,4 +68,5 @@ func init() {
 }
 
 // uidCommands may follow "UID".
-var uidCommands = map[string]bool{"FETCH": true, "SEARCH": true, "STORE": true, "COPY": true, "MOVE": true, "EXPUNGE": true}
+var uidCommands = map[string]bool{"FETCH": true, "SEARCH": true, "STORE": true, "COPY": true, "MOVE": true, "EXPUNGE": true,
+	"SORT": true, "THREAD": true}

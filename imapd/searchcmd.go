@@ -299,70 +299,16 @@ func (s *session) cmdSearch(c *cmd) error {
 	if err := c.d.SP(); err != nil {
 		return err
 	}
-	var ret searchReturn
 	p := &searchParser{d: c.d}
-	if peekWord(c.d, "RETURN") {
-		ret.extended = true
-		if err := c.d.SP(); err != nil {
-			return err
-		}
-		wantRange := false
-		err := c.d.AtomList(func(o string) error {
-			if wantRange {
-				wantRange = false
-				var err error
-				ret.partial, err = partialRangeOf(o)
-				return err
-			}
-			switch strings.ToUpper(o) {
-			case "PARTIAL":
-				if ret.partial != nil {
-					return bad("PARTIAL given twice")
-				}
-				wantRange = true
-			case "MIN":
-				ret.min = true
-			case "MAX":
-				ret.max = true
-			case "ALL":
-				ret.all = true
-			case "COUNT":
-				ret.count = true
-			case "SAVE":
-				ret.save = true
-			default:
-				return bad("Unknown SEARCH return option " + truncate(o))
-			}
-			return nil
-		})
-		if err == nil && wantRange {
-			err = bad("PARTIAL needs a range")
-		}
-		if err != nil {
-			return err
-		}
-		if ret.all && ret.partial != nil {
-			return bad("ALL and PARTIAL cannot be combined") // RFC 9394 §3.1
-		}
-		if !ret.min && !ret.max && !ret.count && !ret.save && ret.partial == nil {
-			ret.all = true // RETURN () is RETURN (ALL)
-		}
-		if err := c.d.SP(); err != nil {
-			return err
-		}
+	ret, err := parseSearchReturn(c.d, "SEARCH")
+	if err != nil {
+		return err
 	}
 	if peekWord(c.d, "CHARSET") {
 		if err := c.d.SP(); err != nil {
 			return err
 		}
-		cs, err := c.d.AString()
-		if err != nil {
-			return err
-		}
-		if !strings.EqualFold(cs, "UTF-8") && !strings.EqualFold(cs, "US-ASCII") {
-			return no("BADCHARSET", "Unsupported charset; use UTF-8")
-		}
-		if err := c.d.SP(); err != nil {
+		if err := searchCharset(c.d); err != nil {
 			return err
 		}
 	}
@@ -410,27 +356,49 @@ func (s *session) cmdSearch(c *cmd) error {
 	}
 	// With a MODSEQ key, the highest modseq of what is returned (RFC 7162
 	// §3.1.5): of every match, or of the MIN and MAX messages only.
-	var modseq uint64
-	if p.modseq && len(uids) > 0 {
-		of := uids
-		if ret.extended && !ret.all && !ret.count {
-			of = savedResult(uids, ret)
-		}
-		if modseq, err = s.srv.st.MaxModSeq(s.ctx, s.accountID(), s.mailbox.ID, of); err != nil {
-			return storeError(err, "SEARCH")
-		}
+	modseq, err := s.resultModSeq(p, uids, ret)
+	if err != nil {
+		return storeError(err, "SEARCH")
 	}
 	if !ret.extended {
-		e.Star().Raw("SEARCH")
-		for _, n := range nums {
-			e.SP().Num(n)
-		}
-		if modseq > 0 {
-			e.Raw(" (MODSEQ ").Num64(modseq).Byte(')')
-		}
-		e.CRLF()
+		writeNumbers(e, "SEARCH", nums, modseq)
 		return nil
 	}
+	writeESearch(e, c, nums, ret, modseq)
+	return nil
+}
+
+// resultModSeq is the highest modseq of what a SEARCH or SORT with a
+// MODSEQ key returns (RFC 7162 §3.1.5): of every match, or of the MIN and
+// MAX messages only; 0 without a MODSEQ key.
+func (s *session) resultModSeq(p *searchParser, uids []uint32, ret searchReturn) (uint64, error) {
+	if !p.modseq || len(uids) == 0 {
+		return 0, nil
+	}
+	of := uids
+	if ret.extended && !ret.all && !ret.count {
+		of = savedResult(uids, ret)
+	}
+	return s.srv.st.MaxModSeq(s.ctx, s.accountID(), s.mailbox.ID, of)
+}
+
+// writeNumbers writes a SEARCH or SORT response: the numbers and, with a
+// MODSEQ search key, the highest modseq (RFC 7162 §3.1.5).
+func writeNumbers(e *imapwire.Encoder, name string, nums []uint32, modseq uint64) {
+	e.Star().Raw(name)
+	for _, n := range nums {
+		e.SP().Num(n)
+	}
+	if modseq > 0 {
+		e.Raw(" (MODSEQ ").Num64(modseq).Byte(')')
+	}
+	e.CRLF()
+}
+
+// writeESearch writes the ESEARCH response (RFC 4731, RFC 5267) of a
+// SEARCH or SORT whose result is nums, in the order reported: MIN and MAX
+// are its first and last, ALL keeps its order (ascending runs compacted).
+func writeESearch(e *imapwire.Encoder, c *cmd, nums []uint32, ret searchReturn, modseq uint64) {
 	e.Star().Raw("ESEARCH (TAG ").Quoted(c.tag).Raw(")")
 	if c.uid {
 		e.Raw(" UID")
@@ -457,7 +425,75 @@ func (s *session) cmdSearch(c *cmd) error {
 		e.Raw(" MODSEQ ").Num64(modseq)
 	}
 	e.CRLF()
-	return nil
+}
+
+// parseSearchReturn reads the RETURN options of an extended SEARCH or SORT
+// (RFC 4731, RFC 5267) and the space after them, if the next word is
+// RETURN.
+func parseSearchReturn(d *imapwire.Decoder, command string) (searchReturn, error) {
+	var ret searchReturn
+	if !peekWord(d, "RETURN") {
+		return ret, nil
+	}
+	ret.extended = true
+	if err := d.SP(); err != nil {
+		return ret, err
+	}
+	wantRange := false
+	err := d.AtomList(func(o string) error {
+		if wantRange {
+			wantRange = false
+			var err error
+			ret.partial, err = partialRangeOf(o)
+			return err
+		}
+		switch strings.ToUpper(o) {
+		case "PARTIAL":
+			if ret.partial != nil {
+				return bad("PARTIAL given twice")
+			}
+			wantRange = true
+		case "MIN":
+			ret.min = true
+		case "MAX":
+			ret.max = true
+		case "ALL":
+			ret.all = true
+		case "COUNT":
+			ret.count = true
+		case "SAVE":
+			ret.save = true
+		default:
+			return bad("Unknown " + command + " return option " + truncate(o))
+		}
+		return nil
+	})
+	if err == nil && wantRange {
+		err = bad("PARTIAL needs a range")
+	}
+	if err != nil {
+		return ret, err
+	}
+	if ret.all && ret.partial != nil {
+		return ret, bad("ALL and PARTIAL cannot be combined") // RFC 9394 §3.1
+	}
+	if !ret.min && !ret.max && !ret.count && !ret.save && ret.partial == nil {
+		ret.all = true // RETURN () is RETURN (ALL)
+	}
+	return ret, d.SP()
+}
+
+// searchCharset reads a charset argument: UTF-8 and US-ASCII are
+// supported (search strings are matched as UTF-8).
+func searchCharset(d *imapwire.Decoder) error {
+	cs, err := d.AString()
+	if err != nil {
+		return err
+	}
+	if !strings.EqualFold(cs, "UTF-8") && !strings.EqualFold(cs, "US-ASCII") {
+		return no("BADCHARSET", "Unsupported charset; use UTF-8")
+	}
+	return d.SP()
 }
 
 // peekWord consumes word (case-insensitive) if the next atom is it.

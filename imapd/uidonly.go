@@ -14,7 +14,8 @@ import (
 
 // seqCommands take message sequence numbers in their plain form; their UID
 // forms remain (RFC 9586 §3).
-var seqCommands = map[string]bool{"FETCH": true, "STORE": true, "SEARCH": true, "COPY": true, "MOVE": true}
+var seqCommands = map[string]bool{"FETCH": true, "STORE": true, "SEARCH": true, "COPY": true, "MOVE": true,
+	"SORT": true, "THREAD": true}
 
 // errUIDRequired answers a sequence number sent by a UIDONLY client.
 func errUIDRequired(what string) error {

@@ -218,6 +218,7 @@ func (b *bulkWriter) write(ctx context.Context, batch []*BulkMessage) error {
 			b.known[m.SHA256] = ids[i]
 		}
 		i := 0
+		var keys [][]any // message_keys rows, gathered while the header is at hand
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"messages"}, []string{"id", "sha256", "size", "header", "structure"},
 			pgx.CopyFromFunc(func() ([]any, error) {
 				if i == len(fresh) {
@@ -233,9 +234,13 @@ func (b *bulkWriter) write(ctx context.Context, batch []*BulkMessage) error {
 				if err != nil {
 					return nil, fmt.Errorf("encode structure: %w", err)
 				}
+				keys = append(keys, sortKeyRow(b.known[m.SHA256], m.Structure, header))
 				return []any{b.known[m.SHA256], m.SHA256[:], m.Size, header, json.RawMessage(structure)}, nil
 			})); err != nil {
 			return fmt.Errorf("store messages: %w", err)
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"message_keys"}, sortKeyColumnList, pgx.CopyFromRows(keys)); err != nil {
+			return fmt.Errorf("store sort keys: %w", err)
 		}
 		if err := b.copyChunks(ctx, fresh); err != nil {
 			return fmt.Errorf("store bodies: %w", err)

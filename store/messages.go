@@ -273,6 +273,7 @@ func insertMessageTxAttempt(ctx context.Context, tx pgx.Tx, msg *Spooled, attemp
 	if err != nil {
 		return 0, err
 	}
+	keys := sortKeyArgs(msg, header)
 	r := msg.Reader()
 	buf := make([]byte, min(msg.Size, ChunkSize))
 	n, err := io.ReadFull(r, buf)
@@ -282,7 +283,7 @@ func insertMessageTxAttempt(ctx context.Context, tx pgx.Tx, msg *Spooled, attemp
 	// ON CONFLICT waits for a concurrent insert of the same content; if that
 	// one commits, we use its row (below).
 	var id int64
-	err = tx.QueryRow(ctx, insertMessageSQL(false), msg.SHA256[:], msg.Size, header, structure, buf[:n]).Scan(&id)
+	err = tx.QueryRow(ctx, insertMessageSQL(false), msg.SHA256[:], msg.Size, header, structure, buf[:n], keys[0], keys[1], keys[2]).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Another transaction has (or had) this content. Lock it; if
 		// garbage collection deleted it meanwhile, insert it after all.
@@ -318,19 +319,22 @@ func insertMessageTxAttempt(ctx context.Context, tx pgx.Tx, msg *Spooled, attemp
 	return id, nil
 }
 
-// insertMessageSQL stores a message's content and its first chunk unless
+// insertMessageSQL stores a message's content, its sort keys ($6-$8,
+// sortKeyArgs) and its first chunk unless
 // the content (sha256) is stored already, and returns the new id. With
-// loginCheck it first checks a login ($6: account id, $7: app password id)
+// loginCheck it first checks a login ($9: account id, $10: app password id)
 // and fails unless it is still valid (login_gone, migration 6): a check
 // without a statement, or a round trip, of its own.
 func insertMessageSQL(loginCheck bool) string {
 	cond := "true"
 	if loginCheck {
-		cond = `CASE WHEN ` + sessionValid("$6", "$7") + ` THEN true ELSE login_gone() END`
+		cond = `CASE WHEN ` + sessionValid("$9", "$10") + ` THEN true ELSE login_gone() END`
 	}
 	return `WITH m AS (
 		INSERT INTO messages (sha256, size, header, structure) SELECT $1, $2, $3, $4 WHERE ` + cond + `
 		ON CONFLICT (sha256) DO NOTHING RETURNING id
+	), k AS (
+		` + insertSortKeys("m", "$6", "$7", "$8") + `
 	), c AS (
 		INSERT INTO message_chunks (message_id, seq, data) SELECT id, 0, $5 FROM m WHERE $2 > 0
 	)

@@ -44,7 +44,8 @@ func (s *Store) storeInOneTrip(ctx context.Context, login *Login, msg *Spooled, 
 		return nil, false, fmt.Errorf("read spooled message: %w", err)
 	}
 	b := &pgx.Batch{}
-	args := []any{msg.SHA256[:], msg.Size, header, structure, body}
+	keys := sortKeyArgs(msg, header)
+	args := []any{msg.SHA256[:], msg.Size, header, structure, body, keys[0], keys[1], keys[2]}
 	if login != nil {
 		args = append(args, login.AccountID, login.AppPasswordID)
 	}

@@ -189,7 +189,7 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 			return fmt.Errorf("migrate: apply %s: %w", f.name, err)
 		}
 	}
-	return nil
+	return backfillSortKeys(ctx, conn)
 }
 
 type migrationFile struct {

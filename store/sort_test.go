@@ -1,0 +1,161 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/mailstack/mailstack/store"
+	"github.com/mailstack/mailstack/store/storetest"
+)
+
+// sortSubjects are stored by every delivery path; their base subjects sort
+// as sortSubjectOrder (UIDs).
+var sortSubjects = []string{
+	"Subject: Re: [list] Banana\n",
+	"Subject: =?utf-8?q?=C3=A4pfel?=\n", // "äpfel": A, U+0308, ... sorts after "APPLE"
+	"Subject: apple (fwd)\n",
+	"Subject: [Fwd: Cherry]\n",
+	"", // none: the empty string, first
+}
+
+var sortSubjectOrder = []uint32{5, 3, 2, 1, 4}
+
+func sortTestMessage(i int, big bool) string {
+	m := crlf("From: a@example.com\n" + sortSubjects[i] + "Message-ID: <" + string(rune('a'+i)) + "@t>\n\nbody\n")
+	if big {
+		m += strings.Repeat("x", store.ChunkSize+10) + "\r\n"
+	}
+	return m
+}
+
+// TestSortKeysEveryPath: the keys are stored by Deliver in one round
+// trip, by Deliver's transaction (a message over one chunk) and by
+// BulkAppend, and read back the same; Sort orders by them and keeps
+// accounts apart.
+func TestSortKeysEveryPath(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	var want []store.ThreadMessage
+	for _, path := range []string{"OneTrip", "Tx", "Bulk"} {
+		mb, err := f.st.CreateMailbox(ctx, f.a.ID, path, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var spooled []*store.Spooled
+		for i := range sortSubjects {
+			sp, err := store.Spool(strings.NewReader(sortTestMessage(i, path == "Tx")), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sp.Close()
+			if path == "Bulk" {
+				spooled = append(spooled, sp)
+				continue
+			}
+			if _, err := f.st.Deliver(ctx, sp, []store.Target{{AccountID: f.a.ID, MailboxID: mb.ID}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if path == "Bulk" {
+			if _, err := f.st.BulkAppend(ctx, f.a.ID, mb.ID, spooled, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := f.st.Sort(ctx, f.a.ID, mb.ID, nil, []store.SortCriterion{{Key: store.SortSubject}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, sortSubjectOrder) {
+			t.Errorf("%s: SORT (SUBJECT) = %v, want %v", path, got, sortSubjectOrder)
+		}
+		msgs, err := f.st.ThreadMessages(ctx, f.a.ID, mb.ID, nil, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range msgs {
+			msgs[i].Date = time.Time{} // the internal date: now
+		}
+		if want == nil {
+			want = msgs
+			if len(msgs) != 5 || msgs[0].Subject != "BANANA" || !msgs[0].Reply || msgs[0].MessageID != "a@t" || !msgs[3].Reply || msgs[3].Subject != "CHERRY" {
+				t.Errorf("thread keys %+v", msgs)
+			}
+		} else if !slices.Equal(msgs, want) {
+			t.Errorf("%s: thread keys %+v, want %+v", path, msgs, want)
+		}
+		if _, err := f.st.Sort(ctx, f.b.ID, mb.ID, nil, []store.SortCriterion{{Key: store.SortSubject}}); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("another account's mailbox: %v", err)
+		}
+	}
+}
+
+// TestSortKeysBackfill: contents stored before migration 13 (no keys,
+// their ids in message_keys_backfill) get their keys when the store
+// migrates, over several batches.
+func TestSortKeysBackfill(t *testing.T) {
+	ctx := context.Background()
+	url := storetest.NewURL(t)
+	st, err := store.Open(ctx, url, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.CreateDomain(ctx, "example.org", "mail", []byte("key")); err != nil {
+		t.Fatal(err)
+	}
+	acc, err := st.CreateAccount(ctx, "a@example.org", "main-password", store.AccountOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbox, err := st.MailboxByName(ctx, acc.ID, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range sortSubjects {
+		if _, err := st.Append(ctx, acc.ID, inbox.ID, strings.NewReader(sortTestMessage(i, false)), 0, nil, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// More than one batch of the backfill.
+	for i := range 1100 {
+		msg := crlf("Subject: filler\nMessage-ID: <" + strings.Repeat("f", 1+i%7) + string(rune('0'+i%10)) + "x" + strings.Repeat("y", i/10) + "@t>\n\nx\n")
+		if _, err := st.Append(ctx, acc.ID, inbox.ID, strings.NewReader(msg), 0, nil, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, err := st.ThreadMessages(ctx, acc.ID, inbox.ID, nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	// As migration 13 leaves a database that has contents.
+	if _, err := conn.Exec(ctx, `DELETE FROM message_keys;
+		INSERT INTO message_keys_backfill SELECT 0, max(id) FROM messages`); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after, err := st.ThreadMessages(ctx, acc.ID, inbox.ID, nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(before, after) {
+		t.Errorf("after the backfill %+v\nwant %+v", after[:5], before[:5])
+	}
+	var left int
+	if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM message_keys k WHERE k.message_id = m.id))
+		+ (SELECT count(*) FROM message_keys_backfill)`).Scan(&left); err != nil || left != 0 {
+		t.Errorf("%d contents without keys or backfill rows left (%v)", left, err)
+	}
+}

@@ -1,0 +1,129 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mailstack/mailstack/internal/mimeindex"
+)
+
+// The sort keys of a content (migration 13): a row of message_keys written
+// with the content's row, from mimeindex.Keys, in this column order.
+var sortKeyColumnList = []string{"message_id", "sent_date", "subject", "reply", "from_mailbox", "to_mailbox",
+	"cc_mailbox", "display_from", "display_to", "msgid", "refs"}
+
+// insertSortKeys is the SQL that stores the keys of the content inserted
+// by the CTE named from (its column id), from the three parameters
+// sortKeyArgs gives: the strings as one text[], the sent date and the
+// reply flag (one array rather than eight parameters keeps the statement's
+// list short).
+func insertSortKeys(from, strs, sent, reply string) string {
+	a := func(i int) string { return "(" + strs + "::text[])[" + fmt.Sprint(i) + "]" }
+	return "INSERT INTO message_keys (" + strings.Join(sortKeyColumnList, ", ") + ") SELECT id, " +
+		sent + "::timestamptz, " + a(1) + ", " + reply + "::boolean, " +
+		a(2) + ", " + a(3) + ", " + a(4) + ", " + a(5) + ", " + a(6) + ", " + a(7) + ", " + a(8) + " FROM " + from
+}
+
+// sortKeyArgs returns the arguments of insertSortKeys for a spooled
+// message whose header block is header.
+func sortKeyArgs(msg *Spooled, header []byte) [3]any {
+	k := mimeindex.Keys(msg.Structure.Envelope, header)
+	return [3]any{[]string{k.Subject, k.From, k.To, k.Cc, k.DisplayFrom, k.DisplayTo, k.MessageID, k.References},
+		sentDate(k), k.Reply}
+}
+
+func sentDate(k mimeindex.SortKeys) *time.Time {
+	if k.SentDate.IsZero() {
+		return nil
+	}
+	t := k.SentDate.UTC()
+	return &t
+}
+
+// sortKeyRow returns a row of message_keys (sortKeyColumnList) for COPY.
+func sortKeyRow(id int64, structure *mimeindex.Message, header []byte) []any {
+	var env *mimeindex.Envelope
+	if structure != nil {
+		env = structure.Envelope
+	}
+	k := mimeindex.Keys(env, header)
+	return []any{id, sentDate(k), k.Subject, k.Reply, k.From, k.To, k.Cc, k.DisplayFrom, k.DisplayTo, k.MessageID, k.References}
+}
+
+// backfillBatch is how many contents backfillSortKeys computes per
+// transaction.
+const backfillBatch = 1000
+
+// backfillSortKeys computes the keys of the contents stored before
+// migration 13 (message_keys_backfill says which ids) from their stored
+// header and structure, a batch per transaction that also records how far
+// it got, so an interrupted run resumes there. Migrate runs it under its
+// lock (at start and by 'mailstack migrate'); once done it costs one read
+// of an empty table.
+func backfillSortKeys(ctx context.Context, conn *pgxpool.Conn) error {
+	for {
+		done := false
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			var next, last int64
+			err := tx.QueryRow(ctx, `SELECT next_id, last_id FROM message_keys_backfill`).Scan(&next, &last)
+			if errors.Is(err, pgx.ErrNoRows) {
+				done = true
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			rows, err := tx.Query(ctx, `SELECT id, header, structure FROM messages WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3`,
+				next, last, backfillBatch)
+			if err != nil {
+				return err
+			}
+			var keys [][]any
+			var id int64
+			var header, structure []byte
+			_, err = pgx.ForEachRow(rows, []any{&id, &header, &structure}, func() error {
+				var m mimeindex.Message
+				if err := json.Unmarshal(structure, &m); err != nil {
+					return fmt.Errorf("message %d: decode structure: %w", id, err)
+				}
+				keys = append(keys, sortKeyRow(id, &m, header))
+				next = id
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if len(keys) < backfillBatch {
+				done = true
+				_, err = tx.Exec(ctx, `DELETE FROM message_keys_backfill`)
+			} else {
+				_, err = tx.Exec(ctx, `UPDATE message_keys_backfill SET next_id = $1`, next)
+			}
+			if err != nil {
+				return err
+			}
+			// Through a temporary table: COPY cannot skip rows that exist.
+			if _, err := tx.Exec(ctx, `CREATE TEMPORARY TABLE backfill_keys (LIKE message_keys) ON COMMIT DROP`); err != nil {
+				return err
+			}
+			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"backfill_keys"}, sortKeyColumnList, pgx.CopyFromRows(keys)); err != nil {
+				return err
+			}
+			_, err = tx.Exec(ctx, `INSERT INTO message_keys SELECT * FROM backfill_keys ON CONFLICT (message_id) DO NOTHING`)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("backfill sort keys: %w", err)
+		}
+		if done {
+			return nil
+		}
+	}
+}
