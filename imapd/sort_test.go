@@ -146,7 +146,7 @@ func TestSortErrors(t *testing.T) {
 		{"SORT (SENDER) UTF-8 ALL", "BAD"},
 		{"SORT (DATE) ALL", "NO [BADCHARSET]"},
 		{"SORT (DATE) KOI8-R ALL", "NO [BADCHARSET]"},
-		{"SORT RETURN (PARTIAL 1:2) (DATE) UTF-8 ALL", "BAD"},
+		{"SORT RETURN (PARTIAL 1:2 ALL) (DATE) UTF-8 ALL", "BAD"},
 		{"THREAD FOO UTF-8 ALL", "BAD"},
 		{"THREAD REFERENCES UTF-8", "BAD"},
 		{"SORT (DATE) US-ASCII ALL", "OK"},
@@ -171,6 +171,9 @@ func TestESort(t *testing.T) {
 		{"SORT RETURN (COUNT) (SUBJECT) UTF-8 FROM nobody", `COUNT 0`},
 		{"SORT RETURN (MIN MAX) (SUBJECT) UTF-8 FROM nobody", ``},
 		{"UID SORT RETURN (ALL) (DATE) UTF-8 ALL", `UID ALL 4,3,2,5:6`},
+		// PARTIAL (RFC 9394) windows the sorted result.
+		{"SORT RETURN (PARTIAL 1:2) (DATE) UTF-8 ALL", `PARTIAL (1:2 3,2)`},
+		{"SORT RETURN (PARTIAL -1:-2) (DATE) UTF-8 ALL", `PARTIAL (-1:-2 4:5)`},
 	}
 	for i, tc := range tests {
 		got := r.cmd(tc.cmd)

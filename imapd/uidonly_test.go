@@ -44,6 +44,10 @@ func TestUIDOnly(t *testing.T) {
 		"UID SEARCH NOT 2",
 		"UID SEARCH OR UID 1 3",
 		"UID SEARCH RETURN (MIN) UNSEEN (SEEN 1)",
+		"SORT (DATE) UTF-8 ALL",
+		"UID SORT (DATE) UTF-8 1:2",
+		"THREAD REFERENCES UTF-8 ALL",
+		"UID THREAD ORDEREDSUBJECT UTF-8 NOT 1",
 	)
 	if got := r.cmd("UID SEARCH UID 2:3 ALL"); !slices.Equal(got, []string{"* SEARCH 2 3"}) {
 		t.Fatalf("UID SEARCH: %q", got)
