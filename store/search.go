@@ -179,7 +179,12 @@ const (
 	modeIndexed
 )
 
-type sqlBuilder struct{ args []any }
+type sqlBuilder struct {
+	args []any
+	// asciiWords: pg_trgm sees only ASCII letters and digits as word
+	// characters (the database's LC_CTYPE is C); see trgm.
+	asciiWords bool
+}
 
 func (b *sqlBuilder) arg(v any) string {
 	b.args = append(b.args, v)
@@ -444,13 +449,16 @@ type searchRow struct {
 }
 
 // searchContent evaluates c on the messages of the mailbox (only those
-// with the UIDs in only, if it is not nil), page by page.
+// with the UIDs in only, ascending, if it is not nil), page by page.
 func (s *Store) searchContent(ctx context.Context, accountID, mailboxID int64, c *SearchCriteria, only []int64) ([]uint32, error) {
 	// $1 mailbox, $2 account, $3 last UID of the previous page.
 	b := &sqlBuilder{args: []any{mailboxID, accountID, int64(0)}}
 	where := b.conds(c, modeOver)
+	onlyArg := -1
 	if only != nil {
-		where += " AND mm.uid = ANY(" + b.arg(only) + "::bigint[])"
+		// A page's UIDs at a time: the array stays one page long.
+		where += " AND mm.uid = ANY(" + b.arg([]int64(nil)) + "::bigint[])"
+		onlyArg = len(b.args) - 1
 	}
 	pl := &planner{b: b}
 	root := pl.plan(c)
@@ -479,6 +487,10 @@ func (s *Store) searchContent(ctx context.Context, accountID, mailboxID int64, c
 	page := make([]*searchRow, 0, searchPageSize)
 	for {
 		page = page[:0]
+		if onlyArg >= 0 {
+			n := min(len(only), searchPageSize)
+			b.args[onlyArg], only = only[:n], only[n:]
+		}
 		rows, err := s.pool.Query(ctx, query, b.args...)
 		if err != nil {
 			return nil, err
@@ -512,10 +524,12 @@ func (s *Store) searchContent(ctx context.Context, accountID, mailboxID int64, c
 				out = append(out, uint32(r.uid))
 			}
 		}
-		if len(page) < searchPageSize {
+		if onlyArg >= 0 && len(only) == 0 || onlyArg < 0 && len(page) < searchPageSize {
 			return out, nil
 		}
-		b.args[2] = page[len(page)-1].uid
+		if len(page) > 0 {
+			b.args[2] = page[len(page)-1].uid
+		}
 	}
 }
 

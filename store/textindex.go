@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
@@ -343,18 +344,75 @@ func (b *sqlBuilder) textConds(c *SearchCriteria) []string {
 			}
 			// The field's line: "\nname: value" with the value holding the
 			// string; a value never holds a line feed.
-			re := `\n` + regexpQuote(string(appendIndexLine(nil, key))) + `: [^\n]*` + regexpQuote(foldString(h.Value))
-			parts = append(parts, col+" ~ "+b.arg(re))
+			v := foldString(h.Value)
+			re := `\n` + regexpQuote(string(appendIndexLine(nil, key))) + `: [^\n]*` + regexpQuote(v)
+			parts = append(parts, b.trgm(col, v)+" ~ "+b.arg(re))
 		}
 	}
 	for _, s := range c.Body {
-		parts = append(parts, "mt.body LIKE "+b.arg(likeContains(foldString(s))))
+		s = foldString(s)
+		parts = append(parts, b.trgm("mt.body", s)+" LIKE "+b.arg(likeContains(s)))
 	}
 	for _, s := range c.Text {
-		p := b.arg(likeContains(foldString(s)))
-		parts = append(parts, "(mt.header LIKE "+p+" OR mt.body LIKE "+p+")")
+		s = foldString(s)
+		p := b.arg(likeContains(s))
+		parts = append(parts, "("+b.trgm("mt.header", s)+" LIKE "+p+" OR "+b.trgm("mt.body", s)+" LIKE "+p+")")
 	}
 	return parts
+}
+
+// trgm returns the column to match needle against: the column itself,
+// whose trigram index the planner may use, or, when the needle holds no
+// trigram pg_trgm can extract, an expression no index serves. Without a
+// trigram the index would be read whole and every row of every account
+// checked; the expression makes the match read this mailbox's rows only.
+func (b *sqlBuilder) trgm(col, needle string) string {
+	if hasTrigram(needle, b.asciiWords) {
+		return col
+	}
+	return "(" + col + " || '')"
+}
+
+// hasTrigram reports whether s has three word characters in a row, as
+// pg_trgm counts them: letters and digits, only ASCII ones when the
+// database's LC_CTYPE is C (pg_trgm then treats other characters as
+// separators).
+func hasTrigram(s string, asciiOnly bool) bool {
+	run := 0
+	for _, r := range s {
+		word := r < utf8.RuneSelf && (isASCIILetter(byte(r)) || '0' <= r && r <= '9') ||
+			!asciiOnly && r >= utf8.RuneSelf && (unicode.IsLetter(r) || unicode.IsDigit(r))
+		if !word {
+			run = 0
+			continue
+		}
+		if run++; run == 3 {
+			return true
+		}
+	}
+	return false
+}
+
+const (
+	ctypeC = iota + 1
+	ctypeOther
+)
+
+// textCtype returns the class of the database's LC_CTYPE, read once.
+func (s *Store) textCtype(ctx context.Context) (int32, error) {
+	if c := s.ctype.Load(); c != 0 {
+		return c, nil
+	}
+	var ctype string
+	if err := s.pool.QueryRow(ctx, `SELECT current_setting('lc_ctype')`).Scan(&ctype); err != nil {
+		return 0, err
+	}
+	c := int32(ctypeOther)
+	if ctype == "C" || ctype == "POSIX" {
+		c = ctypeC
+	}
+	s.ctype.Store(c)
+	return c, nil
 }
 
 // likeContains returns the LIKE pattern matching strings containing s.
@@ -382,7 +440,11 @@ func regexpQuote(s string) string {
 // messages indexed in full and the candidate UIDs among the others (not
 // indexed yet, or cut at the cap), which the scan then decides.
 func (s *Store) searchIndexed(ctx context.Context, accountID, mailboxID int64, c *SearchCriteria) ([]uint32, error) {
-	b := &sqlBuilder{args: []any{mailboxID, accountID}}
+	ctype, err := s.textCtype(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b := &sqlBuilder{args: []any{mailboxID, accountID}, asciiWords: ctype == ctypeC}
 	exact := b.conds(c, modeIndexed)
 	over := b.conds(c, modeOver)
 	rows, err := s.pool.Query(ctx, `SELECT mm.uid, true FROM mailbox_messages mm
@@ -411,6 +473,7 @@ func (s *Store) searchIndexed(ctx context.Context, accountID, mailboxID int64, c
 		return nil, err
 	}
 	if len(scan) > 0 {
+		slices.Sort(scan)
 		more, err := s.searchContent(ctx, accountID, mailboxID, c, scan)
 		if err != nil {
 			return nil, err
