@@ -346,7 +346,14 @@ func (b *sqlBuilder) textConds(c *SearchCriteria) []string {
 			// string; a value never holds a line feed.
 			v := foldString(h.Value)
 			re := `\n` + regexpQuote(string(appendIndexLine(nil, key))) + `: [^\n]*` + regexpQuote(v)
-			parts = append(parts, b.trgm(col, v)+" ~ "+b.arg(re))
+			// The index narrows by the value alone: the field name's
+			// trigrams are in nearly every row and would only slow the
+			// index scan down. The expression decides on those rows.
+			cond := "(" + col + " || '') ~ " + b.arg(re)
+			if hasTrigram(v, b.asciiWords) {
+				cond = "(" + col + " LIKE " + b.arg(likeContains(v)) + " AND " + cond + ")"
+			}
+			parts = append(parts, cond)
 		}
 	}
 	for _, s := range c.Body {

@@ -204,3 +204,30 @@ func TestTextIndexFallback(t *testing.T) {
 		t.Fatalf("Bob's search: %v, %v", got, err)
 	}
 }
+
+// BenchmarkAppend10KBIndexing is BenchmarkAppend10KB with the text indexer
+// running beside it, as in `serve`: what indexing costs delivery when both
+// share the machine.
+func BenchmarkAppend10KBIndexing(b *testing.B) {
+	f := newFixture(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.st.RunTextIndexer(ctx, 100*time.Millisecond)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	inbox := f.mailbox(b, f.a, "INBOX")
+	body := strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n", 160)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		msg := fmt.Sprintf("From: a@example.com\r\nSubject: bench %d\r\n\r\n%s", i, body)
+		if _, err := f.st.Append(context.Background(), f.a.ID, inbox.ID, strings.NewReader(msg), 0, nil, time.Time{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(int64(len(body) + 40))
+}
