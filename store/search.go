@@ -184,6 +184,9 @@ type sqlBuilder struct {
 	// asciiWords: pg_trgm sees only ASCII letters and digits as word
 	// characters (the database's LC_CTYPE is C); see trgm.
 	asciiWords bool
+	// narrowed is the criteria whose indexed BODY and TEXT keys the hits
+	// of searchIndexed have decided already.
+	narrowed *SearchCriteria
 }
 
 func (b *sqlBuilder) arg(v any) string {

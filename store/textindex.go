@@ -157,7 +157,11 @@ func (s *Store) messageText(ctx context.Context, r *searchRow) (*indexedText, er
 	t.header, t.addresses = string(hb), string(ab)
 	var msg mimeindex.Message
 	if err := json.Unmarshal(r.structure, &msg); err != nil {
-		return nil, fmt.Errorf("decode structure of message %d: %w", r.messageID, err)
+		// Indexed as cut: search scans it (and reports the error), and
+		// the indexer does not stop at it.
+		s.log.Warn("text indexer: unreadable structure", "message_id", r.messageID, "err", err)
+		t.body, t.truncated = "", true
+		return t, nil
 	}
 	c := &textCollector{max: textIndexMaxBody}
 	if msg.Root != nil {
@@ -335,6 +339,9 @@ func indexableString(s string) bool {
 // message_text mt, exact for a message indexed in full.
 func (b *sqlBuilder) textConds(c *SearchCriteria) []string {
 	var parts []string
+	// The narrowing already decided the BODY and TEXT keys with trigrams
+	// of the criteria it was made for: their rows are the hits.
+	decided := c == b.narrowed
 	for i, l := range [][]HeaderMatch{c.Header, c.RawHeader} {
 		for _, h := range l {
 			key := strings.ToLower(h.Key)
@@ -357,15 +364,57 @@ func (b *sqlBuilder) textConds(c *SearchCriteria) []string {
 		}
 	}
 	for _, s := range c.Body {
-		s = foldString(s)
-		parts = append(parts, b.trgm("mt.body", s)+" LIKE "+b.arg(likeContains(s)))
+		if s = foldString(s); !decided || !hasTrigram(s, b.asciiWords) {
+			parts = append(parts, b.trgm("mt.body", s)+" LIKE "+b.arg(likeContains(s)))
+		}
 	}
 	for _, s := range c.Text {
-		s = foldString(s)
-		p := b.arg(likeContains(s))
-		parts = append(parts, "("+b.trgm("mt.header", s)+" LIKE "+p+" OR "+b.trgm("mt.body", s)+" LIKE "+p+")")
+		if s = foldString(s); !decided || !hasTrigram(s, b.asciiWords) {
+			p := b.arg(likeContains(s))
+			parts = append(parts, "("+b.trgm("mt.header", s)+" LIKE "+p+" OR "+b.trgm("mt.body", s)+" LIKE "+p+")")
+		}
 	}
 	return parts
+}
+
+// narrow returns a condition over message_text mt alone that every
+// message matching c satisfies, made of the string keys whose trigrams
+// the indexes serve (BODY and TEXT exactly, header keys by their value
+// anywhere in the header), or "" when c has none.
+func (b *sqlBuilder) narrow(c *SearchCriteria) string {
+	var parts []string
+	for i, l := range [][]HeaderMatch{c.Header, c.RawHeader} {
+		for _, h := range l {
+			col := "mt.header"
+			if i == 0 && isAddressField(strings.ToLower(h.Key)) {
+				col = "mt.addresses"
+			}
+			if v := foldString(h.Value); hasTrigram(v, b.asciiWords) {
+				parts = append(parts, col+" LIKE "+b.arg(likeContains(v)))
+			}
+		}
+	}
+	for _, s := range c.Body {
+		if s = foldString(s); hasTrigram(s, b.asciiWords) {
+			parts = append(parts, "mt.body LIKE "+b.arg(likeContains(s)))
+		}
+	}
+	for _, s := range c.Text {
+		if s = foldString(s); hasTrigram(s, b.asciiWords) {
+			p := b.arg(likeContains(s))
+			parts = append(parts, "(mt.header LIKE "+p+" OR mt.body LIKE "+p+")")
+		}
+	}
+	for i := range c.Or {
+		n := len(b.args)
+		l, r := b.narrow(&c.Or[i][0]), b.narrow(&c.Or[i][1])
+		if l == "" || r == "" {
+			b.args = b.args[:n] // a parameter unused in the query is an error
+			continue
+		}
+		parts = append(parts, "(("+l+") OR ("+r+"))")
+	}
+	return strings.Join(parts, " AND ")
 }
 
 // trgm returns the column to match needle against: the column itself,
@@ -452,11 +501,22 @@ func (s *Store) searchIndexed(ctx context.Context, accountID, mailboxID int64, c
 		return nil, err
 	}
 	b := &sqlBuilder{args: []any{mailboxID, accountID}, asciiWords: ctype == ctypeC}
+	// The messages that may match among those indexed in full come first,
+	// from the trigram indexes alone (all accounts' rows, before any join):
+	// the planner is not left to prefer reading the mailbox's rows and
+	// matching each, which it may with generic plans or stale statistics.
+	cte, hits := "", "TRUE"
+	if n := b.narrow(c); n != "" {
+		cte = "WITH hits AS MATERIALIZED (SELECT mt.message_id FROM message_text mt WHERE NOT mt.truncated AND " + n + ") "
+		hits = "mm.message_id IN (SELECT message_id FROM hits)"
+		b.narrowed = c
+	}
 	exact := b.conds(c, modeIndexed)
+	b.narrowed = nil
 	over := b.conds(c, modeOver)
-	rows, err := s.pool.Query(ctx, `SELECT mm.uid, true FROM mailbox_messages mm
+	rows, err := s.pool.Query(ctx, cte+`SELECT mm.uid, true FROM mailbox_messages mm
 			JOIN message_text mt ON mt.message_id = mm.message_id
-		WHERE mm.mailbox_id = $1 AND mm.account_id = $2 AND NOT mt.truncated AND `+exact+`
+		WHERE mm.mailbox_id = $1 AND mm.account_id = $2 AND NOT mt.truncated AND `+hits+` AND `+exact+`
 		UNION ALL
 		SELECT mm.uid, false FROM mailbox_messages mm
 		WHERE mm.mailbox_id = $1 AND mm.account_id = $2 AND `+over+` AND mm.message_id IN (

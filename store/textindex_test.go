@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/mailstack/mailstack/store"
 )
 
@@ -202,6 +204,29 @@ func TestTextIndexFallback(t *testing.T) {
 	}
 	if got, err := f.st.Search(ctx, f.b.ID, bInbox.ID, zebra); err != nil || !slices.Equal(got, []uint32{1}) {
 		t.Fatalf("Bob's search: %v, %v", got, err)
+	}
+
+	// A content whose stored structure cannot be read does not stop the
+	// indexer: it is indexed as cut (the scan decides), and the next
+	// content is indexed.
+	conn, err := pgx.ConnectConfig(ctx, f.st.ConnConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	appendMsg("Subject: poison\n\nbody\n")
+	appendMsg("Subject: after poison\n\nbody\n")
+	if _, err := conn.Exec(ctx, `UPDATE messages SET structure = '{"root": 5}'
+		WHERE id = (SELECT min(message_id) FROM text_index_queue)`); err != nil {
+		t.Fatal(err)
+	}
+	indexAll(t, f.st)
+	var truncated, total int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE truncated), count(*) FROM message_text`).Scan(&truncated, &total); err != nil {
+		t.Fatal(err)
+	}
+	if truncated != 2 || total != 7 {
+		t.Fatalf("message_text: %d rows, %d cut; want 7, 2", total, truncated)
 	}
 }
 
