@@ -90,7 +90,7 @@ func upgradeSchema(t *testing.T) (conn *pgx.Conn, exec func(sql string, args ...
 		}
 	}
 	exec(`CREATE SCHEMA upgrade`)
-	exec(`SET search_path = upgrade`)
+	exec(`SET search_path = upgrade, public`) // public: extensions (pg_trgm) the template has
 	files, err := fs.Glob(migrations.FS, "*.sql")
 	if err != nil {
 		t.Fatal(err)

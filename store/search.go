@@ -90,9 +90,11 @@ const searchInlineBody = 16 << 10
 // Search returns the UIDs of the messages of a mailbox matching c, in
 // ascending order. Everything SQL can decide (UIDs, flags, keywords,
 // internal dates, sizes, modseq, and NOT/OR of those) runs in one query;
-// header, sent-date and body predicates are then evaluated in Go on the
-// rows that pass the SQL part only, page by page, streaming bodies with
-// bounded memory.
+// so do string keys, over the text index (textindex.go), for the messages
+// indexed in full. Header, sent-date and body predicates are evaluated in
+// Go (the scan) on the other messages that pass the SQL part, or on every
+// such message when a key is one the index cannot answer, page by page,
+// streaming bodies with bounded memory.
 func (s *Store) Search(ctx context.Context, accountID, mailboxID int64, c *SearchCriteria) ([]uint32, error) {
 	if c == nil {
 		c = &SearchCriteria{}
@@ -105,12 +107,21 @@ func (s *Store) Search(ctx context.Context, accountID, mailboxID int64, c *Searc
 	if !hasContent(c) {
 		out, err = s.searchSQL(ctx, accountID, mailboxID, c)
 	} else {
-		out, err = s.searchContent(ctx, accountID, mailboxID, c)
+		out, err = s.searchByContent(ctx, accountID, mailboxID, c)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("search: %w", err)
 	}
 	return out, nil
+}
+
+// searchByContent answers criteria with content keys: from the text index
+// where it can, else by the scan.
+func (s *Store) searchByContent(ctx context.Context, accountID, mailboxID int64, c *SearchCriteria) ([]uint32, error) {
+	if textIndexable(c) {
+		return s.searchIndexed(ctx, accountID, mailboxID, c)
+	}
+	return s.searchContent(ctx, accountID, mailboxID, c, nil)
 }
 
 func (s *Store) checkSearchMailbox(ctx context.Context, accountID, mailboxID int64) error {
@@ -159,19 +170,30 @@ func ownContent(c *SearchCriteria) bool {
 		len(c.Header) > 0 || len(c.RawHeader) > 0 || len(c.Body) > 0 || len(c.Text) > 0
 }
 
-// sqlMode says how conds treats content predicates, which SQL cannot
-// decide: modeOver replaces them by TRUE (the result is a superset of the
-// matches, used to narrow candidates), modeUnder by FALSE (a subset; needed
-// under NOT), modeExact asserts there are none.
+// sqlMode says how conds treats content predicates, which SQL alone
+// cannot decide: modeOver replaces them by TRUE (the result is a superset
+// of the matches, used to narrow candidates), modeUnder by FALSE (a subset;
+// needed under NOT), modeIndexed by conditions over the text index
+// message_text mt (exact for a message indexed in full; sent dates are not
+// allowed), modeExact asserts there are none.
 type sqlMode int
 
 const (
 	modeExact sqlMode = iota
 	modeOver
 	modeUnder
+	modeIndexed
 )
 
-type sqlBuilder struct{ args []any }
+type sqlBuilder struct {
+	args []any
+	// asciiWords: pg_trgm sees only ASCII letters and digits as word
+	// characters (the database's LC_CTYPE is C); see trgm.
+	asciiWords bool
+	// narrowed is the criteria whose indexed BODY and TEXT keys the hits
+	// of searchIndexed have decided already.
+	narrowed *SearchCriteria
+}
 
 func (b *sqlBuilder) arg(v any) string {
 	b.args = append(b.args, v)
@@ -194,11 +216,16 @@ func (b *sqlBuilder) conds(c *SearchCriteria, mode sqlMode) string {
 		return "FALSE"
 	}
 	parts = append(parts, b.sqlOnlyConds(c)...)
+	if mode == modeIndexed {
+		parts = append(parts, b.textConds(c)...)
+	}
 	for i := range c.Not {
 		n := &c.Not[i]
 		switch {
 		case !hasContent(n):
 			parts = append(parts, "NOT ("+b.conds(n, modeExact)+")")
+		case mode == modeIndexed:
+			parts = append(parts, "NOT ("+b.conds(n, modeIndexed)+")")
 		case mode == modeOver:
 			parts = append(parts, "NOT ("+b.conds(n, modeUnder)+")")
 		case mode == modeUnder:
@@ -430,10 +457,18 @@ type searchRow struct {
 	scanned    bool
 }
 
-func (s *Store) searchContent(ctx context.Context, accountID, mailboxID int64, c *SearchCriteria) ([]uint32, error) {
+// searchContent evaluates c on the messages of the mailbox (only those
+// with the UIDs in only, ascending, if it is not nil), page by page.
+func (s *Store) searchContent(ctx context.Context, accountID, mailboxID int64, c *SearchCriteria, only []int64) ([]uint32, error) {
 	// $1 mailbox, $2 account, $3 last UID of the previous page.
 	b := &sqlBuilder{args: []any{mailboxID, accountID, int64(0)}}
 	where := b.conds(c, modeOver)
+	onlyArg := -1
+	if only != nil {
+		// A page's UIDs at a time: the array stays one page long.
+		where += " AND mm.uid = ANY(" + b.arg([]int64(nil)) + "::bigint[])"
+		onlyArg = len(b.args) - 1
+	}
 	pl := &planner{b: b}
 	root := pl.plan(c)
 
@@ -461,6 +496,10 @@ func (s *Store) searchContent(ctx context.Context, accountID, mailboxID int64, c
 	page := make([]*searchRow, 0, searchPageSize)
 	for {
 		page = page[:0]
+		if onlyArg >= 0 {
+			n := min(len(only), searchPageSize)
+			b.args[onlyArg], only = only[:n], only[n:]
+		}
 		rows, err := s.pool.Query(ctx, query, b.args...)
 		if err != nil {
 			return nil, err
@@ -494,10 +533,12 @@ func (s *Store) searchContent(ctx context.Context, accountID, mailboxID int64, c
 				out = append(out, uint32(r.uid))
 			}
 		}
-		if len(page) < searchPageSize {
+		if onlyArg >= 0 && len(only) == 0 || onlyArg < 0 && len(page) < searchPageSize {
 			return out, nil
 		}
-		b.args[2] = page[len(page)-1].uid
+		if len(page) > 0 {
+			b.args[2] = page[len(page)-1].uid
+		}
 	}
 }
 
@@ -639,7 +680,7 @@ func (e *contentEval) scan(r *searchRow) error {
 			return fmt.Errorf("decode structure of message %d: %w", r.messageID, err)
 		}
 		if msg.Root != nil {
-			if err := e.scanPart(r, msg.Root, m); err != nil {
+			if err := e.s.walkText(e.ctx, r, msg.Root, m); err != nil {
 				return err
 			}
 		}
@@ -672,18 +713,28 @@ func (t *trackReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// scanPart feeds the decoded text of every text/* leaf under p to m.
-func (e *contentEval) scanPart(r *searchRow, p *mimeindex.Part, m *textMatcher) error {
-	if m.done() {
+// walkText writes the searchable text of every leaf part under p to
+// sink, one part after another: an attachment's name (filename or name
+// parameter, for any part that has one), and the body of text/* parts,
+// transfer encoding and charset decoded, HTML reduced to text (htmlText).
+// The scan and the text index both read messages through it, so they
+// agree on what a message says.
+func (s *Store) walkText(ctx context.Context, r *searchRow, p *mimeindex.Part, sink textSink) error {
+	if sink.done() {
 		return nil
 	}
 	if len(p.Children) > 0 {
 		for _, c := range p.Children {
-			if err := e.scanPart(r, c, m); err != nil {
+			if err := s.walkText(ctx, r, c, sink); err != nil {
 				return err
 			}
 		}
 		return nil
+	}
+	if name := partName(p); name != "" {
+		sink.startPart()
+		_, _ = io.WriteString(sink, name)
+		sink.endPart()
 	}
 	if p.Type != "text" {
 		return nil
@@ -696,7 +747,7 @@ func (e *contentEval) scanPart(r *searchRow, p *mimeindex.Part, m *textMatcher) 
 	if r.small != nil && end <= int64(len(r.small)) {
 		src.r = bytes.NewReader(r.small[start:end])
 	} else {
-		src.r = &bodyReader{ctx: e.ctx, s: e.s, id: r.messageID, off: start, end: end}
+		src.r = &bodyReader{ctx: ctx, s: s, id: r.messageID, off: start, end: end}
 	}
 	var text io.Reader = mimeindex.NewDecoder(p.Encoding, src)
 	switch cs := strings.ToLower(p.Params["charset"]); cs {
@@ -706,16 +757,37 @@ func (e *contentEval) scanPart(r *searchRow, p *mimeindex.Part, m *textMatcher) 
 			text = cr
 		}
 	}
-	m.reset()
-	_, _ = io.CopyBuffer(m, text, make([]byte, 32<<10))
+	sink.startPart()
+	var w io.Writer = sink
+	var h *htmlText
+	if p.Subtype == "html" {
+		h = newHTMLText(sink)
+		w = h
+	}
+	_, err := io.CopyBuffer(w, text, make([]byte, 32<<10))
 	if src.err != nil {
 		return src.err // the store could not be read
 	}
 	// Any other error is errMatchDone or a charset decoder failing on
-	// malformed input:
-	// what was decoded so far has been searched, the rest is skipped.
-	m.flush()
+	// malformed input: what was decoded so far has been searched, the
+	// rest is skipped.
+	if h != nil && err == nil {
+		_ = h.Close()
+	}
+	sink.endPart()
 	return nil
+}
+
+// partName returns the file name a part gives itself, decoded.
+func partName(p *mimeindex.Part) string {
+	name := p.DispositionParams["filename"]
+	if name == "" {
+		name = p.Params["name"]
+	}
+	if strings.Contains(name, "=?") {
+		name = mimeindex.DecodeWords(name) // RFC 2047 in a parameter, as some clients write it
+	}
+	return name
 }
 
 // textMatcher finds case-folded needles in a stream of UTF-8 text written
@@ -746,8 +818,8 @@ func newTextMatcher(needles []string) *textMatcher {
 
 func (m *textMatcher) done() bool { return m.left == 0 }
 
-// reset starts a new part: no match spans parts.
-func (m *textMatcher) reset() {
+// startPart starts a new part: no match spans parts.
+func (m *textMatcher) startPart() {
 	m.window = m.window[:0]
 	m.pending = m.pending[:0]
 }
@@ -761,15 +833,7 @@ func (m *textMatcher) Write(p []byte) (int, error) {
 	if len(m.pending) > 0 {
 		data = append(m.pending, p...)
 	}
-	cut := len(data)
-	for i := len(data) - 1; i >= 0 && i >= len(data)-utf8.UTFMax; i-- {
-		if utf8.RuneStart(data[i]) {
-			if !utf8.FullRune(data[i:]) {
-				cut = i
-			}
-			break
-		}
-	}
+	cut := incompleteTail(data)
 	tail := data[cut:]
 	m.window = appendFolded(m.window, data[:cut])
 	m.pending = append(m.pending[:0], tail...)
@@ -780,8 +844,8 @@ func (m *textMatcher) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// flush ends a part.
-func (m *textMatcher) flush() {
+// endPart ends a part.
+func (m *textMatcher) endPart() {
 	if len(m.pending) > 0 && !m.done() {
 		m.window = append(m.window, m.pending...)
 		m.pending = m.pending[:0]

@@ -115,7 +115,7 @@ func (s *Store) selectMatching(ctx context.Context, accountID, mailboxID int64, 
 	if !hasContent(c) {
 		where = b.conds(c, modeExact)
 	} else {
-		uids, err := s.searchContent(ctx, accountID, mailboxID, c)
+		uids, err := s.searchByContent(ctx, accountID, mailboxID, c)
 		if err != nil {
 			return err
 		}

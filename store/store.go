@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -60,6 +61,9 @@ type Store struct {
 	opts  Options
 	log   *slog.Logger
 	argon chan struct{} // bounds concurrent argon2id checks
+	// ctype is the database's LC_CTYPE class for the text index, read on
+	// first use: 0 unknown, ctypeC or ctypeOther.
+	ctype atomic.Int32
 }
 
 // Options tune a Store. The zero value is usable.

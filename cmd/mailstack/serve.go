@@ -259,6 +259,13 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, ready fu
 		defer wg.Done()
 		s.maintenance(runCtx)
 	}()
+	// The text search index is filled in the background, never on a
+	// delivery's path; search scans what it has not indexed yet.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.st.RunTextIndexer(runCtx, 2*time.Second)
+	}()
 	ready(s)
 	var runErr error
 	select {
