@@ -80,6 +80,27 @@ type MailboxSnapshot struct {
 	HasChildren bool
 }
 
+// maxTombstoneSnapshot is the most tombstones SelectMailboxByName reads
+// to stand for a mailbox's UIDs; past it, it reads the live UIDs.
+const maxTombstoneSnapshot = 10000
+
+// uidsBesides returns the UIDs from 1 below uidNext that are not in tomb
+// (ascending): a mailbox's live UIDs when every other UID has a tombstone.
+func uidsBesides(uidNext uint32, tomb []uint32, messages int64) []uint32 {
+	out := make([]uint32, 0, messages)
+	u := uint32(1)
+	for _, t := range tomb {
+		for ; u < t; u++ {
+			out = append(out, u)
+		}
+		u = t + 1
+	}
+	for ; u < uidNext; u++ {
+		out = append(out, u)
+	}
+	return out
+}
+
 // SelectMailboxByName reads a MailboxSnapshot of the account's mailbox
 // name in one statement, so one round trip and one snapshot whatever the
 // size of the mailbox. It fails with ErrNotFound for a missing mailbox and
@@ -91,21 +112,33 @@ func (s *Store) SelectMailboxByName(ctx context.Context, accountID int64, name s
 	}
 	snap := &MailboxSnapshot{}
 	var keywords []string
-	var uids []uint32
+	var uids, tomb []uint32
+	var fits bool
 	var unseen *int64
-	// The first-unseen probe spells the predicate of the partial index
-	// mailbox_messages_unseen, as FirstUnseenUID does. The UIDs are
-	// those of the account's mailbox row m (invariant 4 holds through
-	// it): without a filter on account_id, which the primary key does
-	// not hold, they come from an index-only scan, not 100,000 heap
-	// reads.
-	snap.Mailbox, err = scanMailbox(s.pool.QueryRow(ctx, `SELECT `+mailboxColumns+`, keywords,
-			ARRAY(SELECT mm.uid FROM mailbox_messages mm WHERE mm.mailbox_id = m.id ORDER BY mm.uid),
+	// The mailbox's UIDs in one of two forms. Every UID below UIDNEXT was
+	// given to a message, which is live or has a tombstone (expunged), so
+	// when there are few tombstones and their number and the live count
+	// add up to UIDNEXT-1, the live UIDs are exactly the others: a few
+	// tombstones stand for 100,000 UIDs, whose read (an array built from
+	// an index-only scan) is most of a large SELECT's time. Otherwise
+	// (many tombstones, or some gone with a \Noselect placeholder) the
+	// live UIDs are read. The UIDs are those of the account's mailbox row
+	// m (invariant 4 holds through it). The first-unseen probe spells the
+	// predicate of the partial index mailbox_messages_unseen, as
+	// FirstUnseenUID does.
+	snap.Mailbox, err = scanMailbox(s.pool.QueryRow(ctx, `SELECT `+mailboxColumns+`, keywords, t.tomb, t.fits,
+			CASE WHEN t.fits THEN NULL ELSE
+				ARRAY(SELECT mm.uid FROM mailbox_messages mm WHERE mm.mailbox_id = m.id ORDER BY mm.uid) END,
 			(SELECT min(mm.uid) FROM mailbox_messages mm WHERE mm.mailbox_id = m.id AND mm.account_id = $1
 				AND mm.flags & `+strconv.Itoa(flagSeen)+` = 0),
 			EXISTS (SELECT 1 FROM mailboxes c WHERE c.account_id = $1 AND starts_with(c.name, m.name || '/'))
-		FROM mailboxes m WHERE m.account_id = $1 AND m.name = $2`, accountID, n),
-		&keywords, &uids, &unseen, &snap.HasChildren)
+		FROM mailboxes m
+		CROSS JOIN LATERAL (SELECT x.tomb, cardinality(x.tomb) <= `+strconv.Itoa(maxTombstoneSnapshot)+`
+				AND m.uidnext - 1 - cardinality(x.tomb) = m.messages AS fits
+			FROM (SELECT ARRAY(SELECT e.uid FROM expunged e WHERE e.mailbox_id = m.id AND e.uid < m.uidnext
+				ORDER BY e.uid LIMIT `+strconv.Itoa(maxTombstoneSnapshot+1)+`) AS tomb) x) t
+		WHERE m.account_id = $1 AND m.name = $2`, accountID, n),
+		&keywords, &tomb, &fits, &uids, &unseen, &snap.HasChildren)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil, fmt.Errorf("mailbox %s: %w", name, ErrNotFound)
@@ -113,6 +146,9 @@ func (s *Store) SelectMailboxByName(ctx context.Context, accountID int64, name s
 		return nil, fmt.Errorf("select mailbox: %w", err)
 	case snap.Mailbox.NoSelect:
 		return nil, fmt.Errorf("mailbox %s: %w", name, ErrNoSelect)
+	}
+	if fits {
+		uids = uidsBesides(snap.Mailbox.UIDNext, tomb, snap.Mailbox.Messages)
 	}
 	snap.Mailbox.Keywords, snap.UIDs = keywords, uids
 	if unseen != nil {

@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/mailstack/mailstack/store"
+	"github.com/mailstack/mailstack/store/storetest"
 )
 
 // TestSubscriptions: subscriptions are names of their own (migration 0004):
@@ -349,4 +352,61 @@ func TestFirstUnseenUID(t *testing.T) {
 	if got := first(); got != 0 {
 		t.Fatalf("all seen: %d", got)
 	}
+}
+
+// TestSelectSnapshotUIDs: SELECT's UIDs come from the tombstones when they
+// account for every UID below UIDNEXT, and from the live rows when they
+// do not (a tombstone lost: the same UIDs either way).
+func TestSelectSnapshotUIDs(t *testing.T) {
+	ctx := context.Background()
+	url := storetest.NewURL(t)
+	st, err := store.Open(ctx, url, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if _, err := st.CreateDomain(ctx, "example.org", "mail", []byte("key")); err != nil {
+		t.Fatal(err)
+	}
+	acc, err := st.CreateAccount(ctx, "carol@example.org", "pw-carol-main", store.AccountOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := st.CreateMailbox(ctx, acc.ID, "Holes", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 12 {
+		if _, err := st.Append(ctx, acc.ID, mb.ID, strings.NewReader(testMessage(i)), 0, nil, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gone := []store.UIDRange{{Start: 2, Stop: 2}, {Start: 5, Stop: 6}, {Start: 12, Stop: 12}}
+	if _, err := st.StoreFlags(ctx, acc.ID, mb.ID, gone, store.FlagsAdd, []string{`\Deleted`}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Expunge(ctx, acc.ID, mb.ID, gone); err != nil {
+		t.Fatal(err)
+	}
+	want := []uint32{1, 3, 4, 7, 8, 9, 10, 11}
+	check := func(what string) {
+		t.Helper()
+		snap, err := st.SelectMailboxByName(ctx, acc.ID, "Holes")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(snap.UIDs, want) || snap.Mailbox.Messages != int64(len(want)) {
+			t.Fatalf("%s: UIDs %v (%d messages), want %v", what, snap.UIDs, snap.Mailbox.Messages, want)
+		}
+	}
+	check("from the tombstones")
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `DELETE FROM expunged WHERE mailbox_id = $1 AND uid = 5`, mb.ID); err != nil {
+		t.Fatal(err)
+	}
+	check("from the live rows, a tombstone gone")
 }
