@@ -60,10 +60,12 @@ func BenchmarkIMAP(b *testing.B) {
 }
 
 type benchEnv struct {
-	st         *store.Store
-	addr       string
-	user, pass string
-	unseen     int
+	st                 *store.Store
+	url                string // the database, for a second server on it
+	addr               string
+	user, pass         string
+	accountID, inboxID int64
+	unseen             int
 }
 
 func newBenchEnv(b *testing.B) *benchEnv {
@@ -126,12 +128,18 @@ func newBenchEnvWith(b *testing.B, n int, gen func(r *rand.Rand, i int, date tim
 	// Benchmark hygiene, not store logic: measure the steady state that
 	// autovacuum reaches after a bulk load, rather than racing it.
 	start = time.Now()
-	if _, err := conn.Exec(ctx, "VACUUM (ANALYZE) mailbox_messages, messages, message_chunks, message_text"); err != nil {
+	if _, err := conn.Exec(ctx, "VACUUM (ANALYZE) mailbox_messages, messages, message_chunks, message_text, expunged"); err != nil {
 		b.Fatal(err)
 	}
 	conn.Close(ctx)
 	b.Logf("vacuum analyze: %v", time.Since(start).Round(time.Millisecond))
 
+	return &benchEnv{st: st, url: url, addr: serveBench(b, st), user: acc.Address, pass: pass,
+		accountID: acc.ID, inboxID: inbox.ID, unseen: unseen}
+}
+
+// serveBench runs an IMAP server on st at a 127.0.0.1 port.
+func serveBench(b *testing.B, st *store.Store) string {
 	srv := New(st, Options{TLSConfig: testTLS(b), Logger: testLogger(b)})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -139,7 +147,7 @@ func newBenchEnvWith(b *testing.B, n int, gen func(r *rand.Rand, i int, date tim
 	}
 	go srv.Serve(ln) //nolint:errcheck // ends with Close
 	b.Cleanup(func() { srv.Close() })
-	return &benchEnv{st: st, addr: ln.Addr().String(), user: acc.Address, pass: pass, unseen: unseen}
+	return ln.Addr().String()
 }
 
 // seedMailbox bulk-loads n varied messages of 2–4 KB; benchUnseenPct % of

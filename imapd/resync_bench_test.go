@@ -15,10 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/mailstack/mailstack/store"
-	"github.com/mailstack/mailstack/store/storetest"
 )
 
 // BenchmarkResync is issue 12's phone reconnect: a 100,000-message INBOX,
@@ -41,58 +38,17 @@ import (
 //	go test -run '^$' -bench Resync -benchtime 20x ./imapd/
 func BenchmarkResync(b *testing.B) {
 	ctx := context.Background()
-	url := storetest.NewURL(b)
-	open := func() *store.Store {
-		st, err := store.Open(ctx, url, store.Options{MaxConns: 8})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(st.Close)
-		return st
-	}
-	st1, st2 := open(), open()
-	if _, err := st1.CreateDomain(ctx, "example.org", "mail", []byte("key")); err != nil {
-		b.Fatal(err)
-	}
-	acc, err := st1.CreateAccount(ctx, "phone@example.org", "main-pw", store.AccountOptions{})
+	env := newBenchEnvWith(b, benchMessages, benchMessage, false, nil)
+	// Server 2: another process on the same database.
+	st2, err := store.Open(ctx, env.url, store.Options{MaxConns: 8})
 	if err != nil {
 		b.Fatal(err)
 	}
-	pass, _, err := st1.CreateAppPassword(ctx, acc.ID, "phone")
-	if err != nil {
-		b.Fatal(err)
-	}
-	inbox, err := st1.MailboxByName(ctx, acc.ID, "INBOX")
-	if err != nil {
-		b.Fatal(err)
-	}
-	start := time.Now()
-	if _, err := seedMailbox(ctx, st1, acc.ID, inbox.ID, benchMessages); err != nil {
-		b.Fatal(err)
-	}
-	b.Logf("seeded %d messages in %v", benchMessages, time.Since(start).Round(time.Millisecond))
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, "VACUUM (ANALYZE) mailbox_messages, messages, expunged"); err != nil {
-		b.Fatal(err)
-	}
-	conn.Close(ctx)
-	serve := func(st *store.Store) string {
-		srv := New(st, Options{TLSConfig: testTLS(b), Logger: testLogger(b)})
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		go srv.Serve(ln) //nolint:errcheck // ends with Close
-		b.Cleanup(func() { srv.Close() })
-		return ln.Addr().String()
-	}
-	addr1, addr2 := serve(st1), serve(st2)
+	b.Cleanup(st2.Close)
+	addr1, addr2 := env.addr, serveBench(b, st2)
 	login := func(addr string) *resyncConn {
 		c := dialResync(b, addr)
-		c.cmd("l LOGIN " + acc.Address + " " + pass)
+		c.cmd("l LOGIN " + env.user + " " + env.pass)
 		return c
 	}
 	// The other device, on server 2.
@@ -112,7 +68,7 @@ func BenchmarkResync(b *testing.B) {
 		other.cmd(`d UID STORE ` + strings.Join(del, ",") + ` +FLAGS.SILENT (\Deleted)`)
 		other.cmd(`x UID EXPUNGE ` + strings.Join(del, ","))
 		for i := 0; i < 5; i++ {
-			if _, err := st2.Append(ctx, acc.ID, inbox.ID, strings.NewReader(crlf(simpleMsg)), 0, nil, time.Time{}); err != nil {
+			if _, err := st2.Append(ctx, env.accountID, env.inboxID, strings.NewReader(crlf(simpleMsg)), 0, nil, time.Time{}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mailstack/mailstack/store"
-	"github.com/mailstack/mailstack/store/storetest"
 )
 
 // TestSubscriptions: subscriptions are names of their own (migration 0004):
@@ -359,19 +358,8 @@ func TestFirstUnseenUID(t *testing.T) {
 // do not (a tombstone lost: the same UIDs either way).
 func TestSelectSnapshotUIDs(t *testing.T) {
 	ctx := context.Background()
-	url := storetest.NewURL(t)
-	st, err := store.Open(ctx, url, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	if _, err := st.CreateDomain(ctx, "example.org", "mail", []byte("key")); err != nil {
-		t.Fatal(err)
-	}
-	acc, err := st.CreateAccount(ctx, "carol@example.org", "pw-carol-main", store.AccountOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newFixture(t)
+	st, acc := f.st, f.a
 	mb, err := st.CreateMailbox(ctx, acc.ID, "Holes", "")
 	if err != nil {
 		t.Fatal(err)
@@ -400,7 +388,7 @@ func TestSelectSnapshotUIDs(t *testing.T) {
 		}
 	}
 	check("from the tombstones")
-	conn, err := pgx.Connect(ctx, url)
+	conn, err := pgx.Connect(ctx, f.url)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ func TestMain(m *testing.M) { storetest.Main(m) }
 // fixture is a store with one domain and two accounts.
 type fixture struct {
 	st   *store.Store
+	url  string // the database, for a direct connection
 	a, b *store.Account
 }
 
@@ -38,7 +39,8 @@ func newFixture(t testing.TB) *fixture {
 func newFixtureOpts(t testing.TB, opts store.Options) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, storetest.NewURL(t), opts)
+	url := storetest.NewURL(t)
+	st, err := store.Open(ctx, url, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +56,7 @@ func newFixtureOpts(t testing.TB, opts store.Options) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{st: st, a: a, b: b}
+	return &fixture{st: st, url: url, a: a, b: b}
 }
 
 func (f *fixture) mailbox(t testing.TB, acc *store.Account, name string) *store.Mailbox {
