@@ -462,6 +462,9 @@ func (w *imapWorker) folder(ctx context.Context, f sourceFolder, mark store.Impo
 	strikes := map[imap.UID]int{}
 	w.careful, w.announced = 0, 0
 	var total int64
+	// What the target holds, once loaded: an attempt after a cut
+	// still skips it (the mark has a source by then).
+	var have contentSet
 	for try := 0; ; try++ {
 		var err error
 		if w.c == nil {
@@ -475,7 +478,7 @@ func (w *imapWorker) folder(ctx context.Context, f sourceFolder, mark store.Impo
 		before := mark.LastUID
 		var done int64
 		if w.c != nil {
-			done, err = w.folderOnce(ctx, f, &mark)
+			done, err = w.folderOnce(ctx, f, &mark, &have)
 		}
 		total += done
 		if err == nil {
@@ -537,8 +540,9 @@ type meta struct {
 }
 
 // folderOnce imports what is new in one folder and returns how many
-// messages it handled; *mark advances with each committed batch.
-func (w *imapWorker) folderOnce(ctx context.Context, f sourceFolder, mark *store.ImportMark) (int64, error) {
+// messages it handled; *mark advances with each committed batch. *have is
+// the contents to skip, loaded by the first attempt that needs it.
+func (w *imapWorker) folderOnce(ctx context.Context, f sourceFolder, mark *store.ImportMark, have *contentSet) (int64, error) {
 	im, c := w.im, w.c
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
@@ -546,27 +550,31 @@ func (w *imapWorker) folderOnce(ctx context.Context, f sourceFolder, mark *store
 	if err != nil {
 		return 0, fmt.Errorf("examine: %w", err)
 	}
-	var have contentSet
 	mb, err := im.mailbox(ctx, f.target, f.specialUse)
 	if err != nil {
 		return 0, err
 	}
 	w.mailboxID = mb.ID
-	if mark.Source == "" || mark.UIDValidity != sel.UIDValidity {
+	fresh := mark.Source == "" || mark.UIDValidity != sel.UIDValidity
+	if fresh {
 		if mark.Source != "" {
 			im.log().Info("import: folder has a new UIDVALIDITY, starting it again", "folder", f.name)
+			*have = nil
 		}
-		// From the start: skip what the target holds already (a previous
-		// import from a folder since re-created).
 		*mark = store.ImportMark{Source: w.s.key, Folder: f.name, UIDValidity: sel.UIDValidity}
-		if have, err = im.loadContents(ctx, mb.ID); err != nil {
-			return 0, err
-		}
 	}
-	if f.all {
+	switch {
+	case *have != nil:
+	case f.all:
 		// Gmail's All Mail holds every message of every label: skip what
 		// the labels brought.
-		if have, err = im.loadContents(ctx, 0); err != nil {
+		if *have, err = im.loadContents(ctx, 0); err != nil {
+			return 0, err
+		}
+	case fresh:
+		// From the start: skip what the target holds already (a previous
+		// import from a folder since re-created).
+		if *have, err = im.loadContents(ctx, mb.ID); err != nil {
 			return 0, err
 		}
 	}
@@ -575,7 +583,6 @@ func (w *imapWorker) folderOnce(ctx context.Context, f sourceFolder, mark *store
 	}
 	// First pass: UIDs, flags, dates and sizes of the new messages.
 	var metas []meta
-	var total int64
 	set := imap.UIDSet{{Start: imap.UID(mark.LastUID + 1), Stop: 0}}
 	fetch := c.Fetch(set, &imap.FetchOptions{UID: true, Flags: true, InternalDate: true, RFC822Size: true})
 	for {
@@ -596,14 +603,12 @@ func (w *imapWorker) folderOnce(ctx context.Context, f sourceFolder, mark *store
 			flags[i] = string(fl)
 		}
 		metas = append(metas, meta{uid: buf.UID, flags: cleanFlags(flags), date: buf.InternalDate, size: buf.RFC822Size})
-		total += buf.RFC822Size
 	}
 	if err := fetch.Close(); err != nil {
 		return 0, fmt.Errorf("list new messages: %w", err)
 	}
 	slices.SortFunc(metas, func(a, b meta) int { return int(a.uid) - int(b.uid) })
-	var news int64
-	total = 0
+	var news, total int64
 	for _, m := range metas {
 		if m.uid > w.announced {
 			news++
@@ -666,7 +671,7 @@ func (w *imapWorker) folderOnce(ctx context.Context, f sourceFolder, mark *store
 		m := *mark
 		m.LastUID = uint32(b.last)
 		n := int64(len(b.msgs))
-		if err := im.commit(ctx, f.name, mb, m, b.msgs, have); err != nil {
+		if err := im.commit(ctx, f.name, mb, m, b.msgs, *have); err != nil {
 			cancel()
 			for rest := range batches {
 				closeAll(rest.msgs)
@@ -716,7 +721,9 @@ func (w *imapWorker) fetchBodies(f sourceFolder, metas []meta) ([]*message, erro
 	fail := func(err error) ([]*message, error) {
 		fetch.Close()
 		for _, m := range got {
-			m.msg.Close()
+			if m != nil { // too big, or NIL: nothing was spooled
+				m.msg.Close()
+			}
 		}
 		return nil, err
 	}

@@ -48,7 +48,7 @@ func NewProgress(w io.Writer, terminal bool) *Progress {
 
 // addTotal announces messages and bytes to come.
 func (p *Progress) addTotal(msgs, bytes int64) {
-	if p == nil || msgs == 0 {
+	if p == nil || msgs == 0 && bytes == 0 {
 		return
 	}
 	p.mu.Lock()
