@@ -291,6 +291,11 @@ type searchReturn struct {
 	partial              *partialRange // PARTIAL (RFC 9394)
 }
 
+// saveOnly says that RETURN asked for SAVE alone: no ESEARCH response.
+func (r searchReturn) saveOnly() bool {
+	return r.save && !r.min && !r.max && !r.count && !r.all && r.partial == nil
+}
+
 // cmdSearch is SEARCH and UID SEARCH. The matching itself is searchUIDs
 // (search.go, with "$" standing for the saved result); this builds the
 // response in sequence numbers or UIDs, with the ESEARCH return options,
@@ -337,7 +342,7 @@ func (s *session) cmdSearch(c *cmd) error {
 	}
 	if ret.save {
 		s.searchRes = savedResult(uids, ret)
-		if !ret.min && !ret.max && !ret.count && !ret.all && ret.partial == nil {
+		if ret.saveOnly() {
 			return nil // RETURN (SAVE) alone: no ESEARCH response
 		}
 	}

@@ -107,7 +107,7 @@ func (s *session) cmdSort(c *cmd) error {
 		saved := slices.Clone(savedResult(uids, ret))
 		slices.Sort(saved)
 		s.searchRes = saved
-		if !ret.min && !ret.max && !ret.count && !ret.all {
+		if ret.saveOnly() {
 			return nil
 		}
 	}

@@ -384,33 +384,36 @@ func (s *session) cmdStore(c *cmd) error {
 	if len(modified) > 0 {
 		// RFC 7162 §3.1.3: the messages that failed UNCHANGEDSINCE, in
 		// the numbers of the command; no FETCH for them.
-		nums := modified
+		nums, kept := modified, refs[:0]
 		if !c.uid {
 			nums = make([]uint32, 0, len(modified))
-			for _, r := range refs {
-				if _, ok := slices.BinarySearch(modified, r.uid); ok {
-					nums = append(nums, r.seq)
-				}
+		}
+		for _, r := range refs {
+			if _, ok := slices.BinarySearch(modified, r.uid); !ok {
+				kept = append(kept, r)
+			} else if !c.uid {
+				nums = append(nums, r.seq)
 			}
 		}
-		refs = slices.DeleteFunc(refs, func(r msgRef) bool {
-			_, ok := slices.BinarySearch(modified, r.uid)
-			return ok
-		})
+		refs = kept
 		c.okCode, c.okText = "MODIFIED "+string(appendSet(nil, nums)), "Conditional STORE failed for some messages"
 	}
 	if silent {
 		// The client knows what it set; others' concurrent changes to the
 		// same messages still come through the poll. A CONDSTORE client
 		// still learns the new modseqs (RFC 7162 §3.1.3).
-		for i, ch := range changed {
+		j := 0 // refs and changed are both by ascending UID
+		for _, ch := range changed {
 			sel.reported(ch.UID, ch.Flags, ch.ModSeq)
 			if s.condstore {
-				s.fetchHead(sel.seqOf(ch.UID), ch.UID)
+				for refs[j].uid < ch.UID {
+					j++
+				}
+				s.fetchHead(refs[j].seq, ch.UID)
 				if c.uid || s.qresync {
 					s.uidItem(ch.UID)
 				}
-				s.enc.Raw("MODSEQ (").Num64(changed[i].ModSeq).Raw("))").CRLF()
+				s.enc.Raw("MODSEQ (").Num64(ch.ModSeq).Raw("))").CRLF()
 			}
 		}
 		return s.enc.Err()
