@@ -499,7 +499,8 @@ func stripFields(raw []byte, drop func(name, value string) bool) []byte {
 		}
 		field := rest[:end]
 		rest = rest[end:]
-		if name, value, ok := strings.Cut(string(field), ":"); ok && drop(name, value) {
+		// "Name :" is old syntax that readers still take as Name.
+		if name, value, ok := strings.Cut(string(field), ":"); ok && drop(strings.TrimRight(name, " \t"), value) {
 			continue
 		}
 		out = append(out, field...)

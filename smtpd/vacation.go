@@ -3,8 +3,6 @@ package smtpd
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"mime"
@@ -152,10 +150,6 @@ func vacationMessage(hostname string, r store.VacationReply, sender string, orig
 			subject = "Automatic reply"
 		}
 	}
-	id := make([]byte, 12)
-	if _, err := rand.Read(id); err != nil {
-		return nil, textproto.Header{}, fmt.Errorf("vacation: %w", err)
-	}
 	var h textproto.Header
 	h.Add("MIME-Version", "1.0")
 	h.Add("Content-Transfer-Encoding", "quoted-printable")
@@ -169,7 +163,7 @@ func vacationMessage(hostname string, r store.VacationReply, sender string, orig
 		h.Add("References", strings.TrimSpace(refs+" "+mid))
 		h.Add("In-Reply-To", mid)
 	}
-	h.Add("Message-Id", "<"+hex.EncodeToString(id)+".vacation@"+hostname+">")
+	h.Add("Message-Id", "<"+newID()+".vacation@"+hostname+">")
 	h.Add("Date", now.Format(time.RFC1123Z))
 	h.Add("Subject", mime.QEncoding.Encode("utf-8", subject))
 	h.Add("To", (&mail.Address{Address: sender}).String())

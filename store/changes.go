@@ -250,10 +250,7 @@ func (s *Store) uidsSince(ctx context.Context, what, query string, accountID, ma
 // MaxModSeq returns the highest modseq of the mailbox's messages with the
 // given UIDs (0 if none is left): what SEARCH answers with MODSEQ.
 func (s *Store) MaxModSeq(ctx context.Context, accountID, mailboxID int64, uids []uint32) (uint64, error) {
-	u := make([]int64, len(uids))
-	for i, x := range uids {
-		u[i] = int64(x)
-	}
+	u := uidArray(uids)
 	var ms int64
 	err := s.pool.QueryRow(ctx, `SELECT coalesce(max(modseq), 0) FROM mailbox_messages
 		WHERE mailbox_id = $1 AND account_id = $2 AND uid = ANY($3::bigint[])`, mailboxID, accountID, u).Scan(&ms)
@@ -261,6 +258,15 @@ func (s *Store) MaxModSeq(ctx context.Context, accountID, mailboxID int64, uids 
 		return 0, fmt.Errorf("max modseq: %w", err)
 	}
 	return uint64(ms), nil
+}
+
+// uidArray converts UIDs for a bigint[] parameter.
+func uidArray(uids []uint32) []int64 {
+	out := make([]int64, len(uids))
+	for i, u := range uids {
+		out[i] = int64(u)
+	}
+	return out
 }
 
 // scanUIDs reads rows of one UID column.

@@ -512,10 +512,7 @@ func copyTx(ctx context.Context, tx pgx.Tx, accountID, srcID int64, uids []UIDRa
 	}
 	var srcUIDs []int64
 	if move {
-		srcUIDs = make([]int64, len(res.SrcUIDs))
-		for i, u := range res.SrcUIDs {
-			srcUIDs[i] = int64(u)
-		}
+		srcUIDs = uidArray(res.SrcUIDs)
 	}
 	if move && srcID == dstID {
 		// A move within the mailbox is one change: the originals go at

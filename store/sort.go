@@ -119,11 +119,7 @@ func (s *Store) selectMatching(ctx context.Context, accountID, mailboxID int64, 
 		if err != nil {
 			return err
 		}
-		list := make([]int64, len(uids))
-		for i, u := range uids {
-			list[i] = int64(u)
-		}
-		where = "mm.uid = ANY(" + b.arg(list) + "::bigint[])"
+		where = "mm.uid = ANY(" + b.arg(uidArray(uids)) + "::bigint[])"
 	}
 	// A pipelined batch is one implicit transaction: set_config's local
 	// setting holds for the query after it.
