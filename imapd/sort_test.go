@@ -174,6 +174,7 @@ func TestESort(t *testing.T) {
 		// PARTIAL (RFC 9394) windows the sorted result.
 		{"SORT RETURN (PARTIAL 1:2) (DATE) UTF-8 ALL", `PARTIAL (1:2 3,2)`},
 		{"SORT RETURN (PARTIAL -1:-2) (DATE) UTF-8 ALL", `PARTIAL (-1:-2 4:5)`},
+		{"SORT RETURN (SAVE PARTIAL 1:2) (DATE) UTF-8 ALL", `PARTIAL (1:2 3,2)`},
 	}
 	for i, tc := range tests {
 		got := r.cmd(tc.cmd)
