@@ -99,6 +99,20 @@ func (e *envDefaults) int64(name string, def int64) int64 {
 	return n
 }
 
+// duration reads a positive duration such as 10s.
+func (e *envDefaults) duration(name string, def time.Duration) time.Duration {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	if err != nil || d <= 0 {
+		e.fail(name, v, "want a duration such as 10s")
+		return def
+	}
+	return d
+}
+
 // parseSize reads a size in bytes: a whole number, optionally followed by
 // a unit K, M, G or T (powers of 1024; KB, KiB, MB, MiB... mean the same),
 // as in -quota 1G.
@@ -320,20 +334,26 @@ func notUpYet(err error) bool {
 // echo) or reads the first line of stdin when it is not a terminal, and
 // checks its length.
 func (c *cli) readPassword(prompt string) (string, error) {
-	pw, err := c.readPasswordText(prompt)
+	pw, err := c.readPasswordText(prompt, true)
 	if err == nil && utf8.RuneCountInString(pw) < minMainPassword {
 		err = fmt.Errorf("the main password is too short: use at least %d characters", minMainPassword)
 	}
 	return pw, err
 }
 
-func (c *cli) readPasswordText(prompt string) (string, error) {
+// readPasswordText asks on a terminal, without echo (twice with confirm,
+// for a new password), or reads the first line of standard input: never
+// from the command line, where other users of the machine could read it.
+func (c *cli) readPasswordText(prompt string, confirm bool) (string, error) {
 	if f, ok := c.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		fmt.Fprint(c.stderr, prompt)
 		p1, err := term.ReadPassword(int(f.Fd()))
 		fmt.Fprintln(c.stderr)
 		if err != nil {
 			return "", fmt.Errorf("read password: %w", err)
+		}
+		if !confirm {
+			return string(p1), nil
 		}
 		fmt.Fprint(c.stderr, "Again: ")
 		p2, err := term.ReadPassword(int(f.Fd()))

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"flag"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/mailstack/mailstack/internal/rspamd"
@@ -22,15 +20,7 @@ func (c *rspamdConfig) register(fs *flag.FlagSet, env *envDefaults) {
 	fs.StringVar(&c.url, "rspamd-url", envOr("MAILSTACK_RSPAMD_URL", ""), "rspamd's scanner (normal worker), http://host:11333: the MX asks it about every message (reject, greylist, Junk) and learns from moves into and out of Junk; empty: no content filtering (env MAILSTACK_RSPAMD_URL)")
 	fs.StringVar(&c.controllerURL, "rspamd-controller-url", envOr("MAILSTACK_RSPAMD_CONTROLLER_URL", ""), "rspamd's controller, which learns; empty: the scanner's host on port 11334 (env MAILSTACK_RSPAMD_CONTROLLER_URL)")
 	fs.StringVar(&c.password, "rspamd-password", envOr("MAILSTACK_RSPAMD_PASSWORD", ""), "the controller's password; empty when it trusts mailstack's address (secure_ip) (env MAILSTACK_RSPAMD_PASSWORD)")
-	c.timeout = rspamd.DefaultTimeout
-	if v, ok := os.LookupEnv("MAILSTACK_RSPAMD_TIMEOUT"); ok {
-		d, err := time.ParseDuration(strings.TrimSpace(v))
-		if err != nil || d <= 0 {
-			env.fail("MAILSTACK_RSPAMD_TIMEOUT", v, "want a duration such as 10s")
-		} else {
-			c.timeout = d
-		}
-	}
+	c.timeout = env.duration("MAILSTACK_RSPAMD_TIMEOUT", rspamd.DefaultTimeout)
 	fs.DurationVar(&c.timeout, "rspamd-timeout", c.timeout, "longest wait for rspamd's verdict on one message; past it the message is not scanned (env MAILSTACK_RSPAMD_TIMEOUT)")
 	c.tempFail = env.boolean("MAILSTACK_RSPAMD_TEMPFAIL", false)
 	fs.Var((*boolFlag)(&c.tempFail), "rspamd-tempfail", "when rspamd gives no verdict, answer 451 so the sender retries, instead of delivering the message marked as not scanned (env MAILSTACK_RSPAMD_TEMPFAIL)")

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"golang.org/x/term"
 
@@ -45,7 +43,7 @@ func (c *cli) importMail(ctx context.Context, args []string) error {
 	}
 	var password string
 	if sub == "imap" {
-		if password, err = c.readSourcePassword("Password of " + *from + ": "); err != nil {
+		if password, err = c.readPasswordText("Password of "+*from+": ", false); err != nil {
 			return err
 		}
 	}
@@ -117,26 +115,6 @@ func (c *cli) withAccount(ctx context.Context, a *adminCmd, fn func(*store.Store
 		}
 		return fn(st, acc, mailimport.NewProgress(c.stderr, c.isTerminal(c.stderr)))
 	})
-}
-
-// readSourcePassword asks once on a terminal, without echo, or reads the
-// first line of standard input: never from the command line, where other
-// users of the machine could read it.
-func (c *cli) readSourcePassword(prompt string) (string, error) {
-	if f, ok := c.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		fmt.Fprint(c.stderr, prompt)
-		pw, err := term.ReadPassword(int(f.Fd()))
-		fmt.Fprintln(c.stderr)
-		if err != nil {
-			return "", fmt.Errorf("read password: %w", err)
-		}
-		return string(pw), nil
-	}
-	line, err := bufio.NewReader(c.stdin).ReadString('\n')
-	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
-		return "", errors.New("no password given on standard input")
-	}
-	return strings.TrimRight(line, "\r\n"), nil
 }
 
 func (c *cli) isTerminal(w io.Writer) bool {
