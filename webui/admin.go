@@ -127,7 +127,7 @@ func (s *Server) adminAddUser(w http.ResponseWriter, r *http.Request, ws *store.
 		return
 	}
 	pw := f.Get("password")
-	if len(pw) < minPassword || len(pw) > maxPassword {
+	if !passwordLengthOK(pw) {
 		s.renderUsers(w, r, http.StatusBadRequest, ws, text("err.new-password"))
 		return
 	}
@@ -165,7 +165,7 @@ func (s *Server) adminChangeUser(w http.ResponseWriter, r *http.Request, ws *sto
 		err, done = s.cfg.Store.SetQuota(ctx, address, quota), "msg.quota-set"
 	case "password":
 		pw := f.Get("password")
-		if len(pw) < minPassword || len(pw) > maxPassword {
+		if !passwordLengthOK(pw) {
 			s.renderUsers(w, r, http.StatusBadRequest, ws, text("err.new-password"))
 			return
 		}

@@ -23,6 +23,13 @@ const (
 	activityLength = 200
 )
 
+// passwordLengthOK says whether a new main password has minPassword to
+// maxPassword characters (characters, as the CLI counts them; not bytes).
+func passwordLengthOK(pw string) bool {
+	n := utf8.RuneCountInString(pw)
+	return n >= minPassword && n <= maxPassword
+}
+
 // signinPage shows the sign-in form with a fresh double-submit token.
 func (s *Server) signinPage(w http.ResponseWriter, r *http.Request) {
 	if ws, ok := s.session(w, r); !ok {
@@ -376,7 +383,7 @@ func (s *Server) passwordConfirmed(w http.ResponseWriter, r *http.Request, ws *s
 func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, ws *store.WebSession) {
 	f := r.PostForm
 	next := f.Get("new")
-	if len(next) < minPassword || len(next) > maxPassword || next != f.Get("confirm") {
+	if !passwordLengthOK(next) || next != f.Get("confirm") {
 		s.renderSecurity(w, r, http.StatusBadRequest, ws, page{Err: text("err.new-password")}, nil)
 		return
 	}
