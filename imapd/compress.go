@@ -166,6 +166,8 @@ func (s *session) cmdCompress(c *cmd) error {
 	if !strings.EqualFold(mech, "DEFLATE") {
 		return bad("Unknown compression mechanism " + truncate(mech))
 	}
+	// Counted before the OK leaves: a client that has it sees the count.
+	s.srv.deflate.sessions.Add(1)
 	s.enc.Status(c.tag, "OK", "", "Begin compression")
 	if err := s.enc.Flush(); err != nil {
 		return err
@@ -192,6 +194,5 @@ func (s *session) startDeflate() {
 	s.dec.Reset(bufio.NewReaderSize(in, inflateBuffer))
 	s.enc.Reset(w)
 	s.compressed = true
-	s.srv.deflate.sessions.Add(1)
 	s.log.Debug("COMPRESS=DEFLATE on")
 }
