@@ -193,6 +193,8 @@ type sqlBuilder struct {
 	// narrowed is the criteria whose indexed BODY and TEXT keys the hits
 	// of searchIndexed have decided already.
 	narrowed *SearchCriteria
+	// readsText: a condition over message_text mt was written.
+	readsText bool
 }
 
 func (b *sqlBuilder) arg(v any) string {

@@ -38,8 +38,13 @@ func newFixture(t testing.TB) *fixture {
 
 func newFixtureOpts(t testing.TB, opts store.Options) *fixture {
 	t.Helper()
+	return newFixtureAt(t, storetest.NewURL(t), opts)
+}
+
+// newFixtureAt is newFixture on the (empty or migrated) database at url.
+func newFixtureAt(t testing.TB, url string, opts store.Options) *fixture {
+	t.Helper()
 	ctx := context.Background()
-	url := storetest.NewURL(t)
 	st, err := store.Open(ctx, url, opts)
 	if err != nil {
 		t.Fatal(err)

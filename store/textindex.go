@@ -342,6 +342,7 @@ func (b *sqlBuilder) textConds(c *SearchCriteria) []string {
 	// The narrowing already decided the BODY and TEXT keys with trigrams
 	// of the criteria it was made for: their rows are the hits.
 	decided := c == b.narrowed
+	defer func() { b.readsText = b.readsText || len(parts) > 0 }()
 	for i, l := range [][]HeaderMatch{c.Header, c.RawHeader} {
 		for _, h := range l {
 			key := strings.ToLower(h.Key)
@@ -513,10 +514,16 @@ func (s *Store) searchIndexed(ctx context.Context, accountID, mailboxID int64, c
 	}
 	exact := b.conds(c, modeIndexed)
 	b.narrowed = nil
+	// The hits are indexed in full already: the messages' text rows are
+	// read again only when a condition left undecided needs them (each
+	// such read is one more index probe per hit).
+	indexed := `FROM mailbox_messages mm JOIN message_text mt ON mt.message_id = mm.message_id
+		WHERE mm.mailbox_id = $1 AND mm.account_id = $2 AND NOT mt.truncated AND `
+	if cte != "" && !b.readsText {
+		indexed = `FROM mailbox_messages mm WHERE mm.mailbox_id = $1 AND mm.account_id = $2 AND `
+	}
 	over := b.conds(c, modeOver)
-	rows, err := s.pool.Query(ctx, cte+`SELECT mm.uid, true FROM mailbox_messages mm
-			JOIN message_text mt ON mt.message_id = mm.message_id
-		WHERE mm.mailbox_id = $1 AND mm.account_id = $2 AND NOT mt.truncated AND `+hits+` AND `+exact+`
+	rows, err := s.pool.Query(ctx, cte+`SELECT mm.uid, true `+indexed+hits+` AND `+exact+`
 		UNION ALL
 		SELECT mm.uid, false FROM mailbox_messages mm
 		WHERE mm.mailbox_id = $1 AND mm.account_id = $2 AND `+over+` AND mm.message_id IN (

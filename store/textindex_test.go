@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mailstack/mailstack/store"
+	"github.com/mailstack/mailstack/store/storetest"
 )
 
 // indexAll runs the text indexer until the queue is empty.
@@ -63,9 +64,22 @@ func searchScanThenIndex(t *testing.T, st *store.Store, accountID, mailboxID int
 // TestTextIndexAgrees checks that the index and the scan give the same
 // answers on tricky messages: every case is searched before the messages
 // are indexed (scan) and after (index), and must match the expected UIDs
-// both times.
+// both times. It runs on a database of the harness's LC_CTYPE (C.UTF-8:
+// pg_trgm extracts trigrams of any script) and on one of LC_CTYPE C (only
+// ASCII letters and digits make trigrams), whose queries differ.
 func TestTextIndexAgrees(t *testing.T) {
-	f := newFixture(t)
+	for _, ctype := range []string{"", "C"} {
+		t.Run("ctype="+ctype, func(t *testing.T) {
+			url := storetest.NewURL(t)
+			if ctype != "" {
+				url = storetest.NewURLCtype(t, ctype)
+			}
+			textIndexAgrees(t, newFixtureAt(t, url, store.Options{}))
+		})
+	}
+}
+
+func textIndexAgrees(t *testing.T, f *fixture) {
 	ctx := context.Background()
 	inbox := f.mailbox(t, f.a, "INBOX")
 	qp := func(s string) string { return s }

@@ -362,6 +362,15 @@ func (c *Cluster) removeSockDir() {
 	}
 }
 
+// textCtype is the character classification the cluster is created with.
+// Sorting stays byte order (collation C: fast, and no index depends on a
+// C library's collation version), but characters are classified as
+// Unicode says: pg_trgm, which the text search index uses, takes only
+// what the database's LC_CTYPE calls letters and digits as parts of words,
+// so under plain C a Cyrillic or Greek word has no trigram and each
+// search for one reads every message (ARCHITECTURE.md, "Text search").
+const textCtype = "C.UTF-8"
+
 func (c *Cluster) initdb(ctx context.Context, binDir string, cred *syscall.Credential, opts Options) error {
 	args := []string{
 		"-D", c.dataDir,
@@ -377,16 +386,28 @@ func (c *Cluster) initdb(ctx context.Context, binDir string, cred *syscall.Crede
 		args = append(args, "--no-sync")
 	}
 	c.log.Info("initialising PostgreSQL cluster", "dir", c.dataDir)
+	out, err := c.runInitdb(ctx, binDir, cred, append(args, "--lc-ctype="+textCtype))
+	if err != nil && bytes.Contains(out, []byte("invalid locale")) {
+		// A C library without C.UTF-8 (glibc before 2.35 has it only
+		// when generated): initdb checks locales before it writes
+		// anything, so the directory is still empty.
+		c.log.Warn("PostgreSQL cluster created with LC_CTYPE C: searches for words of non-Latin scripts will scan every message", "missing_locale", textCtype)
+		out, err = c.runInitdb(ctx, binDir, cred, args)
+	}
+	if err != nil {
+		return &Error{Op: "initialise", Dir: c.dataDir, Err: fmt.Errorf("initdb: %w", err), Log: tail(out, 20)}
+	}
+	return nil
+}
+
+func (c *Cluster) runInitdb(ctx context.Context, binDir string, cred *syscall.Credential, args []string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "initdb"), args...)
 	cmd.Dir = c.dataDir
 	cmd.Env = childEnv()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	out, err := cmd.CombinedOutput()
 	c.log.Debug("initdb output", "output", string(out))
-	if err != nil {
-		return &Error{Op: "initialise", Dir: c.dataDir, Err: fmt.Errorf("initdb: %w", err), Log: tail(out, 20)}
-	}
-	return nil
+	return out, err
 }
 
 // startPostgres starts the postmaster so that it dies with us.

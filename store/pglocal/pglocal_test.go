@@ -76,6 +76,17 @@ func TestStartStopRestart(t *testing.T) {
 	if got := query(t, ctx, c, "mailstack", "SHOW server_encoding"); got != "UTF8" {
 		t.Errorf("server_encoding = %q, want UTF8", got)
 	}
+	// Byte-order sorting, Unicode character classes: pg_trgm must see a
+	// Cyrillic word as a word (three trigrams of letters, not none).
+	if got := query(t, ctx, c, "mailstack", "SHOW lc_collate"); got != "C" {
+		t.Errorf("lc_collate = %q, want C", got)
+	}
+	if got := query(t, ctx, c, "mailstack", "SHOW lc_ctype"); got != textCtype {
+		t.Errorf("lc_ctype = %q, want %s", got, textCtype)
+	}
+	if got := query(t, ctx, c, "mailstack", "SELECT upper('встреча')"); got != "ВСТРЕЧА" {
+		t.Errorf("upper('встреча') = %q: the database does not classify Cyrillic letters", got)
+	}
 	if got := query(t, ctx, c, "mailstack", "SHOW listen_addresses"); got != "" {
 		t.Errorf("listen_addresses = %q, want empty", got)
 	}

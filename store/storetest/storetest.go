@@ -324,10 +324,45 @@ func (h *harness) urlFor(name string) string {
 // servers sharing a database); otherwise New is simpler.
 func NewURL(t testing.TB) string {
 	t.Helper()
-	h := current
-	if h == nil {
+	h := harnessFor(t)
+	return newDatabase(t, h, "TEMPLATE "+ident(h.template))
+}
+
+// NewURLCtype is NewURL for a database whose LC_CTYPE (character classes)
+// is ctype, such as "C", which the server's own default may not be. It is
+// migrated from empty: a clone must keep its template's LC_CTYPE.
+func NewURLCtype(t testing.TB, ctype string) string {
+	t.Helper()
+	u := newDatabase(t, harnessFor(t), "TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE "+quote(ctype))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := store.Open(ctx, u, store.Options{MaxConns: 1})
+	if err != nil {
+		t.Fatalf("storetest: %v", err)
+	}
+	defer s.Close()
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatalf("storetest: migrate: %v", err)
+	}
+	return u
+}
+
+// harnessFor returns the harness Main set up, failing t without one.
+func harnessFor(t testing.TB) *harness {
+	t.Helper()
+	if current == nil {
 		t.Fatal("storetest: no test database server: add\n\tfunc TestMain(m *testing.M) { storetest.Main(m) }\nto this package's tests")
 	}
+	return current
+}
+
+// quote returns s as an SQL string literal.
+func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// newDatabase creates a database with the given CREATE DATABASE options
+// that is dropped when the test ends, and returns its URL.
+func newDatabase(t testing.TB, h *harness, options string) string {
+	t.Helper()
 	name, err := randomName()
 	if err != nil {
 		t.Fatal(err)
@@ -335,7 +370,7 @@ func NewURL(t testing.TB) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	h.cloneMu.Lock()
-	_, err = h.admin.Exec(ctx, "CREATE DATABASE "+ident(name)+" TEMPLATE "+ident(h.template))
+	_, err = h.admin.Exec(ctx, "CREATE DATABASE "+ident(name)+" "+options)
 	h.cloneMu.Unlock()
 	if err != nil {
 		t.Fatalf("storetest: create test database: %v", err)
