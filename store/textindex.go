@@ -468,7 +468,9 @@ func (s *Store) textCtype(ctx context.Context) (int32, error) {
 	if ctype == "C" || ctype == "POSIX" {
 		c = ctypeC
 	}
-	s.ctype.Store(c)
+	if s.ctype.Swap(c) == 0 && c == ctypeC {
+		s.log.Warn("the database's LC_CTYPE is C: searches for words without three ASCII letters or digits in a row read every message of the mailbox (README, \"What each part does\")", "lc_ctype", ctype)
+	}
 	return c, nil
 }
 
