@@ -64,6 +64,8 @@ type Store struct {
 	// ctype is the database's LC_CTYPE class for the text index, read on
 	// first use: 0 unknown, ctypeC or ctypeOther.
 	ctype atomic.Int32
+	// listener is the process's LISTEN connection (listen.go).
+	listener listener
 }
 
 // Options tune a Store. The zero value is usable.
