@@ -68,12 +68,12 @@ func (s *Store) listenWake(ctx context.Context, channel string, wake chan<- stru
 	}
 }
 
-// ListenOptions configure the change feed's dedicated LISTEN connection.
-// The zero value is usable.
+// ListenOptions configure the process's LISTEN connection (Listen,
+// ListenQueue, ListenLearn). The zero value is usable.
 type ListenOptions struct {
-	// URL, if set, is the database to LISTEN on instead of the pool's: a
-	// direct connection when the pool goes through a transaction-pooling
-	// proxy (PgBouncer), which cannot carry LISTEN.
+	// URL, if set, is the database to LISTEN on (and to migrate) instead
+	// of the pool's: a direct connection when the pool goes through a
+	// transaction-pooling proxy (PgBouncer), which cannot carry LISTEN.
 	URL string
 	// CheckInterval is how long the connection may stay quiet before a
 	// liveness check (SELECT 1): a half-open connection (a peer gone
