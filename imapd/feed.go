@@ -92,7 +92,7 @@ type watched struct {
 	// events are the wake-ups not yet handled, in commit order: with their
 	// changes (inline), without (a read), or ModSeq 0 (a read whatever the
 	// modseq). Past maxQueued they collapse into one read (overflow).
-	events   []store.ChangeEvent
+	events   []store.MailboxChange
 	overflow bool
 	running  bool // a runner goroutine exists
 }
@@ -324,7 +324,7 @@ func (f *feed) release(w *watched) {
 
 // notifySafely is notify for the Listen goroutine: a panic is logged, never
 // allowed to end the process.
-func (f *feed) notifySafely(ev store.ChangeEvent) {
+func (f *feed) notifySafely(ev store.MailboxChange) {
 	defer func() {
 		if v := recover(); v != nil {
 			f.log.Error("change feed: panic", "event", ev, "panic", v, "stack", string(debug.Stack()))
@@ -333,14 +333,9 @@ func (f *feed) notifySafely(ev store.ChangeEvent) {
 	f.notify(ev)
 }
 
-// notify handles one event from Store.Listen without waiting for the
-// database.
-func (f *feed) notify(ev store.ChangeEvent) {
-	if ev.Resync {
-		// Notifications may have been lost: re-read every watched mailbox.
-		f.resync()
-		return
-	}
+// notify hands a change announced by another process (Store.Listen) to
+// its mailbox's runner, without waiting for the database.
+func (f *feed) notify(ev store.MailboxChange) {
 	f.mu.Lock()
 	w := f.boxes[ev.MailboxID]
 	f.mu.Unlock()
@@ -352,13 +347,13 @@ func (f *feed) notify(ev store.ChangeEvent) {
 // kick asks the mailbox's runner to catch up to modseq (0: whatever the
 // modseq), starting it if it is not running.
 func (f *feed) kick(w *watched, modseq uint64) {
-	f.kickWith(w, store.ChangeEvent{MailboxID: w.mailboxID, ModSeq: modseq})
+	f.kickWith(w, store.MailboxChange{MailboxID: w.mailboxID, ModSeq: modseq})
 }
 
 // kickWith queues an event for the mailbox's runner, starting it if it is
 // not running. An event with its changes is applied as it is if it
 // follows on from what the views have, else the changes are read.
-func (f *feed) kickWith(w *watched, ev store.ChangeEvent) {
+func (f *feed) kickWith(w *watched, ev store.MailboxChange) {
 	w.kick.Lock()
 	defer w.kick.Unlock()
 	switch {
@@ -390,7 +385,7 @@ func (f *feed) run(w *watched) {
 		}
 		w.kick.Unlock()
 		if overflow {
-			events = []store.ChangeEvent{{MailboxID: w.mailboxID}} // a read
+			events = []store.MailboxChange{{MailboxID: w.mailboxID}} // a read
 		}
 		err := f.handleSafely(w, events)
 		if err == nil {
@@ -405,7 +400,7 @@ func (f *feed) run(w *watched) {
 		// mailbox, which may never come. (Ahead of what came meanwhile:
 		// the read covers that too.)
 		w.kick.Lock()
-		w.events = append([]store.ChangeEvent{{MailboxID: w.mailboxID}}, w.events...)
+		w.events = append([]store.MailboxChange{{MailboxID: w.mailboxID}}, w.events...)
 		w.kick.Unlock()
 		select {
 		case <-f.ctx.Done():
@@ -417,7 +412,7 @@ func (f *feed) run(w *watched) {
 
 // handleSafely is handle for the runners: a panic is logged and
 // counts as a failure (retried), never allowed to end the process.
-func (f *feed) handleSafely(w *watched, events []store.ChangeEvent) (err error) {
+func (f *feed) handleSafely(w *watched, events []store.MailboxChange) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			f.log.Error("change feed: panic catching up", "mailbox", w.mailboxID, "panic", v, "stack", string(debug.Stack()))
@@ -438,14 +433,14 @@ func (f *feed) handleSafely(w *watched, events []store.ChangeEvent) (err error) 
 // mailbox no local session has selected. A failure is left to the
 // mailbox's runner.
 func (f *feed) readChanges(ctx context.Context, mailboxID int64) {
-	f.applyOwn(ctx, store.ChangeEvent{MailboxID: mailboxID}) // a wake-up: a read
+	f.applyOwn(ctx, store.MailboxChange{MailboxID: mailboxID}) // a wake-up: a read
 }
 
 // applyOwn is readChanges for a local write that knows everything it did to
 // the mailbox (ev.Changes, at ev.ModSeq, of ev.UIDValidity): applied as it
 // is when the views are at ev.ModSeq-1, which saves the read. Without
 // Changes it is readChanges.
-func (f *feed) applyOwn(ctx context.Context, ev store.ChangeEvent) {
+func (f *feed) applyOwn(ctx context.Context, ev store.MailboxChange) {
 	f.mu.Lock()
 	w := f.boxes[ev.MailboxID]
 	f.mu.Unlock()
@@ -454,7 +449,7 @@ func (f *feed) applyOwn(ctx context.Context, ev store.ChangeEvent) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
 	defer cancel()
-	if err := f.handle(ctx, w, []store.ChangeEvent{ev}); err != nil {
+	if err := f.handle(ctx, w, []store.MailboxChange{ev}); err != nil {
 		f.kick(w, 0)
 	}
 }
@@ -464,7 +459,7 @@ func (f *feed) applyOwn(ctx context.Context, ev store.ChangeEvent) {
 // one modseq), none if nothing changed.
 func (f *feed) applyOwnFlags(ctx context.Context, mb *store.Mailbox, changed []store.MessageFlags) {
 	if len(changed) > 0 {
-		f.applyOwn(ctx, store.ChangeEvent{MailboxID: mb.ID, ModSeq: changed[0].ModSeq, UIDValidity: mb.UIDValidity,
+		f.applyOwn(ctx, store.MailboxChange{MailboxID: mb.ID, ModSeq: changed[0].ModSeq, UIDValidity: mb.UIDValidity,
 			Changes: &store.Changes{Updated: changed}})
 	}
 }
@@ -490,7 +485,7 @@ func (f *feed) cacheRow(mailboxID int64, meta store.MessageMeta) {
 // removed, at one modseq (none: nothing to tell).
 func (f *feed) applyOwnExpunge(ctx context.Context, mailboxID int64, gone *store.Expunged) {
 	if len(gone.UIDs) > 0 {
-		f.applyOwn(ctx, store.ChangeEvent{MailboxID: mailboxID, ModSeq: gone.ModSeq, UIDValidity: gone.UIDValidity,
+		f.applyOwn(ctx, store.MailboxChange{MailboxID: mailboxID, ModSeq: gone.ModSeq, UIDValidity: gone.UIDValidity,
 			Changes: &store.Changes{Expunged: gone.UIDs}})
 	}
 }
@@ -503,7 +498,7 @@ func (f *feed) applyOwnExpunge(ctx context.Context, mailboxID int64, gone *store
 // announced without its changes, or before the views' first read) makes
 // it read the mailbox's changes, which covers every later event too, since
 // each committed before it was handed over.
-func (f *feed) handle(ctx context.Context, w *watched, events []store.ChangeEvent) error {
+func (f *feed) handle(ctx context.Context, w *watched, events []store.MailboxChange) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, ev := range events {
@@ -512,10 +507,7 @@ func (f *feed) handle(ctx context.Context, w *watched, events []store.ChangeEven
 		}
 		switch {
 		case ev.Changes != nil && ev.ModSeq == w.modseq+1 && ev.UIDValidity == w.uidvalidity && ev.ModSeq > w.readAhead:
-			f.applyLocked(w, &store.Changes{
-				Mailbox: &store.Mailbox{ID: w.mailboxID, AccountID: w.accountID, UIDValidity: w.uidvalidity, HighestModSeq: ev.ModSeq},
-				Updated: ev.Changes.Updated, Expunged: ev.Changes.Expunged,
-			})
+			f.applyUpToLocked(w, ev.Changes, ev.ModSeq)
 		case ev.ModSeq != 0 && ev.ModSeq <= w.modseq:
 			// The views have it.
 		default:
@@ -562,13 +554,19 @@ func (f *feed) applyLocked(w *watched, ch *store.Changes) {
 	case ch.Mailbox.UIDValidity != w.uidvalidity:
 		f.goneLocked(w, byeRecreated)
 	default:
-		w.rows.apply(ch)
-		for sel := range w.views {
-			f.applySafely(sel, ch)
-		}
-		w.modseq = max(w.modseq, ch.Mailbox.HighestModSeq)
-		w.gen++
+		f.applyUpToLocked(w, ch, ch.Mailbox.HighestModSeq)
 	}
+}
+
+// applyUpToLocked hands every view of w changes that bring the mailbox
+// from w.modseq up to modseq; w.mu is held.
+func (f *feed) applyUpToLocked(w *watched, ch *store.Changes, modseq uint64) {
+	w.rows.apply(ch)
+	for sel := range w.views {
+		f.applySafely(sel, ch, modseq)
+	}
+	w.modseq = max(w.modseq, modseq)
+	w.gen++
 }
 
 // goneLocked ends every view of w; w.mu is held.
@@ -583,7 +581,7 @@ func (f *feed) goneLocked(w *watched, why string) {
 // applySafely hands changes to one view. A panic (a bug in the view
 // machinery) must not take down the process or the other sessions: that
 // view is marked gone, so its session alone ends with BYE at its next poll.
-func (f *feed) applySafely(sel *view, ch *store.Changes) {
+func (f *feed) applySafely(sel *view, ch *store.Changes, modseq uint64) {
 	defer func() {
 		if v := recover(); v != nil {
 			f.log.Error("change feed: panic applying changes; ending that session", "mailbox", sel.w.mailboxID, "panic", v,
@@ -592,7 +590,7 @@ func (f *feed) applySafely(sel *view, ch *store.Changes) {
 		}
 	}()
 	// Called with w.mu held: w.modseq is what ch was read after.
-	sel.applySince(ch, sel.w.modseq, true)
+	sel.applyUpTo(ch, modseq, sel.w.modseq, true)
 }
 
 // resync re-reads every watched mailbox (after the LISTEN connection came

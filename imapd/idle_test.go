@@ -649,8 +649,8 @@ func TestFeedPanicEndsOnlyThatView(t *testing.T) {
 	bad := newView(w, []uint32{1, 2}, false)
 	bad.expunged = nil // writing to it panics
 	ch := &store.Changes{Expunged: []uint32{2}}
-	f.applySafely(bad, ch)
-	f.applySafely(good, ch)
+	f.applySafely(bad, ch, 0)
+	f.applySafely(good, ch, 0)
 	if !bad.isGone() || good.isGone() {
 		t.Fatalf("gone: bad %v good %v", bad.isGone(), good.isGone())
 	}

@@ -117,10 +117,16 @@ func New(st *store.Store, opts Options) *Server {
 			if ev.Logins != nil || ev.Resync {
 				s.loginsChanged(ev.Logins)
 			}
-			if ev.Logins != nil {
+			switch {
+			case ev.Logins != nil:
+				return
+			case ev.Resync:
+				// Notifications may have been lost: re-read every
+				// watched mailbox.
+				s.feed.resync()
 				return
 			}
-			s.feed.notifySafely(ev)
+			s.feed.notifySafely(ev.MailboxChange)
 			if !ev.At.IsZero() {
 				s.opts.Metrics.ObserveNotifyLag(time.Since(ev.At).Seconds())
 			}

@@ -1861,24 +1861,24 @@ func TestInlineChanges(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	storeFlags := func(uid uint32, op store.FlagOp, flags ...string) store.ChangeEvent {
+	storeFlags := func(uid uint32, op store.FlagOp, flags ...string) store.MailboxChange {
 		t.Helper()
 		changed, err := e.st.StoreFlags(ctx, e.acc.ID, inbox, one(uid), op, flags)
 		if err != nil || len(changed) != 1 {
 			t.Fatalf("store flags: %v, %d changed", err, len(changed))
 		}
-		return store.ChangeEvent{MailboxID: inbox, ModSeq: changed[0].ModSeq, UIDValidity: mb.UIDValidity,
+		return store.MailboxChange{MailboxID: inbox, ModSeq: changed[0].ModSeq, UIDValidity: mb.UIDValidity,
 			Changes: &store.Changes{Updated: changed}}
 	}
-	handle := func(evs ...store.ChangeEvent) {
+	handle := func(evs ...store.MailboxChange) {
 		t.Helper()
 		if err := f.handle(ctx, w, evs); err != nil {
 			t.Fatal(err)
 		}
 		noop()
 	}
-	lie := func(modseq uint64, uid uint32, flag string) store.ChangeEvent {
-		return store.ChangeEvent{MailboxID: inbox, ModSeq: modseq, UIDValidity: mb.UIDValidity, Changes: &store.Changes{
+	lie := func(modseq uint64, uid uint32, flag string) store.MailboxChange {
+		return store.MailboxChange{MailboxID: inbox, ModSeq: modseq, UIDValidity: mb.UIDValidity, Changes: &store.Changes{
 			Updated: []store.MessageFlags{{UID: uid, Flags: []string{flag}, ModSeq: modseq}}}}
 	}
 
@@ -1922,7 +1922,7 @@ func TestInlineChanges(t *testing.T) {
 	// a change that would follow on is read first, and the read covers the
 	// change.
 	real = storeFlags(3, store.FlagsAdd, "$Real3")
-	handle(store.ChangeEvent{MailboxID: inbox}, lie(real.ModSeq, 3, "$Lie"))
+	handle(store.MailboxChange{MailboxID: inbox}, lie(real.ModSeq, 3, "$Lie"))
 	rec.expect(t, "a wake-up, then a change", `* 3 FETCH (UID 3 FLAGS (\Seen $Real3))`)
 	rec.matches(t, "a wake-up, then a change", e.st, e.acc.ID, inbox)
 
@@ -1933,7 +1933,7 @@ func TestInlineChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	last := storeFlags(4, store.FlagsAdd, "$Last")
-	handle(first, store.ChangeEvent{MailboxID: inbox, ModSeq: first.ModSeq + 1}, last)
+	handle(first, store.MailboxChange{MailboxID: inbox, ModSeq: first.ModSeq + 1}, last)
 	rec.expect(t, "after a change, an expunge and a change", "* 1 EXPUNGE", "* 3 FETCH (UID 4 FLAGS ($Last))")
 	rec.matches(t, "after a change, an expunge and a change", e.st, e.acc.ID, inbox)
 

@@ -122,19 +122,35 @@ func (v *view) maxKnown() uint32 {
 // changes up to base+1 are the work of one transaction; without a known
 // base no flag change counts as sole (see pendingFlags).
 func (v *view) applySince(ch *store.Changes, base uint64, baseKnown bool) {
-	one := baseKnown && ch.Mailbox != nil && ch.Mailbox.HighestModSeq == base+1
-	if v.merge(ch, one) {
+	v.applyUpTo(ch, modseqAfter(ch), base, baseKnown)
+}
+
+// applyUpTo is applySince for changes that bring the mailbox up to modseq
+// (0: not known).
+func (v *view) applyUpTo(ch *store.Changes, modseq, base uint64, baseKnown bool) {
+	one := baseKnown && modseq == base+1
+	if v.merge(ch, modseq, one) {
 		v.signal()
 	}
 }
 
-func (v *view) merge(ch *store.Changes, oneTx bool) (changed bool) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.mergeLocked(ch, oneTx, v.limit)
+// modseqAfter is the mailbox's modseq after changes read from the
+// database, 0 if the read did not say (a page of a resync).
+func modseqAfter(ch *store.Changes) uint64 {
+	if ch.Mailbox == nil {
+		return 0
+	}
+	return ch.Mailbox.HighestModSeq
 }
 
-func (v *view) mergeLocked(ch *store.Changes, oneTx bool, limit int) (changed bool) {
+func (v *view) merge(ch *store.Changes, modseq uint64, oneTx bool) (changed bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.mergeLocked(ch, modseq, oneTx, v.limit)
+}
+
+// mergeLocked merges changes up to modseq (0: not known).
+func (v *view) mergeLocked(ch *store.Changes, modseq uint64, oneTx bool, limit int) (changed bool) {
 	if v.overflow {
 		// Everything after told is read again at the resync.
 		return false
@@ -145,9 +161,7 @@ func (v *view) mergeLocked(ch *store.Changes, oneTx bool, limit int) (changed bo
 		v.dropPending()
 		return true
 	}
-	if ch.Mailbox != nil {
-		v.merged = max(v.merged, ch.Mailbox.HighestModSeq)
-	}
+	v.merged = max(v.merged, modseq)
 	pending := len(v.expunged) + len(v.added) + len(v.flags)
 	over := func() bool {
 		if limit <= 0 || pending <= limit {
@@ -290,9 +304,10 @@ func (v *view) resyncPage(ch *store.Changes) ([]update, uint32, resyncStep) {
 			v.cursor = max(v.cursor, u)
 		}
 	}
-	// Without the mailbox: a page's snapshot may be newer than what the
-	// lower UIDs were told (merged stays the feed's).
-	v.mergeLocked(&store.Changes{Updated: ch.Updated, Expunged: ch.Expunged}, false, 0)
+	// Without the modseq: a page's snapshot may be newer than what the
+	// lower UIDs were told (merged stays the feed's); a page is never
+	// Truncated to the merge.
+	v.mergeLocked(&store.Changes{Updated: ch.Updated, Expunged: ch.Expunged}, 0, false, 0)
 	if ch.Truncated {
 		return v.takeLocked(true), v.cursor, resyncMore
 	}

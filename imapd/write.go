@@ -186,7 +186,7 @@ func (s *session) cmdAppend(c *cmd) error {
 		s.sel.addRecent(res.UID, res.UID)
 		s.sel.w.claimed(res.UID)
 	}
-	s.srv.feed.applyOwn(s.ctx, store.ChangeEvent{MailboxID: res.MailboxID, ModSeq: res.ModSeq, UIDValidity: res.UIDValidity, Changes: &store.Changes{
+	s.srv.feed.applyOwn(s.ctx, store.MailboxChange{MailboxID: res.MailboxID, ModSeq: res.ModSeq, UIDValidity: res.UIDValidity, Changes: &store.Changes{
 		Updated: []store.MessageFlags{{UID: res.UID, Flags: res.Flags, ModSeq: res.ModSeq}}}})
 	// The client (or another of the account's) fetches what it appended
 	// soon: what the session knows of it is cached now.

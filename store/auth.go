@@ -168,7 +168,7 @@ func (s *Store) AppPasswords(ctx context.Context, accountID int64) ([]AppPasswor
 func (s *Store) RevokeAppPassword(ctx context.Context, accountID, id int64) error {
 	tag, err := s.pool.Exec(ctx, `WITH u AS (UPDATE app_passwords SET revoked_at = coalesce(revoked_at, now())
 			WHERE id = $1 AND account_id = $2 RETURNING id),
-		n AS (SELECT pg_notify($3, $2::bigint::text || ' ' || id::text) FROM u)
+		n AS (SELECT `+loginNotifySQL("$3", "$2", "id")+` FROM u)
 		SELECT id FROM u WHERE (SELECT count(*) FROM n) >= 0`, id, accountID, LoginChannel)
 	if err != nil {
 		return fmt.Errorf("revoke app password: %w", err)

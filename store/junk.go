@@ -9,10 +9,6 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// LearnChannel is the NOTIFY channel on which a MOVE or COPY announces,
-// in its transaction, that it queued messages for junk learning.
-const LearnChannel = "mailstack_learn"
-
 // learnDirection says what copying from a mailbox with special use src to
 // one with dst teaches (when learn is set): into \Junk, spam; out of it,
 // ham, unless into \Trash (deleting junk says nothing about it, as in
@@ -189,5 +185,5 @@ func (s *Store) LearnStates(ctx context.Context, accountID int64) ([]LearnState,
 // whenever any process queues junk learning, as ListenQueue does for the
 // outbound queue.
 func (s *Store) ListenLearn(ctx context.Context, wake chan<- struct{}) {
-	s.listenChannel(ctx, LearnChannel, wake)
+	s.listenWake(ctx, LearnChannel, wake)
 }

@@ -7,86 +7,35 @@ import (
 	"fmt"
 	"net"
 	"slices"
-	"strconv"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 )
 
-// ChangeEvent is a wake-up from the change feed: something in a mailbox
-// changed and committed, up to ModSeq (0 for deletes and renames). Resync
-// means notifications may have been lost (the LISTEN connection dropped):
+// ChangeEvent is what Listen hands on: a change to a mailbox (the
+// MailboxChange fields), or a change of logins (Logins set), or a Resync:
+// notifications may have been lost (the LISTEN connection dropped), so
 // every watched mailbox must be re-read from the database.
 type ChangeEvent struct {
-	MailboxID int64
-	ModSeq    uint64
-	Resync    bool
-	// At is when the change was made, by the database's clock (for
-	// measuring notification lag); zero if unknown.
-	At time.Time
-	// Changes, if not nil, is everything the change did to the mailbox, of
-	// UIDVALIDITY UIDValidity: what a read of the changes after ModSeq-1
-	// up to ModSeq returns (Updated by ascending UID, Expunged ascending;
-	// Mailbox nil). The writers put it in the notification when it is
-	// small (a flag change or a delivery), so that a reader who has
-	// applied ModSeq-1 of that UIDVALIDITY needs no read of its own.
-	// Without it, the event is a wake-up only.
-	Changes     *Changes
-	UIDValidity uint32
+	MailboxChange
+	Resync bool
 	// Logins, if set, says instead that logins of an account may have
 	// become invalid (an app password revoked, the account disabled or
 	// deleted): announced on LoginChannel.
 	Logins *LoginChange
 }
 
-// LoginChannel is the NOTIFY channel on which writers announce that logins
-// of an account may no longer be valid, as "<account id> <app password id>"
-// (0: every login of the account), in the transaction that made it so:
-// protocol servers end such sessions without checking each command.
-const LoginChannel = "mailstack_login"
-
-// LoginChange is a notification on LoginChannel.
-type LoginChange struct {
-	AccountID     int64
-	AppPasswordID int64 // 0: every login of the account
-}
-
-// Affects reports whether the change may invalidate login l.
-func (c *LoginChange) Affects(l *Login) bool {
-	return c.AccountID == l.AccountID && (c.AppPasswordID == 0 || c.AppPasswordID == l.AppPasswordID)
-}
-
-func parseLoginChange(payload string) (*LoginChange, error) {
-	a, b, ok := strings.Cut(payload, " ")
-	if !ok {
-		return nil, errors.New("want account id and app password id")
-	}
-	var c LoginChange
-	var err error
-	if c.AccountID, err = strconv.ParseInt(a, 10, 64); err != nil {
-		return nil, err
-	}
-	if c.AppPasswordID, err = strconv.ParseInt(b, 10, 64); err != nil {
-		return nil, err
-	}
-	return &c, nil
-}
-
-// notifyStamp appends the database's current time (µs since the epoch) to
-// a change notification payload expression.
-const notifyStamp = ` || ' ' || (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text`
-
-// Listen holds one dedicated connection (not from the pool) listening on
-// MailboxChannel and LoginChannel and calls fn for every notification, in
-// order, from a single goroutine. After every successful LISTEN (the first,
-// and each reconnection with backoff after the connection dropped) it
-// calls fn with a Resync event: notifications sent before it took effect
-// are lost. It returns when ctx is done.
+// Listen calls fn for every notification on MailboxChannel and
+// LoginChannel, in order and never concurrently, until ctx is done. It
+// subscribes to the process's one LISTEN connection (see subscribe), and
+// calls fn with a Resync event whenever notifications may have been lost:
+// once it is subscribed, and after each reconnection. It returns ctx's
+// error, or at once an error in ListenOptions.
 func (s *Store) Listen(ctx context.Context, fn func(ChangeEvent)) error {
-	return s.listen(ctx, []string{MailboxChannel, LoginChannel}, func(channel, payload string) {
+	return s.subscribe(ctx, []string{MailboxChannel, LoginChannel}, func(channel, payload string) {
 		if channel == LoginChannel {
-			c, err := parseLoginChange(payload)
+			c, err := decodeLoginChange(payload)
 			if err != nil {
 				s.log.Warn("bad login notification", "payload", payload, "err", err)
 				return
@@ -94,128 +43,37 @@ func (s *Store) Listen(ctx context.Context, fn func(ChangeEvent)) error {
 			fn(ChangeEvent{Logins: c})
 			return
 		}
-		ev, err := parseChange(payload)
+		c, err := decodeMailboxChange(payload)
 		if err != nil {
 			s.log.Warn("bad change notification", "payload", payload, "err", err)
 			return
 		}
-		fn(ev)
+		fn(ChangeEvent{MailboxChange: c})
 	}, func() { fn(ChangeEvent{Resync: true}) })
 }
 
-// inlineMarker begins the inline changes of a notification payload, after
-// the time stamp: the mailbox's UIDVALIDITY, then each change, "u <uid>
-// <flag bits> <n> <n keywords>" (a new or changed message; keywords never
-// contain spaces) or "x <uid>" (an expunged one).
-const inlineMarker = "+"
-
-// maxInline bounds the inline part of a payload: PostgreSQL refuses
-// payloads of 8,000 bytes or more, which would fail the writer's
-// transaction, so a larger change goes as a wake-up only.
-const maxInline = 7000
-
-// maxInlineMessages is how many messages a change may touch and still be
-// sent inline (the SQL counts them before building the text).
-const maxInlineMessages = 200
-
-// parseChange parses "<mailbox id> <modseq> [<µs since the epoch> [+ <uidvalidity> <changes>]]".
-// Inline changes that do not parse are dropped: the event is then a
-// wake-up, which costs the reader a read but loses nothing.
-func parseChange(payload string) (ChangeEvent, error) {
-	// Split on ASCII spaces only: the writers separate with them, and
-	// strings.Fields would also split on other (Unicode) spaces.
-	f := strings.FieldsFunc(payload, func(r rune) bool { return r == ' ' })
-	if len(f) < 2 {
-		return ChangeEvent{}, errors.New("want mailbox id, modseq and time")
-	}
-	// Fields after the time stamp other than inline changes are left for
-	// later versions: the event is then a wake-up.
-	var inline []string
-	if len(f) > 3 {
-		if f[3] == inlineMarker {
-			inline = f[4:]
-		}
-		f = f[:3]
-	}
-	var ev ChangeEvent
-	var err error
-	if ev.MailboxID, err = strconv.ParseInt(f[0], 10, 64); err != nil {
-		return ChangeEvent{}, err
-	}
-	if ev.ModSeq, err = strconv.ParseUint(f[1], 10, 64); err != nil {
-		return ChangeEvent{}, err
-	}
-	if len(f) == 3 {
-		us, err := strconv.ParseInt(f[2], 10, 64)
-		if err != nil {
-			return ChangeEvent{}, err
-		}
-		ev.At = time.UnixMicro(us)
-	}
-	if inline != nil && ev.ModSeq > 0 {
-		if ch, uidvalidity, err := parseInline(inline); err == nil {
-			for i := range ch.Updated {
-				ch.Updated[i].ModSeq = ev.ModSeq
-			}
-			ev.Changes, ev.UIDValidity = ch, uidvalidity
-		}
-	}
-	return ev, nil
-}
-
-// parseInline parses the inline changes of a payload (inlineMarker).
-func parseInline(f []string) (*Changes, uint32, error) {
-	if len(f) == 0 {
-		return nil, 0, errors.New("inline change: no uidvalidity")
-	}
-	uidvalidity, err := strconv.ParseUint(f[0], 10, 32)
-	if err != nil || uidvalidity == 0 {
-		return nil, 0, fmt.Errorf("inline change: bad uidvalidity: %v", err)
-	}
-	f = f[1:]
-	ch := &Changes{}
-	num := func(i int) (int64, error) {
-		if i >= len(f) {
-			return 0, errors.New("inline change cut short")
-		}
-		return strconv.ParseInt(f[i], 10, 64)
-	}
-	for i := 0; i < len(f); {
-		uid, err := num(i + 1)
-		if err != nil || uid <= 0 || uid > 1<<32-1 {
-			return nil, 0, fmt.Errorf("inline change: bad uid: %v", err)
-		}
-		switch f[i] {
-		case "x":
-			ch.Expunged = append(ch.Expunged, uint32(uid))
-			i += 2
-		case "u":
-			bits, err := num(i + 2)
-			if err != nil {
-				return nil, 0, err
-			}
-			n, err := num(i + 3)
-			if err != nil || n < 0 || int(n) > len(f)-(i+4) {
-				return nil, 0, fmt.Errorf("inline change: bad keyword count: %v", err)
-			}
-			kw := f[i+4 : i+4+int(n)]
-			ch.Updated = append(ch.Updated, MessageFlags{UID: uint32(uid), Flags: flagStrings(int(bits), kw)})
-			i += 4 + int(n)
+// listenWake sends on wake (without blocking) for every notification on
+// channel and whenever some may have been lost (once subscribed, and after
+// each reconnection), until ctx is done: a worker's wake-up.
+func (s *Store) listenWake(ctx context.Context, channel string, wake chan<- struct{}) {
+	signal := func() {
+		select {
+		case wake <- struct{}{}:
 		default:
-			return nil, 0, fmt.Errorf("inline change: unknown kind %q", f[i])
 		}
 	}
-	slices.SortFunc(ch.Updated, func(a, b MessageFlags) int { return cmp.Compare(a.UID, b.UID) })
-	slices.Sort(ch.Expunged)
-	return ch, uint32(uidvalidity), nil
+	if err := s.subscribe(ctx, []string{channel}, func(string, string) { signal() }, signal); err != nil && ctx.Err() == nil {
+		// The worker still polls.
+		s.log.Error("change feed: cannot listen", "channel", channel, "err", err)
+	}
 }
 
-// ListenOptions configure the change feed's dedicated LISTEN connection.
-// The zero value is usable.
+// ListenOptions configure the process's LISTEN connection (Listen,
+// ListenQueue, ListenLearn). The zero value is usable.
 type ListenOptions struct {
-	// URL, if set, is the database to LISTEN on instead of the pool's: a
-	// direct connection when the pool goes through a transaction-pooling
-	// proxy (PgBouncer), which cannot carry LISTEN.
+	// URL, if set, is the database to LISTEN on (and to migrate) instead
+	// of the pool's: a direct connection when the pool goes through a
+	// transaction-pooling proxy (PgBouncer), which cannot carry LISTEN.
 	URL string
 	// CheckInterval is how long the connection may stay quiet before a
 	// liveness check (SELECT 1): a half-open connection (a peer gone
@@ -266,22 +124,123 @@ func (s *Store) listenConfig() (*pgx.ConnConfig, error) {
 	return cfg, nil
 }
 
-// listen runs a LISTEN loop on channels with reconnection. onReconnect runs
-// after every successful LISTEN, the first included.
-func (s *Store) listen(ctx context.Context, channels []string, onNotify func(channel, payload string), onReconnect func()) error {
-	channel := strings.Join(channels, ",")
+// listener is the process's LISTEN connection, shared by every
+// subscriber of the Store (the IMAP change feed, the queue worker, the
+// junk learner): one dedicated connection (not a pooled one, which a
+// transaction-pooling proxy could not carry) on every channel of
+// listenChannels. It runs while there are subscribers.
+type listener struct {
+	mu   sync.Mutex
+	subs map[*subscription]struct{}
+	// done is closed when the running loop ends (nil: none runs); stop
+	// ends it.
+	done chan struct{}
+	stop context.CancelFunc
+	// up is the generation of the connection now listening, 0 while none
+	// is; every successful LISTEN takes a new generation (gens).
+	up, gens uint64
+}
+
+// subscription is one subscriber of the listener. Its functions run with
+// mu held, so never concurrently, and never after it ended.
+type subscription struct {
+	channels  []string
+	notify    func(channel, payload string)
+	connected func()
+	mu        sync.Mutex
+	gen       uint64 // the connection it was last told of (connected)
+	ended     bool
+}
+
+func (sub *subscription) wants(channel string) bool { return slices.Contains(sub.channels, channel) }
+
+// subscribe calls notify for every notification on channels, in order,
+// until ctx is done, and connected once notifications begin to reach it
+// and after every reconnection: notifications sent before that are lost.
+// The first subscriber starts the process's LISTEN connection, the last
+// one to leave stops it. It returns ctx's error, or at once an error in
+// ListenOptions.
+func (s *Store) subscribe(ctx context.Context, channels []string, notify func(channel, payload string), connected func()) error {
 	cfg, err := s.listenConfig()
 	if err != nil {
 		return err
 	}
-	check := s.opts.Listen.CheckInterval
-	if check <= 0 {
-		check = defaultListenCheck
+	l := &s.listener
+	sub := &subscription{channels: channels, notify: notify, connected: connected}
+	sub.mu.Lock()
+	l.mu.Lock()
+	if l.subs == nil {
+		l.subs = map[*subscription]struct{}{}
 	}
-	ping := s.opts.Listen.PingTimeout
-	if ping <= 0 {
-		ping = defaultListenPing
+	l.subs[sub] = struct{}{}
+	if l.done == nil {
+		lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		l.done, l.stop = make(chan struct{}), stop
+		go s.listenLoop(lctx, cfg, l.done)
 	}
+	up := l.up
+	l.mu.Unlock()
+	if up != 0 {
+		// Already listening: notifications reach it from now on.
+		sub.gen = up
+		connected()
+	}
+	sub.mu.Unlock()
+
+	<-ctx.Done()
+	sub.mu.Lock() // waits for a call under way
+	sub.ended = true
+	sub.mu.Unlock()
+	l.mu.Lock()
+	delete(l.subs, sub)
+	var done chan struct{}
+	if len(l.subs) == 0 {
+		l.stop()
+		done = l.done
+		l.done, l.stop, l.up = nil, nil, 0
+	}
+	l.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+	return ctx.Err()
+}
+
+// each calls fn for every subscriber that is still subscribed, with its
+// mu held.
+func (l *listener) each(fn func(sub *subscription)) {
+	l.mu.Lock()
+	subs := make([]*subscription, 0, len(l.subs))
+	for sub := range l.subs {
+		subs = append(subs, sub)
+	}
+	l.mu.Unlock()
+	for _, sub := range subs {
+		sub.mu.Lock()
+		if !sub.ended {
+			fn(sub)
+		}
+		sub.mu.Unlock()
+	}
+}
+
+// setUp records the generation of the connection listening now (0: none),
+// unless the loop that ends with done has been stopped.
+func (l *listener) setUp(done chan struct{}, gen uint64) {
+	l.mu.Lock()
+	if l.done == done {
+		l.up = gen
+	}
+	l.mu.Unlock()
+}
+
+// listenLoop holds the LISTEN connection until ctx is done, reconnecting
+// with backoff, then closes done.
+func (s *Store) listenLoop(ctx context.Context, cfg *pgx.ConnConfig, done chan struct{}) {
+	defer close(done)
+	l := &s.listener
+	check := cmp.Or(s.opts.Listen.CheckInterval, defaultListenCheck)
+	ping := cmp.Or(s.opts.Listen.PingTimeout, defaultListenPing)
 	backoff := 50 * time.Millisecond
 	first := true
 	for {
@@ -289,7 +248,7 @@ func (s *Store) listen(ctx context.Context, channels []string, onNotify func(cha
 			hook(ctx)
 		}
 		conn, err := pgx.ConnectConfig(ctx, cfg)
-		for _, ch := range channels {
+		for _, ch := range listenChannels() {
 			if err == nil {
 				_, err = conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize())
 			}
@@ -297,14 +256,33 @@ func (s *Store) listen(ctx context.Context, channels []string, onNotify func(cha
 		if err == nil {
 			backoff = 50 * time.Millisecond
 			if !first {
-				s.log.Info("change feed reconnected", "channel", channel)
+				s.log.Info("change feed reconnected")
 			}
+			first = false
+			l.mu.Lock()
+			l.gens++
+			gen := l.gens
+			l.mu.Unlock()
+			l.setUp(done, gen)
 			// Changes made before this LISTEN took effect (while the
 			// connection was down, or before the first one came up while
 			// sessions already watched mailboxes) were never announced.
-			onReconnect()
-			first = false
-			err = waitLoop(ctx, conn, check, ping, onNotify)
+			l.each(func(sub *subscription) {
+				if sub.gen != gen {
+					sub.gen = gen
+					sub.connected()
+				}
+			})
+			err = waitLoop(ctx, conn, check, ping, func(channel, payload string) {
+				l.each(func(sub *subscription) {
+					// A subscriber not told of this connection yet hears
+					// of it first (connected), then of what follows.
+					if sub.gen == gen && sub.wants(channel) {
+						sub.notify(channel, payload)
+					}
+				})
+			})
+			l.setUp(done, 0)
 		}
 		if conn != nil {
 			// Bounded: a half-open connection must not hold up the reconnect.
@@ -313,12 +291,12 @@ func (s *Store) listen(ctx context.Context, channels []string, onNotify func(cha
 			cancel()
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return
 		}
-		s.log.Warn("change feed connection lost; reconnecting", "channel", channel, "err", err, "backoff", backoff)
+		s.log.Warn("change feed connection lost; reconnecting", "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 5*time.Second)

@@ -13,12 +13,6 @@ import (
 // Delimiter separates levels of the mailbox hierarchy.
 const Delimiter = '/'
 
-// MailboxChannel is the PostgreSQL NOTIFY channel on which every change to a
-// mailbox is announced, in the transaction that makes it, with the payload
-// "<mailbox id> <new highest modseq>". A notification is only a wake-up:
-// readers ask the database what changed since the modseq they last applied.
-const MailboxChannel = "mailstack_mailbox"
-
 // Mailbox is a folder of an account, with its cached counts.
 type Mailbox struct {
 	ID            int64
@@ -433,8 +427,7 @@ func (s *Store) DeleteMailbox(ctx context.Context, accountID int64, name string)
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2::bigint::text || ' 0'`+notifyStamp+`)`, MailboxChannel, id)
-		return err
+		return notifyMailbox(ctx, tx, id, 0)
 	})
 	if err != nil {
 		return fmt.Errorf("delete mailbox: %w", err)
@@ -509,7 +502,7 @@ func (s *Store) RenameMailbox(ctx context.Context, accountID int64, oldName, new
 		if err := renameSubscriptionsTx(ctx, tx, accountID, oldName, newName); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `SELECT pg_notify($1, id::text || ' 0'`+notifyStamp+`) FROM unnest($2::bigint[]) id`, MailboxChannel, ids)
+		_, err = tx.Exec(ctx, `SELECT `+mailboxNotifySQL("$1", "id", "0", "")+` FROM unnest($2::bigint[]) id`, MailboxChannel, ids)
 		return err
 	})
 	if isUniqueViolation(err) {

@@ -232,10 +232,8 @@ func deliverSQL(msgID string, mustMatch bool, keywords bool) string {
 			SELECT mb.id, mb.uid, ` + msgID + `, $2, $7, $5, $8, $9, mb.highestmodseq FROM ` + from + `
 			RETURNING message_id, internal_date
 		)
-		SELECT uidvalidity, uid, highestmodseq, pg_notify($10, id::text || ' ' || highestmodseq::text` + notifyStamp + ` ||
-			CASE WHEN octet_length(array_to_string($9::text[], ' ')) <= ` + strconv.Itoa(maxInline) + `
-			THEN ' ` + inlineMarker + ` ' || uidvalidity::text || ' u ' || uid::text || ' ' || $8::int::text || ' ' || coalesce(cardinality($9::text[]), 0)::text || ' ' || coalesce(array_to_string($9::text[], ' '), '')
-			ELSE '' END), recent, id, ins.message_id, ins.internal_date FROM mb, ins`
+		SELECT uidvalidity, uid, highestmodseq, ` + mailboxNotifySQL("$10", "id", "highestmodseq", inlineSQL("uidvalidity", inlineUpdateSQL("uid", "$8", "$9"))) + `,
+			recent, id, ins.message_id, ins.internal_date FROM mb, ins`
 }
 
 func checkQuota(ctx context.Context, tx pgx.Tx, accountID, size int64) error {
@@ -253,11 +251,6 @@ func checkQuota(ctx context.Context, tx pgx.Tx, accountID, size int64) error {
 		return ErrOverQuota
 	}
 	return nil
-}
-
-func notify(ctx context.Context, tx pgx.Tx, mailboxID, modseq int64) error {
-	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2::bigint::text || ' ' || $3::bigint::text`+notifyStamp+`)`, MailboxChannel, mailboxID, modseq)
-	return err
 }
 
 // insertMessageTx stores the message content once per SHA-256 and returns
@@ -376,7 +369,7 @@ func updateMailbox(ctx context.Context, tx pgx.Tx, accountID, mailboxID, uidnext
 		mailboxID, uidnext, modseq, c.messages, c.unseen, c.deleted, c.size, accountID, keywords); err != nil {
 		return err
 	}
-	return notify(ctx, tx, mailboxID, modseq)
+	return notifyMailbox(ctx, tx, mailboxID, uint64(modseq))
 }
 
 // keywordSet collects the keywords of many messages for updateMailbox.
@@ -588,7 +581,7 @@ type Expunged struct {
 // of the set (a message whose flags changed while lk waited is judged by
 // its latest version), leaves tombstones, updates the mailbox's modseq and
 // counts and announces the change with the expunged UIDs inline (see
-// ChangeEvent.Changes), unless nothing was removed. The rows: kind 0, the
+// MailboxChange.Changes), unless nothing was removed. The rows: kind 0, the
 // mailbox was found; 1, an expunged UID; 2, the new modseq.
 func (s *Store) Expunge(ctx context.Context, accountID, mailboxID int64, uids []UIDRange) (*Expunged, error) {
 	if uids == nil {
@@ -623,14 +616,13 @@ func (s *Store) Expunge(ctx context.Context, accountID, mailboxID int64, uids []
 			RETURNING m.highestmodseq
 		), inl AS (
 			SELECT CASE WHEN (SELECT count(*) FROM del) <= `+strconv.Itoa(maxInlineMessages)+` THEN
-				' `+inlineMarker+` ' || (SELECT uidvalidity FROM mb0)::text || (SELECT string_agg(' x ' || uid::text, '') FROM del) END AS s
+				`+inlineSQL("(SELECT uidvalidity FROM mb0)", "(SELECT string_agg("+inlineExpungeSQL("uid")+", '') FROM del)")+` END AS s
 		)
 		SELECT 0 AS kind, 0::bigint, uidvalidity::bigint`+asyncCommit+` FROM mb0
 		UNION ALL
 		SELECT 1, uid, 0, NULL FROM del
 		UNION ALL
-		SELECT 2, highestmodseq, 0, pg_notify($7, $1::bigint::text || ' ' || highestmodseq::text`+notifyStamp+` ||
-			CASE WHEN octet_length(inl.s) <= `+strconv.Itoa(maxInline)+` THEN inl.s ELSE '' END)::text FROM mb, inl`,
+		SELECT 2, highestmodseq, 0, `+mailboxNotifySQL("$7", "$1", "highestmodseq", "inl.s")+`::text FROM mb, inl`,
 		mailboxID, accountID, lo, hi, flagDeleted, flagSeen, MailboxChannel)
 	if err != nil {
 		return nil, fmt.Errorf("expunge: %w", err)
@@ -751,9 +743,9 @@ func (s *Store) storeFlags(ctx context.Context, accountID, mailboxID int64, uids
 			WHERE m.id = $1 AND m.account_id = $2 AND EXISTS (SELECT 1 FROM upd)
 			RETURNING m.highestmodseq
 		), inl AS (
-			-- The change inline (see ChangeEvent.Changes), unless large.
-			SELECT CASE WHEN (SELECT count(*) FROM upd) <= `+strconv.Itoa(maxInlineMessages)+` THEN (SELECT ' `+inlineMarker+` ' || (SELECT uidvalidity FROM lk)::text || string_agg(
-				' u ' || uid::text || ' ' || flags::text || ' ' || coalesce(cardinality(keywords), 0)::text || ' ' || coalesce(array_to_string(keywords, ' '), ''), '')
+			-- The change inline (see MailboxChange.Changes), unless large.
+			SELECT CASE WHEN (SELECT count(*) FROM upd) <= `+strconv.Itoa(maxInlineMessages)+` THEN (SELECT `+
+		inlineSQL("(SELECT uidvalidity FROM lk)", "string_agg("+inlineUpdateSQL("uid", "flags", "keywords")+", '')")+`
 				FROM upd) END AS s
 		)
 		SELECT 0 AS kind, 0::bigint, 0, NULL::text[], ms, NULL::text FROM lk
@@ -763,8 +755,7 @@ func (s *Store) storeFlags(ctx context.Context, accountID, mailboxID int64, uids
 		SELECT 3, uid, 0, NULL, oms, NULL FROM old WHERE oms > $12
 		UNION ALL
 		SELECT 2, 0, 0, NULL, highestmodseq,
-			pg_notify($11, $1::bigint::text || ' ' || highestmodseq::text`+notifyStamp+` ||
-				CASE WHEN octet_length(inl.s) <= `+strconv.Itoa(maxInline)+` THEN inl.s ELSE '' END)::text FROM mb, inl`,
+			`+mailboxNotifySQL("$11", "$1", "highestmodseq", "inl.s")+`::text FROM mb, inl`,
 		mailboxID, accountID, lo, hi, int(op), bits, keywords, added, flagSeen, flagDeleted, MailboxChannel, unchangedSince)
 	br := s.pool.SendBatch(ctx, b)
 	out, modified, err := readStoreFlags(br, mailboxID)

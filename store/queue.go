@@ -12,10 +12,6 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// QueueChannel is the PostgreSQL NOTIFY channel raised in every transaction
-// that makes outbound mail due, so idle queue workers wake at once.
-const QueueChannel = "mailstack_queue"
-
 // ErrLeaseLost is returned when a queue row is no longer held by the
 // caller's claim: its lease ran out and another worker took it, or an
 // administrator deleted it.
@@ -428,53 +424,10 @@ func (s *Store) OpenQueued(ctx context.Context, id int64) (body io.Reader, heade
 }
 
 // ListenQueue blocks until ctx ends, sending on wake (without blocking)
-// whenever mail is queued or made due by any process. It holds its own
-// connection (not a pooled one), reconnects with backoff when it drops, and
-// sends a wake-up after each reconnect because notifications sent while it
-// was away are lost.
+// whenever mail is queued or made due by any process, and whenever such
+// notifications may have been lost (once listening, and after the LISTEN
+// connection came back). It subscribes to the process's one LISTEN
+// connection (Listen).
 func (s *Store) ListenQueue(ctx context.Context, wake chan<- struct{}) {
-	s.listenChannel(ctx, QueueChannel, wake)
-}
-
-// listenChannel is ListenQueue for any NOTIFY channel.
-func (s *Store) listenChannel(ctx context.Context, channel string, wake chan<- struct{}) {
-	signal := func() {
-		select {
-		case wake <- struct{}{}:
-		default:
-		}
-	}
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		err := s.listenOnce(ctx, channel, signal, func() { backoff = 100 * time.Millisecond })
-		if ctx.Err() != nil {
-			return
-		}
-		s.log.Warn("listener lost its connection; reconnecting", "channel", channel, "err", err, "in", backoff)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return
-		}
-		backoff = min(backoff*2, 30*time.Second)
-	}
-}
-
-func (s *Store) listenOnce(ctx context.Context, channel string, signal, connected func()) error {
-	conn, err := pgx.ConnectConfig(ctx, s.ConnConfig())
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{channel}.Sanitize()); err != nil {
-		return err
-	}
-	connected()
-	signal() // catch up on anything queued while not listening
-	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
-			return err
-		}
-		signal()
-	}
+	s.listenWake(ctx, QueueChannel, wake)
 }

@@ -64,6 +64,8 @@ type Store struct {
 	// ctype is the database's LC_CTYPE class for the text index, read on
 	// first use: 0 unknown, ctypeC or ctypeOther.
 	ctype atomic.Int32
+	// listener is the process's LISTEN connection (listen.go).
+	listener listener
 }
 
 // Options tune a Store. The zero value is usable.
@@ -147,8 +149,25 @@ const migrateLockID = 0x6d61696c737461
 
 // Migrate applies every migration not yet applied, in order, under an
 // advisory lock, so that several processes starting at once all succeed.
+// With ListenOptions.URL set it migrates over that direct connection: the
+// lock is a session's, which a transaction-pooling proxy in front of the
+// pool would not keep (nor release) on one server connection.
 func (s *Store) Migrate(ctx context.Context) error {
-	return Migrate(ctx, s.pool)
+	u := s.opts.Listen.URL
+	if u == "" {
+		return Migrate(ctx, s.pool)
+	}
+	cfg, err := pgxpool.ParseConfig(u)
+	if err != nil {
+		return fmt.Errorf("migrate: parse listen URL: %w", err)
+	}
+	cfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer pool.Close()
+	return Migrate(ctx, pool)
 }
 
 // Migrate applies pending migrations on the database behind pool.

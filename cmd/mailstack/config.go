@@ -200,6 +200,10 @@ type dbFlags struct {
 	url      string
 	dataDir  string
 	logLevel string
+
+	// listenURL is a direct connection to the database of url, for what a
+	// transaction-pooling proxy cannot carry (store.ListenOptions.URL).
+	listenURL string
 	// dev selects serve --dev's database: the managed cluster in
 	// devDataDir, whatever MAILSTACK_DATABASE_URL and MAILSTACK_DATA_DIR
 	// (production settings) say; -database-url and -data-dir still win.
@@ -218,6 +222,8 @@ func (d *dbFlags) applyDev(set devSetter) {
 func (d *dbFlags) register(fs *flag.FlagSet, defaultLevel string) {
 	fs.StringVar(&d.url, "database-url", envOr("MAILSTACK_DATABASE_URL", ""),
 		"PostgreSQL URL (env MAILSTACK_DATABASE_URL); empty: run a managed local PostgreSQL in <data-dir>/postgres")
+	fs.StringVar(&d.listenURL, "database-listen-url", envOr("MAILSTACK_DATABASE_LISTEN_URL", ""),
+		"direct PostgreSQL URL of the same database, for the LISTEN connection and migrations, when -database-url goes through a transaction-pooling PgBouncer (env MAILSTACK_DATABASE_LISTEN_URL); empty: -database-url")
 	fs.StringVar(&d.dataDir, "data-dir", envOr("MAILSTACK_DATA_DIR", defaultDataDir()),
 		"directory for the managed PostgreSQL cluster and generated certificates; default /var/lib/mailstack as root, else $XDG_DATA_HOME/mailstack or ~/.local/share/mailstack; with -dev, $XDG_DATA_HOME/mailstack-dev, else /var/lib/mailstack-dev as root or ~/.local/share/mailstack-dev, and the variable is not read (env MAILSTACK_DATA_DIR)")
 	fs.StringVar(&d.logLevel, "log-level", envOr("MAILSTACK_LOG_LEVEL", defaultLevel), "debug, info, warn or error (env MAILSTACK_LOG_LEVEL)")
@@ -239,6 +245,9 @@ func (d *dbFlags) logger(w io.Writer) (*slog.Logger, error) {
 // ever loses its database because another one exited.
 func (d *dbFlags) openStore(ctx context.Context, log *slog.Logger, opts store.Options, role pglocal.Role) (*store.Store, func(), error) {
 	opts.Logger = log
+	if d.url != "" {
+		opts.Listen.URL = d.listenURL
+	}
 	url := d.url
 	release := func() {}
 	if url == "" {

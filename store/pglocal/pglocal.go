@@ -603,13 +603,13 @@ func runAsFor(dataDir string) (*syscall.Credential, error) {
 			return &syscall.Credential{Uid: uid, Gid: gid}, nil
 		}
 	}
-	return runAs()
+	return RunAs()
 }
 
-// runAs returns the credentials to run initdb and postgres with: nil (our
+// RunAs returns the credentials to run initdb and postgres with: nil (our
 // own) unless we are root, which PostgreSQL refuses, in which case the
-// "postgres" OS user's.
-func runAs() (*syscall.Credential, error) {
+// "postgres" OS user's. (PgBouncer refuses root too: storetest runs it so.)
+func RunAs() (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
 	}

@@ -466,7 +466,7 @@ func TestStartWhileOldPostmasterExits(t *testing.T) {
 	}
 	// The stand-in for the old postmaster runs as postgres does: postgres
 	// takes a pid it may not signal (EPERM) for a stale one.
-	cred, err := runAs()
+	cred, err := RunAs()
 	if err != nil {
 		t.Fatal(err)
 	}
