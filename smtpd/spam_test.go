@@ -16,8 +16,10 @@ import (
 	"github.com/mailstack/mailstack/internal/metrics"
 	"github.com/mailstack/mailstack/internal/rspamd"
 	"github.com/mailstack/mailstack/internal/rspamd/rspamdtest"
+	"github.com/mailstack/mailstack/internal/smtptest"
 	"github.com/mailstack/mailstack/smtpd"
 	"github.com/mailstack/mailstack/store"
+	"github.com/mailstack/mailstack/store/storetest"
 )
 
 // rspamd's GTUBE and the variants it answers "add header" and "rewrite
@@ -210,14 +212,14 @@ func TestJunkLearning(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(lst.Close)
-	isrv := imapd.New(lst, imapd.Options{TLSConfig: e.serverTLS, Logger: testLogger(t)})
+	isrv := imapd.New(lst, imapd.Options{TLSConfig: e.serverTLS, Logger: smtptest.Logger(t)})
 	t.Cleanup(func() { isrv.Close() })
 	iln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go isrv.Serve(iln) //nolint:errcheck // ends with Close
-	learner := rspamd.NewLearner(rspamd.LearnerConfig{Store: lst, Client: client, Log: testLogger(t)})
+	learner := rspamd.NewLearner(rspamd.LearnerConfig{Store: lst, Client: client, Log: smtptest.Logger(t)})
 	done := make(chan struct{})
 	go func() { defer close(done); learner.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
@@ -231,7 +233,7 @@ func TestJunkLearning(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if len(mailbox(t, e.st, e.bob.ID, "INBOX")) != 1 || len(mailbox(t, e.st, e.bob.ID, "Junk")) != 1 {
+	if len(storetest.Mailbox(t, e.st, e.bob.ID, "INBOX")) != 1 || len(storetest.Mailbox(t, e.st, e.bob.ID, "Junk")) != 1 {
 		t.Fatal("want one message in INBOX and one in Junk")
 	}
 
