@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -1981,18 +1982,35 @@ func TestInlineChangesOlderThanSnapshot(t *testing.T) {
 	}
 	// B selects now: its snapshot has UID 1 without \Seen, ahead of the
 	// feed, which has not applied the first change yet.
+	w := watchedEntry(e.srv, inbox)
+	views := func() []*view {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return slices.Collect(maps.Keys(w.views))
+	}
+	viewA := views()[0]
 	rec := newWireRecorder()
 	b := rec.login(t, e)
 	rec.selectInbox(t, b)
+	var viewB *view
+	for _, v := range views() {
+		if v != viewA {
+			viewB = v
+		}
+	}
 	idle, err := b.Idle()
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The runner applies the first change, then is held at the second
-	// while B's IDLE tells B whatever the first did to its view.
+	// while B's IDLE tells B whatever the first did to its view: it has
+	// once its view holds nothing pending.
 	gate <- struct{}{}
 	<-held
-	time.Sleep(200 * time.Millisecond)
+	waitFor(t, "B's IDLE to take its view's changes", func() bool {
+		x, a, f := viewB.pendingSize()
+		return x+a+f == 0
+	})
 	close(gate)
 	waitFeeds(t, e.st, e.acc.ID, inbox, e.srv)
 	if err := idle.Close(); err != nil {
@@ -2005,6 +2023,7 @@ func TestInlineChangesOlderThanSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec.matches(t, "B after the feed caught up", e.st, e.acc.ID, inbox)
+	// The NOOP's reply came after all B was sent: every line is in rec.ch.
 	for {
 		select {
 		case l := <-rec.ch:
@@ -2012,7 +2031,7 @@ func TestInlineChangesOlderThanSnapshot(t *testing.T) {
 				t.Fatalf("B, whose snapshot was newer, was told an older state: %s", l)
 			}
 			continue
-		case <-time.After(200 * time.Millisecond):
+		default:
 		}
 		break
 	}
