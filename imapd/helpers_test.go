@@ -170,6 +170,41 @@ func (e *env) login(h *imapclient.UnilateralDataHandler) *imapclient.Client {
 	return c
 }
 
+// createMailboxes creates the mailboxes through c.
+func createMailboxes(t testing.TB, c *imapclient.Client, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if err := c.Create(n, nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// expungeSet marks set \Deleted (silently) and expunges the selected
+// mailbox through c.
+func expungeSet(t testing.TB, c *imapclient.Client, set imap.NumSet) {
+	t.Helper()
+	if err := c.Store(set, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Expunge().Collect(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// idleIn logs in with h, selects mailbox and starts IDLE.
+func (e *env) idleIn(h *imapclient.UnilateralDataHandler, mailbox string) *imapclient.Client {
+	e.t.Helper()
+	c := e.login(h)
+	if _, err := c.Select(mailbox, nil).Wait(); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := c.Idle(); err != nil {
+		e.t.Fatal(err)
+	}
+	return c
+}
+
 // appendMsg appends a message through IMAP and returns its UID.
 func appendMsg(t *testing.T, c *imapclient.Client, mailbox, msg string, flags ...imap.Flag) imap.UID {
 	t.Helper()

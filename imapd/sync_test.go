@@ -468,13 +468,7 @@ func TestReselectAfterDeleteAndRecreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := newRecorder()
-	a := e.login(rec.handler())
-	if _, err := a.Select("P", nil).Wait(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Idle(); err != nil {
-		t.Fatal(err)
-	}
+	e.idleIn(rec.handler(), "P")
 	appendMsg(t, b, "P", crlf(simpleMsg))
 	rec.expect(t, "append to the re-created mailbox", "EXISTS 1")
 	// The old session learns its mailbox went away.
@@ -489,18 +483,8 @@ func TestReselectAfterDeleteAndRecreate(t *testing.T) {
 func TestSelectedMailboxDeletedOrRenamedAcrossServers(t *testing.T) {
 	_, e1, e2 := twoServers(t, envOptions{}, store.Options{MaxConns: 4})
 	b := e2.login(nil)
-	for _, n := range []string{"Work", "Play"} {
-		if err := b.Create(n, nil).Wait(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	a := e1.login(nil)
-	if _, err := a.Select("Work", nil).Wait(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Idle(); err != nil {
-		t.Fatal(err)
-	}
+	createMailboxes(t, b, "Work", "Play")
+	a := e1.idleIn(nil, "Work")
 	if err := b.Delete("Work").Wait(); err != nil {
 		t.Fatal(err)
 	}
@@ -511,13 +495,7 @@ func TestSelectedMailboxDeletedOrRenamedAcrossServers(t *testing.T) {
 	}
 
 	rec := newRecorder()
-	a2 := e1.login(rec.handler())
-	if _, err := a2.Select("Play", nil).Wait(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a2.Idle(); err != nil {
-		t.Fatal(err)
-	}
+	e1.idleIn(rec.handler(), "Play")
 	if err := b.Rename("Play", "Games", nil).Wait(); err != nil {
 		t.Fatal(err)
 	}
@@ -1360,15 +1338,7 @@ func TestRecreatedMailboxEndsOldSessions(t *testing.T) {
 			e2.deliver("P", crlf(simpleMsg))
 			p := mailboxID(t, e1, "P")
 			old := newWireRecorder()
-			a := old.login(t, e1)
-			old.quiet(func() {
-				if _, err := a.Select("P", nil).Wait(); err != nil {
-					t.Fatal(err)
-				}
-			})
-			if _, err := a.Idle(); err != nil {
-				t.Fatal(err)
-			}
+			a := old.idleIn(t, e1, "P")
 			stalled := stallFeed(t, e1.srv, p)
 			if err := b.Delete("P").Wait(); err != nil {
 				t.Fatal(err)
@@ -1484,15 +1454,7 @@ func TestSlowCatchUpDelaysOnlyItsMailbox(t *testing.T) {
 	slow := mailboxID(t, e1, "Slow")
 	idleOn := func(mailbox string) *wireRecorder {
 		rec := newWireRecorder()
-		c := rec.login(t, e1)
-		rec.quiet(func() {
-			if _, err := c.Select(mailbox, nil).Wait(); err != nil {
-				t.Fatal(err)
-			}
-		})
-		if _, err := c.Idle(); err != nil {
-			t.Fatal(err)
-		}
+		rec.idleIn(t, e1, mailbox)
 		return rec
 	}
 	recSlow, recInbox := idleOn("Slow"), idleOn("INBOX")
@@ -1516,15 +1478,7 @@ func TestSlowCatchUpDelaysOnlyItsMailbox(t *testing.T) {
 func TestCatchUpPanicRetried(t *testing.T) {
 	_, e1, e2 := twoServers(t, envOptions{retry: 20 * time.Millisecond}, store.Options{MaxConns: 4})
 	rec := newWireRecorder()
-	a := rec.login(t, e1)
-	rec.quiet(func() {
-		if _, err := a.Select("INBOX", nil).Wait(); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if _, err := a.Idle(); err != nil {
-		t.Fatal(err)
-	}
+	rec.idleIn(t, e1, "INBOX")
 	var calls, in, most atomic.Int32
 	// Every catch-up waits until all three deliveries have committed, so
 	// the first one that succeeds sees all three whatever the timing;
@@ -1564,15 +1518,7 @@ func TestDeleteAccountEndsSessions(t *testing.T) {
 	var cs []*imapclient.Client
 	for _, e := range []*env{e1, e2} {
 		rec := newWireRecorder()
-		c := rec.login(t, e)
-		rec.quiet(func() {
-			if _, err := c.Select("INBOX", nil).Wait(); err != nil {
-				t.Fatal(err)
-			}
-		})
-		if _, err := c.Idle(); err != nil {
-			t.Fatal(err)
-		}
+		c := rec.idleIn(t, e, "INBOX")
 		recs, cs = append(recs, rec), append(cs, c)
 	}
 	if err := e2.st.DeleteAccount(context.Background(), e1.user); err != nil {
