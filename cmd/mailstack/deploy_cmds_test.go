@@ -67,16 +67,6 @@ func setupDomain(t *testing.T) (db, url, appPassword string) {
 	return db, url, appPassword
 }
 
-func openStore(t *testing.T, url string) *store.Store {
-	t.Helper()
-	st, err := store.Open(context.Background(), url, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	return st
-}
-
 // serveProc is a `mailstack serve` running for one test.
 type serveProc struct {
 	addrs map[string]string // banner: listener name → address
@@ -302,7 +292,7 @@ func TestMobileconfigCommand(t *testing.T) {
 	if mail["OutgoingPassword"] != pw || !appPasswordRE.MatchString(pw) {
 		t.Fatalf("passwords: %q %q", pw, mail["OutgoingPassword"])
 	}
-	st := openStore(t, url)
+	st := storetest.Open(t, url)
 	ctx := context.Background()
 	acc, _ := st.AccountByAddress(ctx, "alice@example.org")
 	aps, _ := st.AppPasswords(ctx, acc.ID)
@@ -423,7 +413,7 @@ func TestPostmaster(t *testing.T) {
 	if err != nil || !strings.Contains(out, "postmaster@example.net") {
 		t.Fatalf("domain add does not say where postmaster mail goes: %v\n%s", err, out)
 	}
-	st := openStore(t, url)
+	st := storetest.Open(t, url)
 	ctx := context.Background()
 	check := func(step string, want map[string]string) {
 		t.Helper()
