@@ -102,6 +102,26 @@ func newEnv(t testing.TB, o envOptions) *env {
 	return e
 }
 
+// newAccount creates the account addr with an app password labelled
+// label and returns it, the app password and the id of its INBOX.
+func newAccount(tb testing.TB, st *store.Store, addr, password, label string) (*store.Account, string, int64) {
+	tb.Helper()
+	ctx := context.Background()
+	acc, err := st.CreateAccount(ctx, addr, password, store.AccountOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	secret, _, err := st.CreateAppPassword(ctx, acc.ID, label)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	inbox, err := st.MailboxByName(ctx, acc.ID, "INBOX")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return acc, secret, inbox.ID
+}
+
 func (e *env) start(o envOptions) {
 	t := e.t
 	var debug io.Writer

@@ -896,24 +896,13 @@ func newCrowd(tb testing.TB, envs []*env, accounts, perAccount, seed int) *crowd
 	cr := &crowd{}
 	for i := range accounts {
 		user := fmt.Sprintf("crowd%d@example.test", i)
-		acc, err := st.CreateAccount(ctx, user, "main-password", store.AccountOptions{})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		secret, _, err := st.CreateAppPassword(ctx, acc.ID, "crowd")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		mb, err := st.MailboxByName(ctx, acc.ID, "INBOX")
-		if err != nil {
-			tb.Fatal(err)
-		}
+		acc, secret, inbox := newAccount(tb, st, user, "main-password", "crowd")
 		for j := range seed {
-			if _, err := st.Append(ctx, acc.ID, mb.ID, strings.NewReader(crlf(fmt.Sprintf("Subject: %d\n\nhi\n", j))), 0, nil, time.Time{}); err != nil {
+			if _, err := st.Append(ctx, acc.ID, inbox, strings.NewReader(crlf(fmt.Sprintf("Subject: %d\n\nhi\n", j))), 0, nil, time.Time{}); err != nil {
 				tb.Fatal(err)
 			}
 		}
-		cr.accounts = append(cr.accounts, crowdAccount{user: user, pass: secret, id: acc.ID, inbox: mb.ID})
+		cr.accounts = append(cr.accounts, crowdAccount{user: user, pass: secret, id: acc.ID, inbox: inbox})
 	}
 	for i := range accounts * perAccount {
 		cr.sessions = append(cr.sessions, &crowdSession{acc: i % accounts, server: (i / accounts) % len(envs)})
