@@ -88,20 +88,9 @@ func newBenchEnvWith(b *testing.B, n int, gen func(r *rand.Rand, i int, date tim
 	if _, err := st.CreateDomain(ctx, "example.org", "mail", []byte("key")); err != nil {
 		b.Fatal(err)
 	}
-	acc, err := st.CreateAccount(ctx, "bench@example.org", "bench-main-pw", store.AccountOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	pass, _, err := st.CreateAppPassword(ctx, acc.ID, "bench")
-	if err != nil {
-		b.Fatal(err)
-	}
-	inbox, err := st.MailboxByName(ctx, acc.ID, "INBOX")
-	if err != nil {
-		b.Fatal(err)
-	}
+	acc, pass, inbox := newAccount(b, st, "bench@example.org", "bench-main-pw", "bench")
 	start := time.Now()
-	unseen, err := seedMailboxWith(ctx, st, acc.ID, inbox.ID, n, gen)
+	unseen, err := seedMailboxWith(ctx, st, acc.ID, inbox, n, gen)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -135,7 +124,7 @@ func newBenchEnvWith(b *testing.B, n int, gen func(r *rand.Rand, i int, date tim
 	b.Logf("vacuum analyze: %v", time.Since(start).Round(time.Millisecond))
 
 	return &benchEnv{st: st, url: url, addr: serveBench(b, st), user: acc.Address, pass: pass,
-		accountID: acc.ID, inboxID: inbox.ID, unseen: unseen}
+		accountID: acc.ID, inboxID: inbox, unseen: unseen}
 }
 
 // serveBench runs an IMAP server on st at a 127.0.0.1 port.

@@ -201,15 +201,7 @@ func TestNoCommandInjection(t *testing.T) {
 			t.Errorf("cut at %d: session goes on after an over-long line", n)
 		}
 	}
-	mbs, err := e.st.Mailboxes(context.Background(), e.acc.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mb := range mbs {
-		if strings.HasPrefix(mb.Name, "injected") {
-			t.Errorf("mailbox %q created by the rest of a refused line", mb.Name)
-		}
-	}
+	noInjectedMailbox(t, e)
 	for _, n := range cuts {
 		if len(`c SEARCH TEXT "`)+n+len(`"`)+2 <= 64<<10 {
 			continue // a line within the limit: the next one is a command
@@ -251,15 +243,7 @@ func TestNoInjectionAfterNO(t *testing.T) {
 			t.Fatalf("%s: session unusable afterwards", input)
 		}
 	}
-	mbs, err := e.st.Mailboxes(context.Background(), e.acc.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mb := range mbs {
-		if strings.HasPrefix(mb.Name, "injected") {
-			t.Errorf("mailbox %q created by the rest of a refused line", mb.Name)
-		}
-	}
+	noInjectedMailbox(t, e)
 }
 
 // TestLiteralBeforeLogin: an unknown command before login (new Outlook
@@ -568,12 +552,7 @@ func fetchOfExpungedBody(t *testing.T, size int, want string) {
 	if _, err := b.Select("INBOX", nil).Wait(); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Expunge().Collect(); err != nil {
-		t.Fatal(err)
-	}
+	expungeSet(t, b, imap.SeqSetNum(1))
 	fmt.Fprintf(a.c, "f1 FETCH 1 BODY.PEEK[]\r\n")
 	lines, status, closed := a.readUntilTagged("f1")
 	if closed || len(lines) != 0 || !strings.HasPrefix(status, want) {
@@ -582,5 +561,20 @@ func fetchOfExpungedBody(t *testing.T, size int, want string) {
 	stall.open()
 	if !a.alive() {
 		t.Fatal("session ended")
+	}
+}
+
+// noInjectedMailbox fails the test if a mailbox named injected… exists: the
+// rest of a refused line was run as a command.
+func noInjectedMailbox(t *testing.T, e *env) {
+	t.Helper()
+	mbs, err := e.st.Mailboxes(context.Background(), e.acc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mb := range mbs {
+		if strings.HasPrefix(mb.Name, "injected") {
+			t.Errorf("mailbox %q created by the rest of a refused line", mb.Name)
+		}
 	}
 }

@@ -102,6 +102,26 @@ func newEnv(t testing.TB, o envOptions) *env {
 	return e
 }
 
+// newAccount creates the account addr with an app password labelled
+// label and returns it, the app password and the id of its INBOX.
+func newAccount(tb testing.TB, st *store.Store, addr, password, label string) (*store.Account, string, int64) {
+	tb.Helper()
+	ctx := context.Background()
+	acc, err := st.CreateAccount(ctx, addr, password, store.AccountOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	secret, _, err := st.CreateAppPassword(ctx, acc.ID, label)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	inbox, err := st.MailboxByName(ctx, acc.ID, "INBOX")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return acc, secret, inbox.ID
+}
+
 func (e *env) start(o envOptions) {
 	t := e.t
 	var debug io.Writer
@@ -166,6 +186,41 @@ func (e *env) login(h *imapclient.UnilateralDataHandler) *imapclient.Client {
 	c := e.dial(h)
 	if err := c.Login(e.user, e.pass).Wait(); err != nil {
 		e.t.Fatalf("login: %v", err)
+	}
+	return c
+}
+
+// createMailboxes creates the mailboxes through c.
+func createMailboxes(t testing.TB, c *imapclient.Client, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if err := c.Create(n, nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// expungeSet marks set \Deleted (silently) and expunges the selected
+// mailbox through c.
+func expungeSet(t testing.TB, c *imapclient.Client, set imap.NumSet) {
+	t.Helper()
+	if err := c.Store(set, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Expunge().Collect(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// idleIn logs in with h, selects mailbox and starts IDLE.
+func (e *env) idleIn(h *imapclient.UnilateralDataHandler, mailbox string) *imapclient.Client {
+	e.t.Helper()
+	c := e.login(h)
+	if _, err := c.Select(mailbox, nil).Wait(); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := c.Idle(); err != nil {
+		e.t.Fatal(err)
 	}
 	return c
 }

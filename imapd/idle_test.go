@@ -180,6 +180,21 @@ func watchedEntry(srv *Server, mailboxID int64) *watched {
 	return srv.feed.boxes[mailboxID]
 }
 
+// idleIn logs in on e, selects mailbox without recording and starts IDLE.
+func (r *wireRecorder) idleIn(t testing.TB, e *env, mailbox string) *imapclient.Client {
+	t.Helper()
+	c := r.login(t, e)
+	r.quiet(func() {
+		if _, err := c.Select(mailbox, nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if _, err := c.Idle(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // quiet runs fn (the client's own commands) without recording; the model
 // still sees everything.
 func (r *wireRecorder) quiet(fn func()) {
@@ -301,12 +316,7 @@ func idleScenario(t *testing.T, envA, envB *env) {
 	if _, err := b.Select("INBOX", nil).Wait(); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Store(imap.SeqSet{{Start: 1, Stop: 2}}, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Expunge().Collect(); err != nil {
-		t.Fatal(err)
-	}
+	expungeSet(t, b, imap.SeqSet{{Start: 1, Stop: 2}})
 	appendMsg(t, b, "INBOX", crlf(simpleMsg))
 	appendMsg(t, b, "INBOX", crlf(simpleMsg))
 	if err := b.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{"$Done"}}, nil).Close(); err != nil {
@@ -383,19 +393,9 @@ func TestPendingExpungesWaitForAllowedCommand(t *testing.T) {
 func TestSelectedMailboxDeleted(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	b := e.login(nil)
-	for _, n := range []string{"Work", "Play", "Parent/Child"} {
-		if err := b.Create(n, nil).Wait(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createMailboxes(t, b, "Work", "Play", "Parent/Child")
 	// Idle session: BYE as soon as the mailbox is gone.
-	a := e.login(nil)
-	if _, err := a.Select("Work", nil).Wait(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Idle(); err != nil {
-		t.Fatal(err)
-	}
+	a := e.idleIn(nil, "Work")
 	if err := b.Delete("Work").Wait(); err != nil {
 		t.Fatal(err)
 	}
@@ -517,12 +517,7 @@ func TestListenReconnectResync(t *testing.T) {
 	if err := b.Store(imap.UIDSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Store(imap.UIDSetNum(2), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Expunge().Collect(); err != nil {
-		t.Fatal(err)
-	}
+	expungeSet(t, b, imap.UIDSetNum(2))
 	rec.expect(t, "while server 1's feed is down")
 	close(release)
 	rec.expect(t, "after the reconnect", "* 2 EXPUNGE", "* 3 EXISTS", `* 1 FETCH (UID 1 FLAGS (\Flagged))`)
@@ -550,12 +545,7 @@ func TestPendingExpungeRFC9051(t *testing.T) {
 			if _, err := b.Select("INBOX", nil).Wait(); err != nil {
 				t.Fatal(err)
 			}
-			if err := b.Store(imap.UIDSetNum(2), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := b.Expunge().Collect(); err != nil {
-				t.Fatal(err)
-			}
+			expungeSet(t, b, imap.UIDSetNum(2))
 			// Same server: the feed has applied the expunge to A's view
 			// before B's EXPUNGE returned.
 			noExpunge := func(c string, want ...string) {

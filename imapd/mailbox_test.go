@@ -582,11 +582,7 @@ func TestSubscriptions(t *testing.T) {
 	// RENAME moves the subscriptions of the hierarchy, leaving an
 	// unsubscribed child unsubscribed; the parent it creates (New) is
 	// not subscribed, as with CREATE.
-	for _, n := range []string{"Old/Kept", "Old/Dropped"} {
-		if err := c.Create(n, nil).Wait(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createMailboxes(t, c, "Old/Kept", "Old/Dropped")
 	for _, n := range []string{"Old", "Old/Kept", "Old/Dropped"} {
 		if err := c.Subscribe(n).Wait(); err != nil {
 			t.Fatal(err)

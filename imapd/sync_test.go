@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -467,13 +468,7 @@ func TestReselectAfterDeleteAndRecreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := newRecorder()
-	a := e.login(rec.handler())
-	if _, err := a.Select("P", nil).Wait(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Idle(); err != nil {
-		t.Fatal(err)
-	}
+	e.idleIn(rec.handler(), "P")
 	appendMsg(t, b, "P", crlf(simpleMsg))
 	rec.expect(t, "append to the re-created mailbox", "EXISTS 1")
 	// The old session learns its mailbox went away.
@@ -488,18 +483,8 @@ func TestReselectAfterDeleteAndRecreate(t *testing.T) {
 func TestSelectedMailboxDeletedOrRenamedAcrossServers(t *testing.T) {
 	_, e1, e2 := twoServers(t, envOptions{}, store.Options{MaxConns: 4})
 	b := e2.login(nil)
-	for _, n := range []string{"Work", "Play"} {
-		if err := b.Create(n, nil).Wait(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	a := e1.login(nil)
-	if _, err := a.Select("Work", nil).Wait(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Idle(); err != nil {
-		t.Fatal(err)
-	}
+	createMailboxes(t, b, "Work", "Play")
+	a := e1.idleIn(nil, "Work")
 	if err := b.Delete("Work").Wait(); err != nil {
 		t.Fatal(err)
 	}
@@ -510,13 +495,7 @@ func TestSelectedMailboxDeletedOrRenamedAcrossServers(t *testing.T) {
 	}
 
 	rec := newRecorder()
-	a2 := e1.login(rec.handler())
-	if _, err := a2.Select("Play", nil).Wait(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a2.Idle(); err != nil {
-		t.Fatal(err)
-	}
+	e1.idleIn(rec.handler(), "Play")
 	if err := b.Rename("Play", "Games", nil).Wait(); err != nil {
 		t.Fatal(err)
 	}
@@ -917,24 +896,13 @@ func newCrowd(tb testing.TB, envs []*env, accounts, perAccount, seed int) *crowd
 	cr := &crowd{}
 	for i := range accounts {
 		user := fmt.Sprintf("crowd%d@example.test", i)
-		acc, err := st.CreateAccount(ctx, user, "main-password", store.AccountOptions{})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		secret, _, err := st.CreateAppPassword(ctx, acc.ID, "crowd")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		mb, err := st.MailboxByName(ctx, acc.ID, "INBOX")
-		if err != nil {
-			tb.Fatal(err)
-		}
+		acc, secret, inbox := newAccount(tb, st, user, "main-password", "crowd")
 		for j := range seed {
-			if _, err := st.Append(ctx, acc.ID, mb.ID, strings.NewReader(crlf(fmt.Sprintf("Subject: %d\n\nhi\n", j))), 0, nil, time.Time{}); err != nil {
+			if _, err := st.Append(ctx, acc.ID, inbox, strings.NewReader(crlf(fmt.Sprintf("Subject: %d\n\nhi\n", j))), 0, nil, time.Time{}); err != nil {
 				tb.Fatal(err)
 			}
 		}
-		cr.accounts = append(cr.accounts, crowdAccount{user: user, pass: secret, id: acc.ID, inbox: mb.ID})
+		cr.accounts = append(cr.accounts, crowdAccount{user: user, pass: secret, id: acc.ID, inbox: inbox})
 	}
 	for i := range accounts * perAccount {
 		cr.sessions = append(cr.sessions, &crowdSession{acc: i % accounts, server: (i / accounts) % len(envs)})
@@ -1359,15 +1327,7 @@ func TestRecreatedMailboxEndsOldSessions(t *testing.T) {
 			e2.deliver("P", crlf(simpleMsg))
 			p := mailboxID(t, e1, "P")
 			old := newWireRecorder()
-			a := old.login(t, e1)
-			old.quiet(func() {
-				if _, err := a.Select("P", nil).Wait(); err != nil {
-					t.Fatal(err)
-				}
-			})
-			if _, err := a.Idle(); err != nil {
-				t.Fatal(err)
-			}
+			a := old.idleIn(t, e1, "P")
 			stalled := stallFeed(t, e1.srv, p)
 			if err := b.Delete("P").Wait(); err != nil {
 				t.Fatal(err)
@@ -1483,15 +1443,7 @@ func TestSlowCatchUpDelaysOnlyItsMailbox(t *testing.T) {
 	slow := mailboxID(t, e1, "Slow")
 	idleOn := func(mailbox string) *wireRecorder {
 		rec := newWireRecorder()
-		c := rec.login(t, e1)
-		rec.quiet(func() {
-			if _, err := c.Select(mailbox, nil).Wait(); err != nil {
-				t.Fatal(err)
-			}
-		})
-		if _, err := c.Idle(); err != nil {
-			t.Fatal(err)
-		}
+		rec.idleIn(t, e1, mailbox)
 		return rec
 	}
 	recSlow, recInbox := idleOn("Slow"), idleOn("INBOX")
@@ -1515,15 +1467,7 @@ func TestSlowCatchUpDelaysOnlyItsMailbox(t *testing.T) {
 func TestCatchUpPanicRetried(t *testing.T) {
 	_, e1, e2 := twoServers(t, envOptions{retry: 20 * time.Millisecond}, store.Options{MaxConns: 4})
 	rec := newWireRecorder()
-	a := rec.login(t, e1)
-	rec.quiet(func() {
-		if _, err := a.Select("INBOX", nil).Wait(); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if _, err := a.Idle(); err != nil {
-		t.Fatal(err)
-	}
+	rec.idleIn(t, e1, "INBOX")
 	var calls, in, most atomic.Int32
 	// Every catch-up waits until all three deliveries have committed, so
 	// the first one that succeeds sees all three whatever the timing;
@@ -1563,15 +1507,7 @@ func TestDeleteAccountEndsSessions(t *testing.T) {
 	var cs []*imapclient.Client
 	for _, e := range []*env{e1, e2} {
 		rec := newWireRecorder()
-		c := rec.login(t, e)
-		rec.quiet(func() {
-			if _, err := c.Select("INBOX", nil).Wait(); err != nil {
-				t.Fatal(err)
-			}
-		})
-		if _, err := c.Idle(); err != nil {
-			t.Fatal(err)
-		}
+		c := rec.idleIn(t, e, "INBOX")
 		recs, cs = append(recs, rec), append(cs, c)
 	}
 	if err := e2.st.DeleteAccount(context.Background(), e1.user); err != nil {
@@ -1981,18 +1917,35 @@ func TestInlineChangesOlderThanSnapshot(t *testing.T) {
 	}
 	// B selects now: its snapshot has UID 1 without \Seen, ahead of the
 	// feed, which has not applied the first change yet.
+	w := watchedEntry(e.srv, inbox)
+	views := func() []*view {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return slices.Collect(maps.Keys(w.views))
+	}
+	viewA := views()[0]
 	rec := newWireRecorder()
 	b := rec.login(t, e)
 	rec.selectInbox(t, b)
+	var viewB *view
+	for _, v := range views() {
+		if v != viewA {
+			viewB = v
+		}
+	}
 	idle, err := b.Idle()
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The runner applies the first change, then is held at the second
-	// while B's IDLE tells B whatever the first did to its view.
+	// while B's IDLE tells B whatever the first did to its view: it has
+	// once its view holds nothing pending.
 	gate <- struct{}{}
 	<-held
-	time.Sleep(200 * time.Millisecond)
+	waitFor(t, "B's IDLE to take its view's changes", func() bool {
+		x, a, f := viewB.pendingSize()
+		return x+a+f == 0
+	})
 	close(gate)
 	waitFeeds(t, e.st, e.acc.ID, inbox, e.srv)
 	if err := idle.Close(); err != nil {
@@ -2005,6 +1958,7 @@ func TestInlineChangesOlderThanSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec.matches(t, "B after the feed caught up", e.st, e.acc.ID, inbox)
+	// The NOOP's reply came after all B was sent: every line is in rec.ch.
 	for {
 		select {
 		case l := <-rec.ch:
@@ -2012,7 +1966,7 @@ func TestInlineChangesOlderThanSnapshot(t *testing.T) {
 				t.Fatalf("B, whose snapshot was newer, was told an older state: %s", l)
 			}
 			continue
-		case <-time.After(200 * time.Millisecond):
+		default:
 		}
 		break
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/mailstack/mailstack/internal/smtptest"
 )
 
 // bccField matches a Bcc or Resent-Bcc header field name at a line start.
@@ -14,8 +16,8 @@ var bccField = regexp.MustCompile(`(?im)^(resent-)?bcc\s*:`)
 
 func TestSubmissionRemovesBcc(t *testing.T) {
 	e := newEnv(t, 1<<20)
-	mx := newFakeMX(t, e.serverTLS)
-	startWorker(t, e.st, mx, nil)
+	mx := smtptest.NewMX(t, e.serverTLS)
+	smtptest.StartWorker(t, e.st, mx, nil)
 	c := e.login(t, false, "alice@example.org", e.alicePass)
 	msg := crlf("From: alice@example.org\n" +
 		"To: carol@remote.test\n" +
@@ -37,12 +39,12 @@ func TestSubmissionRemovesBcc(t *testing.T) {
 	if len(local) != 1 {
 		t.Fatalf("bob (a Bcc recipient) has %d messages, want 1", len(local))
 	}
-	waitFor(t, "remote delivery", func() bool { return len(mx.deliveries()) == 1 && e.queueLen(t) == 0 })
-	d := mx.deliveries()[0]
-	if strings.Join(d.to, ",") != "carol@remote.test,dave@remote.test" {
-		t.Errorf("remote recipients %v: the Bcc recipient must still get the message", d.to)
+	smtptest.WaitFor(t, "remote delivery", func() bool { return len(mx.Deliveries()) == 1 && e.queueLen(t) == 0 })
+	d := mx.Deliveries()[0]
+	if strings.Join(d.To, ",") != "carol@remote.test,dave@remote.test" {
+		t.Errorf("remote recipients %v: the Bcc recipient must still get the message", d.To)
 	}
-	for name, m := range map[string]string{"local copy": local[0], "remote copy": string(d.data)} {
+	for name, m := range map[string]string{"local copy": local[0], "remote copy": string(d.Data)} {
 		header, body, _ := strings.Cut(m, "\r\n\r\n")
 		if bccField.MatchString(header) {
 			t.Errorf("%s still has a Bcc field:\n%s", name, header)
@@ -61,7 +63,7 @@ func TestSubmissionRemovesBcc(t *testing.T) {
 			t.Errorf("%s body changed: %q", name, body)
 		}
 	}
-	vs, err := dkim.VerifyWithOptions(bytes.NewReader(d.data), &dkim.VerifyOptions{LookupTXT: e.lookupTXT(t)})
+	vs, err := dkim.VerifyWithOptions(bytes.NewReader(d.Data), &dkim.VerifyOptions{LookupTXT: e.lookupTXT(t)})
 	if err != nil || len(vs) != 1 || vs[0].Err != nil {
 		t.Fatalf("DKIM verification of the cleaned message: %+v %v", vs, err)
 	}

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/mailstack/mailstack/internal/smtptest"
 )
 
 // TestDKIMOversigned: the signature covers one more instance of From,
@@ -14,15 +16,15 @@ import (
 // first, a Reply-To) breaks it, while unsigned additions do not.
 func TestDKIMOversigned(t *testing.T) {
 	e := newEnv(t, 1<<20)
-	mx := newFakeMX(t, e.serverTLS)
-	startWorker(t, e.st, mx, nil)
+	mx := smtptest.NewMX(t, e.serverTLS)
+	smtptest.StartWorker(t, e.st, mx, nil)
 	c := e.login(t, true, "alice@example.org", e.alicePass)
 	msg := crlf("From: Alice <alice@example.org>\nTo: carol@remote.test\nSubject: signed\nMessage-ID: <over@example.org>\n\nHello.\n")
 	if err := send(c, "alice@example.org", []string{"carol@remote.test"}, msg); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "remote delivery", func() bool { return len(mx.deliveries()) == 1 })
-	signed := string(mx.deliveries()[0].data)
+	smtptest.WaitFor(t, "remote delivery", func() bool { return len(mx.Deliveries()) == 1 })
+	signed := string(mx.Deliveries()[0].Data)
 	sh := header(t, signed)
 	sig := strings.ToLower(strings.Join(strings.Fields(sh.Get("Dkim-Signature")), ""))
 	for _, want := range []string{"from:from:", "subject:subject:", "to:to:", "reply-to:", "cc:"} {

@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/mailstack/mailstack/internal/smtptest"
 	"github.com/mailstack/mailstack/smtpd"
 	"github.com/mailstack/mailstack/store"
 )
@@ -147,7 +148,7 @@ func TestSubmissionLimits(t *testing.T) {
 	t.Run("throttled login", func(t *testing.T) {
 		// A store with a low account limit, so the test needs few failures.
 		st, err := store.Open(context.Background(), e.url, store.Options{
-			Throttle: store.ThrottlePolicy{FreeFailures: 10, AccountLimit: 2, IPLimit: 100}, Logger: testLogger(t),
+			Throttle: store.ThrottlePolicy{FreeFailures: 10, AccountLimit: 2, IPLimit: 100}, Logger: smtptest.Logger(t),
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -3,13 +3,10 @@ package smtpd_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/textproto"
-	"os"
 	"strings"
 	"testing"
 
@@ -18,7 +15,7 @@ import (
 
 	"github.com/mailstack/mailstack/imapd"
 	"github.com/mailstack/mailstack/internal/dkimkey"
-	"github.com/mailstack/mailstack/internal/tlsconfig"
+	"github.com/mailstack/mailstack/internal/smtptest"
 	"github.com/mailstack/mailstack/smtpd"
 	"github.com/mailstack/mailstack/store"
 	"github.com/mailstack/mailstack/store/storetest"
@@ -42,31 +39,6 @@ type env struct {
 	maxMsgSize int64
 }
 
-// testTLS returns a server config with a fresh self-signed certificate for
-// 127.0.0.1 and a client config that trusts exactly that certificate.
-func testTLS(t testing.TB) (server, client *tls.Config) {
-	t.Helper()
-	certPEM, keyPEM, err := tlsconfig.Generate([]string{"localhost", "127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(certPEM)
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
-		&tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
 func newEnv(t testing.TB, maxSize int64) *env {
 	t.Helper()
 	ctx := context.Background()
@@ -86,9 +58,9 @@ func newEnv(t testing.TB, maxSize int64) *env {
 	}
 	e.alice, e.alicePass = e.account(t, "alice@example.org")
 	e.bob, e.bobPass = e.account(t, "bob@example.org")
-	e.serverTLS, e.clientTLS = testTLS(t)
+	e.serverTLS, e.clientTLS = smtptest.TLS(t)
 	sub := smtpd.NewSubmission(smtpd.Config{
-		Store: st, Hostname: "mail.example.org", TLS: e.serverTLS, MaxMessageSize: maxSize, Log: testLogger(t),
+		Store: st, Hostname: "mail.example.org", TLS: e.serverTLS, MaxMessageSize: maxSize, Log: smtptest.Logger(t),
 	})
 	e.addr587 = serve(t, sub.Server(false))
 	e.addr465 = serve(t, sub.Server(true))
@@ -185,37 +157,7 @@ func smtpCode(err error) int {
 // inbox returns the raw contents of every message in the account's INBOX.
 func (e *env) inbox(t testing.TB, acc *store.Account) []string {
 	t.Helper()
-	return mailbox(t, e.st, acc.ID, "INBOX")
-}
-
-func mailbox(t testing.TB, st *store.Store, accountID int64, name string) []string {
-	t.Helper()
-	ctx := context.Background()
-	mb, err := st.MailboxByName(ctx, accountID, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []int64
-	err = st.FetchMeta(ctx, accountID, mb.ID, []store.UIDRange{{Start: 1, Stop: 0}}, store.FetchOptions{}, func(m *store.MessageMeta) error {
-		ids = append(ids, m.MessageID)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, id := range ids {
-		r, err := st.OpenBody(ctx, accountID, id, 0, -1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, string(b))
-	}
-	return out
+	return storetest.Mailbox(t, e.st, acc.ID, "INBOX")
 }
 
 func crlf(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }
@@ -249,7 +191,7 @@ func converse(t testing.TB, tp *textproto.Conn, steps ...any) {
 // test ends and returns its address.
 func (e *env) imapServer(t testing.TB) string {
 	t.Helper()
-	srv := imapd.New(e.st, imapd.Options{TLSConfig: e.serverTLS, Logger: testLogger(t)})
+	srv := imapd.New(e.st, imapd.Options{TLSConfig: e.serverTLS, Logger: smtptest.Logger(t)})
 	t.Cleanup(func() { srv.Close() })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

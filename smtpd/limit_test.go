@@ -9,6 +9,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mailstack/mailstack/internal/smtptest"
 	"github.com/mailstack/mailstack/smtpd"
 )
 
@@ -32,7 +33,7 @@ func greeting(t *testing.T, addr string) string {
 // configured by tune, on e's store.
 func submissionServers(t *testing.T, e *env, tune func(*smtpd.Config)) (addr587, addr465 string) {
 	t.Helper()
-	cfg := smtpd.Config{Store: e.st, Hostname: "mail.example.org", TLS: e.serverTLS, Log: testLogger(t)}
+	cfg := smtpd.Config{Store: e.st, Hostname: "mail.example.org", TLS: e.serverTLS, Log: smtptest.Logger(t)}
 	tune(&cfg)
 	sub := smtpd.NewSubmission(cfg)
 	return serve(t, sub.Server(false)), serve(t, sub.Server(true))
@@ -63,7 +64,7 @@ func TestSubmissionConnectionLimits(t *testing.T) {
 		}
 		// Closing a connection frees its slot.
 		c465.Quit() //nolint:errcheck
-		waitFor(t, "a free slot", func() bool { return hello(addr587) == nil })
+		smtptest.WaitFor(t, "a free slot", func() bool { return hello(addr587) == nil })
 	})
 	t.Run("total per listener", func(t *testing.T) {
 		addr587, addr465 := submissionServers(t, e, func(c *smtpd.Config) { c.MaxConnections = 2; c.MaxConnsPerIP = 100 })

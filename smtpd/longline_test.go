@@ -10,6 +10,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-smtp"
 
+	"github.com/mailstack/mailstack/internal/smtptest"
 	"github.com/mailstack/mailstack/smtpd"
 )
 
@@ -20,7 +21,7 @@ import (
 // sender retry for days and then bounce: the mail would be lost.
 func TestLongLines(t *testing.T) {
 	e := newEnv(t, 4<<20)
-	mx := smtpd.NewMX(smtpd.Config{Store: e.st, Hostname: mxHost, TLS: e.serverTLS, MaxMessageSize: 4 << 20, Log: testLogger(t)},
+	mx := smtpd.NewMX(smtpd.Config{Store: e.st, Hostname: mxHost, TLS: e.serverTLS, MaxMessageSize: 4 << 20, Log: smtptest.Logger(t)},
 		smtpd.MXOptions{Resolver: newFakeDNS()})
 	mxAddr := serve(t, mx.Server())
 	imapAddr := e.imapServer(t)

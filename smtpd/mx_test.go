@@ -21,7 +21,9 @@ import (
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-smtp"
 
+	"github.com/mailstack/mailstack/internal/smtptest"
 	"github.com/mailstack/mailstack/smtpd"
+	"github.com/mailstack/mailstack/store/storetest"
 )
 
 // mxHost is the test MX's hostname, the authserv-id of its results.
@@ -112,7 +114,7 @@ func newMXEnv(t testing.TB, tune func(*smtpd.Config, *smtpd.MXOptions)) *mxEnv {
 	t.Helper()
 	e := newEnv(t, 64<<10)
 	dns := newFakeDNS()
-	cfg := smtpd.Config{Store: e.st, Hostname: mxHost, TLS: e.serverTLS, MaxMessageSize: 64 << 10, Log: testLogger(t)}
+	cfg := smtpd.Config{Store: e.st, Hostname: mxHost, TLS: e.serverTLS, MaxMessageSize: 64 << 10, Log: smtptest.Logger(t)}
 	opts := smtpd.MXOptions{Resolver: dns}
 	if tune != nil {
 		tune(&cfg, &opts)
@@ -143,7 +145,7 @@ func (e *mxEnv) dial(t testing.TB, helo string, startTLS bool) *smtp.Client {
 func (e *mxEnv) find(t testing.TB, accountID int64, marker string) (string, string) {
 	t.Helper()
 	for _, box := range []string{"INBOX", "Junk"} {
-		for _, m := range mailbox(t, e.st, accountID, box) {
+		for _, m := range storetest.Mailbox(t, e.st, accountID, box) {
 			if strings.Contains(m, marker) {
 				return box, m
 			}
@@ -462,7 +464,7 @@ func TestMXLimits(t *testing.T) {
 		if n, err := e.st.CountMessageContents(ctx); err != nil || n != 0 {
 			t.Errorf("%d messages stored (%v)", n, err)
 		}
-		if m := mailbox(t, e.st, e.bob.ID, "INBOX"); len(m) != 0 {
+		if m := storetest.Mailbox(t, e.st, e.bob.ID, "INBOX"); len(m) != 0 {
 			t.Errorf("INBOX has %d messages", len(m))
 		}
 	})
@@ -639,7 +641,7 @@ func TestMXMalformed(t *testing.T) {
 				t.Fatal(err)
 			}
 			var found string
-			for _, m := range mailbox(t, e.st, e.bob.ID, tc.wantBox) {
+			for _, m := range storetest.Mailbox(t, e.st, e.bob.ID, tc.wantBox) {
 				if strings.HasSuffix(m, tc.msg) {
 					found = m
 				}

@@ -8,16 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-smtp"
 
-	"github.com/mailstack/mailstack/imapd"
 	"github.com/mailstack/mailstack/internal/metrics"
 	"github.com/mailstack/mailstack/internal/rspamd"
 	"github.com/mailstack/mailstack/internal/rspamd/rspamdtest"
 	"github.com/mailstack/mailstack/smtpd"
-	"github.com/mailstack/mailstack/store"
 )
 
 // rspamd's GTUBE and the variants it answers "add header" and "rewrite
@@ -27,20 +23,6 @@ const (
 	gtubeAddHeader = "YJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 	gtubeRewrite   = "ZJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 )
-
-// prose is an ordinary message body, long enough for rspamd's Bayes
-// classifier to learn from (it skips messages of few words).
-const prose = `Hello Bob,
-
-thank you for the notes from Thursday's meeting. I went through the budget
-figures again this morning and the numbers for the second quarter look
-right to me, apart from the travel costs, which seem to include the
-conference in October twice. Could you check with accounting before Friday?
-Also, the new printer on the third floor is finally working, so we can print
-the handouts there instead of going to the copy shop down the street.
-
-See you at lunch,
-Anna`
 
 // rspamdClient returns a client of srv with a short scan timeout.
 func rspamdClient(t testing.TB, url, controller string, timeout time.Duration) *rspamd.Client {
@@ -81,8 +63,8 @@ func TestMXRspamd(t *testing.T) {
 		wantField string // a header field line the stored message has
 	}{
 		{name: "gtube", body: "Buy now.\n" + gtube, wantCode: 550},
-		{name: "soft reject", fields: "X-Mailstack-Test: soft-reject\n", body: prose, wantCode: 451},
-		{name: "clean", body: prose, wantBox: "INBOX", wantField: "X-Spam-Flag: NO"},
+		{name: "soft reject", fields: "X-Mailstack-Test: soft-reject\n", body: rspamdtest.Prose, wantCode: 451},
+		{name: "clean", body: rspamdtest.Prose, wantBox: "INBOX", wantField: "X-Spam-Flag: NO"},
 		{name: "add header", body: "Special offer.\n" + gtubeAddHeader, wantBox: "Junk", wantField: "X-Spam-Flag: YES"},
 		{name: "rewrite subject", body: "Special offer.\n" + gtubeRewrite, wantBox: "Junk", wantField: "X-Spam-Flag: YES"},
 		{name: "forged flag removed", fields: "X-Spam-Flag: NO\nX-Spam-Score: -100\n", body: "Special offer.\n" + gtubeAddHeader,
@@ -130,7 +112,7 @@ func TestMXRspamd(t *testing.T) {
 
 	srv.Stop(t)
 	marker := fmt.Sprintf("<down-%d@spf-pass.example>", time.Now().UnixNano())
-	msg := spamMessage(marker, "", prose)
+	msg := spamMessage(marker, "", rspamdtest.Prose)
 	if err := send(e.dial(t, "mail.spf-pass.example", false), "a@spf-pass.example", []string{"bob@example.org"}, msg); err != nil {
 		t.Fatalf("with rspamd stopped: %v", err)
 	}
@@ -176,7 +158,7 @@ func TestMXRspamdSlow(t *testing.T) {
 			})
 			e.dns.set("spf-pass.example", "v=spf1 ip4:127.0.0.1 -all")
 			marker := fmt.Sprintf("<slow-%d@spf-pass.example>", time.Now().UnixNano())
-			err := send(e.dial(t, "mail.spf-pass.example", false), "a@spf-pass.example", []string{"bob@example.org"}, spamMessage(marker, "", prose))
+			err := send(e.dial(t, "mail.spf-pass.example", false), "a@spf-pass.example", []string{"bob@example.org"}, spamMessage(marker, "", rspamdtest.Prose))
 			box, stored := e.find(t, e.bob.ID, marker)
 			if tempFail {
 				if smtpCode(err) != 451 || box != "" {
@@ -188,131 +170,5 @@ func TestMXRspamdSlow(t *testing.T) {
 				t.Fatalf("got %v, stored in %q:\n%s", err, box, stored)
 			}
 		})
-	}
-}
-
-// TestJunkLearning: over IMAP, a MOVE into Junk makes rspamd learn the
-// message as spam for that user, a MOVE out of Junk as ham, through the
-// store's queue and the learner; a move into Trash teaches nothing, and a
-// message is learned again only when the user changed their mind.
-func TestJunkLearning(t *testing.T) {
-	srv := rspamdtest.Start(t)
-	client := rspamdClient(t, srv.URL, srv.ControllerURL, 10*time.Second)
-	e := newMXEnv(t, func(_ *smtpd.Config, o *smtpd.MXOptions) { o.Rspamd = client })
-	e.dns.set("spf-pass.example", "v=spf1 ip4:127.0.0.1 -all")
-	e.dns.set("spf-fail.example", "v=spf1 ip4:192.0.2.1 -all")
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	// The IMAP side runs on a store with learning on, as serve sets it
-	// up when rspamd is configured.
-	lst, err := store.Open(ctx, e.url, store.Options{LearnJunk: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(lst.Close)
-	isrv := imapd.New(lst, imapd.Options{TLSConfig: e.serverTLS, Logger: testLogger(t)})
-	t.Cleanup(func() { isrv.Close() })
-	iln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go isrv.Serve(iln) //nolint:errcheck // ends with Close
-	learner := rspamd.NewLearner(rspamd.LearnerConfig{Store: lst, Client: client, Log: testLogger(t)})
-	done := make(chan struct{})
-	go func() { defer close(done); learner.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-
-	// An ordinary message lands in INBOX; one failing SPF in Junk (rspamd
-	// learns nothing from GTUBE, so that cannot serve here).
-	for _, from := range []string{"a@spf-pass.example", "a@spf-fail.example"} {
-		marker := fmt.Sprintf("<learn-%d@spf-pass.example>", time.Now().UnixNano())
-		msg := strings.Replace(spamMessage(marker, "", prose), "a@spf-pass.example", from, 1)
-		if err := send(e.dial(t, "mail.example", false), from, []string{"bob@example.org"}, msg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if len(mailbox(t, e.st, e.bob.ID, "INBOX")) != 1 || len(mailbox(t, e.st, e.bob.ID, "Junk")) != 1 {
-		t.Fatal("want one message in INBOX and one in Junk")
-	}
-
-	ic, err := imapclient.DialTLS(iln.Addr().String(), &imapclient.Options{TLSConfig: e.clientTLS})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ic.Close()
-	if err := ic.Login("bob@example.org", e.bobPass).Wait(); err != nil {
-		t.Fatal(err)
-	}
-	move := func(from, to string) {
-		t.Helper()
-		if _, err := ic.Select(from, nil).Wait(); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ic.Move(imap.SeqSetNum(1), to).Wait(); err != nil {
-			t.Fatalf("MOVE %s to %s: %v", from, to, err)
-		}
-	}
-	waitLearned := func(spam, ham int) {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			s, h := srv.Learned(t, "bob@example.org")
-			if s == spam && h == ham {
-				return
-			}
-			if time.Now().After(deadline) {
-				states, _ := lst.LearnStates(ctx, e.bob.ID)
-				t.Fatalf("rspamd learned %d spam, %d ham for bob; want %d, %d (queue: %+v)", s, h, spam, ham, states)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-
-	copyTo := func(from string, seq uint32, to string) {
-		t.Helper()
-		if _, err := ic.Select(from, nil).Wait(); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ic.Copy(imap.SeqSetNum(seq), to).Wait(); err != nil {
-			t.Fatalf("COPY %s to %s: %v", from, to, err)
-		}
-	}
-
-	// A is in INBOX, B in Junk.
-	move("INBOX", "Junk") // A: spam. Junk: B, A
-	waitLearned(1, 0)
-	if _, err := ic.Select("Junk", nil).Wait(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ic.Move(imap.SeqSetNum(2), "INBOX").Wait(); err != nil { // A: ham after all (relearned)
-		t.Fatal(err)
-	}
-	waitLearned(0, 1)
-	move("Junk", "Trash") // B, deleted: teaches nothing (not ham)
-	move("INBOX", "Junk") // A: spam again, relearned
-	waitLearned(1, 0)
-	copyTo("Trash", 1, "Junk") // B: spam. Junk: A, B
-	waitLearned(2, 0)
-	// Said again, nothing new: A into Junk once more (via Trash), B out to
-	// Trash and back.
-	move("Junk", "Trash")      // A. Trash: B, A
-	copyTo("Trash", 2, "Junk") // A
-	states, err := lst.LearnStates(ctx, e.bob.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(states) != 2 {
-		t.Fatalf("queue rows %+v, want one per message", states)
-	}
-	for _, st := range states {
-		if !st.Done || st.LastError != "" || !st.Spam || st.Learned == nil || !*st.Learned {
-			t.Errorf("queue row %+v: want learned as spam, nothing pending", st)
-		}
-	}
-	if s, h := srv.Learned(t, "bob@example.org"); s != 2 || h != 0 {
-		t.Errorf("rspamd learned %d spam, %d ham for bob; want 2, 0", s, h)
-	}
-	if s, h := srv.Learned(t, "alice@example.org"); s != 0 || h != 0 {
-		t.Errorf("alice's statistics changed: %d spam, %d ham", s, h)
 	}
 }

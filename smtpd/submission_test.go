@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mailstack/mailstack/smtpd"
+	"github.com/mailstack/mailstack/store/storetest"
 )
 
 func TestSubmitLocal(t *testing.T) {
@@ -38,7 +39,7 @@ func TestSubmitLocal(t *testing.T) {
 			if n := len(e.inbox(t, e.alice)); n != 0 {
 				t.Errorf("alice's INBOX has %d messages; no copy should be filed for the sender", n)
 			}
-			if n := len(mailbox(t, e.st, e.alice.ID, "Sent")); n != 0 {
+			if n := len(storetest.Mailbox(t, e.st, e.alice.ID, "Sent")); n != 0 {
 				t.Errorf("alice's Sent has %d messages; clients file their own copy", n)
 			}
 		})

@@ -8,7 +8,6 @@ import (
 
 	"golang.org/x/crypto/acme/autocert"
 
-	"github.com/mailstack/mailstack/store"
 	"github.com/mailstack/mailstack/store/storetest"
 )
 
@@ -17,15 +16,7 @@ import (
 func TestCertCache(t *testing.T) {
 	ctx := context.Background()
 	url := storetest.NewURL(t)
-	open := func() autocert.Cache {
-		st, err := store.Open(ctx, url, store.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(st.Close)
-		return st.CertCache()
-	}
-	p1, p2 := open(), open()
+	p1, p2 := storetest.Open(t, url).CertCache(), storetest.Open(t, url).CertCache()
 
 	steps := []struct {
 		name  string

@@ -20,13 +20,37 @@ import (
 	"github.com/mailstack/mailstack/store"
 )
 
+// listen runs st.Listen until stop is called or the test ends; its events
+// arrive on the channel, which buffers n.
+func listen(t *testing.T, st *store.Store, n int) (events chan store.ChangeEvent, stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	events = make(chan store.ChangeEvent, n)
+	done := make(chan error, 1)
+	go func() { done <- st.Listen(ctx, func(ev store.ChangeEvent) { events <- ev }) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return events, stop
+}
+
+// awaitResync fails the test unless the first event is the resync that
+// follows LISTEN.
+func awaitResync(t *testing.T, events <-chan store.ChangeEvent) {
+	t.Helper()
+	select {
+	case ev := <-events:
+		if !ev.Resync {
+			t.Fatalf("first event %+v", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no LISTEN")
+	}
+}
+
 func TestListenReconnects(t *testing.T) {
 	f := newFixture(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	events := make(chan store.ChangeEvent, 16)
-	done := make(chan error, 1)
-	go func() { done <- f.st.Listen(ctx, func(ev store.ChangeEvent) { events <- ev }) }()
+	ctx := context.Background()
+	events, stop := listen(t, f.st, 16)
 	inbox := f.mailbox(t, f.a, "INBOX")
 
 	// The listener connects asynchronously: append until one arrives.
@@ -78,8 +102,7 @@ wait:
 				}
 				for ev := range events {
 					if ev.ModSeq == res.ModSeq {
-						cancel()
-						<-done
+						stop()
 						return
 					}
 				}
@@ -206,9 +229,7 @@ func TestListenDetectsDeadConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	events := make(chan store.ChangeEvent, 64)
-	done := make(chan error, 1)
-	go func() { done <- st.Listen(ctx, func(ev store.ChangeEvent) { events <- ev }) }()
+	events, stop := listen(t, st, 64)
 	inbox := f.mailbox(t, f.a, "INBOX")
 	next := func(what string) store.ChangeEvent {
 		t.Helper()
@@ -251,27 +272,16 @@ func TestListenDetectsDeadConnection(t *testing.T) {
 	if ev := next("append after the reconnect"); ev.Resync || ev.ModSeq != ms {
 		t.Fatalf("event %+v, want modseq %d", ev, ms)
 	}
-	cancel()
-	<-done
+	stop()
 }
 
 // DeleteAccount announces every mailbox of the account (sessions that have
 // one selected end at once).
 func TestDeleteAccountNotifies(t *testing.T) {
 	f := newFixture(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	events := make(chan store.ChangeEvent, 64)
-	done := make(chan error, 1)
-	go func() { done <- f.st.Listen(ctx, func(ev store.ChangeEvent) { events <- ev }) }()
-	select {
-	case ev := <-events:
-		if !ev.Resync {
-			t.Fatalf("first event %+v", ev)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no LISTEN")
-	}
+	ctx := context.Background()
+	events, stop := listen(t, f.st, 64)
+	awaitResync(t, events)
 	mbs, err := f.st.Mailboxes(ctx, f.b.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -306,8 +316,7 @@ func TestDeleteAccountNotifies(t *testing.T) {
 	if err := f.st.DeleteAccount(ctx, "bob@example.org"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("deleting again: %v, want ErrNotFound", err)
 	}
-	cancel()
-	<-done
+	stop()
 }
 
 // TestLoginChangesNotified: revoking an app password, disabling and
@@ -315,11 +324,8 @@ func TestDeleteAccountNotifies(t *testing.T) {
 // re-enabling and refused changes announce nothing.
 func TestLoginChangesNotified(t *testing.T) {
 	f := newFixture(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	events := make(chan store.ChangeEvent, 64)
-	done := make(chan error, 1)
-	go func() { done <- f.st.Listen(ctx, func(ev store.ChangeEvent) { events <- ev }) }()
+	ctx := context.Background()
+	events, stop := listen(t, f.st, 64)
 	next := func() *store.LoginChange {
 		t.Helper()
 		for {
@@ -333,14 +339,7 @@ func TestLoginChangesNotified(t *testing.T) {
 			}
 		}
 	}
-	select {
-	case ev := <-events:
-		if !ev.Resync {
-			t.Fatalf("first event %+v", ev)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no LISTEN")
-	}
+	awaitResync(t, events)
 	_, ap, err := f.st.CreateAppPassword(ctx, f.b.ID, "phone")
 	if err != nil {
 		t.Fatal(err)
@@ -369,8 +368,7 @@ func TestLoginChangesNotified(t *testing.T) {
 		(&store.LoginChange{AccountID: f.a.ID}).Affects(l) {
 		t.Fatal("LoginChange.Affects")
 	}
-	cancel()
-	<-done
+	stop()
 }
 
 // TestNotificationsCarryChanges: a delivery's and a flag change's
@@ -379,12 +377,8 @@ func TestLoginChangesNotified(t *testing.T) {
 // a change too large for a payload, and every other kind, is a wake-up.
 func TestNotificationsCarryChanges(t *testing.T) {
 	f := newFixture(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	events := make(chan store.ChangeEvent, 1024)
-	done := make(chan error, 1)
-	go func() { done <- f.st.Listen(ctx, func(ev store.ChangeEvent) { events <- ev }) }()
-	defer func() { cancel(); <-done }()
+	ctx := context.Background()
+	events, _ := listen(t, f.st, 1024)
 	select {
 	case <-events: // the resync after LISTEN: from now on nothing is missed
 	case <-time.After(10 * time.Second):

@@ -101,11 +101,7 @@ func TestSortKeysEveryPath(t *testing.T) {
 func TestSortKeysBackfill(t *testing.T) {
 	ctx := context.Background()
 	url := storetest.NewURL(t)
-	st, err := store.Open(ctx, url, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := storetest.Open(t, url)
 	if _, err := st.CreateDomain(ctx, "example.org", "mail", []byte("key")); err != nil {
 		t.Fatal(err)
 	}

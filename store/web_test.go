@@ -18,14 +18,7 @@ import (
 // PruneWebSessions removes the expired rows.
 func TestWebSessionLifetime(t *testing.T) {
 	ctx := context.Background()
-	st := storetest.New(t)
-	if _, err := st.CreateDomain(ctx, "example.org", "mail", []byte("k")); err != nil {
-		t.Fatal(err)
-	}
-	acc, err := st.CreateAccount(ctx, "a@example.org", "password-a", store.AccountOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, acc := webAccount(t)
 	conn, err := pgx.ConnectConfig(ctx, st.ConnConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -94,14 +87,7 @@ func TestWebSessionLifetime(t *testing.T) {
 // step and a recovery code work once; wrong codes end a pending session.
 func TestWebSignInAndSecondFactor(t *testing.T) {
 	ctx := context.Background()
-	st := storetest.New(t)
-	if _, err := st.CreateDomain(ctx, "example.org", "mail", []byte("k")); err != nil {
-		t.Fatal(err)
-	}
-	acc, err := st.CreateAccount(ctx, "a@example.org", "password-a", store.AccountOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, acc := webAccount(t)
 	secret, _, err := st.CreateAppPassword(ctx, acc.ID, "phone")
 	if err != nil {
 		t.Fatal(err)
@@ -172,6 +158,22 @@ func TestWebSignInAndSecondFactor(t *testing.T) {
 	}
 }
 
+// webAccount returns a fresh store with one account, a@example.org,
+// password "password-a".
+func webAccount(t testing.TB) (*store.Store, *store.Account) {
+	t.Helper()
+	ctx := context.Background()
+	st := storetest.New(t)
+	if _, err := st.CreateDomain(ctx, "example.org", "mail", []byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	acc, err := st.CreateAccount(ctx, "a@example.org", "password-a", store.AccountOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, acc
+}
+
 // signIn starts a web session and returns its token and row.
 func signIn(t *testing.T, st *store.Store, accountID int64, pending bool) (string, *store.WebSession) {
 	t.Helper()
@@ -191,14 +193,7 @@ func signIn(t *testing.T, st *store.Store, accountID int64, pending bool) (strin
 // find and touch its session (one UPDATE … RETURNING).
 func BenchmarkWebSessionByToken(b *testing.B) {
 	ctx := context.Background()
-	st := storetest.New(b)
-	if _, err := st.CreateDomain(ctx, "example.org", "mail", []byte("k")); err != nil {
-		b.Fatal(err)
-	}
-	acc, err := st.CreateAccount(ctx, "a@example.org", "password-a", store.AccountOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	st, acc := webAccount(b)
 	token, err := st.CreateWebSession(ctx, acc.ID, false, "192.0.2.1", "b")
 	if err != nil {
 		b.Fatal(err)

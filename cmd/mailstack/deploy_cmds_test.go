@@ -15,7 +15,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +27,7 @@ import (
 	"howett.net/plist"
 
 	"github.com/mailstack/mailstack/internal/dnscheck/dnstest"
+	"github.com/mailstack/mailstack/internal/smtptest"
 	"github.com/mailstack/mailstack/store"
 	"github.com/mailstack/mailstack/store/storetest"
 )
@@ -65,16 +65,6 @@ func setupDomain(t *testing.T) (db, url, appPassword string) {
 		t.Fatalf("no app password in:\n%s", out)
 	}
 	return db, url, appPassword
-}
-
-func openStore(t *testing.T, url string) *store.Store {
-	t.Helper()
-	st, err := store.Open(context.Background(), url, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	return st
 }
 
 // serveProc is a `mailstack serve` running for one test.
@@ -199,111 +189,19 @@ func submit(t *testing.T, addr, user, pass, from string, to []string, msg string
 	}
 }
 
-// fakeRelay is a smarthost on loopback (STARTTLS with testdata's
-// certificate, AUTH PLAIN) that records what it is given.
-type fakeRelay struct {
-	user, pass string
-	mu         sync.Mutex
-	msgs       []relayedMsg
-}
-
-type relayedMsg struct {
-	from string
-	to   []string
-	data []byte
-}
-
-// startRelay returns the relay and its MAILSTACK_RELAY URL.
-func startRelay(t *testing.T) (*fakeRelay, string) {
+// startRelay starts a smarthost on loopback (STARTTLS with testdata's
+// certificate, AUTH PLAIN) that records what it is given, and returns it
+// with its MAILSTACK_RELAY URL.
+func startRelay(t *testing.T) (*smtptest.Server, string) {
 	t.Helper()
 	cert, err := tls.LoadX509KeyPair(filepath.Join("testdata", "relay-cert.pem"), filepath.Join("testdata", "relay-key.pem"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &fakeRelay{user: "relayuser", pass: "relay-secret"}
-	srv := smtp.NewServer(r)
-	srv.Domain = "relay.example"
-	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
-	srv.ErrorLog = discardLogger{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln) //nolint:errcheck
-	t.Cleanup(func() { srv.Close() })
-	return r, "smtp://" + r.user + ":" + r.pass + "@" + ln.Addr().String()
+	const user, pass = "relayuser", "relay-secret"
+	r := smtptest.Start(t, smtptest.Options{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Domain: "relay.example", User: user, Password: pass})
+	return r, "smtp://" + user + ":" + pass + "@" + r.Addr
 }
-
-func (r *fakeRelay) received() []relayedMsg {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]relayedMsg(nil), r.msgs...)
-}
-
-// wait returns the relay's messages once there are n.
-func (r *fakeRelay) wait(t *testing.T, n int) []relayedMsg {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for len(r.received()) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("relay received %d message(s), want %d", len(r.received()), n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return r.received()
-}
-
-// NewSession implements smtp.Backend.
-func (r *fakeRelay) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	return &relaySession{r: r, conn: c}, nil
-}
-
-type relaySession struct {
-	r      *fakeRelay
-	conn   *smtp.Conn
-	authed bool
-	msg    relayedMsg
-}
-
-func (s *relaySession) AuthMechanisms() []string { return []string{sasl.Plain} }
-func (s *relaySession) Auth(string) (sasl.Server, error) {
-	return sasl.NewPlainServer(func(_, user, pass string) error {
-		if user != s.r.user || pass != s.r.pass {
-			return errors.New("bad credentials")
-		}
-		s.authed = true
-		return nil
-	}), nil
-}
-func (s *relaySession) Mail(from string, _ *smtp.MailOptions) error {
-	if _, tlsOn := s.conn.TLSConnectionState(); !tlsOn || !s.authed {
-		return smtp.ErrAuthRequired
-	}
-	s.msg = relayedMsg{from: from}
-	return nil
-}
-func (s *relaySession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	s.msg.to = append(s.msg.to, to)
-	return nil
-}
-func (s *relaySession) Data(r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	s.msg.data = b
-	s.r.mu.Lock()
-	s.r.msgs = append(s.r.msgs, s.msg)
-	s.r.mu.Unlock()
-	return nil
-}
-func (s *relaySession) Reset()        { s.msg = relayedMsg{} }
-func (s *relaySession) Logout() error { return nil }
-
-type discardLogger struct{}
-
-func (discardLogger) Printf(string, ...any) {}
-func (discardLogger) Println(...any)        {}
 
 // idleRecorder collects the EXISTS counts an IMAP client is told.
 type idleRecorder chan uint32
@@ -394,7 +292,7 @@ func TestMobileconfigCommand(t *testing.T) {
 	if mail["OutgoingPassword"] != pw || !appPasswordRE.MatchString(pw) {
 		t.Fatalf("passwords: %q %q", pw, mail["OutgoingPassword"])
 	}
-	st := openStore(t, url)
+	st := storetest.Open(t, url)
 	ctx := context.Background()
 	acc, _ := st.AccountByAddress(ctx, "alice@example.org")
 	aps, _ := st.AppPasswords(ctx, acc.ID)
@@ -488,12 +386,12 @@ func TestDNSCommand(t *testing.T) {
 	submit(t, srv.addr(t, "submission"), "alice@example.org", alicePass, "alice@example.org", []string{"bob@remote.example"},
 		"From: Alice <alice@example.org>\r\nTo: bob@remote.example\r\nSubject: signed by the server\r\n"+
 			"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <dns-test@example.org>\r\n\r\nHello, Bob.\r\n")
-	msgs := relay.wait(t, 1)
-	if msgs[0].from != "alice@example.org" || len(msgs[0].to) != 1 || msgs[0].to[0] != "bob@remote.example" {
-		t.Errorf("relayed envelope: from %q to %q", msgs[0].from, msgs[0].to)
+	msgs := relay.Wait(t, 1)
+	if msgs[0].From != "alice@example.org" || len(msgs[0].To) != 1 || msgs[0].To[0] != "bob@remote.example" {
+		t.Errorf("relayed envelope: from %q to %q", msgs[0].From, msgs[0].To)
 	}
 	var lookups []string
-	vs, err := dkim.VerifyWithOptions(bytes.NewReader(msgs[0].data), &dkim.VerifyOptions{LookupTXT: func(name string) ([]string, error) {
+	vs, err := dkim.VerifyWithOptions(bytes.NewReader(msgs[0].Data), &dkim.VerifyOptions{LookupTXT: func(name string) ([]string, error) {
 		lookups = append(lookups, name)
 		if name != "mailstack._domainkey.example.org" {
 			return nil, fmt.Errorf("no TXT record at %s", name)
@@ -501,7 +399,7 @@ func TestDNSCommand(t *testing.T) {
 		return []string{dkimTXT}, nil
 	}})
 	if err != nil || len(vs) != 1 || vs[0].Err != nil || vs[0].Domain != "example.org" {
-		t.Fatalf("DKIM verification of the relayed message with the printed record: %v %+v (lookups %q)\n%s", err, vs, lookups, msgs[0].data)
+		t.Fatalf("DKIM verification of the relayed message with the printed record: %v %+v (lookups %q)\n%s", err, vs, lookups, msgs[0].Data)
 	}
 }
 
@@ -515,7 +413,7 @@ func TestPostmaster(t *testing.T) {
 	if err != nil || !strings.Contains(out, "postmaster@example.net") {
 		t.Fatalf("domain add does not say where postmaster mail goes: %v\n%s", err, out)
 	}
-	st := openStore(t, url)
+	st := storetest.Open(t, url)
 	ctx := context.Background()
 	check := func(step string, want map[string]string) {
 		t.Helper()
@@ -633,7 +531,7 @@ func TestServeMetrics(t *testing.T) {
 	// through the relay.
 	submit(t, srv.addr(t, "submission"), "alice@example.org", alicePass, "alice@example.org", []string{"bob@remote.example"},
 		"From: alice@example.org\r\nTo: bob@remote.example\r\nSubject: out\r\n\r\nhi\r\n")
-	relay.wait(t, 1)
+	relay.Wait(t, 1)
 	srv.waitMetrics(t, "after the relayed submission",
 		`mailstack_messages_in_total\{service="submission"\} 1`,
 		`mailstack_messages_out_total\{result="delivered"\} 1`,

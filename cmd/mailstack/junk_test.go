@@ -23,11 +23,7 @@ func TestServeRspamd(t *testing.T) {
 	srv := rspamdtest.Start(t)
 	url := storetest.NewURL(t)
 	ctx := context.Background()
-	st, err := store.Open(ctx, url, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := storetest.Open(t, url)
 	for k, v := range map[string]string{
 		"MAILSTACK_DATABASE_URL":          url,
 		"MAILSTACK_DATA_DIR":              t.TempDir(),

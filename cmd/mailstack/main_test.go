@@ -480,11 +480,7 @@ func TestServeAfterAdminCommand(t *testing.T) {
 func TestServeEnvironment(t *testing.T) {
 	url := storetest.NewURL(t)
 	ctx := context.Background()
-	st, err := store.Open(ctx, url, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := storetest.Open(t, url)
 	env := map[string]string{
 		"MAILSTACK_DATABASE_URL":          url,
 		"MAILSTACK_DATA_DIR":              t.TempDir(),
@@ -776,11 +772,7 @@ func TestServeFlagsMatchREADME(t *testing.T) {
 func wantAdmins(t *testing.T, url string, want ...string) {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, url, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := storetest.Open(t, url)
 	us, err := st.AccountUsages(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -14,11 +14,7 @@ func TestQueueCommands(t *testing.T) {
 	url := storetest.NewURL(t)
 	db := "--database-url=" + url
 	ctx := context.Background()
-	st, err := store.Open(ctx, url, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := storetest.Open(t, url)
 	if _, err := st.CreateDomain(ctx, "example.org", "s", []byte("k")); err != nil {
 		t.Fatal(err)
 	}

@@ -133,11 +133,7 @@ func TestQuickstart(t *testing.T) {
 			if _, stderr, code := command("a-long-main-password\n", args...); code == 0 || !strings.Contains(stderr, "exists already") {
 				t.Errorf("second run: exit %d, %s", code, stderr)
 			}
-			st, err := store.Open(context.Background(), url, store.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
+			st := storetest.Open(t, url)
 			acc, err := st.AccountByAddress(context.Background(), "you@"+domain)
 			if (err == nil) != tt.account {
 				t.Fatalf("account you@%s: %v, want created %v", domain, err, tt.account)

@@ -102,16 +102,6 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func newStore(t *testing.T, url string) *store.Store {
-	t.Helper()
-	st, err := store.Open(context.Background(), url, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	return st
-}
-
 func addDomain(t *testing.T, st *store.Store, name string) {
 	t.Helper()
 	key, err := dkimkey.Generate()
@@ -179,7 +169,7 @@ func TestHostPolicy(t *testing.T) {
 func TestTLSALPN01(t *testing.T) {
 	ctx := context.Background()
 	url := storetest.NewURL(t)
-	st := newStore(t, url)
+	st := storetest.Open(t, url)
 	addDomain(t, st, "example.org")
 
 	tlsLn, err := net.Listen("tcp", "127.0.0.1:0")
@@ -232,7 +222,7 @@ func TestTLSALPN01(t *testing.T) {
 
 	// A second process on the same database, whose CA is unreachable,
 	// serves the same certificate from the shared cache.
-	st2 := newStore(t, url)
+	st2 := storetest.Open(t, url)
 	m2, err := acmecert.New(acmecert.Options{Email: "postmaster@example.org", DirectoryURL: "https://127.0.0.1:1/dir",
 		Hostname: hostname, Domains: st2, Cache: st2.CertCache()})
 	if err != nil {
@@ -328,7 +318,7 @@ func TestChallengeAnsweredByAnotherProcess(t *testing.T) {
 		t.Run(challenge, func(t *testing.T) {
 			ctx := context.Background()
 			url := storetest.NewURL(t)
-			stA, stB := newStore(t, url), newStore(t, url)
+			stA, stB := storetest.Open(t, url), storetest.Open(t, url)
 			addDomain(t, stA, "example.org")
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {

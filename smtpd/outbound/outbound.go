@@ -75,6 +75,11 @@ type Config struct {
 	Log                    *slog.Logger
 	// Metrics, if set, counts delivery results.
 	Metrics *metrics.Mailstack
+	// OnPass, if set, is called by Run after each pass, before it sleeps,
+	// with the rows the pass claimed and the claimed groups still being
+	// delivered or waiting for a slot. Tests learn from (0, 0) that the
+	// worker holds nothing: with the queue empty it delivers no more.
+	OnPass func(claimed, inHand int)
 }
 
 func (c Config) withDefaults() Config {
@@ -151,6 +156,9 @@ func (w *Worker) Run(ctx context.Context) {
 		}
 		if n == w.cfg.BatchSize && err == nil {
 			continue // more may be due right now
+		}
+		if w.cfg.OnPass != nil {
+			w.cfg.OnPass(n, len(w.slots)+int(w.waiting.Load()))
 		}
 		sleep := w.cfg.PollInterval
 		if next, ok, err := w.cfg.Store.NextQueueAttempt(ctx); err == nil && ok {
@@ -291,6 +299,8 @@ func (w *Worker) waitForSlot(ctx context.Context, g []store.QueuedMessage, start
 // and frees the slot. The attempt ends after AttemptTimeout or at
 // leaseEnd, whichever comes first.
 func (w *Worker) deliverInSlot(ctx context.Context, g []store.QueuedMessage, leaseEnd time.Time) {
+	// The slot is free before Run is woken, so Run's pass counts it free.
+	defer w.signalDone()
 	defer func() { <-w.slots }()
 	deadline := time.Now().Add(w.cfg.AttemptTimeout)
 	if leaseEnd.Before(deadline) {
@@ -302,7 +312,6 @@ func (w *Worker) deliverInSlot(ctx context.Context, g []store.QueuedMessage, lea
 	w.record(context.WithoutCancel(ctx), g, results)
 	// This group may have been the last of a message being tried.
 	w.sendBounces(ctx)
-	w.signalDone()
 }
 
 func (w *Worker) signalDone() {

@@ -412,3 +412,15 @@ func randomName() (string, error) {
 }
 
 func ident(name string) string { return pgx.Identifier{name}.Sanitize() }
+
+// Open returns a Store on url (from NewURL), with default options, closed
+// when the test ends: another process's view of the same database.
+func Open(t testing.TB, url string) *store.Store {
+	t.Helper()
+	s, err := store.Open(context.Background(), url, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}

@@ -33,6 +33,20 @@ import (
 // later ones load them from a cache shared by all tests.
 const startTimeout = 3 * time.Minute
 
+// Prose is an ordinary message body, long enough for rspamd's Bayes
+// classifier to learn from (it skips messages of few words).
+const Prose = `Hello Bob,
+
+thank you for the notes from Thursday's meeting. I went through the budget
+figures again this morning and the numbers for the second quarter look
+right to me, apart from the travel costs, which seem to include the
+conference in October twice. Could you check with accounting before Friday?
+Also, the new printer on the third floor is finally working, so we can print
+the handouts there instead of going to the copy shop down the street.
+
+See you at lunch,
+Anna`
+
 // Server is a running rspamd and its redis-server.
 type Server struct {
 	// URL is the scanner (normal worker); ControllerURL the controller.

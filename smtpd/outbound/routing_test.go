@@ -1,4 +1,4 @@
-package smtpd_test
+package outbound_test
 
 import (
 	"context"
@@ -8,13 +8,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mailstack/mailstack/internal/smtptest"
 	"github.com/mailstack/mailstack/smtpd/outbound"
 )
 
 // dialMap routes the worker's connections by IP address to fake MX hosts
 // on loopback, so several "hosts" can listen on one port number each;
 // an address not in the map refuses the connection.
-func dialMap(hosts map[string]*fakeMX) func(ctx context.Context, network, addr string) (net.Conn, error) {
+func dialMap(hosts map[string]*smtptest.Server) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		ip, _, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -25,7 +26,7 @@ func dialMap(hosts map[string]*fakeMX) func(ctx context.Context, network, addr s
 			return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("connection refused (test: nothing at %s)", addr)}
 		}
 		var d net.Dialer
-		return d.DialContext(ctx, network, mx.addr)
+		return d.DialContext(ctx, network, mx.Addr)
 	}
 }
 
@@ -66,55 +67,49 @@ func TestOutboundRouting(t *testing.T) {
 			badTLS: map[string]bool{"badtls": true}, wantHost: "badtls", wantTLS: false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, 1<<20)
-			hosts := map[string]*fakeMX{}
-			byIP := map[string]*fakeMX{}
+			e := newEnv(t)
+			hosts := map[string]*smtptest.Server{}
+			byIP := map[string]*smtptest.Server{}
 			for ip, name := range tc.up {
 				if hosts[name] == nil {
 					cfg := e.serverTLS
 					if tc.badTLS[name] {
 						cfg = &tls.Config{} // no certificate: every handshake fails
 					}
-					hosts[name] = newFakeMX(t, cfg)
+					hosts[name] = smtptest.NewMX(t, cfg)
 				}
 				byIP[ip] = hosts[name]
 			}
-			res := &fakeResolver{mx: map[string][]*net.MX{}, ips: map[string][]net.IPAddr{}}
+			res := &smtptest.Resolver{MX: map[string][]*net.MX{}, IPs: map[string][]net.IPAddr{}}
 			domain := tc.rcpt[strings.IndexByte(tc.rcpt, '@')+1:]
 			if tc.mx != nil {
-				res.mx[domain] = tc.mx
+				res.MX[domain] = tc.mx
 			}
 			for h, addrs := range tc.ips {
 				for _, a := range addrs {
-					res.ips[h] = append(res.ips[h], net.IPAddr{IP: net.ParseIP(a)})
+					res.IPs[h] = append(res.IPs[h], net.IPAddr{IP: net.ParseIP(a)})
 				}
 			}
-			startWorker(t, e.st, hosts[tc.wantHost], func(c *outbound.Config) {
+			smtptest.StartWorker(t, e.st, hosts[tc.wantHost], func(c *outbound.Config) {
 				c.Resolver = res
 				c.Dial = dialMap(byIP)
 			})
-			c := e.login(t, true, "alice@example.org", e.alicePass)
-			if err := send(c, "alice@example.org", []string{tc.rcpt}, crlf("From: alice@example.org\nSubject: routed\n\nbody\n")); err != nil {
-				t.Fatal(err)
-			}
+			e.submit(t, "alice@example.org", []string{tc.rcpt}, crlf("From: alice@example.org\nSubject: routed\n\nbody\n"))
 			want := hosts[tc.wantHost]
-			waitFor(t, "delivery", func() bool { return len(want.deliveries()) == 1 && e.queueLen(t) == 0 })
+			smtptest.WaitFor(t, "delivery", func() bool { return len(want.Deliveries()) == 1 && e.queueLen(t) == 0 })
 			for name, mx := range hosts {
 				if name == tc.wantHost {
 					continue
 				}
-				if n := mx.conns.Load(); n != 0 {
+				if n := mx.Conns(); n != 0 {
 					t.Errorf("%s got %d connections; only %s should have been tried", name, n, tc.wantHost)
 				}
 			}
-			want.mu.Lock()
-			tlsSeen := want.tlsSeen
-			want.mu.Unlock()
-			if tlsSeen != tc.wantTLS {
-				t.Errorf("TLS used: %v, want %v", want.tlsSeen, tc.wantTLS)
+			if tlsSeen := want.TLSSeen(); tlsSeen != tc.wantTLS {
+				t.Errorf("TLS used: %v, want %v", tlsSeen, tc.wantTLS)
 			}
-			if tc.badTLS[tc.wantHost] && want.conns.Load() != 2 {
-				t.Errorf("%d connections to the MX with broken TLS, want 2 (TLS, then plain text)", want.conns.Load())
+			if tc.badTLS[tc.wantHost] && want.Conns() != 2 {
+				t.Errorf("%d connections to the MX with broken TLS, want 2 (TLS, then plain text)", want.Conns())
 			}
 		})
 	}

@@ -1,4 +1,4 @@
-package smtpd_test
+package outbound_test
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailstack/mailstack/internal/smtptest"
 	"github.com/mailstack/mailstack/smtpd/outbound"
 	"github.com/mailstack/mailstack/store"
 )
@@ -41,67 +42,39 @@ func leaseChecker(t *testing.T, st *store.Store) func(to []string) {
 	}
 }
 
-func waitLong(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // More domains than delivery slots and slow MX hosts: the groups that wait
 // for a slot must not be delivered after the lease of their claim ran out,
 // when a second worker claims and delivers the same rows.
 func TestOutboundLeaseSlowGroups(t *testing.T) {
-	e := newEnv(t, 1<<20)
-	mx := newFakeMX(t, e.serverTLS)
-	mx.rcptDelay = func(string) time.Duration { return time.Second }
-	mx.onData = leaseChecker(t, e.st)
+	e := newEnv(t)
+	mx := smtptest.NewMX(t, e.serverTLS)
+	mx.RcptDelay = func(string) time.Duration { return time.Second }
+	mx.OnData = leaseChecker(t, e.st)
 	var domains, rcpts []string
 	for i := range 6 {
 		d := fmt.Sprintf("d%d.test", i)
 		domains = append(domains, d)
 		rcpts = append(rcpts, "x@"+d)
 	}
-	for range 2 {
-		st, err := store.Open(context.Background(), e.url, store.Options{MaxConns: 8})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(st.Close)
-		startWorker(t, st, mx, func(c *outbound.Config) {
-			c.Resolver = remoteResolver(domains...)
-			c.Concurrency = 1
-			c.Lease = 3 * time.Second
-		})
-	}
-	c := e.login(t, true, "alice@example.org", e.alicePass)
-	if err := send(c, "alice@example.org", rcpts, crlf("From: alice@example.org\nMessage-ID: <lease@example.org>\nSubject: s\n\nbody\n")); err != nil {
-		t.Fatal(err)
-	}
-	total := func() int {
-		mx.mu.Lock()
-		defer mx.mu.Unlock()
-		n := 0
-		for _, c := range mx.perRcpt {
-			n += c
-		}
-		return n
-	}
-	waitLong(t, "all deliveries", 30*time.Second, func() bool { return total() >= len(rcpts) && e.queueLen(t) == 0 })
-	time.Sleep(500 * time.Millisecond)
-	mx.mu.Lock()
-	defer mx.mu.Unlock()
-	for k, n := range mx.perRcpt {
+	workers := e.processes(t, 2, mx, func(c *outbound.Config) {
+		c.Resolver = smtptest.RemoteResolver(domains...)
+		c.Concurrency = 1
+		c.Lease = 3 * time.Second
+	})
+	e.submit(t, "alice@example.org", rcpts, crlf("From: alice@example.org\nMessage-ID: <lease@example.org>\nSubject: s\n\nbody\n"))
+	// Once the queue is empty and neither worker holds a row, no late
+	// delivery can come.
+	smtptest.WaitLong(t, "all deliveries", 30*time.Second, func() bool {
+		return mx.Total() >= len(rcpts) && e.queueLen(t) == 0 && idle(workers...)
+	})
+	perRcpt := mx.PerRecipient()
+	for k, n := range perRcpt {
 		if n != 1 {
 			t.Errorf("%s delivered %d times", k, n)
 		}
 	}
-	if len(mx.perRcpt) != len(rcpts) {
-		t.Errorf("%d recipients got the message, want %d", len(mx.perRcpt), len(rcpts))
+	if len(perRcpt) != len(rcpts) {
+		t.Errorf("%d recipients got the message, want %d", len(perRcpt), len(rcpts))
 	}
 }
 
@@ -109,26 +82,23 @@ func TestOutboundLeaseSlowGroups(t *testing.T) {
 // the lease ends, even with a longer AttemptTimeout, and nothing is
 // delivered outside a lease.
 func TestOutboundAttemptEndsBeforeLease(t *testing.T) {
-	e := newEnv(t, 1<<20)
-	mx := newFakeMX(t, e.serverTLS)
+	e := newEnv(t)
+	mx := smtptest.NewMX(t, e.serverTLS)
 	const lease = 2 * time.Second
 	var firstRcpt atomic.Int64 // unix nanoseconds
-	mx.rcptDelay = func(string) time.Duration {
+	mx.RcptDelay = func(string) time.Duration {
 		firstRcpt.CompareAndSwap(0, time.Now().UnixNano())
 		return 10 * time.Second
 	}
-	mx.onData = leaseChecker(t, e.st)
-	startWorker(t, e.st, mx, func(c *outbound.Config) {
+	mx.OnData = leaseChecker(t, e.st)
+	smtptest.StartWorker(t, e.st, mx, func(c *outbound.Config) {
 		c.Lease = lease
 		c.AttemptTimeout = time.Hour
 		c.RetryBase, c.RetryMax = time.Hour, time.Hour // one attempt is enough to watch
 	})
-	c := e.login(t, true, "alice@example.org", e.alicePass)
-	if err := send(c, "alice@example.org", []string{"carol@remote.test"}, crlf("From: alice@example.org\nSubject: s\n\nbody\n")); err != nil {
-		t.Fatal(err)
-	}
+	e.submit(t, "alice@example.org", []string{"carol@remote.test"}, crlf("From: alice@example.org\nSubject: s\n\nbody\n"))
 	var ended time.Time
-	waitLong(t, "the attempt to end", 15*time.Second, func() bool {
+	smtptest.WaitLong(t, "the attempt to end", 15*time.Second, func() bool {
 		q, err := e.st.QueueEntries(context.Background())
 		if err != nil {
 			t.Fatal(err)
@@ -143,7 +113,7 @@ func TestOutboundAttemptEndsBeforeLease(t *testing.T) {
 	if d := ended.Sub(start); d >= lease {
 		t.Errorf("the attempt ran %v after RCPT, at least its whole lease (%v)", d, lease)
 	}
-	if n := len(mx.deliveries()); n != 0 {
+	if n := len(mx.Deliveries()); n != 0 {
 		t.Errorf("%d deliveries, want none", n)
 	}
 }
@@ -151,36 +121,31 @@ func TestOutboundAttemptEndsBeforeLease(t *testing.T) {
 // A domain whose MX is slow must not hold up mail for other domains queued
 // meanwhile.
 func TestOutboundSlowDomainDoesNotBlockOthers(t *testing.T) {
-	e := newEnv(t, 1<<20)
-	mx := newFakeMX(t, e.serverTLS)
+	e := newEnv(t)
+	mx := smtptest.NewMX(t, e.serverTLS)
 	slowStarted := make(chan struct{})
 	var once sync.Once
-	mx.rcptDelay = func(to string) time.Duration {
+	mx.RcptDelay = func(to string) time.Duration {
 		if strings.HasSuffix(to, "@slow.test") {
 			once.Do(func() { close(slowStarted) })
 			return 4 * time.Second
 		}
 		return 0
 	}
-	startWorker(t, e.st, mx, func(c *outbound.Config) {
-		c.Resolver = remoteResolver("slow.test", "fast.test")
+	smtptest.StartWorker(t, e.st, mx, func(c *outbound.Config) {
+		c.Resolver = smtptest.RemoteResolver("slow.test", "fast.test")
 		c.Lease = time.Minute
 	})
-	c := e.login(t, true, "alice@example.org", e.alicePass)
-	if err := send(c, "alice@example.org", []string{"x@slow.test"}, crlf("From: alice@example.org\nSubject: slow\n\nbody\n")); err != nil {
-		t.Fatal(err)
-	}
+	e.submit(t, "alice@example.org", []string{"x@slow.test"}, crlf("From: alice@example.org\nSubject: slow\n\nbody\n"))
 	select {
 	case <-slowStarted:
 	case <-time.After(10 * time.Second):
 		t.Fatal("slow delivery never started")
 	}
-	if err := send(c, "alice@example.org", []string{"y@fast.test"}, crlf("From: alice@example.org\nSubject: fast\n\nbody\n")); err != nil {
-		t.Fatal(err)
+	e.submit(t, "alice@example.org", []string{"y@fast.test"}, crlf("From: alice@example.org\nSubject: fast\n\nbody\n"))
+	smtptest.WaitLong(t, "fast delivery", 10*time.Second, func() bool { return len(mx.Deliveries()) > 0 })
+	if d := mx.Deliveries(); len(d) != 1 || d[0].To[0] != "y@fast.test" {
+		t.Fatalf("first delivery %+v, want the fast one while the slow MX still stalls", d[0].To)
 	}
-	waitLong(t, "fast delivery", 10*time.Second, func() bool { return len(mx.deliveries()) > 0 })
-	if d := mx.deliveries(); len(d) != 1 || d[0].to[0] != "y@fast.test" {
-		t.Fatalf("first delivery %+v, want the fast one while the slow MX still stalls", d[0].to)
-	}
-	waitLong(t, "slow delivery", 15*time.Second, func() bool { return len(mx.deliveries()) == 2 && e.queueLen(t) == 0 })
+	smtptest.WaitLong(t, "slow delivery", 15*time.Second, func() bool { return len(mx.Deliveries()) == 2 && e.queueLen(t) == 0 })
 }
