@@ -14,6 +14,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mailstack/mailstack/internal/mailaddr"
 	"github.com/mailstack/mailstack/internal/rspamd"
 	"github.com/mailstack/mailstack/smtpd/inboundauth"
 	"github.com/mailstack/mailstack/store"
@@ -33,6 +34,8 @@ const (
 // Replies of the inbound MX.
 var (
 	errRelayDenied = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Relay access denied"}
+	// errBadRecipient answers a RCPT address that is not local@domain.
+	errBadRecipient = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
 )
 
 // MXOptions are the inbound MX's settings beyond Config.
@@ -182,16 +185,15 @@ func (s *mxSession) rcpt(to string) error {
 		s.log.Error("mx rcpt", "err", err)
 		return errTempFailure
 	}
-	addr := strings.ToLower(strings.TrimSpace(to))
-	at := strings.LastIndexByte(addr, '@')
-	if at <= 0 || at == len(addr)-1 {
-		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
+	parsed, err := mailaddr.Parse(to)
+	if err != nil {
+		return errBadRecipient
 	}
-	local, domain := addr[:at], strings.TrimSuffix(addr[at+1:], ".")
+	local, domain := strings.ToLower(parsed.Local), parsed.Domain
 	// Routing syntax in the local part (%-hack, bang paths, a second @
 	// from a quoted local part, route separators) could make some
 	// downstream system forward the mail; no account here has such a name.
-	if strings.ContainsAny(local, "@%!:,;\"\\ \t\r\n<>[]()") || domain == "" || strings.ContainsAny(domain, "[]:@%!") {
+	if strings.ContainsAny(local, "@%!:,;\"\\ <>[]()") || strings.ContainsAny(domain, "[]:%! ") {
 		return errRelayDenied
 	}
 	isLocal, known := s.localDomain[domain]
@@ -206,7 +208,7 @@ func (s *mxSession) rcpt(to string) error {
 	if !isLocal {
 		return errRelayDenied
 	}
-	addr = local + "@" + domain
+	addr := local + "@" + domain
 	acc, err := s.m.cfg.Store.ResolveRecipient(ctx, addr)
 	if errors.Is(err, store.ErrNotFound) {
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: fmt.Sprintf("No such user here: <%s>", addr)}
