@@ -318,11 +318,11 @@ func (s *mxSession) Data(r io.Reader) error {
 		}
 		pre, junk = fields+pre, junk || spam
 	}
-	final, err := store.Spool(io.MultiReader(strings.NewReader(pre), msg.Reader()), 0)
-	if err != nil {
+	// The trace fields go in front of the spooled message and its index:
+	// nothing is read, copied or indexed again (only hashed).
+	if err := msg.Prepend([]byte(pre)); err != nil {
 		return s.dataError("spool", err)
 	}
-	defer final.Close()
 
 	targets := make([]store.Target, 0, len(s.accounts))
 	for _, acc := range s.accounts {
@@ -333,7 +333,7 @@ func (s *mxSession) Data(r io.Reader) error {
 		}
 		targets = append(targets, store.Target{AccountID: acc, MailboxID: mb})
 	}
-	if _, err := s.m.cfg.Store.Deliver(ctx, final, targets); err != nil {
+	if _, err := s.m.cfg.Store.Deliver(ctx, msg, targets); err != nil {
 		if errors.Is(err, store.ErrOverQuota) {
 			// Temporary: the recipient may make room; the sender retries.
 			// (Mostly caught per recipient at RCPT; a message larger than
@@ -344,7 +344,7 @@ func (s *mxSession) Data(r io.Reader) error {
 		return errTempFailure
 	}
 	s.m.cfg.Metrics.MessageIn("mx")
-	log.Info("mx delivered", "id", t.id, "size", final.Size, "accounts", len(targets))
+	log.Info("mx delivered", "id", t.id, "size", msg.Size, "accounts", len(targets))
 	if !junk {
 		s.vacation(ctx, log, in)
 	}

@@ -341,12 +341,9 @@ func (s *session) Data(r io.Reader) error {
 			return errTempFailure
 		}
 		// Local recipients get the signed copy too: one stored content.
-		signed, err := store.Spool(io.MultiReader(strings.NewReader(sig), msg.Reader()), 0)
-		if err != nil {
+		if err := msg.Prepend([]byte(sig)); err != nil {
 			return s.dataError("spool signed", err)
 		}
-		defer signed.Close()
-		msg = signed
 		for _, rcpt := range s.remote {
 			remote = append(remote, store.Outbound{AccountID: s.login.AccountID, MailFrom: s.from, RcptTo: rcpt})
 		}
