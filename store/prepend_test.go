@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -121,4 +122,44 @@ func structureJSON(t *testing.T, m *mimeindex.Message) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// BenchmarkSpoolTrace: what the MX does with a received message once its
+// checks are done, before (spool the trace fields and the message again)
+// and now (Prepend), for a small message and one of 200 KB.
+func BenchmarkSpoolTrace(b *testing.B) {
+	trace := []byte("Received: from client.example ([192.0.2.1])\r\n\tby mx.example.org (mailstack) with ESMTPS id 1;\r\n\tMon, 1 Jan 2024 00:00:00 +0000\r\n" +
+		"Authentication-Results: mx.example.org; spf=pass smtp.mailfrom=a@example.com; dkim=pass header.d=example.com; dmarc=pass header.from=example.com\r\n")
+	for _, size := range []int{4 << 10, 200 << 10} {
+		msg := "From: a@example.com\r\nTo: alice@example.org\r\nSubject: bench\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n" +
+			strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef012345678\r\n", size/76) + "--b--\r\n"
+		b.Run(fmt.Sprintf("%dKB/respool", size>>10), func(b *testing.B) {
+			b.SetBytes(int64(len(msg)))
+			for b.Loop() {
+				m, err := store.Spool(strings.NewReader(msg), 0)
+				if err != nil {
+					b.Fatal(err)
+				}
+				final, err := store.Spool(io.MultiReader(bytes.NewReader(trace), m.Reader()), 0)
+				if err != nil {
+					b.Fatal(err)
+				}
+				final.Close()
+				m.Close()
+			}
+		})
+		b.Run(fmt.Sprintf("%dKB/prepend", size>>10), func(b *testing.B) {
+			b.SetBytes(int64(len(msg)))
+			for b.Loop() {
+				m, err := store.Spool(strings.NewReader(msg), 0)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := m.Prepend(trace); err != nil {
+					b.Fatal(err)
+				}
+				m.Close()
+			}
+		})
+	}
 }

@@ -115,7 +115,10 @@ func (m *Spooled) Prepend(fields []byte) error {
 		}
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, m.Reader()); err != nil {
+	h.Write(m.pre)
+	if m.file == nil {
+		h.Write(m.mem)
+	} else if _, err := io.Copy(h, io.NewSectionReader(m.file, 0, m.Size-int64(len(m.pre)))); err != nil {
 		return fmt.Errorf("hash message: %w", err)
 	}
 	copy(m.SHA256[:], h.Sum(nil))
