@@ -356,7 +356,7 @@ func (s *Store) Aliases(ctx context.Context, domain string) ([]Alias, error) {
 func (s *Store) DeleteAlias(ctx context.Context, alias string) error {
 	key, _, err := aliasKey(alias)
 	if err != nil {
-		key = strings.ToLower(strings.TrimSpace(alias)) // matches nothing
+		return objectErr("alias", alias, ErrNotFound) // no alias has that form
 	}
 	tag, err := s.pool.Exec(ctx, `DELETE FROM aliases WHERE address = $1`, key)
 	if err != nil {
