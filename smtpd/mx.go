@@ -389,22 +389,7 @@ func (s *mxSession) mailboxFor(ctx context.Context, account int64, junk bool) (i
 }
 
 // dataError maps a failure while reading the message to a reply.
-func (s *mxSession) dataError(what string, err error) error {
-	var smtpErr *smtp.SMTPError
-	switch {
-	case errors.Is(err, store.ErrTooBig), errors.As(err, &smtpErr) && smtpErr.Code == smtp.ErrDataTooLarge.Code:
-		return errTooBig
-	case errors.Is(err, errHeaderTooBig):
-		return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Header block too large"}
-	case errors.As(err, &smtpErr):
-		return smtpErr
-	case errors.Is(err, smtp.ErrTooLongLine):
-		// More than twice the size limit without a reply (dataConn).
-		return errTooBig
-	}
-	s.log.Warn("mx data", "step", what, "err", err)
-	return errTempFailure
-}
+func (s *mxSession) dataError(what string, err error) error { return dataError(s.log, "mx", what, err) }
 
 // mxReceived returns the Received header (RFC 5321 §4.4) noting TLS as
 // Postfix does: "with ESMTPS" and the version and cipher (RFC 3848).

@@ -413,7 +413,12 @@ func (s *session) checkAuthors(in *incoming) ([]*mail.Address, error) {
 }
 
 // dataError maps a failure while reading the message to a reply.
-func (s *session) dataError(what string, err error) error {
+func (s *session) dataError(what string, err error) error { return dataError(s.log, "smtp", what, err) }
+
+// dataError maps a failure while reading a message to a reply for both
+// backends; one it does not expect is logged as a "<kind> data" failure.
+// (The MX never passes errMalformedHeader: it keeps such mail.)
+func dataError(log *slog.Logger, kind, what string, err error) error {
 	var smtpErr *smtp.SMTPError
 	switch {
 	case errors.Is(err, store.ErrTooBig), errors.As(err, &smtpErr) && smtpErr.Code == smtp.ErrDataTooLarge.Code:
@@ -428,7 +433,7 @@ func (s *session) dataError(what string, err error) error {
 		// More than twice the size limit without a reply (dataConn).
 		return errTooBig
 	}
-	s.log.Warn("smtp data", "step", what, "err", err)
+	log.Warn(kind+" data", "step", what, "err", err)
 	return errTempFailure
 }
 
