@@ -845,8 +845,8 @@ func TestAddressForms(t *testing.T) {
 	if acc, err := f.st.AccountByAddress(ctx, " Alice@Example.org. "); err != nil || acc.ID != f.a.ID {
 		t.Errorf("AccountByAddress: %v %v", acc, err)
 	}
-	if err := f.st.SetDisabled(ctx, " BOB@example.org ", true); err != nil {
-		t.Errorf("SetDisabled with white space: %v", err)
+	if err := f.st.SetPassword(ctx, " BOB@example.org. ", "new-password-1234"); err != nil {
+		t.Errorf("SetPassword with white space and a trailing dot: %v", err)
 	}
 	for _, bad := range []string{"a b@example.org", `"a"@example.org`, "a@b@example.org", "<a@example.org>", "a\x01@example.org", "@example.org", "a@."} {
 		if _, err := f.st.CreateAccount(ctx, bad, "password-1234", store.AccountOptions{}); !errors.Is(err, store.ErrInvalid) {
