@@ -98,7 +98,8 @@ func (m *Spooled) spooled() io.ReaderAt {
 // computed afresh, which no hash function can extend at the front. The
 // result is what Spool of the whole message gives; where the index could
 // differ (fields the index would read as the message's type, pathological
-// headers) the message is indexed again instead.
+// headers) the message is indexed again instead. After an error (reading
+// a spool file failed) m must not be stored.
 func (m *Spooled) Prepend(fields []byte) error {
 	if len(fields) == 0 {
 		return nil
