@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/mailstack/mailstack/internal/clientconf"
+	"github.com/mailstack/mailstack/internal/mailaddr"
 )
 
 // Autodiscover namespaces (MS-OXDSCLI, "POX" autodiscover).
@@ -101,7 +102,7 @@ func (c *Config) autodiscover(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "malformed autodiscover request", http.StatusBadRequest)
 		return
 	}
-	address := strings.ToLower(strings.TrimSpace(req.EMailAddress))
+	address := mailaddr.Key(req.EMailAddress)
 	if !c.served(w, r, clientconf.DomainOf(address)) {
 		return
 	}

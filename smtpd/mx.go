@@ -14,6 +14,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mailstack/mailstack/internal/mailaddr"
 	"github.com/mailstack/mailstack/internal/rspamd"
 	"github.com/mailstack/mailstack/smtpd/inboundauth"
 	"github.com/mailstack/mailstack/store"
@@ -33,6 +34,8 @@ const (
 // Replies of the inbound MX.
 var (
 	errRelayDenied = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Relay access denied"}
+	// errBadRecipient answers a RCPT address that is not local@domain.
+	errBadRecipient = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
 )
 
 // MXOptions are the inbound MX's settings beyond Config.
@@ -182,16 +185,15 @@ func (s *mxSession) rcpt(to string) error {
 		s.log.Error("mx rcpt", "err", err)
 		return errTempFailure
 	}
-	addr := strings.ToLower(strings.TrimSpace(to))
-	at := strings.LastIndexByte(addr, '@')
-	if at <= 0 || at == len(addr)-1 {
-		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
+	parsed, err := mailaddr.Parse(to)
+	if err != nil {
+		return errBadRecipient
 	}
-	local, domain := addr[:at], strings.TrimSuffix(addr[at+1:], ".")
+	local, domain := strings.ToLower(parsed.Local), parsed.Domain
 	// Routing syntax in the local part (%-hack, bang paths, a second @
 	// from a quoted local part, route separators) could make some
 	// downstream system forward the mail; no account here has such a name.
-	if strings.ContainsAny(local, "@%!:,;\"\\ \t\r\n<>[]()") || domain == "" || strings.ContainsAny(domain, "[]:@%!") {
+	if strings.ContainsAny(local, "@%!:,;\"\\ <>[]()") || strings.ContainsAny(domain, "[]:%! ") {
 		return errRelayDenied
 	}
 	isLocal, known := s.localDomain[domain]
@@ -206,7 +208,7 @@ func (s *mxSession) rcpt(to string) error {
 	if !isLocal {
 		return errRelayDenied
 	}
-	addr = local + "@" + domain
+	addr := local + "@" + domain
 	acc, err := s.m.cfg.Store.ResolveRecipient(ctx, addr)
 	if errors.Is(err, store.ErrNotFound) {
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: fmt.Sprintf("No such user here: <%s>", addr)}
@@ -316,11 +318,11 @@ func (s *mxSession) Data(r io.Reader) error {
 		}
 		pre, junk = fields+pre, junk || spam
 	}
-	final, err := store.Spool(io.MultiReader(strings.NewReader(pre), msg.Reader()), 0)
-	if err != nil {
+	// The trace fields go in front of the spooled message and its index:
+	// nothing is read, copied or indexed again (only hashed).
+	if err := msg.Prepend([]byte(pre)); err != nil {
 		return s.dataError("spool", err)
 	}
-	defer final.Close()
 
 	targets := make([]store.Target, 0, len(s.accounts))
 	for _, acc := range s.accounts {
@@ -331,7 +333,7 @@ func (s *mxSession) Data(r io.Reader) error {
 		}
 		targets = append(targets, store.Target{AccountID: acc, MailboxID: mb})
 	}
-	if _, err := s.m.cfg.Store.Deliver(ctx, final, targets); err != nil {
+	if _, err := s.m.cfg.Store.Deliver(ctx, msg, targets); err != nil {
 		if errors.Is(err, store.ErrOverQuota) {
 			// Temporary: the recipient may make room; the sender retries.
 			// (Mostly caught per recipient at RCPT; a message larger than
@@ -342,7 +344,7 @@ func (s *mxSession) Data(r io.Reader) error {
 		return errTempFailure
 	}
 	s.m.cfg.Metrics.MessageIn("mx")
-	log.Info("mx delivered", "id", t.id, "size", final.Size, "accounts", len(targets))
+	log.Info("mx delivered", "id", t.id, "size", msg.Size, "accounts", len(targets))
 	if !junk {
 		s.vacation(ctx, log, in)
 	}
@@ -387,22 +389,7 @@ func (s *mxSession) mailboxFor(ctx context.Context, account int64, junk bool) (i
 }
 
 // dataError maps a failure while reading the message to a reply.
-func (s *mxSession) dataError(what string, err error) error {
-	var smtpErr *smtp.SMTPError
-	switch {
-	case errors.Is(err, store.ErrTooBig), errors.As(err, &smtpErr) && smtpErr.Code == smtp.ErrDataTooLarge.Code:
-		return errTooBig
-	case errors.Is(err, errHeaderTooBig):
-		return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Header block too large"}
-	case errors.As(err, &smtpErr):
-		return smtpErr
-	case errors.Is(err, smtp.ErrTooLongLine):
-		// More than twice the size limit without a reply (dataConn).
-		return errTooBig
-	}
-	s.log.Warn("mx data", "step", what, "err", err)
-	return errTempFailure
-}
+func (s *mxSession) dataError(what string, err error) error { return dataError(s.log, "mx", what, err) }
 
 // mxReceived returns the Received header (RFC 5321 §4.4) noting TLS as
 // Postfix does: "with ESMTPS" and the version and cipher (RFC 3848).

@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/mailstack/mailstack/internal/mailaddr"
 	"github.com/mailstack/mailstack/store"
 )
 
@@ -175,7 +176,7 @@ func (s *session) loginGone() error {
 // owns reports whether the logged-in account may send as addr, caching
 // positive answers for the session (a session sends as few addresses).
 func (s *session) owns(ctx context.Context, addr string) (bool, error) {
-	a := strings.ToLower(addr)
+	a := mailaddr.Key(addr)
 	if s.owned[a] {
 		return true, nil
 	}
@@ -232,11 +233,11 @@ func (s *session) rcpt(to string) error {
 		s.log.Error("smtp rcpt", "err", err)
 		return errTempFailure
 	}
-	addr, err := store.NormalizeAddress(to)
-	if err != nil {
-		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
+	parsed, err := mailaddr.Parse(to)
+	if err != nil || !parsed.Plain() {
+		return errBadRecipient
 	}
-	_, domain, _ := strings.Cut(addr, "@")
+	addr, domain := parsed.Key(), parsed.Domain
 	local, known := s.localDomain[domain]
 	if !known {
 		if local, err = s.b.cfg.Store.IsLocalDomain(ctx, domain); err != nil {
@@ -251,8 +252,7 @@ func (s *session) rcpt(to string) error {
 		// Duplicates are still found case-insensitively.
 		if !s.remoteSeen[addr] {
 			s.remoteSeen[addr] = true
-			localPart, _, _ := strings.Cut(strings.TrimSpace(to), "@")
-			s.remote = append(s.remote, localPart+"@"+domain)
+			s.remote = append(s.remote, parsed.String())
 		}
 		return nil
 	}
@@ -329,7 +329,7 @@ func (s *session) Data(r io.Reader) error {
 	var remote []store.Outbound
 	if len(s.remote) > 0 {
 		// Sign with the key of the From domain, the one DMARC aligns with.
-		_, domain, _ := strings.Cut(strings.ToLower(froms[0].Address), "@")
+		domain := mailaddr.DomainOf(froms[0].Address)
 		d, err := s.b.cfg.Store.DomainByName(ctx, domain)
 		if err != nil {
 			s.log.Error("smtp dkim domain", "err", err, "domain", domain)
@@ -341,12 +341,9 @@ func (s *session) Data(r io.Reader) error {
 			return errTempFailure
 		}
 		// Local recipients get the signed copy too: one stored content.
-		signed, err := store.Spool(io.MultiReader(strings.NewReader(sig), msg.Reader()), 0)
-		if err != nil {
+		if err := msg.Prepend([]byte(sig)); err != nil {
 			return s.dataError("spool signed", err)
 		}
-		defer signed.Close()
-		msg = signed
 		for _, rcpt := range s.remote {
 			remote = append(remote, store.Outbound{AccountID: s.login.AccountID, MailFrom: s.from, RcptTo: rcpt})
 		}
@@ -416,7 +413,12 @@ func (s *session) checkAuthors(in *incoming) ([]*mail.Address, error) {
 }
 
 // dataError maps a failure while reading the message to a reply.
-func (s *session) dataError(what string, err error) error {
+func (s *session) dataError(what string, err error) error { return dataError(s.log, "smtp", what, err) }
+
+// dataError maps a failure while reading a message to a reply for both
+// backends; one it does not expect is logged as a "<kind> data" failure.
+// (The MX never passes errMalformedHeader: it keeps such mail.)
+func dataError(log *slog.Logger, kind, what string, err error) error {
 	var smtpErr *smtp.SMTPError
 	switch {
 	case errors.Is(err, store.ErrTooBig), errors.As(err, &smtpErr) && smtpErr.Code == smtp.ErrDataTooLarge.Code:
@@ -431,7 +433,7 @@ func (s *session) dataError(what string, err error) error {
 		// More than twice the size limit without a reply (dataConn).
 		return errTooBig
 	}
-	s.log.Warn("smtp data", "step", what, "err", err)
+	log.Warn(kind+" data", "step", what, "err", err)
 	return errTempFailure
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/emersion/go-message/textproto"
 
+	"github.com/mailstack/mailstack/internal/mailaddr"
 	"github.com/mailstack/mailstack/store"
 )
 
@@ -33,8 +34,12 @@ const maxReplyCandidates = 50
 // answer, and no sign of a list, bulk or automatic message (RFC 3834
 // §2, RFC 5230 §4.5).
 func autoReplyAllowed(sender string, h textproto.Header) bool {
-	local, _, ok := strings.Cut(strings.ToLower(sender), "@")
-	if !ok || local == "" || local == "mailer-daemon" || strings.HasPrefix(local, "owner-") ||
+	a, err := mailaddr.Parse(sender)
+	if err != nil {
+		return false
+	}
+	local := strings.ToLower(a.Local)
+	if local == "mailer-daemon" || strings.HasPrefix(local, "owner-") ||
 		strings.HasSuffix(local, "-request") || strings.HasPrefix(local, "bounce") || local == "noreply" || local == "no-reply" {
 		return false
 	}
@@ -60,12 +65,13 @@ func replyCandidates(in *incoming) []string {
 	for _, key := range []string{"To", "Cc"} {
 		addrs, _ := in.addresses(key)
 		for _, a := range addrs {
-			addr := strings.ToLower(a.Address)
-			out = append(out, addr)
-			if local, domain, ok := strings.Cut(addr, "@"); ok {
-				if base, _, tagged := strings.Cut(local, "+"); tagged {
-					out = append(out, base+"@"+domain)
-				}
+			addr, err := mailaddr.Parse(a.Address)
+			if err != nil {
+				continue // no account's address
+			}
+			out = append(out, addr.Key())
+			if addr.Tagged() {
+				out = append(out, addr.Base().Key())
 			}
 			if len(out) >= maxReplyCandidates {
 				return out
@@ -101,8 +107,7 @@ func (s *mxSession) vacation(ctx context.Context, log *slog.Logger, in *incoming
 
 // sendVacation composes, signs and sends one reply.
 func (s *mxSession) sendVacation(ctx context.Context, in *incoming, r store.VacationReply) error {
-	_, domain, _ := strings.Cut(r.Address, "@")
-	d, err := s.m.cfg.Store.DomainByName(ctx, domain)
+	d, err := s.m.cfg.Store.DomainByName(ctx, mailaddr.DomainOf(r.Address))
 	if err != nil {
 		return err
 	}

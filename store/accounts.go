@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/crypto/argon2"
+
+	"github.com/mailstack/mailstack/internal/mailaddr"
 )
 
 // Domain is a mail domain served by mailstack.
@@ -62,14 +64,23 @@ func DefaultMailboxes() []DefaultMailbox {
 	return mbs[:]
 }
 
-// NormalizeAddress lower-cases and trims an e-mail address and checks it has
-// the form local@domain.
+// NormalizeAddress reads an address an account or alias can have
+// (mailaddr.Parse, and Plain) and returns it lower-cased.
 func NormalizeAddress(addr string) (string, error) {
-	a := strings.ToLower(strings.TrimSpace(addr))
-	local, domain, ok := strings.Cut(a, "@")
-	if !ok || local == "" || domain == "" || strings.ContainsAny(a, " \t\r\n<>\"") || strings.Contains(domain, "@") {
-		return "", fmt.Errorf("%w: %q is not an address of the form user@domain", ErrInvalid, addr)
+	a, err := parseOwnAddress(addr)
+	if err != nil {
+		return "", err
 	}
+	return a.Key(), nil
+}
+
+// parseOwnAddress parses an address an account or alias can have.
+func parseOwnAddress(addr string) (mailaddr.Addr, error) {
+	a, err := mailaddr.Parse(addr)
+	if err != nil || !a.Plain() {
+		return mailaddr.Addr{}, fmt.Errorf("%w: %q is not an address of the form user@domain", ErrInvalid, addr)
+	}
+	a.Local = strings.ToLower(a.Local)
 	return a, nil
 }
 
@@ -80,7 +91,7 @@ func isUniqueViolation(err error) bool {
 
 // CreateDomain adds a served domain with its DKIM signing key.
 func (s *Store) CreateDomain(ctx context.Context, name, selector string, dkimKey []byte) (*Domain, error) {
-	name = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(name), "."))
+	name = mailaddr.Domain(name)
 	if name == "" || strings.ContainsAny(name, "@ /") || !strings.Contains(name, ".") && name != "localhost" {
 		return nil, fmt.Errorf("%w: %q is not a domain name", ErrInvalid, name)
 	}
@@ -152,10 +163,11 @@ type AccountOptions struct {
 // CreateAccount adds an account in an existing domain, with the default
 // mailboxes.
 func (s *Store) CreateAccount(ctx context.Context, address, password string, opts AccountOptions) (*Account, error) {
-	addr, err := NormalizeAddress(address)
+	parsed, err := parseOwnAddress(address)
 	if err != nil {
 		return nil, err
 	}
+	addr, domain := parsed.Key(), parsed.Domain
 	if password == "" {
 		return nil, fmt.Errorf("%w: empty password", ErrInvalid)
 	}
@@ -163,7 +175,6 @@ func (s *Store) CreateAccount(ctx context.Context, address, password string, opt
 	if err != nil {
 		return nil, err
 	}
-	_, domain, _ := strings.Cut(addr, "@")
 	a := &Account{Address: addr, QuotaBytes: opts.QuotaBytes, RequireAppPasswords: !opts.AllowMainPassword}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `INSERT INTO accounts (domain_id, address, password_hash, quota_bytes, require_app_passwords)
@@ -210,7 +221,7 @@ func scanAccount(r pgx.Row) (*Account, error) {
 // AccountByAddress returns the account with exactly this address.
 func (s *Store) AccountByAddress(ctx context.Context, address string) (*Account, error) {
 	a, err := scanAccount(s.pool.QueryRow(ctx, `SELECT `+accountColumns+` FROM accounts WHERE address = $1`,
-		strings.ToLower(strings.TrimSpace(address))))
+		mailaddr.Key(address)))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, objectErr("account", address, ErrNotFound)
 	}
@@ -254,7 +265,7 @@ func (s *Store) SetPassword(ctx context.Context, address, password string) error
 		return err
 	}
 	return s.execOne(ctx, "set password", address, `UPDATE accounts SET password_hash = $2 WHERE address = $1`,
-		strings.ToLower(address), hash)
+		mailaddr.Key(address), hash)
 }
 
 // SetDisabled disables or re-enables an account. A disabled account cannot
@@ -280,17 +291,16 @@ func (s *Store) DeleteAccount(ctx context.Context, address string) error {
 // CreateAlias makes alias (an address, or "@domain" for a catch-all) deliver
 // to the account target. The alias's domain must be served.
 func (s *Store) CreateAlias(ctx context.Context, alias, target string) error {
-	alias = strings.ToLower(strings.TrimSpace(alias))
-	_, domain, ok := strings.Cut(alias, "@")
-	if !ok || domain == "" || strings.ContainsAny(alias, " <>\"") {
-		return fmt.Errorf("%w: alias %q must be user@domain or @domain", ErrInvalid, alias)
+	alias, domain, err := aliasKey(alias)
+	if err != nil {
+		return err
 	}
-	target = strings.ToLower(strings.TrimSpace(target))
+	target = mailaddr.Key(target)
 	// One statement inserts the alias and says what was missing if it
 	// could not: the domain, the target account, or the address is
 	// already an account's.
 	var domainOK, targetOK, isAccount, inserted bool
-	err := s.pool.QueryRow(ctx, `WITH d AS (SELECT id FROM domains WHERE name = $2),
+	err = s.pool.QueryRow(ctx, `WITH d AS (SELECT id FROM domains WHERE name = $2),
 			t AS (SELECT id FROM accounts WHERE address = $3),
 			clash AS (SELECT 1 FROM accounts WHERE address = $1),
 			ins AS (INSERT INTO aliases (domain_id, address, account_id)
@@ -314,6 +324,24 @@ func (s *Store) CreateAlias(ctx context.Context, alias, target string) error {
 	return fmt.Errorf("create alias %s: not inserted", alias)
 }
 
+// aliasKey returns the stored form of an alias, an address or "@domain"
+// (a catch-all), and its domain.
+func aliasKey(alias string) (key, domain string, err error) {
+	in, catchAll := alias, false
+	if rest, ok := strings.CutPrefix(strings.TrimSpace(alias), "@"); ok {
+		// A catch-all's local part is empty, which Parse refuses.
+		in, catchAll = "catchall@"+rest, true
+	}
+	a, err := parseOwnAddress(in)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: alias %q must be user@domain or @domain", ErrInvalid, alias)
+	}
+	if catchAll {
+		a.Local = ""
+	}
+	return a.Key(), a.Domain, nil
+}
+
 // Aliases lists aliases, of one domain or (domain == "") all.
 func (s *Store) Aliases(ctx context.Context, domain string) ([]Alias, error) {
 	rows, err := s.pool.Query(ctx, `SELECT al.address, a.address FROM aliases al JOIN accounts a ON a.id = al.account_id
@@ -326,7 +354,11 @@ func (s *Store) Aliases(ctx context.Context, domain string) ([]Alias, error) {
 
 // DeleteAlias removes an alias.
 func (s *Store) DeleteAlias(ctx context.Context, alias string) error {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM aliases WHERE address = $1`, strings.ToLower(strings.TrimSpace(alias)))
+	key, _, err := aliasKey(alias)
+	if err != nil {
+		return objectErr("alias", alias, ErrNotFound) // no alias has that form
+	}
+	tag, err := s.pool.Exec(ctx, `DELETE FROM aliases WHERE address = $1`, key)
 	if err != nil {
 		return fmt.Errorf("delete alias: %w", err)
 	}
@@ -363,19 +395,19 @@ func (s *Store) ResolveRecipientFor(ctx context.Context, l *Login, addr string) 
 }
 
 func (s *Store) resolveRecipient(ctx context.Context, l *Login, addr string) (*Account, error) {
-	a := strings.ToLower(strings.TrimSpace(addr))
-	local, domain, ok := strings.Cut(a, "@")
-	if !ok {
+	parsed, err := mailaddr.Parse(addr)
+	if err != nil {
 		return nil, fmt.Errorf("recipient %s: %w", addr, ErrNotFound)
 	}
-	base, _, _ := strings.Cut(local, "+")
-	plain := base + "@" + domain
+	a, domain := parsed.Key(), parsed.Domain
+	base := parsed.Base()
+	plain := base.Key()
 	// The statement is as small as the address allows (its plan is set up
 	// afresh for every execution): the postmaster fallback only for
 	// postmaster, the login check only for a session.
 	args := []any{a, plain, "@" + domain}
 	postmaster := ""
-	if base == "postmaster" {
+	if strings.EqualFold(base.Local, "postmaster") {
 		args = append(args, domain)
 		postmaster = `UNION ALL (SELECT a.id, 4 FROM accounts a
 				WHERE EXISTS (SELECT 1 FROM domains WHERE name = $4)
@@ -389,7 +421,7 @@ func (s *Store) resolveRecipient(ctx context.Context, l *Login, addr string) (*A
 	}
 	var valid bool
 	var acc Account
-	err := s.pool.QueryRow(ctx, `SELECT `+check+`, `+accountColumns+` FROM accounts WHERE id = (
+	err = s.pool.QueryRow(ctx, `SELECT `+check+`, `+accountColumns+` FROM accounts WHERE id = (
 		SELECT account_id FROM (
 			SELECT id AS account_id, 1 AS rank FROM accounts WHERE address IN ($1, $2)
 			UNION ALL SELECT account_id, 2 FROM aliases WHERE address IN ($1, $2)
@@ -412,15 +444,13 @@ func (s *Store) resolveRecipient(ctx context.Context, l *Login, addr string) (*A
 // OwnsAddress reports whether the account may send as addr: its own address,
 // an alias of it (not a catch-all), either with a "+tag".
 func (s *Store) OwnsAddress(ctx context.Context, accountID int64, addr string) (bool, error) {
-	a := strings.ToLower(strings.TrimSpace(addr))
-	local, domain, ok := strings.Cut(a, "@")
-	if !ok {
+	a, err := mailaddr.Parse(addr)
+	if err != nil {
 		return false, nil
 	}
-	base, _, _ := strings.Cut(local, "+")
 	var owns bool
-	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM accounts WHERE id = $1 AND address = $2)
-		OR EXISTS (SELECT 1 FROM aliases WHERE account_id = $1 AND address = $2)`, accountID, base+"@"+domain).Scan(&owns)
+	err = s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM accounts WHERE id = $1 AND address = $2)
+		OR EXISTS (SELECT 1 FROM aliases WHERE account_id = $1 AND address = $2)`, accountID, a.Base().Key()).Scan(&owns)
 	if err != nil {
 		return false, fmt.Errorf("check sender address: %w", err)
 	}
@@ -431,7 +461,7 @@ func (s *Store) OwnsAddress(ctx context.Context, accountID int64, addr string) (
 func (s *Store) IsLocalDomain(ctx context.Context, domain string) (bool, error) {
 	var ok bool
 	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM domains WHERE name = $1)`,
-		strings.ToLower(strings.TrimSuffix(domain, "."))).Scan(&ok)
+		mailaddr.Domain(domain)).Scan(&ok)
 	if err != nil {
 		return false, fmt.Errorf("check domain: %w", err)
 	}

@@ -3,16 +3,17 @@ package store
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/mailstack/mailstack/internal/mailaddr"
 )
 
 // SetAdmin makes an account an administrator of the server (on the
 // account web) or not.
 func (s *Store) SetAdmin(ctx context.Context, address string, admin bool) error {
 	return s.execOne(ctx, "set administrator", address, `UPDATE accounts SET admin = $2 WHERE address = $1`,
-		strings.ToLower(strings.TrimSpace(address)), admin)
+		mailaddr.Key(address), admin)
 }
 
 // SetQuota changes an account's storage quota (0: unlimited).
@@ -21,7 +22,7 @@ func (s *Store) SetQuota(ctx context.Context, address string, quota int64) error
 		return fmt.Errorf("%w: negative quota", ErrInvalid)
 	}
 	return s.execOne(ctx, "set quota", address, `UPDATE accounts SET quota_bytes = $2 WHERE address = $1`,
-		strings.ToLower(strings.TrimSpace(address)), quota)
+		mailaddr.Key(address), quota)
 }
 
 // AccountUsage is an account as the administrators' page lists it.

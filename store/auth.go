@@ -12,6 +12,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/mailstack/mailstack/internal/mailaddr"
 )
 
 // ThrottlePolicy bounds failed logins. Counts come from auth_events, so all
@@ -280,7 +282,7 @@ func cleanClient(client string) string {
 // whatever its cause, so the wire never says whether a user exists or why
 // a password was refused; the activity log records the reason.
 func (s *Store) Authenticate(ctx context.Context, c Credentials) (*Login, error) {
-	username := cutUTF8(strings.ToLower(strings.TrimSpace(c.Username)), maxUsername)
+	username := cutUTF8(mailaddr.Key(c.Username), maxUsername)
 	client := cleanClient(c.Client)
 	pol := s.opts.Throttle
 	var (

@@ -25,6 +25,7 @@ type Spooled struct {
 	SHA256    [sha256.Size]byte
 	Structure *mimeindex.Message
 
+	pre  []byte // fields put in front by Prepend
 	mem  []byte
 	file *os.File
 }
@@ -66,18 +67,81 @@ func Spool(r io.Reader, maxSize int64) (*Spooled, error) {
 
 // ReaderAt reads the message at any offset.
 func (m *Spooled) ReaderAt() io.ReaderAt {
+	if len(m.pre) > 0 {
+		return prefixedReaderAt{pre: m.pre, rest: m.spooled()}
+	}
+	return m.spooled()
+}
+
+// Reader returns a reader of the whole message from its first byte.
+func (m *Spooled) Reader() io.Reader {
+	if len(m.pre) > 0 {
+		return io.MultiReader(bytes.NewReader(m.pre), io.NewSectionReader(m.spooled(), 0, m.Size-int64(len(m.pre))))
+	}
+	if m.file != nil {
+		return io.NewSectionReader(m.file, 0, m.Size)
+	}
+	return bytes.NewReader(m.mem)
+}
+
+// spooled reads what Spool read, without the fields Prepend added.
+func (m *Spooled) spooled() io.ReaderAt {
 	if m.file != nil {
 		return m.file
 	}
 	return bytes.NewReader(m.mem)
 }
 
-// Reader returns a reader of the whole message from its first byte.
-func (m *Spooled) Reader() io.Reader {
-	if m.file != nil {
-		return io.NewSectionReader(m.file, 0, m.Size)
+// Prepend puts header fields (whole lines: trace fields, a DKIM signature)
+// in front of the message without spooling or indexing it again: the
+// index's offsets move (mimeindex.Message.Prepend) and only the SHA-256 is
+// computed afresh, which no hash function can extend at the front. The
+// result is what Spool of the whole message gives; where the index could
+// differ (fields the index would read as the message's type, pathological
+// headers) the message is indexed again instead. After an error (reading
+// a spool file failed) m must not be stored.
+func (m *Spooled) Prepend(fields []byte) error {
+	if len(fields) == 0 {
+		return nil
 	}
-	return bytes.NewReader(m.mem)
+	header, err := m.Header()
+	if err != nil {
+		return err
+	}
+	m.pre = append(bytes.Clone(fields), m.pre...)
+	m.Size += int64(len(fields))
+	if !m.Structure.Prepend(fields, header) {
+		if m.Structure, err = mimeindex.Index(m.Reader()); err != nil {
+			return fmt.Errorf("index message: %w", err)
+		}
+	}
+	h := sha256.New()
+	h.Write(m.pre)
+	if m.file == nil {
+		h.Write(m.mem)
+	} else if _, err := io.Copy(h, io.NewSectionReader(m.file, 0, m.Size-int64(len(m.pre)))); err != nil {
+		return fmt.Errorf("hash message: %w", err)
+	}
+	copy(m.SHA256[:], h.Sum(nil))
+	return nil
+}
+
+// prefixedReaderAt reads pre followed by rest.
+type prefixedReaderAt struct {
+	pre  []byte
+	rest io.ReaderAt
+}
+
+func (p prefixedReaderAt) ReadAt(b []byte, off int64) (int, error) {
+	n := 0
+	if off < int64(len(p.pre)) {
+		n = copy(b, p.pre[off:])
+		if n == len(b) {
+			return n, nil
+		}
+	}
+	k, err := p.rest.ReadAt(b[n:], max(0, off-int64(len(p.pre))))
+	return n + k, err
 }
 
 // MaxStoredHeader caps the top-level header block kept beside a message for
@@ -103,7 +167,7 @@ func (m *Spooled) Header() ([]byte, error) {
 
 // Close releases the spool.
 func (m *Spooled) Close() error {
-	m.mem = nil
+	m.pre, m.mem = nil, nil
 	if m.file != nil {
 		name := m.file.Name()
 		m.file.Close()

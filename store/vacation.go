@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/mailstack/mailstack/internal/mailaddr"
 )
 
 // Vacation is an account's automatic reply (RFC 3834), sent by the MX to
@@ -98,7 +100,7 @@ func (s *Store) ClaimVacationReplies(ctx context.Context, accountIDs []int64, se
 				(SELECT interval_days FROM v WHERE v.account_id = vacation_replies.account_id))
 			RETURNING account_id)
 		SELECT v.account_id, v.address, v.subject, v.body FROM v JOIN ins USING (account_id) ORDER BY v.account_id`,
-		accountIDs, strings.ToLower(strings.TrimSpace(sender)), candidates)
+		accountIDs, mailaddr.Key(sender), candidates)
 	if err != nil {
 		return nil, fmt.Errorf("vacation replies: %w", err)
 	}

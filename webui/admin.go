@@ -11,6 +11,7 @@ import (
 
 	"github.com/mailstack/mailstack/internal/dkimkey"
 	"github.com/mailstack/mailstack/internal/dnscheck"
+	"github.com/mailstack/mailstack/internal/mailaddr"
 	"github.com/mailstack/mailstack/internal/mtasts"
 	"github.com/mailstack/mailstack/store"
 )
@@ -145,7 +146,7 @@ func (s *Server) adminAddUser(w http.ResponseWriter, r *http.Request, ws *store.
 func (s *Server) adminChangeUser(w http.ResponseWriter, r *http.Request, ws *store.WebSession) {
 	ctx := r.Context()
 	f := r.PostForm
-	address := strings.ToLower(strings.TrimSpace(f.Get("address")))
+	address := mailaddr.Key(f.Get("address"))
 	action := r.PathValue("action")
 	if address == ws.Address && (action == "disable" || action == "delete") {
 		s.renderUsers(w, r, http.StatusBadRequest, ws, text("err.self"))
@@ -171,7 +172,7 @@ func (s *Server) adminChangeUser(w http.ResponseWriter, r *http.Request, ws *sto
 		}
 		err, done = s.resetPassword(r, address, pw), "msg.password-reset"
 	case "delete":
-		if strings.ToLower(strings.TrimSpace(f.Get("confirm"))) != address {
+		if mailaddr.Key(f.Get("confirm")) != address {
 			s.renderUsers(w, r, http.StatusBadRequest, ws, text("err.confirm-delete"))
 			return
 		}

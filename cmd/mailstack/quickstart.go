@@ -20,6 +20,7 @@ import (
 
 	"github.com/mailstack/mailstack/internal/clientconf"
 	"github.com/mailstack/mailstack/internal/dnscheck"
+	"github.com/mailstack/mailstack/internal/mailaddr"
 	"github.com/mailstack/mailstack/store"
 )
 
@@ -47,7 +48,7 @@ func (c *cli) quickstart(ctx context.Context, args []string) error {
 	if err := a.parse(args, 1, 1); err != nil {
 		return err
 	}
-	domain := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(a.args[0]), "."))
+	domain := mailaddr.Domain(a.args[0])
 	if !strings.Contains(domain, ".") {
 		return fmt.Errorf("%q is not a mail domain such as example.org", a.args[0])
 	}

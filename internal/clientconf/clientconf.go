@@ -9,6 +9,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+
+	"github.com/mailstack/mailstack/internal/mailaddr"
 )
 
 // Security is how a client secures a connection.
@@ -125,10 +127,4 @@ func (c Config) SMTP(domain string) []Server {
 }
 
 // DomainOf returns the lower-cased domain of an address, or "" if it has none.
-func DomainOf(address string) string {
-	i := strings.LastIndexByte(address, '@')
-	if i < 0 || i == len(address)-1 {
-		return ""
-	}
-	return strings.ToLower(strings.TrimSpace(address[i+1:]))
-}
+func DomainOf(address string) string { return mailaddr.DomainOf(address) }

@@ -14,13 +14,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mailstack/mailstack/internal/mailaddr"
 	"github.com/mailstack/mailstack/internal/metrics"
 	"github.com/mailstack/mailstack/store"
 )
@@ -503,7 +503,4 @@ func age(d time.Duration) string {
 	return d.String()
 }
 
-func domainOf(addr string) string {
-	_, d, _ := strings.Cut(addr, "@")
-	return strings.ToLower(d)
-}
+func domainOf(addr string) string { return mailaddr.DomainOf(addr) }
