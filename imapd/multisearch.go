@@ -13,13 +13,14 @@ import (
 
 // MULTISEARCH (RFC 7377): the ESEARCH command searches several mailboxes
 // of the account, named with the mailbox filters of NOTIFY (RFC 5465 §6)
-// plus "subtree-one", in the authenticated state too. Each mailbox is
-// searched by the path SEARCH uses (store.Search, one statement for what
-// SQL or the text index answers), one mailbox after the other with no
-// lock held; the mailboxes come from one account-scoped listing, so the
-// account's own mailboxes are the bound and another account's are never
-// reached. Answers are always UIDs, one ESEARCH response per mailbox with
-// a match, correlated by TAG, MAILBOX and UIDVALIDITY.
+// plus "subtree-one", in the authenticated state too. The mailboxes come
+// from one account-scoped listing, so the account's own mailboxes are the
+// bound and another account's are never reached. They are searched by
+// SEARCH's store path with no lock held: all but the selected one in one
+// store.SearchMailboxes call (one statement for what SQL or the text index
+// answers), the selected one over the session's view. Answers are always
+// UIDs, one ESEARCH response per mailbox with a match, correlated by TAG,
+// MAILBOX and UIDVALIDITY.
 
 // esearchSource is one filter of "IN (...)": its name in upper case and,
 // for SUBTREE, SUBTREE-ONE and MAILBOXES, the decoded mailbox names.
@@ -87,8 +88,24 @@ func (s *session) cmdESearch(c *cmd) error {
 	if err != nil {
 		return storeError(err, "ESEARCH")
 	}
+	// Unless the criteria need each mailbox's UIDs (sequence numbers,
+	// "*"), the mailboxes other than the selected one are searched by one
+	// store call: one statement for all of them.
+	var found map[int64][]uint32
+	if !needsView(criteria) {
+		var ids []int64
+		for _, mb := range mailboxes {
+			if !s.isSelected(mb) && mb.Messages > 0 {
+				ids = append(ids, mb.ID)
+			}
+		}
+		found, err = s.srv.st.SearchMailboxes(s.ctx, s.accountID(), ids, toStoreCriteria(criteria, nil, nil))
+		if err != nil {
+			return storeError(err, "ESEARCH")
+		}
+	}
 	for _, mb := range mailboxes {
-		if err := s.esearchMailbox(c, mb, criteria, p, ret); err != nil {
+		if err := s.esearchMailbox(c, mb, criteria, p, ret, found); err != nil {
 			if ret.save {
 				s.searchRes = nil // RFC 5182 §2.1: a failed SAVE leaves "$" empty
 			}
@@ -96,6 +113,11 @@ func (s *session) cmdESearch(c *cmd) error {
 		}
 	}
 	return nil
+}
+
+// isSelected reports whether mb is the session's selected mailbox.
+func (s *session) isSelected(mb *store.Mailbox) bool {
+	return s.sel != nil && mb.ID == s.mailbox.ID
 }
 
 // esearchSources reads "SP (" source-mbox [SP "(" scope-options ")"] ")" SP"
@@ -231,27 +253,28 @@ func (s *session) esearchMailboxes(sources []esearchSource) ([]*store.Mailbox, e
 	return out, nil
 }
 
-// esearchMailbox searches one mailbox and writes its ESEARCH response if
-// anything matched. The selected mailbox is searched over the session's
-// view, with its \Recent and "$"; another mailbox over what it holds now,
-// where \Recent and "$" match nothing, and its UIDs are read only when
-// the criteria hold sequence numbers or "*".
-func (s *session) esearchMailbox(c *cmd, mb *store.Mailbox, criteria *imap.SearchCriteria, p *searchParser, ret searchReturn) error {
+// esearchMailbox writes the ESEARCH response of one mailbox if anything
+// matched. The selected mailbox is searched over the session's view, with
+// its \Recent and "$"; another mailbox over what it holds now, where
+// \Recent and "$" match nothing: its result is in found, or, when
+// found is nil, searched over its UIDs, read for the purpose.
+func (s *session) esearchMailbox(c *cmd, mb *store.Mailbox, criteria *imap.SearchCriteria, p *searchParser, ret searchReturn,
+	found map[int64][]uint32) error {
 	var uids []uint32
 	var err error
 	switch {
-	case s.sel != nil && mb.ID == s.mailbox.ID:
+	case s.isSelected(mb):
 		crit := cloneCriteria(criteria)
 		s.recentCriteria(crit)
 		uids, err = searchUIDsSaved(s.ctx, s.srv.st, s.accountID(), mb.ID, s.sel.snapshot(), crit, s.searchRes)
-	case needsView(criteria):
+	case found != nil:
+		uids = found[mb.ID]
+	default:
 		var view []uint32
 		_, view, err = s.srv.st.SelectMailbox(s.ctx, s.accountID(), mb.ID)
 		if err == nil {
 			uids, err = searchUIDs(s.ctx, s.srv.st, s.accountID(), mb.ID, view, criteria)
 		}
-	case mb.Messages > 0:
-		uids, err = s.srv.st.Search(s.ctx, s.accountID(), mb.ID, toStoreCriteria(criteria, nil, nil))
 	}
 	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrNoSelect) {
 		return nil // deleted (or made \Noselect) since it was listed
