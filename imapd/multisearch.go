@@ -22,6 +22,10 @@ import (
 // UIDs, one ESEARCH response per mailbox with a match, correlated by TAG,
 // MAILBOX and UIDVALIDITY.
 
+// maxESearchNames bounds the mailbox names of one ESEARCH: each is
+// compared with every mailbox of the account.
+const maxESearchNames = 1000
+
 // esearchSource is one filter of "IN (...)": its name in upper case and,
 // for SUBTREE, SUBTREE-ONE and MAILBOXES, the decoded mailbox names.
 type esearchSource struct {
@@ -127,6 +131,7 @@ func (s *session) esearchSources(d *imapwire.Decoder) ([]esearchSource, error) {
 		return nil, err
 	}
 	var sources []esearchSource
+	names := 0
 	err := d.List(func() error {
 		if d.PeekIs('(') {
 			return bad("Unknown ESEARCH scope options")
@@ -146,6 +151,9 @@ func (s *session) esearchSources(d *imapwire.Decoder) ([]esearchSource, error) {
 				return err
 			}
 			name := func() error {
+				if names++; names > maxESearchNames {
+					return bad("Too many mailbox names")
+				}
 				n, _, err := s.mailboxArg(d)
 				src.names = append(src.names, n)
 				return err

@@ -184,6 +184,7 @@ func TestMultiSearch(t *testing.T) {
 		{"empty source", both, `ESEARCH IN () ALL`, "BAD", nil},
 		{"mailboxes without a name", both, `ESEARCH IN (mailboxes) ALL`, "BAD", nil},
 		{"mailboxes with an empty list", both, `ESEARCH IN (mailboxes ()) ALL`, "BAD", nil},
+		{"too many names", both, `ESEARCH IN (mailboxes (` + strings.Repeat("a ", maxESearchNames) + `b)) ALL`, "BAD", nil},
 		{"no search key", both, `ESEARCH IN (personal)`, "BAD", nil},
 		{"unknown return option", both, `ESEARCH IN (personal) RETURN (EVERYTHING) ALL`, "BAD", nil},
 		{"unknown charset", both, `ESEARCH IN (personal) CHARSET KOI8-R ALL`, "NO [BADCHARSET]", nil},
