@@ -47,6 +47,44 @@ func BenchmarkMultiSearch(b *testing.B) {
 			}
 			indexInParallel(b, ctx, st)
 		})
+	// The store's two ways, in process: one SearchMailboxes call, and
+	// Search mailbox by mailbox (what ESEARCH would cost without it).
+	ctx := context.Background()
+	mbs, err := env.st.Mailboxes(ctx, env.accountID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ids []int64
+	for _, mb := range mbs {
+		if mb.Messages > 0 {
+			ids = append(ids, mb.ID)
+		}
+	}
+	for _, sc := range []struct {
+		name string
+		c    store.SearchCriteria
+	}{
+		{"Unseen", store.SearchCriteria{NotFlag: []string{store.FlagSeen}}},
+		{"Body", store.SearchCriteria{Body: []string{"budget"}}},
+	} {
+		b.Run("Store"+sc.name+"Batch", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := env.st.SearchMailboxes(ctx, env.accountID, ids, &sc.c); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("Store"+sc.name+"PerMailbox", func(b *testing.B) {
+			for b.Loop() {
+				for _, id := range ids {
+					if _, err := env.st.Search(ctx, env.accountID, id, &sc.c); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+
 	run := env.lineClient(b)
 	for _, bc := range []struct{ name, cmd string }{
 		{"PersonalUnseenCount", "ESEARCH IN (personal) RETURN (COUNT) UNSEEN"},
