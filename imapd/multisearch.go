@@ -46,8 +46,9 @@ var esearchFilters = map[string]bool{
 //	ESEARCH [IN (source-mbox)] [RETURN (options)] [CHARSET x] search-keys
 //
 // Without IN it searches the selected mailbox. Mailboxes that do not
-// exist or cannot be selected are left out without an error (RFC 7377
-// §2.2), so a name tells nothing of other accounts either.
+// exist or cannot be selected are left out without an error (as mox
+// does; RFC 7377 asks for no error), so a name tells nothing of other
+// accounts either.
 func (s *session) cmdESearch(c *cmd) error {
 	if err := c.d.SP(); err != nil {
 		return err
@@ -64,7 +65,7 @@ func (s *session) cmdESearch(c *cmd) error {
 		return err
 	}
 	if !ret.extended {
-		ret.all = true // ESEARCH answers ESEARCH ALL by default (RFC 7377 §2.1)
+		ret.all = true // ESEARCH answers ESEARCH ALL by default (RFC 7377)
 	}
 	criteria, p, err := s.searchProgram(c)
 	if err != nil {
@@ -82,7 +83,7 @@ func (s *session) cmdESearch(c *cmd) error {
 		}
 	}
 	if ret.save && !onlySelected {
-		// RFC 7377 §2.1: "$" is one mailbox's result.
+		// RFC 7377: "$" is the result of one mailbox, the selected one.
 		return bad("RETURN (SAVE) needs the selected mailbox as the only source")
 	}
 	if p.modseq {
@@ -294,7 +295,7 @@ func (s *session) esearchMailbox(c *cmd, mb *store.Mailbox, criteria *imap.Searc
 		s.searchRes = savedResult(uids, ret)
 	}
 	if len(uids) == 0 || ret.saveOnly() {
-		return nil // no response for a mailbox without matches (RFC 7377 §2.1)
+		return nil // no response for a mailbox without matches (RFC 7377)
 	}
 	modseq, err := s.resultModSeq(p, mb.ID, uids, ret)
 	if err != nil {
