@@ -47,8 +47,7 @@ var esearchFilters = map[string]bool{
 //
 // Without IN it searches the selected mailbox. Mailboxes that do not
 // exist or cannot be selected are left out without an error (as mox
-// does), so a name tells nothing of other
-// accounts either.
+// does), so a name tells nothing of other accounts either.
 func (s *session) cmdESearch(c *cmd) error {
 	if err := c.d.SP(); err != nil {
 		return err
