@@ -21,7 +21,7 @@ var baseCaps = []string{
 	"IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE",
 	"NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN",
 	"LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE",
-	"ESEARCH", "SEARCHRES", "BINARY", "STATUS=SIZE",
+	"ESEARCH", "SEARCHRES", "BINARY", "STATUS=SIZE", "MULTISEARCH", // multisearch.go
 	"CONDSTORE", "QRESYNC", // condstore.go
 	"QUOTA", "QUOTA=RES-STORAGE", "METADATA", // quota.go, metadata.go
 	"PARTIAL", "UIDONLY", "UIDBATCHES", // partial.go, uidonly.go, uidbatches.go

@@ -19,7 +19,7 @@ type command struct {
 // commands maps command names to their handlers, one file per family:
 // session.go and auth.go (connection, login), mailbox.go (mailboxes,
 // LIST, STATUS), select.go, fetch.go, write.go (APPEND, STORE, COPY,
-// MOVE, EXPUNGE), searchcmd.go, idle.go, compress.go.
+// MOVE, EXPUNGE), searchcmd.go, multisearch.go, idle.go, compress.go.
 var commands map[string]command
 
 func init() {
@@ -64,6 +64,8 @@ func init() {
 		"GETMETADATA":  {authenticated, (*session).cmdGetMetadata},
 		"SETMETADATA":  {authenticated, (*session).cmdSetMetadata},
 		"UIDBATCHES":   {selectedState, (*session).cmdUIDBatches},
+		// multisearch.go
+		"ESEARCH": {authenticated, (*session).cmdESearch},
 	}
 }
 

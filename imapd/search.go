@@ -43,11 +43,16 @@ func searchUIDsSaved(ctx context.Context, st *store.Store, accountID, mailboxID 
 // FROM and HEADER From); a field name cannot hold NUL.
 const rawHeaderKey = "\x00"
 
-// toStoreCriteria converts an IMAP criterion; view must not be empty.
+// toStoreCriteria converts an IMAP criterion; view may be empty only if
+// the criterion has no sequence numbers and no "*" (see needsView).
 func toStoreCriteria(in *imap.SearchCriteria, view []uint32, saved []uint32) *store.SearchCriteria {
 	out := &store.SearchCriteria{}
 	if in == nil {
 		return out
+	}
+	var last uint32 // what "*" stands for
+	if len(view) > 0 {
+		last = view[len(view)-1]
 	}
 	for _, set := range in.SeqNum {
 		out.UIDs = append(out.UIDs, seqSetToUIDs(set, view))
@@ -57,7 +62,7 @@ func toStoreCriteria(in *imap.SearchCriteria, view []uint32, saved []uint32) *st
 			out.UIDs = append(out.UIDs, uidsToRanges(saved))
 			continue
 		}
-		out.UIDs = append(out.UIDs, uidSetToRanges(set, view[len(view)-1]))
+		out.UIDs = append(out.UIDs, uidSetToRanges(set, last))
 	}
 	out.Since, out.Before = in.Since, in.Before
 	out.SentSince, out.SentBefore = in.SentSince, in.SentBefore

@@ -304,36 +304,21 @@ func (s *session) cmdSearch(c *cmd) error {
 	if err := c.d.SP(); err != nil {
 		return err
 	}
-	p := &searchParser{d: c.d}
 	ret, err := parseSearchReturn(c.d, "SEARCH")
 	if err != nil {
 		return err
 	}
-	if peekWord(c.d, "CHARSET") {
-		if err := c.d.SP(); err != nil {
-			return err
-		}
-		if err := searchCharset(c.d); err != nil {
-			return err
-		}
-	}
-	var criteria imap.SearchCriteria
-	if err := p.criteria(&criteria, false); err != nil {
+	criteria, p, err := s.searchProgram(c)
+	if err != nil {
 		return err
-	}
-	if err := c.end(); err != nil {
-		return err
-	}
-	if s.uidonly && hasSeqNums(&criteria) {
-		return errUIDRequired("SEARCH")
 	}
 	if p.modseq {
 		s.enableCondstore()
 	}
 	sel := s.sel
 	view := sel.snapshot()
-	s.recentCriteria(&criteria)
-	uids, err := searchUIDsSaved(s.ctx, s.srv.st, s.accountID(), s.mailbox.ID, view, &criteria, s.searchRes)
+	s.recentCriteria(criteria)
+	uids, err := searchUIDsSaved(s.ctx, s.srv.st, s.accountID(), s.mailbox.ID, view, criteria, s.searchRes)
 	if err != nil {
 		if ret.save {
 			s.searchRes = nil // RFC 5182 §2.1: a failed SAVE leaves "$" empty
@@ -361,7 +346,7 @@ func (s *session) cmdSearch(c *cmd) error {
 	}
 	// With a MODSEQ key, the highest modseq of what is returned (RFC 7162
 	// §3.1.5): of every match, or of the MIN and MAX messages only.
-	modseq, err := s.resultModSeq(p, uids, ret)
+	modseq, err := s.resultModSeq(p, s.mailbox.ID, uids, ret)
 	if err != nil {
 		return storeError(err, "SEARCH")
 	}
@@ -373,10 +358,42 @@ func (s *session) cmdSearch(c *cmd) error {
 	return nil
 }
 
+// searchProgram reads what SEARCH and ESEARCH end with: an optional
+// charset and the search keys, up to the end of the command.
+func (s *session) searchProgram(c *cmd) (*imap.SearchCriteria, *searchParser, error) {
+	if peekWord(c.d, "CHARSET") {
+		if err := c.d.SP(); err != nil {
+			return nil, nil, err
+		}
+		if err := searchCharset(c.d); err != nil {
+			return nil, nil, err
+		}
+	}
+	return s.searchKeys(c)
+}
+
+// searchKeys reads search keys up to the end of the command; with
+// UIDONLY, sequence numbers among them are refused.
+func (s *session) searchKeys(c *cmd) (*imap.SearchCriteria, *searchParser, error) {
+	p := &searchParser{d: c.d}
+	var criteria imap.SearchCriteria
+	if err := p.criteria(&criteria, false); err != nil {
+		return nil, nil, err
+	}
+	if err := c.end(); err != nil {
+		return nil, nil, err
+	}
+	if s.uidonly && hasSeqNums(&criteria) {
+		return nil, nil, errUIDRequired(c.name)
+	}
+	return &criteria, p, nil
+}
+
 // resultModSeq is the highest modseq of what a SEARCH or SORT with a
 // MODSEQ key returns (RFC 7162 §3.1.5): of every match, or of the MIN and
-// MAX messages only; 0 without a MODSEQ key.
-func (s *session) resultModSeq(p *searchParser, uids []uint32, ret searchReturn) (uint64, error) {
+// MAX messages only; 0 without a MODSEQ key. uids are of the mailbox
+// mailboxID (the selected one but for ESEARCH).
+func (s *session) resultModSeq(p *searchParser, mailboxID int64, uids []uint32, ret searchReturn) (uint64, error) {
 	if !p.modseq || len(uids) == 0 {
 		return 0, nil
 	}
@@ -384,7 +401,7 @@ func (s *session) resultModSeq(p *searchParser, uids []uint32, ret searchReturn)
 	if ret.extended && !ret.all && !ret.count {
 		of = savedResult(uids, ret)
 	}
-	return s.srv.st.MaxModSeq(s.ctx, s.accountID(), s.mailbox.ID, of)
+	return s.srv.st.MaxModSeq(s.ctx, s.accountID(), mailboxID, of)
 }
 
 // writeNumbers writes a SEARCH or SORT response: the numbers and, with a
@@ -408,6 +425,12 @@ func writeESearch(e *imapwire.Encoder, c *cmd, nums []uint32, ret searchReturn, 
 	if c.uid {
 		e.Raw(" UID")
 	}
+	writeESearchData(e, nums, ret, modseq)
+}
+
+// writeESearchData writes what follows an ESEARCH response's correlator
+// and UID indicator, and the line's end.
+func writeESearchData(e *imapwire.Encoder, nums []uint32, ret searchReturn, modseq uint64) {
 	if len(nums) > 0 {
 		if ret.all {
 			e.Raw(" ALL ")

@@ -60,18 +60,7 @@ func (s *session) readSearchProgram(c *cmd) (*imap.SearchCriteria, *searchParser
 	if err := searchCharset(c.d); err != nil {
 		return nil, nil, err
 	}
-	p := &searchParser{d: c.d}
-	var criteria imap.SearchCriteria
-	if err := p.criteria(&criteria, false); err != nil {
-		return nil, nil, err
-	}
-	if err := c.end(); err != nil {
-		return nil, nil, err
-	}
-	if s.uidonly && hasSeqNums(&criteria) {
-		return nil, nil, errUIDRequired(c.name)
-	}
-	return &criteria, p, nil
+	return s.searchKeys(c)
 }
 
 // cmdSort is SORT and UID SORT.
@@ -111,7 +100,7 @@ func (s *session) cmdSort(c *cmd) error {
 			return nil
 		}
 	}
-	modseq, err := s.resultModSeq(p, uids, ret)
+	modseq, err := s.resultModSeq(p, s.mailbox.ID, uids, ret)
 	if err != nil {
 		return storeError(err, "SORT")
 	}

@@ -13,16 +13,34 @@ import (
 // 500 ms), read by a client that only splits the answer.
 
 func (e *benchEnv) benchSortThread(b *testing.B, command, want string, count func(line []byte) int) {
+	run := e.lineClient(b)
+	run("s", "SELECT INBOX", nil)
+	b.ResetTimer()
+	for b.Loop() {
+		var line []byte
+		run("c", command, func(l []byte) {
+			if bytes.HasPrefix(l, []byte("* "+want)) {
+				line = l
+			}
+		})
+		if n := count(line); n != benchMessages {
+			b.Fatalf("%s answered %d messages, want %d", command, n, benchMessages)
+		}
+	}
+}
+
+// lineClient logs in over TLS and returns a client that only splits
+// lines: run sends a command, hands each untagged line to each (if not
+// nil) and fails the benchmark unless the tagged answer is OK.
+func (e *benchEnv) lineClient(b *testing.B) (run func(tag, cmd string, each func(line []byte))) {
 	conn, err := tls.Dial("tcp", e.addr, &tls.Config{InsecureSkipVerify: true})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { conn.Close() })
 	r := bufio.NewReaderSize(conn, 64<<10)
-	// run sends a command and returns its untagged answer named want.
-	run := func(tag, cmd string) []byte {
+	run = func(tag, cmd string, each func(line []byte)) {
 		fmt.Fprintf(conn, "%s %s\r\n", tag, cmd)
-		var answer []byte
 		for {
 			line, err := r.ReadBytes('\n')
 			if err != nil {
@@ -32,25 +50,18 @@ func (e *benchEnv) benchSortThread(b *testing.B, command, want string, count fun
 				if !bytes.HasPrefix(line, []byte(tag+" OK")) {
 					b.Fatalf("%s: %s", cmd, line)
 				}
-				return answer
+				return
 			}
-			if bytes.HasPrefix(line, []byte("* "+want)) {
-				answer = line
+			if each != nil {
+				each(line)
 			}
 		}
 	}
 	if _, err := r.ReadSlice('\n'); err != nil { // greeting
 		b.Fatal(err)
 	}
-	run("l", fmt.Sprintf("LOGIN %q %q", e.user, e.pass))
-	run("s", "SELECT INBOX")
-	b.ResetTimer()
-	for b.Loop() {
-		line := run("c", command)
-		if n := count(line); n != benchMessages {
-			b.Fatalf("%s answered %d messages, want %d", command, n, benchMessages)
-		}
-	}
+	run("l", fmt.Sprintf("LOGIN %q %q", e.user, e.pass), nil)
+	return run
 }
 
 // countNumbers counts the numbers of a SORT or THREAD answer.

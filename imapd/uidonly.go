@@ -34,20 +34,7 @@ func (s *session) uidRequired(c *cmd) error {
 // hasSeqNums reports whether search criteria name messages by sequence
 // number (UID SEARCH 1:5 ALL), which UIDONLY forbids (RFC 9586 §3.4).
 func hasSeqNums(c *imap.SearchCriteria) bool {
-	if len(c.SeqNum) > 0 {
-		return true
-	}
-	for i := range c.Not {
-		if hasSeqNums(&c.Not[i]) {
-			return true
-		}
-	}
-	for i := range c.Or {
-		if hasSeqNums(&c.Or[i][0]) || hasSeqNums(&c.Or[i][1]) {
-			return true
-		}
-	}
-	return false
+	return anyCriteria(c, func(c *imap.SearchCriteria) bool { return len(c.SeqNum) > 0 })
 }
 
 // fetchHead starts a FETCH response: "* seq FETCH (", or under UIDONLY

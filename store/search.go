@@ -136,14 +136,77 @@ func (s *Store) checkSearchMailbox(ctx context.Context, accountID, mailboxID int
 
 // searchSQL answers criteria without content predicates with one query.
 func (s *Store) searchSQL(ctx context.Context, accountID, mailboxID int64, c *SearchCriteria) ([]uint32, error) {
-	b := &sqlBuilder{args: []any{mailboxID, accountID}}
+	found, err := s.searchSQLIn(ctx, accountID, oneMailbox(mailboxID), c)
+	return found[mailboxID], err
+}
+
+// mailboxesCond names the mailboxes a search reads: the SQL condition on
+// mm.mailbox_id, with $1 the parameter it takes.
+type mailboxesCond struct {
+	cond string
+	arg  any
+}
+
+func oneMailbox(id int64) mailboxesCond { return mailboxesCond{"mm.mailbox_id = $1", id} }
+
+func manyMailboxes(ids []int64) mailboxesCond {
+	return mailboxesCond{"mm.mailbox_id = ANY($1::bigint[])", ids}
+}
+
+// searchSQLIn is searchSQL over the mailboxes of in: one query for all,
+// the UIDs ascending per mailbox.
+func (s *Store) searchSQLIn(ctx context.Context, accountID int64, in mailboxesCond, c *SearchCriteria) (map[int64][]uint32, error) {
+	b := &sqlBuilder{args: []any{in.arg, accountID}}
 	where := b.conds(c, modeExact)
-	rows, err := s.pool.Query(ctx, `SELECT mm.uid FROM mailbox_messages mm
-		WHERE mm.mailbox_id = $1 AND mm.account_id = $2 AND `+where+` ORDER BY mm.uid`, b.args...)
+	rows, err := s.pool.Query(ctx, `SELECT mm.mailbox_id, mm.uid FROM mailbox_messages mm
+		WHERE `+in.cond+` AND mm.account_id = $2 AND `+where+` ORDER BY mm.mailbox_id, mm.uid`, b.args...)
 	if err != nil {
 		return nil, err
 	}
-	return scanUIDs(rows)
+	found := map[int64][]uint32{}
+	var mailboxID, uid int64
+	_, err = pgx.ForEachRow(rows, []any{&mailboxID, &uid}, func() error {
+		found[mailboxID] = append(found[mailboxID], uint32(uid))
+		return nil
+	})
+	return found, err
+}
+
+// SearchMailboxes is Search over several mailboxes of the account with the
+// same criteria (IMAP's MULTISEARCH): the UIDs matching in each, ascending,
+// keyed by mailbox id; a mailbox without a match, or not the account's, has
+// no entry. What SQL and the text index decide is one statement for all the
+// mailboxes, so the trigram hits are read once, not once per mailbox;
+// messages left to the scan are scanned mailbox by mailbox.
+func (s *Store) SearchMailboxes(ctx context.Context, accountID int64, mailboxIDs []int64, c *SearchCriteria) (map[int64][]uint32, error) {
+	if c == nil {
+		c = &SearchCriteria{}
+	}
+	var found map[int64][]uint32
+	var err error
+	switch {
+	case len(mailboxIDs) == 0:
+		return map[int64][]uint32{}, nil
+	case !hasContent(c):
+		found, err = s.searchSQLIn(ctx, accountID, manyMailboxes(mailboxIDs), c)
+	case textIndexable(c):
+		found, err = s.searchIndexedIn(ctx, accountID, manyMailboxes(mailboxIDs), c)
+	default:
+		found = map[int64][]uint32{}
+		for _, id := range mailboxIDs {
+			var uids []uint32
+			if uids, err = s.searchContent(ctx, accountID, id, c, nil); err != nil {
+				break
+			}
+			if len(uids) > 0 {
+				found[id] = uids
+			}
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("search mailboxes: %w", err)
+	}
+	return found, nil
 }
 
 // hasContent reports whether c (or a nested criterion) needs Go-side

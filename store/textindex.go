@@ -499,11 +499,18 @@ func regexpQuote(s string) string {
 // messages indexed in full and the candidate UIDs among the others (not
 // indexed yet, or cut at the cap), which the scan then decides.
 func (s *Store) searchIndexed(ctx context.Context, accountID, mailboxID int64, c *SearchCriteria) ([]uint32, error) {
+	found, err := s.searchIndexedIn(ctx, accountID, oneMailbox(mailboxID), c)
+	return found[mailboxID], err
+}
+
+// searchIndexedIn is searchIndexed over the mailboxes of in: one statement
+// for all, then the scan of each mailbox's candidates.
+func (s *Store) searchIndexedIn(ctx context.Context, accountID int64, in mailboxesCond, c *SearchCriteria) (map[int64][]uint32, error) {
 	ctype, err := s.textCtype(ctx)
 	if err != nil {
 		return nil, err
 	}
-	b := &sqlBuilder{args: []any{mailboxID, accountID}, asciiWords: ctype == ctypeC}
+	b := &sqlBuilder{args: []any{in.arg, accountID}, asciiWords: ctype == ctypeC}
 	// The messages that may match among those indexed in full come first,
 	// from the trigram indexes alone (all accounts' rows, before any join):
 	// the planner is not left to prefer reading the mailbox's rows and
@@ -520,42 +527,48 @@ func (s *Store) searchIndexed(ctx context.Context, accountID, mailboxID int64, c
 	// read again only when a condition left undecided needs them (each
 	// such read is one more index probe per hit).
 	indexed := `FROM mailbox_messages mm JOIN message_text mt ON mt.message_id = mm.message_id
-		WHERE mm.mailbox_id = $1 AND mm.account_id = $2 AND NOT mt.truncated AND `
+		WHERE ` + in.cond + ` AND mm.account_id = $2 AND NOT mt.truncated AND `
 	if cte != "" && !b.readsText {
-		indexed = `FROM mailbox_messages mm WHERE mm.mailbox_id = $1 AND mm.account_id = $2 AND `
+		indexed = `FROM mailbox_messages mm WHERE ` + in.cond + ` AND mm.account_id = $2 AND `
 	}
 	over := b.conds(c, modeOver)
-	rows, err := s.pool.Query(ctx, cte+`SELECT mm.uid, true `+indexed+hits+` AND `+exact+`
+	rows, err := s.pool.Query(ctx, cte+`SELECT mm.mailbox_id, mm.uid, true `+indexed+hits+` AND `+exact+`
 		UNION ALL
-		SELECT mm.uid, false FROM mailbox_messages mm
-		WHERE mm.mailbox_id = $1 AND mm.account_id = $2 AND `+over+` AND mm.message_id IN (
+		SELECT mm.mailbox_id, mm.uid, false FROM mailbox_messages mm
+		WHERE `+in.cond+` AND mm.account_id = $2 AND `+over+` AND mm.message_id IN (
 			SELECT message_id FROM text_index_queue UNION ALL SELECT message_id FROM message_text WHERE truncated)`,
 		b.args...)
 	if err != nil {
 		return nil, err
 	}
-	var out []uint32
-	var scan []int64
-	var uid int64
+	found := map[int64][]uint32{}
+	scan := map[int64][]int64{}
+	var mailboxID, uid int64
 	var decided bool
-	if _, err := pgx.ForEachRow(rows, []any{&uid, &decided}, func() error {
+	if _, err := pgx.ForEachRow(rows, []any{&mailboxID, &uid, &decided}, func() error {
 		if decided {
-			out = append(out, uint32(uid))
+			found[mailboxID] = append(found[mailboxID], uint32(uid))
 		} else {
-			scan = append(scan, uid)
+			scan[mailboxID] = append(scan[mailboxID], uid)
 		}
 		return nil
 	}); err != nil {
 		return nil, err
 	}
-	if len(scan) > 0 {
-		slices.Sort(scan)
-		more, err := s.searchContent(ctx, accountID, mailboxID, c, scan)
+	for id, uids := range scan {
+		slices.Sort(uids)
+		more, err := s.searchContent(ctx, accountID, id, c, uids)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, more...)
+		found[id] = append(found[id], more...)
 	}
-	slices.Sort(out)
-	return out, nil
+	for id, uids := range found {
+		if len(uids) == 0 {
+			delete(found, id)
+			continue
+		}
+		slices.Sort(uids)
+	}
+	return found, nil
 }

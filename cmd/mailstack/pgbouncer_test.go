@@ -62,7 +62,7 @@ func TestServeThroughPgBouncer(t *testing.T) {
 		[]string{"alice@example.org", "bob@remote.example"},
 		"From: alice@example.org\r\nTo: alice@example.org, bob@remote.example\r\nSubject: through PgBouncer\r\n\r\nhi\r\n")
 	events.waitExists(t, "submission to alice, seen in IDLE", 1)
-	relay.wait(t, 1)
+	relay.Wait(t, 1)
 	// The waits allow 30 s; the worker would otherwise sleep a minute.
 	if d := time.Since(start); d > 30*time.Second {
 		t.Fatalf("took %v: woken by the poll, not by the notification", d)
