@@ -274,7 +274,7 @@ func (s *Store) SetPassword(ctx context.Context, address, password string) error
 func (s *Store) SetDisabled(ctx context.Context, address string, disabled bool) error {
 	return s.execOne(ctx, "disable account", address, `WITH u AS (UPDATE accounts SET disabled = $2 WHERE address = $1 RETURNING id),
 		n AS (SELECT `+loginNotifySQL("$3", "id", "0")+` FROM u WHERE $2)
-		SELECT id FROM u WHERE (SELECT count(*) FROM n) >= 0`, strings.ToLower(address), disabled, LoginChannel)
+		SELECT id FROM u WHERE (SELECT count(*) FROM n) >= 0`, mailaddr.Key(address), disabled, LoginChannel)
 }
 
 // DeleteAccount removes an account with all its mailboxes, messages and
@@ -285,7 +285,7 @@ func (s *Store) DeleteAccount(ctx context.Context, address string) error {
 	return s.execOne(ctx, "delete account", address, `WITH d AS (DELETE FROM accounts WHERE address = $1 RETURNING id),
 		n AS (SELECT `+mailboxNotifySQL("$2", "m.id", "0", "")+` FROM mailboxes m JOIN d ON m.account_id = d.id),
 		l AS (SELECT `+loginNotifySQL("$3", "id", "0")+` FROM d)
-		SELECT d.id FROM d WHERE (SELECT count(*) FROM n) + (SELECT count(*) FROM l) >= 0`, strings.ToLower(address), MailboxChannel, LoginChannel)
+		SELECT d.id FROM d WHERE (SELECT count(*) FROM n) + (SELECT count(*) FROM l) >= 0`, mailaddr.Key(address), MailboxChannel, LoginChannel)
 }
 
 // CreateAlias makes alias (an address, or "@domain" for a catch-all) deliver
