@@ -34,11 +34,27 @@ func (f Field) IsField() bool { return f.Name != nil }
 
 // Is reports whether the field is called name, ignoring ASCII case.
 func (f Field) Is(name string) bool {
-	return f.Name != nil && len(f.Name) == len(name) && bytes.EqualFold(f.Name, []byte(name))
+	if f.Name == nil || len(f.Name) != len(name) {
+		return false
+	}
+	for i := range len(name) {
+		if lowerASCII(f.Name[i]) != lowerASCII(name[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // Scanner reads the fields of a header block one at a time. The zero
-// value reads nothing; use NewScanner.
+// value reads nothing; use NewScanner. A Scanner is a value, so scanning
+// allocates nothing.
 type Scanner struct {
 	rest  []byte
 	field Field
@@ -46,7 +62,7 @@ type Scanner struct {
 
 // NewScanner returns a scanner of the header block, which may hold the
 // body after it (the scanner stops at the blank line).
-func NewScanner(block []byte) *Scanner { return &Scanner{rest: block} }
+func NewScanner(block []byte) Scanner { return Scanner{rest: block} }
 
 // Next advances to the next field. It returns false at the blank line
 // ending the header (exactly LF or CRLF, the line that makes the MIME
@@ -99,9 +115,15 @@ func (s *Scanner) Field() Field { return s.field }
 func (s *Scanner) Rest() []byte { return s.rest }
 
 // Unfold returns v without its line breaks (CRLF or LF), the white space
-// of folding kept (RFC 5322 §2.2.3). It returns v itself when there is no
-// line break.
+// of folding kept (RFC 5322 §2.2.3). A value on one line is returned as a
+// slice of v; only a folded one is copied.
 func Unfold(v []byte) []byte {
+	if n := len(v); n > 0 && v[n-1] == '\n' {
+		v = v[:n-1]
+		if n > 1 && v[n-2] == '\r' {
+			v = v[:n-2]
+		}
+	}
 	if bytes.IndexByte(v, '\n') < 0 {
 		return v
 	}

@@ -78,10 +78,17 @@ func TestUnfold(t *testing.T) {
 		{" a\r\n b\r\n", " a b"},
 		{" a\n\tb\n", " a\tb"},
 		{" a\r\r\n b", " a\r b"}, // a lone CR stays
+		{" one line\r\n", " one line"},
+		{" a\r\r\n", " a\r"},
 	}
 	for _, tt := range tests {
 		if got := string(Unfold([]byte(tt.in))); got != tt.want {
 			t.Errorf("Unfold(%q) = %q, want %q", tt.in, got, tt.want)
 		}
+	}
+	// A value on one line is not copied.
+	in := []byte(" v\r\n")
+	if out := Unfold(in); &out[0] != &in[0] {
+		t.Error("Unfold copied a value on one line")
 	}
 }

@@ -13,7 +13,7 @@ import (
 // the raw value unfolded; Value and Addresses decode and case-fold it on
 // first use (most searches look at one or two fields of each message).
 type Field struct {
-	Name     string
+	Name     string // lower-cased
 	raw      []byte
 	folded   string
 	done     bool
