@@ -11,6 +11,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"github.com/mailstack/mailstack/imapd/imapwire"
+	"github.com/mailstack/mailstack/internal/headerscan"
 	"github.com/mailstack/mailstack/internal/mimeindex"
 	"github.com/mailstack/mailstack/store"
 )
@@ -840,44 +841,22 @@ func headerSection(hdr []byte, sec *imap.FetchItemBodySection) []byte {
 		want, keep = sec.HeaderFieldsNot, false
 	}
 	var out bytes.Buffer
-	rest := hdr
-	var field []byte // current field with its continuation lines
-	include := false
-	flush := func() {
-		if include {
-			out.Write(field)
+	for sc := headerscan.NewScanner(hdr); sc.Next(); {
+		f := sc.Field()
+		if !f.IsField() && (f.Raw[0] == ' ' || f.Raw[0] == '\t') {
+			continue // continuation lines with no field: in no section
 		}
-		field = nil
-	}
-	for len(rest) > 0 {
-		line := rest
-		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
-			line = rest[:i+1]
-		}
-		rest = rest[len(line):]
-		if len(bytes.TrimRight(line, "\r\n")) == 0 {
-			break // the blank line ending the header
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			field = append(field, line...)
-			continue
-		}
-		flush()
-		name, _, ok := bytes.Cut(line, []byte(":"))
 		matched := false
-		if ok {
-			n := strings.TrimSpace(string(name))
-			for _, h := range want {
-				if strings.EqualFold(n, h) {
-					matched = true
-					break
-				}
+		for _, h := range want {
+			if f.Is(h) {
+				matched = true
+				break
 			}
 		}
-		include = matched == keep && (ok || !keep)
-		field = append(field[:0:0], line...)
+		if matched == keep && (f.IsField() || !keep) {
+			out.Write(f.Raw)
+		}
 	}
-	flush()
 	out.WriteString("\r\n")
 	return out.Bytes()
 }

@@ -8,12 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
+
+	"github.com/mailstack/mailstack/internal/headerscan"
 )
 
 // maxHeaderBytes bounds the top-level header block, the only part of a
@@ -87,42 +90,16 @@ func readIncoming(r io.Reader) (*incoming, error) {
 // first bad line, where ReadHeader stops.
 func lenientHeader(raw []byte) textproto.Header {
 	var h textproto.Header
-	var field []byte // the field being collected, continuation lines included
-	flush := func() {
-		if field == nil {
-			return
-		}
-		name, _, ok := bytes.Cut(field, []byte(":"))
-		// RFC 5322 §4.5 (obsolete syntax) allows white space before the colon.
-		name = bytes.TrimRight(name, " \t")
-		valid := ok && len(name) > 0
-		for _, c := range name {
+	for sc := headerscan.NewScanner(raw); sc.Next(); {
+		f := sc.Field()
+		valid := f.IsField()
+		for _, c := range f.Name {
 			valid = valid && c > ' ' && c <= '~'
 		}
 		if valid {
-			h.AddRaw(bytes.Clone(field))
-		}
-		field = nil
-	}
-	for rest := raw; len(rest) > 0; {
-		line := rest
-		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
-			line = rest[:i+1]
-		}
-		rest = rest[len(line):]
-		switch {
-		case len(bytes.TrimRight(line, "\r\n")) == 0:
-			flush()
-		case line[0] == ' ' || line[0] == '\t':
-			if field != nil {
-				field = append(field, line...)
-			}
-		default:
-			flush()
-			field = append([]byte(nil), line...)
+			h.AddRaw(bytes.Clone(f.Raw))
 		}
 	}
-	flush()
 	return h
 }
 
@@ -130,37 +107,15 @@ func lenientHeader(raw []byte) textproto.Header {
 // from the header, raw and parsed, continuation lines included. Only the
 // header block is touched; the body stays a stream.
 func (m *incoming) removeFields(names ...string) {
-	drop := func(line []byte) bool {
-		name, _, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
-			return false
-		}
-		// RFC 5322 §4.5 (obsolete syntax) allows white space before the colon.
-		name = bytes.TrimRight(name, " \t")
-		for _, n := range names {
-			if bytes.EqualFold(name, []byte(n)) {
-				return true
-			}
-		}
-		return false
-	}
 	out := make([]byte, 0, len(m.raw))
-	dropping := false
-	for rest := m.raw; len(rest) > 0; {
-		line := rest
-		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
-			line = rest[:i+1]
-		}
-		rest = rest[len(line):]
-		if line[0] != ' ' && line[0] != '\t' {
-			// A new field (or the blank line ending the header).
-			dropping = drop(line)
-		}
-		if !dropping {
-			out = append(out, line...)
+	sc := headerscan.NewScanner(m.raw)
+	for sc.Next() {
+		f := sc.Field()
+		if !slices.ContainsFunc(names, f.Is) {
+			out = append(out, f.Raw...)
 		}
 	}
-	m.raw = out
+	m.raw = append(out, sc.Rest()...)
 	for _, n := range names {
 		m.header.Del(n)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mailstack/mailstack/internal/headerscan"
 	"github.com/mailstack/mailstack/internal/mailaddr"
 	"github.com/mailstack/mailstack/internal/rspamd"
 	"github.com/mailstack/mailstack/smtpd/inboundauth"
@@ -469,30 +470,13 @@ func stripAuthResults(raw []byte, authservID string) []byte {
 // (given its name and value), keeping every other byte as received.
 func stripFields(raw []byte, drop func(name, value string) bool) []byte {
 	var out []byte
-	rest := raw
-	for len(rest) > 0 {
-		// One field: its first line plus continuation lines.
-		end := 0
-		for {
-			nl := bytes.IndexByte(rest[end:], '\n')
-			if nl < 0 {
-				end = len(rest)
-				break
-			}
-			end += nl + 1
-			if end >= len(rest) || (rest[end] != ' ' && rest[end] != '\t') {
-				break
-			}
+	sc := headerscan.NewScanner(raw)
+	for sc.Next() {
+		if f := sc.Field(); !f.IsField() || !drop(string(f.Name), string(f.Value)) {
+			out = append(out, f.Raw...)
 		}
-		field := rest[:end]
-		rest = rest[end:]
-		// "Name :" is old syntax that readers still take as Name.
-		if name, value, ok := strings.Cut(string(field), ":"); ok && drop(strings.TrimRight(name, " \t"), value) {
-			continue
-		}
-		out = append(out, field...)
 	}
-	return out
+	return append(out, sc.Rest()...)
 }
 
 // authservIDOf returns the authserv-id of an Authentication-Results value:

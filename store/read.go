@@ -104,12 +104,15 @@ type FetchOptions struct {
 // mailbox). The MessageMeta passed to fn is reused: copy what you keep.
 func (s *Store) FetchMeta(ctx context.Context, accountID, mailboxID int64, uids []UIDRange, opts FetchOptions, fn func(*MessageMeta) error) error {
 	lo, hi := normalizeRanges(uids)
-	structure, header := "NULL::jsonb", "NULL::bytea, 0::bigint"
+	structure, header := "NULL::jsonb", "NULL::bytea"
+	if opts.Header {
+		header = "m.header"
+		// The header's size is its stored length, unless it was cut at
+		// MaxStoredHeader: then the structure says where the body starts.
+		structure = "CASE WHEN octet_length(m.header) >= " + strconv.Itoa(MaxStoredHeader) + " THEN m.structure END"
+	}
 	if opts.Structure {
 		structure = "m.structure"
-	}
-	if opts.Header {
-		header = "m.header, (m.structure->'root'->>'bs')::bigint"
 	}
 	body := "NULL::bytea"
 	if opts.Body {
@@ -138,7 +141,7 @@ func (s *Store) FetchMeta(ctx context.Context, accountID, mailboxID int64, uids 
 	for rows.Next() {
 		structureJSON = structureJSON[:0]
 		m.Header, m.Body = nil, nil
-		if err := rows.Scan(&uid, &m.MessageID, &bits, &keywords, &modseq, &m.InternalDate, &m.Size, &structureJSON, &m.Header, &m.HeaderSize, &m.Body); err != nil {
+		if err := rows.Scan(&uid, &m.MessageID, &bits, &keywords, &modseq, &m.InternalDate, &m.Size, &structureJSON, &m.Header, &m.Body); err != nil {
 			return fmt.Errorf("fetch: %w", err)
 		}
 		m.UID, m.ModSeq, m.Flags = uint32(uid), uint64(modseq), flagStrings(bits, keywords)
@@ -146,11 +149,21 @@ func (s *Store) FetchMeta(ctx context.Context, accountID, mailboxID int64, uids 
 			m.Body = nil // a short first chunk: read it the long way
 		}
 		m.Structure = nil
-		if opts.Structure {
+		if len(structureJSON) > 0 {
 			m.Structure = new(mimeindex.Message)
 			if err := json.Unmarshal(structureJSON, m.Structure); err != nil {
 				return fmt.Errorf("fetch: decode structure of message %d: %w", m.MessageID, err)
 			}
+		}
+		m.HeaderSize = 0
+		if opts.Header {
+			m.HeaderSize = int64(len(m.Header))
+			if m.Structure != nil && m.Structure.Root != nil {
+				m.HeaderSize = m.Structure.Root.BodyStart
+			}
+		}
+		if !opts.Structure {
+			m.Structure = nil
 		}
 		if err := fn(&m); err != nil {
 			return err

@@ -365,3 +365,74 @@ func searchAddresses(t *testing.T, st *store.Store, accountID, mailboxID int64, 
 		t.Errorf("%s: NOT FROM, OR TO HEADER CC: got %v, %v; want [5]", mode, got, err)
 	}
 }
+
+// TestSearchSentDateCutHeader: the sent date is the envelope's, read from
+// the stored header, and from the envelope itself when the header was cut
+// at MaxStoredHeader (the cut may fall inside the Date: field, which the
+// envelope then does not have); FetchMeta's HeaderSize is the real size
+// either way.
+func TestSearchSentDateCutHeader(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	inbox := f.mailbox(t, f.a, "INBOX")
+	const prefix = "From: a@example.com\r\nSubject: s\r\n"
+	// The cut leaves "Date: 2 Jan 2024 23:30:00 -0800 (PS", which would
+	// parse as January 2.
+	const date, cutAt = "Date: 2 Jan 2024 23:30:00 -0800 (PST)\r\n", len("Date: 2 Jan 2024 23:30:00 -0800 (PS")
+	var filler strings.Builder
+	line := func(n int) { filler.WriteString("X-Filler: " + strings.Repeat("f", n-12) + "\r\n") }
+	rem := store.MaxStoredHeader - cutAt - len(prefix)
+	count, last := rem/1000, rem%1000
+	if last < 12 {
+		count, last = count-1, last+1000
+	}
+	for range count {
+		line(1000)
+	}
+	line(last)
+	msgs := []string{
+		prefix + "Date: Tue, 2 Jan 2024 23:30:00 -0800\r\nDate: Wed, 3 Jan 2024 10:00:00 +0000\r\n",
+		prefix + filler.String() + date,
+	}
+	var sizes []int64
+	for _, h := range msgs {
+		raw := h + "\r\nbody\r\n"
+		sizes = append(sizes, int64(len(h)+2))
+		if _, err := f.st.Append(ctx, f.a.ID, inbox.ID, strings.NewReader(raw), 0, nil, day(2024, 2, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		c    store.SearchCriteria
+		want []uint32
+	}{
+		{"last Date field counts", store.SearchCriteria{SentOn: day(2024, 1, 3)}, []uint32{1}},
+		{"no half Date field", store.SearchCriteria{SentOn: day(2024, 1, 2)}, nil},
+		{"cut Date field: internal date", store.SearchCriteria{SentOn: day(2024, 2, 1)}, []uint32{2}},
+	} {
+		got, err := f.st.Search(ctx, f.a.ID, inbox.ID, &tc.c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	for _, opts := range []store.FetchOptions{{Header: true}, {Header: true, Structure: true}} {
+		var got []int64
+		err := f.st.FetchMeta(ctx, f.a.ID, inbox.ID, []store.UIDRange{{Start: 1, Stop: 0}}, opts, func(m *store.MessageMeta) error {
+			got = append(got, m.HeaderSize)
+			if (m.Structure != nil) != opts.Structure {
+				t.Errorf("%+v: structure %v", opts, m.Structure != nil)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, sizes) {
+			t.Errorf("%+v: header sizes %v, want %v", opts, got, sizes)
+		}
+	}
+}

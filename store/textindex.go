@@ -13,10 +13,11 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mailstack/mailstack/internal/mimeindex"
+	"github.com/mailstack/mailstack/internal/searchtext"
 )
 
 // The text index (migration 14) holds, per message content, the text that
-// SEARCH's string keys match, in the form the scan in search.go matches it:
+// SEARCH's string keys match, in the form the scan (searchscan.go) matches it:
 // decoded and case-folded by the same code. A search whose strings the
 // index can answer exactly (indexable) is one query over the indexed
 // messages plus the scan of those not indexed yet or cut at the cap.
@@ -143,12 +144,14 @@ type indexedText struct {
 func (s *Store) messageText(ctx context.Context, r *searchRow) (*indexedText, error) {
 	t := &indexedText{}
 	var hb, ab []byte
-	for _, f := range parseHeaderFields(r.header) {
-		line := appendIndexLine(appendIndexLine(append(hb, '\n'), f.name), ": ")
-		hb = appendIndexLine(line, f.value())
-		if isAddressField(f.name) {
-			line := appendIndexLine(appendIndexLine(append(ab, '\n'), f.name), ": ")
-			ab = appendIndexLine(line, f.addresses())
+	fields := searchtext.ParseHeader(r.header)
+	for i := range fields {
+		f := &fields[i]
+		line := appendIndexLine(appendIndexLine(append(hb, '\n'), f.Name), ": ")
+		hb = appendIndexLine(line, f.Value())
+		if isAddressField(f.Name) {
+			line := appendIndexLine(appendIndexLine(append(ab, '\n'), f.Name), ": ")
+			ab = appendIndexLine(line, f.Addresses())
 		}
 	}
 	if len(hb) > textIndexMaxHeader || len(ab) > textIndexMaxHeader {
@@ -174,16 +177,9 @@ func (s *Store) messageText(ctx context.Context, r *searchRow) (*indexedText, er
 	return t, nil
 }
 
-// textSink receives the searchable text of a message part by part.
-type textSink interface {
-	Write(p []byte) (int, error) // errMatchDone once it needs no more
-	startPart()
-	endPart()
-	done() bool
-}
-
 // textCollector gathers the folded text of every part for the index,
-// parts separated by a line feed, up to max bytes.
+// parts separated by a line feed, up to max bytes. It is a
+// searchtext.Sink.
 type textCollector struct {
 	buf     []byte
 	max     int
@@ -192,9 +188,9 @@ type textCollector struct {
 	pending []byte // an incomplete UTF-8 sequence at the end of the last write
 }
 
-func (c *textCollector) done() bool { return c.cut }
+func (c *textCollector) Done() bool { return c.cut }
 
-func (c *textCollector) startPart() {
+func (c *textCollector) StartPart() {
 	if c.parts > 0 {
 		c.add([]byte{'\n'})
 	}
@@ -202,7 +198,7 @@ func (c *textCollector) startPart() {
 	c.pending = c.pending[:0]
 }
 
-func (c *textCollector) endPart() {
+func (c *textCollector) EndPart() {
 	if len(c.pending) > 0 {
 		c.add(c.pending)
 		c.pending = c.pending[:0]
@@ -211,14 +207,14 @@ func (c *textCollector) endPart() {
 
 func (c *textCollector) Write(p []byte) (int, error) {
 	if c.cut {
-		return len(p), errMatchDone
+		return len(p), searchtext.ErrDone
 	}
 	data := append(c.pending, p...)
-	cut := incompleteTail(data)
+	cut := searchtext.IncompleteTail(data)
 	c.pending = append(c.pending[:0:0], data[cut:]...)
 	c.add(data[:cut])
 	if c.cut {
-		return len(p), errMatchDone
+		return len(p), searchtext.ErrDone
 	}
 	return len(p), nil
 }
@@ -235,20 +231,6 @@ func (c *textCollector) add(src []byte) {
 	}
 }
 
-// incompleteTail returns where an incomplete UTF-8 sequence at the end of
-// data starts (len(data) if there is none).
-func incompleteTail(data []byte) int {
-	for i := len(data) - 1; i >= 0 && i >= len(data)-utf8.UTFMax; i-- {
-		if utf8.RuneStart(data[i]) {
-			if !utf8.FullRune(data[i:]) {
-				return i
-			}
-			break
-		}
-	}
-	return len(data)
-}
-
 // appendIndexText appends src case-folded as the scan folds it, with what
 // PostgreSQL text cannot hold (NUL, bytes that are not UTF-8) replaced by
 // U+FFFD, and unless keepLines also CR and LF (so that every header field
@@ -256,7 +238,7 @@ func incompleteTail(data []byte) int {
 // the index (textIndexable), so the replacement changes no result.
 func appendIndexText(dst, src []byte, keepLines bool) []byte {
 	start := len(dst)
-	dst = appendFolded(dst, src)
+	dst = searchtext.AppendFold(dst, src)
 	clean := true
 	for _, c := range dst[start:] {
 		if c == 0 || (!keepLines && (c == '\r' || c == '\n')) {

@@ -4,7 +4,8 @@ import (
 	"bytes"
 	"encoding/base64"
 	"io"
-	"strings"
+
+	"github.com/mailstack/mailstack/internal/headerscan"
 )
 
 // NULParts returns the leaf parts of m whose body holds a NUL byte, in
@@ -92,41 +93,22 @@ func EncodeParts(r io.ReaderAt, size int64, parts []*Part, w io.Writer) error {
 // line if the header had none).
 func rewriteCTE(hdr []byte) []byte {
 	var out bytes.Buffer
-	skipping := false
-	rest := hdr
+	sc := headerscan.NewScanner(hdr)
+	for sc.Next() {
+		if f := sc.Field(); !f.Is("Content-Transfer-Encoding") {
+			out.Write(f.Raw)
+		}
+	}
 	eol := "\r\n"
-	ended := false
-	for len(rest) > 0 {
-		line := rest
-		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
-			line = rest[:i+1]
-		}
-		rest = rest[len(line):]
-		if trimmed := bytes.TrimRight(line, "\r\n"); len(trimmed) == 0 {
-			if !bytes.HasSuffix(line, []byte("\r\n")) {
-				eol = "\n"
-			}
-			out.WriteString("Content-Transfer-Encoding: base64" + eol)
-			out.Write(line)
-			out.Write(rest)
-			ended = true
-			break
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			if !skipping {
-				out.Write(line)
-			}
-			continue
-		}
-		name, _, _ := strings.Cut(string(line), ":")
-		skipping = strings.EqualFold(strings.TrimSpace(name), "Content-Transfer-Encoding")
-		if !skipping {
-			out.Write(line)
-		}
+	rest := sc.Rest()
+	if len(rest) > 0 && rest[0] == '\n' {
+		eol = "\n"
 	}
-	if !ended {
-		out.WriteString("Content-Transfer-Encoding: base64\r\n\r\n")
+	out.WriteString("Content-Transfer-Encoding: base64" + eol)
+	if len(rest) == 0 {
+		out.WriteString("\r\n") // the header had no blank line
 	}
+	out.Write(rest)
 	return out.Bytes()
 }
 

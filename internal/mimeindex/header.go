@@ -10,57 +10,18 @@ import (
 	"unicode/utf8"
 
 	"github.com/emersion/go-message/charset"
+
+	"github.com/mailstack/mailstack/internal/headerscan"
 )
-
-// Header field splitting is done here rather than with
-// go-message/textproto.ReadHeader because ReadHeader stops at the first
-// malformed line and needs its own reader, while the offsets have to come
-// from our line scanner anyway.
-
-func indexByte(b []byte, c byte) int { return bytes.IndexByte(b, c) }
 
 func trimWSP(b []byte) []byte {
 	return bytes.Trim(b, " \t")
 }
 
-// fieldIs reports whether the field name key is name, ignoring ASCII case.
-func fieldIs(key []byte, name string) bool {
-	return len(key) == len(name) && equalFoldASCII(key, name)
-}
-
-func equalFoldASCII(b []byte, s string) bool {
-	for i := 0; i < len(b); i++ {
-		c, d := b[i], s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if 'A' <= d && d <= 'Z' {
-			d += 'a' - 'A'
-		}
-		if c != d {
-			return false
-		}
-	}
-	return true
-}
-
 // unfold removes the line breaks of a folded header value (RFC 5322 §2.2.3),
 // trims surrounding white space and makes the result storable (see clean).
 func unfold(v []byte) string {
-	var b []byte
-	if bytes.IndexByte(v, '\n') >= 0 {
-		b = make([]byte, 0, len(v))
-		for i := 0; i < len(v); i++ {
-			switch {
-			case v[i] == '\n':
-			case v[i] == '\r' && i+1 < len(v) && v[i+1] == '\n':
-			default:
-				b = append(b, v[i])
-			}
-		}
-		v = b
-	}
-	return clean(string(trimWSP(v)))
+	return clean(string(trimWSP(headerscan.Unfold(v))))
 }
 
 // clean returns s as valid UTF-8 without NUL bytes: bytes that are not part
@@ -364,13 +325,13 @@ func (ix *indexer) envelope() *Envelope {
 	}{{"from", &e.From}, {"sender", &e.Sender}, {"reply-to", &e.ReplyTo}, {"to", &e.To}, {"cc", &e.Cc}, {"bcc", &e.Bcc}}
 	for _, f := range ix.fields {
 		for _, s := range strs {
-			if fieldIs(f.key, s.name) {
-				*s.dst = unfold(f.val)
+			if f.Is(s.name) {
+				*s.dst = unfold(f.Value)
 			}
 		}
 		for _, l := range lists {
-			if fieldIs(f.key, l.name) && len(*l.dst) < maxAddresses {
-				*l.dst = append(*l.dst, parseAddressList(unfold(f.val))...)
+			if f.Is(l.name) && len(*l.dst) < maxAddresses {
+				*l.dst = append(*l.dst, parseAddressList(unfold(f.Value))...)
 			}
 		}
 	}

@@ -18,7 +18,7 @@
 //     optional white space; CRLF and bare LF both end lines. A delimiter of
 //     an outer multipart also ends all inner parts.
 //   - Preamble and epilogue are not parts. A multipart in which no
-//     delimiter is found has no children (as in Dovecot); BodyStructure
+//     delimiter is found has no children (as in Dovecot); BODYSTRUCTURE
 //     and Find then present one empty text/plain part.
 //   - A multipart without boundary parameter is treated like any invalid
 //     Content-Type: as the default type, so its body stays readable.
@@ -34,6 +34,8 @@ import (
 	"fmt"
 	"io"
 	"sync"
+
+	"github.com/mailstack/mailstack/internal/headerscan"
 )
 
 // Version is the value of Message.Version produced by this package. It is
@@ -105,7 +107,7 @@ type Part struct {
 // Envelope holds the envelope header fields of a message as they appear:
 // unfolded (line breaks of folded lines removed) and surrounding white space
 // trimmed, but not MIME-decoded. A missing field is empty. Decoded gives
-// the envelope as IMAP's ENVELOPE sends it, IMAP the go-imap form.
+// the envelope as IMAP's ENVELOPE sends it.
 type Envelope struct {
 	Date      string    `json:"date,omitempty"`
 	Subject   string    `json:"subj,omitempty"`
@@ -264,19 +266,15 @@ type stop struct {
 	endLF int64 // LF count at end
 }
 
-type field struct {
-	key, val []byte // val is the raw value after the colon, folding included
-}
-
 type indexer struct {
 	s      scanner
 	bounds [][]byte // active delimiters ("--" + boundary), innermost last
 	parts  int
 	budget int // remaining headerBudget
 
-	hbuf    []byte  // header of the part being parsed, reused
-	fields  []field // fields of hbuf, reused
-	scratch []byte  // decoder output, only counted
+	hbuf    []byte             // header of the part being parsed, reused
+	fields  []headerscan.Field // fields of hbuf, reused
+	scratch []byte             // decoder output, only counted
 }
 
 func (ix *indexer) eofStop() stop {
@@ -442,44 +440,18 @@ func (ix *indexer) readHeader() (bodyStart int64, st stop, ended bool) {
 // continuation lines without a field are ignored.
 func (ix *indexer) splitFields() {
 	ix.fields = ix.fields[:0]
-	h := ix.hbuf
-	for len(h) > 0 {
-		// A field is one line plus the continuation lines (starting with
-		// white space) that follow it.
-		n := 0
-		for {
-			i := indexByte(h[n:], '\n')
-			if i < 0 {
-				n = len(h)
-				break
-			}
-			n += i + 1
-			if n >= len(h) || (h[n] != ' ' && h[n] != '\t') {
-				break
-			}
+	for s := headerscan.NewScanner(ix.hbuf); s.Next(); {
+		if f := s.Field(); f.IsField() {
+			ix.fields = append(ix.fields, f)
 		}
-		line := h[:n]
-		h = h[n:]
-		if line[0] == ' ' || line[0] == '\t' {
-			continue
-		}
-		colon := indexByte(line, ':')
-		if colon <= 0 {
-			continue
-		}
-		key := trimWSP(line[:colon])
-		if len(key) == 0 {
-			continue
-		}
-		ix.fields = append(ix.fields, field{key: key, val: line[colon+1:]})
 	}
 }
 
 // get returns the unfolded value of the first field named key.
 func (ix *indexer) get(key string) (string, bool) {
 	for _, f := range ix.fields {
-		if fieldIs(f.key, key) {
-			return unfold(f.val), true
+		if f.Is(key) {
+			return unfold(f.Value), true
 		}
 	}
 	return "", false

@@ -80,7 +80,7 @@ func wholeFields(b []byte) bool {
 		if len(bytes.TrimRight(line, "\r\n")) == 0 {
 			return false
 		}
-		if len(line) >= len("content-") && equalFoldASCII(line[:len("content-")], "content-") {
+		if len(line) >= len("content-") && bytes.EqualFold(line[:len("content-")], []byte("content-")) {
 			return false
 		}
 	}

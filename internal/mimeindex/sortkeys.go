@@ -1,13 +1,14 @@
 package mimeindex
 
 import (
-	"bytes"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
+
+	"github.com/mailstack/mailstack/internal/headerscan"
 )
 
 // SortKeysVersion is the version of the rules behind SortKeys; stored keys
@@ -63,7 +64,7 @@ func Keys(env *Envelope, header []byte) SortKeys {
 	if ids := MessageIDs(env.MessageID); len(ids) > 0 {
 		k.MessageID = ids[0]
 	}
-	refs := MessageIDs(headerField(header, "references"))
+	refs := MessageIDs(LastField(header, "references"))
 	if len(refs) == 0 {
 		refs = MessageIDs(env.InReplyTo)
 		if len(refs) > 1 {
@@ -100,35 +101,17 @@ func display(l []Address) string {
 	return a.Mailbox + "@" + a.Host
 }
 
-// headerField returns the unfolded value of the last field called name
-// (lower case) in a raw header block, "" if there is none.
-func headerField(header []byte, name string) string {
+// LastField returns the unfolded value of the last field called name in a
+// raw header block, "" if there is none: the value the envelope keeps of a
+// repeated field (its Date, for one).
+func LastField(header []byte, name string) string {
 	var val []byte
-	found := false
-	for len(header) > 0 {
-		line := header
-		if i := bytes.IndexByte(header, '\n'); i >= 0 {
-			line, header = header[:i+1], header[i+1:]
-		} else {
-			header = nil
-		}
-		trimmed := bytes.TrimRight(line, "\r\n")
-		if len(trimmed) == 0 {
-			break
-		}
-		if trimmed[0] == ' ' || trimmed[0] == '\t' {
-			if found {
-				val = append(val, trimmed...)
-			}
-			continue
-		}
-		found = false
-		if i := bytes.IndexByte(trimmed, ':'); i > 0 && fieldIs(bytes.TrimRight(trimmed[:i], " \t"), name) {
-			found = true
-			val = append(val[:0], trimmed[i+1:]...)
+	for s := headerscan.NewScanner(header); s.Next(); {
+		if f := s.Field(); f.Is(name) {
+			val = f.Value
 		}
 	}
-	return clean(string(trimWSP(val)))
+	return unfold(val)
 }
 
 // MessageIDs returns the valid message identifiers ("<left@right>") of a

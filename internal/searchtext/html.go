@@ -1,4 +1,4 @@
-package store
+package searchtext
 
 import (
 	"bytes"
@@ -10,10 +10,10 @@ import (
 // comments and the content of script and style elements are dropped,
 // character references decoded, a no-break space read as a space, and a
 // line feed written for tags that end a line or a cell, so that words on
-// either side stay apart. Search (the index and the scan alike) reads HTML
-// parts through it, so searching for "div" does not find every HTML
-// message. It keeps its state between writes (a tag or reference may span
-// any two writes) and needs Close to write a reference left unfinished.
+// either side stay apart. Walk reads HTML parts through it, so searching
+// for "div" does not find every HTML message. It keeps its state between
+// writes (a tag or reference may span any two writes) and needs Close to
+// write a reference left unfinished.
 type htmlText struct {
 	w     io.Writer
 	state int
