@@ -2,6 +2,7 @@ package smtpd_test
 
 import (
 	"bufio"
+	"context"
 	"net"
 	"strings"
 	"testing"
@@ -112,5 +113,31 @@ func TestMXTotalConnections(t *testing.T) {
 	}
 	if g := greeting(t, e.addr); !strings.HasPrefix(g, "421 4.7.0 Too many connections") {
 		t.Fatalf("connection over the total got %q, want 421 4.7.0", g)
+	}
+}
+
+// TestShutdownBeforeServe: a Serve that starts after Shutdown (its
+// goroutine was slow to run) returns at once instead of accepting forever.
+func TestShutdownBeforeServe(t *testing.T) {
+	e := newEnv(t, 64<<10)
+	cfg := smtpd.Config{Store: e.st, Hostname: mxHost, TLS: e.serverTLS, Log: smtptest.Logger(t)}
+	srv := smtpd.NewMX(cfg, smtpd.MXOptions{Resolver: newFakeDNS()}).Server()
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve after Shutdown: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		l.Close()
+		t.Fatal("Serve after Shutdown kept accepting")
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -108,6 +109,13 @@ type Server struct {
 	// wrap, if set, wraps the listener given to Serve (used to limit
 	// connections, in total and per remote IP, before go-smtp sees them).
 	wrap func(net.Listener) net.Listener
+
+	// mu guards closed and listeners: go-smtp closes only the listeners
+	// its Serve has registered, so a Shutdown that ran before a Serve
+	// goroutine got that far would leave it accepting forever.
+	mu        sync.Mutex
+	closed    bool
+	listeners []net.Listener
 }
 
 func newServer(cfg Config, be smtp.Backend, implicitTLS bool) *Server {
@@ -131,6 +139,14 @@ func newServer(cfg Config, be smtp.Backend, implicitTLS bool) *Server {
 // Serve accepts connections on l until Shutdown. For an implicit-TLS
 // server, l is a plain TCP listener; TLS is added here.
 func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		l.Close()
+		return nil
+	}
+	s.listeners = append(s.listeners, l)
+	s.mu.Unlock()
 	if s.wrap != nil {
 		l = s.wrap(l)
 	}
@@ -138,16 +154,28 @@ func (s *Server) Serve(l net.Listener) error {
 	if s.implicitTLS {
 		l = tls.NewListener(l, s.tls)
 	}
-	if err := s.srv.Serve(l); err != nil && err != smtp.ErrServerClosed {
+	if err := s.srv.Serve(l); err != nil && err != smtp.ErrServerClosed && !s.isClosed() {
 		return fmt.Errorf("smtp serve: %w", err)
 	}
 	return nil
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // Shutdown stops accepting connections and waits for open sessions to end
 // or ctx to be done. (go-smtp cannot force-close sessions after a graceful
 // shutdown began; they end with the process.)
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	for _, l := range s.listeners {
+		l.Close() // go-smtp closes it too; a second Close only errs
+	}
+	s.mu.Unlock()
 	if err := s.srv.Shutdown(ctx); err != nil && err != smtp.ErrServerClosed {
 		return fmt.Errorf("smtp shutdown: %w", err)
 	}
