@@ -139,6 +139,7 @@ func newServer(cfg Config, be smtp.Backend, implicitTLS bool) *Server {
 // Serve accepts connections on l until Shutdown. For an implicit-TLS
 // server, l is a plain TCP listener; TLS is added here.
 func (s *Server) Serve(l net.Listener) error {
+	l = &closeOnce{Listener: l}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -160,6 +161,19 @@ func (s *Server) Serve(l net.Listener) error {
 	return nil
 }
 
+// closeOnce is a listener that Shutdown and go-smtp may both close: the
+// second Close does nothing and reports no error.
+type closeOnce struct {
+	net.Listener
+	once sync.Once
+}
+
+func (l *closeOnce) Close() error {
+	var err error
+	l.once.Do(func() { err = l.Listener.Close() })
+	return err
+}
+
 func (s *Server) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -173,7 +187,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
 	for _, l := range s.listeners {
-		l.Close() // go-smtp closes it too; a second Close only errs
+		l.Close() // go-smtp closes it again: closeOnce
 	}
 	s.mu.Unlock()
 	if err := s.srv.Shutdown(ctx); err != nil && err != smtp.ErrServerClosed {
