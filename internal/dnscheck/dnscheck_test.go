@@ -66,13 +66,21 @@ func dnsServer(t *testing.T, zone string) string {
 		}
 		w.WriteMsg(m)
 	})
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tl, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
+	// The resolver asks over UDP and TCP at one address: take a random
+	// UDP port, then the same TCP port, again if something else holds it.
+	var pc net.PacketConn
+	var tl net.Listener
+	for try := 0; tl == nil; try++ {
+		var err error
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		if tl, err = net.Listen("tcp", pc.LocalAddr().String()); err != nil {
+			pc.Close()
+			if try == 20 {
+				t.Fatal(err)
+			}
+		}
 	}
 	udp := &dns.Server{PacketConn: pc, Handler: handler}
 	tcp := &dns.Server{Listener: tl, Handler: handler}
