@@ -483,19 +483,7 @@ func stripFields(raw []byte, drop func(name, value string) bool) []byte {
 // its first token, comments removed.
 func authservIDOf(v string) string {
 	v, _, _ = strings.Cut(v, ";")
-	var b strings.Builder
-	depth := 0
-	for _, r := range v {
-		switch {
-		case r == '(':
-			depth++
-		case r == ')' && depth > 0:
-			depth--
-		case depth == 0:
-			b.WriteRune(r)
-		}
-	}
-	f := strings.Fields(b.String())
+	f := strings.Fields(headerscan.StripComments(v))
 	if len(f) == 0 {
 		return ""
 	}

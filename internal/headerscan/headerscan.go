@@ -11,7 +11,10 @@
 // first malformed line and keeps no offsets.
 package headerscan
 
-import "bytes"
+import (
+	"bytes"
+	"strings"
+)
 
 // Field is one field of a header block: a line that does not start with
 // white space plus the continuation lines (starting with a space or a tab)
@@ -137,4 +140,22 @@ func Unfold(v []byte) []byte {
 		}
 	}
 	return out
+}
+
+// StripComments returns v without its RFC 5322 comments: parenthesised
+// text, nested parentheses included; an unmatched ")" is kept.
+func StripComments(v string) string {
+	var b strings.Builder
+	depth := 0
+	for _, r := range v {
+		switch {
+		case r == '(':
+			depth++
+		case r == ')' && depth > 0:
+			depth--
+		case depth == 0:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }

@@ -4,6 +4,8 @@ import (
 	"net/mail"
 	"strings"
 	"time"
+
+	"github.com/mailstack/mailstack/internal/headerscan"
 )
 
 // DecodedEnvelope is an envelope as the IMAP ENVELOPE data item carries it
@@ -146,19 +148,7 @@ func ParseDate(s string) time.Time {
 		return t
 	}
 	// Drop comments, commas' stray spacing and repeated white space.
-	var b strings.Builder
-	depth := 0
-	for _, r := range s {
-		switch {
-		case r == '(':
-			depth++
-		case r == ')' && depth > 0:
-			depth--
-		case depth == 0:
-			b.WriteRune(r)
-		}
-	}
-	norm := strings.Join(strings.Fields(strings.ReplaceAll(b.String(), ",", ", ")), " ")
+	norm := strings.Join(strings.Fields(strings.ReplaceAll(headerscan.StripComments(s), ",", ", ")), " ")
 	norm = strings.ReplaceAll(norm, " ,", ",")
 	for _, layout := range dateLayouts {
 		if t, err := time.Parse(layout, norm); err == nil {
