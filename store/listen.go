@@ -88,6 +88,9 @@ type ListenOptions struct {
 	// BeforeConnect, if set, is called before every attempt to open the
 	// connection, the first included (tests hold the feed down with it).
 	BeforeConnect func(ctx context.Context)
+	// OnCheck, if set, is called after every liveness check that passed
+	// (tests wait for healthy checks with it instead of for time).
+	OnCheck func()
 }
 
 // ListenApplicationName is the application_name of the LISTEN connection,
@@ -273,7 +276,7 @@ func (s *Store) listenLoop(ctx context.Context, cfg *pgx.ConnConfig, done chan s
 					sub.connected()
 				}
 			})
-			err = waitLoop(ctx, conn, check, ping, func(channel, payload string) {
+			err = waitLoop(ctx, conn, check, ping, s.opts.Listen.OnCheck, func(channel, payload string) {
 				l.each(func(sub *subscription) {
 					// A subscriber not told of this connection yet hears
 					// of it first (connected), then of what follows.
@@ -305,7 +308,7 @@ func (s *Store) listenLoop(ctx context.Context, cfg *pgx.ConnConfig, done chan s
 
 // waitLoop hands on notifications until the connection fails. After check
 // without one it makes sure the connection still answers within ping.
-func waitLoop(ctx context.Context, conn *pgx.Conn, check, ping time.Duration, onNotify func(channel, payload string)) error {
+func waitLoop(ctx context.Context, conn *pgx.Conn, check, ping time.Duration, onCheck func(), onNotify func(channel, payload string)) error {
 	for {
 		wctx, cancel := context.WithTimeout(ctx, check)
 		n, err := conn.WaitForNotification(wctx)
@@ -332,6 +335,9 @@ func waitLoop(ctx context.Context, conn *pgx.Conn, check, ping time.Duration, on
 				return ctx.Err()
 			}
 			return fmt.Errorf("liveness check: %w", err)
+		}
+		if onCheck != nil {
+			onCheck()
 		}
 	}
 }

@@ -221,10 +221,17 @@ func TestListenDetectsDeadConnection(t *testing.T) {
 	defer cancel()
 	cfg := f.st.ConnConfig()
 	proxy := newFreezeProxy(t, cfg)
+	checks := make(chan struct{}, 1)
 	st, err := store.Open(ctx, connString(cfg, ""), store.Options{Listen: store.ListenOptions{
 		URL:           connString(cfg, proxy.ln.Addr().String()),
 		CheckInterval: 100 * time.Millisecond,
 		PingTimeout:   3 * time.Second,
+		OnCheck: func() {
+			select {
+			case checks <- struct{}{}:
+			default:
+			}
+		},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -253,11 +260,21 @@ func TestListenDetectsDeadConnection(t *testing.T) {
 	if ev := next("first LISTEN"); !ev.Resync {
 		t.Fatalf("first event %+v, want the resync", ev)
 	}
-	// Quiet for many check intervals: the checks pass, nothing reconnects.
+	// Quiet through several liveness checks: they pass, nothing reconnects
+	// (a reconnection would send its resync before the next check).
+	for range 5 {
+		select {
+		case <-checks:
+		case ev := <-events:
+			t.Fatalf("event %+v on a quiet, healthy connection", ev)
+		case <-time.After(10 * time.Second):
+			t.Fatal("no liveness check passed")
+		}
+	}
 	select {
 	case ev := <-events:
 		t.Fatalf("event %+v on a quiet, healthy connection", ev)
-	case <-time.After(time.Second):
+	default:
 	}
 	if ms := appendOne(1); next("append through the proxy").ModSeq != ms {
 		t.Fatal("wrong notification")
