@@ -419,3 +419,17 @@ func (e *env) waitLoginNotice(t *testing.T) {
 	}
 	t.Fatal("the server did not hear of the login change")
 }
+
+// applySince is applyUpTo with the modseq the changes' read reported.
+func (v *view) applySince(ch *store.Changes, base uint64, baseKnown bool) {
+	v.applyUpTo(ch, modseqAfter(ch), base, baseKnown)
+}
+
+// modseqAfter is the mailbox's modseq after changes read from the
+// database, 0 if the read did not say (a page of a resync).
+func modseqAfter(ch *store.Changes) uint64 {
+	if ch.Mailbox == nil {
+		return 0
+	}
+	return ch.Mailbox.HighestModSeq
+}

@@ -115,32 +115,18 @@ func (v *view) maxKnown() uint32 {
 	return 0
 }
 
-// applySince merges changes read by the feed after modseq base (if
-// baseKnown). It is idempotent: the same change seen twice (a snapshot
-// newer than the feed's modseq) changes nothing but a repeated FLAGS
-// report. Every transaction raises a mailbox's modseq by exactly one, so
-// changes up to base+1 are the work of one transaction; without a known
-// base no flag change counts as sole (see pendingFlags).
-func (v *view) applySince(ch *store.Changes, base uint64, baseKnown bool) {
-	v.applyUpTo(ch, modseqAfter(ch), base, baseKnown)
-}
-
-// applyUpTo is applySince for changes that bring the mailbox up to modseq
-// (0: not known).
+// applyUpTo merges changes read by the feed that bring the mailbox up to
+// modseq (0: not known), after modseq base (if baseKnown). It is
+// idempotent: the same change seen twice (a snapshot newer than the
+// feed's modseq) changes nothing but a repeated FLAGS report. Every
+// transaction raises a mailbox's modseq by exactly one, so changes up to
+// base+1 are the work of one transaction; without a known base no flag
+// change counts as sole (see pendingFlags).
 func (v *view) applyUpTo(ch *store.Changes, modseq, base uint64, baseKnown bool) {
 	one := baseKnown && modseq == base+1
 	if v.merge(ch, modseq, one) {
 		v.signal()
 	}
-}
-
-// modseqAfter is the mailbox's modseq after changes read from the
-// database, 0 if the read did not say (a page of a resync).
-func modseqAfter(ch *store.Changes) uint64 {
-	if ch.Mailbox == nil {
-		return 0
-	}
-	return ch.Mailbox.HighestModSeq
 }
 
 func (v *view) merge(ch *store.Changes, modseq uint64, oneTx bool) (changed bool) {

@@ -324,7 +324,6 @@ func (b *sqlBuilder) textConds(c *SearchCriteria) []string {
 	// The narrowing already decided the BODY and TEXT keys with trigrams
 	// of the criteria it was made for: their rows are the hits.
 	decided := c == b.narrowed
-	defer func() { b.readsText = b.readsText || len(parts) > 0 }()
 	for i, l := range [][]HeaderMatch{c.Header, c.RawHeader} {
 		for _, h := range l {
 			key := strings.ToLower(h.Key)
@@ -357,6 +356,7 @@ func (b *sqlBuilder) textConds(c *SearchCriteria) []string {
 			parts = append(parts, "("+b.trgm("mt.header", s)+" LIKE "+p+" OR "+b.trgm("mt.body", s)+" LIKE "+p+")")
 		}
 	}
+	b.readsText = b.readsText || len(parts) > 0
 	return parts
 }
 
