@@ -55,6 +55,10 @@ type feed struct {
 	// beforeResyncPage, if set, runs before each page of a view's resync
 	// (tests change the mailbox between pages with it).
 	beforeResyncPage atomic.Pointer[func(sel *view, page int)]
+	// afterNotify, if set, sees every notification once notify has
+	// queued it for its mailbox's runner (tests make a barrier of it with
+	// store.Wake).
+	afterNotify atomic.Pointer[func(ev store.MailboxChange)]
 
 	mu          sync.Mutex
 	boxes       map[int64]*watched
@@ -341,6 +345,9 @@ func (f *feed) notify(ev store.MailboxChange) {
 	f.mu.Unlock()
 	if w != nil {
 		f.kickWith(w, ev)
+	}
+	if h := f.afterNotify.Load(); h != nil {
+		(*h)(ev)
 	}
 }
 

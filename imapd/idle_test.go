@@ -3,8 +3,10 @@ package imapd
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,7 +20,10 @@ import (
 
 // recorder turns unilateral responses into lines like "EXISTS 3",
 // "EXPUNGE 2", "FETCH 1 UID 1 FLAGS (\Seen)".
-type recorder struct{ ch chan string }
+type recorder struct {
+	settler
+	ch chan string
+}
 
 func newRecorder() *recorder { return &recorder{ch: make(chan string, 1000)} }
 
@@ -46,15 +51,148 @@ func (r *recorder) handler() *imapclient.UnilateralDataHandler {
 	}
 }
 
-// expect waits for exactly these lines, in order, and then for quiet.
-func (r *recorder) expect(t *testing.T, step string, want ...string) {
+// idleIn logs in on e through the recorder, selects mailbox and starts
+// IDLE.
+func (r *recorder) idleIn(t testing.TB, e *env, mailbox string) *imapclient.Client {
 	t.Helper()
-	expectLines(t, r.ch, step, want...)
+	c := e.login(r.handler())
+	if _, err := c.Select(mailbox, nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	r.e, r.c = e, c
+	r.startIdle(t, mailbox)
+	return c
 }
 
-// expectLines waits for exactly these lines on ch, in order, and then
-// for quiet.
-func expectLines(t *testing.T, ch <-chan string, step string, want ...string) {
+// expect waits for exactly these lines, in order; then, past the
+// settler's barrier, nothing more may have come.
+func (r *recorder) expect(t *testing.T, step string, want ...string) {
+	t.Helper()
+	expectLines(t, r.ch, step, func() { r.settle(t, false) }, want...)
+}
+
+// settler is the barrier after which a recorder may tell that nothing
+// more came: the client logged in on e, in IDLE in mailbox mailboxID
+// (idle not nil), or not.
+type settler struct {
+	e         *env
+	c         *imapclient.Client
+	mailboxID int64
+	idle      *imapclient.IdleCommand
+}
+
+// startIdle starts IDLE on the client, which has mailbox selected.
+func (s *settler) startIdle(t testing.TB, mailbox string) {
+	t.Helper()
+	s.mailboxID = mailboxID(t, s.e, mailbox)
+	s.resumeIdle(t)
+}
+
+// resumeIdle starts IDLE again in the same mailbox.
+func (s *settler) resumeIdle(t testing.TB) {
+	t.Helper()
+	idle, err := s.c.Idle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.idle = idle
+}
+
+// stopIdle ends IDLE (DONE) and waits for its tagged OK.
+func (s *settler) stopIdle(t testing.TB) {
+	t.Helper()
+	idle := s.idle
+	s.idle = nil
+	if err := idle.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := idle.Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// settle returns once the client has read all the server will say of
+// the changes committed so far. A client not in IDLE is told only in
+// answer to a command, and the test's last one has been answered: nothing
+// to wait for. For one in IDLE, the server's feed first handles every
+// notification committed so far (unless held: the test holds the feed,
+// which can tell nothing), then DONE is answered after a last poll of the
+// session, and IDLE starts again.
+func (s *settler) settle(t testing.TB, held bool) {
+	t.Helper()
+	if s.idle == nil {
+		return
+	}
+	if !held {
+		settleFeed(t, s.e.srv, s.e.st, s.mailboxID)
+	}
+	s.stopIdle(t)
+	s.resumeIdle(t)
+}
+
+// settleFeed waits until srv's feed has handled every notification
+// committed so far: a wake-up of an id no mailbox has (store.Wake) has
+// reached the feed (NOTIFYs arrive in commit order), and neither the
+// runner of mailboxID nor a resync has anything left to do.
+func settleFeed(t testing.TB, srv *Server, st *store.Store, mailboxID int64) {
+	t.Helper()
+	ctx := context.Background()
+	id := -rand.Int64N(1<<62) - 1
+	seen := make(chan struct{})
+	var once sync.Once
+	h := func(ev store.MailboxChange) {
+		if ev.MailboxID == id {
+			once.Do(func() { close(seen) })
+		}
+	}
+	srv.feed.afterNotify.Store(&h)
+	defer srv.feed.afterNotify.CompareAndSwap(&h, nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for sent := false; !sent; {
+		if err := st.Wake(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-seen:
+			sent = true
+		case <-time.After(time.Second):
+			// A NOTIFY sent while the LISTEN connection reconnects is
+			// lost (the resync after it covers the changes): again.
+			if time.Now().After(deadline) {
+				t.Fatal("the feed did not hear a wake-up")
+			}
+		}
+	}
+	for feedBusy(srv, mailboxID) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the feed of mailbox %d did not settle", mailboxID)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// feedBusy reports whether srv's feed has work queued or under way for
+// the mailbox, or a resync.
+func feedBusy(srv *Server, mailboxID int64) bool {
+	f := srv.feed
+	f.mu.Lock()
+	w, resyncing := f.boxes[mailboxID], f.resyncing
+	f.mu.Unlock()
+	if resyncing {
+		return true
+	}
+	if w == nil {
+		return false
+	}
+	w.kick.Lock()
+	defer w.kick.Unlock()
+	return w.running || len(w.events) > 0 || w.overflow
+}
+
+// expectLines waits for exactly these lines on ch, in order; then settle
+// makes sure the client has read whatever else the server had to say,
+// and nothing more may have come.
+func expectLines(t *testing.T, ch <-chan string, step string, settle func(), want ...string) {
 	t.Helper()
 	var got []string
 	timeout := time.After(5 * time.Second)
@@ -66,10 +204,9 @@ func expectLines(t *testing.T, ch <-chan string, step string, want ...string) {
 			t.Fatalf("%s: got %q, want %q", step, got, want)
 		}
 	}
-	select {
-	case l := <-ch:
-		got = append(got, l)
-	case <-time.After(150 * time.Millisecond):
+	settle()
+	for len(ch) > 0 {
+		got = append(got, <-ch)
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("%s: got %q, want %q", step, got, want)
@@ -122,6 +259,7 @@ func dbView(t *testing.T, st *store.Store, accountID int64, mailbox string) []st
 // FETCH handlers on goroutines of their own, so their order against
 // EXPUNGE and EXISTS is lost.
 type wireRecorder struct {
+	settler
 	v  *wireView
 	ch chan string
 	on atomic.Bool
@@ -156,6 +294,7 @@ func (r *wireRecorder) login(t testing.TB, e *env) *imapclient.Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	r.e, r.c = e, c
 	return c
 }
 
@@ -189,9 +328,7 @@ func (r *wireRecorder) idleIn(t testing.TB, e *env, mailbox string) *imapclient.
 			t.Fatal(err)
 		}
 	})
-	if _, err := c.Idle(); err != nil {
-		t.Fatal(err)
-	}
+	r.startIdle(t, mailbox)
 	return c
 }
 
@@ -203,10 +340,19 @@ func (r *wireRecorder) quiet(fn func()) {
 	fn()
 }
 
-// expect waits for exactly these lines, in order, and then for quiet.
+// expect waits for exactly these lines, in order; then, past the
+// settler's barrier, nothing more may have come.
 func (r *wireRecorder) expect(t *testing.T, step string, want ...string) {
 	t.Helper()
-	expectLines(t, r.ch, step, want...)
+	expectLines(t, r.ch, step, func() { r.settle(t, false) }, want...)
+}
+
+// expectHeld is expect while the test holds the feed of the client's
+// mailbox (or the process's LISTEN connection): the barrier is the round
+// trip alone.
+func (r *wireRecorder) expectHeld(t *testing.T, step string, want ...string) {
+	t.Helper()
+	expectLines(t, r.ch, step, func() { r.settle(t, true) }, want...)
 }
 
 // matches checks the client's model, built only from what it was sent,
@@ -234,22 +380,10 @@ func idleScenario(t *testing.T, envA, envB *env) {
 	if _, err := b.Select("INBOX", nil).Wait(); err != nil {
 		t.Fatal(err)
 	}
-	idle, err := a.Idle()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopIdle := func() {
-		t.Helper()
-		if err := idle.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if err := idle.Wait(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	rec.startIdle(t, "INBOX")
 	check := func(step string) {
 		t.Helper()
-		stopIdle()
+		rec.stopIdle(t)
 		rec.matches(t, step, envA.st, envA.acc.ID, inbox)
 		rec.quiet(func() {
 			if got, want := viewOf(t, a), dbView(t, envA.st, envA.acc.ID, "INBOX"); !slices.Equal(got, want) {
@@ -257,9 +391,7 @@ func idleScenario(t *testing.T, envA, envB *env) {
 			}
 		})
 		rec.matches(t, step+", after FETCH 1:*", envA.st, envA.acc.ID, inbox)
-		if idle, err = a.Idle(); err != nil {
-			t.Fatal(err)
-		}
+		rec.startIdle(t, "INBOX")
 	}
 
 	appendMsg(t, b, "INBOX", crlf(simpleMsg))
@@ -312,7 +444,7 @@ func idleScenario(t *testing.T, envA, envB *env) {
 
 	// Several changes at once come in order: EXPUNGEs (highest first),
 	// then EXISTS, then FETCH.
-	stopIdle()
+	rec.stopIdle(t)
 	if _, err := b.Select("INBOX", nil).Wait(); err != nil {
 		t.Fatal(err)
 	}
@@ -477,9 +609,7 @@ func TestListenReconnectResync(t *testing.T) {
 	rec := newWireRecorder()
 	a := rec.login(t, e1)
 	rec.selectInbox(t, a)
-	if _, err := a.Idle(); err != nil {
-		t.Fatal(err)
-	}
+	rec.startIdle(t, "INBOX")
 	b := e2.login(nil)
 	if _, err := b.Select("INBOX", nil).Wait(); err != nil {
 		t.Fatal(err)
@@ -518,7 +648,7 @@ func TestListenReconnectResync(t *testing.T) {
 		t.Fatal(err)
 	}
 	expungeSet(t, b, imap.UIDSetNum(2))
-	rec.expect(t, "while server 1's feed is down")
+	rec.expectHeld(t, "while server 1's feed is down")
 	close(release)
 	rec.expect(t, "after the reconnect", "* 2 EXPUNGE", "* 3 EXISTS", `* 1 FETCH (UID 1 FLAGS (\Flagged))`)
 	rec.matches(t, "after the reconnect", e1.st, e1.acc.ID, inbox)

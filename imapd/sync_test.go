@@ -468,7 +468,7 @@ func TestReselectAfterDeleteAndRecreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := newRecorder()
-	e.idleIn(rec.handler(), "P")
+	rec.idleIn(t, e, "P")
 	appendMsg(t, b, "P", crlf(simpleMsg))
 	rec.expect(t, "append to the re-created mailbox", "EXISTS 1")
 	// The old session learns its mailbox went away.
@@ -495,7 +495,7 @@ func TestSelectedMailboxDeletedOrRenamedAcrossServers(t *testing.T) {
 	}
 
 	rec := newRecorder()
-	e1.idleIn(rec.handler(), "Play")
+	rec.idleIn(t, e1, "Play")
 	if err := b.Rename("Play", "Games", nil).Wait(); err != nil {
 		t.Fatal(err)
 	}
@@ -1350,9 +1350,7 @@ func TestRecreatedMailboxEndsOldSessions(t *testing.T) {
 				if data.NumMessages != 1 {
 					t.Fatalf("new P: %d messages", data.NumMessages)
 				}
-				if _, err := c.Idle(); err != nil {
-					t.Fatal(err)
-				}
+				rec.startIdle(t, "P")
 			}
 			if selectWhileStalled {
 				// The SELECT sees the new UIDVALIDITY first: the old
@@ -1421,9 +1419,7 @@ func TestSelectRacingGoneEntry(t *testing.T) {
 	if fresh == w {
 		t.Fatal("the gone entry is still the mailbox's entry")
 	}
-	if _, err := c.Idle(); err != nil {
-		t.Fatal(err)
-	}
+	rec.startIdle(t, "INBOX")
 	e.deliver("INBOX", crlf(simpleMsg))
 	rec.expect(t, "delivery after the race", "* 1 EXISTS")
 	if err := a.Noop().Wait(); err == nil {
@@ -1454,7 +1450,7 @@ func TestSlowCatchUpDelaysOnlyItsMailbox(t *testing.T) {
 	stalled.waitHeld(t, slow)
 	e2.deliver("INBOX", crlf(simpleMsg))
 	recInbox.expect(t, "INBOX while Slow's catch-up hangs", "* 1 EXISTS")
-	recSlow.expect(t, "Slow while its catch-up hangs")
+	recSlow.expectHeld(t, "Slow while its catch-up hangs")
 	stalled.open()
 	recSlow.expect(t, "Slow after the catch-up", "* 3 EXISTS")
 	if n := stalled.max.Load(); n != 1 {

@@ -48,6 +48,35 @@ func awaitResync(t *testing.T, events <-chan store.ChangeEvent) {
 	}
 }
 
+// Wake is a wake-up on its own, behind every change committed before it.
+func TestWake(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	events, _ := listen(t, f.st, 16)
+	awaitResync(t, events)
+	inbox := f.mailbox(t, f.a, "INBOX")
+	res, err := f.st.Append(ctx, f.a.ID, inbox.ID, strings.NewReader(testMessage(1)), 0, nil, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.Wake(ctx, -7); err != nil {
+		t.Fatal(err)
+	}
+	var got []store.MailboxChange
+	for len(got) < 2 {
+		select {
+		case ev := <-events:
+			got = append(got, store.MailboxChange{MailboxID: ev.MailboxID, ModSeq: ev.ModSeq})
+		case <-time.After(10 * time.Second):
+			t.Fatalf("got %+v, want the append then the wake-up", got)
+		}
+	}
+	want := []store.MailboxChange{{MailboxID: inbox.ID, ModSeq: res.ModSeq}, {MailboxID: -7}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+}
+
 func TestListenReconnects(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()

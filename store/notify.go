@@ -152,6 +152,18 @@ func notifyMailbox(ctx context.Context, tx pgx.Tx, mailboxID int64, modseq uint6
 	return err
 }
 
+// Wake announces a change to mailbox mailboxID that carries nothing (a
+// wake-up, as a delete sends): every process with a session on it reads
+// its changes. NOTIFYs reach a listener in commit order, so a process that
+// has seen this one has seen every change committed before it: tests use
+// Wake, with an id no mailbox has, as a barrier for the change feed.
+func (s *Store) Wake(ctx context.Context, mailboxID int64) error {
+	if _, err := s.pool.Exec(ctx, `SELECT `+mailboxNotifySQL("$1", "$2", "$3", ""), MailboxChannel, mailboxID, 0); err != nil {
+		return fmt.Errorf("wake mailbox %d: %w", mailboxID, err)
+	}
+	return nil
+}
+
 // decodeMailboxChange parses a payload of MailboxChannel,
 // "<mailbox id> <modseq> [<µs since the epoch> [+ <uidvalidity> <changes>]]".
 // Inline changes that do not parse are dropped: the change is then a
