@@ -74,7 +74,7 @@ type HeaderMatch struct {
 // ascending order. Everything SQL can decide (UIDs, flags, keywords,
 // internal dates, sizes, modseq, and NOT/OR of those) runs in one query;
 // so do string keys, over the text index (textindex.go), for the messages
-// indexed in full. Header, sent-date and body predicates are evaluated in
+// indexed in full. Header and body predicates are evaluated in
 // Go (the scan) on the other messages that pass the SQL part, or on every
 // such message when a key is one the index cannot answer, page by page,
 // streaming bodies with bounded memory.
@@ -212,16 +212,15 @@ func hasContent(c *SearchCriteria) bool {
 }
 
 func ownContent(c *SearchCriteria) bool {
-	return !c.SentSince.IsZero() || !c.SentBefore.IsZero() || !c.SentOn.IsZero() ||
-		len(c.Header) > 0 || len(c.RawHeader) > 0 || len(c.Body) > 0 || len(c.Text) > 0
+	return len(c.Header) > 0 || len(c.RawHeader) > 0 || len(c.Body) > 0 || len(c.Text) > 0
 }
 
 // sqlMode says how conds treats content predicates, which SQL alone
 // cannot decide: modeOver replaces them by TRUE (the result is a superset
 // of the matches, used to narrow candidates), modeUnder by FALSE (a subset;
 // needed under NOT), modeIndexed by conditions over the text index
-// message_text mt (exact for a message indexed in full; sent dates are not
-// allowed), modeExact asserts there are none.
+// message_text mt (exact for a message indexed in full), modeExact asserts
+// there are none.
 type sqlMode int
 
 const (
@@ -247,6 +246,12 @@ func (b *sqlBuilder) arg(v any) string {
 	b.args = append(b.args, v)
 	return "$" + strconv.Itoa(len(b.args))
 }
+
+// sentDaySQL is the calendar date SENTSINCE, SENTBEFORE and SENTON
+// compare for mm: its Date: field's, in the field's own zone
+// (message_keys.sent_day, migration 19), else its INTERNALDATE's in UTC.
+const sentDaySQL = `coalesce((SELECT k.sent_day FROM message_keys k WHERE k.message_id = mm.message_id),
+	(mm.internal_date AT TIME ZONE 'UTC')::date)`
 
 // utcDay returns midnight UTC of t's calendar date.
 func utcDay(t time.Time) time.Time {
@@ -314,6 +319,15 @@ func (b *sqlBuilder) sqlOnlyConds(c *SearchCriteria) []string {
 	if !c.On.IsZero() {
 		d := utcDay(c.On)
 		parts = append(parts, "mm.internal_date >= "+b.arg(d), "mm.internal_date < "+b.arg(d.AddDate(0, 0, 1)))
+	}
+	if !c.SentSince.IsZero() {
+		parts = append(parts, sentDaySQL+" >= "+b.arg(utcDay(c.SentSince))+"::date")
+	}
+	if !c.SentBefore.IsZero() {
+		parts = append(parts, sentDaySQL+" < "+b.arg(utcDay(c.SentBefore))+"::date")
+	}
+	if !c.SentOn.IsZero() {
+		parts = append(parts, sentDaySQL+" = "+b.arg(utcDay(c.SentOn))+"::date")
 	}
 	if c.Larger > 0 {
 		parts = append(parts, "mm.size > "+b.arg(c.Larger))

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/mailstack/mailstack/internal/mimeindex"
 	"github.com/mailstack/mailstack/internal/searchtext"
@@ -33,13 +32,11 @@ const searchInlineBody = 16 << 10
 // predicates: col is the index of a selected boolean column holding the
 // SQL-decidable part (-1: none).
 type searchPlan struct {
-	col               int
-	sentSince, sentOn int // civil dates as yyyymmdd; 0: unset
-	sentBefore        int
-	header            []headerNeedle
-	body, text        []string // lowered
-	not               []*searchPlan
-	or                [][2]*searchPlan
+	col        int
+	header     []headerNeedle
+	body, text []string // lowered
+	not        []*searchPlan
+	or         [][2]*searchPlan
 }
 
 // planner builds plans and the boolean columns they refer to.
@@ -49,12 +46,6 @@ type planner struct {
 	// every needle anywhere in the tree, for one pass over each body
 	bodyNeedles, textNeedles []string
 	needHeader, needBody     bool
-	needSentDate             bool
-}
-
-func civil(t time.Time) int {
-	y, m, d := t.Date()
-	return y*10000 + int(m)*100 + d
 }
 
 func (p *planner) plan(c *SearchCriteria) *searchPlan {
@@ -82,18 +73,6 @@ func (p *planner) plan(c *SearchCriteria) *searchPlan {
 	}
 	if len(sqlParts) > 0 {
 		sp.col = p.col(strings.Join(sqlParts, " AND "))
-	}
-	if !c.SentSince.IsZero() {
-		sp.sentSince = civil(c.SentSince)
-	}
-	if !c.SentBefore.IsZero() {
-		sp.sentBefore = civil(c.SentBefore)
-	}
-	if !c.SentOn.IsZero() {
-		sp.sentOn = civil(c.SentOn)
-	}
-	if sp.sentSince != 0 || sp.sentBefore != 0 || sp.sentOn != 0 {
-		p.needSentDate = true
 	}
 	for i, l := range [][]HeaderMatch{c.Header, c.RawHeader} {
 		for _, h := range l {
@@ -139,19 +118,17 @@ func (p *planner) col(expr string) int {
 
 // searchRow is one candidate message.
 type searchRow struct {
-	uid          int64
-	messageID    int64
-	internalDate time.Time
-	size         int64
-	header       []byte
-	structure    []byte
-	small        []byte // the whole message if small, else nil
-	cols         []bool
+	uid       int64
+	messageID int64
+	size      int64
+	header    []byte
+	structure []byte
+	small     []byte // the whole message if small, else nil
+	cols      []bool
 
 	// lazily computed
 	fields     []searchtext.Field
 	fieldsDone bool
-	sentDate   int
 	foundBody  map[string]bool
 	foundText  map[string]bool
 	scanned    bool
@@ -172,18 +149,13 @@ func (s *Store) searchContent(ctx context.Context, accountID, mailboxID int64, c
 	pl := &planner{b: b}
 	root := pl.plan(c)
 
-	cols := []string{"mm.uid", "mm.message_id", "mm.internal_date", "mm.size", "NULL::bytea", "NULL::jsonb", "NULL::bytea"}
-	if pl.needHeader || pl.needSentDate {
-		cols[4] = "m.header"
-	}
-	if pl.needSentDate {
-		// The Date: field is read from the header; a header cut at
-		// MaxStoredHeader may have lost it, and the envelope has it.
-		cols[5] = "CASE WHEN octet_length(m.header) >= " + strconv.Itoa(MaxStoredHeader) + " THEN m.structure END"
+	cols := []string{"mm.uid", "mm.message_id", "mm.size", "NULL::bytea", "NULL::jsonb", "NULL::bytea"}
+	if pl.needHeader {
+		cols[3] = "m.header"
 	}
 	if pl.needBody {
-		cols[5] = "m.structure"
-		cols[6] = "CASE WHEN m.size <= " + strconv.Itoa(searchInlineBody) +
+		cols[4] = "m.structure"
+		cols[5] = "CASE WHEN m.size <= " + strconv.Itoa(searchInlineBody) +
 			" THEN (SELECT c.data FROM message_chunks c WHERE c.message_id = m.id AND c.seq = 0) END"
 	}
 	for _, e := range pl.cols {
@@ -208,7 +180,7 @@ func (s *Store) searchContent(ctx context.Context, accountID, mailboxID int64, c
 		}
 		for rows.Next() {
 			r := &searchRow{cols: make([]bool, len(pl.cols))}
-			dest := []any{&r.uid, &r.messageID, &r.internalDate, &r.size, &r.header, &r.structure, &r.small}
+			dest := []any{&r.uid, &r.messageID, &r.size, &r.header, &r.structure, &r.small}
 			for i := range r.cols {
 				dest = append(dest, &r.cols[i])
 			}
@@ -254,15 +226,6 @@ func (e *contentEval) eval(p *searchPlan, r *searchRow) (bool, error) {
 	if p.col >= 0 && !r.cols[p.col] {
 		return false, nil
 	}
-	if p.sentSince != 0 || p.sentBefore != 0 || p.sentOn != 0 {
-		d, err := r.sentDay()
-		if err != nil {
-			return false, err
-		}
-		if p.sentSince != 0 && d < p.sentSince || p.sentBefore != 0 && d >= p.sentBefore || p.sentOn != 0 && d != p.sentOn {
-			return false, nil
-		}
-	}
 	for _, h := range p.header {
 		if !r.headerMatches(h) {
 			return false, nil
@@ -301,33 +264,6 @@ func (e *contentEval) eval(p *searchPlan, r *searchRow) (bool, error) {
 		}
 	}
 	return true, nil
-}
-
-// sentDay returns the civil date of the Date: header (INTERNALDATE in UTC
-// if it is missing or unparsable). Of several Date: fields the last counts,
-// as in the envelope.
-func (r *searchRow) sentDay() (int, error) {
-	if r.sentDate != 0 {
-		return r.sentDate, nil
-	}
-	var date string
-	if len(r.header) >= MaxStoredHeader {
-		msg, err := r.message()
-		if err != nil {
-			return 0, err
-		}
-		if msg.Envelope != nil {
-			date = msg.Envelope.Date
-		}
-	} else {
-		date = mimeindex.LastField(r.header, "date")
-	}
-	t := mimeindex.ParseDate(date)
-	if t.IsZero() {
-		t = r.internalDate.UTC()
-	}
-	r.sentDate = civil(t)
-	return r.sentDate, nil
 }
 
 // message decodes the stored structure.

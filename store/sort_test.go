@@ -26,8 +26,39 @@ var sortSubjects = []string{
 
 var sortSubjectOrder = []uint32{5, 3, 2, 1, 4}
 
+// sortSentDate is the Date: field of UID 2: Jan 2 where it was written,
+// Jan 3 in UTC. SENTON compares the first.
+const sortSentDate = "Date: Tue, 2 Jan 2024 23:30:00 -0500\n"
+
+// checkSentOn checks the sent-date key of sortTestMessage's messages in
+// mailbox: only UID 2 was sent on Jan 2; the others have no Date: field
+// and are compared by their INTERNALDATE (now).
+func checkSentOn(t *testing.T, st *store.Store, accountID, mailboxID int64, what string) {
+	t.Helper()
+	day := func(y int, m time.Month, d int) time.Time { return time.Date(y, m, d, 0, 0, 0, 0, time.UTC) }
+	for _, tc := range []struct {
+		c    store.SearchCriteria
+		want []uint32
+	}{
+		{store.SearchCriteria{SentOn: day(2024, 1, 2)}, []uint32{2}},
+		{store.SearchCriteria{SentOn: day(2024, 1, 3)}, nil},
+		{store.SearchCriteria{SentBefore: day(2024, 1, 3)}, []uint32{2}},
+		{store.SearchCriteria{SentSince: day(2024, 1, 3)}, []uint32{1, 3, 4, 5}},
+		{store.SearchCriteria{SentSince: time.Now().UTC()}, []uint32{1, 3, 4, 5}},
+	} {
+		got, err := st.Search(context.Background(), accountID, mailboxID, &tc.c)
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("%s: search %+v = %v %v, want %v", what, tc.c, got, err, tc.want)
+		}
+	}
+}
+
 func sortTestMessage(i int, big bool) string {
-	m := crlf("From: a@example.com\n" + sortSubjects[i] + "Message-ID: <" + string(rune('a'+i)) + "@t>\n\nbody\n")
+	date := ""
+	if i == 1 {
+		date = sortSentDate
+	}
+	m := crlf("From: a@example.com\n" + sortSubjects[i] + date + "Message-ID: <" + string(rune('a'+i)) + "@t>\n\nbody\n")
 	if big {
 		m += strings.Repeat("x", store.ChunkSize+10) + "\r\n"
 	}
@@ -74,6 +105,7 @@ func TestSortKeysEveryPath(t *testing.T) {
 		if !slices.Equal(got, sortSubjectOrder) {
 			t.Errorf("%s: SORT (SUBJECT) = %v, want %v", path, got, sortSubjectOrder)
 		}
+		checkSentOn(t, f.st, f.a.ID, mb.ID, path)
 		msgs, err := f.st.ThreadMessages(ctx, f.a.ID, mb.ID, nil, true)
 		if err != nil {
 			t.Fatal(err)
@@ -97,7 +129,8 @@ func TestSortKeysEveryPath(t *testing.T) {
 
 // TestSortKeysBackfill: contents stored before migration 13 (no keys,
 // their ids in message_keys_backfill) get their keys when the store
-// migrates, over several batches.
+// migrates, over several batches; so do contents whose keys lack the sent
+// day added by migration 19.
 func TestSortKeysBackfill(t *testing.T) {
 	ctx := context.Background()
 	url := storetest.NewURL(t)
@@ -129,29 +162,44 @@ func TestSortKeysBackfill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	jan2 := &store.SearchCriteria{SentOn: time.Date(2024, 1, 2, 0, 0, 0, 0, time.UTC)}
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	// As migration 13 leaves a database that has contents.
-	if _, err := conn.Exec(ctx, `DELETE FROM message_keys;
-		INSERT INTO message_keys_backfill SELECT 0, max(id) FROM messages`); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	after, err := st.ThreadMessages(ctx, acc.ID, inbox.ID, nil, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(before, after) {
-		t.Errorf("after the backfill %+v\nwant %+v", after[:5], before[:5])
-	}
-	var left int
-	if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM message_keys k WHERE k.message_id = m.id))
-		+ (SELECT count(*) FROM message_keys_backfill)`).Scan(&left); err != nil || left != 0 {
-		t.Errorf("%d contents without keys or backfill rows left (%v)", left, err)
+	for _, tc := range []struct{ name, sql string }{
+		{"migration 13", `DELETE FROM message_keys;
+			INSERT INTO message_keys_backfill SELECT 0, max(id) FROM messages`},
+		{"migration 19", `UPDATE message_keys SET sent_day = NULL;
+			INSERT INTO message_keys_backfill SELECT 0, max(id) FROM messages`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// As the migration leaves a database that has contents.
+			if _, err := conn.Exec(ctx, tc.sql); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := st.Search(ctx, acc.ID, inbox.ID, jan2); err != nil || len(got) != 0 {
+				t.Fatalf("before the backfill, SENTON found %v %v: the setup did not take", got, err)
+			}
+			if err := st.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			after, err := st.ThreadMessages(ctx, acc.ID, inbox.ID, nil, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(before, after) {
+				t.Errorf("after the backfill %+v\nwant %+v", after[:5], before[:5])
+			}
+			if got, err := st.Search(ctx, acc.ID, inbox.ID, jan2); err != nil || !slices.Equal(got, []uint32{2}) {
+				t.Errorf("after the backfill, SENTON found %v %v, want [2]", got, err)
+			}
+			var left int
+			if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM message_keys k WHERE k.message_id = m.id))
+				+ (SELECT count(*) FROM message_keys_backfill)`).Scan(&left); err != nil || left != 0 {
+				t.Errorf("%d contents without keys or backfill rows left (%v)", left, err)
+			}
+		})
 	}
 }

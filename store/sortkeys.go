@@ -17,25 +17,30 @@ import (
 // The sort keys of a content (migration 13): a row of message_keys written
 // with the content's row, from mimeindex.Keys, in this column order.
 var sortKeyColumnList = []string{"message_id", "sent_date", "subject", "reply", "from_mailbox", "to_mailbox",
-	"cc_mailbox", "display_from", "display_to", "msgid", "refs"}
+	"cc_mailbox", "display_from", "display_to", "msgid", "refs", "sent_day"}
 
 // insertSortKeys is the SQL that stores the keys of the content inserted
 // by the CTE named from (its column id), from the three parameters
 // sortKeyArgs gives: the strings as one text[], the sent date and the
-// reply flag (one array rather than eight parameters keeps the statement's
-// list short).
+// reply flag (one array rather than nine parameters keeps the statement's
+// list short; the sent day is its last string, empty for none).
 func insertSortKeys(from, strs, sent, reply string) string {
 	a := func(i int) string { return "(" + strs + "::text[])[" + fmt.Sprint(i) + "]" }
 	return "INSERT INTO message_keys (" + strings.Join(sortKeyColumnList, ", ") + ") SELECT id, " +
 		sent + "::timestamptz, " + a(1) + ", " + reply + "::boolean, " +
-		a(2) + ", " + a(3) + ", " + a(4) + ", " + a(5) + ", " + a(6) + ", " + a(7) + ", " + a(8) + " FROM " + from
+		a(2) + ", " + a(3) + ", " + a(4) + ", " + a(5) + ", " + a(6) + ", " + a(7) + ", " + a(8) +
+		", nullif(" + a(9) + ", '')::date FROM " + from
 }
 
 // sortKeyArgs returns the arguments of insertSortKeys for a spooled
 // message whose header block is header.
 func sortKeyArgs(msg *Spooled, header []byte) [3]any {
 	k := mimeindex.Keys(msg.Structure.Envelope, header)
-	return [3]any{[]string{k.Subject, k.From, k.To, k.Cc, k.DisplayFrom, k.DisplayTo, k.MessageID, k.References},
+	day := ""
+	if d := sentDay(k); d != nil {
+		day = d.Format(time.DateOnly)
+	}
+	return [3]any{[]string{k.Subject, k.From, k.To, k.Cc, k.DisplayFrom, k.DisplayTo, k.MessageID, k.References, day},
 		sentDate(k), k.Reply}
 }
 
@@ -47,6 +52,16 @@ func sentDate(k mimeindex.SortKeys) *time.Time {
 	return &t
 }
 
+// sentDay is the calendar date of the Date: field in its own zone (what
+// SENTON compares), as midnight UTC of that date; nil without one.
+func sentDay(k mimeindex.SortKeys) *time.Time {
+	if k.SentDate.IsZero() {
+		return nil
+	}
+	t := utcDay(k.SentDate)
+	return &t
+}
+
 // sortKeyRow returns a row of message_keys (sortKeyColumnList) for COPY.
 func sortKeyRow(id int64, structure *mimeindex.Message, header []byte) []any {
 	var env *mimeindex.Envelope
@@ -54,7 +69,17 @@ func sortKeyRow(id int64, structure *mimeindex.Message, header []byte) []any {
 		env = structure.Envelope
 	}
 	k := mimeindex.Keys(env, header)
-	return []any{id, sentDate(k), k.Subject, k.Reply, k.From, k.To, k.Cc, k.DisplayFrom, k.DisplayTo, k.MessageID, k.References}
+	return []any{id, sentDate(k), k.Subject, k.Reply, k.From, k.To, k.Cc, k.DisplayFrom, k.DisplayTo, k.MessageID, k.References,
+		sentDay(k)}
+}
+
+// backfillSet replaces every key of a row that exists.
+func backfillSet() string {
+	var set []string
+	for _, c := range sortKeyColumnList[1:] {
+		set = append(set, c+" = EXCLUDED."+c)
+	}
+	return strings.Join(set, ", ")
 }
 
 // backfillBatch is how many contents backfillSortKeys computes per
@@ -116,7 +141,10 @@ func backfillSortKeys(ctx context.Context, conn *pgxpool.Conn) error {
 			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"backfill_keys"}, sortKeyColumnList, pgx.CopyFromRows(keys)); err != nil {
 				return err
 			}
-			_, err = tx.Exec(ctx, `INSERT INTO message_keys SELECT * FROM backfill_keys ON CONFLICT (message_id) DO NOTHING`)
+			// A content that has keys gets them again (migration 19 added
+			// a key): they are computed the same way.
+			_, err = tx.Exec(ctx, `INSERT INTO message_keys SELECT * FROM backfill_keys ON CONFLICT (message_id) DO UPDATE SET `+
+				backfillSet())
 			return err
 		})
 		if err != nil {

@@ -279,13 +279,9 @@ func cutRunes(b []byte, n int) []byte {
 }
 
 // textIndexable reports whether the index answers every string key of c
-// (and of its NOT and OR operands) exactly: no sent-date key (the index
-// does not hold dates), no string holding what the index replaces, and
-// no header name holding a colon.
+// (and of its NOT and OR operands) exactly: no string holding what the
+// index replaces, and no header name holding a colon.
 func textIndexable(c *SearchCriteria) bool {
-	if !c.SentSince.IsZero() || !c.SentBefore.IsZero() || !c.SentOn.IsZero() {
-		return false
-	}
 	for _, l := range [][]HeaderMatch{c.Header, c.RawHeader} {
 		for _, h := range l {
 			if !indexableString(h.Value) || !indexableString(h.Key) || strings.Contains(h.Key, ":") {
