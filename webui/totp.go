@@ -16,24 +16,25 @@ import (
 	"github.com/pquerna/otp/totp"
 )
 
-// totpPeriod and totpDigits are RFC 6238's defaults, the only settings
+// totpPeriod, totpDigits and totpAlgorithm are RFC 6238's defaults, the only settings
 // every authenticator app supports.
 const (
-	totpPeriod = 30
-	totpDigits = otp.DigitsSix
+	totpPeriod    = 30
+	totpDigits    = otp.DigitsSix
+	totpAlgorithm = otp.AlgorithmSHA1
 )
 
 // checkTOTP returns the time step of the code that matches code at now,
 // allowing one step of clock drift either way (RFC 6238 §5.2).
 func checkTOTP(secret, code string, now time.Time) (int64, bool) {
 	code = strings.ReplaceAll(strings.TrimSpace(code), " ", "")
-	if len(code) != 6 {
+	if len(code) != totpDigits.Length() {
 		return 0, false
 	}
 	for skew := int64(1); skew >= -1; skew-- {
 		t := now.Add(time.Duration(skew*totpPeriod) * time.Second)
 		want, err := totp.GenerateCodeCustom(secret, t, totp.ValidateOpts{
-			Period: totpPeriod, Digits: totpDigits, Algorithm: otp.AlgorithmSHA1})
+			Period: totpPeriod, Digits: totpDigits, Algorithm: totpAlgorithm})
 		if err != nil {
 			return 0, false
 		}
@@ -48,7 +49,7 @@ func checkTOTP(secret, code string, now time.Time) (int64, bool) {
 // name, shown by authenticator apps with the address.
 func newTOTPKey(issuer, address string) (*otp.Key, error) {
 	k, err := totp.Generate(totp.GenerateOpts{Issuer: issuer, AccountName: address,
-		Period: totpPeriod, Digits: totpDigits, Algorithm: otp.AlgorithmSHA1})
+		Period: totpPeriod, Digits: totpDigits, Algorithm: totpAlgorithm})
 	if err != nil {
 		return nil, fmt.Errorf("new TOTP secret: %w", err)
 	}
@@ -61,8 +62,8 @@ func totpURL(issuer, address, secret string) string {
 	v := url.Values{}
 	v.Set("secret", secret)
 	v.Set("issuer", issuer)
-	v.Set("algorithm", "SHA1")
-	v.Set("digits", "6")
+	v.Set("algorithm", totpAlgorithm.String())
+	v.Set("digits", totpDigits.String())
 	v.Set("period", fmt.Sprint(totpPeriod))
 	u := url.URL{Scheme: "otpauth", Host: "totp", Path: "/" + issuer + ":" + address, RawQuery: v.Encode()}
 	return u.String()
