@@ -227,7 +227,7 @@ func (s *session) cmdGetMetadata(c *cmd) error {
 	}
 	found := stored
 	for _, e := range s.computedEntries(mb) {
-		if metadataMatches(q, e.Name) {
+		if q.Matches(e.Name) {
 			found = append(found, e)
 		}
 	}
@@ -285,21 +285,6 @@ func (s *session) cmdGetMetadata(c *cmd) error {
 		c.okCode = fmt.Sprintf("METADATA LONGENTRIES %d", longest)
 	}
 	return nil
-}
-
-// metadataMatches is the store's selection (MetadataQuery) for a computed
-// entry.
-func metadataMatches(q store.MetadataQuery, name string) bool {
-	for _, n := range q.Names {
-		if name == n {
-			return true
-		}
-		rest, ok := strings.CutPrefix(name, n+"/")
-		if ok && (q.Depth < 0 || q.Depth == 1 && !strings.Contains(rest, "/")) {
-			return true
-		}
-	}
-	return false
 }
 
 // writeMetadataValue writes an entry's value: NIL for a missing one (Size

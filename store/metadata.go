@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -109,6 +110,21 @@ type MetadataQuery struct {
 	Names   []string
 	Depth   int // 0, 1, or -1 for infinity
 	MaxSize int64
+}
+
+// Matches reports whether q selects the entry named name: Metadata's rule,
+// in Go, for entries that are not stored (computed by the protocol layer).
+func (q MetadataQuery) Matches(name string) bool {
+	for _, n := range q.Names {
+		if name == n {
+			return true
+		}
+		rest, ok := strings.CutPrefix(name, n+"/")
+		if ok && (q.Depth < 0 || q.Depth == 1 && !strings.Contains(rest, "/")) {
+			return true
+		}
+	}
+	return false
 }
 
 // Metadata returns the stored entries of the account (mailboxID 0) or of

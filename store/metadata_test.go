@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -141,6 +142,43 @@ func TestMetadata(t *testing.T) {
 
 // TestQuotaUsage: Quota sums the account's mailboxes in one query;
 // DeletedSize is what an EXPUNGE frees.
+// MetadataQuery.Matches, for entries that are not stored, selects what
+// Metadata selects of stored ones.
+func TestMetadataMatchesAgrees(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	stored := []string{"/private/a", "/private/a/b", "/private/a/b/c", "/private/ab", "/private/a/", "/shared/a", "/private"}
+	var es []store.MetadataEntry
+	for _, n := range stored {
+		es = append(es, store.MetadataEntry{Name: n, Value: []byte("v")})
+	}
+	if err := f.st.SetMetadata(ctx, f.a.ID, 0, es); err != nil {
+		t.Fatal(err)
+	}
+	for _, names := range [][]string{{"/private/a"}, {"/private"}, {"/private/a", "/shared"}, {"/private/a/b/c"}, {"/nothing"}} {
+		for _, depth := range []int{0, 1, -1} {
+			q := store.MetadataQuery{Names: names, Depth: depth, MaxSize: -1}
+			got, err := f.st.Metadata(ctx, f.a.ID, 0, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sql, goes []string
+			for _, e := range got {
+				sql = append(sql, e.Name)
+			}
+			for _, n := range stored {
+				if q.Matches(n) {
+					goes = append(goes, n)
+				}
+			}
+			slices.Sort(goes)
+			if !slices.Equal(sql, goes) {
+				t.Errorf("%v depth %d: Metadata %q, Matches %q", names, depth, sql, goes)
+			}
+		}
+	}
+}
+
 func TestQuotaUsage(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
