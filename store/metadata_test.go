@@ -140,8 +140,6 @@ func TestMetadata(t *testing.T) {
 	must(set(f.b, 0, bigs[2:]...)) // another account has its own room
 }
 
-// TestQuotaUsage: Quota sums the account's mailboxes in one query;
-// DeletedSize is what an EXPUNGE frees.
 // MetadataQuery.Matches, for entries that are not stored, selects what
 // Metadata selects of stored ones.
 func TestMetadataMatchesAgrees(t *testing.T) {
@@ -179,6 +177,8 @@ func TestMetadataMatchesAgrees(t *testing.T) {
 	}
 }
 
+// TestQuotaUsage: Quota sums the account's mailboxes in one query;
+// DeletedSize is what an EXPUNGE frees.
 func TestQuotaUsage(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()

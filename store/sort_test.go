@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/mailstack/mailstack/internal/mimeindex"
 	"github.com/mailstack/mailstack/store"
 	"github.com/mailstack/mailstack/store/storetest"
 )
@@ -32,8 +34,9 @@ const sortSentDate = "Date: Tue, 2 Jan 2024 23:30:00 -0500\n"
 
 // checkSentOn checks the sent-date key of sortTestMessage's messages in
 // mailbox: only UID 2 was sent on Jan 2; the others have no Date: field
-// and are compared by their INTERNALDATE (now).
-func checkSentOn(t *testing.T, st *store.Store, accountID, mailboxID int64, what string) {
+// and are compared by their INTERNALDATE, on or after today (the date the
+// test began on, in UTC).
+func checkSentOn(t *testing.T, st *store.Store, accountID, mailboxID int64, today time.Time, what string) {
 	t.Helper()
 	day := func(y int, m time.Month, d int) time.Time { return time.Date(y, m, d, 0, 0, 0, 0, time.UTC) }
 	for _, tc := range []struct {
@@ -44,7 +47,7 @@ func checkSentOn(t *testing.T, st *store.Store, accountID, mailboxID int64, what
 		{store.SearchCriteria{SentOn: day(2024, 1, 3)}, nil},
 		{store.SearchCriteria{SentBefore: day(2024, 1, 3)}, []uint32{2}},
 		{store.SearchCriteria{SentSince: day(2024, 1, 3)}, []uint32{1, 3, 4, 5}},
-		{store.SearchCriteria{SentSince: time.Now().UTC()}, []uint32{1, 3, 4, 5}},
+		{store.SearchCriteria{SentSince: today}, []uint32{1, 3, 4, 5}},
 	} {
 		got, err := st.Search(context.Background(), accountID, mailboxID, &tc.c)
 		if err != nil || !slices.Equal(got, tc.want) {
@@ -72,6 +75,7 @@ func sortTestMessage(i int, big bool) string {
 func TestSortKeysEveryPath(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
+	today := time.Now().UTC()
 	var want []store.ThreadMessage
 	for _, path := range []string{"OneTrip", "Tx", "Bulk"} {
 		mb, err := f.st.CreateMailbox(ctx, f.a.ID, path, "")
@@ -105,7 +109,7 @@ func TestSortKeysEveryPath(t *testing.T) {
 		if !slices.Equal(got, sortSubjectOrder) {
 			t.Errorf("%s: SORT (SUBJECT) = %v, want %v", path, got, sortSubjectOrder)
 		}
-		checkSentOn(t, f.st, f.a.ID, mb.ID, path)
+		checkSentOn(t, f.st, f.a.ID, mb.ID, today, path)
 		msgs, err := f.st.ThreadMessages(ctx, f.a.ID, mb.ID, nil, true)
 		if err != nil {
 			t.Fatal(err)
@@ -123,6 +127,43 @@ func TestSortKeysEveryPath(t *testing.T) {
 		}
 		if _, err := f.st.Sort(ctx, f.b.ID, mb.ID, nil, []store.SortCriterion{{Key: store.SortSubject}}); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("another account's mailbox: %v", err)
+		}
+	}
+}
+
+// A Date: field of year 0 (which parses; PostgreSQL's date has no year 0)
+// is delivered by every path, with no sent day: SENTON compares its
+// INTERNALDATE.
+func TestSentDayYearZero(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	msg := crlf("Date: Sun, 2 Jan 0000 10:00:00 +0000\nSubject: old\n\nbody\n")
+	internal := time.Date(2024, 3, 4, 5, 6, 7, 0, time.UTC)
+	for _, path := range []string{"OneTrip", "Tx", "Bulk"} {
+		mb, err := f.st.CreateMailbox(ctx, f.a.ID, path, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := msg
+		if path == "Tx" {
+			m += strings.Repeat("x", store.ChunkSize+10) + "\r\n"
+		}
+		sp, err := store.Spool(strings.NewReader(m), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sp.Close()
+		if path == "Bulk" {
+			_, err = f.st.BulkAppend(ctx, f.a.ID, mb.ID, []*store.Spooled{sp}, nil, []time.Time{internal})
+		} else {
+			_, err = f.st.Deliver(ctx, sp, []store.Target{{AccountID: f.a.ID, MailboxID: mb.ID, InternalDate: internal}})
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		got, err := f.st.Search(ctx, f.a.ID, mb.ID, &store.SearchCriteria{SentOn: internal})
+		if err != nil || !slices.Equal(got, []uint32{1}) {
+			t.Errorf("%s: SENTON its internal date found %v %v, want [1]", path, got, err)
 		}
 	}
 }
@@ -158,16 +199,41 @@ func TestSortKeysBackfill(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Two Date: fields: the last counts.
+	twice := crlf("Date: Fri, 5 Jan 2024 10:00:00 +0000\nDate: Sat, 6 Jan 2024 10:00:00 +0000\nSubject: twice\n\nx\n")
+	res, err := st.Append(ctx, acc.ID, inbox.ID, strings.NewReader(twice), 0, nil, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	before, err := st.ThreadMessages(ctx, acc.ID, inbox.ID, nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	jan2 := &store.SearchCriteria{SentOn: time.Date(2024, 1, 2, 0, 0, 0, 0, time.UTC)}
+	jan6 := &store.SearchCriteria{SentOn: time.Date(2024, 1, 6, 0, 0, 0, 0, time.UTC)}
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
+	// Its stored envelope as an older mimeindex made it: the first Date.
+	var raw []byte
+	if err := conn.QueryRow(ctx, `SELECT m.structure FROM messages m JOIN mailbox_messages mm ON mm.message_id = m.id
+		WHERE mm.mailbox_id = $1 AND mm.uid = $2`, inbox.ID, res.UID).Scan(&raw); err != nil {
+		t.Fatal(err)
+	}
+	var old mimeindex.Message
+	if err := json.Unmarshal(raw, &old); err != nil {
+		t.Fatal(err)
+	}
+	old.Envelope.Date = "Fri, 5 Jan 2024 10:00:00 +0000"
+	if raw, err = json.Marshal(&old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `UPDATE messages m SET structure = $1 FROM mailbox_messages mm
+		WHERE mm.message_id = m.id AND mm.mailbox_id = $2 AND mm.uid = $3`, raw, inbox.ID, res.UID); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct{ name, sql string }{
 		{"migration 13", `DELETE FROM message_keys;
 			INSERT INTO message_keys_backfill SELECT 0, max(id) FROM messages`},
@@ -194,6 +260,9 @@ func TestSortKeysBackfill(t *testing.T) {
 			}
 			if got, err := st.Search(ctx, acc.ID, inbox.ID, jan2); err != nil || !slices.Equal(got, []uint32{2}) {
 				t.Errorf("after the backfill, SENTON found %v %v, want [2]", got, err)
+			}
+			if got, err := st.Search(ctx, acc.ID, inbox.ID, jan6); err != nil || !slices.Equal(got, []uint32{res.UID}) {
+				t.Errorf("after the backfill, SENTON the last Date found %v %v, want [%d]", got, err, res.UID)
 			}
 			var left int
 			if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM message_keys k WHERE k.message_id = m.id))

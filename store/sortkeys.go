@@ -53,20 +53,30 @@ func sentDate(k mimeindex.SortKeys) *time.Time {
 }
 
 // sentDay is the calendar date of the Date: field in its own zone (what
-// SENTON compares), as midnight UTC of that date; nil without one.
+// SENTON compares), as midnight UTC of that date; nil without one, or for
+// a year before 1, which PostgreSQL's date has not (it has no year 0) and
+// which would fail the delivery.
 func sentDay(k mimeindex.SortKeys) *time.Time {
-	if k.SentDate.IsZero() {
+	if k.SentDate.IsZero() || k.SentDate.Year() < 1 {
 		return nil
 	}
 	t := utcDay(k.SentDate)
 	return &t
 }
 
-// sortKeyRow returns a row of message_keys (sortKeyColumnList) for COPY.
+// sortKeyRow returns a row of message_keys (sortKeyColumnList) for COPY,
+// for a new content or a stored one (the backfill). The envelope of a
+// content stored before mimeindex kept the last of several Date: fields
+// has the first: the date is read from the header, as the sent-date search
+// did then, unless the header was cut (and may have lost it).
 func sortKeyRow(id int64, structure *mimeindex.Message, header []byte) []any {
 	var env *mimeindex.Envelope
-	if structure != nil {
-		env = structure.Envelope
+	if structure != nil && structure.Envelope != nil {
+		e := *structure.Envelope
+		if len(header) < MaxStoredHeader {
+			e.Date = mimeindex.LastField(header, "date")
+		}
+		env = &e
 	}
 	k := mimeindex.Keys(env, header)
 	return []any{id, sentDate(k), k.Subject, k.Reply, k.From, k.To, k.Cc, k.DisplayFrom, k.DisplayTo, k.MessageID, k.References,
@@ -87,9 +97,12 @@ func backfillSet() string {
 const backfillBatch = 1000
 
 // backfillSortKeys computes the keys of the contents stored before
-// migration 13 (message_keys_backfill says which ids) from their stored
-// header and structure, a batch per transaction that also records how far
-// it got, so an interrupted run resumes there. Migrate runs it under its
+// migration 13, and again before migration 19 added the sent day
+// (message_keys_backfill says which ids), from their stored header and
+// structure, a batch per transaction that also records how far it got, so
+// an interrupted run resumes there. The batch's contents are locked
+// (KEY SHARE) so that garbage collection cannot delete one under it, which
+// would fail the insert of its keys and so the migration. Migrate runs it under its
 // lock (at start and by 'mailstack migrate'); once done it costs one read
 // of an empty table.
 func backfillSortKeys(ctx context.Context, conn *pgxpool.Conn) error {
@@ -105,7 +118,8 @@ func backfillSortKeys(ctx context.Context, conn *pgxpool.Conn) error {
 			if err != nil {
 				return err
 			}
-			rows, err := tx.Query(ctx, `SELECT id, header, structure FROM messages WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3`,
+			rows, err := tx.Query(ctx, `SELECT id, header, structure FROM messages WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3
+				FOR KEY SHARE`,
 				next, last, backfillBatch)
 			if err != nil {
 				return err

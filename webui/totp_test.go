@@ -1,6 +1,7 @@
 package webui
 
 import (
+	"net/url"
 	"testing"
 	"time"
 
@@ -16,7 +17,18 @@ func TestTOTPURL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := otp.NewKeyFromURL(totpURL("mail.example.org", "ann@example.org", k.Secret()))
+	raw := totpURL("mail.example.org", "ann@example.org", k.Secret())
+	// otp.NewKeyFromURL assumes defaults for what is missing; apps may not.
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{"digits": "6", "algorithm": "SHA1", "period": "30", "issuer": "mail.example.org"} {
+		if v := u.Query().Get(p); v != want {
+			t.Errorf("%s=%q in %s, want %q", p, v, raw, want)
+		}
+	}
+	got, err := otp.NewKeyFromURL(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
