@@ -16,3 +16,8 @@ ALTER TABLE message_keys ADD COLUMN sent_day date;
 -- is covered.
 DELETE FROM message_keys_backfill;
 INSERT INTO message_keys_backfill SELECT 0, max(id) FROM messages HAVING max(id) IS NOT NULL;
+
+-- Keys with a sent date but no sent day were written by an older
+-- mailstack process still running after this migration (a rolling
+-- upgrade); every start repairs them (store.repairSentDays), found here.
+CREATE INDEX message_keys_no_sent_day ON message_keys (message_id) WHERE sent_day IS NULL AND sent_date IS NOT NULL;

@@ -171,7 +171,7 @@ func TestSentDayYearZero(t *testing.T) {
 // TestSortKeysBackfill: contents stored before migration 13 (no keys,
 // their ids in message_keys_backfill) get their keys when the store
 // migrates, over several batches; so do contents whose keys lack the sent
-// day added by migration 19.
+// day added by migration 19, and those an older process stored since.
 func TestSortKeysBackfill(t *testing.T) {
 	ctx := context.Background()
 	url := storetest.NewURL(t)
@@ -239,6 +239,9 @@ func TestSortKeysBackfill(t *testing.T) {
 			INSERT INTO message_keys_backfill SELECT 0, max(id) FROM messages`},
 		{"migration 19", `UPDATE message_keys SET sent_day = NULL;
 			INSERT INTO message_keys_backfill SELECT 0, max(id) FROM messages`},
+		// Keys as a process of an older mailstack writes them after
+		// migration 19: no sent day, and no backfill planned.
+		{"older process", `UPDATE message_keys SET sent_day = NULL`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// As the migration leaves a database that has contents.

@@ -100,11 +100,10 @@ const backfillBatch = 1000
 // migration 13, and again before migration 19 added the sent day
 // (message_keys_backfill says which ids), from their stored header and
 // structure, a batch per transaction that also records how far it got, so
-// an interrupted run resumes there. The batch's contents are locked
-// (KEY SHARE) so that garbage collection cannot delete one under it, which
-// would fail the insert of its keys and so the migration. Migrate runs it under its
-// lock (at start and by 'mailstack migrate'); once done it costs one read
-// of an empty table.
+// an interrupted run resumes there. Migrate runs it under its lock (at
+// start and by 'mailstack migrate'); once done it costs one read of an
+// empty table. Then it repairs the keys an older mailstack process wrote
+// (repairSentDays).
 func backfillSortKeys(ctx context.Context, conn *pgxpool.Conn) error {
 	for {
 		done := false
@@ -118,54 +117,94 @@ func backfillSortKeys(ctx context.Context, conn *pgxpool.Conn) error {
 			if err != nil {
 				return err
 			}
-			rows, err := tx.Query(ctx, `SELECT id, header, structure FROM messages WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3
-				FOR KEY SHARE`,
-				next, last, backfillBatch)
+			n, err := recomputeKeys(ctx, tx, &next, `SELECT id, header, structure FROM messages
+				WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3 FOR KEY SHARE`, next, last, backfillBatch)
 			if err != nil {
 				return err
 			}
-			var keys [][]any
-			var id int64
-			var header, structure []byte
-			_, err = pgx.ForEachRow(rows, []any{&id, &header, &structure}, func() error {
-				var m mimeindex.Message
-				if err := json.Unmarshal(structure, &m); err != nil {
-					return fmt.Errorf("message %d: decode structure: %w", id, err)
-				}
-				keys = append(keys, sortKeyRow(id, &m, header))
-				next = id
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-			if len(keys) < backfillBatch {
+			if n < backfillBatch {
 				done = true
 				_, err = tx.Exec(ctx, `DELETE FROM message_keys_backfill`)
 			} else {
 				_, err = tx.Exec(ctx, `UPDATE message_keys_backfill SET next_id = $1`, next)
 			}
-			if err != nil {
-				return err
-			}
-			// Through a temporary table: COPY cannot skip rows that exist.
-			if _, err := tx.Exec(ctx, `CREATE TEMPORARY TABLE backfill_keys (LIKE message_keys) ON COMMIT DROP`); err != nil {
-				return err
-			}
-			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"backfill_keys"}, sortKeyColumnList, pgx.CopyFromRows(keys)); err != nil {
-				return err
-			}
-			// A content that has keys gets them again (migration 19 added
-			// a key): they are computed the same way.
-			_, err = tx.Exec(ctx, `INSERT INTO message_keys SELECT * FROM backfill_keys ON CONFLICT (message_id) DO UPDATE SET `+
-				backfillSet())
 			return err
 		})
 		if err != nil {
 			return fmt.Errorf("backfill sort keys: %w", err)
 		}
 		if done {
+			return repairSentDays(ctx, conn)
+		}
+	}
+}
+
+// repairSentDays computes the keys again of contents whose keys have a
+// sent date but no sent day: written, after migration 19, by a process of
+// an older mailstack still running against the database (a rolling
+// upgrade). A partial index finds them; the next start of any process
+// repairs those written before it. Dates in the year 1 or before are left
+// out: their day may have no date in PostgreSQL (sentDay), and they would
+// come back at every start.
+func repairSentDays(ctx context.Context, conn *pgxpool.Conn) error {
+	var after int64
+	for {
+		var n int
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			var err error
+			n, err = recomputeKeys(ctx, tx, &after, `SELECT m.id, m.header, m.structure
+				FROM message_keys k JOIN messages m ON m.id = k.message_id
+				WHERE k.sent_day IS NULL AND k.sent_date IS NOT NULL AND k.sent_date >= '0001-01-02 00:00:00+00'
+					AND k.message_id > $1
+				ORDER BY k.message_id LIMIT $2 FOR KEY SHARE OF m`, after, backfillBatch)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("repair sent days: %w", err)
+		}
+		if n < backfillBatch {
 			return nil
 		}
 	}
+}
+
+// recomputeKeys computes the keys of the contents query returns (id,
+// header, structure, ascending ids, locked KEY SHARE so that garbage
+// collection cannot delete one under it, which would fail the insert of
+// its keys and so the migration), stores them over any keys they have,
+// sets *last to the last id and returns how many there were.
+func recomputeKeys(ctx context.Context, tx pgx.Tx, last *int64, query string, args ...any) (int, error) {
+	rows, err := tx.Query(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	var keys [][]any
+	var id int64
+	var header, structure []byte
+	_, err = pgx.ForEachRow(rows, []any{&id, &header, &structure}, func() error {
+		var m mimeindex.Message
+		if err := json.Unmarshal(structure, &m); err != nil {
+			return fmt.Errorf("message %d: decode structure: %w", id, err)
+		}
+		keys = append(keys, sortKeyRow(id, &m, header))
+		*last = id
+		return nil
+	})
+	if err != nil || len(keys) == 0 {
+		return 0, err
+	}
+	// Through a temporary table: COPY cannot skip rows that exist.
+	if _, err := tx.Exec(ctx, `CREATE TEMPORARY TABLE backfill_keys (LIKE message_keys) ON COMMIT DROP`); err != nil {
+		return 0, err
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"backfill_keys"}, sortKeyColumnList, pgx.CopyFromRows(keys)); err != nil {
+		return 0, err
+	}
+	// A content that has keys gets them again (migration 19 added a key):
+	// they are computed the same way.
+	if _, err := tx.Exec(ctx, `INSERT INTO message_keys SELECT * FROM backfill_keys ON CONFLICT (message_id) DO UPDATE SET `+
+		backfillSet()); err != nil {
+		return 0, err
+	}
+	return len(keys), nil
 }
