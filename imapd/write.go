@@ -61,7 +61,9 @@ func flagArg(d *imapwire.Decoder) (string, error) {
 }
 
 // dateTimeArg parses an IMAP date-time ("06-May-2024 07:08:09 +0000"; the
-// day may be space-padded).
+// day may be space-padded). The zone must be one the world has (-1200 to
+// +1400): the date is stored in UTC and written back at an offset in that
+// range when its UTC year has five digits or a minus (imapwire's Date).
 func dateTimeArg(d *imapwire.Decoder) (time.Time, error) {
 	s, err := d.Quoted()
 	if err != nil {
@@ -69,6 +71,9 @@ func dateTimeArg(d *imapwire.Decoder) (time.Time, error) {
 	}
 	for _, layout := range []string{"02-Jan-2006 15:04:05 -0700", "_2-Jan-2006 15:04:05 -0700"} {
 		if t, err := time.Parse(layout, s); err == nil {
+			if _, off := t.Zone(); off < -12*3600 || off > 14*3600 {
+				return time.Time{}, bad("Time zone out of range in date-time " + truncate(s))
+			}
 			return t, nil
 		}
 	}

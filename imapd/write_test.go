@@ -216,6 +216,53 @@ func TestAppend(t *testing.T) {
 	}
 }
 
+// APPEND dates at the ends of IMAP's four-digit years: stored as the same
+// instant and written back with a four-digit year (at another offset when
+// the UTC year has five digits or a minus); a zone no place has is BAD and
+// stores nothing.
+func TestAppendDateRange(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	r := e.raw()
+	r.cmd("SELECT INBOX")
+	msg := crlf(simpleMsg)
+	for i, tc := range []struct {
+		date, want string // want "": BAD
+	}{
+		{"31-Dec-9999 23:59:59 -1200", "31-Dec-9999 23:59:59 -1200"},
+		{"31-Dec-9999 23:59:59 +0000", "31-Dec-9999 23:59:59 +0000"},
+		{"01-Jan-0000 00:00:00 +1400", "01-Jan-0000 00:00:00 +1400"},
+		{"01-Jan-0000 00:00:00 +0000", "01-Jan-0000 00:00:00 +0000"},
+		{" 6-May-2024 07:08:09 +0200", "06-May-2024 05:08:09 +0000"},
+		{"31-Dec-9999 23:59:59 -1201", ""},
+		{"01-Jan-2024 00:00:00 +1401", ""},
+		{"01-Jan-2024 00:00:00 -2359", ""},
+	} {
+		_, status := r.try(fmt.Sprintf("APPEND INBOX \"%s\" {%d+}\r\n%s", tc.date, len(msg), msg))
+		if tc.want == "" {
+			if !strings.HasPrefix(status, "BAD") {
+				t.Errorf("APPEND %q: %s, want BAD", tc.date, status)
+			}
+			continue
+		}
+		if !strings.HasPrefix(status, "OK") {
+			t.Fatalf("APPEND %q: %s", tc.date, status)
+		}
+		untagged := r.cmd(fmt.Sprintf("UID FETCH %d INTERNALDATE", i+1))
+		var line string
+		for _, l := range untagged {
+			if strings.Contains(l, "INTERNALDATE") {
+				line = l
+			}
+		}
+		if want := `INTERNALDATE "` + tc.want + `"`; !strings.Contains(line, want) {
+			t.Errorf("APPEND %q: %q, want %s", tc.date, line, want)
+		}
+	}
+	if got := r.cmd("STATUS INBOX (MESSAGES)"); len(got) != 1 || !strings.HasSuffix(got[0], "(MESSAGES 5)") {
+		t.Errorf("STATUS %q, want 5 messages: the refused APPENDs store nothing", got)
+	}
+}
+
 // waitFor polls cond until it holds, failing the test after a generous
 // deadline.
 func waitFor(t testing.TB, what string, cond func() bool) {

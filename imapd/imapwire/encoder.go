@@ -279,7 +279,24 @@ func (e *Encoder) Literal(n int64, r io.Reader, binary bool) error {
 }
 
 // Date appends an IMAP date-time ("02-Jan-2006 15:04:05 -0700"), quoted.
+// Its year has four digits: an instant whose year in t's zone is past 9999
+// or before 0 (a date given at -1200 late on 31-Dec-9999 is in the year
+// 10000 in UTC) is written at the offset that brings it back (-1200 or
+// +1400), the same instant; one beyond even those, at that end of the
+// range.
 func (e *Encoder) Date(t time.Time) *Encoder {
+	switch {
+	case t.Year() > 9999:
+		t = t.In(time.FixedZone("", -12*3600))
+		if t.Year() > 9999 {
+			t = time.Date(9999, 12, 31, 23, 59, 59, 0, t.Location())
+		}
+	case t.Year() < 0:
+		t = t.In(time.FixedZone("", 14*3600))
+		if t.Year() < 0 {
+			t = time.Date(0, 1, 1, 0, 0, 0, 0, t.Location())
+		}
+	}
 	e.grow()
 	e.buf = append(e.buf, '"')
 	e.buf = t.AppendFormat(e.buf, "02-Jan-2006 15:04:05 -0700")
