@@ -131,6 +131,7 @@ type mxSession struct {
 	rcptErrors int
 
 	// envelope of the current transaction
+	inTx     bool // MAIL accepted, transaction not yet ended
 	from     string
 	size     int64          // declared with MAIL FROM SIZE=, or 0
 	rcptAddr []string       // accepted recipients (for logs and Received)
@@ -149,7 +150,7 @@ func (s *mxSession) ctx() (context.Context, context.CancelFunc) {
 // its reply), on RSET, and here at MAIL.
 func (s *mxSession) Reset() {
 	extendReads(s.conn.Conn(), 0)
-	s.from, s.size = "", 0
+	s.inTx, s.from, s.size = false, "", 0
 	s.rcptAddr, s.accounts, s.accountAddr = nil, nil, nil
 	s.seen = map[int64]bool{}
 }
@@ -161,8 +162,11 @@ func (s *mxSession) Logout() error { return nil }
 // sender <> (bounces) included; authentication happens at DATA, once the
 // recipients are known to be ours, so relay probes cost no DNS lookups.
 func (s *mxSession) Mail(from string, opts *smtp.MailOptions) error {
+	if s.inTx {
+		return errNestedMail
+	}
 	s.Reset()
-	s.from = from
+	s.inTx, s.from = true, from
 	if opts != nil {
 		s.size = opts.Size
 	}
@@ -238,6 +242,9 @@ func (s *mxSession) rcpt(to string) error {
 // Data implements smtp.Session: spool, check, then deliver to every
 // recipient in one transaction before go-smtp sends 250.
 func (s *mxSession) Data(r io.Reader) error {
+	if len(s.accounts) == 0 {
+		return errNoRecipients
+	}
 	// Each network read may wait DataTimeout, however long the message
 	// takes in all (until Reset, after the reply).
 	extendReads(s.conn.Conn(), s.m.opts.DataTimeout)

@@ -328,6 +328,18 @@ func sessionLog(base *slog.Logger, c *smtp.Conn) (*slog.Logger, string) {
 	return base.With(connKeys(a)...), hostOf(a)
 }
 
+// errNestedMail answers MAIL inside a transaction (RFC 5321 §4.1.4: a
+// transaction ends only with DATA's reply or RSET), as Postfix does. The
+// transaction goes on: go-smtp keeps its recipients either way, so a
+// session that started over here would get DATA for recipients it no
+// longer had.
+var errNestedMail = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Nested MAIL command"}
+
+// errNoRecipients answers DATA when the session holds no recipient: a 250
+// would acknowledge a message stored for no one. (go-smtp answers DATA
+// without recipients itself; this keeps the two in step whatever it does.)
+var errNoRecipients = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "No valid recipients"}
+
 // maxRcptErrors is how many refused RCPT commands one session may have:
 // at that many, the client is told 421 and disconnected, so probing for
 // addresses or relaying costs it a new connection per 20 tries (as

@@ -101,6 +101,7 @@ type session struct {
 	rcptErrors int
 
 	// envelope of the current transaction
+	inTx       bool // MAIL accepted, transaction not yet ended
 	from       string
 	size       int64 // declared with MAIL FROM SIZE=, or 0
 	local      []store.Target
@@ -199,6 +200,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.login == nil {
 		return errAuthRequired
 	}
+	if s.inTx {
+		return errNestedMail
+	}
 	s.Reset()
 	ok, err := s.owns(ctx, from)
 	if err != nil {
@@ -208,7 +212,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if !ok {
 		return notYours("Sender", from)
 	}
-	s.from = from
+	s.inTx, s.from = true, from
 	if opts != nil {
 		s.size = opts.Size
 	}
@@ -297,6 +301,9 @@ func (s *session) rcpt(to string) error {
 func (s *session) Data(r io.Reader) error {
 	if s.login == nil {
 		return errAuthRequired
+	}
+	if len(s.local) == 0 && len(s.remote) == 0 {
+		return errNoRecipients
 	}
 	// Each network read may wait ReadTimeout, however long the upload takes
 	// (until Reset, after the reply).
@@ -441,7 +448,7 @@ func dataError(log *slog.Logger, kind, what string, err error) error {
 // its reply), on RSET, and here at MAIL.
 func (s *session) Reset() {
 	extendReads(s.conn.Conn(), 0)
-	s.from, s.size = "", 0
+	s.inTx, s.from, s.size = false, "", 0
 	s.local, s.remote = nil, nil
 	s.localSeen, s.remoteSeen = map[int64]bool{}, map[string]bool{}
 }
