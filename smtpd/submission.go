@@ -124,12 +124,12 @@ func (s *session) AuthMechanisms() []string { return []string{sasl.Plain, sasl.L
 func (s *session) Auth(mech string) (sasl.Server, error) {
 	switch mech {
 	case sasl.Plain:
-		return sasl.NewPlainServer(func(identity, username, password string) error {
+		return strictServer{sasl.NewPlainServer(func(identity, username, password string) error {
 			if identity != "" && !strings.EqualFold(identity, username) {
 				return errAuthFailed // no acting as another user
 			}
 			return s.authenticate(username, password)
-		}), nil
+		})}, nil
 	case sasl.Login:
 		return newLoginServer(s.authenticate), nil
 	}

@@ -2,6 +2,8 @@ package smtpd_test
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"net/textproto"
 	"strings"
 	"testing"
@@ -58,6 +60,41 @@ func TestNestedMail(t *testing.T) {
 			}
 			// After the transaction, MAIL starts a new one.
 			converse(t, tp, "MAIL FROM:<"+tc.from+">", 250, "RSET", 250, "MAIL FROM:<"+tc.from+">", 250)
+		})
+	}
+}
+
+// TestAuthMalformed: a SASL response that decodes but is not what the
+// mechanism expects is refused with 501 5.5.2 (RFC 4954 §4), not 454,
+// which tells a client to try again later; the session may then log in.
+func TestAuthMalformed(t *testing.T) {
+	e := newEnv(t, 1<<20)
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	good := "AUTH PLAIN " + b64("\x00alice@example.org\x00"+e.alicePass)
+	for _, tc := range []struct {
+		name  string
+		lines []string // the last one gets 501 5.5.2
+	}{
+		{"PLAIN without NULs", []string{"AUTH PLAIN " + b64("alice@example.org")}},
+		{"PLAIN with one NUL", []string{"AUTH PLAIN " + b64("alice@example.org\x00"+e.alicePass)}},
+		{"PLAIN empty initial response", []string{"AUTH PLAIN ="}},
+		{"PLAIN empty after challenge", []string{"AUTH PLAIN", "="}},
+		{"PLAIN without NULs after challenge", []string{"AUTH PLAIN", b64("x")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := tls.Dial("tcp", e.addr465, e.clientTLS)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tp := rawConn(t, conn)
+			converse(t, tp, "EHLO client.example", 250)
+			for _, l := range tc.lines[:len(tc.lines)-1] {
+				converse(t, tp, l, 334)
+			}
+			if code, msg := cmd(t, tp, tc.lines[len(tc.lines)-1]); code != 501 || !strings.HasPrefix(msg, "5.5.2") {
+				t.Errorf("got %d %s, want 501 5.5.2", code, msg)
+			}
+			converse(t, tp, good, 235)
 		})
 	}
 }
