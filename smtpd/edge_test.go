@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"fmt"
+	"github.com/mailstack/mailstack/smtpd"
 	"net/textproto"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestNestedMail: a second MAIL inside a transaction is refused with
@@ -95,6 +98,67 @@ func TestAuthMalformed(t *testing.T) {
 				t.Errorf("got %d %s, want 501 5.5.2", code, msg)
 			}
 			converse(t, tp, good, 235)
+		})
+	}
+}
+
+// bdat returns a BDAT command with chunk for converse, which ends it with
+// the chunk's own final CRLF.
+func bdat(chunk, last string) string {
+	return fmt.Sprintf("BDAT %d%s\r\n%s", len(chunk), last, strings.TrimSuffix(chunk, "\r\n"))
+}
+
+// TestBDATAborted: a client may end a BDAT transfer with RSET or QUIT
+// (RFC 3030 §2); that is logged as nothing worse than debug, nothing is
+// stored, and after RSET the next message goes through.
+func TestBDATAborted(t *testing.T) {
+	e := newEnv(t, 1<<20)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		mx   bool
+		end  string
+	}{
+		{"mx RSET", true, "RSET"},
+		{"mx QUIT", true, "QUIT"},
+		{"submission RSET", false, "RSET"},
+		{"submission QUIT", false, "QUIT"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &logLines{}
+			var tp *textproto.Conn
+			from := "alice@example.org"
+			if tc.mx {
+				mx := smtpd.NewMX(smtpd.Config{Store: e.st, Hostname: mxHost, Log: logs.logger("mx")}, smtpd.MXOptions{Resolver: newFakeDNS()})
+				tp = rawDial(t, serve(t, mx.Server()))
+				from = "a@nospf.example"
+				converse(t, tp, "EHLO client.example", 250)
+			} else {
+				_, addr465 := submissionServers(t, e, func(c *smtpd.Config) { c.Log = logs.logger("submission") })
+				tp, _ = authedRaw(t, e, addr465)
+			}
+			before, err := e.st.CountMessageContents(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			chunk := "From: " + from + "\r\n"
+			converse(t, tp, "MAIL FROM:<"+from+">", 250, "RCPT TO:<bob@example.org>", 250,
+				bdat(chunk, ""), 250, tc.end, map[string]int{"RSET": 250, "QUIT": 221}[tc.end])
+			if tc.end == "RSET" {
+				msg := "From: " + from + "\r\nSubject: after " + tc.name + "\r\n\r\nx\r\n"
+				converse(t, tp, "MAIL FROM:<"+from+">", 250, "RCPT TO:<bob@example.org>", 250,
+					bdat(msg, " LAST"), 250)
+				if after, _ := e.st.CountMessageContents(ctx); after != before+1 {
+					t.Errorf("%d contents stored, want 1", after-before)
+				}
+			}
+			tp.Close()
+			time.Sleep(100 * time.Millisecond) // the aborted Data may log after the reply
+			for _, l := range logs.lines(t) {
+				if l["level"] != "DEBUG" && l["level"] != "INFO" {
+					t.Errorf("logged: %s", l)
+				}
+			}
 		})
 	}
 }

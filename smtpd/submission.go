@@ -439,6 +439,11 @@ func dataError(log *slog.Logger, kind, what string, err error) error {
 	case errors.Is(err, smtp.ErrTooLongLine):
 		// More than twice the size limit without a reply (dataConn).
 		return errTooBig
+	case errors.Is(err, smtp.ErrDataReset):
+		// The client ended a BDAT transfer with RSET or QUIT (RFC 3030
+		// §2), as it may; no one reads this reply.
+		log.Debug(kind+" data aborted by the client", "step", what)
+		return err
 	}
 	log.Warn(kind+" data", "step", what, "err", err)
 	return errTempFailure
