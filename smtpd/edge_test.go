@@ -162,3 +162,15 @@ func TestBDATAborted(t *testing.T) {
 		})
 	}
 }
+
+// An authenticated user cannot send to an address literal: 550 5.1.2, and
+// the transaction goes on for the other recipients.
+func TestSubmissionAddressLiteral(t *testing.T) {
+	e := newMXEnv(t, nil)
+	for _, rcpt := range []string{"x@[127.0.0.1]", "x@[IPv6:::1]", "x@[10.1.2.3]"} {
+		t.Run(rcpt, func(t *testing.T) {
+			tp, _ := authedRaw(t, e.env, e.addr465)
+			converse(t, tp, "MAIL FROM:<alice@example.org>", 250, "RCPT TO:<"+rcpt+">", 550, "RCPT TO:<bob@example.org>", 250)
+		})
+	}
+}

@@ -250,6 +250,13 @@ func (s *session) rcpt(to string) error {
 		}
 		s.localDomain[domain] = local
 	}
+	if !local && strings.HasPrefix(string(domain), "[") {
+		// An address literal names a host, not a domain: the queue would
+		// try a name lookup of "[10.0.0.1]" for days, and delivering to
+		// raw IPs would let a user aim the server at the home network.
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 2},
+			Message: fmt.Sprintf("Address literals are not accepted as recipients: <%s>", to)}
+	}
 	if !local {
 		// A remote local part is the remote server's business and may be
 		// case-sensitive (RFC 5321 §2.4): only the domain is lowercased.
