@@ -663,3 +663,56 @@ func TestMailboxEdgeCases(t *testing.T) {
 		t.Fatalf("INBOX after RENAME: %d messages, %v", other.Mailbox().NumMessages, err)
 	}
 }
+
+// TestMailboxNameNotUTF8: a mailbox name that is not UTF-8 (8-bit bytes
+// that are not UTF-8, with or without UTF8=ACCEPT) names no mailbox: every
+// command taking one answers NO, never NO [SERVERBUG] (PostgreSQL refuses
+// such text), and nothing changes. APPEND to a name no mailbox can have
+// is NO [CANNOT], not TRYCREATE.
+func TestMailboxNameNotUTF8(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.deliver("INBOX", crlf(simpleMsg))
+	const name = "\"a\xff\""
+	cmds := []string{
+		"SELECT " + name,
+		"EXAMINE " + name,
+		"STATUS " + name + " (MESSAGES)",
+		"DELETE " + name,
+		"RENAME " + name + " x",
+		"RENAME Trash " + name,
+		"CREATE " + name,
+		"SUBSCRIBE " + name,
+		"UNSUBSCRIBE " + name,
+		"GETMETADATA " + name + " /private/comment",
+		"SETMETADATA " + name + " (/private/comment \"x\")",
+		"APPEND " + name + " {1+}\r\nx",
+		"APPEND \"a//b\" {1+}\r\nx",
+		"APPEND \"a//b\" {1}\r\n",
+		"COPY 1 " + name,
+		"MOVE 1 " + name,
+	}
+	for _, mode := range []string{"", "UTF8=ACCEPT"} {
+		r := e.raw()
+		r.t = t
+		if mode != "" {
+			r.cmd("ENABLE " + mode)
+		}
+		for _, c := range cmds {
+			if strings.HasSuffix(c, "1 "+name) {
+				r.cmd("SELECT INBOX")
+			}
+			_, status := r.try(c)
+			// Nor TRYCREATE: CREATE would fail.
+			if !strings.HasPrefix(status, "NO") || strings.Contains(status, "SERVERBUG") || strings.Contains(status, "TRYCREATE") {
+				t.Errorf("%s %q: %q, want NO", mode, c, status)
+			}
+		}
+	}
+	c := e.login(nil)
+	if got := listNames(t, c, "", "*", nil); len(got) != 6 {
+		t.Errorf("mailboxes after: %q", got)
+	}
+	if st, err := c.Status("INBOX", &imap.StatusOptions{NumMessages: true}).Wait(); err != nil || *st.NumMessages != 1 {
+		t.Errorf("INBOX after: %+v %v", st, err)
+	}
+}

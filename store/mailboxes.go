@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -206,6 +207,11 @@ func (s *Store) CountRecent(ctx context.Context, accountID, mailboxID int64) (in
 // case-insensitive (also as the first level of a hierarchy), and empty
 // levels are not allowed.
 func NormalizeMailboxName(name string) (string, error) {
+	// Names are PostgreSQL text, which refuses bytes that are not UTF-8:
+	// such a name names no mailbox, rather than failing the query.
+	if !utf8.ValidString(name) {
+		return "", fmt.Errorf("%w: mailbox name is not UTF-8", ErrInvalid)
+	}
 	name = strings.TrimSuffix(name, string(Delimiter))
 	if name == "" || strings.HasPrefix(name, string(Delimiter)) || strings.Contains(name, "//") {
 		return "", fmt.Errorf("%w: bad mailbox name %q", ErrInvalid, name)
