@@ -1,6 +1,7 @@
 package imapwire
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"strconv"
@@ -247,7 +248,9 @@ var ErrShortLiteral = fmt.Errorf("imapwire: literal source shorter than announce
 
 // Literal appends a literal of n bytes read from r (a literal8 if binary),
 // streaming through the buffer. Any error (reading r, or r ending early)
-// leaves the response incomplete: the connection must end.
+// leaves the response incomplete: the connection must end. A literal
+// cannot carry NUL (RFC 9051 CHAR8), so outside a literal8 each NUL goes
+// out as 0x80, as Dovecot sends a message that holds NUL; the size stays.
 func (e *Encoder) Literal(n int64, r io.Reader, binary bool) error {
 	e.LiteralHeader(n, binary)
 	if room := int64(cap(e.buf) - len(e.buf)); n > room && cap(e.buf) < flushAt {
@@ -266,6 +269,9 @@ func (e *Encoder) Literal(n int64, r io.Reader, binary bool) error {
 			room = room[:n]
 		}
 		k, err := r.Read(room)
+		if !binary {
+			replaceNUL(room[:k])
+		}
 		e.buf = e.buf[:len(e.buf)+k]
 		n -= int64(k)
 		if err != nil && n > 0 {
@@ -276,6 +282,14 @@ func (e *Encoder) Literal(n int64, r io.Reader, binary bool) error {
 		}
 	}
 	return e.err
+}
+
+// replaceNUL turns each NUL of b into 0x80, in place.
+func replaceNUL(b []byte) {
+	for i := bytes.IndexByte(b, 0); i >= 0; i = bytes.IndexByte(b, 0) {
+		b[i] = 0x80
+		b = b[i+1:]
+	}
 }
 
 // Date appends an IMAP date-time ("02-Jan-2006 15:04:05 -0700"), quoted.
