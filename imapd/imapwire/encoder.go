@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -330,8 +331,13 @@ func (e *Encoder) Status(tag, typ, code, text string) *Encoder {
 	return e.CRLF()
 }
 
-// sanitize keeps a response text on one line.
+// sanitize keeps a response text on one line, and valid UTF-8 (RFC 9051
+// text): bytes of the client's that are not become "?", as Dovecot's
+// str_sanitize does.
 func sanitize(s string) string {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "?")
+	}
 	for i := 0; i < len(s); i++ {
 		if s[i] == '\r' || s[i] == '\n' || s[i] == 0 {
 			b := []byte(s)
