@@ -10,6 +10,8 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/mailstack/mailstack/store"
 )
 
 // listNames runs LIST and returns "name attrs..." lines, sorted.
@@ -714,5 +716,42 @@ func TestMailboxNameNotUTF8(t *testing.T) {
 	}
 	if st, err := c.Status("INBOX", &imap.StatusOptions{NumMessages: true}).Wait(); err != nil || *st.NumMessages != 1 {
 		t.Errorf("INBOX after: %+v %v", st, err)
+	}
+}
+
+// TestMailboxNameTooLong: CREATE and RENAME refuse (NO, not NO
+// [SERVERBUG]) a name longer than store.MaxMailboxName octets, also one a
+// RENAME would give a mailbox below the renamed one; PostgreSQL's indexes
+// could not hold a long name that does not compress. Nothing changes.
+func TestMailboxNameTooLong(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	long := func(n int) string {
+		var b strings.Builder
+		for i := 0; b.Len() < n; i++ {
+			fmt.Fprintf(&b, "%x", i*2654435761) // varied, so it does not compress
+		}
+		return b.String()[:n]
+	}
+	r := e.raw()
+	r.cmd("CREATE " + long(store.MaxMailboxName))
+	r.cmd("CREATE p/" + long(store.MaxMailboxName-2))
+	tests := []struct{ cmd, status string }{
+		{"CREATE " + long(store.MaxMailboxName+1), "NO [CANNOT]"},
+		{"CREATE " + long(3000), "NO [CANNOT]"},
+		{"CREATE " + long(20000), "NO [CANNOT]"},
+		{"CREATE " + long(3000) + "/x", "NO [CANNOT]"},
+		{"RENAME Trash " + long(3000), "NO [CANNOT]"},
+		{"RENAME p pq", "NO [CANNOT]"}, // p/… would pass the limit
+		{"RENAME INBOX " + long(3000), "NO [CANNOT]"},
+		{"RENAME p q", "OK"},
+	}
+	for _, tc := range tests {
+		if _, status := r.try(tc.cmd); !strings.HasPrefix(status, tc.status) {
+			t.Errorf("%.40s…: %q, want %s", tc.cmd, status, tc.status)
+		}
+	}
+	c := e.login(nil)
+	if got := listNames(t, c, "", "*", nil); len(got) != 9 || !slices.Contains(got, "q/"+long(store.MaxMailboxName-2)+` \HasNoChildren`) {
+		t.Errorf("mailboxes after: %.300q", got)
 	}
 }

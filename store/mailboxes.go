@@ -203,6 +203,13 @@ func (s *Store) CountRecent(ctx context.Context, accountID, mailboxID int64) (in
 	return n, nil
 }
 
+// MaxMailboxName is the longest mailbox name, in octets, that CREATE and
+// RENAME make: names are keys of btree indexes, whose entries PostgreSQL
+// caps at 2704 bytes (Dovecot caps names too).
+const MaxMailboxName = 1024
+
+var errNameTooLong = fmt.Errorf("%w: mailbox name too long (at most %d octets)", ErrInvalid, MaxMailboxName)
+
 // NormalizeMailboxName canonicalises a mailbox name: INBOX is
 // case-insensitive (also as the first level of a hierarchy), and empty
 // levels are not allowed.
@@ -246,6 +253,9 @@ func createMailboxTx(ctx context.Context, tx pgx.Tx, accountID int64, name, spec
 	name, err := NormalizeMailboxName(name)
 	if err != nil {
 		return nil, err
+	}
+	if len(name) > MaxMailboxName {
+		return nil, errNameTooLong
 	}
 	if !validSpecialUse(specialUse) {
 		return nil, fmt.Errorf("%w: unknown special-use attribute %s", ErrInvalid, specialUse)
@@ -470,16 +480,28 @@ func (s *Store) RenameMailbox(ctx context.Context, accountID int64, oldName, new
 		if err != nil {
 			return err
 		}
+		// Whether newName is taken, and the longest name in the subtree
+		// of oldName (its mailboxes and subscriptions): every name the
+		// rename makes must fit.
 		var exists bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM mailboxes WHERE account_id = $1 AND name = $2)`,
-			accountID, newName).Scan(&exists); err != nil {
+		var longest int
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM mailboxes WHERE account_id = $1 AND name = $2),
+				(SELECT coalesce(max(octet_length(name)), 0) FROM (
+					SELECT name FROM mailboxes WHERE account_id = $1 AND (name = $3 OR starts_with(name, $3 || '/'))
+					UNION ALL
+					SELECT name FROM subscriptions WHERE account_id = $1 AND (name = $3 OR starts_with(name, $3 || '/'))) n)`,
+			accountID, newName, oldName).Scan(&exists, &longest); err != nil {
 			return err
 		}
 		if exists {
 			return fmt.Errorf("mailbox %s: %w", newName, ErrExists)
 		}
 		if oldName == "INBOX" {
+			// Only INBOX's messages move, to a mailbox createMailboxTx checks.
 			return renameInbox(ctx, tx, accountID, src, newName)
+		}
+		if max(longest, len(oldName))-len(oldName)+len(newName) > MaxMailboxName {
+			return errNameTooLong
 		}
 		// Create missing parents of the new name, then move the subtree.
 		if parent, _, ok := cutLast(newName); ok {
