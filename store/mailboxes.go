@@ -60,7 +60,16 @@ func scanMailbox(r pgx.Row, extra ...any) (*Mailbox, error) {
 // keywords, the common case, keeps it with one array comparison.
 func mergeKeywords(param string) string {
 	return `CASE WHEN ` + param + `::text[] <@ keywords THEN keywords
-		ELSE ARRAY(SELECT DISTINCT k FROM unnest(keywords || ` + param + `::text[]) k ORDER BY k) END`
+		ELSE ` + unionKeywords("keywords", param) + ` END`
+}
+
+// unionKeywords is the SQL expression for the sorted keyword list of
+// array column col with those of parameter param added. Keywords are
+// case-insensitive (parseFlags): a keyword col has in another spelling
+// is not added again.
+func unionKeywords(col, param string) string {
+	return `ARRAY(SELECT k FROM (SELECT DISTINCT ON (lower(k)) k
+		FROM unnest(` + col + ` || ` + param + `::text[]) WITH ORDINALITY u(k, o) ORDER BY lower(k), o) d ORDER BY k)`
 }
 
 // MailboxSnapshot is what SELECT needs of a mailbox, read from one
