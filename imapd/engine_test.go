@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -140,6 +141,27 @@ func TestMalformedInput(t *testing.T) {
 	}
 	if after := dbView(t, e.st, e.acc.ID, "INBOX"); !slices.Equal(before, after) {
 		t.Fatalf("INBOX changed: %q -> %q", before, after)
+	}
+}
+
+// TestResponseTextUTF8: a response text that quotes the client's input
+// (cut to 30 bytes) is valid UTF-8 (RFC 9051 text), whatever bytes the
+// input held and wherever the cut falls.
+func TestResponseTextUTF8(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	r := e.raw()
+	r.cmd("SELECT INBOX")
+	tests := []struct{ input, want string }{
+		{"SEARCH SENTBEFORE \"1-Jan-2020\xff\"", "BAD Invalid date 1-Jan-2020?"},
+		{"SEARCH SENTBEFORE \"a" + strings.Repeat("\u00e9", 20) + "\"", "BAD Invalid date a" + strings.Repeat("\u00e9", 14) + "..."},
+		{"APPEND INBOX \"\xfe\" {1+}\r\nx", "BAD Invalid date-time ?"},
+		{"SEARCH SENTBEFORE \"\u00e9t\u00e9\"", "BAD Invalid date \u00e9t\u00e9"},
+	}
+	for _, tc := range tests {
+		_, status := r.try(tc.input)
+		if status != tc.want || !utf8.ValidString(status) {
+			t.Errorf("%q: %q, want %q", tc.input, status, tc.want)
+		}
 	}
 }
 

@@ -441,3 +441,30 @@ func TestRowCacheProcessBound(t *testing.T) {
 		t.Fatalf("after clear: b has %d, total %d; want 5, 5", len(b.rows), total.Load())
 	}
 }
+
+// TestFetchNULInLiteral: a stored message holding NUL (delivered so, or
+// APPENDed in a plain literal) goes out in BODY[] and RFC822 literals with
+// each NUL as 0x80, as Dovecot does: a literal cannot carry NUL (RFC 9051
+// CHAR8), only BINARY's literal8 can, which keeps the bytes. Sizes stay.
+func TestFetchNULInLiteral(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.deliver("INBOX", "Subject: n\x00l\r\n\r\nb\x00dy\x00\r\n")
+	r := e.raw()
+	r.cmd("SELECT INBOX")
+	tests := []struct{ cmd, name, want string }{
+		{"FETCH 1 BODY.PEEK[]", "BODY[]", "Subject: n\x80l\r\n\r\nb\x80dy\x80\r\n"},
+		{"FETCH 1 BODY.PEEK[]<10.6>", "BODY[]<10>", "\x80l\r\n\r\n"},
+		{"FETCH 1 BODY.PEEK[TEXT]", "BODY[TEXT]", "b\x80dy\x80\r\n"},
+		{"FETCH 1 BODY.PEEK[1]", "BODY[1]", "b\x80dy\x80\r\n"},
+		{"FETCH 1 BODY.PEEK[HEADER]", "BODY[HEADER]", "Subject: n\x80l\r\n\r\n"},
+		{"FETCH 1 BODY.PEEK[HEADER.FIELDS (Subject)]", "BODY[HEADER.FIELDS (Subject)]", "Subject: n\x80l\r\n\r\n"},
+		{"FETCH 1 RFC822.HEADER", "RFC822.HEADER", "Subject: n\x80l\r\n\r\n"},
+		{"FETCH 1 BINARY.PEEK[1]", "BINARY[1]", "b\x00dy\x00\r\n"},
+		{"FETCH 1 BODY.PEEK[]", "BODY[]", "Subject: n\x80l\r\n\r\nb\x80dy\x80\r\n"}, // the cache is not changed
+	}
+	for _, tc := range tests {
+		if name, data := r.fetchLiteral(tc.cmd); name != tc.name || string(data) != tc.want {
+			t.Errorf("%s: %s %q, want %s %q", tc.cmd, name, data, tc.name, tc.want)
+		}
+	}
+}

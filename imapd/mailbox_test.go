@@ -10,6 +10,8 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/mailstack/mailstack/store"
 )
 
 // listNames runs LIST and returns "name attrs..." lines, sorted.
@@ -661,5 +663,95 @@ func TestMailboxEdgeCases(t *testing.T) {
 	appendMsg(t, c, "INBOX", crlf(simpleMsg))
 	if err := other.Noop().Wait(); err != nil || other.Mailbox().NumMessages != 1 {
 		t.Fatalf("INBOX after RENAME: %d messages, %v", other.Mailbox().NumMessages, err)
+	}
+}
+
+// TestMailboxNameNotUTF8: a mailbox name that is not UTF-8 (8-bit bytes
+// that are not UTF-8, with or without UTF8=ACCEPT) names no mailbox: every
+// command taking one answers NO, never NO [SERVERBUG] (PostgreSQL refuses
+// such text), and nothing changes. APPEND to a name no mailbox can have
+// is NO [CANNOT], not TRYCREATE.
+func TestMailboxNameNotUTF8(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.deliver("INBOX", crlf(simpleMsg))
+	const name = "\"a\xff\""
+	cmds := []string{
+		"SELECT " + name,
+		"EXAMINE " + name,
+		"STATUS " + name + " (MESSAGES)",
+		"DELETE " + name,
+		"RENAME " + name + " x",
+		"RENAME Trash " + name,
+		"CREATE " + name,
+		"SUBSCRIBE " + name,
+		"UNSUBSCRIBE " + name,
+		"GETMETADATA " + name + " /private/comment",
+		"SETMETADATA " + name + " (/private/comment \"x\")",
+		"APPEND " + name + " {1+}\r\nx",
+		"APPEND \"a//b\" {1+}\r\nx",
+		"APPEND \"a//b\" {1}\r\n",
+		"COPY 1 " + name,
+		"MOVE 1 " + name,
+	}
+	for _, mode := range []string{"", "UTF8=ACCEPT"} {
+		r := e.raw()
+		r.t = t
+		if mode != "" {
+			r.cmd("ENABLE " + mode)
+		}
+		for _, c := range cmds {
+			if strings.HasSuffix(c, "1 "+name) {
+				r.cmd("SELECT INBOX")
+			}
+			_, status := r.try(c)
+			// Nor TRYCREATE: CREATE would fail.
+			if !strings.HasPrefix(status, "NO") || strings.Contains(status, "SERVERBUG") || strings.Contains(status, "TRYCREATE") {
+				t.Errorf("%s %q: %q, want NO", mode, c, status)
+			}
+		}
+	}
+	c := e.login(nil)
+	if got := listNames(t, c, "", "*", nil); len(got) != 6 {
+		t.Errorf("mailboxes after: %q", got)
+	}
+	if st, err := c.Status("INBOX", &imap.StatusOptions{NumMessages: true}).Wait(); err != nil || *st.NumMessages != 1 {
+		t.Errorf("INBOX after: %+v %v", st, err)
+	}
+}
+
+// TestMailboxNameTooLong: CREATE and RENAME refuse (NO, not NO
+// [SERVERBUG]) a name longer than store.MaxMailboxName octets, also one a
+// RENAME would give a mailbox below the renamed one; PostgreSQL's indexes
+// could not hold a long name that does not compress. Nothing changes.
+func TestMailboxNameTooLong(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	long := func(n int) string {
+		var b strings.Builder
+		for i := 0; b.Len() < n; i++ {
+			fmt.Fprintf(&b, "%x", i*2654435761) // varied, so it does not compress
+		}
+		return b.String()[:n]
+	}
+	r := e.raw()
+	r.cmd("CREATE " + long(store.MaxMailboxName))
+	r.cmd("CREATE p/" + long(store.MaxMailboxName-2))
+	tests := []struct{ cmd, status string }{
+		{"CREATE " + long(store.MaxMailboxName+1), "NO [CANNOT]"},
+		{"CREATE " + long(3000), "NO [CANNOT]"},
+		{"CREATE " + long(20000), "NO [CANNOT]"},
+		{"CREATE " + long(3000) + "/x", "NO [CANNOT]"},
+		{"RENAME Trash " + long(3000), "NO [CANNOT]"},
+		{"RENAME p pq", "NO [CANNOT]"}, // p/… would pass the limit
+		{"RENAME INBOX " + long(3000), "NO [CANNOT]"},
+		{"RENAME p q", "OK"},
+	}
+	for _, tc := range tests {
+		if _, status := r.try(tc.cmd); !strings.HasPrefix(status, tc.status) {
+			t.Errorf("%.40s…: %q, want %s", tc.cmd, status, tc.status)
+		}
+	}
+	c := e.login(nil)
+	if got := listNames(t, c, "", "*", nil); len(got) != 9 || !slices.Contains(got, "q/"+long(store.MaxMailboxName-2)+` \HasNoChildren`) {
+		t.Errorf("mailboxes after: %.300q", got)
 	}
 }

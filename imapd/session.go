@@ -18,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mailstack/mailstack/imapd/imapwire"
 	"github.com/mailstack/mailstack/store"
@@ -357,7 +358,12 @@ var errPanic = errors.New("internal error")
 
 func truncate(s string) string {
 	if len(s) > 30 {
-		return s[:30] + "..."
+		// Cut before a character, not inside one.
+		n := 30
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		return s[:n] + "..."
 	}
 	return s
 }

@@ -223,6 +223,15 @@ func TestThread(t *testing.T) {
 		{at("2024-05-10 00:00:00"), "Message-ID: <y@t>\nReferences: <x@t>\nSubject: loop\nDate: Mon, 6 May 2024 01:00:00 +0000\n\n2\n"},
 		{at("2024-05-10 00:00:00"), "Message-ID: <x@t>\nSubject: duplicate id\nDate: Mon, 6 May 2024 03:00:00 +0000\n\n3\n"},
 	})
+	// Sent dates centuries from 2000 (the binary timestamps' epoch),
+	// delivered out of order.
+	e.fillMailbox(t, "FarDates", []sortMsg{
+		{at("2024-05-10 00:00:00"), "Subject: a\nDate: Thu, 31 Dec 9999 23:59:59 -1200\n\n1\n"},
+		{at("2024-05-10 00:00:00"), "Subject: b\nDate: Mon, 1 Jan 0001 12:00:00 +0000\n\n2\n"},
+		{at("2024-05-10 00:00:00"), "Subject: c\nDate: Mon, 6 May 2024 01:00:00 +0000\n\n3\n"},
+		{at("2024-05-10 00:00:00"), "Subject: d\nDate: Sat, 1 Jan 2500 00:00:00 +0000\n\n4\n"},
+		{at("2024-05-10 00:00:00"), "Subject: e\nDate: Fri, 1 Jan 1500 00:00:00 +0000\n\n5\n"},
+	})
 	e.fillMailbox(t, "Empty", nil)
 	r := e.raw()
 	tests := []struct{ mailbox, cmd, want string }{
@@ -235,6 +244,9 @@ func TestThread(t *testing.T) {
 		{"Thread", "THREAD REFERENCES UTF-8 1,3", "* THREAD (1 3)"},
 		{"Thread", "THREAD ORDEREDSUBJECT UTF-8 SUBJECT nothing", "* THREAD"},
 		{"Loop", "THREAD REFERENCES UTF-8 ALL", "* THREAD (2 1)(3)"},
+		{"FarDates", "THREAD REFERENCES UTF-8 ALL", "* THREAD (2)(5)(3)(4)(1)"},
+		{"FarDates", "THREAD ORDEREDSUBJECT UTF-8 ALL", "* THREAD (2)(5)(3)(4)(1)"},
+		{"FarDates", "SORT (DATE) UTF-8 ALL", "* SORT 2 5 3 4 1"},
 		{"Empty", "THREAD REFERENCES UTF-8 ALL", "* THREAD"},
 	}
 	for _, tc := range tests {

@@ -133,7 +133,10 @@ func (s *session) cmdAppend(c *cmd) error {
 	// costs a look-up first; one that does not (LITERAL+) has sent the
 	// message already.
 	target := store.Target{AccountID: s.accountID(), Flags: flags, InternalDate: date}
-	target.MailboxName, _ = store.NormalizeMailboxName(name)
+	if target.MailboxName, err = store.NormalizeMailboxName(name); err != nil {
+		// No such mailbox can exist, nor be created: not TRYCREATE.
+		return s.refuseLiteral(c, lit, "CANNOT", "Invalid mailbox name")
+	}
 	if s.sel != nil && !s.sel.readOnly && target.MailboxName == s.mailbox.Name {
 		target.MailboxID, target.ClaimRecent = s.mailbox.ID, true
 	}

@@ -54,6 +54,14 @@ func TestStore(t *testing.T) {
 			map[imap.UID][]imap.Flag{1: {imap.FlagSeen, "$Work"}, 2: {imap.FlagAnswered, imap.FlagFlagged}, 3: {imap.FlagAnswered, imap.FlagFlagged}}},
 		{"\\Recent is ignored", imap.SeqSetNum(3), imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{"\\Recent", imap.FlagDraft}}, 1,
 			map[imap.UID][]imap.Flag{1: {imap.FlagSeen, "$Work"}, 2: {imap.FlagAnswered, imap.FlagFlagged}, 3: {imap.FlagAnswered, imap.FlagFlagged, imap.FlagDraft}}},
+		// Keywords are case-insensitive (as in Dovecot): one spelling per
+		// message, the first one's.
+		{"add in another case", imap.SeqSetNum(1), imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{"$work", "$WORK"}}, 1,
+			map[imap.UID][]imap.Flag{1: {imap.FlagSeen, "$Work"}, 2: {imap.FlagAnswered, imap.FlagFlagged}, 3: {imap.FlagAnswered, imap.FlagFlagged, imap.FlagDraft}}},
+		{"remove in another case", imap.SeqSetNum(1), imap.StoreFlags{Op: imap.StoreFlagsDel, Flags: []imap.Flag{"$WORK"}}, 1,
+			map[imap.UID][]imap.Flag{1: {imap.FlagSeen}, 2: {imap.FlagAnswered, imap.FlagFlagged}, 3: {imap.FlagAnswered, imap.FlagFlagged, imap.FlagDraft}}},
+		{"replace with a keyword twice", imap.SeqSetNum(2), imap.StoreFlags{Op: imap.StoreFlagsSet, Flags: []imap.Flag{"foo", "Foo"}}, 1,
+			map[imap.UID][]imap.Flag{1: {imap.FlagSeen}, 2: {"foo"}, 3: {imap.FlagAnswered, imap.FlagFlagged, imap.FlagDraft}}},
 	}
 	for _, s := range steps {
 		msgs, err := c.Store(s.set, &s.flags, nil).Collect()

@@ -34,7 +34,8 @@ const (
 
 // parseFlags splits IMAP flags into system flag bits and a sorted,
 // de-duplicated keyword list. \Recent is ignored (it cannot be set); other
-// unknown backslash flags are invalid.
+// unknown backslash flags are invalid. Keywords are case-insensitive, as
+// in Dovecot: of two spellings of one, the first is kept.
 func parseFlags(flags []string) (int, []string, error) {
 	bits := 0
 	keywords := []string{}
@@ -55,10 +56,12 @@ outer:
 		if !isAtom(f) {
 			return 0, nil, fmt.Errorf("%w: bad keyword %q", ErrInvalid, f)
 		}
-		keywords = append(keywords, f)
+		if !slices.ContainsFunc(keywords, func(k string) bool { return strings.EqualFold(k, f) }) {
+			keywords = append(keywords, f)
+		}
 	}
 	slices.Sort(keywords)
-	return bits, slices.Compact(keywords), nil
+	return bits, keywords, nil
 }
 
 // isAtom reports whether s is an IMAP atom (RFC 9051 §9: ATOM-CHAR is any

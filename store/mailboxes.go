@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -59,7 +60,16 @@ func scanMailbox(r pgx.Row, extra ...any) (*Mailbox, error) {
 // keywords, the common case, keeps it with one array comparison.
 func mergeKeywords(param string) string {
 	return `CASE WHEN ` + param + `::text[] <@ keywords THEN keywords
-		ELSE ARRAY(SELECT DISTINCT k FROM unnest(keywords || ` + param + `::text[]) k ORDER BY k) END`
+		ELSE ` + unionKeywords("keywords", param) + ` END`
+}
+
+// unionKeywords is the SQL expression for the sorted keyword list of
+// array column col with those of parameter param added. Keywords are
+// case-insensitive (parseFlags): a keyword col has in another spelling
+// is not added again.
+func unionKeywords(col, param string) string {
+	return `ARRAY(SELECT k FROM (SELECT DISTINCT ON (lower(k)) k
+		FROM unnest(` + col + ` || ` + param + `::text[]) WITH ORDINALITY u(k, o) ORDER BY lower(k), o) d ORDER BY k)`
 }
 
 // MailboxSnapshot is what SELECT needs of a mailbox, read from one
@@ -202,10 +212,22 @@ func (s *Store) CountRecent(ctx context.Context, accountID, mailboxID int64) (in
 	return n, nil
 }
 
+// MaxMailboxName is the longest mailbox name, in octets, that CREATE and
+// RENAME make: names are keys of btree indexes, whose entries PostgreSQL
+// caps at 2704 bytes (Dovecot caps names too).
+const MaxMailboxName = 1024
+
+var errNameTooLong = fmt.Errorf("%w: mailbox name too long (at most %d octets)", ErrInvalid, MaxMailboxName)
+
 // NormalizeMailboxName canonicalises a mailbox name: INBOX is
 // case-insensitive (also as the first level of a hierarchy), and empty
 // levels are not allowed.
 func NormalizeMailboxName(name string) (string, error) {
+	// Names are PostgreSQL text, which refuses bytes that are not UTF-8:
+	// such a name names no mailbox, rather than failing the query.
+	if !utf8.ValidString(name) {
+		return "", fmt.Errorf("%w: mailbox name is not UTF-8", ErrInvalid)
+	}
 	name = strings.TrimSuffix(name, string(Delimiter))
 	if name == "" || strings.HasPrefix(name, string(Delimiter)) || strings.Contains(name, "//") {
 		return "", fmt.Errorf("%w: bad mailbox name %q", ErrInvalid, name)
@@ -240,6 +262,9 @@ func createMailboxTx(ctx context.Context, tx pgx.Tx, accountID int64, name, spec
 	name, err := NormalizeMailboxName(name)
 	if err != nil {
 		return nil, err
+	}
+	if len(name) > MaxMailboxName {
+		return nil, errNameTooLong
 	}
 	if !validSpecialUse(specialUse) {
 		return nil, fmt.Errorf("%w: unknown special-use attribute %s", ErrInvalid, specialUse)
@@ -464,16 +489,28 @@ func (s *Store) RenameMailbox(ctx context.Context, accountID int64, oldName, new
 		if err != nil {
 			return err
 		}
+		// Whether newName is taken, and the longest name in the subtree
+		// of oldName (its mailboxes and subscriptions): every name the
+		// rename makes must fit.
 		var exists bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM mailboxes WHERE account_id = $1 AND name = $2)`,
-			accountID, newName).Scan(&exists); err != nil {
+		var longest int
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM mailboxes WHERE account_id = $1 AND name = $2),
+				(SELECT coalesce(max(octet_length(name)), 0) FROM (
+					SELECT name FROM mailboxes WHERE account_id = $1 AND (name = $3 OR starts_with(name, $3 || '/'))
+					UNION ALL
+					SELECT name FROM subscriptions WHERE account_id = $1 AND (name = $3 OR starts_with(name, $3 || '/'))) n)`,
+			accountID, newName, oldName).Scan(&exists, &longest); err != nil {
 			return err
 		}
 		if exists {
 			return fmt.Errorf("mailbox %s: %w", newName, ErrExists)
 		}
 		if oldName == "INBOX" {
+			// Only INBOX's messages move, to a mailbox createMailboxTx checks.
 			return renameInbox(ctx, tx, accountID, src, newName)
+		}
+		if max(longest, len(oldName))-len(oldName)+len(newName) > MaxMailboxName {
+			return errNameTooLong
 		}
 		// Create missing parents of the new name, then move the subtree.
 		if parent, _, ok := cutLast(newName); ok {

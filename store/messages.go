@@ -723,8 +723,11 @@ func (s *Store) storeFlags(ctx context.Context, accountID, mailboxID int64, uids
 				-- Most changes are of system flags only: no work on
 				-- keywords then (CASE evaluates only what it picks).
 				CASE WHEN $5::int <> 2 AND cardinality($7::text[]) = 0 THEN keywords
-					WHEN $5::int = 0 THEN ARRAY(SELECT DISTINCT k FROM unnest(keywords || $7::text[]) k ORDER BY k)
-					WHEN $5::int = 1 THEN ARRAY(SELECT k FROM unnest(keywords) k WHERE k <> ALL($7::text[]) ORDER BY k)
+					-- Keywords are case-insensitive: one the message has
+					-- keeps its spelling.
+					WHEN $5::int = 0 THEN `+unionKeywords("keywords", "$7")+`
+					WHEN $5::int = 1 THEN ARRAY(SELECT k FROM unnest(keywords) k
+						WHERE lower(k) <> ALL(SELECT lower(r) FROM unnest($7::text[]) r) ORDER BY k)
 					ELSE $7::text[] END AS nkeywords,
 				keywords AS okeywords
 			FROM old WHERE $12::bigint IS NULL OR oms <= $12

@@ -211,7 +211,7 @@ func scanThreadMessages(rows pgx.Rows) ([]ThreadMessage, error) {
 		}
 		out = append(out, ThreadMessage{
 			UID:   uint32(binary.BigEndian.Uint64(v[0])),
-			Date:  pgEpoch.Add(time.Duration(int64(binary.BigEndian.Uint64(v[1]))) * time.Microsecond),
+			Date:  pgTimestamp(int64(binary.BigEndian.Uint64(v[1]))),
 			Reply: v[3][0] != 0,
 		})
 		spans = append(spans, [3]span{add(v[2]), add(v[4]), add(v[5])})
@@ -227,5 +227,11 @@ func scanThreadMessages(rows pgx.Rows) ([]ThreadMessage, error) {
 	return out, nil
 }
 
-// pgEpoch is where PostgreSQL's binary timestamps count from.
-var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+// pgEpoch is where PostgreSQL's binary timestamps count from, in
+// microseconds since the Unix epoch.
+const pgEpoch = 946_684_800_000_000
+
+// pgTimestamp is the time of a binary timestamptz, us microseconds from
+// pgEpoch. Not through time.Duration, which overflows 292 years away: a
+// Date: of year 9999 or 1 is a valid sent date.
+func pgTimestamp(us int64) time.Time { return time.UnixMicro(pgEpoch + us).UTC() }

@@ -1,9 +1,11 @@
 package imapwire
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -247,7 +249,9 @@ var ErrShortLiteral = fmt.Errorf("imapwire: literal source shorter than announce
 
 // Literal appends a literal of n bytes read from r (a literal8 if binary),
 // streaming through the buffer. Any error (reading r, or r ending early)
-// leaves the response incomplete: the connection must end.
+// leaves the response incomplete: the connection must end. A literal
+// cannot carry NUL (RFC 9051 CHAR8), so outside a literal8 each NUL goes
+// out as 0x80, as Dovecot sends a message that holds NUL; the size stays.
 func (e *Encoder) Literal(n int64, r io.Reader, binary bool) error {
 	e.LiteralHeader(n, binary)
 	if room := int64(cap(e.buf) - len(e.buf)); n > room && cap(e.buf) < flushAt {
@@ -266,6 +270,9 @@ func (e *Encoder) Literal(n int64, r io.Reader, binary bool) error {
 			room = room[:n]
 		}
 		k, err := r.Read(room)
+		if !binary {
+			replaceNUL(room[:k])
+		}
 		e.buf = e.buf[:len(e.buf)+k]
 		n -= int64(k)
 		if err != nil && n > 0 {
@@ -276,6 +283,14 @@ func (e *Encoder) Literal(n int64, r io.Reader, binary bool) error {
 		}
 	}
 	return e.err
+}
+
+// replaceNUL turns each NUL of b into 0x80, in place.
+func replaceNUL(b []byte) {
+	for i := bytes.IndexByte(b, 0); i >= 0; i = bytes.IndexByte(b, 0) {
+		b[i] = 0x80
+		b = b[i+1:]
+	}
 }
 
 // Date appends an IMAP date-time ("02-Jan-2006 15:04:05 -0700"), quoted.
@@ -316,8 +331,13 @@ func (e *Encoder) Status(tag, typ, code, text string) *Encoder {
 	return e.CRLF()
 }
 
-// sanitize keeps a response text on one line.
+// sanitize keeps a response text on one line, and valid UTF-8 (RFC 9051
+// text): bytes of the client's that are not become "?", as Dovecot's
+// str_sanitize does.
 func sanitize(s string) string {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "?")
+	}
 	for i := 0; i < len(s); i++ {
 		if s[i] == '\r' || s[i] == '\n' || s[i] == 0 {
 			b := []byte(s)
