@@ -39,6 +39,7 @@ const (
 func parseFlags(flags []string) (int, []string, error) {
 	bits := 0
 	keywords := []string{}
+	var seen map[string]bool // lowercased keywords
 outer:
 	for _, f := range flags {
 		if strings.HasPrefix(f, `\`) {
@@ -56,7 +57,13 @@ outer:
 		if !isAtom(f) {
 			return 0, nil, fmt.Errorf("%w: bad keyword %q", ErrInvalid, f)
 		}
-		if !slices.ContainsFunc(keywords, func(k string) bool { return strings.EqualFold(k, f) }) {
+		// A set, not a search of the list: one command may carry
+		// thousands of keywords.
+		if seen == nil {
+			seen = map[string]bool{}
+		}
+		if k := strings.ToLower(f); !seen[k] {
+			seen[k] = true
 			keywords = append(keywords, f)
 		}
 	}
