@@ -227,6 +227,14 @@ func (l *listener) each(fn func(sub *subscription)) {
 	}
 }
 
+// Listening reports whether the process's LISTEN connection listens now
+// (false also while no subscriber runs it).
+func (s *Store) Listening() bool {
+	s.listener.mu.Lock()
+	defer s.listener.mu.Unlock()
+	return s.listener.up != 0
+}
+
 // setUp records the generation of the connection listening now (0: none),
 // unless the loop that ends with done has been stopped.
 func (l *listener) setUp(done chan struct{}, gen uint64) {

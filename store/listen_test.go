@@ -48,12 +48,25 @@ func awaitResync(t *testing.T, events <-chan store.ChangeEvent) {
 	}
 }
 
-// Wake is a wake-up on its own, behind every change committed before it.
+// Wake is a wake-up on its own, behind every change committed before it;
+// Listening says whether the connection listens.
 func TestWake(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	events, _ := listen(t, f.st, 16)
+	if f.st.Listening() {
+		t.Error("listening before any subscriber")
+	}
+	events, stop := listen(t, f.st, 16)
 	awaitResync(t, events)
+	if !f.st.Listening() {
+		t.Error("not listening after the resync that follows LISTEN")
+	}
+	defer func() {
+		stop()
+		if f.st.Listening() {
+			t.Error("listening after the last subscriber left")
+		}
+	}()
 	inbox := f.mailbox(t, f.a, "INBOX")
 	res, err := f.st.Append(ctx, f.a.ID, inbox.ID, strings.NewReader(testMessage(1)), 0, nil, time.Time{})
 	if err != nil {

@@ -476,7 +476,11 @@ func TestServeMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.waitMetrics(t, "in IDLE", `mailstack_imap_idle_sessions 1`, `mailstack_logins_total\{protocol="imap",result="ok"\} 1`)
+	// A change committed before the change feed listens reaches the
+	// session by the resync after it connects, without a notification
+	// (and so without a lag to observe): wait for it.
+	srv.waitMetrics(t, "in IDLE", `mailstack_imap_idle_sessions 1`, `mailstack_logins_total\{protocol="imap",result="ok"\} 1`,
+		`mailstack_change_feed_up 1`)
 
 	// A DMARC report arrives on the MX for postmaster@example.org. The
 	// sender's domain has no DMARC policy (NXDOMAIN), so it goes to INBOX.

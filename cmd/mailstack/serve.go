@@ -214,6 +214,7 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, ready fu
 		return err
 	}
 	defer closeStore()
+	m.WatchChangeFeed(st.Listening)
 	s := &server{cfg: cfg, log: log, st: st, addrs: map[string]string{}, metrics: m}
 	if err := s.ensureDomains(ctx); err != nil {
 		return err

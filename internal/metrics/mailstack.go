@@ -63,6 +63,20 @@ func New(queueDepth func(ctx context.Context) (int64, error)) *Mailstack {
 	return m
 }
 
+// WatchChangeFeed exports mailstack_change_feed_up: 1 while up reports
+// that the process's LISTEN connection listens, else 0. While it is 0,
+// changes made by other processes reach this one's sessions only when the
+// connection is back (every watched mailbox is read again then).
+func (m *Mailstack) WatchChangeFeed(up func() bool) {
+	m.Registry.NewGaugeFunc("mailstack_change_feed_up", "1 while the process's change feed (its LISTEN connection) listens, else 0.",
+		func(context.Context) (float64, error) {
+			if up() {
+				return 1, nil
+			}
+			return 0, nil
+		})
+}
+
 // The methods below are what the protocol servers call. They are safe on a
 // nil *Mailstack (metrics off, as in most tests).
 

@@ -25,6 +25,7 @@ func TestExposition(t *testing.T) {
 	m.NotifyLag.Observe(0.002)
 	m.NotifyLag.Observe(0.3)
 	m.NotifyLag.Observe(30)
+	m.WatchChangeFeed(func() bool { return true })
 
 	var buf bytes.Buffer
 	if err := m.Registry.WriteText(context.Background(), &buf); err != nil {
@@ -43,6 +44,7 @@ func TestExposition(t *testing.T) {
 		"mailstack_notify_lag_seconds_bucket{le=\"+Inf\"} 3\n",
 		"mailstack_notify_lag_seconds_count 3\n",
 		"mailstack_queue_depth 3\n",
+		"mailstack_change_feed_up 1\n",
 		"# TYPE mailstack_messages_in_total counter\n",
 	} {
 		if !strings.Contains(out, want) {
