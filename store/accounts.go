@@ -255,7 +255,10 @@ func (s *Store) execOne(ctx context.Context, what, address, sql string, args ...
 	return nil
 }
 
-// SetPassword changes an account's main password.
+// SetPassword changes an account's main password and, in the same
+// statement, signs out every browser of the account (web_sessions): a
+// new password is how an account is taken back, and a session opened
+// with the old one must not outlive it.
 func (s *Store) SetPassword(ctx context.Context, address, password string) error {
 	if password == "" {
 		return fmt.Errorf("%w: empty password", ErrInvalid)
@@ -264,16 +267,19 @@ func (s *Store) SetPassword(ctx context.Context, address, password string) error
 	if err != nil {
 		return err
 	}
-	return s.execOne(ctx, "set password", address, `UPDATE accounts SET password_hash = $2 WHERE address = $1`,
-		mailaddr.Key(address), hash)
+	return s.execOne(ctx, "set password", address, `WITH u AS (UPDATE accounts SET password_hash = $2 WHERE address = $1 RETURNING id),
+		w AS (DELETE FROM web_sessions WHERE account_id IN (SELECT id FROM u))
+		SELECT id FROM u`, mailaddr.Key(address), hash)
 }
 
 // SetDisabled disables or re-enables an account. A disabled account cannot
 // log in; disabling is announced on LoginChannel in the same statement, so
-// its open sessions end as soon as their servers hear of it.
+// its open sessions end as soon as their servers hear of it, and deletes
+// its browser sessions, so enabling it again does not revive them.
 func (s *Store) SetDisabled(ctx context.Context, address string, disabled bool) error {
 	return s.execOne(ctx, "disable account", address, `WITH u AS (UPDATE accounts SET disabled = $2 WHERE address = $1 RETURNING id),
-		n AS (SELECT `+loginNotifySQL("$3", "id", "0")+` FROM u WHERE $2)
+		n AS (SELECT `+loginNotifySQL("$3", "id", "0")+` FROM u WHERE $2),
+		w AS (DELETE FROM web_sessions WHERE $2 AND account_id IN (SELECT id FROM u))
 		SELECT id FROM u WHERE (SELECT count(*) FROM n) >= 0`, mailaddr.Key(address), disabled, LoginChannel)
 }
 

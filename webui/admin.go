@@ -188,18 +188,10 @@ func (s *Server) adminChangeUser(w http.ResponseWriter, r *http.Request, ws *sto
 	adminDone(w, r, "/admin/users", done)
 }
 
-// resetPassword sets an account's main password and signs out its
-// browsers.
+// resetPassword sets an account's main password; the store signs out its
+// browsers in the same statement.
 func (s *Server) resetPassword(r *http.Request, address, password string) error {
-	acc, err := s.cfg.Store.AccountByAddress(r.Context(), address)
-	if err != nil {
-		return err
-	}
-	if err := s.cfg.Store.SetPassword(r.Context(), address, password); err != nil {
-		return err
-	}
-	_, err = s.cfg.Store.DeleteWebSessions(r.Context(), acc.ID, 0)
-	return err
+	return s.cfg.Store.SetPassword(r.Context(), address, password)
 }
 
 // adminError shows a store error about the form's object on the page

@@ -378,8 +378,9 @@ func (s *Server) passwordConfirmed(w http.ResponseWriter, r *http.Request, ws *s
 	return true
 }
 
-// changePassword sets a new main password after checking the current one,
-// and signs out every other browser.
+// changePassword sets a new main password after checking the current one.
+// The store signs out every browser of the account with it; this one
+// gets a new session (and token) at once.
 func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, ws *store.WebSession) {
 	f := r.PostForm
 	next := f.Get("new")
@@ -394,10 +395,12 @@ func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, ws *stor
 		s.fail(w, r, err)
 		return
 	}
-	if _, err := s.cfg.Store.DeleteWebSessions(r.Context(), ws.AccountID, ws.ID); err != nil {
+	token, err := s.cfg.Store.CreateWebSession(r.Context(), ws.AccountID, false, remoteIP(r), r.UserAgent())
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	setCookie(w, sessionCookie, token, store.WebSessionMaxAge)
 	http.Redirect(w, r, "/security?msg=msg.password-changed", http.StatusSeeOther)
 }
 
