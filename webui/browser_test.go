@@ -304,7 +304,7 @@ func TestBrowser(t *testing.T) {
 	b.submit(nil, "totp-start", "totp-secret")
 	secret := b.text("totp-secret")
 	b.shot("security-totp-setup")
-	b.submit([][2]string{{"totp-code", e.clock.code(t, secret)}}, "totp-confirm", "recovery-codes")
+	b.submit([][2]string{{"totp-code", e.clock.code(t, secret)}, {"totp-current", alicePassword}}, "totp-confirm", "recovery-codes")
 	if got := b.text("totp-status"); !strings.HasPrefix(got, "On.") {
 		t.Errorf("2FA status: %q", got)
 	}

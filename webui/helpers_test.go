@@ -241,8 +241,8 @@ func find(t testing.TB, re *regexp.Regexp, body string) string {
 }
 
 // enableTOTP turns 2FA on for the signed-in client's account and returns
-// the secret and recovery codes.
-func (c *client) enableTOTP(clk *clock) (string, []string) {
+// the secret and recovery codes; password is the account's main password.
+func (c *client) enableTOTP(clk *clock, password string) (string, []string) {
 	c.t.Helper()
 	c.get("/security")
 	if code, _, body := c.post("/security/2fa/start", nil); code != http.StatusSeeOther {
@@ -250,7 +250,7 @@ func (c *client) enableTOTP(clk *clock) (string, []string) {
 	}
 	_, _, body := c.get("/security")
 	secret := find(c.t, secretField, body)
-	code, _, body := c.post("/security/2fa/confirm", url.Values{"code": {clk.code(c.t, secret)}})
+	code, _, body := c.post("/security/2fa/confirm", url.Values{"code": {clk.code(c.t, secret)}, "current": {password}})
 	if code != http.StatusOK || !strings.Contains(body, `id="recovery-codes"`) {
 		c.t.Fatalf("confirm 2FA: %d %s", code, body)
 	}

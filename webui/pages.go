@@ -441,7 +441,9 @@ func (s *Server) startTOTP(w http.ResponseWriter, r *http.Request, ws *store.Web
 }
 
 // confirmTOTP turns 2FA on once the user enters a code of the secret
-// being enrolled, and shows the recovery codes once.
+// being enrolled and the main password, and shows the recovery codes
+// once. The password, as for turning it off: a browser left signed in
+// must not let someone tie the account to their phone.
 func (s *Server) confirmTOTP(w http.ResponseWriter, r *http.Request, ws *store.WebSession) {
 	if ws.TOTPSetup == "" {
 		http.Redirect(w, r, "/security", http.StatusSeeOther)
@@ -450,6 +452,9 @@ func (s *Server) confirmTOTP(w http.ResponseWriter, r *http.Request, ws *store.W
 	step, ok := checkTOTP(ws.TOTPSetup, r.PostForm.Get("code"), s.cfg.Now())
 	if !ok {
 		s.renderSecurity(w, r, http.StatusBadRequest, ws, page{Err: text("err.code-setup")}, nil)
+		return
+	}
+	if !s.passwordConfirmed(w, r, ws) {
 		return
 	}
 	codes, err := s.cfg.Store.EnableTOTP(r.Context(), ws.AccountID, ws.ID, ws.TOTPSetup, step)

@@ -2,9 +2,13 @@ package webui_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
+
+	"github.com/mailstack/mailstack/store"
 )
 
 // TestAccountChangesEndWebSessions: what an administrator does to take an
@@ -55,5 +59,60 @@ func TestAccountChangesEndWebSessions(t *testing.T) {
 				t.Errorf("the administrator's own session: %d", code)
 			}
 		})
+	}
+}
+
+// TestTwoFactorChangeNeedsPassword: turning two-factor authentication on,
+// or moving it to another phone, takes the main password as turning it
+// off does: someone at a browser left signed in must not tie the account
+// to their own phone (and get its recovery codes), which would lock the
+// owner out at the next sign-in.
+func TestTwoFactorChangeNeedsPassword(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name    string
+		current string
+		want    int
+	}{
+		{"no password", "", http.StatusUnauthorized},
+		{"wrong password", "guess", http.StatusUnauthorized},
+		{"right password", alicePassword, http.StatusOK},
+	}
+	for _, enabled := range []bool{false, true} {
+		for _, tc := range tests {
+			t.Run(fmt.Sprintf("enabled %v, %s", enabled, tc.name), func(t *testing.T) {
+				e := newEnv(t, store.ThrottlePolicy{})
+				c := e.client(t, e.web)
+				c.mustSignIn("alice@example.org", alicePassword)
+				var before string
+				if enabled {
+					c.enableTOTP(e.clock, alicePassword)
+					var err error
+					if before, err = e.st.TOTPSecret(ctx, e.alice.ID); err != nil {
+						t.Fatal(err)
+					}
+				}
+				c.get("/security")
+				if code, _, body := c.post("/security/2fa/start", nil); code != http.StatusSeeOther {
+					t.Fatalf("start: %d %s", code, body)
+				}
+				_, _, body := c.get("/security")
+				secret := find(t, secretField, body)
+				code, _, body := c.post("/security/2fa/confirm", url.Values{"code": {e.clock.code(t, secret)}, "current": {tc.current}})
+				if code != tc.want {
+					t.Fatalf("confirm: %d, want %d: %s", code, tc.want, body)
+				}
+				after, err := e.st.TOTPSecret(ctx, e.alice.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if changed := after == secret; changed != (tc.want == http.StatusOK) {
+					t.Errorf("secret changed: %v (before %q, after %q)", changed, before, after)
+				}
+				if tc.want != http.StatusOK && (after != before || strings.Contains(body, `id="recovery-codes"`)) {
+					t.Errorf("refused change left secret %q (was %q) or showed recovery codes", after, before)
+				}
+			})
+		}
 	}
 }

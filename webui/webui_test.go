@@ -354,7 +354,7 @@ func TestTwoFactor(t *testing.T) {
 	e := newEnv(t, store.ThrottlePolicy{AccountLimit: 100})
 	c := e.client(t, e.web)
 	c.mustSignIn("alice@example.org", alicePassword)
-	secret, recovery := c.enableTOTP(e.clock)
+	secret, recovery := c.enableTOTP(e.clock, alicePassword)
 	c.post("/signout", nil)
 
 	if code, loc, _ := c.signIn("alice@example.org", alicePassword); code != http.StatusSeeOther || loc != "/signin/2fa" {
@@ -495,7 +495,7 @@ func TestRequire2FA(t *testing.T) {
 	if _, _, body := c.get("/security?msg=msg.2fa-required"); !strings.Contains(body, "requires two-factor authentication") {
 		t.Errorf("security page lacks the notice")
 	}
-	c.enableTOTP(e.clock)
+	c.enableTOTP(e.clock, alicePassword)
 	if code, _, _ := c.get("/app-passwords"); code != http.StatusOK {
 		t.Errorf("app passwords with 2FA on: %d", code)
 	}
