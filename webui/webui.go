@@ -147,7 +147,8 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /signin", s.signin)
 	m.HandleFunc("GET /signin/2fa", s.pending(s.secondFactorPage))
 	m.HandleFunc("POST /signin/2fa", s.pending(s.secondFactor))
-	m.HandleFunc("POST /signout", s.signedIn(s.signout))
+	// A browser waiting for its second factor may sign out too (cancel).
+	m.HandleFunc("POST /signout", s.withSession(eitherSession, s.signout))
 	m.HandleFunc("GET /{$}", s.signedIn(s.overview))
 	m.HandleFunc("GET /app-passwords", s.signedIn(s.appPasswords))
 	m.HandleFunc("POST /app-passwords", s.signedIn(s.createAppPassword))
@@ -193,7 +194,7 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request) (*store.WebSess
 // CSRF token. With Require2FA, an account without two-factor
 // authentication reaches only the Security page.
 func (s *Server) signedIn(h handler) http.HandlerFunc {
-	return s.withSession(false, func(w http.ResponseWriter, r *http.Request, ws *store.WebSession) {
+	return s.withSession(fullSession, func(w http.ResponseWriter, r *http.Request, ws *store.WebSession) {
 		if s.cfg.Require2FA && !ws.TOTPEnabled && !strings.HasPrefix(r.URL.Path, "/security") && r.URL.Path != "/signout" {
 			http.Redirect(w, r, "/security?msg=msg.2fa-required", http.StatusSeeOther)
 			return
@@ -203,12 +204,22 @@ func (s *Server) signedIn(h handler) http.HandlerFunc {
 }
 
 // pending wraps the second-factor step: only a session waiting for it.
-func (s *Server) pending(h handler) http.HandlerFunc { return s.withSession(true, h) }
+func (s *Server) pending(h handler) http.HandlerFunc { return s.withSession(pendingSession, h) }
 
-// withSession runs h for a request with a session whose Pending2FA is
-// pending, sending other browsers where they belong, and checks the CSRF
-// token of a POST.
-func (s *Server) withSession(pending bool, h handler) http.HandlerFunc {
+// sessionWant says which sessions a handler serves: signed in fully,
+// waiting for the second factor, or either.
+type sessionWant int
+
+const (
+	fullSession sessionWant = iota
+	pendingSession
+	eitherSession
+)
+
+// withSession runs h for a request with a session in the state want,
+// sending other browsers where they belong, and checks the CSRF token of a
+// POST.
+func (s *Server) withSession(want sessionWant, h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ws, ok := s.session(w, r)
 		switch {
@@ -217,10 +228,10 @@ func (s *Server) withSession(pending bool, h handler) http.HandlerFunc {
 		case ws == nil:
 			http.Redirect(w, r, "/signin", http.StatusSeeOther)
 			return
-		case ws.Pending2FA && !pending:
+		case ws.Pending2FA && want == fullSession:
 			http.Redirect(w, r, "/signin/2fa", http.StatusSeeOther)
 			return
-		case !ws.Pending2FA && pending:
+		case !ws.Pending2FA && want == pendingSession:
 			http.Redirect(w, r, "/", http.StatusSeeOther)
 			return
 		}

@@ -346,6 +346,32 @@ func TestNoPlainHTTP(t *testing.T) {
 	}
 }
 
+// A browser waiting for its second factor can cancel: it is signed out
+// and may sign in again (as another account, say), not held at the code
+// page.
+func TestTwoFactorCancel(t *testing.T) {
+	e := newEnv(t, store.ThrottlePolicy{AccountLimit: 100})
+	c := e.client(t, e.web)
+	c.mustSignIn("alice@example.org", alicePassword)
+	c.enableTOTP(e.clock, alicePassword)
+	c.post("/signout", nil)
+	if code, loc, _ := c.signIn("alice@example.org", alicePassword); code != http.StatusSeeOther || loc != "/signin/2fa" {
+		t.Fatalf("password with 2FA on: %d → %q", code, loc)
+	}
+	if code, _, body := c.get("/signin/2fa"); code != http.StatusOK || !strings.Contains(body, `id="cancel-2fa"`) {
+		t.Fatalf("code page: %d, cancel button %v", code, strings.Contains(body, `id="cancel-2fa"`))
+	}
+	if code, loc, _ := c.post("/signout", nil); code != http.StatusSeeOther || loc != "/signin?msg=msg.signed-out" {
+		t.Fatalf("cancel: %d → %q", code, loc)
+	}
+	if code, loc, _ := c.get("/signin/2fa"); code != http.StatusSeeOther || loc != "/signin" {
+		t.Errorf("code page after cancel: %d → %q", code, loc)
+	}
+	if code, _, _ := c.get("/signin"); code != http.StatusOK {
+		t.Errorf("sign-in page after cancel: %d", code)
+	}
+}
+
 // TestTwoFactor: with TOTP on, the password alone opens nothing; a code
 // works once; a recovery code works once; wrong codes are recorded and a
 // few end the pending session.
