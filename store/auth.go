@@ -372,6 +372,11 @@ func (s *Store) Authenticate(ctx context.Context, c Credentials) (*Login, error)
 		}
 		return fail(ReasonUnknownUser, nil)
 	case *disabled:
+		if checkMain {
+			// As for an unknown user: timing must not tell that the
+			// account exists, disabled.
+			s.checkPassword(ctx, dummyHash, c.Password)
+		}
 		return fail(ReasonDisabled, nil)
 	case appID != nil && *revoked:
 		return fail(ReasonRevoked, appID)
