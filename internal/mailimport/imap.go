@@ -37,6 +37,10 @@ type IMAPSource struct {
 	Retries int
 	// RetryWait is the first wait (default 1 s).
 	RetryWait time.Duration
+	// Timeout is how long the server may stay silent before the
+	// connection counts as broken (default 5 minutes, as Dovecot's
+	// imapc_cmd_timeout).
+	Timeout time.Duration
 }
 
 // Check reports a mistake in the source's URL (before a password is
@@ -97,6 +101,9 @@ func parseSource(src IMAPSource) (*imapSource, error) {
 	if s.RetryWait <= 0 {
 		s.RetryWait = time.Second
 	}
+	if s.Timeout <= 0 {
+		s.Timeout = 5 * time.Minute
+	}
 	return s, nil
 }
 
@@ -105,19 +112,24 @@ func (s *imapSource) dial(ctx context.Context) (*imapclient.Client, error) {
 	if cfg == nil {
 		cfg = &tls.Config{ServerName: s.host}
 	}
-	opts := &imapclient.Options{TLSConfig: cfg, Dialer: &net.Dialer{Timeout: 30 * time.Second}}
-	var c *imapclient.Client
-	var err error
-	switch {
-	case s.implicitTLS:
-		c, err = imapclient.DialTLS(s.addr, opts)
-	case isLoopback(s.host):
-		c, err = imapclient.DialInsecure(s.addr, opts)
-	default:
-		c, err = imapclient.DialStartTLS(s.addr, opts)
-	}
+	opts := &imapclient.Options{TLSConfig: cfg}
+	d := &net.Dialer{Timeout: 30 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", s.addr)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", s.addr, err)
+	}
+	conn = &idleConn{Conn: conn, idle: s.Timeout}
+	var c *imapclient.Client
+	switch {
+	case s.implicitTLS:
+		c = imapclient.New(tls.Client(conn, cfg), opts)
+	case isLoopback(s.host):
+		c = imapclient.New(conn, opts)
+	default:
+		if c, err = imapclient.NewStartTLS(conn, opts); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("connect to %s: %w", s.addr, err)
+		}
 	}
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
@@ -127,6 +139,25 @@ func (s *imapSource) dial(ctx context.Context) (*imapclient.Client, error) {
 	}
 	return c, nil
 }
+
+// idleConn fails a read after the server was silent for idle:
+// imapclient clears the read deadline between responses, so a server
+// that never answers a command would hang the import for ever.
+type idleConn struct {
+	net.Conn
+	idle time.Duration
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	if err := c.Conn.SetReadDeadline(time.Now().Add(c.idle)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+// SetReadDeadline is imapclient's (none while no answer is due; Read
+// sets its own).
+func (c *idleConn) SetReadDeadline(time.Time) error { return nil }
 
 func isLoopback(host string) bool {
 	if host == "localhost" {
@@ -285,7 +316,9 @@ func (im *Importer) ImportIMAP(ctx context.Context, src IMAPSource) error {
 	if err != nil {
 		return err
 	}
+	stop := context.AfterFunc(ctx, func() { c.Close() })
 	folders, err := im.listFolders(c)
+	stop()
 	c.Close()
 	if err != nil {
 		return err

@@ -1,0 +1,110 @@
+package mailimport
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailstack/mailstack/store/storetest"
+)
+
+// TestImportIMAPHostileFetch: a source whose first pass lists a UID twice
+// or out of order, or mixes in UIDs below the position, still gets each
+// of its messages stored exactly once, byte for byte, and a second run
+// copies nothing.
+func TestImportIMAPHostileFetch(t *testing.T) {
+	msgs := []fakeMsg{
+		{uid: 3, body: string(textMsg("three", "3"))},
+		{uid: 5, body: string(textMsg("five", "5"))},
+		{uid: 9, body: string(textMsg("nine", "9"))},
+	}
+	for _, tc := range []struct {
+		name string
+		meta []int // indexes into msgs, in the order the server lists them
+	}{
+		{"in order", []int{0, 1, 2}},
+		{"duplicate UIDs", []int{0, 1, 1, 2, 0, 2}},
+		{"UIDs backwards", []int{2, 1, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := startFake(t, &fakeIMAP{list: []string{`() "/" INBOX`}, msgs: msgs, meta: func(w *bufio.Writer) {
+				for i, k := range tc.meta {
+					fmt.Fprintf(w, "* %d FETCH %s\r\n", i+1, metaItems(msgs[k]))
+				}
+			}})
+			st := storetest.New(t)
+			acc := newAccount(t, st, "alice@example.org")
+			var want []rec
+			for _, m := range msgs {
+				want = append(want, rec{sum: sha256Sum([]byte(m.body)), size: int64(len(m.body)), date: time.Date(1999, 3, 4, 5, 6, 7, 0, time.UTC).Unix()})
+			}
+			for run := range 2 {
+				im := &Importer{Store: st, Account: acc, Log: testLog(t)}
+				if err := im.ImportIMAP(context.Background(), IMAPSource{URL: f.url(), Password: "p", RetryWait: time.Millisecond}); err != nil {
+					t.Fatalf("run %d: %v", run, err)
+				}
+				equalRecs(t, fmt.Sprintf("run %d", run), storedFolder(t, st, acc, "INBOX"), sortRecs(slices.Clone(want)))
+			}
+		})
+	}
+}
+
+// TestImportIMAPHostileServer: a source that stops answering, greets with
+// BYE, sends an endless line or a literal it never delivers ends the
+// import with an error in bounded time, leaving the account as it was.
+func TestImportIMAPHostileServer(t *testing.T) {
+	never := func(w *bufio.Writer, tag, args string) bool { return false }
+	inbox := []string{`() "/" INBOX`}
+	one := []fakeMsg{{uid: 1, body: string(textMsg("one", "1"))}}
+	for _, tc := range []struct {
+		name    string
+		f       *fakeIMAP
+		success bool // the import ends well
+		failed  int  // with this many messages reported
+	}{
+		{name: "silent after the greeting", f: &fakeIMAP{on: map[string]func(*bufio.Writer, string, string) bool{"LOGIN": never}}},
+		{name: "silent at LIST", f: &fakeIMAP{on: map[string]func(*bufio.Writer, string, string) bool{"LIST": never}}},
+		{name: "silent at EXAMINE", f: &fakeIMAP{list: inbox, msgs: one, on: map[string]func(*bufio.Writer, string, string) bool{"EXAMINE": never}}},
+		{name: "silent at FETCH", f: &fakeIMAP{list: inbox, msgs: one, on: map[string]func(*bufio.Writer, string, string) bool{"UID": never}}},
+		{name: "greeting BYE", f: &fakeIMAP{greeting: "* BYE go away"}},
+		{name: "a literal of 10 GB never sent", f: &fakeIMAP{list: inbox, msgs: one, on: map[string]func(*bufio.Writer, string, string) bool{
+			"UID": func(w *bufio.Writer, tag, args string) bool {
+				if strings.Contains(args, "BODY") {
+					fmt.Fprintf(w, "* 1 FETCH (UID 1 BODY[] {10000000000}\r\nFrom: x\r\n")
+					return true
+				}
+				fmt.Fprintf(w, "* 1 FETCH %s\r\n%s OK done\r\n", metaItems(one[0]), tag)
+				return false
+			}}}, success: true, failed: 1},
+		{name: "a 1 MB line", f: &fakeIMAP{on: map[string]func(*bufio.Writer, string, string) bool{
+			"LOGIN": func(w *bufio.Writer, tag, args string) bool {
+				fmt.Fprintf(w, "* OK %s\r\n%s OK done\r\n", strings.Repeat("x", 1<<20), tag)
+				return false
+			}}}, success: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := startFake(t, tc.f)
+			st := storetest.New(t)
+			acc := newAccount(t, st, "alice@example.org")
+			im := &Importer{Store: st, Account: acc, Log: testLog(t)}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			start := time.Now()
+			err := im.ImportIMAP(ctx, IMAPSource{URL: f.url(), Password: "p", Retries: 1, RetryWait: time.Millisecond, Timeout: 300 * time.Millisecond})
+			t.Logf("after %v: %v", time.Since(start), err)
+			if ctx.Err() != nil {
+				t.Fatalf("the import hung: %v", err)
+			}
+			if (err == nil) != tc.success {
+				t.Fatalf("error %v, want success %v", err, tc.success)
+			}
+			if s := im.Summary(); len(s.Failed) != tc.failed || s.Copied != 0 {
+				t.Errorf("summary %+v, want %d failed and none copied", s, tc.failed)
+			}
+		})
+	}
+}
