@@ -108,3 +108,35 @@ func TestImportIMAPHostileServer(t *testing.T) {
 		})
 	}
 }
+
+// TestImportIMAPBadFolderNames: folders whose names make no mailbox here
+// (an empty level, too long) are left out with a reason; the rest, names with ".." among them (a mailbox name is
+// no path here), are imported.
+func TestImportIMAPBadFolderNames(t *testing.T) {
+	long := strings.Repeat("n", 2000)
+	f := startFake(t, &fakeIMAP{
+		list: []string{`() "/" INBOX`, `() "/" "a//b"`, `() "/" "/lead"`,
+			`() "/" "` + long + `"`, `() "/" "../up"`, `() "/" "a/../b"`},
+		msgs: []fakeMsg{{uid: 1, body: string(textMsg("one", "1"))}},
+	})
+	st := storetest.New(t)
+	acc := newAccount(t, st, "alice@example.org")
+	im := &Importer{Store: st, Account: acc, Log: testLog(t)}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := im.ImportIMAP(ctx, IMAPSource{URL: f.url(), Password: "p", RetryWait: time.Millisecond}); err != nil {
+		t.Fatalf("import: %v", err)
+	}
+	s := im.Summary()
+	if s.Copied != 3 || len(s.Failed) != 0 {
+		t.Errorf("summary %+v, want 3 copied", s)
+	}
+	if len(s.Skipped) != 3 {
+		t.Errorf("skipped %q, want 3", s.Skipped)
+	}
+	for _, name := range []string{"INBOX", "../up", "a/../b"} {
+		if mb, err := st.MailboxByName(ctx, acc.ID, name); err != nil || mb.Messages != 1 {
+			t.Errorf("mailbox %s: %+v, %v; want one message", name, mb, err)
+		}
+	}
+}
