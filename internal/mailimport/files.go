@@ -217,13 +217,7 @@ func (r *mboxReader) next() (from []byte, ok bool, err error) {
 			return nil, false, errors.New("not an mbox file: it does not begin with a From_ line")
 		}
 		r.from = append(r.from[:0], line...)
-		if err == bufio.ErrBufferFull {
-			// An absurdly long From_ line: the rest is not the message.
-			for err == bufio.ErrBufferFull {
-				_, err = r.br.ReadSlice('\n')
-			}
-		}
-		if err != nil && err != io.EOF {
+		if err := r.skipLine(err); err != nil {
 			return nil, false, err
 		}
 	}
@@ -233,6 +227,18 @@ func (r *mboxReader) next() (from []byte, ok bool, err error) {
 	from = append([]byte(nil), r.from...)
 	r.done, r.held, r.cur, r.atStart = false, false, nil, true
 	return from, true, nil
+}
+
+// skipLine reads past the rest of a From_ line longer than the buffer
+// (err is its ReadSlice's): none of it is the message.
+func (r *mboxReader) skipLine(err error) error {
+	for err == bufio.ErrBufferFull {
+		_, err = r.br.ReadSlice('\n')
+	}
+	if err != nil && err != io.EOF {
+		return err
+	}
+	return nil
 }
 
 // Read reads the current message.
@@ -252,6 +258,9 @@ func (r *mboxReader) Read(p []byte) (int, error) {
 		whole := len(line) > 0 && line[len(line)-1] == '\n'
 		if r.atStart && isFromLine(line) {
 			r.from = append(r.from[:0], line...)
+			if err := r.skipLine(err); err != nil {
+				return 0, err
+			}
 			r.done = true
 			return 0, io.EOF
 		}

@@ -132,6 +132,11 @@ func TestMboxReader(t *testing.T) {
 		{"no final empty line", "From a Thu Jan  1 10:00:00 1999\nA: b\n\nlast", []string{"A: b\n\nlast"}, []string{"1999-01-01T10:00:00Z"}},
 		{"empty lines kept", "From x\r\nA: b\r\n\r\n\n\n\nFrom y\n\n", []string{"A: b\r\n\r\n\n\n", ""}, []string{"0001-01-01T00:00:00Z", "0001-01-01T00:00:00Z"}},
 		{"empty file", "", nil, nil},
+		// A From_ line longer than the reader's buffer: none of it is the
+		// message that follows.
+		{"long From_ line", "From a\nA: b\n\nFrom " + strings.Repeat("x", 200<<10) + " Thu Jan  1 10:00:00 1999\nB: c\n",
+			[]string{"A: b\n", "B: c\n"}, []string{"0001-01-01T00:00:00Z", "0001-01-01T00:00:00Z"}},
+		{"NUL bytes, garbage date", "From a Thu Jan 99 10:00:00 1999\nA: \x00b\n\n\x00\n", []string{"A: \x00b\n\n\x00\n"}, []string{"0001-01-01T00:00:00Z"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newMboxReader(strings.NewReader(tc.in))
