@@ -390,8 +390,14 @@ func (im *Importer) importMaildirFolder(ctx context.Context, f fileFolder) error
 			return err
 		}
 		for _, e := range entries {
-			if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") {
+			switch {
+			case strings.HasPrefix(e.Name(), "."):
+			case e.Type().IsRegular():
 				files = append(files, filepath.Join(sub, e.Name()))
+			case e.Type()&fs.ModeSymlink != 0:
+				// It may point at any file the importing user can read
+				// (an import run as root): reported, never followed.
+				im.fail(f.name, filepath.Join(sub, e.Name()), "a symbolic link: not followed")
 			}
 		}
 	}
