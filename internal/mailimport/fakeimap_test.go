@@ -23,6 +23,8 @@ type fakeIMAP struct {
 	list []string
 	// msgs of every folder (the fake has one set for all).
 	msgs []fakeMsg
+	// uidValidity of every folder; zero: 7.
+	uidValidity uint32
 	// meta, if set, writes the untagged answer of the first pass (UID
 	// FETCH n:* (UID FLAGS ...)) instead of one line per message of msgs.
 	meta func(w *bufio.Writer)
@@ -138,7 +140,11 @@ func (f *fakeIMAP) serve(c net.Conn) {
 			for _, m := range f.msgs {
 				next = max(next, m.uid+1)
 			}
-			fmt.Fprintf(w, "* %d EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT %d] n\r\n%s OK [READ-ONLY] done\r\n", len(f.msgs), next, tag)
+			uv := f.uidValidity
+			if uv == 0 {
+				uv = 7
+			}
+			fmt.Fprintf(w, "* %d EXISTS\r\n* OK [UIDVALIDITY %d] v\r\n* OK [UIDNEXT %d] n\r\n%s OK [READ-ONLY] done\r\n", len(f.msgs), uv, next, tag)
 		case "UID":
 			f.fetch(w, tag, args)
 		case "LOGOUT":
@@ -156,6 +162,12 @@ func (f *fakeIMAP) serve(c net.Conn) {
 
 // fetch answers UID FETCH: the first pass (FLAGS) or bodies (BODY.PEEK[]).
 func (f *fakeIMAP) fetch(w *bufio.Writer, tag, args string) {
+	f.answerFetch(w, tag, args, func(uint32) bool { return true })
+}
+
+// answerFetch answers UID FETCH, bodies only of the messages whose UID
+// send accepts (it may write part of one and return false).
+func (f *fakeIMAP) answerFetch(w *bufio.Writer, tag, args string, send func(uid uint32) bool) {
 	set, items, _ := strings.Cut(strings.TrimPrefix(args, "FETCH "), " ")
 	if !strings.Contains(items, "BODY") {
 		if f.meta != nil {
@@ -163,7 +175,11 @@ func (f *fakeIMAP) fetch(w *bufio.Writer, tag, args string) {
 		} else {
 			for i, m := range f.msgs {
 				if inSet(set, m.uid) {
-					fmt.Fprintf(w, "* %d FETCH %s\r\n", i+1, metaItems(m))
+					item := metaItems(m)
+					if !strings.Contains(items, "INTERNALDATE") { // as asked
+						item = metaItemsNoDate(m)
+					}
+					fmt.Fprintf(w, "* %d FETCH %s\r\n", i+1, item)
 				}
 			}
 		}
@@ -171,9 +187,14 @@ func (f *fakeIMAP) fetch(w *bufio.Writer, tag, args string) {
 		return
 	}
 	for i, m := range f.msgs {
-		if inSet(set, m.uid) {
-			fmt.Fprintf(w, "* %d FETCH (UID %d BODY[] {%d}\r\n%s)\r\n", i+1, m.uid, len(m.body), m.body)
+		if !inSet(set, m.uid) {
+			continue
 		}
+		fmt.Fprintf(w, "* %d FETCH (UID %d BODY[] {%d}\r\n", i+1, m.uid, len(m.body))
+		if !send(m.uid) {
+			return
+		}
+		fmt.Fprintf(w, "%s)\r\n", m.body)
 	}
 	fmt.Fprintf(w, "%s OK done\r\n", tag)
 }
@@ -188,6 +209,15 @@ func metaItems(m fakeMsg) string {
 		date = `"04-Mar-1999 05:06:07 +0000"`
 	}
 	return fmt.Sprintf("(UID %d FLAGS %s INTERNALDATE %s RFC822.SIZE %d)", m.uid, flags, date, len(m.body))
+}
+
+// metaItems without INTERNALDATE.
+func metaItemsNoDate(m fakeMsg) string {
+	flags := m.flags
+	if flags == "" {
+		flags = "()"
+	}
+	return fmt.Sprintf("(UID %d FLAGS %s RFC822.SIZE %d)", m.uid, flags, len(m.body))
 }
 
 // inSet reports whether uid is in an IMAP UID set ("1:3,5,7:*").

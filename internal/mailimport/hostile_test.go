@@ -140,3 +140,91 @@ func TestImportIMAPBadFolderNames(t *testing.T) {
 		}
 	}
 }
+
+// TestImportIMAPHostileData: odd flags and dates, a connection cut in the
+// middle of a literal, a UIDVALIDITY that changes between runs: every
+// message is stored once, byte for byte, over two runs.
+func TestImportIMAPHostileData(t *testing.T) {
+	var msgs []fakeMsg
+	for i := range 5 {
+		msgs = append(msgs, fakeMsg{uid: uint32(10 + i), body: string(textMsg(fmt.Sprintf("m%d", i), strings.Repeat("b", 100*i)))})
+	}
+	var kws []string
+	for i := range 300 {
+		kws = append(kws, fmt.Sprintf("$K%d", i))
+	}
+	manyFlags := "(\\Seen \\Unknown $odd-one \\Recent " + strings.Join(kws, " ") + ")"
+	for _, tc := range []struct {
+		name   string
+		f      func() *fakeIMAP
+		second func(f *fakeIMAP) // changes the source before the second run
+	}{
+		{name: "odd dates", f: func() *fakeIMAP {
+			m := slices.Clone(msgs)
+			m[0].date = `"04-Mar-10000 05:06:07 +0000"`
+			m[1].date = `"garbage"`
+			m[2].date = `"31-Feb-2020 25:61:61 +9999"`
+			return &fakeIMAP{msgs: m}
+		}},
+		{name: "hundreds of keywords", f: func() *fakeIMAP {
+			m := slices.Clone(msgs)
+			m[1].flags = manyFlags
+			return &fakeIMAP{msgs: m}
+		}},
+		{name: "cut mid-literal", f: func() *fakeIMAP {
+			cuts := 0
+			f := &fakeIMAP{msgs: msgs}
+			f.on = map[string]func(*bufio.Writer, string, string) bool{"UID": func(w *bufio.Writer, tag, args string) bool {
+				hangUp := false
+				f.answerFetch(w, tag, args, func(uid uint32) bool {
+					if uid == 12 && cuts < 2 { // twice: once in a batch, once alone
+						cuts++
+						w.WriteString(msgs[2].body[:50])
+						hangUp = true
+						return false
+					}
+					return true
+				})
+				return hangUp
+			}}
+			return f
+		}},
+		{name: "new UIDVALIDITY", f: func() *fakeIMAP { return &fakeIMAP{msgs: msgs} }, second: func(f *fakeIMAP) {
+			f.uidValidity = 8
+			for i := range f.msgs {
+				f.msgs[i].uid += 100
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := tc.f()
+			f.list = []string{`() "/" INBOX`}
+			f.msgs = slices.Clone(f.msgs)
+			startFake(t, f)
+			st := storetest.New(t)
+			acc := newAccount(t, st, "alice@example.org")
+			var want []rec
+			for _, m := range msgs {
+				want = append(want, rec{sum: sha256Sum([]byte(m.body)), size: int64(len(m.body))})
+			}
+			for run := range 2 {
+				if run == 1 && tc.second != nil {
+					tc.second(f)
+				}
+				im := &Importer{Store: st, Account: acc, Log: testLog(t)}
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				err := im.ImportIMAP(ctx, IMAPSource{URL: f.url(), Password: "p", RetryWait: time.Millisecond, Timeout: 5 * time.Second})
+				cancel()
+				if err != nil {
+					t.Fatalf("run %d: %v", run, err)
+				}
+				var got []rec
+				for _, r := range storedFolder(t, st, acc, "INBOX") {
+					r.flags, r.date = "", 0
+					got = append(got, r)
+				}
+				equalRecs(t, fmt.Sprintf("run %d", run), sortRecs(got), sortRecs(slices.Clone(want)))
+			}
+		})
+	}
+}

@@ -478,6 +478,9 @@ type imapWorker struct {
 	careful   imap.UID
 	mailboxID int64    // the target of the folder under way
 	announced imap.UID // messages up to here were counted in the progress
+	// noDates: the folder's INTERNALDATEs could not be read, so they are
+	// not asked for (the messages get the time of the import).
+	noDates bool
 }
 
 // sendError is a message whose fetch alone broke the connection.
@@ -502,7 +505,7 @@ func (w *imapWorker) close() {
 func (w *imapWorker) folder(ctx context.Context, f sourceFolder, mark store.ImportMark) error {
 	wait := w.s.RetryWait
 	strikes := map[imap.UID]int{}
-	w.careful, w.announced = 0, 0
+	w.careful, w.announced, w.noDates = 0, 0, false
 	var total int64
 	// What the target holds, once loaded: an attempt after a cut
 	// still skips it (the mark has a source by then).
@@ -626,7 +629,7 @@ func (w *imapWorker) folderOnce(ctx context.Context, f sourceFolder, mark *store
 	// First pass: UIDs, flags, dates and sizes of the new messages.
 	var metas []meta
 	set := imap.UIDSet{{Start: imap.UID(mark.LastUID + 1), Stop: 0}}
-	fetch := c.Fetch(set, &imap.FetchOptions{UID: true, Flags: true, InternalDate: true, RFC822Size: true})
+	fetch := c.Fetch(set, &imap.FetchOptions{UID: true, Flags: true, InternalDate: !w.noDates, RFC822Size: true})
 	for {
 		m := fetch.Next()
 		if m == nil {
@@ -635,7 +638,7 @@ func (w *imapWorker) folderOnce(ctx context.Context, f sourceFolder, mark *store
 		buf, err := m.Collect()
 		if err != nil {
 			fetch.Close()
-			return 0, err
+			return 0, w.badDate(f, err)
 		}
 		if uint32(buf.UID) <= mark.LastUID { // n:* includes the last message
 			continue
@@ -647,7 +650,7 @@ func (w *imapWorker) folderOnce(ctx context.Context, f sourceFolder, mark *store
 		metas = append(metas, meta{uid: buf.UID, flags: cleanFlags(flags), date: buf.InternalDate, size: buf.RFC822Size})
 	}
 	if err := fetch.Close(); err != nil {
-		return 0, fmt.Errorf("list new messages: %w", err)
+		return 0, fmt.Errorf("list new messages: %w", w.badDate(f, err))
 	}
 	slices.SortFunc(metas, func(a, b meta) int { return int(a.uid) - int(b.uid) })
 	var news, total int64
@@ -729,6 +732,18 @@ func (w *imapWorker) folderOnce(ctx context.Context, f sourceFolder, mark *store
 	default:
 	}
 	return done, nil
+}
+
+// badDate notes a first pass that failed on an INTERNALDATE the client
+// cannot parse (a year 10000, garbage): the next try asks for none,
+// rather than every try failing and the whole import with them. go-imap
+// says so only in its error's text.
+func (w *imapWorker) badDate(f sourceFolder, err error) error {
+	if !w.noDates && strings.Contains(err.Error(), "in date-time") {
+		w.noDates = true
+		w.im.log().Warn("import: the server sends dates that cannot be read; the folder's messages get the time of the import", "folder", f.name, "err", err.Error())
+	}
+	return err
 }
 
 // retryable reports whether a NO from the server says "not now" (a
