@@ -108,9 +108,12 @@ func parseSource(src IMAPSource) (*imapSource, error) {
 }
 
 func (s *imapSource) dial(ctx context.Context) (*imapclient.Client, error) {
-	cfg := s.TLSConfig
-	if cfg == nil {
-		cfg = &tls.Config{ServerName: s.host}
+	cfg := &tls.Config{}
+	if s.TLSConfig != nil {
+		cfg = s.TLSConfig.Clone()
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = s.host
 	}
 	opts := &imapclient.Options{TLSConfig: cfg}
 	d := &net.Dialer{Timeout: 30 * time.Second}
@@ -122,7 +125,15 @@ func (s *imapSource) dial(ctx context.Context) (*imapclient.Client, error) {
 	var c *imapclient.Client
 	switch {
 	case s.implicitTLS:
-		c = imapclient.New(tls.Client(conn, cfg), opts)
+		if cfg.NextProtos == nil {
+			cfg.NextProtos = []string{"imap"} // as imapclient.DialTLS
+		}
+		tc := tls.Client(conn, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("connect to %s: %w", s.addr, err)
+		}
+		c = imapclient.New(tc, opts)
 	case isLoopback(s.host):
 		c = imapclient.New(conn, opts)
 	default:
