@@ -2,12 +2,16 @@ package mailimport
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/mailstack/mailstack/internal/tlsconfig"
 )
 
 // fakeIMAP is a scripted IMAP server on 127.0.0.1 (plain text, which the
@@ -19,6 +23,8 @@ type fakeIMAP struct {
 	greeting string
 	// silent: accept connections and never say a word.
 	silent bool
+	// tls: implicit TLS (imaps), with a certificate of its own.
+	tls bool
 	// list is the LIST answer, one "(attrs) delim name" per line.
 	list []string
 	// msgs of every folder (the fake has one set for all).
@@ -32,9 +38,10 @@ type fakeIMAP struct {
 	// answers it instead; hang up: close the connection after.
 	on map[string]func(w *bufio.Writer, tag, args string) (hangUp bool)
 
-	addr string
-	mu   sync.Mutex
-	cmds []string // every command received, in order
+	addr  string
+	roots *x509.CertPool // trusts the certificate, with tls
+	mu    sync.Mutex
+	cmds  []string // every command received, in order
 }
 
 type fakeMsg struct {
@@ -52,6 +59,19 @@ func startFake(t testing.TB, f *fakeIMAP) *fakeIMAP {
 		t.Fatal(err)
 	}
 	f.addr = ln.Addr().String()
+	if f.tls {
+		cfg, err := tlsconfig.SelfSigned(t.TempDir(), []string{"127.0.0.1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := x509.ParseCertificate(cfg.Certificates[0].Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.roots = x509.NewCertPool()
+		f.roots.AddCert(cert)
+		ln = tls.NewListener(ln, cfg)
+	}
 	var conns sync.WaitGroup
 	var mu sync.Mutex
 	var open []net.Conn
@@ -84,8 +104,15 @@ func startFake(t testing.TB, f *fakeIMAP) *fakeIMAP {
 	return f
 }
 
-// url is the importer's source URL of the fake.
-func (f *fakeIMAP) url() string { return "imap://u@" + f.addr }
+// source is the fake as the importer's source, with the given options.
+func (f *fakeIMAP) source(opts IMAPSource) IMAPSource {
+	opts.URL, opts.Password = "imap://u@"+f.addr, "p"
+	if f.tls {
+		opts.URL = "imaps://u@" + f.addr
+		opts.TLSConfig = &tls.Config{RootCAs: f.roots}
+	}
+	return opts
+}
 
 func (f *fakeIMAP) commands() []string {
 	f.mu.Lock()

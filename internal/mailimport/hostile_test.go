@@ -29,9 +29,10 @@ func TestImportIMAPHostileFetch(t *testing.T) {
 		{"in order", []int{0, 1, 2}},
 		{"duplicate UIDs", []int{0, 1, 1, 2, 0, 2}},
 		{"UIDs backwards", []int{2, 1, 0}},
+		{"TLS", []int{0, 1, 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := startFake(t, &fakeIMAP{list: []string{`() "/" INBOX`}, msgs: msgs, meta: func(w *bufio.Writer) {
+			f := startFake(t, &fakeIMAP{tls: tc.name == "TLS", list: []string{`() "/" INBOX`}, msgs: msgs, meta: func(w *bufio.Writer) {
 				for i, k := range tc.meta {
 					fmt.Fprintf(w, "* %d FETCH %s\r\n", i+1, metaItems(msgs[k]))
 				}
@@ -44,7 +45,7 @@ func TestImportIMAPHostileFetch(t *testing.T) {
 			}
 			for run := range 2 {
 				im := &Importer{Store: st, Account: acc, Log: testLog(t)}
-				if err := im.ImportIMAP(context.Background(), IMAPSource{URL: f.url(), Password: "p", RetryWait: time.Millisecond}); err != nil {
+				if err := im.ImportIMAP(context.Background(), f.source(IMAPSource{RetryWait: time.Millisecond})); err != nil {
 					t.Fatalf("run %d: %v", run, err)
 				}
 				equalRecs(t, fmt.Sprintf("run %d", run), storedFolder(t, st, acc, "INBOX"), sortRecs(slices.Clone(want)))
@@ -71,6 +72,8 @@ func TestImportIMAPHostileServer(t *testing.T) {
 		{name: "silent at EXAMINE", f: &fakeIMAP{list: inbox, msgs: one, on: map[string]func(*bufio.Writer, string, string) bool{"EXAMINE": never}}},
 		{name: "silent at FETCH", f: &fakeIMAP{list: inbox, msgs: one, on: map[string]func(*bufio.Writer, string, string) bool{"UID": never}}},
 		{name: "greeting BYE", f: &fakeIMAP{greeting: "* BYE go away"}},
+		{name: "silent over TLS", f: &fakeIMAP{tls: true, silent: true}},
+		{name: "silent at LOGIN over TLS", f: &fakeIMAP{tls: true, on: map[string]func(*bufio.Writer, string, string) bool{"LOGIN": never}}},
 		{name: "a literal of 10 GB never sent", f: &fakeIMAP{list: inbox, msgs: one, on: map[string]func(*bufio.Writer, string, string) bool{
 			"UID": func(w *bufio.Writer, tag, args string) bool {
 				if strings.Contains(args, "BODY") {
@@ -94,7 +97,7 @@ func TestImportIMAPHostileServer(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			start := time.Now()
-			err := im.ImportIMAP(ctx, IMAPSource{URL: f.url(), Password: "p", Retries: 1, RetryWait: time.Millisecond, Timeout: 300 * time.Millisecond})
+			err := im.ImportIMAP(ctx, f.source(IMAPSource{Retries: 1, RetryWait: time.Millisecond, Timeout: 300 * time.Millisecond}))
 			t.Logf("after %v: %v", time.Since(start), err)
 			if ctx.Err() != nil {
 				t.Fatalf("the import hung: %v", err)
@@ -124,7 +127,7 @@ func TestImportIMAPBadFolderNames(t *testing.T) {
 	im := &Importer{Store: st, Account: acc, Log: testLog(t)}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := im.ImportIMAP(ctx, IMAPSource{URL: f.url(), Password: "p", RetryWait: time.Millisecond}); err != nil {
+	if err := im.ImportIMAP(ctx, f.source(IMAPSource{RetryWait: time.Millisecond})); err != nil {
 		t.Fatalf("import: %v", err)
 	}
 	s := im.Summary()
@@ -213,7 +216,7 @@ func TestImportIMAPHostileData(t *testing.T) {
 				}
 				im := &Importer{Store: st, Account: acc, Log: testLog(t)}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				err := im.ImportIMAP(ctx, IMAPSource{URL: f.url(), Password: "p", RetryWait: time.Millisecond, Timeout: 5 * time.Second})
+				err := im.ImportIMAP(ctx, f.source(IMAPSource{RetryWait: time.Millisecond, Timeout: 5 * time.Second}))
 				cancel()
 				if err != nil {
 					t.Fatalf("run %d: %v", run, err)
