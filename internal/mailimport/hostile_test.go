@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailstack/mailstack/store"
 	"github.com/mailstack/mailstack/store/storetest"
 )
 
@@ -229,5 +230,29 @@ func TestImportIMAPHostileData(t *testing.T) {
 				equalRecs(t, fmt.Sprintf("run %d", run), sortRecs(got), sortRecs(slices.Clone(want)))
 			}
 		})
+	}
+}
+
+// TestImportIMAPAccountsApart: two accounts importing the same source each
+// get every message once; one's import state neither skips nor touches
+// the other's mail.
+func TestImportIMAPAccountsApart(t *testing.T) {
+	f := startFake(t, &fakeIMAP{list: []string{`() "/" INBOX`, `() "/" Work`},
+		msgs: []fakeMsg{{uid: 1, body: string(textMsg("one", "1"))}, {uid: 2, body: string(textMsg("two", "2"))}}})
+	st := storetest.New(t)
+	ctx := context.Background()
+	alice, bob := newAccount(t, st, "alice@example.org"), newAccount(t, st, "bob@example.org")
+	for _, acc := range []*store.Account{alice, bob, alice} {
+		im := &Importer{Store: st, Account: acc, Log: testLog(t)}
+		if err := im.ImportIMAP(ctx, f.source(IMAPSource{RetryWait: time.Millisecond})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, acc := range []*store.Account{alice, bob} {
+		for _, name := range []string{"INBOX", "Work"} {
+			if got := storedFolder(t, st, acc, name); len(got) != 2 {
+				t.Errorf("%s %s holds %d messages, want 2", acc.Address, name, len(got))
+			}
+		}
 	}
 }
