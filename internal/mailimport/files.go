@@ -184,7 +184,7 @@ type mboxReader struct {
 	br      *bufio.Reader
 	atStart bool   // the next byte begins a line
 	from    []byte // the From_ line that begins the next message
-	held    bool   // an empty line held back: dropped if the message ends
+	held    []byte // an empty line held back ("\n" or "\r\n"): dropped if the message ends
 	cur     []byte // bytes to give before reading on
 	done    bool   // the current message has ended
 	eof     bool
@@ -225,7 +225,7 @@ func (r *mboxReader) next() (from []byte, ok bool, err error) {
 		return nil, false, nil
 	}
 	from = append([]byte(nil), r.from...)
-	r.done, r.held, r.cur, r.atStart = false, false, nil, true
+	r.done, r.held, r.cur, r.atStart = false, nil, nil, true
 	return from, true, nil
 }
 
@@ -264,14 +264,12 @@ func (r *mboxReader) Read(p []byte) (int, error) {
 			r.done = true
 			return 0, io.EOF
 		}
-		var out []byte
-		if r.held {
-			out = append(out, '\n')
-			r.held = false
-		}
-		if r.atStart && whole && len(line) == 1 {
-			// The empty line before a From_ line belongs to the format.
-			r.held = true
+		out := r.held
+		r.held = nil
+		if r.atStart && whole && (len(line) == 1 || len(line) == 2 && line[0] == '\r') {
+			// The empty line before a From_ line belongs to the format,
+			// CRLF in a file of CRLF lines (Dovecot's crlf_ending).
+			r.held = slices.Clone(line) // line is the reader's buffer
 			r.cur = out
 			continue
 		}

@@ -136,6 +136,10 @@ func TestMboxReader(t *testing.T) {
 		// message that follows.
 		{"long From_ line", "From a\nA: b\n\nFrom " + strings.Repeat("x", 200<<10) + " Thu Jan  1 10:00:00 1999\nB: c\n",
 			[]string{"A: b\n", "B: c\n"}, []string{"0001-01-01T00:00:00Z", "0001-01-01T00:00:00Z"}},
+		// CRLF lines throughout: the empty line before a From_ line is
+		// CRLF, and as much the format's as LF in a file of LF lines.
+		{"CRLF", "From a Thu Jan  1 10:00:00 1999\r\nA: b\r\n\r\nx\r\n\r\nFrom b Thu Jan  1 10:00:00 1999\r\nB: c\r\n\r\n>From y\r\n\r\n",
+			[]string{"A: b\r\n\r\nx\r\n", "B: c\r\n\r\nFrom y\r\n"}, []string{"1999-01-01T10:00:00Z", "1999-01-01T10:00:00Z"}},
 		{"NUL bytes, garbage date", "From a Thu Jan 99 10:00:00 1999\nA: \x00b\n\n\x00\n", []string{"A: \x00b\n\n\x00\n"}, []string{"0001-01-01T00:00:00Z"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
