@@ -184,7 +184,7 @@ type mboxReader struct {
 	br      *bufio.Reader
 	atStart bool   // the next byte begins a line
 	from    []byte // the From_ line that begins the next message
-	held    bool   // an empty line held back: dropped if the message ends
+	held    []byte // an empty line held back ("\n" or "\r\n"): dropped if the message ends
 	cur     []byte // bytes to give before reading on
 	done    bool   // the current message has ended
 	eof     bool
@@ -217,13 +217,7 @@ func (r *mboxReader) next() (from []byte, ok bool, err error) {
 			return nil, false, errors.New("not an mbox file: it does not begin with a From_ line")
 		}
 		r.from = append(r.from[:0], line...)
-		if err == bufio.ErrBufferFull {
-			// An absurdly long From_ line: the rest is not the message.
-			for err == bufio.ErrBufferFull {
-				_, err = r.br.ReadSlice('\n')
-			}
-		}
-		if err != nil && err != io.EOF {
+		if err := r.skipLine(err); err != nil {
 			return nil, false, err
 		}
 	}
@@ -231,8 +225,20 @@ func (r *mboxReader) next() (from []byte, ok bool, err error) {
 		return nil, false, nil
 	}
 	from = append([]byte(nil), r.from...)
-	r.done, r.held, r.cur, r.atStart = false, false, nil, true
+	r.done, r.held, r.cur, r.atStart = false, nil, nil, true
 	return from, true, nil
+}
+
+// skipLine reads past the rest of a From_ line longer than the buffer
+// (err is its ReadSlice's): none of it is the message.
+func (r *mboxReader) skipLine(err error) error {
+	for err == bufio.ErrBufferFull {
+		_, err = r.br.ReadSlice('\n')
+	}
+	if err != nil && err != io.EOF {
+		return err
+	}
+	return nil
 }
 
 // Read reads the current message.
@@ -252,17 +258,18 @@ func (r *mboxReader) Read(p []byte) (int, error) {
 		whole := len(line) > 0 && line[len(line)-1] == '\n'
 		if r.atStart && isFromLine(line) {
 			r.from = append(r.from[:0], line...)
+			if err := r.skipLine(err); err != nil {
+				return 0, err
+			}
 			r.done = true
 			return 0, io.EOF
 		}
-		var out []byte
-		if r.held {
-			out = append(out, '\n')
-			r.held = false
-		}
-		if r.atStart && whole && len(line) == 1 {
-			// The empty line before a From_ line belongs to the format.
-			r.held = true
+		out := r.held
+		r.held = nil
+		if r.atStart && whole && (len(line) == 1 || len(line) == 2 && line[0] == '\r') {
+			// The empty line before a From_ line belongs to the format,
+			// CRLF in a file of CRLF lines (Dovecot's crlf_ending).
+			r.held = slices.Clone(line) // line is the reader's buffer
 			r.cur = out
 			continue
 		}
@@ -381,8 +388,14 @@ func (im *Importer) importMaildirFolder(ctx context.Context, f fileFolder) error
 			return err
 		}
 		for _, e := range entries {
-			if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") {
+			switch {
+			case strings.HasPrefix(e.Name(), "."):
+			case e.Type().IsRegular():
 				files = append(files, filepath.Join(sub, e.Name()))
+			case e.Type()&fs.ModeSymlink != 0:
+				// It may point at any file the importing user can read
+				// (an import run as root): reported, never followed.
+				im.fail(f.name, filepath.Join(sub, e.Name()), "a symbolic link: not followed")
 			}
 		}
 	}

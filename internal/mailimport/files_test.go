@@ -132,6 +132,15 @@ func TestMboxReader(t *testing.T) {
 		{"no final empty line", "From a Thu Jan  1 10:00:00 1999\nA: b\n\nlast", []string{"A: b\n\nlast"}, []string{"1999-01-01T10:00:00Z"}},
 		{"empty lines kept", "From x\r\nA: b\r\n\r\n\n\n\nFrom y\n\n", []string{"A: b\r\n\r\n\n\n", ""}, []string{"0001-01-01T00:00:00Z", "0001-01-01T00:00:00Z"}},
 		{"empty file", "", nil, nil},
+		// A From_ line longer than the reader's buffer: none of it is the
+		// message that follows.
+		{"long From_ line", "From a\nA: b\n\nFrom " + strings.Repeat("x", 200<<10) + " Thu Jan  1 10:00:00 1999\nB: c\n",
+			[]string{"A: b\n", "B: c\n"}, []string{"0001-01-01T00:00:00Z", "0001-01-01T00:00:00Z"}},
+		// CRLF lines throughout: the empty line before a From_ line is
+		// CRLF, and as much the format's as LF in a file of LF lines.
+		{"CRLF", "From a Thu Jan  1 10:00:00 1999\r\nA: b\r\n\r\nx\r\n\r\nFrom b Thu Jan  1 10:00:00 1999\r\nB: c\r\n\r\n>From y\r\n\r\n",
+			[]string{"A: b\r\n\r\nx\r\n", "B: c\r\n\r\nFrom y\r\n"}, []string{"1999-01-01T10:00:00Z", "1999-01-01T10:00:00Z"}},
+		{"NUL bytes, garbage date", "From a Thu Jan 99 10:00:00 1999\nA: \x00b\n\n\x00\n", []string{"A: \x00b\n\n\x00\n"}, []string{"0001-01-01T00:00:00Z"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newMboxReader(strings.NewReader(tc.in))
@@ -219,22 +228,27 @@ func TestImportMaildirLayouts(t *testing.T) {
 }
 
 // TestBadMessagesDoNotStop: a message over the size limit, in an mbox
-// and in a Maildir, is reported; the messages around it are imported.
+// and in a Maildir, or a symbolic link in a Maildir (not followed: it may
+// point anywhere the importing user can read) is reported; the messages
+// around it are imported. A Maildir++ folder whose name makes no mailbox
+// is skipped.
 func TestBadMessagesDoNotStop(t *testing.T) {
 	ctx := context.Background()
 	st := storetest.New(t)
 	big := strings.Repeat("x", 5000)
 	for _, tc := range []struct {
-		name   string
-		setup  func(dir string) string // returns the path to import
-		mbox   bool
-		failed []string // Failure.ID of each failure
+		name    string
+		setup   func(dir string) string // returns the path to import
+		mbox    bool
+		failed  []string // Failure.ID of each failure
+		reason  string   // of the first
+		skipped int      // folders
 	}{
 		{"mbox", func(dir string) string {
 			p := filepath.Join(dir, "INBOX.mbox")
 			os.WriteFile(p, []byte("From a Thu Jan  1 10:00:00 1999\nSubject: 1\n\nok\n\nFrom b Thu Jan  1 10:00:00 1999\nSubject: 2\n\n"+big+"\n\nFrom c Thu Jan  1 10:00:00 1999\nSubject: 3\n\nok\n\n"), 0o600)
 			return p
-		}, true, []string{"message 2"}},
+		}, true, []string{"message 2"}, "larger than the limit of 1000 bytes", 0},
 		{"maildir", func(dir string) string {
 			for _, sub := range []string{"cur", "new", "tmp"} {
 				os.MkdirAll(filepath.Join(dir, sub), 0o700)
@@ -243,7 +257,19 @@ func TestBadMessagesDoNotStop(t *testing.T) {
 			os.WriteFile(filepath.Join(dir, "cur", "2.b:2,S"), []byte("Subject: 2\n\n"+big+"\n"), 0o600)
 			os.WriteFile(filepath.Join(dir, "cur", "3.c:2,S"), []byte("Subject: 3\n\nok\n"), 0o600)
 			return dir
-		}, false, []string{"cur/2.b:2,S"}},
+		}, false, []string{"cur/2.b:2,S"}, "larger than the limit of 1000 bytes", 0},
+		{"maildir-symlink", func(dir string) string {
+			secret := filepath.Join(t.TempDir(), "secret")
+			os.WriteFile(secret, []byte("Subject: outside\n\nnot mail\n"), 0o600)
+			for _, sub := range []string{"cur", "new", "tmp", ".a..b/cur"} {
+				os.MkdirAll(filepath.Join(dir, sub), 0o700)
+			}
+			os.WriteFile(filepath.Join(dir, "cur", "1.a:2,S"), []byte("Subject: 1\n\nok\n"), 0o600)
+			os.Symlink(secret, filepath.Join(dir, "cur", "2.b:2,S"))
+			os.WriteFile(filepath.Join(dir, "new", "3.c"), []byte("Subject: 3\n\nok\n"), 0o600)
+			os.WriteFile(filepath.Join(dir, ".a..b", "cur", "4.d:2,"), []byte("Subject: 4\n\nok\n"), 0o600)
+			return dir
+		}, false, []string{"cur/2.b:2,S"}, "symbolic link", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			acc := newAccount(t, st, tc.name+"@example.org")
@@ -261,8 +287,8 @@ func TestBadMessagesDoNotStop(t *testing.T) {
 			for _, f := range s.Failed {
 				ids = append(ids, f.ID)
 			}
-			if s.Copied != 2 || strings.Join(ids, ",") != strings.Join(tc.failed, ",") || !strings.Contains(s.Failed[0].Reason, "larger than the limit of 1000 bytes") {
-				t.Errorf("summary %+v, want 2 copied and failures %v", s, tc.failed)
+			if s.Copied != 2 || strings.Join(ids, ",") != strings.Join(tc.failed, ",") || !strings.Contains(s.Failed[0].Reason, tc.reason) || len(s.Skipped) != tc.skipped {
+				t.Errorf("summary %+v, want 2 copied, failures %v (%s), %d skipped", s, tc.failed, tc.reason, tc.skipped)
 			}
 			if got := storedFolder(t, st, acc, "INBOX"); len(got) != 2 {
 				t.Errorf("INBOX holds %d messages, want 2", len(got))

@@ -37,6 +37,10 @@ type IMAPSource struct {
 	Retries int
 	// RetryWait is the first wait (default 1 s).
 	RetryWait time.Duration
+	// Timeout is how long the server may stay silent before the
+	// connection counts as broken (default 5 minutes, as Dovecot's
+	// imapc_cmd_timeout).
+	Timeout time.Duration
 }
 
 // Check reports a mistake in the source's URL (before a password is
@@ -97,27 +101,46 @@ func parseSource(src IMAPSource) (*imapSource, error) {
 	if s.RetryWait <= 0 {
 		s.RetryWait = time.Second
 	}
+	if s.Timeout <= 0 {
+		s.Timeout = 5 * time.Minute
+	}
 	return s, nil
 }
 
 func (s *imapSource) dial(ctx context.Context) (*imapclient.Client, error) {
-	cfg := s.TLSConfig
-	if cfg == nil {
-		cfg = &tls.Config{ServerName: s.host}
+	cfg := &tls.Config{}
+	if s.TLSConfig != nil {
+		cfg = s.TLSConfig.Clone()
 	}
-	opts := &imapclient.Options{TLSConfig: cfg, Dialer: &net.Dialer{Timeout: 30 * time.Second}}
-	var c *imapclient.Client
-	var err error
-	switch {
-	case s.implicitTLS:
-		c, err = imapclient.DialTLS(s.addr, opts)
-	case isLoopback(s.host):
-		c, err = imapclient.DialInsecure(s.addr, opts)
-	default:
-		c, err = imapclient.DialStartTLS(s.addr, opts)
+	if cfg.ServerName == "" {
+		cfg.ServerName = s.host
 	}
+	opts := &imapclient.Options{TLSConfig: cfg}
+	d := &net.Dialer{Timeout: 30 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", s.addr)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", s.addr, err)
+	}
+	conn = &idleConn{Conn: conn, idle: s.Timeout}
+	var c *imapclient.Client
+	switch {
+	case s.implicitTLS:
+		if cfg.NextProtos == nil {
+			cfg.NextProtos = []string{"imap"} // as imapclient.DialTLS
+		}
+		tc := tls.Client(conn, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("connect to %s: %w", s.addr, err)
+		}
+		c = imapclient.New(tc, opts)
+	case isLoopback(s.host):
+		c = imapclient.New(conn, opts)
+	default:
+		if c, err = imapclient.NewStartTLS(conn, opts); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("connect to %s: %w", s.addr, err)
+		}
 	}
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
@@ -127,6 +150,25 @@ func (s *imapSource) dial(ctx context.Context) (*imapclient.Client, error) {
 	}
 	return c, nil
 }
+
+// idleConn fails a read after the server was silent for idle:
+// imapclient clears the read deadline between responses, so a server
+// that never answers a command would hang the import for ever.
+type idleConn struct {
+	net.Conn
+	idle time.Duration
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	if err := c.Conn.SetReadDeadline(time.Now().Add(c.idle)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+// SetReadDeadline is imapclient's (none while no answer is due; Read
+// sets its own).
+func (c *idleConn) SetReadDeadline(time.Time) error { return nil }
 
 func isLoopback(host string) bool {
 	if host == "localhost" {
@@ -248,6 +290,15 @@ func mapFolder(name, rel string, delim rune, use string) (f sourceFolder, skip s
 		}
 	default:
 		f.target = targetName(rel, delim)
+		// Checked here, not at CREATE: a name no mailbox can have would
+		// fail its folder's every try and so end the whole import.
+		n, err := store.NormalizeMailboxName(f.target)
+		if err == nil && len(n) > store.MaxMailboxName {
+			err = fmt.Errorf("longer than %d octets", store.MaxMailboxName)
+		}
+		if err != nil {
+			return f, "no mailbox can have its name: " + err.Error()
+		}
 	}
 	return f, ""
 }
@@ -285,7 +336,9 @@ func (im *Importer) ImportIMAP(ctx context.Context, src IMAPSource) error {
 	if err != nil {
 		return err
 	}
+	stop := context.AfterFunc(ctx, func() { c.Close() })
 	folders, err := im.listFolders(c)
+	stop()
 	c.Close()
 	if err != nil {
 		return err
@@ -436,6 +489,9 @@ type imapWorker struct {
 	careful   imap.UID
 	mailboxID int64    // the target of the folder under way
 	announced imap.UID // messages up to here were counted in the progress
+	// noDates: the folder's INTERNALDATEs could not be read, so they are
+	// not asked for (the messages get the time of the import).
+	noDates bool
 }
 
 // sendError is a message whose fetch alone broke the connection.
@@ -460,7 +516,7 @@ func (w *imapWorker) close() {
 func (w *imapWorker) folder(ctx context.Context, f sourceFolder, mark store.ImportMark) error {
 	wait := w.s.RetryWait
 	strikes := map[imap.UID]int{}
-	w.careful, w.announced = 0, 0
+	w.careful, w.announced, w.noDates = 0, 0, false
 	var total int64
 	// What the target holds, once loaded: an attempt after a cut
 	// still skips it (the mark has a source by then).
@@ -584,7 +640,7 @@ func (w *imapWorker) folderOnce(ctx context.Context, f sourceFolder, mark *store
 	// First pass: UIDs, flags, dates and sizes of the new messages.
 	var metas []meta
 	set := imap.UIDSet{{Start: imap.UID(mark.LastUID + 1), Stop: 0}}
-	fetch := c.Fetch(set, &imap.FetchOptions{UID: true, Flags: true, InternalDate: true, RFC822Size: true})
+	fetch := c.Fetch(set, &imap.FetchOptions{UID: true, Flags: true, InternalDate: !w.noDates, RFC822Size: true})
 	for {
 		m := fetch.Next()
 		if m == nil {
@@ -593,7 +649,7 @@ func (w *imapWorker) folderOnce(ctx context.Context, f sourceFolder, mark *store
 		buf, err := m.Collect()
 		if err != nil {
 			fetch.Close()
-			return 0, err
+			return 0, w.badDate(f, err)
 		}
 		if uint32(buf.UID) <= mark.LastUID { // n:* includes the last message
 			continue
@@ -605,7 +661,7 @@ func (w *imapWorker) folderOnce(ctx context.Context, f sourceFolder, mark *store
 		metas = append(metas, meta{uid: buf.UID, flags: cleanFlags(flags), date: buf.InternalDate, size: buf.RFC822Size})
 	}
 	if err := fetch.Close(); err != nil {
-		return 0, fmt.Errorf("list new messages: %w", err)
+		return 0, fmt.Errorf("list new messages: %w", w.badDate(f, err))
 	}
 	slices.SortFunc(metas, func(a, b meta) int { return int(a.uid) - int(b.uid) })
 	var news, total int64
@@ -687,6 +743,18 @@ func (w *imapWorker) folderOnce(ctx context.Context, f sourceFolder, mark *store
 	default:
 	}
 	return done, nil
+}
+
+// badDate notes a first pass that failed on an INTERNALDATE the client
+// cannot parse (a year 10000, garbage): the next try asks for none,
+// rather than every try failing and the whole import with them. go-imap
+// says so only in its error's text.
+func (w *imapWorker) badDate(f sourceFolder, err error) error {
+	if !w.noDates && strings.Contains(err.Error(), "in date-time") {
+		w.noDates = true
+		w.im.log().Warn("import: the server sends dates that cannot be read; the folder's messages get the time of the import", "folder", f.name, "err", err.Error())
+	}
+	return err
 }
 
 // retryable reports whether a NO from the server says "not now" (a
