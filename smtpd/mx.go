@@ -118,6 +118,7 @@ type mailboxKey struct {
 
 // mxSession is one inbound connection.
 type mxSession struct {
+	data dataRun // the Data call under way (Reset waits for it)
 	m    *MX
 	conn *smtp.Conn
 	ip   string
@@ -149,6 +150,7 @@ func (s *mxSession) ctx() (context.Context, context.CancelFunc) {
 // Reset implements smtp.Session. go-smtp calls it after each DATA (and
 // its reply), on RSET, and here at MAIL.
 func (s *mxSession) Reset() {
+	s.data.wait()
 	extendReads(s.conn.Conn(), 0)
 	s.inTx, s.from, s.size = false, "", 0
 	s.rcptAddr, s.accounts, s.accountAddr = nil, nil, nil
@@ -242,6 +244,7 @@ func (s *mxSession) rcpt(to string) error {
 // Data implements smtp.Session: spool, check, then deliver to every
 // recipient in one transaction before go-smtp sends 250.
 func (s *mxSession) Data(r io.Reader) error {
+	defer s.data.start()()
 	if len(s.accounts) == 0 {
 		return errNoRecipients
 	}

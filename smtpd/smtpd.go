@@ -417,3 +417,33 @@ func bareRecipient(ctx context.Context, cfg Config, to string) (string, error) {
 	}
 	return "postmaster@" + best, nil
 }
+
+// dataRun tracks a session's Data call under way. go-smtp runs a BDAT
+// transfer's Data on a goroutine of its own and, when RSET (or a size
+// limit) ends the transfer, closes its pipe and calls Reset without
+// waiting for Data to return: Reset waits here, so that the two never
+// touch the session at once. (The pipe is closed by then, so Data returns
+// soon.)
+type dataRun struct {
+	mu   sync.Mutex
+	done chan struct{} // of the last Data call; closed when it returned
+}
+
+// start records a Data call; the function it returns ends it.
+func (d *dataRun) start() (end func()) {
+	ch := make(chan struct{})
+	d.mu.Lock()
+	d.done = ch
+	d.mu.Unlock()
+	return func() { close(ch) }
+}
+
+// wait returns once no Data call is under way.
+func (d *dataRun) wait() {
+	d.mu.Lock()
+	ch := d.done
+	d.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+}

@@ -86,6 +86,7 @@ func (b *Submission) NewSession(c *smtp.Conn) (smtp.Session, error) {
 
 // session is one submission connection.
 type session struct {
+	data  dataRun // the Data call under way (Reset waits for it)
 	b     *Submission
 	conn  *smtp.Conn
 	ip    string
@@ -306,6 +307,7 @@ func (s *session) rcpt(to string) error {
 // headers, signs for remote recipients and commits delivery and queueing
 // in one transaction before go-smtp sends 250.
 func (s *session) Data(r io.Reader) error {
+	defer s.data.start()()
 	if s.login == nil {
 		return errAuthRequired
 	}
@@ -459,6 +461,7 @@ func dataError(log *slog.Logger, kind, what string, err error) error {
 // Reset implements smtp.Session. go-smtp calls it after each DATA (and
 // its reply), on RSET, and here at MAIL.
 func (s *session) Reset() {
+	s.data.wait()
 	extendReads(s.conn.Conn(), 0)
 	s.inTx, s.from, s.size = false, "", 0
 	s.local, s.remote = nil, nil

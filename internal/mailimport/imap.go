@@ -37,9 +37,11 @@ type IMAPSource struct {
 	Retries int
 	// RetryWait is the first wait (default 1 s).
 	RetryWait time.Duration
-	// Timeout is how long the server may stay silent before the
-	// connection counts as broken (default 5 minutes, as Dovecot's
-	// imapc_cmd_timeout).
+	// Timeout is how long the connection may stay silent before it
+	// counts as broken and is opened again (default 5 minutes, the value
+	// of Dovecot's imapc_cmd_timeout). Unlike that timeout it runs whether
+	// or not a command waits for its answer: imapclient always reads, so
+	// local work between commands longer than this costs a reconnection.
 	Timeout time.Duration
 }
 
