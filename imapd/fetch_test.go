@@ -460,7 +460,9 @@ func TestFetchNULInLiteral(t *testing.T) {
 		{"FETCH 1 BODY.PEEK[HEADER.FIELDS (Subject)]", "BODY[HEADER.FIELDS (Subject)]", "Subject: n\x80l\r\n\r\n"},
 		{"FETCH 1 RFC822.HEADER", "RFC822.HEADER", "Subject: n\x80l\r\n\r\n"},
 		{"FETCH 1 BINARY.PEEK[1]", "BINARY[1]", "b\x00dy\x00\r\n"},
-		{"FETCH 1 BODY.PEEK[]", "BODY[]", "Subject: n\x80l\r\n\r\nb\x80dy\x80\r\n"}, // the cache is not changed
+		// After the BODY[] fetches (the message is cached): the cache
+		// kept its NUL bytes.
+		{"FETCH 1 BINARY.PEEK[]", "BINARY[]", "Subject: n\x00l\r\n\r\nb\x00dy\x00\r\n"},
 	}
 	for _, tc := range tests {
 		if name, data := r.fetchLiteral(tc.cmd); name != tc.name || string(data) != tc.want {
