@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -727,7 +728,7 @@ func (s *Store) storeFlags(ctx context.Context, accountID, mailboxID int64, uids
 					-- keeps its spelling.
 					WHEN $5::int = 0 THEN `+unionKeywords("keywords", "$7")+`
 					WHEN $5::int = 1 THEN ARRAY(SELECT k FROM unnest(keywords) k
-						WHERE lower(k) <> ALL(SELECT lower(r) FROM unnest($7::text[]) r) ORDER BY k)
+						WHERE NOT lower(k) = ANY($13::text[]) ORDER BY k)
 					ELSE $7::text[] END AS nkeywords,
 				keywords AS okeywords
 			FROM old WHERE $12::bigint IS NULL OR oms <= $12
@@ -759,7 +760,8 @@ func (s *Store) storeFlags(ctx context.Context, accountID, mailboxID int64, uids
 		UNION ALL
 		SELECT 2, 0, 0, NULL, highestmodseq,
 			`+mailboxNotifySQL("$11", "$1", "highestmodseq", "inl.s")+`::text FROM mb, inl`,
-		mailboxID, accountID, lo, hi, int(op), bits, keywords, added, flagSeen, flagDeleted, MailboxChannel, unchangedSince)
+		mailboxID, accountID, lo, hi, int(op), bits, keywords, added, flagSeen, flagDeleted, MailboxChannel, unchangedSince,
+		lowered(keywords))
 	br := s.pool.SendBatch(ctx, b)
 	out, modified, err := readStoreFlags(br, mailboxID)
 	if cerr := br.Close(); err == nil {
@@ -769,6 +771,16 @@ func (s *Store) storeFlags(ctx context.Context, accountID, mailboxID int64, uids
 		return nil, nil, fmt.Errorf("store flags: %w", err)
 	}
 	return out, modified, nil
+}
+
+// lowered returns the keywords lowercased: -FLAGS removes a keyword in
+// any spelling (keywords are case-insensitive, parseFlags).
+func lowered(keywords []string) []string {
+	out := make([]string, len(keywords))
+	for i, k := range keywords {
+		out[i] = strings.ToLower(k)
+	}
+	return out
 }
 
 // asyncCommit, added to the columns of a SELECT of a transaction, lets it commit without
