@@ -247,6 +247,19 @@ func NormalizeMailboxName(name string) (string, error) {
 	return name, nil
 }
 
+// NewMailboxName returns the name CREATE gives a mailbox asked for as
+// name (NormalizeMailboxName), or why no mailbox can have it.
+func NewMailboxName(name string) (string, error) {
+	name, err := NormalizeMailboxName(name)
+	if err != nil {
+		return "", err
+	}
+	if len(name) > MaxMailboxName {
+		return "", errNameTooLong
+	}
+	return name, nil
+}
+
 func validSpecialUse(su string) bool {
 	switch su {
 	case "", `\All`, `\Archive`, `\Drafts`, `\Flagged`, `\Junk`, `\Sent`, `\Trash`:
@@ -259,12 +272,9 @@ func validSpecialUse(su string) bool {
 // (never a parent) is subscribed too. Only the default mailboxes of a new
 // account, and the mailbox RENAME INBOX moves INBOX's messages to, are.
 func createMailboxTx(ctx context.Context, tx pgx.Tx, accountID int64, name, specialUse string, subscribe bool) (*Mailbox, error) {
-	name, err := NormalizeMailboxName(name)
+	name, err := NewMailboxName(name)
 	if err != nil {
 		return nil, err
-	}
-	if len(name) > MaxMailboxName {
-		return nil, errNameTooLong
 	}
 	if !validSpecialUse(specialUse) {
 		return nil, fmt.Errorf("%w: unknown special-use attribute %s", ErrInvalid, specialUse)

@@ -294,11 +294,7 @@ func mapFolder(name, rel string, delim rune, use string) (f sourceFolder, skip s
 		f.target = targetName(rel, delim)
 		// Checked here, not at CREATE: a name no mailbox can have would
 		// fail its folder's every try and so end the whole import.
-		n, err := store.NormalizeMailboxName(f.target)
-		if err == nil && len(n) > store.MaxMailboxName {
-			err = fmt.Errorf("longer than %d octets", store.MaxMailboxName)
-		}
-		if err != nil {
+		if _, err := store.NewMailboxName(f.target); err != nil {
 			return f, "no mailbox can have its name: " + err.Error()
 		}
 	}
